@@ -1,0 +1,152 @@
+// The one error catalogue. Every failure the gateway answers or logs is one of these codes, with the
+// reply Envoy gives for it (status, body, response flag, response-code details), who failed, and
+// whether a retry may help. Foreign errors (undici, node:net, node:dns) are mapped in one place:
+// `fromUpstreamError`. docs/errors.md is checked against this table by a test.
+
+export type Party = 'downstream' | 'upstream' | 'internal' | 'config';
+
+export interface ErrorSpec {
+  /** HTTP status of the local reply (0 for connection-level failures). */
+  readonly status: number;
+  /** Exact body of the local reply ('' for none). */
+  readonly body: string;
+  /** Envoy response flag for %RESPONSE_FLAGS% ('-' when none). */
+  readonly flag: string;
+  /** Envoy %RESPONSE_CODE_DETAILS%. */
+  readonly details: string;
+  readonly party: Party;
+  /** May the router retry the request on another attempt (subject to retryOn)? */
+  readonly retryable: boolean;
+  /** Which `retryOn` condition covers it, when retryable. */
+  readonly retryOn?: 'connect-failure' | 'reset' | 'refused-stream';
+  /** Extra reply headers. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** One sentence for operators: what usually causes it. */
+  readonly hint: string;
+}
+
+const RESET_PREFIX = 'upstream connect error or disconnect/reset before headers. ';
+
+export const ERRORS = {
+  NO_ROUTE: {
+    status: 404, body: '', flag: 'NR', details: 'route_not_found', party: 'config', retryable: false,
+    hint: 'no VirtualService bound to this gateway matches the host and request; check hosts, gateways and match blocks',
+  },
+  CLUSTER_NOT_FOUND: {
+    status: 503, body: '', flag: 'NC', details: 'cluster_not_found', party: 'config', retryable: false,
+    hint: 'the route names a host, port or subset that no ServiceEntry/DestinationRule defines',
+  },
+  NO_HEALTHY_UPSTREAM: {
+    status: 503, body: 'no healthy upstream', flag: 'UH', details: 'no_healthy_upstream', party: 'upstream', retryable: false,
+    hint: 'the cluster has no endpoints (subset labels match none, DNS resolved nothing, or all are ejected)',
+  },
+  CONNECT_FAILURE: {
+    status: 503, body: `${RESET_PREFIX}reset reason: connection failure`, flag: 'UF',
+    details: 'upstream_reset_before_response_started{connection_failure}', party: 'upstream', retryable: true,
+    retryOn: 'connect-failure',
+    hint: 'the endpoint refused or did not accept the connection in time; check the endpoint address and port',
+  },
+  CONNECT_TIMEOUT: {
+    status: 503, body: `${RESET_PREFIX}reset reason: connection timeout`, flag: 'UF',
+    details: 'upstream_reset_before_response_started{connection_timeout}', party: 'upstream', retryable: true,
+    retryOn: 'connect-failure',
+    hint: 'the endpoint did not accept the connection within connectTimeout',
+  },
+  UPSTREAM_RESET: {
+    status: 503, body: `${RESET_PREFIX}reset reason: connection termination`, flag: 'UC',
+    details: 'upstream_reset_before_response_started{connection_termination}', party: 'upstream', retryable: true,
+    retryOn: 'reset',
+    hint: 'the upstream closed the connection before sending a response',
+  },
+  UPSTREAM_PROTOCOL_ERROR: {
+    status: 502, body: `${RESET_PREFIX}reset reason: protocol error`, flag: 'UPE',
+    details: 'upstream_reset_before_response_started{protocol_error}', party: 'upstream', retryable: false,
+    hint: 'the upstream answered with something that is not valid HTTP/1.1',
+  },
+  UPSTREAM_TIMEOUT: {
+    status: 504, body: 'upstream request timeout', flag: 'UT', details: 'upstream_response_timeout',
+    party: 'upstream', retryable: false,
+    hint: 'the route timeout elapsed before the upstream answered',
+  },
+  UPSTREAM_PER_TRY_TIMEOUT: {
+    status: 504, body: 'upstream request timeout', flag: 'UT', details: 'upstream_per_try_timeout',
+    party: 'upstream', retryable: true, retryOn: 'reset',
+    hint: 'one attempt took longer than retries.perTryTimeout',
+  },
+  OVERFLOW: {
+    status: 503, body: `${RESET_PREFIX}reset reason: overflow`, flag: 'UO',
+    details: 'upstream_reset_before_response_started{overflow}', party: 'upstream', retryable: false,
+    headers: { 'x-envoy-overloaded': 'true' },
+    hint: 'a DestinationRule connectionPool limit was reached (circuit breaker open)',
+  },
+  DOWNSTREAM_DISCONNECT: {
+    status: 0, body: '', flag: 'DC', details: 'downstream_remote_disconnect', party: 'downstream', retryable: false,
+    hint: 'the client went away before the response was complete',
+  },
+  DOWNSTREAM_PROTOCOL_ERROR: {
+    status: 400, body: 'Bad Request', flag: 'DPE', details: 'http1.codec_error', party: 'downstream', retryable: false,
+    hint: 'the client sent a request that is not valid HTTP',
+  },
+  HEADERS_TOO_LARGE: {
+    status: 431, body: 'Request Header Fields Too Large', flag: 'DPE', details: 'http1.headers_too_large',
+    party: 'downstream', retryable: false,
+    hint: 'the request headers exceed the gateway limit',
+  },
+  REQUEST_TIMEOUT: {
+    status: 408, body: 'request timeout', flag: 'DPE', details: 'request_overall_timeout', party: 'downstream',
+    retryable: false,
+    hint: 'the client did not send its request (headers or body) in time',
+  },
+  INTERNAL: {
+    status: 500, body: 'internal error', flag: 'LR', details: 'internal_error', party: 'internal', retryable: false,
+    hint: 'a bug in meshgate: please report it with the log line',
+  },
+  FILTER_CHAIN_NOT_FOUND: {
+    status: 0, body: '', flag: 'NR', details: 'filter_chain_not_found', party: 'config', retryable: false,
+    hint: 'no Gateway server / route matches this connection (port, SNI)',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** A failure with its catalogue entry and the foreign error that caused it. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly spec: ErrorSpec;
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].hint, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.spec = ERRORS[code];
+  }
+}
+
+/** Connect-level errno codes (node:net, undici) that mean "could not connect". */
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EACCES',
+]);
+
+/**
+ * The one place foreign errors become gateway errors. `phase` says whether the request was already
+ * written to a connection: a reset before that is a connect failure, after it a termination.
+ */
+export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = 'request'): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const e = err as { code?: string; name?: string; message?: string; cause?: { code?: string } } | undefined;
+  const code = e?.code ?? e?.cause?.code ?? '';
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT' && phase === 'connect') {
+    return new GatewayError('CONNECT_TIMEOUT', e?.message, { cause: err });
+  }
+  if (CONNECT_CODES.has(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
+  if (code === 'HPE_INVALID_CONSTANT' || code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+    return new GatewayError('UPSTREAM_PROTOCOL_ERROR', e?.message, { cause: err });
+  }
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new GatewayError('UPSTREAM_TIMEOUT', e?.message, { cause: err });
+  }
+  if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED') {
+    return new GatewayError(phase === 'connect' ? 'CONNECT_FAILURE' : 'UPSTREAM_RESET', e?.message, { cause: err });
+  }
+  if (phase === 'connect') return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
+  return new GatewayError('UPSTREAM_RESET', e?.message ?? String(err), { cause: err });
+}
