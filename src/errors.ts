@@ -27,7 +27,7 @@ export interface ErrorSpec {
 
 const RESET_PREFIX = 'upstream connect error or disconnect/reset before headers. ';
 
-export const ERRORS = {
+const CATALOGUE = {
   NO_ROUTE: {
     status: 404, body: '', flag: 'NR', details: 'route_not_found', party: 'config', retryable: false,
     hint: 'no VirtualService bound to this gateway matches the host and request; check hosts, gateways and match blocks',
@@ -42,7 +42,7 @@ export const ERRORS = {
   },
   CONNECT_FAILURE: {
     status: 503, body: `${RESET_PREFIX}reset reason: connection failure`, flag: 'UF',
-    details: 'upstream_reset_before_response_started{connection_failure}', party: 'upstream', retryable: true,
+    details: 'upstream_reset_before_response_started{remote_connection_failure}', party: 'upstream', retryable: true,
     retryOn: 'connect-failure',
     hint: 'the endpoint refused or did not accept the connection in time; check the endpoint address and port',
   },
@@ -107,7 +107,8 @@ export const ERRORS = {
   },
 } as const satisfies Record<string, ErrorSpec>;
 
-export type ErrorCode = keyof typeof ERRORS;
+export type ErrorCode = keyof typeof CATALOGUE;
+export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = CATALOGUE;
 
 /** A failure with its catalogue entry and the foreign error that caused it. */
 export class GatewayError extends Error {

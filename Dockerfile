@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Build stage: install exactly the locked dependencies and compile TypeScript.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json ./
+COPY src ./src
+COPY test ./test
+COPY bench ./bench
+RUN npm run build && npm prune --omit=dev
+
+# Runtime stage: the compiled gateway, production dependencies, non-root uid 1337 (Istio's proxy uid).
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist/src ./dist/src
+COPY package.json ./
+COPY bin ./bin
+COPY config ./config
+RUN ln -s /app/bin/meshgate /usr/local/bin/meshgate \
+ && groupadd --gid 1337 istio-proxy && useradd --uid 1337 --gid 1337 --no-create-home istio-proxy
+USER 1337:1337
+# Gateway listeners (Service targetPorts), status, admin (loopback only), metrics.
+EXPOSE 8080 8443 31400 15021 15000 15090
+HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
+  CMD node -e "require('http').get('http://127.0.0.1:15021/healthz/ready',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
+ENTRYPOINT ["meshgate"]
+CMD ["run", "--config", "/app/config"]

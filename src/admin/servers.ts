@@ -1,0 +1,159 @@
+// Admin (127.0.0.1:15000, Envoy-style), status (:15021 /healthz/ready) and metrics
+// (:15090 /stats/prometheus) servers. Read-only views over the store, registry and telemetry.
+
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ConfigStore } from '../config/store';
+import type { Registry } from '../registry/registry';
+import type { Metrics } from '../telemetry/metrics';
+import type { ListenerManager } from '../gateway/listener-manager';
+
+export interface AdminState {
+  readonly store: ConfigStore;
+  readonly registry: Registry;
+  readonly metrics: Metrics;
+  readonly listeners: ListenerManager;
+  /** True once the first config is applied and its listeners are bound. */
+  ready(): boolean;
+  /** Counters of the gateway itself (reloads, ...), shown in /stats. */
+  serverStats(): Record<string, number>;
+  /** Extra sections for the config dump (resource origins, last reload outcome). */
+  dumpExtras(): Record<string, unknown>;
+}
+
+/** JSON for the config dump: Maps become objects, precompiled regexes are dropped. */
+export function dumpJson(value: unknown): string {
+  return JSON.stringify(value, (key, v) => {
+    if (key === 're') return undefined;
+    if (v instanceof Map) return Object.fromEntries(v);
+    return v;
+  }, 2);
+}
+
+export function configDump(state: AdminState): unknown {
+  const s = state.store.current;
+  return {
+    version: s.version,
+    createdAt: s.createdAt,
+    fingerprint: s.fingerprint,
+    mesh: s.mesh,
+    listeners: [...s.listeners.values()],
+    clusters: [...s.clusters.values()],
+    services: [...s.services.values()],
+    ...state.dumpExtras(),
+  };
+}
+
+/** Envoy's /clusters text: `cluster::ip:port::stat::value` per endpoint. */
+export function clustersText(state: AdminState): string {
+  const lines: string[] = [];
+  for (const c of state.registry.all()) {
+    lines.push(`${c.name}::default_priority::max_connections::${c.def.policy.connectionPool?.tcp?.maxConnections ?? 4294967295}`);
+    lines.push(`${c.name}::added_via_api::true`);
+    for (const e of c.endpoints) {
+      const cx = state.registry.connectionStats(e.key);
+      const p = `${c.name}::${e.hostPort}`;
+      lines.push(`${p}::cx_active::${cx.cxActive}`, `${p}::cx_connect_fail::${cx.cxConnectFail}`, `${p}::cx_total::${cx.cxTotal}`,
+        `${p}::rq_active::${e.active}`, `${p}::rq_error::${e.rqError}`, `${p}::rq_total::${e.rqTotal}`,
+        `${p}::health_flags::healthy`, `${p}::weight::${e.weight}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function clustersJson(state: AdminState): unknown {
+  return {
+    cluster_statuses: state.registry.all().map((c) => ({
+      name: c.name,
+      lb_policy: c.def.lb,
+      destination_rule: c.def.destinationRule,
+      host_statuses: c.endpoints.map((e) => ({
+        address: e.hostPort, labels: e.labels, weight: e.weight, health: 'HEALTHY',
+        stats: { rq_active: e.active, rq_total: e.rqTotal, ...state.registry.connectionStats(e.key) },
+      })),
+    })),
+  };
+}
+
+export function statsText(state: AdminState, filter?: RegExp): string {
+  const lines: string[] = [];
+  for (const c of state.registry.all()) {
+    let active = 0;
+    for (const e of c.endpoints) active += e.active;
+    c.stats.set('upstream_rq_active', active);
+    for (const [k, v] of c.stats.entries()) lines.push(`cluster.${c.name}.${k}: ${v}`);
+  }
+  for (const [k, v] of Object.entries(state.serverStats())) lines.push(`${k}: ${v}`);
+  lines.push(`cluster_manager.active_clusters: ${state.registry.all().length}`);
+  lines.push(`listener_manager.total_listeners_active: ${state.listeners.ports().length}`);
+  lines.push(`server.live: ${state.ready() ? 1 : 0}`);
+  lines.sort();
+  return lines.filter((l) => !filter || filter.test(l)).join('\n') + '\n';
+}
+
+function send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=UTF-8'): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), server: 'envoy' });
+  res.end(body);
+}
+
+function safeRegex(text: string | null): RegExp | undefined {
+  if (!text) return undefined;
+  try {
+    return new RegExp(text);
+  } catch {
+    return /$^/;
+  }
+}
+
+export function adminHandler(state: AdminState): http.RequestListener {
+  return (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const json = url.searchParams.get('format') === 'json';
+    switch (url.pathname) {
+      case '/config_dump': return send(res, 200, dumpJson(configDump(state)), 'application/json');
+      case '/clusters': return json ? send(res, 200, dumpJson(clustersJson(state)), 'application/json') : send(res, 200, clustersText(state));
+      case '/stats': return send(res, 200, statsText(state, safeRegex(url.searchParams.get('filter'))));
+      case '/stats/prometheus': return void state.metrics.render().then((t) => send(res, 200, t, state.metrics.contentType), () => send(res, 500, 'metrics failed'));
+      case '/listeners': {
+        const ls = state.listeners.listeners();
+        if (json) return send(res, 200, dumpJson(ls), 'application/json');
+        return send(res, 200, ls.map((l) => `${l.name}::${l.bind}:${l.port}`).join('\n') + '\n');
+      }
+      case '/ready': return state.ready() ? send(res, 200, 'LIVE\n') : send(res, 503, 'PRE_INITIALIZING\n');
+      case '/server_info': return send(res, 200, dumpJson({ state: state.ready() ? 'LIVE' : 'PRE_INITIALIZING', version: state.store.current.version }), 'application/json');
+      case '/': return send(res, 200, ['/config_dump', '/clusters', '/stats', '/stats/prometheus', '/listeners', '/ready', '/server_info'].join('\n') + '\n');
+      default: return send(res, 404, 'not found\n');
+    }
+  };
+}
+
+export function statusHandler(state: AdminState): http.RequestListener {
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz/ready') return state.ready() ? send(res, 200, '') : send(res, 503, 'not ready: config not applied or listeners not bound\n');
+    if (path === '/healthz/live' || path === '/app-health/live') return send(res, 200, '');
+    return send(res, 404, 'not found\n');
+  };
+}
+
+export function metricsHandler(state: AdminState): http.RequestListener {
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/stats/prometheus' && path !== '/metrics') return send(res, 404, 'not found\n');
+    state.metrics.render().then((t) => send(res, 200, t, state.metrics.contentType), () => send(res, 500, 'metrics failed\n'));
+  };
+}
+
+/** Listen and resolve the bound port (port 0 picks a free one). */
+export function listenHttp(handler: http.RequestListener, port: number, host: string): Promise<{ server: http.Server; port: number }> {
+  return new Promise((resolve, reject) => {
+    const server = http.createServer(handler);
+    server.on('connection', (s) => s.on('error', () => {}));
+    server.once('error', reject);
+    server.listen({ port, host }, () => {
+      server.off('error', reject);
+      server.on('error', () => {});
+      resolve({ server, port: (server.address() as AddressInfo).port });
+    });
+  });
+}

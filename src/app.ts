@@ -1,0 +1,213 @@
+// The composition root: builds the store, registry, telemetry, listeners and admin servers, and runs
+// the reload cycle (load -> validate -> compile -> prepare -> swap -> reconcile listeners).
+
+import type { Server } from 'node:http';
+import pino, { type Logger } from 'pino';
+import { ConfigStore } from './config/store';
+import { compile, type GatewayIdentity } from './config/compile';
+import type { Snapshot } from './config/snapshot';
+import type { Dict } from './config/types';
+import { loadConfig } from './config/pipeline';
+import { formatIssue } from './config/format';
+import { Registry } from './registry/registry';
+import { DnsResolver } from './serviceentry/dns';
+import { AccessLog } from './telemetry/access-log';
+import { Metrics } from './telemetry/metrics';
+import { Telemetry } from './telemetry/telemetry';
+import { HttpProxy } from './gateway/http/proxy';
+import { UpgradeProxy } from './gateway/http/upgrade';
+import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
+import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
+import { FileWatcher } from './sources/files';
+
+export interface AppOptions {
+  readonly configPaths: readonly string[];
+  readonly labels: Dict<string>;
+  readonly namespace: string;
+  readonly portMap: ReadonlyMap<number, number>;
+  readonly bind: string;
+  readonly adminPort: number;
+  readonly statusPort: number;
+  readonly metricsPort: number;
+  readonly logLevel: string;
+  readonly serverName: string;
+  readonly dnsServers?: readonly string[];
+  readonly drainMs: number;
+  readonly watch: boolean;
+  readonly limits?: Partial<HttpLimits>;
+  /** Override the process logger (tests). */
+  readonly logger?: Logger;
+}
+
+export type ReloadResult = 'applied' | 'rejected' | 'unchanged';
+
+export interface ReloadOutcome {
+  readonly result: ReloadResult;
+  readonly version: number;
+  readonly errors: readonly string[];
+  readonly warnings: readonly string[];
+}
+
+function emptySnapshot(): Snapshot {
+  return {
+    version: 0,
+    createdAt: new Date(0).toISOString(),
+    mesh: {
+      accessLogFile: '', accessLogEncoding: 'TEXT', accessLogFormat: '', connectTimeoutMs: 10_000,
+      outboundPolicy: 'ALLOW_ANY', dnsRefreshRateMs: 60_000,
+      defaultRetry: { attempts: 2, perTryTimeoutMs: 0, retryOn: [], retriableStatusCodes: [] },
+    },
+    listeners: new Map(),
+    clusters: new Map(),
+    services: new Map(),
+    fingerprint: '',
+    resourceCount: 0,
+  };
+}
+
+export class App {
+  readonly log: Logger;
+  readonly store = new ConfigStore(emptySnapshot());
+  readonly registry: Registry;
+  readonly metrics: Metrics;
+  readonly accessLog = new AccessLog();
+  readonly telemetry: Telemetry;
+  readonly listeners: ListenerManager;
+  readonly dns: DnsResolver;
+  private readonly identity: GatewayIdentity;
+  private readonly servers: Server[] = [];
+  private watcher: FileWatcher | undefined;
+  private isReady = false;
+  private reloading: Promise<ReloadOutcome> | undefined;
+  private reloadAgain = false;
+  private lastOutcome: ReloadOutcome | undefined;
+  private readonly counters = { applied: 0, rejected: 0, unchanged: 0 };
+  ports = { admin: 0, status: 0, metrics: 0 };
+
+  constructor(readonly opts: AppOptions) {
+    this.log = opts.logger ?? pino({ level: opts.logLevel, base: { component: 'meshgate' } }, pino.destination(2));
+    this.identity = { labels: opts.labels, namespace: opts.namespace, portMap: opts.portMap, bind: opts.bind };
+    this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });
+    this.registry = new Registry({
+      watch: (name, onChange) => this.dns.watch(name, (addrs) => onChange(addrs)),
+      current: (name) => this.dns.current(name),
+    }, Math.random, {
+      onEndpointsChanged: (c) => this.metrics.endpoints.set({ cluster: c.name }, c.endpoints.length),
+    });
+    const workload = opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate');
+    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels, reporter: 'source' });
+    this.telemetry = new Telemetry(this.accessLog, this.metrics);
+    const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random };
+    this.listeners = new ListenerManager({
+      proxy: new HttpProxy(deps),
+      upgrade: new UpgradeProxy(deps),
+      telemetry: this.telemetry,
+      log: this.log,
+      limits: { ...DEFAULT_HTTP_LIMITS, ...opts.limits },
+      serverName: opts.serverName,
+    });
+  }
+
+  ready(): boolean {
+    return this.isReady;
+  }
+
+  /** Start admin servers, apply the first config, bind listeners, start watching. */
+  async start(): Promise<ReloadOutcome> {
+    const state: AdminState = {
+      store: this.store,
+      registry: this.registry,
+      metrics: this.metrics,
+      listeners: this.listeners,
+      ready: () => this.isReady,
+      serverStats: () => ({
+        'meshgate.config.reloads_applied': this.counters.applied,
+        'meshgate.config.reloads_rejected': this.counters.rejected,
+        'meshgate.config.reloads_unchanged': this.counters.unchanged,
+        'meshgate.config.version': this.store.current.version,
+      }),
+      dumpExtras: () => ({ lastReload: this.lastOutcome, configPaths: this.opts.configPaths }),
+    };
+    const admin = await listenHttp(adminHandler(state), this.opts.adminPort, '127.0.0.1');
+    const status = await listenHttp(statusHandler(state), this.opts.statusPort, '0.0.0.0');
+    const metrics = await listenHttp(metricsHandler(state), this.opts.metricsPort, '0.0.0.0');
+    this.servers.push(admin.server, status.server, metrics.server);
+    this.ports = { admin: admin.port, status: status.port, metrics: metrics.port };
+    this.log.info(this.ports, `admin on 127.0.0.1:${admin.port}, status on :${status.port}, metrics on :${metrics.port}`);
+    const outcome = await this.reload('start');
+    if (this.opts.watch) {
+      this.watcher = new FileWatcher(this.opts.configPaths, () => void this.reload('file change'), this.log);
+      this.watcher.start();
+    }
+    return outcome;
+  }
+
+  /** Reload from the config paths. Concurrent calls coalesce: one more run after the current one. */
+  reload(reason: string): Promise<ReloadOutcome> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.reloading = this.doReload(reason).finally(() => {
+      this.reloading = undefined;
+      if (this.reloadAgain) {
+        this.reloadAgain = false;
+        void this.reload('coalesced change');
+      }
+    });
+    return this.reloading;
+  }
+
+  private async doReload(reason: string): Promise<ReloadOutcome> {
+    const loaded = await loadConfig(this.opts.configPaths);
+    for (const info of loaded.infos) this.log.debug(info);
+    const errors = loaded.issues.filter((i) => i.severity === 'error').map(formatIssue);
+    const warnings = loaded.issues.filter((i) => i.severity === 'warning').map(formatIssue);
+    const current = this.store.current;
+    if (errors.length > 0 || !loaded.set) {
+      for (const e of errors) this.log.error(e);
+      this.log.error({ reason, errors: errors.length }, `config rejected: ${errors.length} error(s); still serving version ${current.version}`);
+      return this.finish({ result: 'rejected', version: current.version, errors, warnings });
+    }
+    const { snapshot, notes } = compile(loaded.set, this.identity, current.version + 1);
+    if (snapshot.fingerprint === current.fingerprint) {
+      return this.finish({ result: 'unchanged', version: current.version, errors, warnings });
+    }
+    for (const w of warnings) this.log.warn(w);
+    for (const n of notes) this.log[n.severity === 'warning' ? 'warn' : 'info'](`${n.resource}: ${n.message}`);
+    // Prepare dependencies first, then publish with one assignment, then bind.
+    this.registry.reconcile(snapshot);
+    this.accessLog.configure({ file: snapshot.mesh.accessLogFile, encoding: snapshot.mesh.accessLogEncoding, format: snapshot.mesh.accessLogFormat });
+    this.store.swap(snapshot);
+    const { failed } = await this.listeners.reconcile(snapshot);
+    this.metrics.listeners.set(this.listeners.ports().length);
+    this.metrics.configVersion.set(snapshot.version);
+    for (const f of failed) errors.push(`listener port ${f.port}: ${f.error}`);
+    this.isReady = failed.length === 0 || this.isReady;
+    this.log.info({ reason, version: snapshot.version, resources: snapshot.resourceCount, listeners: this.listeners.ports(), clusters: snapshot.clusters.size },
+      `config version ${snapshot.version} applied`);
+    return this.finish({ result: 'applied', version: snapshot.version, errors, warnings });
+  }
+
+  private finish(o: ReloadOutcome): ReloadOutcome {
+    this.counters[o.result] += 1;
+    this.metrics.reloads.inc({ result: o.result });
+    this.lastOutcome = o;
+    return o;
+  }
+
+  /** SIGTERM: stop accepting, finish in-flight work up to the drain deadline, close everything. */
+  async stop(): Promise<void> {
+    this.isReady = false;
+    this.watcher?.stop();
+    await this.listeners.shutdown(this.opts.drainMs);
+    await this.registry.close();
+    this.dns.close();
+    for (const s of this.servers) {
+      s.closeAllConnections();
+      s.close();
+    }
+    this.accessLog.flush();
+    this.accessLog.close();
+  }
+}

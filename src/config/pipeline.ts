@@ -1,0 +1,26 @@
+// load -> validate, as one call: what `run` reloads and `validate` checks.
+
+import type { ConfigIssue, ResourceSet } from './types';
+import { loadPaths } from './load';
+import { validate } from './validate';
+
+export interface LoadedConfig {
+  /** The typed set; undefined when nothing could be loaded at all. */
+  readonly set?: ResourceSet;
+  readonly issues: readonly ConfigIssue[];
+  readonly infos: readonly string[];
+  readonly files: readonly string[];
+  readonly resourceCount: number;
+}
+
+export async function loadConfig(paths: readonly string[]): Promise<LoadedConfig> {
+  const loaded = await loadPaths(paths);
+  const { set, issues } = validate(loaded.resources);
+  return {
+    set,
+    issues: [...loaded.issues, ...issues],
+    infos: loaded.infos,
+    files: loaded.files,
+    resourceCount: loaded.resources.length,
+  };
+}

@@ -1,0 +1,104 @@
+// Header handling at the gateway edge, as Istio's gateway Envoy does it: hop-by-hop headers dropped,
+// x-forwarded-for appended, x-forwarded-proto set, x-request-id kept or generated, x-envoy-* from
+// external clients stripped, Host preserved; responses get `server` overwritten.
+
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** RFC 9110 7.6.1 connection-specific headers, never forwarded. */
+export const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+]);
+
+export interface ForwardInfo {
+  readonly remoteAddress: string;
+  readonly scheme: 'http' | 'https';
+  readonly requestId: string;
+}
+
+/** Names listed in the Connection header are hop-by-hop too. */
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (!value) return undefined;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  const out = new Set<string>();
+  for (const t of text.split(',')) {
+    const n = t.trim().toLowerCase();
+    if (n && n !== 'close' && n !== 'keep-alive') out.add(n);
+  }
+  return out.size > 0 ? out : undefined;
+}
+
+export function requestIdOf(headers: IncomingHttpHeaders): string {
+  const id = headers['x-request-id'];
+  return typeof id === 'string' && id.length > 0 && id.length <= 256 ? id : randomUUID();
+}
+
+/**
+ * The headers sent upstream. `attempt` goes into x-envoy-attempt-count (Istio sets
+ * include_request_attempt_count on every virtual host).
+ */
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: ForwardInfo): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const extra = connectionTokens(headers.connection);
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined || HOP_BY_HOP.has(name) || extra?.has(name)) continue;
+    // External requests may not set Envoy's internal headers (Envoy strips them at the edge).
+    if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-envoy-')) continue;
+    out[name] = v;
+  }
+  const xff = headers['x-forwarded-for'];
+  out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${info.remoteAddress}` : info.remoteAddress;
+  out['x-forwarded-proto'] = info.scheme;
+  out['x-request-id'] = info.requestId;
+  out['x-envoy-external-address'] = info.remoteAddress;
+  if (headers.te !== undefined && /(^|,)\s*trailers\s*(,|$)/i.test(String(headers.te))) out['te'] = 'trailers';
+  return out;
+}
+
+/**
+ * Response headers for the client from undici's raw list (name, value, name, value as Buffers):
+ * hop-by-hop dropped, `server` overwritten, x-envoy-upstream-service-time added. Returns Node's flat
+ * array form for writeHead.
+ */
+export function downstreamResponseHeaders(raw: readonly Buffer[] | readonly string[], serverName: string, serviceTimeMs: number): string[] {
+  const out: string[] = [];
+  let extra: Set<string> | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toString().toLowerCase();
+    if (name === 'connection') extra = connectionTokens(raw[i + 1]!.toString());
+  }
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toString();
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || lower === 'server' || lower === 'x-envoy-upstream-service-time' || extra?.has(lower)) continue;
+    const v = raw[i + 1]!;
+    out.push(name, typeof v === 'string' ? v : v.toString('latin1'));
+  }
+  out.push('server', serverName, 'x-envoy-upstream-service-time', String(serviceTimeMs));
+  return out;
+}
+
+/** Wire size of a header block as written (`Name: value\r\n` each). */
+export function rawHeaderBytes(raw: readonly (string | Buffer)[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) n += raw[i]!.length;
+  return n + (raw.length / 2) * 4 + 2;
+}
+
+export function headerValue(list: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < list.length; i += 2) if (list[i]!.toLowerCase() === name) return list[i + 1];
+  return undefined;
+}
+
+/** Strip the IPv4-mapped prefix Node gives on dual-stack sockets. */
+export function plainAddress(addr: string | undefined): string {
+  if (!addr) return '';
+  return addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+}
+
+export function joinHostPort(addr: string | undefined, port: number | undefined): string | undefined {
+  if (!addr) return undefined;
+  const a = plainAddress(addr);
+  return a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`;
+}

@@ -1,0 +1,425 @@
+// The HTTP data path: decide (pure route match), then forward through undici with retries and
+// timeouts, streaming both bodies with backpressure, and record the outcome exactly once.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { Snapshot, CompiledRoute, RetryPolicy } from '../../config/snapshot';
+import type { Registry } from '../../registry/registry';
+import type { Cluster, Endpoint } from '../../registry/cluster';
+import type { Telemetry } from '../../telemetry/telemetry';
+import type { AccessRecord } from '../../telemetry/access-log';
+import type { DestinationLabels } from '../../telemetry/metrics';
+import { ERRORS, GatewayError, fromUpstreamError, type ErrorCode } from '../../errors';
+import { decide, pickDestination, type RouteInput } from './route-match';
+import {
+  downstreamResponseHeaders, joinHostPort, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
+} from './headers';
+import { redirectLocation } from './redirect';
+
+export interface ProxyDeps {
+  readonly store: { readonly current: Snapshot };
+  readonly registry: Registry;
+  readonly telemetry: Telemetry;
+  /** `server` header on every response (Istio gateways: istio-envoy). */
+  readonly serverName: string;
+  readonly random: () => number;
+}
+
+const NO_DESTINATION: DestinationLabels = {};
+
+/** Does a failed attempt qualify for a retry under the route's retryOn? */
+export function retryableError(code: ErrorCode, policy: RetryPolicy): boolean {
+  const on = policy.retryOn;
+  const spec = ERRORS[code];
+  if (!spec.retryable) return false;
+  if (on.includes('5xx') || on.includes('gateway-error')) return true;
+  if (spec.retryOn === 'connect-failure') return on.includes('connect-failure') || on.includes('reset');
+  if (spec.retryOn === 'reset') return on.includes('reset');
+  if (spec.retryOn === 'refused-stream') return on.includes('refused-stream');
+  return false;
+}
+
+export function retryableStatus(status: number, policy: RetryPolicy): boolean {
+  const on = policy.retryOn;
+  if (on.includes('5xx') && status >= 500) return true;
+  if (on.includes('gateway-error') && (status === 502 || status === 503 || status === 504)) return true;
+  if (on.includes('retriable-4xx') && status === 409) return true;
+  if (on.includes('retriable-status-codes') && policy.retriableStatusCodes.includes(status)) return true;
+  return false;
+}
+
+/** Envoy's retry back-off: a random wait in [0, base * (2^n - 1)], base 25 ms, capped at 250 ms. */
+export function backoffMs(retryNumber: number, rand: number): number {
+  const ceiling = Math.min(250, 25 * (2 ** retryNumber - 1));
+  return Math.floor(rand * ceiling);
+}
+
+/** State of one downstream request while it is in flight. */
+class Exchange {
+  readonly startTime = Date.now();
+  readonly t0 = performance.now();
+  readonly rec: AccessRecord;
+  private recorded = false;
+  private destination: DestinationLabels = NO_DESTINATION;
+  private responseHeaderBytes = 0;
+  private requestBodyBytes = 0;
+  private readonly requestHeaderBytes: number;
+  headersSent = false;
+  finished = false;
+  upstreamHeaders: Record<string, string | string[]>;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly deps: ProxyDeps,
+    scheme: 'http' | 'https',
+  ) {
+    const sock = req.socket;
+    const remote = plainAddress(sock.remoteAddress);
+    const requestId = requestIdOf(req.headers);
+    this.upstreamHeaders = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme, requestId });
+    this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
+    const cl = req.headers['content-length'];
+    if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;
+    this.rec = {
+      startTime: this.startTime,
+      method: req.method,
+      path: req.url,
+      protocol: `HTTP/${req.httpVersion}`,
+      responseCode: 0,
+      responseFlags: [],
+      bytesReceived: this.requestBodyBytes,
+      bytesSent: 0,
+      durationMs: 0,
+      requestHeaders: this.upstreamHeaders,
+      authority: req.headers.host,
+      downstreamLocalAddress: joinHostPort(sock.localAddress, sock.localPort),
+      downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
+    };
+  }
+
+  setDestination(cluster: Cluster): void {
+    this.rec.upstreamCluster = cluster.name;
+    this.destination = cluster.def.service;
+  }
+
+  addRequestBody(bytes: number): void {
+    this.requestBodyBytes += bytes;
+    this.rec.bytesReceived = this.requestBodyBytes;
+  }
+
+  /** Answer locally (404 NR, 503 UH, ...). */
+  localReply(status: number, body: string, extra?: Readonly<Record<string, string>>): void {
+    if (this.headersSent || this.res.destroyed) return;
+    this.headersSent = true;
+    const headers: Record<string, string | number> = { server: this.deps.serverName, 'content-length': Buffer.byteLength(body) };
+    if (body) headers['content-type'] = 'text/plain';
+    if (extra) Object.assign(headers, extra);
+    this.res.writeHead(status, headers);
+    this.res.end(body);
+    this.rec.responseCode = status;
+    this.rec.bytesSent = Buffer.byteLength(body);
+    this.responseHeaderBytes = 64;
+  }
+
+  fail(code: ErrorCode, extraFlags: string[] = [], body?: string): void {
+    const spec = ERRORS[code];
+    this.rec.responseFlags.push(spec.flag, ...extraFlags);
+    const transport = this.rec.upstreamTransportFailureReason;
+    // Envoy appends the transport failure to the details: `{remote_connection_failure,delayed_connect_error:_111}`.
+    this.rec.responseCodeDetails = transport && spec.flag === 'UF'
+      ? spec.details.replace(/\}$/, `,${transport.replace(/ /g, '_')}}`)
+      : spec.details;
+    this.localReply(spec.status, body ?? spec.body, spec.headers);
+    this.deps.telemetry.metrics.localReplies.inc({ code: String(spec.status) });
+    this.record();
+  }
+
+  writeUpstreamHead(status: number, raw: Buffer[], serviceTimeMs: number): void {
+    this.headersSent = true;
+    const headers = downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs);
+    this.rec.responseCode = status;
+    this.rec.responseCodeDetails = 'via_upstream';
+    this.rec.upstreamServiceTimeMs = serviceTimeMs;
+    this.rec.responseHeaders = { 'x-envoy-upstream-service-time': String(serviceTimeMs) };
+    this.responseHeaderBytes = rawHeaderBytes(headers) + 17;
+    this.res.writeHead(status, headers);
+  }
+
+  record(): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.finished = true;
+    this.rec.durationMs = Math.round(performance.now() - this.t0);
+    this.deps.telemetry.recordHttp(
+      this.rec, this.destination,
+      this.requestHeaderBytes + this.requestBodyBytes, this.responseHeaderBytes + this.rec.bytesSent,
+    );
+  }
+}
+
+/** Wrap a chunked request body so its bytes are counted as undici reads it. */
+async function* counted(req: IncomingMessage, ex: Exchange): AsyncGenerator<Buffer> {
+  for await (const chunk of req) {
+    ex.addRequestBody((chunk as Buffer).length);
+    yield chunk as Buffer;
+  }
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const cl = req.headers['content-length'];
+  if (cl !== undefined) return cl !== '0';
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+export class HttpProxy {
+  constructor(private readonly deps: ProxyDeps) {}
+
+  /** The request listener for one listener port. */
+  handler(listenerPort: number, scheme: 'http' | 'https'): (req: IncomingMessage, res: ServerResponse) => void {
+    return (req, res) => {
+      try {
+        this.serve(req, res, listenerPort, scheme);
+      } catch (err) {
+        // A bug must cost one request, never the process.
+        res.destroy(err as Error);
+      }
+    };
+  }
+
+  routeInput(req: IncomingMessage, scheme: 'http' | 'https'): RouteInput {
+    return { authority: req.headers.host ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse, port: number, scheme: 'http' | 'https'): void {
+    const ex = new Exchange(req, res, this.deps, scheme);
+    res.on('close', () => {
+      if (!ex.finished) {
+        ex.rec.responseFlags.push('DC');
+        ex.rec.responseCodeDetails ??= ERRORS.DOWNSTREAM_DISCONNECT.details;
+        ex.record();
+      }
+    });
+    const snapshot = this.deps.store.current;
+    const decision = decide(snapshot.listeners.get(port)?.routes, this.routeInput(req, scheme));
+    if (!decision) return ex.fail('NO_ROUTE');
+    const { route } = decision;
+    ex.rec.routeName = route.name;
+    const action = route.action;
+    if (action.type === 'redirect') {
+      ex.rec.responseCodeDetails = 'direct_response';
+      ex.localReply(action.redirect.redirectCode ?? 301, '', { location: redirectLocation(action.redirect, req.headers.host ?? '', req.url ?? '/', scheme) });
+      return ex.record();
+    }
+    if (action.type === 'direct') {
+      ex.rec.responseCodeDetails = 'direct_response';
+      ex.localReply(action.status, action.body);
+      return ex.record();
+    }
+    const dest = pickDestination(action.destinations, action.totalWeight, this.deps.random());
+    const cluster = dest && this.deps.registry.get(dest.cluster);
+    if (!cluster) return ex.fail('CLUSTER_NOT_FOUND');
+    ex.setDestination(cluster);
+    if (cluster.endpoints.length === 0) return ex.fail('NO_HEALTHY_UPSTREAM');
+    new Forwarder(this.deps, ex, route, cluster, hasBody(req)).start();
+  }
+}
+
+/** Attempts, retries and timeouts for one routed request. */
+class Forwarder {
+  private attempts = 0;
+  private readonly tried = new Set<Endpoint>();
+  private abortAttempt: ((err?: Error) => void) | undefined;
+  private routeTimer: NodeJS.Timeout | undefined;
+  private tryTimer: NodeJS.Timeout | undefined;
+  private current = 0; // id of the attempt whose callbacks count
+  private readonly policy: RetryPolicy;
+  private readonly path: string;
+
+  constructor(
+    private readonly deps: ProxyDeps,
+    private readonly ex: Exchange,
+    private readonly route: CompiledRoute,
+    private readonly cluster: Cluster,
+    private readonly withBody: boolean,
+  ) {
+    this.policy = route.retry;
+    this.path = ex.req.url ?? '/';
+  }
+
+  start(): void {
+    const { res } = this.ex;
+    res.on('close', () => {
+      if (this.ex.finished) return;
+      this.stopTimers();
+      this.current = -1;
+      this.abortAttempt?.(new Error('downstream closed'));
+    });
+    if (this.route.timeoutMs > 0) {
+      this.routeTimer = setTimeout(() => this.onRouteTimeout(), this.route.timeoutMs);
+    }
+    this.attempt();
+  }
+
+  private stopTimers(): void {
+    if (this.routeTimer) clearTimeout(this.routeTimer);
+    if (this.tryTimer) clearTimeout(this.tryTimer);
+    this.routeTimer = this.tryTimer = undefined;
+  }
+
+  private onRouteTimeout(): void {
+    this.routeTimer = undefined;
+    if (this.ex.finished) return;
+    this.cluster.stats.inc('upstream_rq_timeout');
+    this.current = -1;
+    this.abortAttempt?.(new GatewayError('UPSTREAM_TIMEOUT'));
+    if (this.ex.headersSent) {
+      this.ex.rec.responseFlags.push('UT');
+      this.ex.res.destroy();
+      this.ex.record();
+    } else {
+      this.ex.fail('UPSTREAM_TIMEOUT');
+    }
+  }
+
+  private attempt(): void {
+    const endpoint = this.cluster.pick(this.tried);
+    if (!endpoint) return this.ex.fail('NO_HEALTHY_UPSTREAM');
+    this.tried.add(endpoint);
+    this.attempts += 1;
+    const id = ++this.current;
+    const { ex, cluster } = this;
+    ex.upstreamHeaders['x-envoy-attempt-count'] = String(this.attempts);
+    ex.rec.upstreamHost = endpoint.hostPort;
+    const pool = this.deps.registry.pool(endpoint, {
+      connectTimeoutMs: cluster.def.connectTimeoutMs,
+      maxConnections: cluster.def.policy.connectionPool?.tcp?.maxConnections,
+    });
+    endpoint.active += 1;
+    endpoint.rqTotal += 1;
+    cluster.stats.inc('upstream_rq_total');
+    let settled = false;
+    const settle = () => {
+      if (settled) return false;
+      settled = true;
+      endpoint.active -= 1;
+      return true;
+    };
+    if (this.policy.perTryTimeoutMs > 0) {
+      if (this.tryTimer) clearTimeout(this.tryTimer);
+      this.tryTimer = setTimeout(() => {
+        if (id !== this.current || ex.headersSent) return;
+        cluster.stats.inc('upstream_rq_per_try_timeout');
+        this.abortAttempt?.(new GatewayError('UPSTREAM_PER_TRY_TIMEOUT'));
+      }, this.policy.perTryTimeoutMs);
+    }
+    const started = performance.now();
+    const body = this.withBody
+      ? (ex.req.headers['content-length'] !== undefined ? ex.req : Readable.from(counted(ex.req, ex), { objectMode: false }))
+      : null;
+    let resume: (() => void) | undefined;
+    const onDrain = () => resume?.();
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect: (abort) => {
+        if (id !== this.current) return abort(new Error('superseded'));
+        this.abortAttempt = abort;
+      },
+      onHeaders: (status, raw, res, _text) => {
+        if (id !== this.current) return false;
+        if (status < 200) return true;
+        cluster.stats.inc(`upstream_rq_${status}`);
+        cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
+        if (this.canRetry() && retryableStatus(status, this.policy)) {
+          settle();
+          this.abortAttempt?.(new Error('retrying'));
+          this.retry();
+          return false;
+        }
+        if (this.tryTimer) clearTimeout(this.tryTimer);
+        resume = res;
+        ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started));
+        return true;
+      },
+      onData: (chunk) => {
+        if (id !== this.current) return false;
+        ex.rec.bytesSent += chunk.length;
+        if (ex.res.write(chunk)) return true;
+        ex.res.once('drain', onDrain);
+        return false;
+      },
+      onComplete: () => {
+        if (id !== this.current || !settle()) return;
+        this.stopTimers();
+        cluster.stats.inc('upstream_rq_completed');
+        ex.res.end();
+        ex.record();
+      },
+      onError: (err) => {
+        if (!settle() || id !== this.current) return;
+        if (this.tryTimer) clearTimeout(this.tryTimer);
+        const gerr = fromUpstreamError(err);
+        if (gerr.code === 'CONNECT_FAILURE' || gerr.code === 'CONNECT_TIMEOUT') {
+          cluster.stats.inc('upstream_cx_connect_fail');
+          ex.rec.upstreamTransportFailureReason = transportFailureReason(err);
+        }
+        if (ex.headersSent) {
+          // The response already started: all we can do is reset the client, as Envoy does.
+          this.stopTimers();
+          const flag = ERRORS[gerr.code].flag;
+          ex.rec.responseFlags.push(flag === 'UT' || flag === 'UPE' ? flag : 'UC');
+          ex.res.destroy();
+          ex.record();
+          return;
+        }
+        if (this.canRetry() && retryableError(gerr.code, this.policy)) return this.retry();
+        this.stopTimers();
+        const retried = this.attempts > 1;
+        const flags = retried && retryableError(gerr.code, this.policy) ? ['URX'] : [];
+        ex.fail(gerr.code, flags, replyBody(gerr, retried, ex.rec.upstreamTransportFailureReason));
+      },
+    };
+    pool.dispatch({
+      path: this.path,
+      method: ex.req.method ?? 'GET',
+      headers: ex.upstreamHeaders,
+      body,
+      upgrade: null,
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    }, handler);
+  }
+
+  private canRetry(): boolean {
+    return !this.withBody && this.attempts <= this.policy.attempts && !this.ex.finished;
+  }
+
+  private retry(): void {
+    this.cluster.stats.inc('upstream_rq_retry');
+    const wait = backoffMs(this.attempts, this.deps.random());
+    const id = this.current;
+    setTimeout(() => {
+      if (id !== this.current || this.ex.finished) return;
+      this.attempt();
+    }, wait);
+  }
+}
+
+/** Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON% for connect failures: `delayed connect error: 111`. */
+function transportFailureReason(err: unknown): string | undefined {
+  const e = err as { errno?: number; code?: string; cause?: { errno?: number } };
+  const errno = e?.errno ?? e?.cause?.errno;
+  if (typeof errno === 'number') return `delayed connect error: ${Math.abs(errno)}`;
+  if (e?.code === 'UND_ERR_CONNECT_TIMEOUT') return 'connect timeout';
+  return undefined;
+}
+
+/** Current Envoy wording for connection failures, with the retry and transport reason. */
+function replyBody(err: GatewayError, retried: boolean, transport: string | undefined): string | undefined {
+  if (err.code !== 'CONNECT_FAILURE' && err.code !== 'CONNECT_TIMEOUT' && err.code !== 'UPSTREAM_RESET') return undefined;
+  const reason = err.code === 'UPSTREAM_RESET' ? 'connection termination' : 'remote connection failure';
+  const lead = retried ? 'retried and the latest reset reason' : 'reset reason';
+  const tail = transport && err.code !== 'UPSTREAM_RESET' ? `, transport failure reason: ${transport}` : '';
+  return `upstream connect error or disconnect/reset before headers. ${lead}: ${reason}${tail}`;
+}

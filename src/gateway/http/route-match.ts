@@ -1,0 +1,121 @@
+// The routing decision for one HTTP request: pure functions over a compiled route table.
+// Envoy semantics: virtual host by :authority (port ignored, case-insensitive; exact, then the
+// longest `*.suffix`, then `*`), then the first route whose match block fits.
+
+import type {
+  CompiledDestination, CompiledMatch, CompiledRoute, HeaderMatcher, RouteTable, StringMatcher, VirtualHost,
+} from '../../config/snapshot';
+import { hostWithoutPort } from '../../config/names';
+
+/** What routing reads of a request. `headers` are lower-case names as Node gives them. */
+export interface RouteInput {
+  readonly authority: string;
+  /** Path with query string, as on the request line. */
+  readonly path: string;
+  readonly method: string;
+  readonly scheme: 'http' | 'https';
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+}
+
+export function findVirtualHost(table: RouteTable, authority: string): VirtualHost | undefined {
+  const host = hostWithoutPort(authority);
+  const exact = table.exact.get(host);
+  if (exact) return exact;
+  for (const [suffix, vh] of table.suffixes) {
+    if (host.length > suffix.length && host.endsWith(suffix)) return vh;
+  }
+  return table.any;
+}
+
+export function stringMatches(m: StringMatcher, value: string | undefined): boolean {
+  if (value === undefined) return false;
+  switch (m.kind) {
+    case 'present': return true;
+    case 'exact': return value === m.value;
+    case 'prefix': return value.startsWith(m.value);
+    case 'regex': return m.re!.matches(value);
+  }
+}
+
+function headerValue(headers: RouteInput['headers'], name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v.join(',') : v;
+}
+
+function headersMatch(list: readonly HeaderMatcher[], get: (name: string) => string | undefined): boolean {
+  for (const h of list) if (!stringMatches(h.match, get(h.name))) return false;
+  return true;
+}
+
+/** Istio `withoutHeaders`: the request must NOT match; a missing header counts as the empty string. */
+function withoutHeadersMatch(list: readonly HeaderMatcher[], get: (name: string) => string | undefined): boolean {
+  for (const h of list) if (stringMatches(h.match, get(h.name) ?? '')) return false;
+  return true;
+}
+
+export function splitPath(path: string): { pathname: string; query: string } {
+  const q = path.indexOf('?');
+  return q < 0 ? { pathname: path, query: '' } : { pathname: path.slice(0, q), query: path.slice(q + 1) };
+}
+
+function queryValue(query: string, name: string): string | undefined {
+  for (const part of query.split('&')) {
+    const eq = part.indexOf('=');
+    const k = eq < 0 ? part : part.slice(0, eq);
+    if (safeDecode(k) === name) return eq < 0 ? '' : safeDecode(part.slice(eq + 1).replace(/\+/g, ' '));
+  }
+  return undefined;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+export function matchBlock(m: CompiledMatch, req: RouteInput, pathname: string, query: string): boolean {
+  if (m.uri && !stringMatches(m.uri, m.ignoreUriCase && m.uri.kind !== 'regex' ? pathname.toLowerCase() : pathname)) return false;
+  if (m.method && !stringMatches(m.method, req.method)) return false;
+  if (m.scheme && !stringMatches(m.scheme, req.scheme)) return false;
+  if (m.authority && !stringMatches(m.authority, req.authority)) return false;
+  const get = (name: string) => headerValue(req.headers, name);
+  if (m.headers.length > 0 && !headersMatch(m.headers, get)) return false;
+  if (m.withoutHeaders.length > 0 && !withoutHeadersMatch(m.withoutHeaders, get)) return false;
+  if (m.queryParams.length > 0 && !headersMatch(m.queryParams, (n) => queryValue(query, n))) return false;
+  return true;
+}
+
+export function matchRoute(vh: VirtualHost, req: RouteInput): CompiledRoute | undefined {
+  const { pathname, query } = splitPath(req.path);
+  for (const route of vh.routes) {
+    if (route.match === null || matchBlock(route.match, req, pathname, query)) return route;
+  }
+  return undefined;
+}
+
+export interface RouteDecision {
+  readonly vhost: VirtualHost;
+  readonly route: CompiledRoute;
+}
+
+/** The whole decision: virtual host, then route. undefined = no route (404 NR). */
+export function decide(table: RouteTable | undefined, req: RouteInput): RouteDecision | undefined {
+  if (!table) return undefined;
+  const vhost = findVirtualHost(table, req.authority);
+  if (!vhost) return undefined;
+  const route = matchRoute(vhost, req);
+  return route ? { vhost, route } : undefined;
+}
+
+/** Weighted pick: `rand` is uniform in [0, 1). */
+export function pickDestination(dests: readonly CompiledDestination[], totalWeight: number, rand: number): CompiledDestination | undefined {
+  if (dests.length <= 1) return dests[0];
+  let x = rand * totalWeight;
+  for (const d of dests) {
+    if (x < d.weight) return d;
+    x -= d.weight;
+  }
+  return dests[dests.length - 1];
+}

@@ -1,0 +1,193 @@
+// Command line: `meshgate run`, `meshgate validate`, `meshgate help`. Thin: parses flags and
+// environment, then calls into the modules.
+
+import { parseArgs } from 'node:util';
+import { App } from './app';
+import { validatePaths } from './config/format';
+import { startSampleBackends } from './sample';
+
+interface FlagSpec {
+  readonly name: string;
+  readonly env?: string;
+  readonly help: string;
+  readonly def?: string;
+  readonly multiple?: boolean;
+  readonly boolean?: boolean;
+}
+
+const RUN_FLAGS: readonly FlagSpec[] = [
+  { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable; env: comma-separated', multiple: true },
+  { name: 'labels', env: 'MESHGATE_LABELS', help: "this gateway's labels, matched by Gateway selector", def: 'istio=ingressgateway' },
+  { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace", def: 'istio-system' },
+  { name: 'port-map', env: 'MESHGATE_PORT_MAP', help: 'listen port per Gateway server port, e.g. 80=8080,443=8443', def: '' },
+  { name: 'bind', env: 'MESHGATE_BIND', help: 'address the gateway listeners bind', def: '0.0.0.0' },
+  { name: 'admin-port', env: 'MESHGATE_ADMIN_PORT', help: 'admin port on 127.0.0.1 (0 = pick a free port)', def: '15000' },
+  { name: 'status-port', env: 'MESHGATE_STATUS_PORT', help: 'health port, /healthz/ready (0 = pick)', def: '15021' },
+  { name: 'metrics-port', env: 'MESHGATE_METRICS_PORT', help: 'Prometheus port, /stats/prometheus (0 = pick)', def: '15090' },
+  { name: 'log-level', env: 'MESHGATE_LOG_LEVEL', help: 'trace, debug, info, warn, error', def: 'info' },
+  { name: 'dns-server', env: 'MESHGATE_DNS_SERVER', help: 'DNS server(s) for ServiceEntry resolution, host:port[,host:port] (default: system)', def: '' },
+  { name: 'server-name', env: 'MESHGATE_SERVER_NAME', help: 'value of the server header on every response', def: 'istio-envoy' },
+  { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
+  { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
+  { name: 'with-sample-backends', env: 'MESHGATE_SAMPLE_BACKENDS', help: 'also start the sample httpbin, helloworld and tcp-echo backends the default config routes to', boolean: true },
+];
+
+const VALIDATE_FLAGS: readonly FlagSpec[] = [
+  { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable', multiple: true },
+];
+
+function usage(command: string, summary: string, flags: readonly FlagSpec[]): string {
+  const lines = [`usage: meshgate ${command} [flags]`, '', summary, '', 'flags:'];
+  for (const f of flags) {
+    const def = f.def ? ` (default ${f.def})` : '';
+    lines.push(`  --${f.name}${f.boolean ? '' : ' VALUE'}`.padEnd(30) + `${f.help}${def}${f.env ? `; env ${f.env}` : ''}`);
+  }
+  lines.push('  --help'.padEnd(30) + 'this text');
+  return lines.join('\n') + '\n';
+}
+
+const TOP_HELP = `usage: meshgate <command> [flags]
+
+An Istio-compatible gateway: reads Gateway, VirtualService, DestinationRule, ServiceEntry and
+WorkloadEntry YAML and serves them as istio-ingressgateway / istio-egressgateway would.
+
+commands:
+  run        run the gateway on a config (files or directories, watched and hot-reloaded)
+  validate   check a config as run would load it; exit 1 on errors
+  help       this text
+
+Each command takes --help.
+`;
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function parse(argv: string[], flags: readonly FlagSpec[]): Values {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = { help: { type: 'boolean' } };
+  for (const f of flags) options[f.name] = { type: f.boolean ? 'boolean' : 'string', multiple: f.multiple };
+  const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  const out = { ...values } as Values;
+  for (const f of flags) {
+    if (out[f.name] !== undefined) continue;
+    const env = f.env ? process.env[f.env] : undefined;
+    if (env !== undefined && env !== '') out[f.name] = f.boolean ? env !== '0' && env !== 'false' : f.multiple ? env.split(',') : env;
+    else if (f.def !== undefined) out[f.name] = f.def;
+  }
+  if (positionals.length > 0 && flags.some((f) => f.name === 'config')) {
+    out['config'] = [...((out['config'] as string[] | undefined) ?? []), ...positionals];
+  }
+  return out;
+}
+
+export function parseLabels(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const p = part.trim();
+    if (!p) continue;
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new Error(`--labels: "${p}" is not key=value`);
+    out[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  return out;
+}
+
+export function parsePortMap(text: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const part of text.split(',')) {
+    const p = part.trim();
+    if (!p) continue;
+    const m = /^(\d+)=(\d+)$/.exec(p);
+    if (!m || Number(m[1]) > 65535 || Number(m[2]) > 65535) throw new Error(`--port-map: "${p}" is not PORT=LISTENPORT`);
+    out.set(Number(m[1]), Number(m[2]));
+  }
+  return out;
+}
+
+function port(v: unknown, name: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--${name}: "${String(v)}" is not a port`);
+  return n;
+}
+
+async function run(argv: string[]): Promise<number> {
+  const v = parse(argv, RUN_FLAGS);
+  if (v['help']) {
+    process.stdout.write(usage('run', 'Run the gateway. SIGHUP reloads, SIGTERM drains and exits 0.', RUN_FLAGS));
+    return 0;
+  }
+  const configPaths = (v['config'] as string[] | undefined) ?? [];
+  if (configPaths.length === 0) throw new Error('run: --config PATH is required');
+  const samples = v['with-sample-backends'] ? await startSampleBackends() : undefined;
+  const dns = String(v['dns-server'] ?? '');
+  const app = new App({
+    configPaths,
+    labels: parseLabels(String(v['labels'])),
+    namespace: String(v['namespace']),
+    portMap: parsePortMap(String(v['port-map'] ?? '')),
+    bind: String(v['bind']),
+    adminPort: port(v['admin-port'], 'admin-port'),
+    statusPort: port(v['status-port'], 'status-port'),
+    metricsPort: port(v['metrics-port'], 'metrics-port'),
+    logLevel: String(v['log-level']),
+    serverName: String(v['server-name']),
+    dnsServers: dns ? dns.split(',') : undefined,
+    drainMs: Number(v['drain-seconds']) * 1000,
+    watch: !v['no-watch'],
+  });
+  if (samples) for (const line of samples.describe()) app.log.info(line);
+  const first = await app.start();
+  if (first.result === 'rejected') app.log.warn('the first config was rejected: serving nothing until a valid config is loaded');
+  process.on('SIGHUP', () => void app.reload('SIGHUP'));
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info(`${signal}: draining (deadline ${v['drain-seconds']} s)`);
+    void app.stop().then(async () => {
+      await samples?.close();
+      app.log.info('stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('uncaughtException', (err) => app.log.error({ err }, 'uncaught exception (kept running)'));
+  process.on('unhandledRejection', (err) => app.log.error({ err }, 'unhandled rejection (kept running)'));
+  return -1; // keep running
+}
+
+async function validate(argv: string[]): Promise<number> {
+  const v = parse(argv, VALIDATE_FLAGS);
+  if (v['help']) {
+    process.stdout.write(usage('validate', 'Check a config as run would load it. Prints file:line:col: Kind namespace/name: field.path: message per problem; exit 1 on errors, 0 when clean or warnings only.', VALIDATE_FLAGS));
+    return 0;
+  }
+  const paths = (v['config'] as string[] | undefined) ?? [];
+  if (paths.length === 0) throw new Error('validate: --config PATH is required');
+  const { output, exitCode } = await validatePaths(paths);
+  process.stdout.write(output);
+  return exitCode;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  let code: number;
+  try {
+    switch (command) {
+      case 'run': code = await run(rest); break;
+      case 'validate': code = await validate(rest); break;
+      case undefined: case 'help': case '--help': case '-h':
+        process.stdout.write(TOP_HELP);
+        code = 0;
+        break;
+      default:
+        process.stderr.write(`meshgate: unknown command "${command}"\n\n${TOP_HELP}`);
+        code = 2;
+    }
+  } catch (err) {
+    process.stderr.write(`meshgate: ${(err as Error).message}\n`);
+    code = 2;
+  }
+  if (code >= 0) process.exitCode = code;
+}
+
+if (require.main === module) void main(process.argv.slice(2));

@@ -1,0 +1,198 @@
+// The live service registry: one Cluster per compiled ClusterDef, endpoints resolved (static IPs, or
+// DNS names refreshed by a NameResolver), and one undici Pool per upstream endpoint shared by every
+// cluster that reaches it. `reconcile(snapshot)` is called before a new snapshot is published.
+
+import { Pool } from 'undici';
+import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
+import { isIP } from '../config/names';
+import { Cluster, type Endpoint, type Random } from './cluster';
+
+/** What the registry needs of DNS (implemented by serviceentry/dns.ts). */
+export interface NameResolver {
+  watch(name: string, onChange: (addresses: readonly string[]) => void): () => void;
+  current(name: string): readonly string[] | undefined;
+}
+
+export interface PoolOptions {
+  readonly connectTimeoutMs: number;
+  readonly maxConnections?: number;
+}
+
+/** Connection counters of one upstream endpoint (shared by every cluster that reaches it). */
+export interface ConnectionStats {
+  cxTotal: number;
+  cxActive: number;
+  cxConnectFail: number;
+}
+
+interface PoolEntry {
+  readonly pool: Pool;
+  readonly endpointKey: string;
+  readonly stats: ConnectionStats;
+}
+
+export interface RegistryEvents {
+  onEndpointsChanged?(cluster: Cluster): void;
+}
+
+export class Registry {
+  private clusters = new Map<string, Cluster>();
+  private readonly pools = new Map<string, PoolEntry>();
+  private readonly connStats = new Map<string, ConnectionStats>();
+  private readonly dnsWatches = new Map<string, { unsubscribe: () => void; clusters: Set<string> }>();
+
+  constructor(
+    private readonly resolver: NameResolver | undefined,
+    private readonly random: Random = Math.random,
+    private readonly events: RegistryEvents = {},
+  ) {}
+
+  get(name: string): Cluster | undefined {
+    return this.clusters.get(name);
+  }
+
+  all(): Cluster[] {
+    return [...this.clusters.values()];
+  }
+
+  /** Bring the live clusters in line with a snapshot (before it is published). */
+  reconcile(snapshot: Snapshot): void {
+    const next = new Map<string, Cluster>();
+    for (const def of snapshot.clusters.values()) {
+      let cluster = this.clusters.get(def.name);
+      if (cluster && JSON.stringify(cluster.def) === JSON.stringify(def)) {
+        next.set(def.name, cluster);
+        continue;
+      }
+      if (cluster) cluster.def = def;
+      else cluster = new Cluster(def, this.random);
+      next.set(def.name, cluster);
+      this.resolveEndpoints(cluster);
+    }
+    const removed = [...this.clusters.keys()].filter((k) => !next.has(k));
+    this.clusters = next;
+    for (const name of removed) this.unwatchCluster(name);
+    this.releaseUnusedPools();
+  }
+
+  private resolveEndpoints(cluster: Cluster): void {
+    const def = cluster.def;
+    const names = new Set(def.endpoints.filter((e) => !isIP(e.address)).map((e) => e.address));
+    for (const [name, w] of this.dnsWatches) if (!names.has(name)) w.clusters.delete(def.name);
+    for (const name of names) this.watchName(name, def.name);
+    cluster.setEndpoints(this.expand(def));
+    this.events.onEndpointsChanged?.(cluster);
+  }
+
+  /** Static endpoints as they are; DNS endpoints become one endpoint per resolved address. */
+  private expand(def: ClusterDef): EndpointAddress[] {
+    const out: EndpointAddress[] = [];
+    for (const e of def.endpoints) {
+      if (isIP(e.address)) {
+        out.push(e);
+        continue;
+      }
+      const addrs = this.resolver?.current(e.address) ?? [];
+      const use = def.resolution === 'DNS_ROUND_ROBIN' ? addrs.slice(0, 1) : addrs;
+      for (const a of use) out.push({ ...e, address: a });
+    }
+    return out;
+  }
+
+  private watchName(name: string, clusterName: string): void {
+    if (!this.resolver) return;
+    const existing = this.dnsWatches.get(name);
+    if (existing) {
+      existing.clusters.add(clusterName);
+      return;
+    }
+    const entry = { clusters: new Set([clusterName]), unsubscribe: () => {} };
+    this.dnsWatches.set(name, entry);
+    entry.unsubscribe = this.resolver.watch(name, () => {
+      for (const c of entry.clusters) {
+        const cluster = this.clusters.get(c);
+        if (!cluster) continue;
+        cluster.setEndpoints(this.expand(cluster.def));
+        this.events.onEndpointsChanged?.(cluster);
+      }
+      this.releaseUnusedPools();
+    });
+  }
+
+  private unwatchCluster(clusterName: string): void {
+    for (const [name, w] of this.dnsWatches) {
+      w.clusters.delete(clusterName);
+      if (w.clusters.size === 0) {
+        w.unsubscribe();
+        this.dnsWatches.delete(name);
+      }
+    }
+  }
+
+  /** The connection pool for an endpoint with these options (shared across clusters). */
+  pool(endpoint: Endpoint, opts: PoolOptions): Pool {
+    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}`;
+    const key = `${endpoint.key}/${optionsKey}`;
+    let entry = this.pools.get(key);
+    if (!entry) {
+      const pool = new Pool(`http://${endpoint.key}`, {
+        connections: opts.maxConnections ?? null,
+        pipelining: 1,
+        connect: { timeout: opts.connectTimeoutMs },
+        connectTimeout: opts.connectTimeoutMs,
+        keepAliveTimeout: 60_000,
+        keepAliveMaxTimeout: 3_600_000,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        strictContentLength: true,
+      });
+      const stats = this.connectionStats(endpoint.key);
+      pool.on('connect', () => {
+        stats.cxTotal += 1;
+        stats.cxActive += 1;
+      });
+      pool.on('disconnect', () => {
+        stats.cxActive = Math.max(0, stats.cxActive - 1);
+      });
+      pool.on('connectionError', () => {
+        stats.cxConnectFail += 1;
+      });
+      entry = { pool, endpointKey: endpoint.key, stats };
+      this.pools.set(key, entry);
+    }
+    return entry.pool;
+  }
+
+  /** Connection counters for an endpoint `ip:port`, created on first use. */
+  connectionStats(endpointKey: string): ConnectionStats {
+    let s = this.connStats.get(endpointKey);
+    if (!s) this.connStats.set(endpointKey, s = { cxTotal: 0, cxActive: 0, cxConnectFail: 0 });
+    return s;
+  }
+
+  private releaseUnusedPools(): void {
+    const live = new Set<string>();
+    for (const c of this.clusters.values()) for (const e of c.endpoints) live.add(e.key);
+    for (const [key, entry] of this.pools) {
+      if (live.has(entry.endpointKey)) continue;
+      this.pools.delete(key);
+      // close() lets in-flight requests finish; new ones go to the new pools.
+      entry.pool.close().catch(() => {});
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.dnsWatches.values()) w.unsubscribe();
+    this.dnsWatches.clear();
+    const closing = [...this.pools.values()].map((e) => e.pool.close().catch(() => {}));
+    this.pools.clear();
+    await Promise.all(closing);
+  }
+
+  /** Force-close every pool (after the drain deadline). */
+  async destroy(): Promise<void> {
+    const closing = [...this.pools.values()].map((e) => e.pool.destroy().catch(() => {}));
+    this.pools.clear();
+    await Promise.all(closing);
+  }
+}

@@ -1,0 +1,179 @@
+// DNS for ServiceEntry endpoints: A and AAAA through node:dns Resolver, refreshed on the record TTL
+// (clamped between a floor and a ceiling), every lookup bounded in time, the last good answer kept
+// when a refresh fails (retried with back-off), and a change reported only when the set of
+// addresses really changes (a reordered answer does not churn connection pools).
+
+import { Resolver } from 'node:dns/promises';
+import { isIP } from '../config/names';
+
+export interface DnsOptions {
+  /** `host:port` of the DNS servers; default: the system's. */
+  readonly servers?: readonly string[];
+  /** Per-query timeout and tries (node:dns Resolver). */
+  readonly timeoutMs?: number;
+  readonly tries?: number;
+  /** Hard bound on one lookup, whatever the resolver does. */
+  readonly deadlineMs?: number;
+  readonly minTtlMs?: number;
+  readonly maxTtlMs?: number;
+  readonly family?: 'v4' | 'v6' | 'both';
+}
+
+export interface DnsAnswer {
+  readonly addresses: string[];
+  readonly ttlMs: number;
+}
+
+export interface DnsStats {
+  lookups: number;
+  failures: number;
+  lastError?: string;
+  lastSuccess?: number;
+}
+
+type Listener = (addresses: readonly string[], info: { ttlMs: number; error?: Error }) => void;
+
+interface Entry {
+  addresses?: string[];
+  readonly listeners: Set<Listener>;
+  timer?: NodeJS.Timeout;
+  failures: number;
+  readonly stats: DnsStats;
+}
+
+const STATIC_NAMES: Readonly<Record<string, string[]>> = { localhost: ['127.0.0.1'] };
+
+export class DnsResolver {
+  private readonly resolver: Resolver;
+  private readonly entries = new Map<string, Entry>();
+  private closed = false;
+  readonly opts: Required<Omit<DnsOptions, 'servers'>>;
+
+  constructor(opts: DnsOptions = {}) {
+    this.opts = {
+      timeoutMs: opts.timeoutMs ?? 2000,
+      tries: opts.tries ?? 2,
+      deadlineMs: opts.deadlineMs ?? 5000,
+      minTtlMs: opts.minTtlMs ?? 1000,
+      maxTtlMs: opts.maxTtlMs ?? 60_000,
+      family: opts.family ?? 'both',
+    };
+    this.resolver = new Resolver({ timeout: this.opts.timeoutMs, tries: this.opts.tries });
+    if (opts.servers && opts.servers.length > 0) this.resolver.setServers([...opts.servers]);
+  }
+
+  private clampTtl(ttlSeconds: number): number {
+    return Math.min(this.opts.maxTtlMs, Math.max(this.opts.minTtlMs, ttlSeconds * 1000));
+  }
+
+  /** One lookup, bounded by the deadline. IP literals and localhost need none. */
+  async resolveOnce(name: string): Promise<DnsAnswer> {
+    if (isIP(name)) return { addresses: [name], ttlMs: this.opts.maxTtlMs };
+    const fixed = STATIC_NAMES[name.toLowerCase()];
+    if (fixed) return { addresses: [...fixed], ttlMs: this.opts.maxTtlMs };
+    const query = async (): Promise<DnsAnswer> => {
+      const want4 = this.opts.family !== 'v6';
+      const want6 = this.opts.family !== 'v4';
+      const [a, aaaa] = await Promise.allSettled([
+        want4 ? this.resolver.resolve4(name, { ttl: true }) : Promise.resolve([]),
+        want6 ? this.resolver.resolve6(name, { ttl: true }) : Promise.resolve([]),
+      ]);
+      const records = [...(a.status === 'fulfilled' ? a.value : []), ...(aaaa.status === 'fulfilled' ? aaaa.value : [])];
+      if (records.length === 0) {
+        const failed = [a, aaaa].find((r): r is PromiseRejectedResult => r.status === 'rejected' && !isNoData(r.reason));
+        if (failed) throw failed.reason;
+        return { addresses: [], ttlMs: this.opts.minTtlMs };
+      }
+      const ttl = Math.min(...records.map((r) => r.ttl));
+      return { addresses: records.map((r) => r.address), ttlMs: this.clampTtl(ttl) };
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error(`DNS lookup of ${name} took longer than ${this.opts.deadlineMs} ms`), { code: 'ETIMEOUT' })), this.opts.deadlineMs);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([query(), deadline]);
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  current(name: string): readonly string[] | undefined {
+    return this.entries.get(name)?.addresses;
+  }
+
+  stats(): Record<string, DnsStats & { addresses?: readonly string[] }> {
+    const out: Record<string, DnsStats & { addresses?: readonly string[] }> = {};
+    for (const [name, e] of this.entries) out[name] = { ...e.stats, addresses: e.addresses };
+    return out;
+  }
+
+  /** Follow a name: `onChange` gets the first answer and every real change. Returns an unsubscribe. */
+  watch(name: string, onChange: Listener): () => void {
+    let e = this.entries.get(name);
+    if (!e) {
+      e = { listeners: new Set(), failures: 0, stats: { lookups: 0, failures: 0 } };
+      this.entries.set(name, e);
+      void this.refresh(name, e);
+    } else if (e.addresses) {
+      const known = e.addresses;
+      queueMicrotask(() => onChange(known, { ttlMs: 0 }));
+    }
+    e.listeners.add(onChange);
+    const entry = e;
+    return () => {
+      entry.listeners.delete(onChange);
+      if (entry.listeners.size === 0) {
+        if (entry.timer) clearTimeout(entry.timer);
+        if (this.entries.get(name) === entry) this.entries.delete(name);
+      }
+    };
+  }
+
+  private async refresh(name: string, e: Entry): Promise<void> {
+    if (this.closed || this.entries.get(name) !== e) return;
+    e.stats.lookups += 1;
+    let next: number;
+    try {
+      const ans = await this.resolveOnce(name);
+      if (this.closed || this.entries.get(name) !== e) return;
+      e.failures = 0;
+      e.stats.lastSuccess = Date.now();
+      const changed = !e.addresses || !sameSet(e.addresses, ans.addresses);
+      if (changed) {
+        e.addresses = ans.addresses;
+        for (const l of e.listeners) l(ans.addresses, { ttlMs: ans.ttlMs });
+      }
+      next = ans.ttlMs;
+    } catch (err) {
+      if (this.closed || this.entries.get(name) !== e) return;
+      e.failures += 1;
+      e.stats.failures += 1;
+      e.stats.lastError = (err as Error).message;
+      // Keep the last good answer; tell the listeners (with the addresses they already have).
+      for (const l of e.listeners) l(e.addresses ?? [], { ttlMs: 0, error: err as Error });
+      next = Math.min(this.opts.maxTtlMs, this.opts.minTtlMs * 2 ** Math.min(e.failures - 1, 10));
+    }
+    e.timer = setTimeout(() => void this.refresh(name, e), next);
+    e.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const e of this.entries.values()) if (e.timer) clearTimeout(e.timer);
+    this.entries.clear();
+    this.resolver.cancel();
+  }
+}
+
+/** "The name exists but has no record of this type": not a failure. */
+function isNoData(err: unknown): boolean {
+  return (err as { code?: string })?.code === 'ENODATA';
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const s = new Set(a);
+  return b.every((x) => s.has(x));
+}

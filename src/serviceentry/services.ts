@@ -1,0 +1,183 @@
+// ServiceEntry, WorkloadEntry and Kubernetes Service resources -> service definitions (pure).
+// A service is a host with ports and endpoints; endpoints may name DNS hosts that the runtime
+// registry resolves (resolution DNS / DNS_ROUND_ROBIN).
+
+import type {
+  Dict, KubeServicePort, Resolution, ResourceSet, ServiceEntryResource, ServicePort, ServiceResource,
+  WorkloadEntrySpec,
+} from '../config/types';
+import { DEFAULT_DOMAIN_SUFFIX, resolveHost, isIP } from '../config/names';
+
+export interface PortDef {
+  readonly number: number;
+  readonly name: string;
+  /** Upper-case Istio protocol: HTTP, HTTPS, HTTP2, GRPC, TCP, TLS, MONGO, ... ('' when unknown). */
+  readonly protocol: string;
+  /** Port on the endpoint when the endpoint does not say (ServiceEntry targetPort, Service targetPort). */
+  readonly targetPort?: number;
+  /** Named Service targetPort, looked up in each endpoint's `ports`. */
+  readonly targetPortName?: string;
+}
+
+export interface EndpointDef {
+  /** IP address, or a DNS name to resolve. */
+  readonly address: string;
+  /** Endpoint port by service port name (WorkloadEntry `ports`). */
+  readonly ports: Dict<number>;
+  readonly labels: Dict<string>;
+  readonly weight: number;
+}
+
+export interface ServiceDef {
+  readonly host: string;
+  /** For metrics: the Kubernetes service name, or the host for ServiceEntries. */
+  readonly name: string;
+  readonly namespace: string;
+  readonly origin: 'ServiceEntry' | 'Service';
+  readonly ports: readonly PortDef[];
+  readonly resolution: Resolution;
+  readonly endpoints: readonly EndpointDef[];
+  readonly addresses: readonly string[];
+  readonly location: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
+  readonly exportTo: readonly string[];
+  /** `Kind namespace/name` of the resource that defined it. */
+  readonly definedBy: string;
+}
+
+function labelsMatch(selector: Dict<string> | undefined, labels: Dict<string> | undefined): boolean {
+  if (!selector) return false;
+  const keys = Object.keys(selector);
+  if (keys.length === 0) return false;
+  return keys.every((k) => labels?.[k] === selector[k]);
+}
+
+export function subsetMatches(subsetLabels: Dict<string> | undefined, labels: Dict<string>): boolean {
+  if (!subsetLabels) return true;
+  for (const k of Object.keys(subsetLabels)) if (labels[k] !== subsetLabels[k]) return false;
+  return true;
+}
+
+function endpointOf(spec: WorkloadEntrySpec, fallbackAddress?: string): EndpointDef | undefined {
+  const address = spec.address ?? fallbackAddress;
+  if (!address) return undefined;
+  return { address, ports: spec.ports ?? {}, labels: spec.labels ?? {}, weight: spec.weight ?? 1 };
+}
+
+/** Istio's port-name protocol convention (`http-foo` -> HTTP) for Kubernetes Services. */
+export function protocolFromPortName(port: KubeServicePort): string {
+  const app = port.appProtocol?.toLowerCase();
+  if (app) {
+    if (app === 'kubernetes.io/h2c') return 'HTTP2';
+    if (app === 'kubernetes.io/ws') return 'HTTP';
+    if (app === 'kubernetes.io/wss') return 'HTTPS';
+    return app.toUpperCase();
+  }
+  if (port.protocol && port.protocol.toUpperCase() === 'UDP') return 'UDP';
+  const prefix = (port.name ?? '').split('-')[0]!.toLowerCase();
+  const known = ['http', 'http2', 'https', 'grpc', 'grpc-web', 'tcp', 'tls', 'mongo', 'mysql', 'redis'];
+  return known.includes(prefix) ? prefix.toUpperCase() : '';
+}
+
+function sePorts(ports: readonly ServicePort[] | undefined): PortDef[] {
+  return (ports ?? []).map((p) => ({
+    number: p.number,
+    name: p.name ?? String(p.number),
+    protocol: (p.protocol ?? '').toUpperCase(),
+    targetPort: p.targetPort,
+  }));
+}
+
+function fromServiceEntry(se: ServiceEntryResource, set: ResourceSet, suffix: string): ServiceDef[] {
+  const ns = se.metadata.namespace;
+  const spec = se.spec;
+  const resolution = spec.resolution ?? 'NONE';
+  let endpoints: EndpointDef[] = [];
+  if (spec.workloadSelector?.labels) {
+    for (const we of set.workloadEntries) {
+      if (we.metadata.namespace !== ns || !labelsMatch(spec.workloadSelector.labels, we.spec.labels)) continue;
+      const ep = endpointOf(we.spec);
+      if (ep) endpoints.push(ep);
+    }
+  } else {
+    endpoints = (spec.endpoints ?? []).flatMap((e) => endpointOf(e) ?? []);
+  }
+  const ports = sePorts(spec.ports);
+  return spec.hosts.map((h) => {
+    const host = resolveHost(h, ns, suffix);
+    // DNS resolution with no endpoints resolves the host itself.
+    const eps = endpoints.length === 0 && (resolution === 'DNS' || resolution === 'DNS_ROUND_ROBIN') && !host.startsWith('*')
+      ? [{ address: host, ports: {}, labels: {}, weight: 1 }]
+      : endpoints;
+    return {
+      host,
+      name: host,
+      namespace: ns,
+      origin: 'ServiceEntry' as const,
+      ports,
+      resolution,
+      endpoints: eps,
+      addresses: spec.addresses ?? [],
+      location: spec.location ?? 'MESH_EXTERNAL',
+      exportTo: spec.exportTo ?? ['*'],
+      definedBy: `ServiceEntry ${ns}/${se.metadata.name}`,
+    };
+  });
+}
+
+function fromKubeService(svc: ServiceResource, set: ResourceSet, suffix: string): ServiceDef {
+  const ns = svc.metadata.namespace;
+  const ports: PortDef[] = (svc.spec.ports ?? []).map((p) => ({
+    number: p.port,
+    name: p.name ?? String(p.port),
+    protocol: protocolFromPortName(p),
+    targetPort: typeof p.targetPort === 'number' ? p.targetPort : (p.targetPort === undefined ? p.port : undefined),
+    targetPortName: typeof p.targetPort === 'string' ? p.targetPort : undefined,
+  }));
+  const endpoints: EndpointDef[] = [];
+  for (const we of set.workloadEntries) {
+    if (we.metadata.namespace !== ns || !labelsMatch(svc.spec.selector, we.spec.labels)) continue;
+    const ep = endpointOf(we.spec);
+    if (ep) endpoints.push(ep);
+  }
+  const external = svc.spec.type === 'ExternalName' && svc.spec.externalName;
+  return {
+    host: `${svc.metadata.name}.${ns}.svc.${suffix}`,
+    name: svc.metadata.name,
+    namespace: ns,
+    origin: 'Service',
+    ports,
+    resolution: external ? 'DNS' : 'STATIC',
+    endpoints: external ? [{ address: svc.spec.externalName!, ports: {}, labels: {}, weight: 1 }] : endpoints,
+    addresses: svc.spec.clusterIP && svc.spec.clusterIP !== 'None' ? [svc.spec.clusterIP] : [],
+    location: 'MESH_INTERNAL',
+    exportTo: ['*'],
+    definedBy: `Service ${ns}/${svc.metadata.name}`,
+  };
+}
+
+/**
+ * Every service the config defines, by host. When a ServiceEntry and a Kubernetes Service share a
+ * host, the Service wins (as in Istio, where the Kubernetes registry comes first); among
+ * ServiceEntries the oldest wins.
+ */
+export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX): ReadonlyMap<string, ServiceDef> {
+  const out = new Map<string, ServiceDef>();
+  for (const svc of set.services) {
+    const def = fromKubeService(svc, set, suffix);
+    if (!out.has(def.host)) out.set(def.host, def);
+  }
+  const ses = [...set.serviceEntries].sort((a, b) => a.order - b.order);
+  for (const se of ses) for (const def of fromServiceEntry(se, set, suffix)) if (!out.has(def.host)) out.set(def.host, def);
+  return out;
+}
+
+/** The endpoint port for a service port, as Istio picks it. */
+export function endpointPort(ep: EndpointDef, port: PortDef): number {
+  const byName = ep.ports[port.targetPortName ?? port.name];
+  if (byName !== undefined) return byName;
+  return port.targetPort ?? port.number;
+}
+
+export function isStaticAddress(address: string): boolean {
+  return isIP(address);
+}

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ERRORS, fromUpstreamError, GatewayError } from '../../src/errors';
+
+describe('error catalogue', () => {
+  it('docs/errors.md lists every code with the same status, flag, details and body', () => {
+    const doc = fs.readFileSync(path.resolve(__dirname, '../../../docs/errors.md'), 'utf8');
+    const rows = new Map<string, string[]>();
+    for (const line of doc.split('\n')) {
+      const cells = line.split(' | ').map((c) => c.replace(/^\| |\|$/g, '').trim());
+      if (cells.length >= 8 && /^[A-Z_]+$/.test(cells[0]!)) rows.set(cells[0]!, cells);
+    }
+    assert.deepEqual([...rows.keys()].sort(), Object.keys(ERRORS).sort());
+    for (const [code, spec] of Object.entries(ERRORS)) {
+      const c = rows.get(code)!;
+      assert.equal(Number(c[1]), spec.status, code);
+      assert.equal(c[2], spec.flag, code);
+      assert.equal(c[3], `\`${spec.details}\``, code);
+      assert.equal(c[4], spec.body ? `\`${spec.body}\`` : '(empty)', code);
+    }
+  });
+
+  const mapped: [unknown, string][] = [
+    [Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }), 'CONNECT_FAILURE'],
+    [Object.assign(new Error('t'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), 'CONNECT_TIMEOUT'],
+    [Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }), 'UPSTREAM_RESET'],
+    [Object.assign(new Error('bad'), { code: 'HPE_INVALID_CONSTANT' }), 'UPSTREAM_PROTOCOL_ERROR'],
+    [new Error('mystery'), 'UPSTREAM_RESET'],
+    [new GatewayError('OVERFLOW'), 'OVERFLOW'],
+  ];
+  for (const [err, code] of mapped) {
+    it(`maps ${(err as { code?: string }).code ?? (err as Error).message} to ${code}`, () => {
+      const g = fromUpstreamError(err);
+      assert.equal(g.code, code);
+      if (!(err instanceof GatewayError)) assert.equal(g.cause, err);
+    });
+  }
+});

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { compileTextFormat, formatterFor, ISTIO_TEXT_FORMAT, type AccessRecord } from '../../../src/telemetry/access-log';
+
+const rec: AccessRecord = {
+  startTime: Date.parse('2024-01-09T15:35:47.283Z'),
+  method: 'GET', path: '/politics', protocol: 'HTTP/1.1', responseCode: 301, responseFlags: [],
+  responseCodeDetails: 'via_upstream', bytesReceived: 0, bytesSent: 0, durationMs: 2, upstreamServiceTimeMs: 2,
+  requestHeaders: { 'x-forwarded-for': '172.30.239.55', 'user-agent': 'curl/7.87.0-DEV', 'x-request-id': '6c01d65f-a157-97cd-8782-320a40026901' },
+  responseHeaders: { 'x-envoy-upstream-service-time': '2' },
+  authority: 'edition.cnn.com', upstreamHost: '151.101.195.5:80', upstreamCluster: 'outbound|80||edition.cnn.com',
+  upstreamLocalAddress: '172.30.239.16:55636', downstreamLocalAddress: '172.30.239.16:80',
+  downstreamRemoteAddress: '172.30.239.55:59224', routeName: 'default.forward-cnn-from-egress-gateway.0',
+};
+
+describe('access log formats', () => {
+  it('renders Istio\'s default TEXT format field for field (istio.io egress-gateway line)', () => {
+    assert.equal(compileTextFormat(ISTIO_TEXT_FORMAT)(rec),
+      '[2024-01-09T15:35:47.283Z] "GET /politics HTTP/1.1" 301 - via_upstream - "-" 0 0 2 2 "172.30.239.55" "curl/7.87.0-DEV" '
+      + '"6c01d65f-a157-97cd-8782-320a40026901" "edition.cnn.com" "151.101.195.5:80" outbound|80||edition.cnn.com '
+      + '172.30.239.16:55636 172.30.239.16:80 172.30.239.55:59224 - default.forward-cnn-from-egress-gateway.0\n');
+  });
+
+  it('renders a 404 NR local reply with dashes for what is absent', () => {
+    const nr: AccessRecord = {
+      startTime: 0, method: 'GET', path: '/', protocol: 'HTTP/1.1', responseCode: 404, responseFlags: ['NR'],
+      responseCodeDetails: 'route_not_found', bytesReceived: 0, bytesSent: 0, durationMs: 0,
+      requestHeaders: { 'x-forwarded-for': '10.244.0.1', 'user-agent': 'curl/8.5.0', 'x-request-id': 'id' },
+      authority: 'notes.example', downstreamLocalAddress: '10.244.0.218:443', downstreamRemoteAddress: '10.244.0.1:17789',
+    };
+    assert.equal(compileTextFormat(ISTIO_TEXT_FORMAT)(nr),
+      '[1970-01-01T00:00:00.000Z] "GET / HTTP/1.1" 404 NR route_not_found - "-" 0 0 0 - "10.244.0.1" "curl/8.5.0" "id" '
+      + '"notes.example" "-" - - 10.244.0.218:443 10.244.0.1:17789 - -\n');
+  });
+
+  it('joins several flags with commas', () => {
+    assert.equal(compileTextFormat('%RESPONSE_FLAGS%')({ ...rec, responseFlags: ['UF', 'URX'] }), 'UF,URX');
+  });
+
+  it('JSON encoding uses Istio\'s keys, numbers as numbers and null for absent values', () => {
+    const line = formatterFor({ file: '/dev/stdout', encoding: 'JSON', format: '' })(rec);
+    const obj = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(Object.keys(obj).length, 24);
+    assert.equal(Object.keys(obj)[0], 'start_time');
+    assert.equal(obj['response_code'], 301);
+    assert.equal(obj['upstream_cluster'], 'outbound|80||edition.cnn.com');
+    assert.equal(obj['response_flags'], null);
+    assert.equal(obj['requested_server_name'], null);
+  });
+
+  it('a user TEXT format gets a newline and REQ(a?b) falls back', () => {
+    const f = formatterFor({ file: 'x', encoding: 'TEXT', format: '%REQ(X-MISSING?USER-AGENT)% %UNKNOWN_OPERATOR%' });
+    assert.equal(f(rec), 'curl/7.87.0-DEV -\n');
+  });
+
+  it('a user JSON format is an object of key to operator', () => {
+    const f = formatterFor({ file: 'x', encoding: 'JSON', format: '{"code":"%RESPONSE_CODE%","who":"%REQ(USER-AGENT)%"}' });
+    assert.deepEqual(JSON.parse(f(rec)), { code: 301, who: 'curl/7.87.0-DEV' });
+  });
+});
