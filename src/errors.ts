@@ -85,6 +85,7 @@ const CATALOGUE = {
   },
   DOWNSTREAM_PROTOCOL_ERROR: {
     status: 400, body: 'Bad Request', flag: 'DPE', details: 'http1.codec_error', party: 'downstream', retryable: false,
+    headers: { connection: 'close' },
     hint: 'the client sent a request that is not valid HTTP',
   },
   HEADERS_TOO_LARGE: {
@@ -139,7 +140,7 @@ export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = '
     return new GatewayError('CONNECT_TIMEOUT', e?.message, { cause: err });
   }
   if (CONNECT_CODES.has(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
-  if (code === 'HPE_INVALID_CONSTANT' || code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+  if (e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
     return new GatewayError('UPSTREAM_PROTOCOL_ERROR', e?.message, { cause: err });
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {

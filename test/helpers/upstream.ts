@@ -1,6 +1,7 @@
 // Small helpers for integration tests: the real curl, raw sockets, free ports, polling.
 
 import { execFile } from 'node:child_process';
+import http from 'node:http';
 import net from 'node:net';
 
 export interface CurlResult {
@@ -55,4 +56,21 @@ export async function waitFor(predicate: () => boolean | Promise<boolean>, opts:
     if (Date.now() > end) throw new Error(`condition not met within ${opts.timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
   }
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+
+/** GET with any headers (Host included, which fetch() refuses to set); the body is read fully. */
+export function httpGet(port: number, path: string, headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.setTimeout(15_000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -8,7 +8,16 @@ import type { IncomingHttpHeaders } from 'node:http';
 /** RFC 9110 7.6.1 connection-specific headers, never forwarded. */
 export const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  // The gateway answers `Expect: 100-continue` itself (as Envoy does) and streams the body on.
+  'expect',
 ]);
+
+/** A Host / :authority value a request may carry (RFC 3986 reg-name or IP literal, optional port). */
+const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:\d{1,5})?$/;
+
+export function validAuthority(host: string | undefined): boolean {
+  return host === undefined || AUTHORITY.test(host);
+}
 
 export interface ForwardInfo {
   readonly remoteAddress: string;

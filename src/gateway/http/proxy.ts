@@ -14,7 +14,7 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, type ErrorCode } from '../../errors';
 import { decide, pickDestination, type RouteInput } from './route-match';
 import {
-  downstreamResponseHeaders, joinHostPort, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
+  downstreamResponseHeaders, joinHostPort, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
 
@@ -202,6 +202,7 @@ export class HttpProxy {
         ex.record();
       }
     });
+    if (!validAuthority(req.headers.host)) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
     const snapshot = this.deps.store.current;
     const decision = decide(snapshot.listeners.get(port)?.routes, this.routeInput(req, scheme));
     if (!decision) return ex.fail('NO_ROUTE');
