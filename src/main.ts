@@ -63,7 +63,7 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 
 function parse(argv: string[], flags: readonly FlagSpec[]): Values {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = { help: { type: 'boolean' } };
-  for (const f of flags) options[f.name] = { type: f.boolean ? 'boolean' : 'string', multiple: f.multiple };
+  for (const f of flags) options[f.name] = { type: f.boolean ? 'boolean' : 'string', multiple: f.multiple === true };
   const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   const out = { ...values } as Values;
   for (const f of flags) {

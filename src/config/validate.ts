@@ -15,8 +15,7 @@ type Who = { kind: string; namespace: string; name: string };
 
 class Collector {
   readonly issues: ConfigIssue[] = [];
-  add(severity: 'error' | 'warning', r: Resource | undefined, who: Who, pos: SourcePos, path: string, message: string): void {
-    void r;
+  add(severity: 'error' | 'warning', who: Who, pos: SourcePos, path: string, message: string): void {
     this.issues.push({ severity, file: pos.file, line: pos.line, col: pos.col, kind: who.kind, namespace: who.namespace, name: who.name, path, message });
   }
 }
@@ -220,7 +219,7 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
   const text = cm.spec.data?.['mesh'];
   if (text === undefined) return { mesh: {}, pos: base };
   if (typeof text !== 'string') {
-    c.add('error', cm, who, base, 'data.mesh', 'must be a string holding the mesh config YAML');
+    c.add('error', who, base, 'data.mesh', 'must be a string holding the mesh config YAML');
     return { mesh: {}, pos: base };
   }
   const lc = new LineCounter();
@@ -230,21 +229,21 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     const p = lc.linePos(offset);
     return { file: base.file, line: base.line + p.line, col: p.col + base.col + 1 };
   };
-  for (const e of doc.errors) c.add('error', cm, who, at(e.pos[0]), 'data.mesh', `YAML syntax: ${e.message.split('\n')[0]}`);
+  for (const e of doc.errors) c.add('error', who, at(e.pos[0]), 'data.mesh', `YAML syntax: ${e.message.split('\n')[0]}`);
   if (doc.errors.length > 0) return { mesh: {}, pos: base };
   const mesh = (doc.toJS() ?? {}) as MeshConfig;
   if (typeof mesh !== 'object' || Array.isArray(mesh)) {
-    c.add('error', cm, who, base, 'data.mesh', 'must be a mapping');
+    c.add('error', who, base, 'data.mesh', 'must be a mapping');
     return { mesh: {}, pos: base };
   }
   const known = MESH.t === 'obj' ? MESH.f : {};
   for (const [k, v] of Object.entries(mesh)) {
     const s = known[k];
     if (!s) {
-      c.add('warning', cm, who, base, `data.mesh.${k}`, `warning: mesh field "${k}" is not used by meshgate${suggest(k, Object.keys(known))}`);
+      c.add('warning', who, base, `data.mesh.${k}`, `warning: mesh field "${k}" is not used by meshgate${suggest(k, Object.keys(known))}`);
       continue;
     }
-    checkSchema(v, s, `data.mesh.${k}`, (path, message) => c.add('error', cm, who, base, path, message));
+    checkSchema(v, s, `data.mesh.${k}`, (path, message) => c.add('error', who, base, path, message));
   }
   return { mesh, pos: base };
 }
@@ -264,14 +263,15 @@ export interface ValidationResult {
 export function validate(resources: readonly Resource[]): ValidationResult {
   const c = new Collector();
   const seen = new Map<string, Resource>();
+  const malformed = new Set<Resource>();
   for (const r of resources) {
     const who = whoOf(r);
     const key = `${r.kind}/${r.metadata.namespace}/${r.metadata.name}`;
     const prev = seen.get(key);
-    if (prev) c.add('error', r, who, r.source, 'metadata.name', `duplicate ${r.kind} ${r.metadata.namespace}/${r.metadata.name} (first defined at ${prev.source.file}:${prev.source.line})`);
+    if (prev) c.add('error', who, r.source, 'metadata.name', `duplicate ${r.kind} ${r.metadata.namespace}/${r.metadata.name} (first defined at ${prev.source.file}:${prev.source.line})`);
     else seen.set(key, r);
-    const err = (path: string, msg: string) => c.add('error', r, who, positionOf(r, path), path, msg);
-    const warn = (path: string, msg: string) => c.add('warning', r, who, positionOf(r, path), path, msg);
+    const err = (path: string, msg: string) => c.add('error', who, positionOf(r, path), path, msg);
+    const warn = (path: string, msg: string) => c.add('warning', who, positionOf(r, path), path, msg);
     const schema = SCHEMAS[r.kind];
     if (schema) {
       let bad = false;
@@ -279,7 +279,10 @@ export function validate(resources: readonly Resource[]): ValidationResult {
         bad = true;
         err(path, msg);
       });
-      if (bad) continue; // the per-kind rules assume the right shape
+      if (bad) {
+        malformed.add(r); // the per-kind rules and cross checks assume the right shape
+        continue;
+      }
     }
     try {
       if (r.kind === 'VirtualService') checkVirtualService(r as VirtualServiceResource, err, warn);
@@ -298,26 +301,43 @@ export function validate(resources: readonly Resource[]): ValidationResult {
     serviceEntries: of('ServiceEntry'), workloadEntries: of('WorkloadEntry'), sidecars: of('Sidecar'),
     services: of('Service'), secrets: of('Secret'), configMaps: of('ConfigMap'), mesh, meshSource: pos,
   };
-  if (!c.issues.some((i) => i.severity === 'error')) crossCheck(set, c);
+  crossCheck(set, malformed, c);
   return { set, issues: c.issues };
 }
 
 /** Warnings about references between resources: the silent mistakes Istio users meet most. */
-function crossCheck(set: ResourceSet, c: Collector): void {
-  const gateways = new Map(set.gateways.map((g) => [`${g.metadata.namespace}/${g.metadata.name}`, g]));
+function crossCheck(set: ResourceSet, malformed: ReadonlySet<Resource>, c: Collector): void {
+  const ok = <T extends Resource>(list: readonly T[]) => list.filter((r) => !malformed.has(r));
+  const gateways = new Map(ok(set.gateways).map((g) => [`${g.metadata.namespace}/${g.metadata.name}`, g]));
+  // Subsets count from every DestinationRule whose host is readable, malformed or not.
+  const drsOk = set.destinationRules.filter((d) => typeof d.spec?.host === 'string' && (d.spec.subsets === undefined || Array.isArray(d.spec.subsets)));
   const hosts: string[] = [];
-  for (const se of set.serviceEntries) for (const h of se.spec.hosts) hosts.push(resolveHost(h, se.metadata.namespace));
+  for (const se of ok(set.serviceEntries)) for (const h of se.spec.hosts) hosts.push(resolveHost(h, se.metadata.namespace));
   for (const s of set.services) hosts.push(`${s.metadata.name}.${s.metadata.namespace}.svc.cluster.local`);
   const known = (h: string) => hosts.some((k) => hostMatches(k, h));
   const subsetsOf = (host: string): Set<string> | undefined => {
-    const drs = set.destinationRules.filter((d) => hostMatches(resolveHost(d.spec.host, d.metadata.namespace), host));
+    const drs = drsOk.filter((d) => hostMatches(resolveHost(d.spec.host, d.metadata.namespace), host));
     if (drs.length === 0) return undefined;
-    return new Set(drs.flatMap((d) => (d.spec.subsets ?? []).map((s) => s.name)));
+    return new Set(drs.flatMap((d) => (d.spec.subsets ?? []).map((s) => s?.name)));
   };
+  // A malformed VirtualService is still checked where its shape allows (so every problem is listed).
   for (const vs of set.virtualServices) {
+    try {
+      crossCheckVirtualService(vs, gateways, known, subsetsOf, c);
+    } catch {
+      // its schema errors are already reported
+    }
+  }
+}
+
+function crossCheckVirtualService(
+  vs: VirtualServiceResource, gateways: ReadonlyMap<string, GatewayResource>, known: (h: string) => boolean,
+  subsetsOf: (host: string) => Set<string> | undefined, c: Collector,
+): void {
+  {
     const who = whoOf(vs);
     const ns = vs.metadata.namespace;
-    const warn = (path: string, msg: string) => c.add('warning', vs, who, positionOf(vs, path), path, `warning: ${msg}`);
+    const warn = (path: string, msg: string) => c.add('warning', who, positionOf(vs, path), path, `warning: ${msg}`);
     const vsHosts = (vs.spec.hosts ?? []).map((h) => resolveHost(h, ns));
     (vs.spec.gateways ?? []).forEach((g, i) => {
       const ref = parseGatewayRef(g, ns);
