@@ -108,6 +108,11 @@ export class App {
     });
   }
 
+  /** The outcome of the last reload attempt. */
+  get lastReload(): ReloadOutcome | undefined {
+    return this.lastOutcome;
+  }
+
   ready(): boolean {
     return this.isReady;
   }
