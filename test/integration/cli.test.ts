@@ -1,0 +1,109 @@
+// The command line as users run it: a real `meshgate` process, signals, exit codes.
+
+import assert from 'node:assert/strict';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort, httpGet, waitFor } from '../helpers/upstream';
+import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
+
+const BIN = path.resolve(__dirname, '../../../bin/meshgate');
+const FIXTURES = path.resolve(__dirname, '../../../test/fixtures/config');
+
+function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('meshgate command line', function () {
+  this.timeout(60_000);
+
+  it('validate: exit 1 with one line per problem, exit 0 when clean', async () => {
+    const bad = await run(['validate', '--config', path.join(FIXTURES, 'mistakes.yaml')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /mistakes\.yaml:15:5: VirtualService default\/reviews: spec\.http\[0\]\.timeot: unknown field "timeot" \(did you mean "timeout"\?\)/);
+    const warn = await run(['validate', '--config', path.join(FIXTURES, 'warnings.yaml')]);
+    assert.equal(warn.code, 0);
+    const clean = await run(['validate', '--config', path.resolve(__dirname, '../../../config')]);
+    assert.equal(clean.code, 0, clean.stdout);
+    assert.match(clean.stdout, /^ok: \d+ resources in \d+ files, no problems$/m);
+  });
+
+  it('--help on every command names the flags and their environment variables', async () => {
+    const top = await run(['--help']);
+    assert.match(top.stdout, /run\s+run the gateway/);
+    const r = await run(['run', '--help']);
+    assert.equal(r.code, 0);
+    for (const flag of ['--config', '--labels', '--namespace', '--port-map', '--admin-port', '--status-port', '--metrics-port', '--log-level']) {
+      assert.ok(r.stdout.includes(flag), flag);
+    }
+    assert.match(r.stdout, /MESHGATE_PORT_MAP/);
+    assert.equal((await run(['validate', '--help'])).code, 0);
+    const unknown = await run(['frobnicate']);
+    assert.equal(unknown.code, 2);
+  });
+
+  describe('run', () => {
+    let child: ChildProcess | undefined;
+    let up: HttpbinServer;
+    let dir: string;
+    afterEach(async () => {
+      if (child && child.exitCode === null) child.kill('SIGKILL');
+      await up?.close();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('logs the ports it picked, serves, reloads on SIGHUP, and drains in-flight work on SIGTERM, exit 0', async () => {
+      up = await startHttpbin({ name: 'up' });
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-cli-'));
+      const port = await freePort();
+      const config = (prefix: string) => `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: up, namespace: default}
+spec:
+  hosts: [up.internal]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${up.port}}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: up, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http: [{match: [{uri: {prefix: ${prefix}}}], route: [{destination: {host: up.internal}}]}]
+`;
+      fs.writeFileSync(path.join(dir, 'c.yaml'), config('/delay'));
+      child = spawn(process.execPath, [BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
+        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--drain-seconds', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+      await waitFor(() => /config version 1 applied/.test(stderr), { timeoutMs: 10_000 });
+      assert.match(stderr, /admin on 127\.0\.0\.1:\d+, status on :\d+, metrics on :\d+/);
+      assert.equal((await httpGet(port, '/get')).status, 404);
+      fs.writeFileSync(path.join(dir, 'c.yaml'), config('/'));
+      child.kill('SIGHUP');
+      await waitFor(async () => (await httpGet(port, '/get')).status === 200, { timeoutMs: 5000 });
+      const inflight = httpGet(port, '/delay/1');
+      await new Promise((r) => setTimeout(r, 200));
+      const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      const res = await inflight;
+      assert.equal(res.status, 200, 'the request in flight at SIGTERM completed');
+      assert.equal(await exited, 0);
+      await assert.rejects(httpGet(port, '/get'), 'no longer accepting');
+    });
+  });
+});
