@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { compile, destinationRuleFor, type GatewayIdentity } from '../../../src/config/compile';
+import { Cluster } from '../../../src/registry/cluster';
+import { res, set } from '../../helpers/resources';
+
+const id: GatewayIdentity = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map(), bind: '0.0.0.0' };
+
+describe('compile: services, subsets and clusters', () => {
+  const svc = res('Service', 'reviews', { selector: { app: 'reviews' }, ports: [{ name: 'http', port: 9080, targetPort: 9080 }] });
+  const we = (v: string, port: number) => res('WorkloadEntry', `reviews-${v}`, { address: '127.0.0.1', ports: { http: port }, labels: { app: 'reviews', version: v } });
+  const dr = res('DestinationRule', 'reviews', {
+    host: 'reviews',
+    trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' }, connectionPool: { tcp: { connectTimeout: '250ms' } } },
+    subsets: [
+      { name: 'v1', labels: { version: 'v1' } },
+      { name: 'v2', labels: { version: 'v2' }, trafficPolicy: { loadBalancer: { simple: 'RANDOM' } } },
+      { name: 'v9', labels: { version: 'v9' } },
+    ],
+  });
+  const se = res('ServiceEntry', 'ext', {
+    hosts: ['api.example.org'], ports: [{ number: 443, name: 'https', protocol: 'HTTPS' }, { number: 80, name: 'http', protocol: 'HTTP', targetPort: 8080 }],
+    resolution: 'DNS',
+  });
+  const snap = compile(set([svc, we('v1', 1001), we('v2', 1002), we('v3', 1003), dr, se]), id, 1).snapshot;
+
+  it('names clusters as Istio does, one per port and subset', () => {
+    assert.deepEqual([...snap.clusters.keys()].sort(), [
+      'outbound|443||api.example.org', 'outbound|80||api.example.org',
+      'outbound|9080|v1|reviews.default.svc.cluster.local', 'outbound|9080|v2|reviews.default.svc.cluster.local',
+      'outbound|9080|v9|reviews.default.svc.cluster.local', 'outbound|9080||reviews.default.svc.cluster.local',
+    ]);
+  });
+
+  it('selects endpoints by subset labels and WorkloadEntry port names', () => {
+    const all = snap.clusters.get('outbound|9080||reviews.default.svc.cluster.local')!;
+    assert.deepEqual(all.endpoints.map((e) => e.port), [1001, 1002, 1003]);
+    assert.deepEqual(snap.clusters.get('outbound|9080|v1|reviews.default.svc.cluster.local')!.endpoints.map((e) => e.port), [1001]);
+    assert.equal(snap.clusters.get('outbound|9080|v9|reviews.default.svc.cluster.local')!.endpoints.length, 0);
+  });
+
+  it('merges traffic policies: subset overrides top level per field, connect timeout from the pool', () => {
+    const v1 = snap.clusters.get('outbound|9080|v1|reviews.default.svc.cluster.local')!;
+    const v2 = snap.clusters.get('outbound|9080|v2|reviews.default.svc.cluster.local')!;
+    assert.equal(v1.lb, 'ROUND_ROBIN');
+    assert.equal(v2.lb, 'RANDOM');
+    assert.equal(v1.connectTimeoutMs, 250);
+    assert.equal(v2.connectTimeoutMs, 250);
+    assert.equal(snap.clusters.get('outbound|443||api.example.org')!.lb, 'LEAST_REQUEST');
+    assert.equal(snap.clusters.get('outbound|443||api.example.org')!.connectTimeoutMs, 10_000);
+  });
+
+  it('DNS ServiceEntries resolve their host, to the port targetPort', () => {
+    const c = snap.clusters.get('outbound|80||api.example.org')!;
+    assert.deepEqual(c.endpoints.map((e) => `${e.address}:${e.port}`), ['api.example.org:8080']);
+    assert.equal(c.resolution, 'DNS');
+  });
+
+  it('picks the DestinationRule for a host: exact beats wildcard, longer wildcard beats shorter', () => {
+    const a = res('DestinationRule', 'star', { host: '*.example.org' });
+    const b = res('DestinationRule', 'deeper', { host: '*.api.example.org' });
+    const c = res('DestinationRule', 'exact', { host: 'x.api.example.org' });
+    assert.equal(destinationRuleFor('x.api.example.org', [a, b, c])?.metadata.name, 'exact');
+    assert.equal(destinationRuleFor('y.api.example.org', [a, b, c])?.metadata.name, 'deeper');
+    assert.equal(destinationRuleFor('z.example.org', [a, b, c])?.metadata.name, 'star');
+    assert.equal(destinationRuleFor('z.example.com', [a, b, c]), undefined);
+  });
+
+  it('the same inputs give the same fingerprint; any change gives another', () => {
+    const again = compile(set([svc, we('v1', 1001), we('v2', 1002), we('v3', 1003), dr, se]), id, 2).snapshot;
+    assert.equal(again.fingerprint, snap.fingerprint);
+    const changed = compile(set([svc, we('v1', 1001), dr, se]), id, 2).snapshot;
+    assert.notEqual(changed.fingerprint, snap.fingerprint);
+  });
+});
+
+describe('load balancers', () => {
+  const def = (lb: 'ROUND_ROBIN' | 'RANDOM' | 'LEAST_REQUEST') => ({
+    name: 'c', host: 'h', port: 80, service: { host: 'h', name: 'h', namespace: 'default' }, protocol: 'HTTP',
+    resolution: 'STATIC' as const, lb, connectTimeoutMs: 1000, endpoints: [], policy: {},
+  });
+  const eps = [1, 2, 3, 4].map((i) => ({ address: `10.0.0.${i}`, port: 80, labels: {}, weight: 1 }));
+  let seed = 42;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+
+  it('ROUND_ROBIN cycles through every endpoint in order', () => {
+    const c = new Cluster(def('ROUND_ROBIN'), rnd);
+    c.setEndpoints(eps);
+    assert.deepEqual(Array.from({ length: 8 }, () => c.pick()!.address), ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4']);
+  });
+
+  it('RANDOM spreads evenly over 4000 picks (each within 5 sd of 1000)', () => {
+    const c = new Cluster(def('RANDOM'), rnd);
+    c.setEndpoints(eps);
+    const n: Record<string, number> = {};
+    for (let i = 0; i < 4000; i++) {
+      const a = c.pick()!.address;
+      n[a] = (n[a] ?? 0) + 1;
+    }
+    for (const v of Object.values(n)) assert.ok(Math.abs(v - 1000) < 5 * Math.sqrt(4000 * 0.25 * 0.75), JSON.stringify(n));
+  });
+
+  it('LEAST_REQUEST (two choices) never picks the busiest endpoint when others are idle', () => {
+    const c = new Cluster(def('LEAST_REQUEST'), rnd);
+    c.setEndpoints(eps);
+    c.endpoints[2]!.active = 100;
+    for (let i = 0; i < 500; i++) assert.notEqual(c.pick()!.address, '10.0.0.3');
+  });
+
+  it('a retry avoids endpoints already tried when another exists', () => {
+    const c = new Cluster(def('ROUND_ROBIN'), rnd);
+    c.setEndpoints(eps.slice(0, 2));
+    const first = c.pick()!;
+    for (let i = 0; i < 10; i++) assert.notEqual(c.pick(new Set([first]))!.address, first.address);
+  });
+
+  it('keeps endpoint objects (and their counters) across an update that keeps them', () => {
+    const c = new Cluster(def('ROUND_ROBIN'), rnd);
+    c.setEndpoints(eps);
+    const kept = c.endpoints[0]!;
+    kept.rqTotal = 7;
+    c.setEndpoints([eps[0]!, eps[3]!]);
+    assert.equal(c.endpoints[0], kept);
+    assert.equal(c.stats.get('membership_total'), 2);
+  });
+});
