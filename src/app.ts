@@ -205,8 +205,17 @@ export class App {
   async stop(): Promise<void> {
     this.isReady = false;
     this.watcher?.stop();
+    const deadline = Date.now() + this.opts.drainMs;
     await this.listeners.shutdown(this.opts.drainMs);
-    await this.registry.close();
+    // Pools finish what they still carry, within what is left of the deadline; then they are cut.
+    const left = Math.max(100, deadline - Date.now());
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      this.registry.close().then(() => true),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), left); }),
+    ]);
+    if (timer) clearTimeout(timer);
+    if (!closed) await this.registry.destroy();
     this.dns.close();
     for (const s of this.servers) {
       s.closeAllConnections();

@@ -181,18 +181,20 @@ export class Registry {
     }
   }
 
+  private closing: Pool[] = [];
+
   async close(): Promise<void> {
     for (const w of this.dnsWatches.values()) w.unsubscribe();
     this.dnsWatches.clear();
-    const closing = [...this.pools.values()].map((e) => e.pool.close().catch(() => {}));
+    this.closing = [...this.pools.values()].map((e) => e.pool);
     this.pools.clear();
-    await Promise.all(closing);
+    await Promise.all(this.closing.map((p) => p.close().catch(() => {})));
   }
 
   /** Force-close every pool (after the drain deadline). */
   async destroy(): Promise<void> {
-    const closing = [...this.pools.values()].map((e) => e.pool.destroy().catch(() => {}));
+    const all = [...this.closing, ...[...this.pools.values()].map((e) => e.pool)];
     this.pools.clear();
-    await Promise.all(closing);
+    await Promise.all(all.map((p) => p.destroy().catch(() => {})));
   }
 }

@@ -1,0 +1,269 @@
+// `npm run bench`: meshgate against the same upstream reached directly, in one run, reported as
+// ratios (the machine is shared and noisy: compare within a run, not across runs).
+//
+//   http-ka      keep-alive, 50 connections, 600-byte body, as fast as possible (wrk when installed)
+//                targets: direct, meshgate, minimal undici proxy (shared/bench peer), nginx proxy
+//   istio-setup  Istio's benchmark shape: 1000 req/s constant rate, 16 connections, 1 KiB body;
+//                added p99 over direct, meshgate vCPU and peak RSS
+//
+// Proxies run on core 1, upstream and load on core 0 (taskset). Env: BENCH_DURATION (s, default 8),
+// BENCH_QUICK=1 (short smoke run), BENCH_OUT (results directory).
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
+import type { LoadResult } from './loadgen';
+
+const QUICK = process.env['BENCH_QUICK'] === '1';
+const DURATION = Number(process.env['BENCH_DURATION'] ?? (QUICK ? 3 : 8));
+const WARMUP = QUICK ? 1 : 2;
+const PREWARM = QUICK ? 1 : 3;
+const ROOT = path.resolve(__dirname, '../..');
+const MAIN = path.join(ROOT, 'dist/src/main.js');
+const LOADGEN = path.join(ROOT, 'dist/bench/loadgen.js');
+const UPSTREAM = path.join(ROOT, 'dist/bench/upstream.js');
+const PEER_UNDICI = path.resolve(ROOT, '../shared/bench/lib/node/undici-proxy.js');
+const PROXY_CORE = cores > 1 ? 1 : 0;
+const LOAD_CORE = 0;
+
+interface Row {
+  readonly workload: string;
+  readonly target: string;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly cpuUsPerReq?: number;
+  readonly vcpu?: number;
+  readonly rssMiB?: number;
+  readonly errors: number;
+}
+
+function meshgateConfig(dir: string, upstreamPort: number): void {
+  fs.writeFileSync(path.join(dir, 'bench.yaml'), `apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: ${path.join(dir, 'access.log')}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bench, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: upstream, namespace: default}
+spec:
+  hosts: [upstream.bench.local]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${upstreamPort}}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bench, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [bench]
+  http:
+  - match: [{uri: {prefix: /}}]
+    route: [{destination: {host: upstream.bench.local, port: {number: 80}}}]
+`);
+}
+
+function nginxProxyConf(dir: string, listen: number, upstreamPort: number): string {
+  const conf = path.join(dir, 'nginx-proxy.conf');
+  fs.writeFileSync(conf, `worker_processes 1;
+daemon off;
+pid ${dir}/nginx-proxy.pid;
+error_log ${dir}/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:${upstreamPort}; keepalive 256; }
+  server {
+    listen 127.0.0.1:${listen};
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`);
+  return conf;
+}
+
+function nginxUpstreamConf(dir: string, port: number, size: number): string {
+  const conf = path.join(dir, `nginx-up-${port}.conf`);
+  fs.writeFileSync(conf, `worker_processes 1;
+daemon off;
+pid ${dir}/nginx-up-${port}.pid;
+error_log ${dir}/nginx-up-${port}.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:${port};
+    location / { default_type text/plain; return 200 "${'x'.repeat(size)}"; }
+  }
+}
+`);
+  return conf;
+}
+
+async function startUpstream(dir: string, size: number): Promise<{ port: number; proc: Proc; kind: string }> {
+  const port = await freePort();
+  const nginx = which('nginx');
+  const proc = nginx
+    ? start(nginx, ['-c', nginxUpstreamConf(dir, port, size), '-p', dir], { core: LOAD_CORE })
+    : start(process.execPath, [UPSTREAM, String(port), String(size)], { core: LOAD_CORE });
+  await waitHttp(port);
+  return { port, proc, kind: nginx ? 'nginx' : 'node' };
+}
+
+function wrk(port: number, seconds: number): LoadResult {
+  const r = spawnSync('taskset', ['-c', String(LOAD_CORE), 'wrk', '-t1', '-c50', `-d${seconds}s`, '--latency', '-H', 'Host: bench', `http://127.0.0.1:${port}/`], { encoding: 'utf8', timeout: (seconds + 20) * 1000 });
+  const out = r.stdout ?? '';
+  const ms = (label: string) => {
+    const m = new RegExp(`^\\s+${label}\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
+    if (!m) return 0;
+    const v = Number(m[1]);
+    return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+  };
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+  const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  const sockErr = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = non2xx + (sockErr ? sockErr.slice(1).reduce((s, x) => s + Number(x), 0) : 0);
+  return { requests: total, errors, seconds, rps, p50: ms('50%'), p90: ms('90%'), p99: ms('99%') };
+}
+
+function loadgen(args: string[], seconds: number): LoadResult {
+  const cmd = [LOADGEN, ...args];
+  const r = spawnSync('taskset', ['-c', String(LOAD_CORE), process.execPath, ...cmd], { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+  const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as LoadResult;
+  } catch {
+    throw new Error(`load generator failed: ${r.stderr}`);
+  }
+}
+
+const useWrk = !!which('wrk') && !!which('taskset');
+
+function blast(port: number, seconds: number): LoadResult {
+  return useWrk ? wrk(port, seconds) : loadgen(['closed', String(port), '50', String(seconds)], seconds);
+}
+
+/** Pre-warm, warm up, then one measured run with the proxy's CPU and peak RSS. */
+function measure(workload: string, target: string, port: number, proc: Proc | undefined, run: (s: number) => LoadResult, seconds: number, prewarm = true): Row {
+  if (prewarm) run(PREWARM);
+  run(WARMUP);
+  if (proc) resetPeak(proc.pid);
+  const cpu0 = proc ? cpuSeconds(proc.pid) : 0;
+  const t0 = Date.now();
+  const r = run(seconds);
+  const wall = (Date.now() - t0) / 1000;
+  const cpu = proc ? cpuSeconds(proc.pid) - cpu0 : 0;
+  return {
+    workload, target, rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors,
+    cpuUsPerReq: proc && r.requests > 0 ? (cpu * 1e6) / r.requests : undefined,
+    vcpu: proc ? cpu / wall : undefined,
+    rssMiB: proc ? peakRssMiB(proc.pid) : undefined,
+  };
+}
+
+function fmt(n: number | undefined, digits = 2): string {
+  return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
+}
+
+function table(rows: Row[], notes: string[]): string {
+  const lines: string[] = [];
+  for (const workload of [...new Set(rows.map((r) => r.workload))]) {
+    const set = rows.filter((r) => r.workload === workload);
+    const direct = set.find((r) => r.target === 'direct');
+    lines.push(`\n${workload}`);
+    lines.push(['target'.padEnd(16), 'req/s'.padStart(9), 'x direct'.padStart(9), 'p50 ms'.padStart(8), 'p99 ms'.padStart(8), 'CPU us/req'.padStart(11), 'vCPU'.padStart(6), 'peak RSS MiB'.padStart(13), 'errors'.padStart(7)].join(' '));
+    for (const r of set) {
+      lines.push([r.target.padEnd(16), fmt(r.rps, 0).padStart(9), fmt(direct ? r.rps / direct.rps : undefined).padStart(9), fmt(r.p50).padStart(8), fmt(r.p99).padStart(8),
+        fmt(r.cpuUsPerReq, 1).padStart(11), fmt(r.vcpu, 3).padStart(6), fmt(r.rssMiB, 1).padStart(13), String(r.errors).padStart(7)].join(' '));
+    }
+  }
+  lines.push('', ...notes);
+  return lines.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-bench-'));
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  const onSignal = () => void stopAll().then(() => process.exit(130));
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    notes.push(`load: ${useWrk ? 'wrk -t1 -c50' : 'built-in closed-loop generator (install wrk for better figures)'}; ${cores} cores; proxies on core ${PROXY_CORE}, load and upstream on core ${LOAD_CORE}`);
+
+    // ---------------------------------------------------------------- http-ka
+    const up = await startUpstream(dir, 600);
+    notes.push(`upstream: ${up.kind}, 600-byte body (http-ka), 1 KiB (istio-setup)`);
+    const gwPort = await freePort();
+    meshgateConfig(dir, up.port);
+    const gw = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort}`, '--bind', '127.0.0.1',
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+    await waitHttp(gwPort);
+    rows.push(measure('http-ka', 'direct', up.port, undefined, (s) => blast(up.port, s), DURATION, false));
+    rows.push(measure('http-ka', 'meshgate', gwPort, gw, (s) => blast(gwPort, s), DURATION));
+    if (fs.existsSync(PEER_UNDICI)) {
+      const p = await freePort();
+      const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${up.port}` } });
+      await waitHttp(p);
+      rows.push(measure('http-ka', 'undici-minimal', p, peer, (s) => blast(p, s), DURATION));
+      await peer.stop();
+    } else notes.push('minimal undici proxy skipped: ../shared/bench not found');
+    const nginx = which('nginx');
+    if (nginx) {
+      const p = await freePort();
+      const nx = start(nginx, ['-c', nginxProxyConf(dir, p, up.port), '-p', dir], { core: PROXY_CORE });
+      await waitHttp(p);
+      rows.push(measure('http-ka', 'nginx', p, nx, (s) => blast(p, s), DURATION));
+      await nx.stop();
+    } else notes.push('nginx comparison skipped: nginx is not installed');
+    await gw.stop();
+    await up.proc.stop();
+
+    // ---------------------------------------------------------------- istio-setup (1000 rps, 16 conns, 1 KiB)
+    const up1k = await startUpstream(dir, 1024);
+    meshgateConfig(dir, up1k.port);
+    const gwPort2 = await freePort();
+    const gw2 = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort2}`, '--bind', '127.0.0.1',
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+    await waitHttp(gwPort2);
+    const rate = (port: number) => (s: number) => loadgen(['open', String(port), '16', String(s), '1000'], s);
+    const d = measure('istio-setup', 'direct', up1k.port, undefined, rate(up1k.port), DURATION, false);
+    const m = measure('istio-setup', 'meshgate', gwPort2, gw2, rate(gwPort2), DURATION);
+    rows.push(d, m);
+    notes.push(`istio-setup: meshgate adds ${fmt(m.p99 - d.p99)} ms p99 over direct (target <= 1 ms), uses ${fmt(m.vcpu, 3)} vCPU at 1000 req/s (target <= 0.05; Istio publishes 0.20), peak RSS ${fmt(m.rssMiB, 1)} MiB (target <= 80)`);
+    await gw2.stop();
+    await up1k.proc.stop();
+
+    const text = table(rows, notes);
+    process.stdout.write(text);
+    const out = process.env['BENCH_OUT'] ?? path.join(os.tmpdir(), 'meshgate-bench');
+    fs.mkdirSync(out, { recursive: true });
+    const file = path.join(out, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), duration: DURATION, rows, notes }, null, 2));
+    process.stdout.write(`results: ${file}\n`);
+  } finally {
+    await stopAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch(async (err) => {
+  process.stderr.write(`bench failed: ${(err as Error).message}\n`);
+  await stopAll();
+  process.exit(1);
+});
