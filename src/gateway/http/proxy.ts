@@ -68,6 +68,8 @@ class Exchange {
   private readonly requestHeaderBytes: number;
   headersSent = false;
   finished = false;
+  /** Set by the forwarder: abort the upstream attempt when the client goes away. */
+  onDownstreamClose: (() => void) | undefined;
   upstreamHeaders: Record<string, string | string[]>;
 
   constructor(
@@ -197,6 +199,7 @@ export class HttpProxy {
     const ex = new Exchange(req, res, this.deps, scheme);
     res.on('close', () => {
       if (!ex.finished) {
+        ex.onDownstreamClose?.();
         ex.rec.responseFlags.push('DC');
         ex.rec.responseCodeDetails ??= ERRORS.DOWNSTREAM_DISCONNECT.details;
         ex.record();
@@ -251,13 +254,11 @@ class Forwarder {
   }
 
   start(): void {
-    const { res } = this.ex;
-    res.on('close', () => {
-      if (this.ex.finished) return;
+    this.ex.onDownstreamClose = () => {
       this.stopTimers();
       this.current = -1;
       this.abortAttempt?.(new Error('downstream closed'));
-    });
+    };
     if (this.route.timeoutMs > 0) {
       this.routeTimer = setTimeout(() => this.onRouteTimeout(), this.route.timeoutMs);
     }
