@@ -1,6 +1,7 @@
 // Start the real gateway in-process on a temp config directory, with free ports and the access log
 // written to a file the test can read. Everything it starts is stopped by `stop()`.
 
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -96,4 +97,13 @@ export async function startGateway(files: Record<string, string>, o: StartOption
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The meshgate binary, run as users run it. */
+export const MESHGATE_BIN = path.resolve(__dirname, '../../../bin/meshgate');
+
+/** Start `meshgate run` as a child process on a config dir, port 80 mapped to `port`, free admin ports. */
+export function spawnMeshgate(dir: string, port: number, extra: string[] = [], stdio: 'ignore' | 'pipe' = 'pipe'): ChildProcess {
+  return spawn(process.execPath, [MESHGATE_BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
+    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', ...extra], { stdio: ['ignore', stdio, stdio] });
 }

@@ -1,19 +1,20 @@
 // The command line as users run it: a real `meshgate` process, signals, exit codes.
 
 import assert from 'node:assert/strict';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, httpGet, waitFor } from '../helpers/upstream';
+import { MESHGATE_BIN, spawnMeshgate } from '../helpers/gateway';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
+import { singleRouteYaml } from '../../src/sample/configs';
 
-const BIN = path.resolve(__dirname, '../../../bin/meshgate');
 const FIXTURES = path.resolve(__dirname, '../../../test/fixtures/config');
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -61,33 +62,9 @@ describe('meshgate command line', function () {
       up = await startHttpbin({ name: 'up' });
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-cli-'));
       const port = await freePort();
-      const config = (prefix: string) => `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: up, namespace: default}
-spec:
-  hosts: [up.internal]
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${up.port}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: up, namespace: default}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http: [{match: [{uri: {prefix: ${prefix}}}], route: [{destination: {host: up.internal}}]}]
-`;
+      const config = (prefix: string) => singleRouteYaml({ upstreamPort: up.port, prefix });
       fs.writeFileSync(path.join(dir, 'c.yaml'), config('/delay'));
-      child = spawn(process.execPath, [BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
-        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--drain-seconds', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawnMeshgate(dir, port, ['--drain-seconds', '5']);
       let stderr = '';
       child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
       await waitFor(() => /config version 1 applied/.test(stderr), { timeoutMs: 10_000 });

@@ -6,6 +6,7 @@ import { TestDnsServer } from '../helpers/dns-server';
 import { startGateway } from '../helpers/gateway';
 import { httpGet, waitFor } from '../helpers/upstream';
 import { startHttpbin } from '../../src/sample/httpbin';
+import { singleRouteYaml } from '../../src/sample/configs';
 
 describe('DNS resolution for ServiceEntries', function () {
   this.timeout(30_000);
@@ -85,29 +86,7 @@ describe('DNS resolution for ServiceEntries', function () {
     const second = await startHttpbin({ name: 'second', host: '127.0.0.2', port: first.port });
     dns.setRecords('ext.example.org', { a: ['127.0.0.1'], ttl: 0 });
     const gw = await startGateway({
-      'se.yaml': `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ext, namespace: default}
-spec:
-  hosts: [ext.example.org]
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${first.port}}]
-  resolution: DNS
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ext, namespace: default}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http: [{route: [{destination: {host: ext.example.org}}]}]
-`,
+      'se.yaml': singleRouteYaml({ upstreamPort: first.port, host: 'ext.example.org', resolution: 'DNS' }),
     }, { opts: { dnsServers: [dns.address] } });
     const servedBy = async () => String((await httpGet(gw.port(80), '/get')).headers['x-served-by']);
     try {

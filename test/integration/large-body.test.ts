@@ -2,16 +2,17 @@
 // from /proc: bodies are streamed with backpressure, never buffered.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, waitFor, httpGet } from '../helpers/upstream';
+import { spawnMeshgate } from '../helpers/gateway';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
+import { singleRouteYaml } from '../../src/sample/configs';
 
-const BIN = path.resolve(__dirname, '../../../bin/meshgate');
 const GIB = 1024 * 1024 * 1024;
 
 function peakRssMiB(pid: number): number {
@@ -80,32 +81,8 @@ describe('large bodies', function () {
     up = await startHttpbin({ name: 'big' });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-big-'));
     const port = await freePort();
-    fs.writeFileSync(path.join(dir, 'c.yaml'), `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: up, namespace: default}
-spec:
-  hosts: [up.internal]
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${up.port}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: up, namespace: default}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http: [{route: [{destination: {host: up.internal}}]}]
-`);
-    child = spawn(process.execPath, [BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch'], { stdio: 'ignore' });
+    fs.writeFileSync(path.join(dir, 'c.yaml'), singleRouteYaml({ upstreamPort: up.port }));
+    child = spawnMeshgate(dir, port, [], 'ignore');
     await waitFor(async () => (await httpGet(port, '/get').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 10_000 });
     const baseline = peakRssMiB(child.pid!);
 

@@ -1,0 +1,50 @@
+// Small Istio configs generated for the bench and the tests: one Gateway on port 80 (hosts "*"),
+// one ServiceEntry for the upstream, one VirtualService routing to it. Plain Istio YAML.
+
+export interface SingleRouteOptions {
+  /** Upstream port on 127.0.0.1 (STATIC), or the port the DNS answer is reached on (DNS). */
+  readonly upstreamPort: number;
+  readonly host?: string;
+  readonly resolution?: 'STATIC' | 'DNS';
+  /** uri prefix the route matches (default: every request). */
+  readonly prefix?: string;
+  /** Mesh config accessLogFile; no mesh ConfigMap when undefined. */
+  readonly accessLogFile?: string;
+}
+
+export function singleRouteYaml(o: SingleRouteOptions): string {
+  const host = o.host ?? 'upstream.internal';
+  const mesh = o.accessLogFile === undefined ? '' : `apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: ${o.accessLogFile}
+---
+`;
+  const endpoints = (o.resolution ?? 'STATIC') === 'STATIC' ? '\n  endpoints: [{address: 127.0.0.1}]' : '';
+  const match = o.prefix ? `match: [{uri: {prefix: ${o.prefix}}}], ` : '';
+  return `${mesh}apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: upstream, namespace: default}
+spec:
+  hosts: [${host}]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${o.upstreamPort}}]
+  resolution: ${o.resolution ?? 'STATIC'}${endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: upstream, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http: [{${match}route: [{destination: {host: ${host}}}]}]
+`;
+}
