@@ -268,10 +268,14 @@ function vsBoundTo(vs: VirtualServiceResource, gateway: string): boolean {
   return gws.some((g) => gatewayKey(parseGatewayRef(g, ns)) === gateway);
 }
 
-function vsVisibleTo(vs: VirtualServiceResource, gwNamespace: string): boolean {
-  const exportTo = vs.spec.exportTo;
+/** Istio `exportTo`: absent or `*` is everywhere, `.` the resource's own namespace, else the listed ones. */
+export function visibleIn(exportTo: readonly string[] | undefined, ownNamespace: string, namespace: string): boolean {
   if (!exportTo || exportTo.length === 0) return true;
-  return exportTo.some((e) => e === '*' || (e === '.' && vs.metadata.namespace === gwNamespace) || e === gwNamespace);
+  return exportTo.some((e) => e === '*' || (e === '.' && ownNamespace === namespace) || e === namespace);
+}
+
+function vsVisibleTo(vs: VirtualServiceResource, gwNamespace: string): boolean {
+  return visibleIn(vs.spec.exportTo, vs.metadata.namespace, gwNamespace);
 }
 
 function serverAdmitsNamespace(serverHostNs: string, vsNs: string, gwNs: string): boolean {
@@ -424,10 +428,12 @@ function lbOf(policy: ClusterPolicy): LbPolicy {
   }
 }
 
-function compileClusters(set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings): Map<string, ClusterDef> {
+function compileClusters(set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings, proxyNamespace: string): Map<string, ClusterDef> {
   const out = new Map<string, ClusterDef>();
+  // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace).
+  const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace));
   for (const svc of services.values()) {
-    const dr = destinationRuleFor(svc.host, set.destinationRules);
+    const dr = destinationRuleFor(svc.host, visibleRules);
     const subsets: { name?: string; labels?: Dict<string>; policy?: TrafficPolicy }[] = [{}];
     for (const s of dr?.spec.subsets ?? []) subsets.push({ name: s.name, labels: s.labels, policy: s.trafficPolicy });
     for (const port of svc.ports) {
@@ -474,7 +480,7 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
   const mesh = compileMesh(set);
   const services = buildServices(set);
   const listeners = compileListeners(set, id, services, mesh, notes);
-  const clusters = compileClusters(set, services, mesh);
+  const clusters = compileClusters(set, services, mesh, id.namespace);
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
     + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length;
   const snapshot: Snapshot = {

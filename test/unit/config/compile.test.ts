@@ -65,6 +65,16 @@ describe('compile: services, subsets and clusters', () => {
     assert.equal(destinationRuleFor('z.example.com', [a, b, c]), undefined);
   });
 
+  it('honours DestinationRule exportTo: "." hides a rule from a gateway in another namespace', () => {
+    const hidden = res('DestinationRule', 'reviews', { ...dr.spec, exportTo: ['.'] });
+    const own = compile(set([svc, we('v1', 1001), hidden]), { ...id, namespace: 'default' }, 1).snapshot;
+    const other = compile(set([svc, we('v1', 1001), hidden]), id, 1).snapshot;
+    assert.ok(own.clusters.has('outbound|9080|v1|reviews.default.svc.cluster.local'));
+    assert.ok(!other.clusters.has('outbound|9080|v1|reviews.default.svc.cluster.local'));
+    const exported = compile(set([svc, we('v1', 1001), res('DestinationRule', 'reviews', { ...dr.spec, exportTo: ['istio-system'] })]), id, 1).snapshot;
+    assert.ok(exported.clusters.has('outbound|9080|v1|reviews.default.svc.cluster.local'));
+  });
+
   it('the same inputs give the same fingerprint; any change gives another', () => {
     const again = compile(set([svc, we('v1', 1001), we('v2', 1002), we('v3', 1003), dr, se]), id, 2).snapshot;
     assert.equal(again.fingerprint, snap.fingerprint);
