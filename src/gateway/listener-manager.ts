@@ -3,7 +3,8 @@
 // accepting, let in-flight requests finish, close idle keep-alive connections.
 
 import http from 'node:http';
-import type { Socket } from 'node:net';
+import http2 from 'node:http2';
+import net, { type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ListenerDef, ListenerFamily, Snapshot } from '../config/snapshot';
 import type { HttpProxy } from './http/proxy';
@@ -11,6 +12,7 @@ import type { Telemetry } from '../telemetry/telemetry';
 import { ERRORS, type ErrorCode } from '../errors';
 import { joinHostPort } from './http/headers';
 import { UpgradeProxy } from './http/upgrade';
+import { sniffPlaintext } from './sniff';
 
 /** Limits for downstream HTTP connections (Envoy-like defaults, settable from the CLI). */
 export interface HttpLimits {
@@ -34,8 +36,12 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
 interface Live {
   readonly def: ListenerDef;
   readonly family: ListenerFamily;
-  readonly server: http.Server;
+  /** The listening socket; connections go to `http` or `h2` by their first bytes. */
+  readonly server: net.Server;
+  readonly http: http.Server;
+  readonly h2: http2.Http2Server;
   readonly sockets: Set<Socket>;
+  readonly sessions: Set<http2.ServerHttp2Session>;
   bound: boolean;
 }
 
@@ -122,17 +128,37 @@ export class ListenerManager {
       joinDuplicateHeaders: false,
     });
     const sockets = new Set<Socket>();
-    const live: Live = { def, family: def.family, server, sockets, bound: false };
-    server.on('request', this.deps.proxy.handler(def.port, 'http'));
+    const sessions = new Set<http2.ServerHttp2Session>();
+    const handler = this.deps.proxy.handler(def.port, 'http');
+    server.on('request', handler);
     server.on('upgrade', this.deps.upgrade.handler(def.port, 'http'));
-    server.on('connection', (socket: Socket) => {
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
+    server.requestTimeout = limits.requestTimeoutMs;
+    // This server never listens itself (the sniffing listener below feeds it), so start the
+    // connection tracking that 'listening' would: header/request timeouts and closeIdleConnections
+    // depend on it. Closed with the listener.
+    server.emit('listening');
+    // h2c with prior knowledge (gRPC and HTTP/2 clients on plaintext ports), same routing.
+    const h2 = http2.createServer({ maxSessionMemory: 16, settings: { maxHeaderListSize: limits.maxHeaderBytes } });
+    h2.on('request', handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    h2.on('session', (session: http2.ServerHttp2Session) => {
+      sessions.add(session);
+      session.on('error', () => {});
+      session.once('close', () => sessions.delete(session));
+    });
+    h2.on('sessionError', () => {});
+    const listener = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       sockets.add(socket);
       socket.on('error', () => {}); // reported through the request that was using it
       socket.once('close', () => sockets.delete(socket));
+      sniffPlaintext(socket, limits.headersTimeoutMs, (protocol) => {
+        if (protocol === 'h2c') return void h2.emit('connection', socket); // reads what is buffered itself
+        server.emit('connection', socket);
+        socket.resume(); // the HTTP/1 parser takes the sniffed bytes as the first 'data' event
+      });
     });
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
-    server.requestTimeout = limits.requestTimeoutMs;
-    return live;
+    listener.once('close', () => server.close());
+    return { def, family: def.family, server: listener, http: server, h2, sockets, sessions, bound: false };
   }
 
   /** Malformed requests, oversized headers, slow clients: answer as Envoy would, log it, close. */
@@ -168,11 +194,12 @@ export class ListenerManager {
       this.draining.delete(l);
       resolve();
     })));
-    l.server.closeIdleConnections();
+    l.http.closeIdleConnections();
+    for (const s of l.sessions) s.close(); // GOAWAY: streams in flight finish, no new ones
     // Connections kept alive after their last response are closed as they become idle.
     const t = setInterval(() => {
       if (!this.draining.has(l)) return clearInterval(t);
-      l.server.closeIdleConnections();
+      l.http.closeIdleConnections();
     }, 500);
     t.unref();
   }
@@ -190,7 +217,8 @@ export class ListenerManager {
     await Promise.race([done, expired]);
     if (timer) clearTimeout(timer);
     for (const l of all) {
-      l.server.closeAllConnections();
+      l.http.closeAllConnections();
+      for (const s of l.sessions) s.destroy();
       for (const s of l.sockets) s.destroy();
     }
   }

@@ -8,6 +8,8 @@ export interface SingleRouteOptions {
   readonly resolution?: 'STATIC' | 'DNS';
   /** uri prefix the route matches (default: every request). */
   readonly prefix?: string;
+  /** VirtualService hosts (default `["*"]`: every request on the Gateway). */
+  readonly routeHosts?: readonly string[];
   /** Mesh config accessLogFile; no mesh ConfigMap when undefined. */
   readonly accessLogFile?: string;
 }
@@ -43,7 +45,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: upstream, namespace: default}
 spec:
-  hosts: ["*"]
+  hosts: ${JSON.stringify(o.routeHosts ?? ['*'])}
   gateways: [gw]
   http: [{${match}route: [{destination: {host: ${host}}}]}]
 `;

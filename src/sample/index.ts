@@ -1,7 +1,10 @@
 // The sample backends the default config/ routes to, started by `npm start` (--with-sample-backends).
+// The ports are the ones config/*.yaml and the README name; keep the three in agreement.
 
-import { startHttpbin } from './httpbin';
-import { startTcpEcho } from './tcp-echo';
+import { startHttpbin, type HttpbinServer } from './httpbin';
+import { startTcpEcho, type TcpEchoServer } from './tcp-echo';
+
+export const SAMPLE_HOST = '127.0.0.1';
 
 export const SAMPLE_PORTS = {
   httpbin: 18000,
@@ -11,24 +14,38 @@ export const SAMPLE_PORTS = {
   tcpEchoV2: 19001,
 } as const;
 
-export async function startSampleBackends(): Promise<{ describe(): string[]; close(): Promise<void> }> {
-  const host = '127.0.0.1';
-  const started = [
-    await startHttpbin({ port: SAMPLE_PORTS.httpbin, host, name: 'httpbin' }),
-    await startHttpbin({ port: SAMPLE_PORTS.helloworldV1, host, name: 'helloworld-v1' }),
-    await startHttpbin({ port: SAMPLE_PORTS.helloworldV2, host, name: 'helloworld-v2' }),
+export type SamplePorts = { readonly [K in keyof typeof SAMPLE_PORTS]: number };
+
+export interface SampleBackends {
+  /** One line per backend, for the startup log. */
+  describe(): string[];
+  close(): Promise<void>;
+}
+
+/** Start every sample backend; if one cannot start (port in use), the others are closed again. */
+export async function startSampleBackends(opts: { host?: string; ports?: SamplePorts } = {}): Promise<SampleBackends> {
+  const host = opts.host ?? SAMPLE_HOST;
+  const ports = opts.ports ?? SAMPLE_PORTS;
+  const starts: Promise<HttpbinServer | TcpEchoServer>[] = [
+    startHttpbin({ port: ports.httpbin, host, name: 'httpbin' }),
+    startHttpbin({ port: ports.helloworldV1, host, name: 'helloworld-v1' }),
+    startHttpbin({ port: ports.helloworldV2, host, name: 'helloworld-v2' }),
+    startTcpEcho({ port: ports.tcpEchoV1, host, prefix: 'one' }),
+    startTcpEcho({ port: ports.tcpEchoV2, host, prefix: 'two' }),
   ];
-  const echoes = [
-    await startTcpEcho({ port: SAMPLE_PORTS.tcpEchoV1, host, prefix: 'one' }),
-    await startTcpEcho({ port: SAMPLE_PORTS.tcpEchoV2, host, prefix: 'two' }),
-  ];
+  const results = await Promise.allSettled(starts);
+  const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const closeAll = async (): Promise<void> => void (await Promise.all(started.map((s) => s.close())));
+  if (failed) {
+    await closeAll();
+    throw failed.reason;
+  }
   return {
-    describe: () => [
-      ...started.map((s) => `sample backend ${s.name} on ${s.url}`),
-      `sample backend tcp-echo v1 ("one") on ${host}:${SAMPLE_PORTS.tcpEchoV1}, v2 ("two") on ${host}:${SAMPLE_PORTS.tcpEchoV2}`,
-    ],
-    close: async () => {
-      await Promise.all([...started.map((s) => s.close()), ...echoes.map((e) => e.close())]);
-    },
+    describe: () =>
+      started.map((s) =>
+        'name' in s ? `sample backend ${s.name} (http) on ${s.url}` : `sample backend tcp-echo "${s.prefix}" (tcp) on ${s.host}:${s.port}`,
+      ),
+    close: closeAll,
   };
 }

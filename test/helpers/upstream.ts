@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
+import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 
 export interface CurlResult {
   readonly code: number;
@@ -10,14 +11,26 @@ export interface CurlResult {
   readonly stderr: string;
 }
 
-/** Run the real curl; never throws on a non-zero exit (the code is in the result). */
+/**
+ * Run the real curl binary with `--max-time` (and a kill timer a little later as a backstop). Never
+ * throws: a non-zero exit, a kill or a missing binary come back as a non-zero code with stderr.
+ * stdout is latin1, so one character is one byte of the response body.
+ */
 export function curl(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<CurlResult> {
+  const timeoutMs = opts.timeoutMs ?? 15_000;
   return new Promise((resolve) => {
-    execFile('curl', ['--max-time', String((opts.timeoutMs ?? 15_000) / 1000), ...args], { maxBuffer: 64 * 1024 * 1024, encoding: 'latin1' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
+    const options = { timeout: timeoutMs + 2_000, maxBuffer: 64 * 1024 * 1024, encoding: 'latin1' as const };
+    execFile('curl', ['--max-time', String(timeoutMs / 1000), ...args], options, (err, stdout, stderr) => {
+      if (!err) return resolve({ code: 0, stdout, stderr });
+      const code = typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
+      resolve({ code, stdout, stderr: stderr || err.message });
     });
   });
+}
+
+/** A started httpbin on 127.0.0.1, port 0; nothing global is registered, the caller closes it. */
+export function withHttpbin(name = 'httpbin'): Promise<HttpbinServer> {
+  return startHttpbin({ host: '127.0.0.1', port: 0, name });
 }
 
 /** Write raw bytes, return everything read until the server closes or the timeout passes. */
@@ -38,6 +51,7 @@ export function rawHttp(port: number, request: string | Buffer, opts: { timeoutM
   });
 }
 
+/** A port that was free a moment ago on 127.0.0.1 (another process may still take it). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
@@ -49,6 +63,7 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Poll until the predicate holds; rejects after timeoutMs. */
 export async function waitFor(predicate: () => boolean | Promise<boolean>, opts: { timeoutMs: number; intervalMs?: number }): Promise<void> {
   const end = Date.now() + opts.timeoutMs;
   for (;;) {

@@ -37,6 +37,17 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
   return out.size > 0 ? out : undefined;
 }
 
+/** Host for routing: `:authority` on HTTP/2, `Host` on HTTP/1.x. */
+export function authorityOf(headers: IncomingHttpHeaders): string | undefined {
+  const a = headers[':authority'];
+  return typeof a === 'string' ? a : headers.host;
+}
+
+/** `HTTP/1.1`, or `HTTP/2` as Envoy logs it. */
+export function protocolOf(httpVersion: string): string {
+  return httpVersion === '2.0' ? 'HTTP/2' : `HTTP/${httpVersion}`;
+}
+
 export function requestIdOf(headers: IncomingHttpHeaders): string {
   const id = headers['x-request-id'];
   return typeof id === 'string' && id.length > 0 && id.length <= 256 ? id : randomUUID();
@@ -51,11 +62,14 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
   const extra = connectionTokens(headers.connection);
   for (const name in headers) {
     const v = headers[name];
-    if (v === undefined || HOP_BY_HOP.has(name) || extra?.has(name)) continue;
+    if (v === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || name.charCodeAt(0) === 58 /* : */) continue;
     // External requests may not set Envoy's internal headers (Envoy strips them at the edge).
     if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-envoy-')) continue;
     out[name] = v;
   }
+  // HTTP/2 clients send :authority; HTTP/1.1 upstreams need it as Host.
+  const authority = headers[':authority'];
+  if (typeof authority === 'string' && out['host'] === undefined) out['host'] = authority;
   const xff = headers['x-forwarded-for'];
   out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${info.remoteAddress}` : info.remoteAddress;
   out['x-forwarded-proto'] = info.scheme;

@@ -14,7 +14,7 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, type ErrorCode } from '../../errors';
 import { decide, pickDestination, type RouteInput } from './route-match';
 import {
-  downstreamResponseHeaders, joinHostPort, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
+  authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
 
@@ -89,14 +89,14 @@ class Exchange {
       startTime: this.startTime,
       method: req.method,
       path: req.url,
-      protocol: `HTTP/${req.httpVersion}`,
+      protocol: protocolOf(req.httpVersion),
       responseCode: 0,
       responseFlags: [],
       bytesReceived: this.requestBodyBytes,
       bytesSent: 0,
       durationMs: 0,
       requestHeaders: this.upstreamHeaders,
-      authority: req.headers.host,
+      authority: authorityOf(req.headers),
       downstreamLocalAddress: joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
     };
@@ -119,6 +119,7 @@ class Exchange {
     const headers: Record<string, string | number> = { server: this.deps.serverName, 'content-length': Buffer.byteLength(body) };
     if (body) headers['content-type'] = 'text/plain';
     if (extra) Object.assign(headers, extra);
+    if (this.req.httpVersionMajor === 2) delete headers['connection']; // not an HTTP/2 header
     this.res.writeHead(status, headers);
     this.res.end(body);
     this.rec.responseCode = status;
@@ -192,7 +193,7 @@ export class HttpProxy {
   }
 
   routeInput(req: IncomingMessage, scheme: 'http' | 'https'): RouteInput {
-    return { authority: req.headers.host ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
+    return { authority: authorityOf(req.headers) ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
   }
 
   private serve(req: IncomingMessage, res: ServerResponse, port: number, scheme: 'http' | 'https'): void {
@@ -205,7 +206,7 @@ export class HttpProxy {
         ex.record();
       }
     });
-    if (!validAuthority(req.headers.host)) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
+    if (!validAuthority(authorityOf(req.headers))) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
     const snapshot = this.deps.store.current;
     const decision = decide(snapshot.listeners.get(port)?.routes, this.routeInput(req, scheme));
     if (!decision) return ex.fail('NO_ROUTE');
@@ -214,7 +215,7 @@ export class HttpProxy {
     const action = route.action;
     if (action.type === 'redirect') {
       ex.rec.responseCodeDetails = 'direct_response';
-      ex.localReply(action.redirect.redirectCode ?? 301, '', { location: redirectLocation(action.redirect, req.headers.host ?? '', req.url ?? '/', scheme) });
+      ex.localReply(action.redirect.redirectCode ?? 301, '', { location: redirectLocation(action.redirect, authorityOf(req.headers) ?? '', req.url ?? '/', scheme) });
       return ex.record();
     }
     if (action.type === 'direct') {

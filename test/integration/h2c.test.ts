@@ -1,0 +1,81 @@
+// HTTP/2 with prior knowledge (h2c) on a plaintext Gateway port: same routing, replies and log as
+// HTTP/1.1, with curl --http2-prior-knowledge as the client.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { curl, withHttpbin } from '../helpers/upstream';
+import type { HttpbinServer } from '../../src/sample/httpbin';
+import { singleRouteYaml } from '../../src/sample/configs';
+
+describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
+  this.timeout(20_000);
+  let gw: TestGateway;
+  let upstream: HttpbinServer;
+
+  before(async () => {
+    upstream = await withHttpbin('httpbin-h2c');
+    gw = await startGateway({
+      'gw.yaml': singleRouteYaml({ upstreamPort: upstream.port, host: 'httpbin.example.com', routeHosts: ['httpbin.example.com'] }),
+    });
+  });
+  after(async () => {
+    await gw?.stop();
+    await upstream?.close();
+  });
+
+  const url = (p: string) => `http://127.0.0.1:${gw.port(80)}${p}`;
+
+  it('routes by :authority to an HTTP/1.1 upstream, which sees it as Host', async () => {
+    const r = await curl(['-s', '-i', '--http2-prior-knowledge', '-H', 'Host: httpbin.example.com', url('/headers')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/2 200 ?\r\n/);
+    assert.match(r.stdout, /\r\nserver: istio-envoy\r\n/);
+    assert.match(r.stdout, /\r\nx-envoy-upstream-service-time: \d+\r\n/);
+    assert.doesNotMatch(r.stdout, /\r\n(connection|keep-alive|transfer-encoding):/i);
+    const body = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { headers: Record<string, string> };
+    assert.equal(body.headers['Host'], 'httpbin.example.com');
+    assert.ok(!Object.keys(body.headers).some((k) => k.startsWith(':')), JSON.stringify(body.headers));
+  });
+
+  it('streams a request body up and logs HTTP/2 in the access log', async () => {
+    const payload = 'x'.repeat(200_000);
+    const file = path.join(gw.dir, 'payload.bin');
+    fs.writeFileSync(file, payload);
+    const r = await curl(['-s', '--http2-prior-knowledge', '-H', 'Host: httpbin.example.com', '--data-binary', `@${file}`,
+      '-H', 'content-type: text/plain', url('/post')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { data: { length: number } }).data.length, payload.length);
+    const lines = await gw.waitForLines(2);
+    assert.ok(lines.some((l) => /"POST \/post HTTP\/2" 200 - via_upstream /.test(l)), lines.join('\n'));
+  });
+
+  it('answers an unknown host with 404 NR, as on HTTP/1.1', async () => {
+    const r = await curl(['-s', '-i', '--http2-prior-knowledge', '-H', 'Host: nowhere.example.com', url('/')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/2 404 ?\r\n/);
+    const lines = await gw.waitForLines(3);
+    assert.ok(lines.some((l) => /"GET \/ HTTP\/2" 404 NR route_not_found /.test(l)), lines.join('\n'));
+  });
+
+  it('still serves HTTP/1.1 on the same port, including a request split before the sniffer decides', async () => {
+    const r = await curl(['-s', '-i', '-H', 'Host: httpbin.example.com', url('/get')]);
+    assert.match(r.stdout, /^HTTP\/1\.1 200 OK\r\n/);
+    // "P" alone matches the preface's first byte, so the sniffer must wait for more before it decides.
+    const out = await new Promise<string>((resolve, reject) => {
+      const sock = net.connect(gw.port(80), '127.0.0.1', () => {
+        sock.write('P');
+        setTimeout(() => sock.write('OST /post HTTP/1.1\r\nHost: httpbin.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi'), 150);
+      });
+      const chunks: Buffer[] = [];
+      sock.on('data', (c: Buffer) => chunks.push(c));
+      sock.on('error', reject);
+      sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+      sock.setTimeout(5000, () => sock.destroy());
+    });
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(out, /"length": 2,/);
+  });
+});
