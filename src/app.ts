@@ -16,6 +16,7 @@ import { Metrics } from './telemetry/metrics';
 import { Telemetry } from './telemetry/telemetry';
 import { HttpProxy } from './gateway/http/proxy';
 import { UpgradeProxy } from './gateway/http/upgrade';
+import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
 import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
 import { FileWatcher } from './sources/files';
@@ -35,6 +36,8 @@ export interface AppOptions {
   readonly drainMs: number;
   readonly watch: boolean;
   readonly limits?: Partial<HttpLimits>;
+  /** TCP proxy idle timeout (Envoy's default: 1 h); a DestinationRule connectionPool.tcp.idleTimeout overrides it. */
+  readonly tcpIdleTimeoutMs?: number;
   /** Override the process logger (tests). */
   readonly logger?: Logger;
 }
@@ -101,6 +104,10 @@ export class App {
     this.listeners = new ListenerManager({
       proxy: new HttpProxy(deps),
       upgrade: new UpgradeProxy(deps),
+      tcp: new TcpProxy({
+        registry: this.registry, telemetry: this.telemetry, log: this.log, random: Math.random,
+        idleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,
+      }),
       telemetry: this.telemetry,
       log: this.log,
       limits: { ...DEFAULT_HTTP_LIMITS, ...opts.limits },

@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { App } from './app';
 import { validatePaths } from './config/format';
+import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
 
 interface FlagSpec {
@@ -27,6 +28,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'log-level', env: 'MESHGATE_LOG_LEVEL', help: 'trace, debug, info, warn, error', def: 'info' },
   { name: 'dns-server', env: 'MESHGATE_DNS_SERVER', help: 'DNS server(s) for ServiceEntry resolution, host:port[,host:port] (default: system)', def: '' },
   { name: 'server-name', env: 'MESHGATE_SERVER_NAME', help: 'value of the server header on every response', def: 'istio-envoy' },
+  { name: 'tcp-idle-timeout', env: 'MESHGATE_TCP_IDLE_TIMEOUT', help: 'close TCP/TLS-passthrough connections idle this long (Envoy duration: 1h, 90s, 500ms; 0 = never)', def: '1h' },
   { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
   { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
   { name: 'with-sample-backends', env: 'MESHGATE_SAMPLE_BACKENDS', help: 'also start the sample httpbin, helloworld and tcp-echo backends the default config routes to', boolean: true },
@@ -102,6 +104,13 @@ export function parsePortMap(text: string): Map<number, number> {
   return out;
 }
 
+function duration(v: unknown, name: string): number {
+  const text = String(v);
+  const n = parseDuration(text);
+  if (n === undefined) throw new Error(`--${name}: "${text}" is not a duration such as 1h, 90s or 500ms`);
+  return n;
+}
+
 function port(v: unknown, name: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--${name}: "${String(v)}" is not a port`);
@@ -131,6 +140,7 @@ async function run(argv: string[]): Promise<number> {
     serverName: String(v['server-name']),
     dnsServers: dns ? dns.split(',') : undefined,
     drainMs: Number(v['drain-seconds']) * 1000,
+    tcpIdleTimeoutMs: duration(v['tcp-idle-timeout'], 'tcp-idle-timeout'),
     watch: !v['no-watch'],
   });
   if (samples) for (const line of samples.describe()) app.log.info(line);

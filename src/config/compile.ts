@@ -3,14 +3,16 @@
 // change, so the per-request path only does map look-ups and precompiled matching.
 
 import { createHash } from 'node:crypto';
+import { BlockList } from 'node:net';
 import { RE2JS } from 're2js';
 import type {
   Dict, DestinationRuleResource, GatewayResource, HTTPMatchRequest, HTTPRoute, ResourceSet, StringMatch,
   TrafficPolicy, VirtualServiceResource, Resource,
 } from './types';
 import type {
-  ClusterDef, ClusterPolicy, CompiledMatch, CompiledRoute, CompiledServer, HeaderMatcher, LbPolicy, ListenerDef,
-  ListenerFamily, MeshSettings, Origin, RetryPolicy, RouteAction, RouteTable, Snapshot, StringMatcher, VirtualHost,
+  ClusterDef, ClusterPolicy, CompiledDestination, CompiledMatch, CompiledRoute, CompiledServer, FilterChain, HeaderMatcher,
+  L4Route, LbPolicy, ListenerDef, ListenerFamily, MeshSettings, Origin, RetryPolicy, RouteAction, RouteTable, Snapshot,
+  StringMatcher, SubnetSet, VirtualHost,
 } from './snapshot';
 import {
   clusterName, gatewayKey, hostMatches, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
@@ -38,7 +40,6 @@ export interface CompileResult {
 }
 
 const HTTP_PROTOCOLS = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB']);
-const TLS_PROTOCOLS = new Set(['HTTPS', 'TLS']);
 
 export const DEFAULT_RETRY_ON = ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', 'retriable-status-codes'];
 
@@ -238,13 +239,25 @@ function selects(gw: GatewayResource, labels: Dict<string>): boolean {
   return Object.keys(sel).every((k) => labels[k] === sel[k]);
 }
 
-function familyOf(protocol: string, tlsMode: string | undefined): ListenerFamily | undefined {
+/** Which kind of listener a Gateway server needs, and what it does with a connection. */
+export type ServerKind = 'http' | 'https-terminate' | 'tls-terminate' | 'tls-passthrough' | 'tcp';
+
+export function serverKind(protocol: string, tlsMode: string | undefined): ServerKind | undefined {
   const p = protocol.toUpperCase();
-  if (HTTP_PROTOCOLS.has(p)) return 'HTTP';
-  if (p === 'HTTPS' && tlsMode !== 'PASSTHROUGH' && tlsMode !== 'AUTO_PASSTHROUGH') return 'HTTP';
-  if (TLS_PROTOCOLS.has(p)) return 'TLS';
-  if (['TCP', 'MONGO', 'MYSQL', 'REDIS'].includes(p)) return 'TCP';
+  if (HTTP_PROTOCOLS.has(p)) return 'http';
+  if (p === 'HTTPS' || p === 'TLS') {
+    if (tlsMode === 'PASSTHROUGH') return 'tls-passthrough';
+    if (tlsMode === undefined || tlsMode === 'SIMPLE' || tlsMode === 'MUTUAL' || tlsMode === 'OPTIONAL_MUTUAL') {
+      return p === 'HTTPS' ? 'https-terminate' : 'tls-terminate';
+    }
+    return undefined; // AUTO_PASSTHROUGH, ISTIO_MUTUAL: mesh-internal mTLS, not served
+  }
+  if (['TCP', 'MONGO', 'MYSQL', 'REDIS'].includes(p)) return 'tcp';
   return undefined;
+}
+
+function familyOfKind(kind: ServerKind): ListenerFamily {
+  return kind === 'http' ? 'HTTP' : kind === 'tcp' ? 'TCP' : 'TLS';
 }
 
 /** Istio binds the Service targetPort of a Service selecting this gateway; else the number itself. */
@@ -283,22 +296,175 @@ function serverAdmitsNamespace(serverHostNs: string, vsNs: string, gwNs: string)
 }
 
 /** Routes collected for one domain, and which VirtualServices contributed them. */
-interface VhostAcc { readonly routes: CompiledRoute[]; readonly contributors: Set<string> }
+interface VhostAcc { readonly routes: CompiledRoute[]; readonly contributors: Set<string>; requireTls?: boolean }
 
-function buildRouteTable(port: number, vhosts: Map<string, VhostAcc>, serverPortOf: Map<string, number>): RouteTable {
+function buildRouteTable(port: number, vhosts: Map<string, VhostAcc>, serverPortOf: Map<string, number>, name = `http.${port}`): RouteTable {
   const exact = new Map<string, VirtualHost>();
   const suffixes: [string, VirtualHost][] = [];
   let any: VirtualHost | undefined;
   for (const [domain, v] of vhosts) {
     let routes = v.routes;
     if (v.contributors.size > 1) routes = [...routes.filter((r) => !isCatchAll(r)), ...routes.filter(isCatchAll)];
-    const vh: VirtualHost = { name: `${domain}:${serverPortOf.get(domain) ?? port}`, domain, routes };
+    const vh: VirtualHost = { name: `${domain}:${serverPortOf.get(domain) ?? port}`, domain, routes, ...(v.requireTls ? { requireTls: true } : {}) };
     if (domain === '*') any = vh;
     else if (domain.startsWith('*.')) suffixes.push([domain.slice(1), vh]);
     else exact.set(domain, vh);
   }
   suffixes.sort((a, b) => b[0].length - a[0].length);
-  return { name: `http.${port}`, exact, suffixes, any };
+  return { name, exact, suffixes, any };
+}
+
+/** Precompile CIDR blocks (validated earlier; an unparsable one is skipped). */
+export function subnetSet(cidrs: readonly string[] | undefined): SubnetSet {
+  if (!cidrs || cidrs.length === 0) return { cidrs: [] };
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [addr = '', bits] = c.split('/');
+    const type = addr.includes(':') ? 'ipv6' : 'ipv4';
+    const prefix = bits === undefined ? (type === 'ipv6' ? 128 : 32) : Number(bits);
+    try {
+      list.addSubnet(addr, prefix, type);
+    } catch {
+      // reported by validation
+    }
+  }
+  return { cidrs: [...cidrs], re: { check: (address: string) => checkAddress(list, address) } };
+}
+
+function checkAddress(list: BlockList, address: string): boolean {
+  const v4 = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  return list.check(v4, v4.includes(':') ? 'ipv6' : 'ipv4');
+}
+
+/** Everything one Gateway server contributes, with what its route compilation needs. */
+interface ServerContext {
+  readonly gw: GatewayResource;
+  readonly gwKey: string;
+  readonly server: CompiledServer;
+  readonly vss: readonly VirtualServiceResource[];
+  readonly services: ReadonlyMap<string, ServiceDef>;
+  readonly mesh: MeshSettings;
+}
+
+/** VirtualServices bound to the server's Gateway and visible to it, with their hosts the server admits. */
+function boundVirtualServices(sc: ServerContext): { vs: VirtualServiceResource; domains: string[] }[] {
+  const out: { vs: VirtualServiceResource; domains: string[] }[] = [];
+  for (const vs of sc.vss) {
+    if (!vsBoundTo(vs, sc.gwKey) || !vsVisibleTo(vs, sc.gw.metadata.namespace)) continue;
+    const vsHosts = (vs.spec.hosts ?? []).map((h) => resolveHost(h, vs.metadata.namespace));
+    const domains: string[] = [];
+    for (const sh of sc.server.hosts.map(parseServerHost)) {
+      if (!serverAdmitsNamespace(sh.namespace, vs.metadata.namespace, sc.gw.metadata.namespace)) continue;
+      for (const vh of vsHosts) {
+        const d = intersectHosts(sh.host, vh);
+        if (d !== undefined && !domains.includes(d)) domains.push(d);
+      }
+    }
+    if (domains.length > 0) out.push({ vs, domains });
+  }
+  return out;
+}
+
+/** Add the server's HTTP routes to vhosts (one per intersected domain). Returns how many were bound. */
+function collectHttpVhosts(sc: ServerContext, vhosts: Map<string, VhostAcc>, serverPortOf: Map<string, number>): number {
+  let bound = 0;
+  for (const { vs, domains } of boundVirtualServices(sc)) {
+    if (!vs.spec.http || vs.spec.http.length === 0) continue;
+    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
+    const routes = compileHttpRoutes(ctx);
+    const vsKey = `${vs.metadata.namespace}/${vs.metadata.name}`;
+    for (const domain of domains) {
+      let slot = vhosts.get(domain);
+      if (!slot) vhosts.set(domain, slot = { routes: [], contributors: new Set() });
+      if (!slot.contributors.has(vsKey)) {
+        slot.routes.push(...routes);
+        slot.contributors.add(vsKey);
+      }
+      serverPortOf.set(domain, sc.server.portNumber);
+      bound += 1;
+    }
+  }
+  // httpsRedirect: every host of the server answers 301 to https, with or without a VirtualService.
+  if (sc.server.tls?.httpsRedirect) {
+    for (const sh of sc.server.hosts.map(parseServerHost)) {
+      let slot = vhosts.get(sh.host);
+      if (!slot) vhosts.set(sh.host, slot = { routes: [], contributors: new Set() });
+      slot.requireTls = true;
+      serverPortOf.set(sh.host, sc.server.portNumber);
+    }
+  }
+  return bound;
+}
+
+function compileL4Destinations(route: { route?: readonly { destination: { host: string; subset?: string; port?: { number?: number } }; weight?: number }[] }, ctx: RouteContext): { destinations: CompiledDestination[]; totalWeight: number } {
+  const action = compileAction({ route: route.route?.map((d) => ({ destination: d.destination, weight: d.weight })) }, ctx);
+  return action.type === 'route' ? { destinations: [...action.destinations], totalWeight: action.totalWeight } : { destinations: [], totalWeight: 0 };
+}
+
+/** Does an L4 match block apply to this gateway and server port? (destinationSubnets is per connection.) */
+function l4MatchApplies(m: { port?: number; gateways?: readonly string[] }, vs: VirtualServiceResource, sc: ServerContext): boolean {
+  if (m.port !== undefined && m.port !== sc.server.portNumber) return false;
+  if (m.gateways && m.gateways.length > 0) {
+    if (!m.gateways.some((g) => gatewayKey(parseGatewayRef(g, vs.metadata.namespace)) === sc.gwKey)) return false;
+  }
+  return true;
+}
+
+/** VirtualService `tcp` routes for a TCP (or TLS-terminating) server, in order; each match block is one route. */
+function compileTcpRoutes(sc: ServerContext): L4Route[] {
+  const out: L4Route[] = [];
+  for (const { vs } of boundVirtualServices(sc)) {
+    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
+    (vs.spec.tcp ?? []).forEach((route, index) => {
+      const { destinations, totalWeight } = compileL4Destinations(route, ctx);
+      const base = { name: `${vs.metadata.namespace}.${vs.metadata.name}.${index}`, destinations, totalWeight, origin: originOf(vs, `spec.tcp[${index}]`) };
+      const matches = route.match ?? [];
+      if (matches.length === 0) out.push({ ...base, destinationSubnets: subnetSet(undefined) });
+      for (const m of matches) {
+        if (l4MatchApplies(m, vs, sc)) out.push({ ...base, destinationSubnets: subnetSet(m.destinationSubnets) });
+      }
+    });
+  }
+  return out;
+}
+
+/** SNI names a server admits: its hosts (no namespace part); `*` means every name, and no SNI. */
+function serverNamesOf(hosts: readonly string[]): string[] {
+  const names = hosts.map((h) => parseServerHost(h).host);
+  return names.includes('*') ? [] : [...new Set(names)];
+}
+
+/** One filter chain per `tls[].match` block of the bound VirtualServices (Istio's passthrough layout). */
+function compilePassthroughChains(sc: ServerContext): FilterChain[] {
+  const out: FilterChain[] = [];
+  const serverHosts = sc.server.hosts.map((h) => parseServerHost(h).host);
+  for (const { vs } of boundVirtualServices(sc)) {
+    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
+    (vs.spec.tls ?? []).forEach((route, index) => {
+      const { destinations, totalWeight } = compileL4Destinations(route, ctx);
+      route.match.forEach((m, mi) => {
+        if (!l4MatchApplies(m, vs, sc)) return;
+        const names = new Set<string>();
+        let any = false;
+        // An SNI is the DNS name the client sends: short names are not expanded as route hosts are.
+        for (const sni of m.sniHosts.map((h) => h.toLowerCase())) {
+          for (const sh of serverHosts) {
+            const d = intersectHosts(sh, sni);
+            if (d === '*') any = true;
+            else if (d !== undefined) names.add(d);
+          }
+        }
+        if (!any && names.size === 0) return;
+        const subnets = subnetSet(m.destinationSubnets);
+        const l4: L4Route = {
+          name: `${vs.metadata.namespace}.${vs.metadata.name}.${index}`, destinationSubnets: subnets, destinations, totalWeight,
+          origin: originOf(vs, `spec.tls[${index}].match[${mi}]`),
+        };
+        out.push({ name: `${l4.name}.${mi}`, serverNames: any ? [] : [...names], destinationSubnets: subnets, action: { type: 'passthrough', route: l4 } });
+      });
+    });
+  }
+  return out;
 }
 
 function compileListeners(
@@ -307,28 +473,37 @@ function compileListeners(
 ): Map<number, ListenerDef> {
   const gateways = [...set.gateways].sort((a, b) => a.order - b.order).filter((g) => selects(g, id.labels));
   const vss = [...set.virtualServices].sort((a, b) => a.order - b.order);
-  interface Acc { family: ListenerFamily; servers: CompiledServer[]; vhosts: Map<string, VhostAcc>; serverPortOf: Map<string, number> }
+  interface Acc {
+    family: ListenerFamily;
+    servers: CompiledServer[];
+    vhosts: Map<string, VhostAcc>;
+    serverPortOf: Map<string, number>;
+    tcpRoutes: L4Route[];
+    chains: FilterChain[];
+  }
   const byPort = new Map<number, Acc>();
 
   for (const gw of gateways) {
     const gwKey = `${gw.metadata.namespace}/${gw.metadata.name}`;
     gw.spec.servers.forEach((server, si) => {
-      const family = familyOf(server.port.protocol, server.tls?.mode);
+      const kind = serverKind(server.port.protocol, server.tls?.mode);
       const where = `Gateway ${gwKey}`;
-      if (!family) {
-        notes.push({ severity: 'warning', resource: where, message: `servers[${si}]: protocol ${server.port.protocol} is not supported; server skipped` });
+      if (!kind) {
+        const what = server.tls?.mode ? `protocol ${server.port.protocol} with tls.mode ${server.tls.mode}` : `protocol ${server.port.protocol}`;
+        notes.push({ severity: 'warning', resource: where, message: `servers[${si}]: ${what} is not supported; server skipped` });
         return;
       }
+      const family = familyOfKind(kind);
       const port = listenPort(server.port.number, set, id);
       let acc = byPort.get(port);
       if (!acc) {
-        acc = { family, servers: [], vhosts: new Map(), serverPortOf: new Map() };
+        acc = { family, servers: [], vhosts: new Map(), serverPortOf: new Map(), tcpRoutes: [], chains: [] };
         byPort.set(port, acc);
       } else if (acc.family !== family) {
         notes.push({ severity: 'warning', resource: where, message: `servers[${si}]: port ${port} already serves ${acc.family}; a ${family} server cannot share it, server skipped` });
         return;
       }
-      acc.servers.push({
+      const compiled: CompiledServer = {
         gateway: gwKey,
         portNumber: server.port.number,
         portName: server.port.name ?? `${server.port.protocol.toLowerCase()}-${server.port.number}`,
@@ -336,50 +511,74 @@ function compileListeners(
         hosts: server.hosts,
         tls: server.tls,
         origin: originOf(gw, `spec.servers[${si}]`),
-      });
-      if (family !== 'HTTP') return;
-      let bound = 0;
-      for (const vs of vss) {
-        if (!vsBoundTo(vs, gwKey) || !vsVisibleTo(vs, gw.metadata.namespace)) continue;
-        const ctx: RouteContext = { vs, gateway: gwKey, serverPort: server.port.number, services, mesh };
-        let routes: CompiledRoute[] | undefined;
-        const vsHosts = (vs.spec.hosts ?? []).map((h) => resolveHost(h, vs.metadata.namespace));
-        for (const sh of server.hosts.map(parseServerHost)) {
-          if (!serverAdmitsNamespace(sh.namespace, vs.metadata.namespace, gw.metadata.namespace)) continue;
-          for (const vh of vsHosts) {
-            const domain = intersectHosts(sh.host, vh);
-            if (domain === undefined) continue;
-            routes ??= compileHttpRoutes(ctx);
-            let slot = acc.vhosts.get(domain);
-            if (!slot) acc.vhosts.set(domain, slot = { routes: [], contributors: new Set() });
-            const vsKey = `${vs.metadata.namespace}/${vs.metadata.name}`;
-            if (!slot.contributors.has(vsKey)) {
-              slot.routes.push(...routes);
-              slot.contributors.add(vsKey);
-            }
-            acc.serverPortOf.set(domain, server.port.number);
-            bound += 1;
-          }
+      };
+      acc.servers.push(compiled);
+      const sc: ServerContext = { gw, gwKey, server: compiled, vss, services, mesh };
+      const unbound = (what: string) => notes.push({ severity: 'info', resource: where, message: `servers[${si}] (port ${server.port.number}): no VirtualService ${what}` });
+      switch (kind) {
+        case 'http':
+          if (collectHttpVhosts(sc, acc.vhosts, acc.serverPortOf) === 0 && !server.tls?.httpsRedirect) unbound('is bound; requests get 404 NR');
+          return;
+        case 'tcp': {
+          const routes = compileTcpRoutes(sc);
+          if (routes.length === 0) unbound('has a tcp route for it; connections are closed (NR)');
+          acc.tcpRoutes.push(...routes);
+          return;
         }
-      }
-      if (bound === 0) {
-        notes.push({ severity: 'info', resource: where, message: `servers[${si}] (port ${server.port.number}): no VirtualService is bound; requests get 404 NR` });
+        case 'tls-passthrough': {
+          const chains = compilePassthroughChains(sc);
+          if (chains.length === 0) unbound('has a tls route for its hosts; connections are closed (NR filter_chain_not_found)');
+          acc.chains.push(...chains);
+          return;
+        }
+        case 'https-terminate': {
+          const vhosts = new Map<string, VhostAcc>();
+          const serverPortOf = new Map<string, number>();
+          if (collectHttpVhosts(sc, vhosts, serverPortOf) === 0) unbound('is bound; requests get 404 NR');
+          const routes = buildRouteTable(port, vhosts, serverPortOf, `https.${server.port.number}.${compiled.portName}.${gw.metadata.name}.${gw.metadata.namespace}`);
+          acc.chains.push({
+            name: routes.name, serverNames: serverNamesOf(server.hosts), destinationSubnets: subnetSet(undefined),
+            action: { type: 'terminate', server: compiled, protocol: 'HTTP', routes },
+          });
+          return;
+        }
+        case 'tls-terminate': {
+          const tcpRoutes = compileTcpRoutes(sc);
+          if (tcpRoutes.length === 0) unbound('has a tcp route for it; connections are closed (NR)');
+          acc.chains.push({
+            name: `tls.${server.port.number}.${compiled.portName}.${gw.metadata.name}.${gw.metadata.namespace}`,
+            serverNames: serverNamesOf(server.hosts), destinationSubnets: subnetSet(undefined),
+            action: { type: 'terminate', server: compiled, protocol: 'TCP', tcpRoutes },
+          });
+          return;
+        }
       }
     });
   }
 
   const out = new Map<number, ListenerDef>();
   for (const [port, acc] of [...byPort].sort((a, b) => a[0] - b[0])) {
-    out.set(port, {
-      name: `${id.bind}_${port}`,
-      bind: id.bind,
-      port,
-      family: acc.family,
-      servers: acc.servers,
-      routes: acc.family === 'HTTP' ? buildRouteTable(port, acc.vhosts, acc.serverPortOf) : undefined,
-    });
+    const base = { name: `${id.bind}_${port}`, bind: id.bind, port, family: acc.family, servers: acc.servers };
+    if (acc.family === 'HTTP') out.set(port, { ...base, routes: buildRouteTable(port, acc.vhosts, acc.serverPortOf) });
+    else if (acc.family === 'TCP') out.set(port, { ...base, tcpRoutes: acc.tcpRoutes });
+    else out.set(port, { ...base, chains: dedupeChains(acc.chains, `port ${port}`, notes) });
   }
   return out;
+}
+
+/** Two chains with the same SNI names and subnets cannot both be reached: keep the first, say so. */
+function dedupeChains(chains: readonly FilterChain[], where: string, notes: CompileNote[]): FilterChain[] {
+  const seen = new Map<string, FilterChain>();
+  for (const c of chains) {
+    const key = `${[...c.serverNames].sort().join(',')}|${c.destinationSubnets.cidrs.join(',')}`;
+    const first = seen.get(key);
+    if (first) {
+      notes.push({ severity: 'warning', resource: where, message: `filter chain ${c.name} matches the same SNI names (${c.serverNames.join(', ') || '*'}) as ${first.name}; only ${first.name} is used` });
+      continue;
+    }
+    seen.set(key, c);
+  }
+  return [...seen.values()];
 }
 
 // ------------------------------------------------------------------ clusters
@@ -454,6 +653,7 @@ function compileClusters(set: ResourceSet, services: ReadonlyMap<string, Service
           resolution: svc.resolution,
           lb: lbOf(policy),
           connectTimeoutMs: ms(policy.connectionPool?.tcp?.connectTimeout, mesh.connectTimeoutMs),
+          ...(policy.connectionPool?.tcp?.idleTimeout !== undefined ? { idleTimeoutMs: ms(policy.connectionPool.tcp.idleTimeout, 0) } : {}),
           endpoints,
           policy,
           destinationRule: dr ? `DestinationRule ${dr.metadata.namespace}/${dr.metadata.name}` : undefined,

@@ -81,6 +81,8 @@ export interface VirtualHost {
   readonly name: string;
   readonly domain: string;
   readonly routes: readonly CompiledRoute[];
+  /** From a server with `tls.httpsRedirect`: every request gets 301 to https (Envoy `require_tls`). */
+  readonly requireTls?: boolean;
 }
 
 /** Vhosts looked up as Envoy does: exact, then the longest `*.suffix`, then `*`. */
@@ -102,7 +104,49 @@ export interface CompiledServer {
   readonly origin: Origin;
 }
 
+/**
+ * How a listen port reads its connections: `HTTP` plaintext HTTP/1.1 and h2c; `TCP` opaque bytes
+ * routed by VirtualService `tcp`; `TLS` starts with a ClientHello whose SNI picks a filter chain
+ * (passthrough, or termination followed by HTTP or TCP routing).
+ */
 export type ListenerFamily = 'HTTP' | 'TCP' | 'TLS';
+
+/** A set of CIDR blocks, precompiled; empty matches every address. */
+export interface SubnetSet {
+  readonly cidrs: readonly string[];
+  readonly re?: { check(address: string): boolean };
+}
+
+/** A VirtualService `tcp` route, or one `tls` match: its destination is chosen once per connection. */
+export interface L4Route {
+  /** `<namespace>.<virtualservice>.<index>` (admin and logs). */
+  readonly name: string;
+  readonly destinationSubnets: SubnetSet;
+  readonly destinations: readonly CompiledDestination[];
+  readonly totalWeight: number;
+  readonly origin: Origin;
+}
+
+/** What a TLS listener does with a connection once its ClientHello picked this chain. */
+export type ChainAction =
+  | { readonly type: 'passthrough'; readonly route: L4Route }
+  | {
+    readonly type: 'terminate';
+    readonly server: CompiledServer;
+    /** HTTPS: HTTP routing of this server's hosts. TLS (SIMPLE/MUTUAL): TCP routes. */
+    readonly protocol: 'HTTP' | 'TCP';
+    readonly routes?: RouteTable;
+    readonly tcpRoutes?: readonly L4Route[];
+  };
+
+/** Envoy's filter chain match, reduced to what Istio gateways use: SNI and destination address. */
+export interface FilterChain {
+  readonly name: string;
+  /** Lower-case exact names or `*.suffix`; empty matches every SNI and none. */
+  readonly serverNames: readonly string[];
+  readonly destinationSubnets: SubnetSet;
+  readonly action: ChainAction;
+}
 
 export interface ListenerDef {
   /** `0.0.0.0_8080` */
@@ -111,7 +155,12 @@ export interface ListenerDef {
   readonly port: number;
   readonly family: ListenerFamily;
   readonly servers: readonly CompiledServer[];
+  /** HTTP listeners. */
   readonly routes?: RouteTable;
+  /** TCP listeners: the first route whose destinationSubnets admit the connection wins. */
+  readonly tcpRoutes?: readonly L4Route[];
+  /** TLS listeners, in config order (the matcher picks the most specific). */
+  readonly chains?: readonly FilterChain[];
 }
 
 export interface EndpointAddress {
@@ -141,6 +190,8 @@ export interface ClusterDef {
   readonly resolution: Resolution;
   readonly lb: LbPolicy;
   readonly connectTimeoutMs: number;
+  /** DestinationRule connectionPool.tcp.idleTimeout, when set (else the proxy default, 1 h). */
+  readonly idleTimeoutMs?: number;
   readonly endpoints: readonly EndpointAddress[];
   readonly policy: ClusterPolicy;
   /** Where the DestinationRule that shaped it came from, if any. */

@@ -13,6 +13,9 @@ import { ERRORS, type ErrorCode } from '../errors';
 import { joinHostPort } from './http/headers';
 import { UpgradeProxy } from './http/upgrade';
 import { sniffPlaintext } from './sniff';
+import type { HttpEntry } from './http/route-match';
+import type { TcpProxy } from './tcp/proxy';
+import { selectTcpRoute } from './tcp/match';
 
 /** Limits for downstream HTTP connections (Envoy-like defaults, settable from the CLI). */
 export interface HttpLimits {
@@ -33,25 +36,45 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   keepAliveTimeoutMs: 300_000,
 };
 
-interface Live {
-  readonly def: ListenerDef;
-  readonly family: ListenerFamily;
-  /** The listening socket; connections go to `http` or `h2` by their first bytes. */
-  readonly server: net.Server;
+/** One HTTP/1 and one HTTP/2 server fed sockets by a listener (they never listen themselves). */
+interface HttpStack {
   readonly http: http.Server;
   readonly h2: http2.Http2Server;
-  readonly sockets: Set<Socket>;
   readonly sessions: Set<http2.ServerHttp2Session>;
+}
+
+interface Live {
+  /** Replaced on reload; connection handlers read it when a connection arrives. */
+  def: ListenerDef;
+  readonly family: ListenerFamily;
+  /** The listening socket; its connections go to an HTTP stack, the TCP proxy or TLS dispatch. */
+  readonly server: net.Server;
+  readonly sockets: Set<Socket>;
+  /** HTTP stacks by entry: '' for plaintext HTTP, the filter chain name for terminated TLS. */
+  readonly stacks: Map<string, HttpStack>;
   bound: boolean;
 }
 
 export interface ListenerManagerDeps {
   readonly proxy: HttpProxy;
   readonly upgrade: UpgradeProxy;
+  readonly tcp: TcpProxy;
+  /** TLS listeners: ClientHello inspection, passthrough and termination. */
+  readonly tls?: TlsDispatcher;
   readonly telemetry: Telemetry;
   readonly log: Logger;
   readonly limits: HttpLimits;
   readonly serverName: string;
+}
+
+/** Hands a TLS listener's connection on once its ClientHello is read (gateway/tls-listener.ts). */
+export interface TlsDispatcher {
+  dispatch(socket: Socket, def: () => ListenerDef, http: (chain: string) => HttpStackEntry): void;
+}
+
+/** What TLS termination needs of an HTTP stack: where to hand a decrypted socket. */
+export interface HttpStackEntry {
+  connection(socket: Socket, alpn: string | false | undefined): void;
 }
 
 export class ListenerManager {
@@ -85,14 +108,14 @@ export class ListenerManager {
     for (const def of snapshot.listeners.values()) {
       const existing = this.live.get(def.port);
       if (existing) {
-        this.live.set(def.port, { ...existing, def });
+        existing.def = def;
         continue;
       }
-      if (def.family !== 'HTTP') {
-        this.deps.log.warn({ listener: def.name, family: def.family }, `${def.family} listeners are not served yet; port ${def.port} skipped`);
+      if (def.family === 'TLS' && !this.deps.tls) {
+        this.deps.log.warn({ listener: def.name }, `TLS listeners are not served by this build; port ${def.port} skipped`);
         continue;
       }
-      const l = this.createHttp(def);
+      const l = this.create(def);
       this.live.set(def.port, l);
       binds.push(new Promise<void>((resolve) => {
         const onError = (err: Error) => {
@@ -116,7 +139,63 @@ export class ListenerManager {
     return { bound, failed };
   }
 
-  private createHttp(def: ListenerDef): Live {
+  private create(def: ListenerDef): Live {
+    const l: Live = { def, family: def.family, server: undefined as unknown as net.Server, sockets: new Set(), stacks: new Map(), bound: false };
+    // allowHalfOpen: a client's FIN must not close our side before the reply (TCP half-close,
+    // and Node's HTTP server decides itself what a FIN means for a request).
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      l.sockets.add(socket);
+      socket.on('error', () => {}); // each protocol handler reports what it was doing
+      socket.once('close', () => l.sockets.delete(socket));
+      try {
+        this.accept(l, socket);
+      } catch (err) {
+        this.deps.log.error({ listener: l.def.name, err: (err as Error).message }, 'connection setup failed; closed');
+        socket.destroy();
+      }
+    });
+    server.once('close', () => {
+      for (const stack of l.stacks.values()) stack.http.close();
+    });
+    (l as { server: net.Server }).server = server;
+    return l;
+  }
+
+  private accept(l: Live, socket: Socket): void {
+    switch (l.family) {
+      case 'HTTP':
+        return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => {
+          const stack = this.stack(l, '');
+          if (protocol === 'h2c') return void stack.h2.emit('connection', socket); // reads what is buffered itself
+          stack.http.emit('connection', socket);
+          socket.resume(); // the HTTP/1 parser takes the sniffed bytes as the first 'data' event
+        });
+      case 'TCP':
+        return this.deps.tcp.handle(socket, { route: selectTcpRoute(l.def.tcpRoutes, socket.localAddress ?? '') });
+      case 'TLS':
+        return this.deps.tls!.dispatch(socket, () => l.def, (chain) => {
+          const stack = this.stack(l, chain);
+          return {
+            connection: (tlsSocket, alpn) => {
+              if (alpn === 'h2') stack.h2.emit('connection', tlsSocket);
+              else stack.http.emit('connection', tlsSocket);
+            },
+          };
+        });
+    }
+  }
+
+  /** The HTTP stack for an entry, created on first use. */
+  private stack(l: Live, chain: string): HttpStack {
+    let s = l.stacks.get(chain);
+    if (!s) {
+      s = this.createHttpStack(chain === '' ? { port: l.def.port, scheme: 'http' } : { port: l.def.port, scheme: 'https', chain });
+      l.stacks.set(chain, s);
+    }
+    return s;
+  }
+
+  private createHttpStack(entry: HttpEntry): HttpStack {
     const { limits } = this.deps;
     const server = http.createServer({
       maxHeaderSize: limits.maxHeaderBytes,
@@ -127,18 +206,16 @@ export class ListenerManager {
       noDelay: true,
       joinDuplicateHeaders: false,
     });
-    const sockets = new Set<Socket>();
     const sessions = new Set<http2.ServerHttp2Session>();
-    const handler = this.deps.proxy.handler(def.port, 'http');
+    const handler = this.deps.proxy.handler(entry);
     server.on('request', handler);
-    server.on('upgrade', this.deps.upgrade.handler(def.port, 'http'));
+    server.on('upgrade', this.deps.upgrade.handler(entry));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
     server.requestTimeout = limits.requestTimeoutMs;
-    // This server never listens itself (the sniffing listener below feeds it), so start the
-    // connection tracking that 'listening' would: header/request timeouts and closeIdleConnections
-    // depend on it. Closed with the listener.
+    // This server never listens itself (the listener feeds it), so start the connection tracking
+    // that 'listening' would: header/request timeouts and closeIdleConnections depend on it.
     server.emit('listening');
-    // h2c with prior knowledge (gRPC and HTTP/2 clients on plaintext ports), same routing.
+    // HTTP/2: h2c with prior knowledge on plaintext ports, ALPN h2 on terminated TLS. Same routing.
     const h2 = http2.createServer({ maxSessionMemory: 16, settings: { maxHeaderListSize: limits.maxHeaderBytes } });
     h2.on('request', handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
     h2.on('session', (session: http2.ServerHttp2Session) => {
@@ -147,18 +224,7 @@ export class ListenerManager {
       session.once('close', () => sessions.delete(session));
     });
     h2.on('sessionError', () => {});
-    const listener = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
-      sockets.add(socket);
-      socket.on('error', () => {}); // reported through the request that was using it
-      socket.once('close', () => sockets.delete(socket));
-      sniffPlaintext(socket, limits.headersTimeoutMs, (protocol) => {
-        if (protocol === 'h2c') return void h2.emit('connection', socket); // reads what is buffered itself
-        server.emit('connection', socket);
-        socket.resume(); // the HTTP/1 parser takes the sniffed bytes as the first 'data' event
-      });
-    });
-    listener.once('close', () => server.close());
-    return { def, family: def.family, server: listener, http: server, h2, sockets, sessions, bound: false };
+    return { http: server, h2, sessions };
   }
 
   /** Malformed requests, oversized headers, slow clients: answer as Envoy would, log it, close. */
@@ -194,12 +260,15 @@ export class ListenerManager {
       this.draining.delete(l);
       resolve();
     })));
-    l.http.closeIdleConnections();
-    for (const s of l.sessions) s.close(); // GOAWAY: streams in flight finish, no new ones
+    const closeIdle = () => {
+      for (const stack of l.stacks.values()) stack.http.closeIdleConnections();
+    };
+    closeIdle();
+    for (const stack of l.stacks.values()) for (const s of stack.sessions) s.close(); // GOAWAY: streams in flight finish
     // Connections kept alive after their last response are closed as they become idle.
     const t = setInterval(() => {
       if (!this.draining.has(l)) return clearInterval(t);
-      l.http.closeIdleConnections();
+      closeIdle();
     }, 500);
     t.unref();
   }
@@ -217,8 +286,10 @@ export class ListenerManager {
     await Promise.race([done, expired]);
     if (timer) clearTimeout(timer);
     for (const l of all) {
-      l.http.closeAllConnections();
-      for (const s of l.sessions) s.destroy();
+      for (const stack of l.stacks.values()) {
+        stack.http.closeAllConnections();
+        for (const s of stack.sessions) s.destroy();
+      }
       for (const s of l.sockets) s.destroy();
     }
   }

@@ -1,5 +1,5 @@
 // Small Istio configs generated for the bench and the tests: one Gateway on port 80 (hosts "*"),
-// one ServiceEntry for the upstream, one VirtualService routing to it. Plain Istio YAML.
+// one ServiceEntry for the upstream, one VirtualService routing to it (HTTP or TCP). Plain Istio YAML.
 
 export interface SingleRouteOptions {
   /** Upstream port on 127.0.0.1 (STATIC), or the port the DNS answer is reached on (DNS). */
@@ -8,6 +8,8 @@ export interface SingleRouteOptions {
   readonly resolution?: 'STATIC' | 'DNS';
   /** uri prefix the route matches (default: every request). */
   readonly prefix?: string;
+  /** HTTP (default) routes requests; TCP proxies connections (a TCP server and a `tcp` route). */
+  readonly protocol?: 'HTTP' | 'TCP';
   /** VirtualService hosts (default `["*"]`: every request on the Gateway). */
   readonly routeHosts?: readonly string[];
   /** Mesh config accessLogFile; no mesh ConfigMap when undefined. */
@@ -26,19 +28,22 @@ data:
 `;
   const endpoints = (o.resolution ?? 'STATIC') === 'STATIC' ? '\n  endpoints: [{address: 127.0.0.1}]' : '';
   const match = o.prefix ? `match: [{uri: {prefix: ${o.prefix}}}], ` : '';
+  const tcp = o.protocol === 'TCP';
+  const protocol = tcp ? 'TCP' : 'HTTP';
+  const routes = tcp ? `tcp: [{route: [{destination: {host: ${host}}}]}]` : `http: [{${match}route: [{destination: {host: ${host}}}]}]`;
   return `${mesh}apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: default}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+  servers: [{port: {number: 80, name: ${protocol.toLowerCase()}, protocol: ${protocol}}, hosts: ["*"]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: upstream, namespace: default}
 spec:
   hosts: [${host}]
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${o.upstreamPort}}]
+  ports: [{number: 80, name: ${protocol.toLowerCase()}, protocol: ${protocol}, targetPort: ${o.upstreamPort}}]
   resolution: ${o.resolution ?? 'STATIC'}${endpoints}
 ---
 apiVersion: networking.istio.io/v1
@@ -47,6 +52,6 @@ metadata: {name: upstream, namespace: default}
 spec:
   hosts: ${JSON.stringify(o.routeHosts ?? ['*'])}
   gateways: [gw]
-  http: [{${match}route: [{destination: {host: ${host}}}]}]
+  ${routes}
 `;
 }

@@ -106,6 +106,17 @@ function histogramValues(name: string, series: Iterable<Series>, pick: (s: Serie
   return out;
 }
 
+/** One TCP label set's counters, updated in place while connections carry bytes. */
+export interface TcpSeries {
+  readonly labels: Record<string, string>;
+  opened: number;
+  closed: number;
+  /** Bytes sent to the downstream client. */
+  sent: number;
+  /** Bytes received from the downstream client. */
+  received: number;
+}
+
 /** Distinct label sets kept; past this, new sets fold into one `overflow` series (bounded memory). */
 const MAX_LABEL_SETS = 10_000;
 
@@ -118,6 +129,7 @@ export class Metrics {
   readonly localReplies: client.Counter<'code'>;
   private readonly source: Omit<Labels, 'destination_service' | 'destination_service_name' | 'destination_service_namespace' | 'response_code' | 'response_flags' | 'request_protocol' | 'grpc_response_status'>;
   private readonly series = new Map<string, Series>();
+  private readonly tcp = new Map<string, TcpSeries>();
 
   constructor(id: WorkloadIdentity, withProcessMetrics = true) {
     const r = this.registry;
@@ -130,6 +142,13 @@ export class Metrics {
       () => histogramValues('istio_request_bytes', all(), (s) => s.requestBytes));
     registerSeriesMetric(r, 'istio_response_bytes', 'Response size in bytes (headers and body)', 'histogram',
       () => histogramValues('istio_response_bytes', all(), (s) => s.responseBytes));
+    const tcpAll = () => [...this.tcp.values()];
+    const tcpMetric = (name: string, help: string, pick: (t: TcpSeries) => number) =>
+      registerSeriesMetric(r, name, help, 'counter', () => tcpAll().map((t) => ({ metricName: name, labels: t.labels, value: pick(t) })));
+    tcpMetric('istio_tcp_connections_opened_total', 'TCP connections opened', (t) => t.opened);
+    tcpMetric('istio_tcp_connections_closed_total', 'TCP connections closed', (t) => t.closed);
+    tcpMetric('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream during TCP connections', (t) => t.sent);
+    tcpMetric('istio_tcp_received_bytes_total', 'Bytes received from the downstream during TCP connections', (t) => t.received);
     this.reloads = new client.Counter({ name: 'meshgate_config_reloads_total', help: 'Config reloads by result (applied, rejected, unchanged)', labelNames: ['result'], registers: [r] });
     this.configVersion = new client.Gauge({ name: 'meshgate_config_version', help: 'Version of the config snapshot in force', registers: [r] });
     this.listeners = new client.Gauge({ name: 'meshgate_listeners', help: 'Listening sockets', registers: [r] });
@@ -193,6 +212,35 @@ export class Metrics {
     observe(s.duration, o.durationMs);
     observe(s.requestBytes, o.requestBytes);
     observe(s.responseBytes, o.responseBytes);
+  }
+
+  /**
+   * The TCP series for a destination and flags (`-` when none); the caller adds to it as bytes flow,
+   * so long-lived connections show their bytes before they close.
+   */
+  tcpSeries(d: DestinationLabels, responseFlags: string): TcpSeries {
+    let key = `${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
+    let t = this.tcp.get(key);
+    if (t) return t;
+    const overflow = this.tcp.size >= MAX_LABEL_SETS;
+    if (overflow) {
+      key = 'overflow';
+      t = this.tcp.get(key);
+      if (t) return t;
+    }
+    const labels: Record<string, string> = {};
+    const all: Record<string, string> = {
+      ...this.source,
+      destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
+      destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
+      destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',
+      request_protocol: 'tcp',
+      response_flags: overflow ? 'overflow' : responseFlags,
+    };
+    for (const name of ISTIO_TCP_LABELS) labels[name] = all[name] ?? 'unknown';
+    t = { labels, opened: 0, closed: 0, sent: 0, received: 0 };
+    this.tcp.set(key, t);
+    return t;
   }
 
   async render(): Promise<string> {

@@ -7,24 +7,9 @@ import path from 'node:path';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { curl, freePort, httpGet, rawHttp } from '../helpers/upstream';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
+import { workloadEntry } from '../helpers/yaml';
 
 const SAMPLES = path.resolve(__dirname, '../../../../shared/istio-samples/samples');
-
-function workloadEntry(name: string, port: number, labels: Record<string, string>, ns = 'default'): string {
-  return `apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: ${name}
-  namespace: ${ns}
-spec:
-  address: 127.0.0.1
-  ports:
-    http: ${port}
-  labels:
-${Object.entries(labels).map(([k, v]) => `    ${k}: ${v}`).join('\n')}
----
-`;
-}
 
 /** Status code, headers and body from `curl -si`. */
 function parseCurl(stdout: string): { status: number; headers: Record<string, string>; body: string } {
@@ -62,11 +47,11 @@ describe('HTTP gateway: bookinfo sample, routing, local replies, telemetry', fun
     const bookinfo = fs.readFileSync(path.join(SAMPLES, 'bookinfo/platform/kube/bookinfo.yaml'), 'utf8');
     const gateway = fs.readFileSync(path.join(SAMPLES, 'bookinfo/networking/bookinfo-gateway.yaml'), 'utf8');
     const rules = fs.readFileSync(path.join(SAMPLES, 'bookinfo/networking/destination-rule-all.yaml'), 'utf8');
-    const standIns = workloadEntry('productpage-v1', productpage.port, { app: 'productpage', version: 'v1' })
-      + workloadEntry('reviews-v1', reviews.v1!.port, { app: 'reviews', version: 'v1' })
-      + workloadEntry('reviews-v2', reviews.v2!.port, { app: 'reviews', version: 'v2' })
-      + workloadEntry('reviews-v3', reviews.v3!.port, { app: 'reviews', version: 'v3' })
-      + workloadEntry('details-dead', deadPort, { app: 'details', version: 'v1' });
+    const standIns = workloadEntry('productpage-v1', { http: productpage.port }, { app: 'productpage', version: 'v1' })
+      + workloadEntry('reviews-v1', { http: reviews.v1!.port }, { app: 'reviews', version: 'v1' })
+      + workloadEntry('reviews-v2', { http: reviews.v2!.port }, { app: 'reviews', version: 'v2' })
+      + workloadEntry('reviews-v3', { http: reviews.v3!.port }, { app: 'reviews', version: 'v3' })
+      + workloadEntry('details-dead', { http: deadPort }, { app: 'details', version: 'v1' });
     // Test-only routes on the same gateway: reviews by subset, header match, weights, failures.
     const testRoutes = `apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -12,7 +12,7 @@ import type { Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, type ErrorCode } from '../../errors';
-import { decide, pickDestination, type RouteInput } from './route-match';
+import { decide, pickDestination, routeTableFor, type HttpEntry, type RouteInput } from './route-match';
 import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
@@ -180,11 +180,11 @@ function hasBody(req: IncomingMessage): boolean {
 export class HttpProxy {
   constructor(private readonly deps: ProxyDeps) {}
 
-  /** The request listener for one listener port. */
-  handler(listenerPort: number, scheme: 'http' | 'https'): (req: IncomingMessage, res: ServerResponse) => void {
+  /** The request listener for one entry (listen port, and the TLS filter chain when terminated). */
+  handler(entry: HttpEntry): (req: IncomingMessage, res: ServerResponse) => void {
     return (req, res) => {
       try {
-        this.serve(req, res, listenerPort, scheme);
+        this.serve(req, res, entry);
       } catch (err) {
         // A bug must cost one request, never the process.
         res.destroy(err as Error);
@@ -196,7 +196,8 @@ export class HttpProxy {
     return { authority: authorityOf(req.headers) ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
   }
 
-  private serve(req: IncomingMessage, res: ServerResponse, port: number, scheme: 'http' | 'https'): void {
+  private serve(req: IncomingMessage, res: ServerResponse, entry: HttpEntry): void {
+    const scheme = entry.scheme;
     const ex = new Exchange(req, res, this.deps, scheme);
     res.on('close', () => {
       if (!ex.finished) {
@@ -208,8 +209,13 @@ export class HttpProxy {
     });
     if (!validAuthority(authorityOf(req.headers))) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
     const snapshot = this.deps.store.current;
-    const decision = decide(snapshot.listeners.get(port)?.routes, this.routeInput(req, scheme));
+    const decision = decide(routeTableFor(snapshot, entry), this.routeInput(req, scheme));
     if (!decision) return ex.fail('NO_ROUTE');
+    if (decision.requireTls) {
+      ex.rec.responseCodeDetails = 'direct_response';
+      ex.localReply(301, '', { location: redirectLocation({ scheme: 'https' }, authorityOf(req.headers) ?? '', req.url ?? '/', scheme) });
+      return ex.record();
+    }
     const { route } = decision;
     ex.rec.routeName = route.name;
     const action = route.action;

@@ -3,7 +3,7 @@
 // longest `*.suffix`, then `*`), then the first route whose match block fits.
 
 import type {
-  CompiledDestination, CompiledMatch, CompiledRoute, HeaderMatcher, RouteTable, StringMatcher, VirtualHost,
+  CompiledDestination, CompiledMatch, CompiledRoute, HeaderMatcher, RouteTable, Snapshot, StringMatcher, VirtualHost,
 } from '../../config/snapshot';
 import { hostWithoutPort } from '../../config/names';
 
@@ -95,18 +95,38 @@ export function matchRoute(vh: VirtualHost, req: RouteInput): CompiledRoute | un
   return undefined;
 }
 
-export interface RouteDecision {
-  readonly vhost: VirtualHost;
-  readonly route: CompiledRoute;
-}
+/** A route, or (plain HTTP to a vhost of an `httpsRedirect` server) a redirect to https. */
+export type RouteDecision =
+  | { readonly vhost: VirtualHost; readonly route: CompiledRoute; readonly requireTls?: undefined }
+  | { readonly vhost: VirtualHost; readonly route?: undefined; readonly requireTls: true };
 
 /** The whole decision: virtual host, then route. undefined = no route (404 NR). */
 export function decide(table: RouteTable | undefined, req: RouteInput): RouteDecision | undefined {
   if (!table) return undefined;
   const vhost = findVirtualHost(table, req.authority);
   if (!vhost) return undefined;
+  if (vhost.requireTls && req.scheme === 'http') return { vhost, requireTls: true };
   const route = matchRoute(vhost, req);
   return route ? { vhost, route } : undefined;
+}
+
+/** Where HTTP requests enter: a listen port, and for terminated TLS the filter chain that took them. */
+export interface HttpEntry {
+  readonly port: number;
+  readonly scheme: 'http' | 'https';
+  /** FilterChain name on TLS listeners. */
+  readonly chain?: string;
+}
+
+/** The route table in force for an entry in this snapshot (a chain removed by a reload has none). */
+export function routeTableFor(snapshot: Snapshot, entry: HttpEntry): RouteTable | undefined {
+  const listener = snapshot.listeners.get(entry.port);
+  if (!listener) return undefined;
+  if (entry.chain === undefined) return listener.routes;
+  for (const c of listener.chains ?? []) {
+    if (c.name === entry.chain && c.action.type === 'terminate') return c.action.routes;
+  }
+  return undefined;
 }
 
 /** Weighted pick: `rand` is uniform in [0, 1). */

@@ -7,7 +7,7 @@ import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import type { ProxyDeps } from './proxy';
-import { decide, pickDestination } from './route-match';
+import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-match';
 import { joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
@@ -15,18 +15,19 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 export class UpgradeProxy {
   constructor(private readonly deps: ProxyDeps) {}
 
-  handler(port: number, scheme: 'http' | 'https'): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  handler(entry: HttpEntry): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
     return (req, socket, head) => {
       socket.on('error', () => socket.destroy());
       try {
-        this.serve(req, socket, head, port, scheme);
+        this.serve(req, socket, head, entry);
       } catch {
         socket.destroy();
       }
     };
   }
 
-  private serve(req: IncomingMessage, socket: Duplex, head: Buffer, port: number, scheme: 'http' | 'https'): void {
+  private serve(req: IncomingMessage, socket: Duplex, head: Buffer, entry: HttpEntry): void {
+    const scheme = entry.scheme;
     const start = Date.now();
     const sock = req.socket;
     const headers = upstreamRequestHeaders(req.headers, {
@@ -56,10 +57,10 @@ export class UpgradeProxy {
       record();
     };
 
-    const decision = decide(this.deps.store.current.listeners.get(port)?.routes, {
+    const decision = decide(routeTableFor(this.deps.store.current, entry), {
       authority: req.headers.host ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers,
     });
-    if (!decision) return reply('NO_ROUTE');
+    if (!decision || decision.requireTls) return reply('NO_ROUTE');
     rec.routeName = decision.route.name;
     const action = decision.route.action;
     if (action.type !== 'route') return reply('NO_ROUTE');

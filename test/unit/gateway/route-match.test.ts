@@ -77,7 +77,7 @@ describe('route matching (pure)', () => {
   for (const c of cases) {
     it(c.name, () => {
       const d = decide(table, req(c.input));
-      assert.equal(d?.route.name, c.route);
+      assert.equal(d?.route?.name, c.route);
     });
   }
 
@@ -85,23 +85,23 @@ describe('route matching (pure)', () => {
     const vh = table.exact.get('app.example.com')!;
     assert.equal(vh.name, 'app.example.com:80');
     assert.equal(vh.routes.at(-1)!.name, 'default.second.0');
-    assert.equal(decide(table, req({ path: '/late' }))?.route.name, 'late');
+    assert.equal(decide(table, req({ path: '/late' }))?.route?.name, 'late');
   });
 
   it('resolves short destination hosts and builds Istio cluster names', () => {
-    const d = decide(table, req({ headers: { 'end-user': 'jason' } }))!;
-    assert.equal(d.route.action.type, 'route');
-    if (d.route.action.type !== 'route') return;
-    assert.equal(d.route.action.destinations[0]!.cluster, 'outbound|80|v2|reviews.default.svc.cluster.local');
-    const api = decide(table, req({ path: '/api/v1/x' }))!;
-    assert.ok(api.route.action.type === 'route' && api.route.action.destinations[0]!.cluster === 'outbound|9080||api.default.svc.cluster.local');
+    const d = decide(table, req({ headers: { 'end-user': 'jason' } }))!.route!;
+    assert.equal(d.action.type, 'route');
+    if (d.action.type !== 'route') return;
+    assert.equal(d.action.destinations[0]!.cluster, 'outbound|80|v2|reviews.default.svc.cluster.local');
+    const api = decide(table, req({ path: '/api/v1/x' }))!.route!;
+    assert.ok(api.action.type === 'route' && api.action.destinations[0]!.cluster === 'outbound|9080||api.default.svc.cluster.local');
   });
 
   it('weighted pick follows the weights at the boundaries', () => {
-    const d = decide(table, req({ path: '/split' }))!;
-    assert.ok(d.route.action.type === 'route');
-    if (d.route.action.type !== 'route') return;
-    const { destinations, totalWeight } = d.route.action;
+    const d = decide(table, req({ path: '/split' }))!.route!;
+    assert.ok(d.action.type === 'route');
+    if (d.action.type !== 'route') return;
+    const { destinations, totalWeight } = d.action;
     assert.equal(totalWeight, 100);
     assert.equal(pickDestination(destinations, totalWeight, 0)!.subset, 'v1');
     assert.equal(pickDestination(destinations, totalWeight, 0.7999)!.subset, 'v1');

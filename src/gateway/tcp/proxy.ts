@@ -1,0 +1,284 @@
+// Envoy's tcp_proxy: one upstream connection per downstream connection, the destination chosen once
+// (weighted) when the connection starts, bytes piped both ways with backpressure. Half-close is
+// passed through (FIN one way does not stop the other), a reset on one side resets the other, an
+// idle connection is closed after the idle timeout, and one access-log line is written per
+// connection when both sides are gone. Connections keep the route they started with across reloads.
+
+import net, { type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { L4Route } from '../../config/snapshot';
+import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
+import type { Registry } from '../../registry/registry';
+import type { Endpoint, Cluster } from '../../registry/cluster';
+import type { AccessRecord } from '../../telemetry/access-log';
+import type { TcpSeries } from '../../telemetry/metrics';
+import type { Telemetry } from '../../telemetry/telemetry';
+import { joinHostPort } from '../http/headers';
+import { pickDestination } from '../http/route-match';
+
+export interface TcpProxyDeps {
+  readonly registry: Registry;
+  readonly telemetry: Telemetry;
+  readonly log: Logger;
+  readonly random: () => number;
+  /** Envoy's tcp_proxy idle_timeout: no bytes either way for this long closes both sides (default 1 h). */
+  readonly idleTimeoutMs: number;
+}
+
+/** What the listener learned before handing the connection over. */
+export interface TcpConnectionInfo {
+  /** The route that takes the connection; undefined closes it with NR. */
+  readonly route: L4Route | undefined;
+  /** SNI, for %REQUESTED_SERVER_NAME% (passthrough and terminated TLS). */
+  readonly sni?: string;
+  /** Bytes already read from the client (a ClientHello) to send upstream first, byte for byte. */
+  readonly replay?: Buffer;
+  readonly startTime?: number;
+}
+
+/** Where upstream bytes come from: a plain TCP connection, or (TLS origination) a TLS one. */
+export type UpstreamConnector = (endpoint: Endpoint, cluster: Cluster) => { readonly socket: Socket; readonly ready: 'connect' | 'secureConnect' };
+
+export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
+
+export class TcpProxy {
+  constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = plainConnect) {}
+
+  /** Take over a downstream connection (already past any ClientHello inspection). Never throws. */
+  handle(downstream: Socket, info: TcpConnectionInfo): void {
+    try {
+      new TcpSession(this.deps, this.connect, downstream, info).start();
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error; connection closed');
+      downstream.destroy();
+    }
+  }
+
+  /** A connection no chain or route takes: closed at once, logged as Envoy does. */
+  reject(downstream: Socket, info: { sni?: string; bytesReceived?: number; startTime?: number }): void {
+    const rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni);
+    const spec = ERRORS.FILTER_CHAIN_NOT_FOUND;
+    rec.responseFlags.push(spec.flag);
+    rec.responseCodeDetails = spec.details;
+    rec.bytesReceived = info.bytesReceived ?? 0;
+    downstream.destroy();
+    rec.durationMs = Date.now() - rec.startTime;
+    this.deps.telemetry.accessLog.write(rec);
+  }
+}
+
+function plainConnect(endpoint: Endpoint): ReturnType<UpstreamConnector> {
+  return { socket: net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true }), ready: 'connect' };
+}
+
+/** Reset (RST) where the socket can, else close: a TLS socket has no TCP handle of its own to reset. */
+function reset(socket: Socket | undefined): void {
+  if (!socket) return;
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
+}
+
+function baseRecord(socket: Socket, startTime: number, sni: string | undefined): AccessRecord {
+  return {
+    startTime,
+    responseCode: 0,
+    responseFlags: [],
+    bytesReceived: 0,
+    bytesSent: 0,
+    durationMs: 0,
+    downstreamLocalAddress: joinHostPort(socket.localAddress, socket.localPort),
+    downstreamRemoteAddress: joinHostPort(socket.remoteAddress, socket.remotePort),
+    requestedServerName: sni,
+  };
+}
+
+/** One proxied connection. Owns both sockets and records itself exactly once. */
+class TcpSession {
+  private readonly rec: AccessRecord;
+  private upstream: Socket | undefined;
+  private endpoint: Endpoint | undefined;
+  private cluster: Cluster | undefined;
+  private series: TcpSeries | undefined;
+  private connected = false;
+  private recorded = false;
+  private lastActivity = Date.now();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private downstreamClosed = false;
+  private upstreamClosed = true; // until there is one
+
+  constructor(
+    private readonly deps: TcpProxyDeps,
+    private readonly connector: UpstreamConnector,
+    private readonly downstream: Socket,
+    private readonly info: TcpConnectionInfo,
+  ) {
+    this.rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni);
+  }
+
+  start(): void {
+    const down = this.downstream;
+    down.on('error', (err: NodeJS.ErrnoException) => this.onDownstreamError(err));
+    down.once('close', () => {
+      this.downstreamClosed = true;
+      // The client left while we were still connecting: give up on the upstream too.
+      if (!this.connected && this.upstream && this.rec.responseFlags.length === 0) {
+        this.rec.responseFlags.push(ERRORS.DOWNSTREAM_DISCONNECT.flag);
+        clearTimeout(this.connectTimer);
+        this.upstream.destroy();
+      }
+      this.maybeFinish();
+    });
+    const route = this.info.route;
+    if (!route) return this.fail('FILTER_CHAIN_NOT_FOUND', true);
+    const dest = pickDestination(route.destinations, route.totalWeight, this.deps.random());
+    const cluster = dest && this.deps.registry.get(dest.cluster);
+    this.rec.upstreamCluster = dest?.cluster;
+    if (!cluster) return this.fail('CLUSTER_NOT_FOUND');
+    this.cluster = cluster;
+    const endpoint = cluster.pick();
+    if (!endpoint) {
+      cluster.stats.inc('upstream_cx_none_healthy');
+      return this.fail('NO_HEALTHY_UPSTREAM');
+    }
+    this.connectTo(cluster, endpoint);
+  }
+
+  private connectTo(cluster: Cluster, endpoint: Endpoint): void {
+    this.endpoint = endpoint;
+    this.rec.upstreamHost = endpoint.hostPort;
+    endpoint.active += 1;
+    cluster.stats.inc('upstream_cx_total');
+    const cx = this.deps.registry.connectionStats(endpoint.key);
+    cx.cxTotal += 1;
+    // Hold the client's bytes until the upstream is there (the socket buffers them, bounded by TCP).
+    this.downstream.pause();
+    const { socket: up, ready } = this.connector(endpoint, cluster);
+    this.upstream = up;
+    this.upstreamClosed = false;
+    this.connectTimer = setTimeout(() => {
+      cluster.stats.inc('upstream_cx_connect_timeout');
+      this.upstreamFailed('CONNECT_TIMEOUT', 'connection timeout');
+    }, cluster.def.connectTimeoutMs);
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (!this.connected) return this.upstreamFailed(fromUpstreamError(err, 'connect').code, err.code ?? err.message);
+      this.onUpstreamError();
+    });
+    up.once('close', () => {
+      this.upstreamClosed = true;
+      if (this.connected) {
+        cx.cxActive = Math.max(0, cx.cxActive - 1);
+        cluster.stats.inc('upstream_cx_active', -1);
+      }
+      this.maybeFinish();
+    });
+    up.once(ready, () => {
+      clearTimeout(this.connectTimer);
+      if (this.downstreamClosed) return up.destroy();
+      this.connected = true;
+      cx.cxActive += 1;
+      cluster.stats.inc('upstream_cx_active');
+      this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
+      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-');
+      this.series.opened += 1;
+      this.pipe();
+    });
+  }
+
+  /** Both directions, with backpressure, counting bytes and activity. */
+  private pipe(): void {
+    const down = this.downstream;
+    const up = this.upstream!;
+    const series = this.series!;
+    if (this.info.replay && this.info.replay.length > 0) {
+      up.write(this.info.replay);
+      this.rec.bytesReceived += this.info.replay.length;
+      series.received += this.info.replay.length;
+    }
+    down.on('data', (chunk: Buffer) => {
+      this.rec.bytesReceived += chunk.length;
+      series.received += chunk.length;
+      this.lastActivity = Date.now();
+    });
+    up.on('data', (chunk: Buffer) => {
+      this.rec.bytesSent += chunk.length;
+      series.sent += chunk.length;
+      this.lastActivity = Date.now();
+    });
+    // pipe() ends the other side's write half when one side sends FIN: half-close passes through.
+    down.pipe(up);
+    up.pipe(down);
+    down.resume();
+    this.armIdleTimer();
+  }
+
+  private armIdleTimer(): void {
+    const idle = this.cluster?.def.idleTimeoutMs ?? this.deps.idleTimeoutMs;
+    if (idle <= 0) return;
+    const check = () => {
+      const quiet = Date.now() - this.lastActivity;
+      if (quiet >= idle) {
+        this.rec.connectionTerminationDetails = 'idle_timeout';
+        this.downstream.destroy();
+        this.upstream?.destroy();
+        return;
+      }
+      this.idleTimer = setTimeout(check, idle - quiet);
+      this.idleTimer.unref();
+    };
+    this.idleTimer = setTimeout(check, idle);
+    this.idleTimer.unref();
+  }
+
+  private onDownstreamError(err: NodeJS.ErrnoException): void {
+    // A reset from the client resets the upstream too (Envoy closes with RST, not FIN).
+    if (err.code === 'ECONNRESET') reset(this.upstream);
+    else this.upstream?.destroy();
+    this.downstream.destroy();
+  }
+
+  private onUpstreamError(): void {
+    reset(this.downstream);
+    this.upstream?.destroy();
+  }
+
+  private upstreamFailed(code: ErrorCode, reason: string): void {
+    clearTimeout(this.connectTimer);
+    if (this.recorded || this.connected) return;
+    const cx = this.endpoint && this.deps.registry.connectionStats(this.endpoint.key);
+    if (cx) cx.cxConnectFail += 1;
+    this.cluster?.stats.inc('upstream_cx_connect_fail');
+    if (this.endpoint) this.endpoint.rqError += 1;
+    this.rec.upstreamTransportFailureReason = reason;
+    this.upstream?.destroy();
+    this.fail(code);
+  }
+
+  /** Close a connection that never reached an upstream, with the catalogue's flag. */
+  private fail(code: ErrorCode, noRoute = false): void {
+    const spec = ERRORS[code];
+    this.rec.responseFlags.push(spec.flag);
+    if (noRoute) this.rec.responseCodeDetails = spec.details;
+    else {
+      // Envoy's istio_stats filter runs before tcp_proxy: routed failures are counted too.
+      const series = this.deps.telemetry.metrics.tcpSeries(this.cluster?.def.service ?? {}, spec.flag);
+      series.opened += 1;
+      this.series = series;
+    }
+    this.downstream.destroy();
+  }
+
+  private maybeFinish(): void {
+    if (this.recorded || !this.downstreamClosed || !this.upstreamClosed) return;
+    this.recorded = true;
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.connectTimer);
+    if (this.endpoint) this.endpoint.active = Math.max(0, this.endpoint.active - 1);
+    if (this.series) this.series.closed += 1;
+    this.rec.durationMs = Date.now() - this.rec.startTime;
+    this.deps.telemetry.accessLog.write(this.rec);
+  }
+}

@@ -1,0 +1,179 @@
+// Connection-level routing: compiled TCP/TLS listeners, the filter-chain and tcp-route decisions
+// (tables), and the TCP proxy's connect timeout with an upstream that never answers.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import pino from 'pino';
+import { compile, subnetSet, type GatewayIdentity } from '../../../src/config/compile';
+import type { FilterChain, L4Route } from '../../../src/config/snapshot';
+import { selectChain, selectTcpRoute, wildcardsFor } from '../../../src/gateway/tcp/match';
+import { TcpProxy } from '../../../src/gateway/tcp/proxy';
+import { Registry } from '../../../src/registry/registry';
+import { AccessLog, type AccessRecord } from '../../../src/telemetry/access-log';
+import { Metrics } from '../../../src/telemetry/metrics';
+import { Telemetry } from '../../../src/telemetry/telemetry';
+import { res, set } from '../../helpers/resources';
+
+const id: GatewayIdentity = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map(), bind: '0.0.0.0' };
+
+function route(name: string, cidrs: string[] = []): L4Route {
+  return {
+    name, destinationSubnets: subnetSet(cidrs), destinations: [], totalWeight: 0,
+    origin: { resource: 'VirtualService default/x', file: 'x.yaml', line: 1, path: 'spec.tcp[0]' },
+  };
+}
+
+function chain(name: string, serverNames: string[], cidrs: string[] = []): FilterChain {
+  return { name, serverNames, destinationSubnets: subnetSet(cidrs), action: { type: 'passthrough', route: route(name) } };
+}
+
+describe('L4 routing decisions', () => {
+  it('wildcard candidates go from the most to the least specific', () => {
+    assert.deepEqual(wildcardsFor('a.b.example.com'), ['*.b.example.com', '*.example.com', '*.com']);
+    assert.deepEqual(wildcardsFor('localhost'), []);
+  });
+
+  const chains = [
+    chain('wild-example', ['*.example.com']),
+    chain('wild-b', ['*.b.example.com']),
+    chain('exact', ['a.b.example.com', 'other.org']),
+    chain('any', []),
+    chain('subnet-only', ['inner.example.com'], ['10.0.0.0/8']),
+  ];
+  const cases: { name: string; sni: string | undefined; local?: string; want: string | undefined }[] = [
+    { name: 'exact beats every wildcard', sni: 'a.b.example.com', want: 'exact' },
+    { name: 'exact match is case-insensitive', sni: 'OTHER.org', want: 'exact' },
+    { name: 'longest wildcard wins', sni: 'x.b.example.com', want: 'wild-b' },
+    { name: 'shorter wildcard for other names', sni: 'x.example.com', want: 'wild-example' },
+    { name: 'wildcards match deeper names', sni: 'x.y.z.example.com', want: 'wild-example' },
+    { name: 'a wildcard does not match its bare domain', sni: 'example.com', want: 'any' },
+    { name: 'no SNI goes to the chain without names', sni: undefined, want: 'any' },
+    { name: 'unknown SNI goes to the chain without names', sni: 'unknown.net', want: 'any' },
+    { name: 'a chain naming the destination subnet beats the others', sni: 'inner.example.com', local: '10.1.2.3', want: 'subnet-only' },
+    { name: 'subnet chains are skipped for other addresses', sni: 'inner.example.com', local: '127.0.0.1', want: 'wild-example' },
+    { name: 'inside the subnet only its chains count', sni: 'a.b.example.com', local: '10.1.2.3', want: undefined },
+    { name: 'IPv4-mapped IPv6 addresses match IPv4 subnets', sni: 'inner.example.com', local: '::ffff:10.9.9.9', want: 'subnet-only' },
+  ];
+  for (const c of cases) {
+    it(`chain: ${c.name}`, () => {
+      assert.equal(selectChain(chains, c.sni, c.local ?? '127.0.0.1')?.name, c.want);
+    });
+  }
+
+  it('chain: without a catch-all chain, no SNI and unknown SNI find nothing (NR)', () => {
+    const named = chains.filter((c) => c.name !== 'any');
+    assert.equal(selectChain(named, undefined, '127.0.0.1'), undefined);
+    assert.equal(selectChain(named, 'unknown.net', '127.0.0.1'), undefined);
+    assert.equal(selectChain([], 'a.b.example.com', '127.0.0.1'), undefined);
+  });
+
+  it('tcp route: the first whose destinationSubnets admit the address', () => {
+    const routes = [route('ten', ['10.0.0.0/8']), route('v6', ['fd00::/8']), route('rest')];
+    assert.equal(selectTcpRoute(routes, '10.0.0.1')?.name, 'ten');
+    assert.equal(selectTcpRoute(routes, 'fd00::1')?.name, 'v6');
+    assert.equal(selectTcpRoute(routes, '192.168.1.1')?.name, 'rest');
+    assert.equal(selectTcpRoute(routes.slice(0, 2), '192.168.1.1'), undefined);
+    assert.equal(selectTcpRoute(undefined, '10.0.0.1'), undefined);
+  });
+});
+
+describe('compile: TCP and TLS listeners', () => {
+  const gw = res('Gateway', 'gw', {
+    selector: { istio: 'ingressgateway' },
+    servers: [
+      { port: { number: 31400, name: 'tcp', protocol: 'TCP' }, hosts: ['*'] },
+      { port: { number: 27017, name: 'mongo', protocol: 'MONGO' }, hosts: ['*'] },
+      { port: { number: 443, name: 'tls', protocol: 'TLS' }, hosts: ['*.example.com', 'exact.org'], tls: { mode: 'PASSTHROUGH' } },
+      { port: { number: 443, name: 'https-a', protocol: 'HTTPS' }, hosts: ['a.example.net'], tls: { mode: 'SIMPLE', credentialName: 'a-cred' } },
+      { port: { number: 8443, name: 'https-all', protocol: 'HTTPS' }, hosts: ['*'], tls: { mode: 'SIMPLE', credentialName: 'all-cred' } },
+      { port: { number: 15443, name: 'tls-auto', protocol: 'TLS' }, hosts: ['*'], tls: { mode: 'AUTO_PASSTHROUGH' } },
+    ],
+  });
+  const se = res('ServiceEntry', 'echo', { hosts: ['echo.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
+  const vs = res('VirtualService', 'l4', {
+    hosts: ['*'],
+    gateways: ['gw'],
+    tcp: [
+      { match: [{ port: 31400, destinationSubnets: ['10.0.0.0/8'] }, { port: 27017 }], route: [{ destination: { host: 'echo.internal', port: { number: 9000 } } }] },
+      { match: [{ port: 31400 }], route: [{ destination: { host: 'echo.internal' }, weight: 80 }, { destination: { host: 'echo.internal' }, weight: 20 }] },
+      { match: [{ port: 9999 }], route: [{ destination: { host: 'echo.internal' } }] },
+    ],
+    tls: [
+      { match: [{ port: 443, sniHosts: ['a.example.com', 'b.example.com'] }], route: [{ destination: { host: 'echo.internal' } }] },
+      { match: [{ port: 443, sniHosts: ['*.example.com'] }], route: [{ destination: { host: 'echo.internal' } }] },
+      { match: [{ port: 443, sniHosts: ['nothere.io'] }], route: [{ destination: { host: 'echo.internal' } }] },
+    ],
+  });
+  const https = res('VirtualService', 'web', { hosts: ['a.example.net', 'www.other.net'], gateways: ['gw'], http: [{ route: [{ destination: { host: 'echo.internal' } }] }] });
+  const { snapshot, notes } = compile(set([gw, se, vs, https]), id, 1);
+
+  it('TCP and opaque protocols become TCP listeners with their routes in order', () => {
+    const l = snapshot.listeners.get(31400)!;
+    assert.equal(l.family, 'TCP');
+    assert.deepEqual(l.tcpRoutes!.map((r) => [r.name, r.destinationSubnets.cidrs]), [['default.l4.0', ['10.0.0.0/8']], ['default.l4.1', []]]);
+    assert.equal(l.tcpRoutes![1]!.totalWeight, 100);
+    assert.equal(l.tcpRoutes![0]!.destinations[0]!.cluster, 'outbound|9000||echo.internal');
+    assert.deepEqual(snapshot.listeners.get(27017)!.tcpRoutes!.map((r) => r.name), ['default.l4.0']);
+  });
+
+  it('TLS passthrough: one chain per tls match, SNI names intersected with the server hosts', () => {
+    const l = snapshot.listeners.get(443)!;
+    assert.equal(l.family, 'TLS');
+    const passthrough = l.chains!.filter((c) => c.action.type === 'passthrough');
+    assert.deepEqual(passthrough.map((c) => [c.name, c.serverNames]), [
+      ['default.l4.0.0', ['a.example.com', 'b.example.com']],
+      ['default.l4.1.0', ['*.example.com']],
+    ]);
+  });
+
+  it('HTTPS termination shares the port as a chain by server hosts, with its own route table', () => {
+    const chains = snapshot.listeners.get(443)!.chains!;
+    const term = chains.find((c) => c.action.type === 'terminate')!;
+    assert.deepEqual(term.serverNames, ['a.example.net']);
+    assert.ok(term.action.type === 'terminate' && term.action.protocol === 'HTTP');
+    if (term.action.type !== 'terminate') return;
+    assert.equal(term.action.routes!.name, 'https.443.https-a.gw.default');
+    assert.deepEqual([...term.action.routes!.exact.keys()], ['a.example.net']);
+    const all = snapshot.listeners.get(8443)!.chains!;
+    assert.deepEqual(all.map((c) => c.serverNames), [[]]);
+  });
+
+  it('unsupported TLS modes are skipped with a warning', () => {
+    assert.equal(snapshot.listeners.get(15443), undefined);
+    assert.ok(notes.some((n) => /tls\.mode AUTO_PASSTHROUGH is not supported/.test(n.message)), JSON.stringify(notes));
+  });
+});
+
+describe('TCP proxy: connect timeout', () => {
+  it('closes the client and logs UF when the upstream never accepts within connectTimeout', async () => {
+    const se = res('ServiceEntry', 'slow', {
+      hosts: ['slow.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
+    });
+    const dr = res('DestinationRule', 'slow', { host: 'slow.internal', trafficPolicy: { connectionPool: { tcp: { connectTimeout: '150ms' } } } });
+    const snap = compile(set([se, dr]), id, 1).snapshot;
+    const registry = new Registry(undefined);
+    registry.reconcile(snap);
+    const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {}, reporter: 'source' }, false));
+    const records: AccessRecord[] = [];
+    telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
+    // An upstream socket that is never connected: it never emits 'connect'.
+    const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 },
+      () => ({ socket: new net.Socket(), ready: 'connect' }));
+    const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
+      route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||slow.internal', host: 'slow.internal', port: 9000, weight: 100 }], totalWeight: 100 },
+    }));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const t0 = Date.now();
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    client.on('error', () => {});
+    await new Promise((r) => client.once('close', r));
+    const took = Date.now() - t0;
+    server.close();
+    assert.ok(took >= 140 && took < 2000, `closed after ${took} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(records.length, 1);
+    assert.deepEqual(records[0]!.responseFlags, ['UF']);
+    assert.equal(records[0]!.upstreamTransportFailureReason, 'connection timeout');
+    assert.equal(registry.get('outbound|9000||slow.internal')!.stats.get('upstream_cx_connect_timeout'), 1);
+  });
+});
