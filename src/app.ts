@@ -17,6 +17,9 @@ import { Telemetry } from './telemetry/telemetry';
 import { HttpProxy } from './gateway/http/proxy';
 import { UpgradeProxy } from './gateway/http/upgrade';
 import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
+import { TlsListener } from './gateway/tls-listener';
+import { DEFAULT_HELLO_TIMEOUT_MS } from './tls/client-hello';
+import { ServerContexts } from './tls/server-context';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
 import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
 import { FileWatcher } from './sources/files';
@@ -38,6 +41,8 @@ export interface AppOptions {
   readonly limits?: Partial<HttpLimits>;
   /** TCP proxy idle timeout (Envoy's default: 1 h); a DestinationRule connectionPool.tcp.idleTimeout overrides it. */
   readonly tcpIdleTimeoutMs?: number;
+  /** Time a TLS client has to send its ClientHello (Envoy's listener filter timeout, 15 s). */
+  readonly tlsHelloTimeoutMs?: number;
   /** Override the process logger (tests). */
   readonly logger?: Logger;
 }
@@ -77,6 +82,7 @@ export class App {
   readonly telemetry: Telemetry;
   readonly listeners: ListenerManager;
   readonly dns: DnsResolver;
+  readonly tlsContexts: ServerContexts;
   private readonly identity: GatewayIdentity;
   private readonly servers: Server[] = [];
   private watcher: FileWatcher | undefined;
@@ -90,6 +96,7 @@ export class App {
   constructor(readonly opts: AppOptions) {
     this.log = opts.logger ?? pino({ level: opts.logLevel, base: { component: 'meshgate' } }, pino.destination(2));
     this.identity = { labels: opts.labels, namespace: opts.namespace, portMap: opts.portMap, bind: opts.bind };
+    this.tlsContexts = new ServerContexts(this.log);
     this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });
     this.registry = new Registry({
       watch: (name, onChange) => this.dns.watch(name, (addrs) => onChange(addrs)),
@@ -101,12 +108,17 @@ export class App {
     this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels, reporter: 'source' });
     this.telemetry = new Telemetry(this.accessLog, this.metrics);
     const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random };
+    const tcp = new TcpProxy({
+      registry: this.registry, telemetry: this.telemetry, log: this.log, random: Math.random,
+      idleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,
+    });
     this.listeners = new ListenerManager({
       proxy: new HttpProxy(deps),
       upgrade: new UpgradeProxy(deps),
-      tcp: new TcpProxy({
-        registry: this.registry, telemetry: this.telemetry, log: this.log, random: Math.random,
-        idleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,
+      tcp,
+      tls: new TlsListener({
+        tcp, contexts: this.tlsContexts, log: this.log,
+        helloTimeoutMs: opts.tlsHelloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS, handshakeTimeoutMs: 10_000,
       }),
       telemetry: this.telemetry,
       log: this.log,
@@ -224,6 +236,7 @@ export class App {
     if (timer) clearTimeout(timer);
     if (!closed) await this.registry.destroy();
     this.dns.close();
+    this.tlsContexts.close();
     for (const s of this.servers) {
       s.closeAllConnections();
       s.close();

@@ -21,10 +21,11 @@ export interface AdminState {
   dumpExtras(): Record<string, unknown>;
 }
 
-/** JSON for the config dump: Maps become objects, precompiled regexes are dropped. */
+/** JSON for the config dump: Maps become objects, precompiled regexes are dropped, private keys redacted (as Envoy does). */
 export function dumpJson(value: unknown): string {
-  return JSON.stringify(value, (key, v) => {
+  return JSON.stringify(value, function (this: unknown, key, v) {
     if (key === 're') return undefined;
+    if (key === 'key' && typeof v === 'string' && (this as { kind?: string }).kind === 'secret') return '[redacted]';
     if (v instanceof Map) return Object.fromEntries(v);
     return v;
   }, 2);

@@ -18,6 +18,7 @@ import {
   clusterName, gatewayKey, hostMatches, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
+import { serverCredentials, type ServerCredentialSource } from '../tls/secrets';
 
 /** Who this gateway is: which Gateways select it and how server ports map to listen ports. */
 export interface GatewayIdentity {
@@ -467,6 +468,29 @@ function compilePassthroughChains(sc: ServerContext): FilterChain[] {
   return out;
 }
 
+/** HTTPS termination: a chain for the server's hosts with its own route table (Istio's `https.<port>...` RDS). */
+function httpsChain(sc: ServerContext, port: number, credentials: ServerCredentialSource): FilterChain {
+  const vhosts = new Map<string, VhostAcc>();
+  const serverPortOf = new Map<string, number>();
+  collectHttpVhosts(sc, vhosts, serverPortOf);
+  const { gw, server } = sc;
+  const routes = buildRouteTable(port, vhosts, serverPortOf, `https.${server.portNumber}.${server.portName}.${gw.metadata.name}.${gw.metadata.namespace}`);
+  return {
+    name: routes.name, serverNames: serverNamesOf(server.hosts), destinationSubnets: subnetSet(undefined),
+    action: { type: 'terminate', server, credentials, protocol: 'HTTP', routes },
+  };
+}
+
+/** TLS termination followed by the VirtualService `tcp` routes. */
+function tlsTerminateChain(sc: ServerContext, credentials: ServerCredentialSource): FilterChain {
+  const { gw, server } = sc;
+  return {
+    name: `tls.${server.portNumber}.${server.portName}.${gw.metadata.name}.${gw.metadata.namespace}`,
+    serverNames: serverNamesOf(server.hosts), destinationSubnets: subnetSet(undefined),
+    action: { type: 'terminate', server, credentials, protocol: 'TCP', tcpRoutes: compileTcpRoutes(sc) },
+  };
+}
+
 function compileListeners(
   set: ResourceSet, id: GatewayIdentity, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings,
   notes: CompileNote[],
@@ -531,25 +555,17 @@ function compileListeners(
           acc.chains.push(...chains);
           return;
         }
-        case 'https-terminate': {
-          const vhosts = new Map<string, VhostAcc>();
-          const serverPortOf = new Map<string, number>();
-          if (collectHttpVhosts(sc, vhosts, serverPortOf) === 0) unbound('is bound; requests get 404 NR');
-          const routes = buildRouteTable(port, vhosts, serverPortOf, `https.${server.port.number}.${compiled.portName}.${gw.metadata.name}.${gw.metadata.namespace}`);
-          acc.chains.push({
-            name: routes.name, serverNames: serverNamesOf(server.hosts), destinationSubnets: subnetSet(undefined),
-            action: { type: 'terminate', server: compiled, protocol: 'HTTP', routes },
-          });
-          return;
-        }
+        case 'https-terminate':
         case 'tls-terminate': {
-          const tcpRoutes = compileTcpRoutes(sc);
-          if (tcpRoutes.length === 0) unbound('has a tcp route for it; connections are closed (NR)');
-          acc.chains.push({
-            name: `tls.${server.port.number}.${compiled.portName}.${gw.metadata.name}.${gw.metadata.namespace}`,
-            serverNames: serverNamesOf(server.hosts), destinationSubnets: subnetSet(undefined),
-            action: { type: 'terminate', server: compiled, protocol: 'TCP', tcpRoutes },
-          });
+          const credentials = serverCredentials(server.tls, set.secrets, id.namespace);
+          if (credentials.kind === 'missing') {
+            notes.push({ severity: 'warning', resource: where, message: `servers[${si}].tls: ${credentials.message}; TLS handshakes on port ${server.port.number} for ${server.hosts.join(', ')} will fail` });
+          }
+          const chain = kind === 'https-terminate' ? httpsChain(sc, port, credentials) : tlsTerminateChain(sc, credentials);
+          const action = chain.action;
+          if (action.type === 'terminate' && action.routes && action.routes.exact.size + action.routes.suffixes.length === 0 && !action.routes.any) unbound('is bound; requests get 404 NR');
+          if (action.type === 'terminate' && action.tcpRoutes?.length === 0) unbound('has a tcp route for it; connections are closed (NR)');
+          acc.chains.push(chain);
           return;
         }
       }

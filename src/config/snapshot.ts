@@ -7,6 +7,7 @@ import type {
   ConnectionPoolSettings, OutlierDetection, ClientTLSSettings, Resolution, ServerTLSSettings,
 } from './types';
 import type { ServiceDef } from '../serviceentry/services';
+import type { ServerCredentialSource } from '../tls/secrets';
 
 export interface Origin {
   /** `Kind namespace/name` */
@@ -133,6 +134,8 @@ export type ChainAction =
   | {
     readonly type: 'terminate';
     readonly server: CompiledServer;
+    /** Certificate, key and client CA, from a Secret or files. */
+    readonly credentials: ServerCredentialSource;
     /** HTTPS: HTTP routing of this server's hosts. TLS (SIMPLE/MUTUAL): TCP routes. */
     readonly protocol: 'HTTP' | 'TCP';
     readonly routes?: RouteTable;

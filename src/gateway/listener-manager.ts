@@ -74,7 +74,7 @@ export interface TlsDispatcher {
 
 /** What TLS termination needs of an HTTP stack: where to hand a decrypted socket. */
 export interface HttpStackEntry {
-  connection(socket: Socket, alpn: string | false | undefined): void;
+  connection(socket: Socket, alpn: string | false | null | undefined): void;
 }
 
 export class ListenerManager {

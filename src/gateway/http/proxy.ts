@@ -99,6 +99,7 @@ class Exchange {
       authority: authorityOf(req.headers),
       downstreamLocalAddress: joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
+      requestedServerName: (sock as { servername?: string | false }).servername || undefined,
     };
   }
 

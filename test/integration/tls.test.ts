@@ -1,0 +1,228 @@
+// TLS on Gateway servers, end to end with curl and openssl: PASSTHROUGH routed by SNI (exact,
+// wildcard, none, unknown) with the client verifying the upstream's own certificate; HTTPS
+// termination (SIMPLE, MUTUAL, two hosts with their own certificates on one port, ALPN h2,
+// certificate rotation without dropping connections); httpsRedirect.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { makeCa, makeLeaf, tlsSecretYaml, type Pem } from '../helpers/certs';
+import { curl, waitFor, withHttpbin } from '../helpers/upstream';
+import type { HttpbinServer } from '../../src/sample/httpbin';
+
+/** `openssl s_client` with a short life; resolves its combined output. */
+function sClient(args: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const child = execFile('openssl', ['s_client', ...args], { timeout: 5000 }, (_err, stdout, stderr) => resolve(`${stdout}\n${stderr}`));
+    child.stdin?.end();
+  });
+}
+
+describe('TLS gateway: passthrough by SNI and HTTPS termination', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let gw: TestGateway;
+  let ca: Pem;
+  let ca2: Pem;
+  const upstreams: https.Server[] = [];
+  let httpbin: HttpbinServer;
+  let tlsPort: number;
+  let httpsPort: number;
+  const resolve = (host: string, port: number) => ['--resolve', `${host}:${port}:127.0.0.1`];
+
+  /** A TLS upstream that answers with its own name. */
+  async function tlsUpstream(name: string, leaf: Pem): Promise<number> {
+    const s = https.createServer({ cert: leaf.cert, key: leaf.key }, (_req, res) => res.end(`page from ${name}\n`));
+    upstreams.push(s);
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    return (s.address() as { port: number }).port;
+  }
+
+  const serviceEntry = (name: string, host: string, port: number, protocol: string, target: number) => `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ${name}, namespace: default}
+spec:
+  hosts: [${host}]
+  ports: [{number: ${port}, name: ${protocol.toLowerCase()}, protocol: ${protocol}, targetPort: ${target}}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+`;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tls-'));
+    ca = makeCa(dir, 'ca');
+    ca2 = makeCa(dir, 'ca2');
+    const nginxPort = await tlsUpstream('nginx', makeLeaf(dir, ca, 'nginx', ['nginx.example.com']));
+    const wildPort = await tlsUpstream('wild', makeLeaf(dir, ca, 'wild', ['*.wild.test']));
+    httpbin = await withHttpbin('httpbin-tls');
+    gw = await startGateway({
+      'upstreams.yaml': serviceEntry('nginx', 'nginx.example.com', 443, 'TLS', nginxPort)
+        + serviceEntry('wild', 'any.wild.test', 443, 'TLS', wildPort)
+        + serviceEntry('httpbin', 'httpbin.example.com', 8000, 'HTTP', httpbin.port),
+      'secrets.yaml': tlsSecretYaml('httpbin-credential', 'istio-system', makeLeaf(dir, ca, 'httpbin', ['httpbin.example.com']))
+        + tlsSecretYaml('bookinfo-credential', 'istio-system', makeLeaf(dir, ca2, 'bookinfo', ['bookinfo.example.com']))
+        + tlsSecretYaml('mtls-credential', 'istio-system', makeLeaf(dir, ca, 'mtls', ['mtls.example.com']), ca),
+      'gateway.yaml': `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [nginx.example.com, "*.wild.test"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8443, name: https-httpbin, protocol: HTTPS}
+    hosts: [httpbin.example.com]
+    tls: {mode: SIMPLE, credentialName: httpbin-credential}
+  - port: {number: 8443, name: https-bookinfo, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-credential}
+  - port: {number: 8443, name: https-mtls, protocol: HTTPS}
+    hosts: [mtls.example.com]
+    tls: {mode: MUTUAL, credentialName: mtls-credential}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [httpbin.example.com]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: passthrough, namespace: default}
+spec:
+  hosts: [nginx.example.com, "*.wild.test"]
+  gateways: [gw]
+  tls:
+  - match: [{port: 443, sniHosts: [nginx.example.com]}]
+    route: [{destination: {host: nginx.example.com, port: {number: 443}}}]
+  - match: [{port: 443, sniHosts: ["*.wild.test"]}]
+    route: [{destination: {host: any.wild.test, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [httpbin.example.com, bookinfo.example.com, mtls.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: httpbin.example.com, port: {number: 8000}}}]}]
+`,
+    }, { serverPorts: [443, 8443, 80] });
+    tlsPort = gw.port(443);
+    httpsPort = gw.port(8443);
+  });
+  after(async () => {
+    await gw?.stop();
+    for (const s of upstreams) s.close();
+    await httpbin?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('passthrough: curl verifies the upstream\'s own certificate and gets its page', async () => {
+    const r = await curl(['-sv', ...resolve('nginx.example.com', tlsPort), '--cacert', ca.certFile, `https://nginx.example.com:${tlsPort}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /SSL certificate verify ok/);
+    assert.match(r.stderr, /subject: CN=nginx\.example\.com/);
+    assert.equal(r.stdout, 'page from nginx\n');
+    await waitFor(() => gw.accessLines().some((l) => l.endsWith(' nginx.example.com -')), { timeoutMs: 3000 });
+    const line = gw.accessLines().find((l) => l.endsWith(' nginx.example.com -'))!;
+    assert.match(line, /"- - -" 0 - - - "-" \d+ \d+ \d+ - "-" "-" "-" "-" "127\.0\.0\.1:\d+" outbound\|443\|\|nginx\.example\.com 127\.0\.0\.1:\d+ 127\.0\.0\.1:\d+ 127\.0\.0\.1:\d+ nginx\.example\.com -$/);
+  });
+
+  it('passthrough: a wildcard sniHost takes any name under it', async () => {
+    const r = await curl(['-s', ...resolve('a.wild.test', tlsPort), '--cacert', ca.certFile, `https://a.wild.test:${tlsPort}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'page from wild\n');
+  });
+
+  it('passthrough: no SNI and an unknown SNI are closed and logged NR filter_chain_not_found', async () => {
+    const noSni = await sClient(['-connect', `127.0.0.1:${tlsPort}`, '-noservername']);
+    assert.doesNotMatch(noSni, /BEGIN CERTIFICATE/);
+    const unknown = await curl(['-s', ...resolve('unknown.example.org', tlsPort), '--cacert', ca.certFile, `https://unknown.example.org:${tlsPort}/`]);
+    assert.notEqual(unknown.code, 0);
+    await waitFor(() => gw.accessLines().filter((l) => l.includes(' NR filter_chain_not_found ')).length >= 2, { timeoutMs: 3000 });
+    const lines = gw.accessLines().filter((l) => l.includes(' NR filter_chain_not_found '));
+    assert.ok(lines.some((l) => / - -$/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => / unknown\.example\.org -$/.test(l)), lines.join('\n'));
+    assert.match(lines[0]!, /^\[[^\]]+\] "- - -" 0 NR filter_chain_not_found - "-" \d+ 0 \d+ - "-" "-" "-" "-" "-" - - 127\.0\.0\.1:\d+ 127\.0\.0\.1:\d+ /);
+  });
+
+  it('HTTPS SIMPLE: ALPN h2, then the same routing (HTTP/2 418 from /status/418)', async () => {
+    const r = await curl(['-s', '-i', ...resolve('httpbin.example.com', httpsPort), '--cacert', ca.certFile, `https://httpbin.example.com:${httpsPort}/status/418`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/2 418/);
+    const h1 = await curl(['-s', '-i', '--http1.1', ...resolve('httpbin.example.com', httpsPort), '--cacert', ca.certFile, `https://httpbin.example.com:${httpsPort}/headers`]);
+    assert.match(h1.stdout, /^HTTP\/1\.1 200 OK/);
+    assert.match(h1.stdout, /"X-Forwarded-Proto": "https"/);
+    await waitFor(() => gw.accessLines().some((l) => l.includes('"GET /status/418 HTTP/2" 418 ')), { timeoutMs: 3000 });
+    const line = gw.accessLines().find((l) => l.includes('"GET /status/418 HTTP/2" 418 '))!;
+    assert.match(line, / httpbin\.example\.com default\.web\.0$/);
+  });
+
+  it('two hosts on one port, each with its own certificate, picked by SNI', async () => {
+    const book = await curl(['-sv', ...resolve('bookinfo.example.com', httpsPort), '--cacert', ca2.certFile, `https://bookinfo.example.com:${httpsPort}/status/200`]);
+    assert.equal(book.code, 0, book.stderr);
+    assert.match(book.stderr, /subject: CN=bookinfo\.example\.com/);
+    // The other CA does not vouch for it.
+    const wrongCa = await curl(['-s', ...resolve('bookinfo.example.com', httpsPort), '--cacert', ca.certFile, `https://bookinfo.example.com:${httpsPort}/status/200`]);
+    assert.equal(wrongCa.code, 60, wrongCa.stderr);
+  });
+
+  it('MUTUAL: refused without a client certificate or with an untrusted one, served with a good one', async () => {
+    const url = `https://mtls.example.com:${httpsPort}/status/200`;
+    const without = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile, url]);
+    assert.notEqual(without.code, 0);
+    const client = makeLeaf(dir, ca, 'client', ['client.example.com'], true);
+    const withCert = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile,
+      '--cert', client.certFile, '--key', client.keyFile, url]);
+    assert.equal(withCert.code, 0, withCert.stderr);
+    assert.equal(withCert.stdout, '200');
+    // A certificate from a CA the server does not trust is refused too.
+    const stranger = makeLeaf(dir, ca2, 'stranger', ['stranger.example.com'], true);
+    const wrong = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile,
+      '--cert', stranger.certFile, '--key', stranger.keyFile, url]);
+    assert.notEqual(wrong.stdout, '200');
+  });
+
+  it('httpsRedirect answers 301 to https on the HTTP server', async () => {
+    const r = await curl(['-s', '-i', '-H', 'Host: httpbin.example.com', `http://127.0.0.1:${gw.port(80)}/status/200?a=1`]);
+    assert.match(r.stdout, /^HTTP\/1\.1 301 /);
+    assert.match(r.stdout, /\r\nlocation: https:\/\/httpbin\.example\.com\/status\/200\?a=1\r\n/);
+  });
+
+  it('rotates a certificate on Secret change: the new CA works, the old fails, open connections stay', async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: ca.cert, servername: 'httpbin.example.com' });
+    const get = () => new Promise<{ status: number; port: number }>((done, fail) => {
+      https.get({ host: '127.0.0.1', port: httpsPort, path: '/status/200', agent, headers: { host: 'httpbin.example.com' } }, (res) => {
+        const port = res.socket.localPort ?? 0;
+        res.resume();
+        res.on('end', () => done({ status: res.statusCode ?? 0, port }));
+      }).on('error', fail);
+    });
+    const before = await get();
+    const version = gw.app.store.current.version;
+    const rotated = makeLeaf(dir, ca2, 'httpbin-rotated', ['httpbin.example.com']);
+    const secrets = fs.readFileSync(path.join(gw.dir, 'secrets.yaml'), 'utf8').split(/^---\n/m).filter(Boolean);
+    secrets[0] = tlsSecretYaml('httpbin-credential', 'istio-system', rotated).replace(/---\n$/, '');
+    gw.write('secrets.yaml', secrets.map((d) => `${d.trimEnd()}\n---\n`).join(''));
+    await waitFor(() => gw.app.store.current.version > version, { timeoutMs: 5000 });
+    const after = await get();
+    assert.equal(after.status, 200);
+    assert.equal(after.port, before.port, 'the kept-alive connection made before the rotation is still in use');
+    agent.destroy();
+    const url = `https://httpbin.example.com:${httpsPort}/status/200`;
+    const oldCa = await curl(['-s', ...resolve('httpbin.example.com', httpsPort), '--cacert', ca.certFile, url]);
+    assert.equal(oldCa.code, 60, 'the old CA no longer verifies');
+    const newCa = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('httpbin.example.com', httpsPort), '--cacert', ca2.certFile, url]);
+    assert.equal(newCa.stdout, '200', newCa.stderr);
+  });
+
+  it('the admin config dump never shows a private key', async () => {
+    const port = gw.app.ports.admin;
+    const r = await curl(['-s', `http://127.0.0.1:${port}/config_dump`]);
+    assert.ok(r.stdout.includes('httpbin-credential'), 'the dump names the credential');
+    assert.doesNotMatch(r.stdout, /PRIVATE KEY/);
+  });
+});
