@@ -128,6 +128,11 @@ const CONNECT_CODES = new Set([
   'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EACCES',
 ]);
 
+/** OpenSSL / node:tls codes for a failed upstream handshake (certificate, name or protocol). */
+export function isTlsHandshakeCode(code: string): boolean {
+  return /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED|SELF_SIGNED_CERT|HOSTNAME_MISMATCH)/.test(code);
+}
+
 /**
  * The one place foreign errors become gateway errors. `phase` says whether the request was already
  * written to a connection: a reset before that is a connect failure, after it a termination.
@@ -139,7 +144,7 @@ export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = '
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT' && phase === 'connect') {
     return new GatewayError('CONNECT_TIMEOUT', e?.message, { cause: err });
   }
-  if (CONNECT_CODES.has(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
+  if (CONNECT_CODES.has(code) || isTlsHandshakeCode(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
   if (e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
     return new GatewayError('UPSTREAM_PROTOCOL_ERROR', e?.message, { cause: err });
   }

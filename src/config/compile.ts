@@ -18,7 +18,7 @@ import {
   clusterName, gatewayKey, hostMatches, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
-import { serverCredentials, type ServerCredentialSource } from '../tls/secrets';
+import { serverCredentials, upstreamTls, type ServerCredentialSource } from '../tls/secrets';
 
 /** Who this gateway is: which Gateways select it and how server ports map to listen ports. */
 export interface GatewayIdentity {
@@ -643,7 +643,9 @@ function lbOf(policy: ClusterPolicy): LbPolicy {
   }
 }
 
-function compileClusters(set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings, proxyNamespace: string): Map<string, ClusterDef> {
+function compileClusters(
+  set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings, proxyNamespace: string, notes: CompileNote[],
+): Map<string, ClusterDef> {
   const out = new Map<string, ClusterDef>();
   // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace).
   const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace));
@@ -659,6 +661,8 @@ function compileClusters(set: ResourceSet, services: ReadonlyMap<string, Service
           .filter((e) => subsetMatches(sub.labels, e.labels))
           .map((e) => ({ address: e.address, port: endpointPort(e, port), labels: e.labels, weight: e.weight }));
         const name = clusterName(port.number, sub.name, svc.host);
+        const tls = upstreamTls(policy.tls, set.secrets, proxyNamespace);
+        if (tls instanceof Error) notes.push({ severity: 'warning', resource: `DestinationRule ${dr?.metadata.namespace}/${dr?.metadata.name}`, message: `cluster ${name}: ${tls.message}` });
         out.set(name, {
           name,
           host: svc.host,
@@ -672,6 +676,7 @@ function compileClusters(set: ResourceSet, services: ReadonlyMap<string, Service
           ...(policy.connectionPool?.tcp?.idleTimeout !== undefined ? { idleTimeoutMs: ms(policy.connectionPool.tcp.idleTimeout, 0) } : {}),
           endpoints,
           policy,
+          ...(tls && !(tls instanceof Error) ? { upstreamTls: tls } : {}),
           destinationRule: dr ? `DestinationRule ${dr.metadata.namespace}/${dr.metadata.name}` : undefined,
         });
       }
@@ -696,7 +701,7 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
   const mesh = compileMesh(set);
   const services = buildServices(set);
   const listeners = compileListeners(set, id, services, mesh, notes);
-  const clusters = compileClusters(set, services, mesh, id.namespace);
+  const clusters = compileClusters(set, services, mesh, id.namespace, notes);
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
     + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length;
   const snapshot: Snapshot = {

@@ -7,7 +7,7 @@ import type {
   ConnectionPoolSettings, OutlierDetection, ClientTLSSettings, Resolution, ServerTLSSettings,
 } from './types';
 import type { ServiceDef } from '../serviceentry/services';
-import type { ServerCredentialSource } from '../tls/secrets';
+import type { ServerCredentialSource, UpstreamTls } from '../tls/secrets';
 
 export interface Origin {
   /** `Kind namespace/name` */
@@ -197,6 +197,8 @@ export interface ClusterDef {
   readonly idleTimeoutMs?: number;
   readonly endpoints: readonly EndpointAddress[];
   readonly policy: ClusterPolicy;
+  /** DestinationRule tls SIMPLE/MUTUAL: originate TLS to the endpoints. */
+  readonly upstreamTls?: UpstreamTls;
   /** Where the DestinationRule that shaped it came from, if any. */
   readonly destinationRule?: string;
 }

@@ -6,6 +6,7 @@ import { Pool } from 'undici';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
 import { isIP } from '../config/names';
 import { Cluster, type Endpoint, type Random } from './cluster';
+import type { UpstreamTlsOptions } from '../tls/upstream';
 
 /** What the registry needs of DNS (implemented by serviceentry/dns.ts). */
 export interface NameResolver {
@@ -16,6 +17,8 @@ export interface NameResolver {
 export interface PoolOptions {
   readonly connectTimeoutMs: number;
   readonly maxConnections?: number;
+  /** TLS origination (DestinationRule tls SIMPLE/MUTUAL). */
+  readonly tls?: UpstreamTlsOptions;
 }
 
 /** Connection counters of one upstream endpoint (shared by every cluster that reaches it). */
@@ -131,14 +134,14 @@ export class Registry {
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
   pool(endpoint: Endpoint, opts: PoolOptions): Pool {
-    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}`;
+    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}`;
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {
-      const pool = new Pool(`http://${endpoint.key}`, {
+      const pool = new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
         connections: opts.maxConnections ?? null,
         pipelining: 1,
-        connect: { timeout: opts.connectTimeoutMs },
+        connect: { timeout: opts.connectTimeoutMs, ...opts.tls?.connect },
         connectTimeout: opts.connectTimeoutMs,
         keepAliveTimeout: 60_000,
         keepAliveMaxTimeout: 3_600_000,

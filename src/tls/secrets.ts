@@ -4,7 +4,7 @@
 // be in a separate `<name>-cacert` Secret), or `serverCertificate` / `privateKey` /
 // `caCertificates` name files the TLS layer reads (and re-reads when they change).
 
-import type { SecretResource, ServerTLSSettings } from '../config/types';
+import type { ClientTLSSettings, SecretResource, ServerTLSSettings } from '../config/types';
 
 export type ServerCredentialSource =
   | { readonly kind: 'secret'; readonly name: string; readonly cert: string; readonly key: string; readonly ca?: string }
@@ -50,4 +50,45 @@ export function serverCredentials(tls: ServerTLSSettings | undefined, secrets: r
     return { kind: 'files', cert: tls.serverCertificate, key: tls.privateKey, ...(tls.caCertificates ? { ca: tls.caCertificates } : {}) };
   }
   return { kind: 'missing', message: 'neither credentialName nor serverCertificate/privateKey is set' };
+}
+
+/**
+ * TLS toward an upstream (DestinationRule `trafficPolicy.tls` SIMPLE or MUTUAL), resolved: PEM text
+ * from a Secret in the gateway's namespace, or file paths read when the connection pool is made.
+ * Without a CA the system roots verify the upstream, as Istio does since 1.10
+ * (VERIFY_CERTIFICATE_AT_CLIENT); the name checked is `sni`, else the service host.
+ */
+export interface UpstreamTls {
+  readonly mode: 'SIMPLE' | 'MUTUAL';
+  readonly sni?: string;
+  readonly subjectAltNames: readonly string[];
+  readonly insecureSkipVerify: boolean;
+  readonly material:
+    | { readonly kind: 'secret'; readonly name: string; readonly ca?: string; readonly cert?: string; readonly key?: string }
+    | { readonly kind: 'files'; readonly ca?: string; readonly cert?: string; readonly key?: string };
+}
+
+export function upstreamTls(t: ClientTLSSettings | undefined, secrets: readonly SecretResource[], namespace: string): UpstreamTls | Error | undefined {
+  if (!t || t.mode === undefined || t.mode === 'DISABLE') return undefined;
+  if (t.mode === 'ISTIO_MUTUAL') return new Error('tls.mode ISTIO_MUTUAL needs the mesh CA, which meshgate does not have; connections go out in plaintext');
+  const base = { mode: t.mode, sni: t.sni, subjectAltNames: t.subjectAltNames ?? [], insecureSkipVerify: t.insecureSkipVerify === true };
+  if (t.credentialName) {
+    const secret = secrets.find((s) => s.metadata.name === t.credentialName && s.metadata.namespace === namespace);
+    if (!secret) return new Error(`credentialName ${t.credentialName}: no Secret ${namespace}/${t.credentialName}`);
+    const cert = secretValue(secret, CERT_KEYS);
+    const key = secretValue(secret, KEY_KEYS);
+    const ca = secretValue(secret, CA_KEYS);
+    if (t.mode === 'MUTUAL' && (!cert || !key)) return new Error(`MUTUAL: Secret ${namespace}/${t.credentialName} has no tls.crt/tls.key`);
+    return { ...base, material: { kind: 'secret', name: `${namespace}/${t.credentialName}`, ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) } };
+  }
+  if (t.mode === 'MUTUAL' && (!t.clientCertificate || !t.privateKey)) return new Error('MUTUAL needs clientCertificate and privateKey (or credentialName)');
+  return {
+    ...base,
+    material: {
+      kind: 'files',
+      ...(t.caCertificates ? { ca: t.caCertificates } : {}),
+      ...(t.clientCertificate ? { cert: t.clientCertificate } : {}),
+      ...(t.privateKey ? { key: t.privateKey } : {}),
+    },
+  };
 }

@@ -11,12 +11,13 @@ import type { Cluster, Endpoint } from '../../registry/cluster';
 import type { Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
-import { ERRORS, GatewayError, fromUpstreamError, type ErrorCode } from '../../errors';
+import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type HttpEntry, type RouteInput } from './route-match';
 import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
+import { upstreamTlsOptions } from '../../tls/upstream';
 
 export interface ProxyDeps {
   readonly store: { readonly current: Snapshot };
@@ -303,9 +304,15 @@ class Forwarder {
     const { ex, cluster } = this;
     ex.upstreamHeaders['x-envoy-attempt-count'] = String(this.attempts);
     ex.rec.upstreamHost = endpoint.hostPort;
+    const tls = cluster.def.upstreamTls ? upstreamTlsOptions(cluster.def.upstreamTls, cluster.def.host) : undefined;
+    if (tls instanceof Error) {
+      ex.rec.upstreamTransportFailureReason = tls.message;
+      return ex.fail('CONNECT_FAILURE');
+    }
     const pool = this.deps.registry.pool(endpoint, {
       connectTimeoutMs: cluster.def.connectTimeoutMs,
       maxConnections: cluster.def.policy.connectionPool?.tcp?.maxConnections,
+      ...(tls ? { tls } : {}),
     });
     endpoint.active += 1;
     endpoint.rqTotal += 1;
@@ -419,6 +426,7 @@ class Forwarder {
 /** Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON% for connect failures: `delayed connect error: 111`. */
 function transportFailureReason(err: unknown): string | undefined {
   const e = err as { errno?: number; code?: string; cause?: { errno?: number } };
+  if (e?.code && isTlsHandshakeCode(e.code)) return `TLS_error: ${e.code}`; // Envoy: TLS_error:|...:CERTIFICATE_VERIFY_FAILED
   const errno = e?.errno ?? e?.cause?.errno;
   if (typeof errno === 'number') return `delayed connect error: ${Math.abs(errno)}`;
   if (e?.code === 'UND_ERR_CONNECT_TIMEOUT') return 'connect timeout';

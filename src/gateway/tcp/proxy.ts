@@ -5,6 +5,7 @@
 // connection when both sides are gone. Connections keep the route they started with across reloads.
 
 import net, { type Socket } from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { L4Route } from '../../config/snapshot';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
@@ -15,6 +16,7 @@ import type { TcpSeries } from '../../telemetry/metrics';
 import type { Telemetry } from '../../telemetry/telemetry';
 import { joinHostPort } from '../http/headers';
 import { pickDestination } from '../http/route-match';
+import { upstreamTlsOptions } from '../../tls/upstream';
 
 export interface TcpProxyDeps {
   readonly registry: Registry;
@@ -42,7 +44,7 @@ export type UpstreamConnector = (endpoint: Endpoint, cluster: Cluster) => { read
 export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
 
 export class TcpProxy {
-  constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = plainConnect) {}
+  constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = defaultConnect) {}
 
   /** Take over a downstream connection (already past any ClientHello inspection). Never throws. */
   handle(downstream: Socket, info: TcpConnectionInfo): void {
@@ -67,8 +69,18 @@ export class TcpProxy {
   }
 }
 
-function plainConnect(endpoint: Endpoint): ReturnType<UpstreamConnector> {
-  return { socket: net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true }), ready: 'connect' };
+/** Plain TCP, or TLS when the cluster's DestinationRule originates it. */
+function defaultConnect(endpoint: Endpoint, cluster: Cluster): ReturnType<UpstreamConnector> {
+  const base = { host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true };
+  const t = cluster.def.upstreamTls;
+  if (!t) return { socket: net.connect(base), ready: 'connect' };
+  const opts = upstreamTlsOptions(t, cluster.def.host);
+  if (opts instanceof Error) {
+    const failed = new net.Socket();
+    process.nextTick(() => failed.destroy(opts));
+    return { socket: failed, ready: 'connect' };
+  }
+  return { socket: tls.connect({ ...base, ...opts.connect }), ready: 'secureConnect' };
 }
 
 /** Reset (RST) where the socket can, else close: a TLS socket has no TCP handle of its own to reset. */
