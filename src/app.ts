@@ -206,6 +206,10 @@ export class App {
     const { failed } = await this.listeners.reconcile(snapshot);
     this.metrics.listeners.set(this.listeners.ports().length);
     this.metrics.configVersion.set(snapshot.version);
+    this.metrics.certificateExpiry.reset();
+    for (const c of loaded.certificates) {
+      this.metrics.certificateExpiry.set({ gateway: c.gateway, server: c.server, source: c.source, subject: c.facts.subject }, Math.floor(c.facts.notAfter.getTime() / 1000));
+    }
     for (const f of failed) errors.push(`listener port ${f.port}: ${f.error}`);
     this.isReady = failed.length === 0 || this.isReady;
     this.log.info({ reason, version: snapshot.version, resources: snapshot.resourceCount, listeners: this.listeners.ports(), clusters: snapshot.clusters.size },

@@ -6,6 +6,7 @@ import { App } from './app';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
+import { writeDevCertificates } from './tls/dev-certs';
 
 interface FlagSpec {
   readonly name: string;
@@ -34,6 +35,17 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'with-sample-backends', env: 'MESHGATE_SAMPLE_BACKENDS', help: 'also start the sample httpbin, helloworld and tcp-echo backends the default config routes to', boolean: true },
 ];
 
+const CERTS_FLAGS: readonly FlagSpec[] = [
+  { name: 'out', help: 'directory to write ca.crt, ca.key, server.crt, server.key, [client.crt, client.key], secret.yaml', def: '' },
+  { name: 'server', help: 'server certificate names, comma-separated DNS names or IPs (e.g. httpbin.example.com)', def: '' },
+  { name: 'client', help: 'also make a client certificate with this name (for MUTUAL)', def: '' },
+  { name: 'ca-name', help: 'common name of the development CA', def: 'meshgate development CA' },
+  { name: 'days', help: 'validity in days', def: '365' },
+  { name: 'secret-name', help: 'name of the kubernetes.io/tls Secret in secret.yaml (a Gateway credentialName)', def: 'meshgate-credential' },
+  { name: 'secret-namespace', help: "namespace of that Secret (the gateway's namespace)", def: 'istio-system' },
+  { name: 'new-ca', help: 'make a new CA even if --out already holds one', boolean: true },
+];
+
 const VALIDATE_FLAGS: readonly FlagSpec[] = [
   { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable', multiple: true },
 ];
@@ -56,6 +68,7 @@ WorkloadEntry YAML and serves them as istio-ingressgateway / istio-egressgateway
 commands:
   run        run the gateway on a config (files or directories, watched and hot-reloaded)
   validate   check a config as run would load it; exit 1 on errors
+  certs      make a development CA and server/client certificates, and a Secret for credentialName
   help       this text
 
 Each command takes --help.
@@ -178,6 +191,26 @@ async function validate(argv: string[]): Promise<number> {
   return exitCode;
 }
 
+async function certs(argv: string[]): Promise<number> {
+  const v = parse(argv, CERTS_FLAGS);
+  if (v['help']) {
+    process.stdout.write(usage('certs', 'Make a development CA (kept and reused in --out) and certificates signed by it, plus secret.yaml to put in the config as a Gateway credentialName. For development and tests only.', CERTS_FLAGS));
+    return 0;
+  }
+  const out = String(v['out'] ?? '');
+  const names = String(v['server'] ?? '').split(',').map((n) => n.trim()).filter(Boolean);
+  if (!out) throw new Error('certs: --out DIR is required');
+  if (names.length === 0) throw new Error('certs: --server NAME[,NAME...] is required');
+  const days = Number(v['days']);
+  if (!Number.isInteger(days) || days < 1) throw new Error(`certs: --days "${String(v['days'])}" is not a positive number of days`);
+  const written = await writeDevCertificates({
+    out, serverNames: names, clientName: String(v['client'] ?? '') || undefined, caName: String(v['ca-name']), days,
+    secretName: String(v['secret-name']), secretNamespace: String(v['secret-namespace']), newCa: v['new-ca'] === true,
+  });
+  process.stdout.write(written.map((f) => `wrote ${f}`).join('\n') + '\n');
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   let code: number;
@@ -185,6 +218,7 @@ export async function main(argv: string[]): Promise<void> {
     switch (command) {
       case 'run': code = await run(rest); break;
       case 'validate': code = await validate(rest); break;
+      case 'certs': code = await certs(rest); break;
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(TOP_HELP);
         code = 0;

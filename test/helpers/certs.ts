@@ -1,8 +1,9 @@
-// Development certificates for TLS tests, made with the real openssl CLI: a CA and leaves signed by it.
+// Development certificates for TLS tests, made by the same code as `meshgate certs`
+// (src/tls/certs.ts) and written to files for curl and openssl.
 
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import * as certs from '../../src/tls/certs';
 
 export interface Pem {
   readonly certFile: string;
@@ -11,37 +12,27 @@ export interface Pem {
   readonly key: string;
 }
 
-function openssl(args: string[]): void {
-  execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+export interface CaPem extends Pem {
+  readonly material: certs.CaMaterial;
 }
 
-function read(certFile: string, keyFile: string): Pem {
-  return { certFile, keyFile, cert: fs.readFileSync(certFile, 'utf8'), key: fs.readFileSync(keyFile, 'utf8') };
-}
-
-export function makeCa(dir: string, name: string): Pem {
+function write(dir: string, name: string, cert: string, key: string): Pem {
   const certFile = path.join(dir, `${name}.crt`);
   const keyFile = path.join(dir, `${name}.key`);
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile,
-    '-days', '2', '-subj', `/O=meshgate tests/CN=${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  return read(certFile, keyFile);
+  fs.writeFileSync(certFile, cert);
+  fs.writeFileSync(keyFile, key, { mode: 0o600 });
+  return { certFile, keyFile, cert, key };
+}
+
+export async function makeCa(dir: string, name: string): Promise<CaPem> {
+  const material = await certs.makeCa({ commonName: name, days: 2 });
+  return { ...write(dir, name, material.cert, material.key), material };
 }
 
 /** A leaf for DNS names, signed by `ca`; `client` makes a client certificate. */
-export function makeLeaf(dir: string, ca: Pem, name: string, dnsNames: readonly string[], client = false): Pem {
-  const certFile = path.join(dir, `${name}.crt`);
-  const keyFile = path.join(dir, `${name}.key`);
-  const csr = path.join(dir, `${name}.csr`);
-  const ext = path.join(dir, `${name}.ext`);
-  fs.writeFileSync(ext, [
-    `subjectAltName=${dnsNames.map((d) => `DNS:${d}`).join(',')}`,
-    'basicConstraints=CA:FALSE',
-    'keyUsage=critical,digitalSignature,keyEncipherment',
-    `extendedKeyUsage=${client ? 'clientAuth' : 'serverAuth'}`,
-  ].join('\n'));
-  openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', csr, '-subj', `/CN=${dnsNames[0] ?? name}`]);
-  openssl(['x509', '-req', '-in', csr, '-CA', ca.certFile, '-CAkey', ca.keyFile, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', ext]);
-  return read(certFile, keyFile);
+export async function makeLeaf(dir: string, ca: CaPem, name: string, dnsNames: readonly string[], client = false): Promise<Pem> {
+  const leaf = await certs.makeLeaf(ca.material, { commonName: dnsNames[0] ?? name, names: dnsNames, days: 2, usage: client ? 'client' : 'server' });
+  return write(dir, name, leaf.cert, leaf.key);
 }
 
 /** A kubernetes.io/tls Secret as `kubectl create secret tls` writes it (plus ca.crt when given). */

@@ -1,7 +1,7 @@
 // Start the real gateway in-process on a temp config directory, with free ports and the access log
 // written to a file the test can read. Everything it starts is stopped by `stop()`.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -101,6 +101,15 @@ export async function startGateway(files: Record<string, string>, o: StartOption
 
 /** The meshgate binary, run as users run it. */
 export const MESHGATE_BIN = path.resolve(__dirname, '../../../bin/meshgate');
+
+/** Run a meshgate command to completion: exit code and output. */
+export function runMeshgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
 
 /** Start `meshgate run` as a child process on a config dir, port 80 mapped to `port`, free admin ports. */
 export function spawnMeshgate(dir: string, port: number, extra: string[] = [], stdio: 'ignore' | 'pipe' = 'pipe'): ChildProcess {

@@ -1,24 +1,18 @@
 // The command line as users run it: a real `meshgate` process, signals, exit codes.
 
 import assert from 'node:assert/strict';
-import { execFile, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, httpGet, waitFor } from '../helpers/upstream';
-import { MESHGATE_BIN, spawnMeshgate } from '../helpers/gateway';
+import { runMeshgate, spawnMeshgate } from '../helpers/gateway';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 import { singleRouteYaml } from '../../src/sample/configs';
 
 const FIXTURES = path.resolve(__dirname, '../../../test/fixtures/config');
 
-function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const run = runMeshgate;
 
 describe('meshgate command line', function () {
   this.timeout(60_000);

@@ -10,15 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { makeCa, makeLeaf, tlsSecretYaml, type Pem } from '../helpers/certs';
+import { makeCa, makeLeaf, tlsSecretYaml, type CaPem } from '../helpers/certs';
 import { curl } from '../helpers/upstream';
 
 describe('TLS origination (DestinationRule tls)', function () {
   this.timeout(60_000);
   let dir: string;
   let gw: TestGateway;
-  let ca: Pem;
-  let ca2: Pem;
+  let ca: CaPem;
+  let ca2: CaPem;
   let web: https.Server;
   let mtlsWeb: https.Server;
   let echo: tls.Server;
@@ -30,9 +30,9 @@ describe('TLS origination (DestinationRule tls)', function () {
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-orig-'));
-    ca = makeCa(dir, 'ca');
-    ca2 = makeCa(dir, 'ca2');
-    const leaf = makeLeaf(dir, ca, 'api', ['api.example.com', 'other.example.com']);
+    ca = await makeCa(dir, 'ca');
+    ca2 = await makeCa(dir, 'ca2');
+    const leaf = await makeLeaf(dir, ca, 'api', ['api.example.com', 'other.example.com']);
     web = https.createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
       sniSeen.push(String((req.socket as tls.TLSSocket).servername || '-'));
       res.end(`secure hello ${req.url}\n`);
@@ -43,7 +43,7 @@ describe('TLS origination (DestinationRule tls)', function () {
     });
     echo = tls.createServer({ cert: leaf.cert, key: leaf.key }, (s) => s.pipe(s));
     await Promise.all([listen(web), listen(mtlsWeb), listen(echo)]);
-    const client = makeLeaf(dir, ca, 'gateway-client', ['gateway.example.com'], true);
+    const client = await makeLeaf(dir, ca, 'gateway-client', ['gateway.example.com'], true);
     const se = (name: string, host: string, p: number, protocol: string, target: number) => `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ${name}, namespace: default}

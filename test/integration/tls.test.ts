@@ -10,7 +10,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { makeCa, makeLeaf, tlsSecretYaml, type Pem } from '../helpers/certs';
+import { makeCa, makeLeaf, tlsSecretYaml, type CaPem, type Pem } from '../helpers/certs';
 import { curl, waitFor, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
 
@@ -26,8 +26,8 @@ describe('TLS gateway: passthrough by SNI and HTTPS termination', function () {
   this.timeout(60_000);
   let dir: string;
   let gw: TestGateway;
-  let ca: Pem;
-  let ca2: Pem;
+  let ca: CaPem;
+  let ca2: CaPem;
   const upstreams: https.Server[] = [];
   let httpbin: HttpbinServer;
   let tlsPort: number;
@@ -55,18 +55,18 @@ spec:
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tls-'));
-    ca = makeCa(dir, 'ca');
-    ca2 = makeCa(dir, 'ca2');
-    const nginxPort = await tlsUpstream('nginx', makeLeaf(dir, ca, 'nginx', ['nginx.example.com']));
-    const wildPort = await tlsUpstream('wild', makeLeaf(dir, ca, 'wild', ['*.wild.test']));
+    ca = await makeCa(dir, 'ca');
+    ca2 = await makeCa(dir, 'ca2');
+    const nginxPort = await tlsUpstream('nginx', await makeLeaf(dir, ca, 'nginx', ['nginx.example.com']));
+    const wildPort = await tlsUpstream('wild', await makeLeaf(dir, ca, 'wild', ['*.wild.test']));
     httpbin = await withHttpbin('httpbin-tls');
     gw = await startGateway({
       'upstreams.yaml': serviceEntry('nginx', 'nginx.example.com', 443, 'TLS', nginxPort)
         + serviceEntry('wild', 'any.wild.test', 443, 'TLS', wildPort)
         + serviceEntry('httpbin', 'httpbin.example.com', 8000, 'HTTP', httpbin.port),
-      'secrets.yaml': tlsSecretYaml('httpbin-credential', 'istio-system', makeLeaf(dir, ca, 'httpbin', ['httpbin.example.com']))
-        + tlsSecretYaml('bookinfo-credential', 'istio-system', makeLeaf(dir, ca2, 'bookinfo', ['bookinfo.example.com']))
-        + tlsSecretYaml('mtls-credential', 'istio-system', makeLeaf(dir, ca, 'mtls', ['mtls.example.com']), ca),
+      'secrets.yaml': tlsSecretYaml('httpbin-credential', 'istio-system', await makeLeaf(dir, ca, 'httpbin', ['httpbin.example.com']))
+        + tlsSecretYaml('bookinfo-credential', 'istio-system', await makeLeaf(dir, ca2, 'bookinfo', ['bookinfo.example.com']))
+        + tlsSecretYaml('mtls-credential', 'istio-system', await makeLeaf(dir, ca, 'mtls', ['mtls.example.com']), ca),
       'gateway.yaml': `apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: default}
@@ -174,13 +174,13 @@ spec:
     const url = `https://mtls.example.com:${httpsPort}/status/200`;
     const without = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile, url]);
     assert.notEqual(without.code, 0);
-    const client = makeLeaf(dir, ca, 'client', ['client.example.com'], true);
+    const client = await makeLeaf(dir, ca, 'client', ['client.example.com'], true);
     const withCert = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile,
       '--cert', client.certFile, '--key', client.keyFile, url]);
     assert.equal(withCert.code, 0, withCert.stderr);
     assert.equal(withCert.stdout, '200');
     // A certificate from a CA the server does not trust is refused too.
-    const stranger = makeLeaf(dir, ca2, 'stranger', ['stranger.example.com'], true);
+    const stranger = await makeLeaf(dir, ca2, 'stranger', ['stranger.example.com'], true);
     const wrong = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile,
       '--cert', stranger.certFile, '--key', stranger.keyFile, url]);
     assert.notEqual(wrong.stdout, '200');
@@ -203,7 +203,7 @@ spec:
     });
     const before = await get();
     const version = gw.app.store.current.version;
-    const rotated = makeLeaf(dir, ca2, 'httpbin-rotated', ['httpbin.example.com']);
+    const rotated = await makeLeaf(dir, ca2, 'httpbin-rotated', ['httpbin.example.com']);
     const secrets = fs.readFileSync(path.join(gw.dir, 'secrets.yaml'), 'utf8').split(/^---\n/m).filter(Boolean);
     secrets[0] = tlsSecretYaml('httpbin-credential', 'istio-system', rotated).replace(/---\n$/, '');
     gw.write('secrets.yaml', secrets.map((d) => `${d.trimEnd()}\n---\n`).join(''));
