@@ -6,8 +6,12 @@
 //   istio-setup  Istio's benchmark shape: 1000 req/s constant rate, 16 connections, 1 KiB body;
 //                added p99 over direct, meshgate vCPU and peak RSS
 //
+//   tcp-thru, tcp-cps, tls-hs (bench/tcp.ts): one connection's MB/s, new connections/s, TLS
+//                passthrough handshakes/s; direct, meshgate, the minimal Node peers; KiB per idle
+//                connection
+//
 // Proxies run on core 1, upstream and load on core 0 (taskset). Env: BENCH_DURATION (s, default 8),
-// BENCH_ROUNDS (default 3), BENCH_QUICK=1 (short smoke run), BENCH_OUT (results directory).
+// BENCH_ROUNDS (default 3), BENCH_QUICK=1 (short smoke run), BENCH_ONLY=http|tcp, BENCH_OUT.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,8 +20,11 @@ import { spawnSync } from 'node:child_process';
 import { cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
 import type { LoadResult } from './loadgen';
 import { singleRouteYaml } from '../src/sample/configs';
+import { runTcpBench, tcpTable, type TcpRow } from './tcp';
 
 const QUICK = process.env['BENCH_QUICK'] === '1';
+/** Which parts run: `http`, `tcp` (default both). */
+const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'http,tcp').split(',').map((x) => x.trim()));
 const DURATION = Number(process.env['BENCH_DURATION'] ?? (QUICK ? 3 : 8));
 const WARMUP = QUICK ? 1 : 2;
 const PREWARM = QUICK ? 1 : 3;
@@ -172,6 +179,7 @@ function table(rows: Row[], notes: string[]): string {
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-bench-'));
   const rows: Row[] = [];
+  const tcpRows: TcpRow[] = [];
   const notes: string[] = [];
   const onSignal = () => void stopAll().then(() => process.exit(130));
   process.on('SIGINT', onSignal);
@@ -179,76 +187,86 @@ async function main(): Promise<void> {
   try {
     notes.push(`load: ${useWrk ? 'wrk -t1 -c50' : 'built-in closed-loop generator (install wrk for better figures)'}; ${cores} cores; proxies on core ${PROXY_CORE}, load and upstream on core ${LOAD_CORE}`);
 
-    // ---------------------------------------------------------------- http-ka
-    const up = await startUpstream(dir, 600);
-    notes.push(`upstream: ${up.kind}, 600-byte body (http-ka), 1 KiB (istio-setup)`);
-    const gwPort = await freePort();
-    meshgateConfig(dir, up.port);
-    const gw = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort}`, '--bind', '127.0.0.1',
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
-    await waitHttp(gwPort);
-    // Every target runs in every round, in a rotated order; the median round is reported.
-    const targets: { name: string; port: number; proc?: Proc }[] = [{ name: 'direct', port: up.port }, { name: 'meshgate', port: gwPort, proc: gw }];
-    if (fs.existsSync(PEER_UNDICI)) {
-      const p = await freePort();
-      const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${up.port}` } });
-      await waitHttp(p);
-      targets.push({ name: 'undici-minimal', port: p, proc: peer });
-    } else notes.push('minimal undici proxy skipped: ../shared/bench not found');
-    const nginx = which('nginx');
-    if (nginx) {
-      const p = await freePort();
-      const nx = start(nginx, ['-c', nginxProxyConf(dir, p, up.port), '-p', dir], { core: PROXY_CORE });
-      await waitHttp(p);
-      targets.push({ name: 'nginx', port: p, proc: nx });
-    } else notes.push('nginx comparison skipped: nginx is not installed');
-    const byTarget = new Map<string, Row[]>();
-    for (let round = 0; round < ROUNDS; round++) {
-      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
-      for (const t of order) {
-        const row = measure('http-ka', t.name, t.port, t.proc, (s) => blast(t.port, s), DURATION, round === 0 && t.proc !== undefined);
-        byTarget.set(t.name, [...(byTarget.get(t.name) ?? []), row]);
+    if (ONLY.has('http')) {
+      // ---------------------------------------------------------------- http-ka
+      const up = await startUpstream(dir, 600);
+      notes.push(`upstream: ${up.kind}, 600-byte body (http-ka), 1 KiB (istio-setup)`);
+      const gwPort = await freePort();
+      meshgateConfig(dir, up.port);
+      const gw = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort}`, '--bind', '127.0.0.1',
+        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+      await waitHttp(gwPort);
+      // Every target runs in every round, in a rotated order; the median round is reported.
+      const targets: { name: string; port: number; proc?: Proc }[] = [{ name: 'direct', port: up.port }, { name: 'meshgate', port: gwPort, proc: gw }];
+      if (fs.existsSync(PEER_UNDICI)) {
+        const p = await freePort();
+        const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${up.port}` } });
+        await waitHttp(p);
+        targets.push({ name: 'undici-minimal', port: p, proc: peer });
+      } else notes.push('minimal undici proxy skipped: ../shared/bench not found');
+      const nginx = which('nginx');
+      if (nginx) {
+        const p = await freePort();
+        const nx = start(nginx, ['-c', nginxProxyConf(dir, p, up.port), '-p', dir], { core: PROXY_CORE });
+        await waitHttp(p);
+        targets.push({ name: 'nginx', port: p, proc: nx });
+      } else notes.push('nginx comparison skipped: nginx is not installed');
+      const byTarget = new Map<string, Row[]>();
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+        for (const t of order) {
+          const row = measure('http-ka', t.name, t.port, t.proc, (s) => blast(t.port, s), DURATION, round === 0 && t.proc !== undefined);
+          byTarget.set(t.name, [...(byTarget.get(t.name) ?? []), row]);
+        }
       }
-    }
-    for (const t of targets) {
-      const runs = [...byTarget.get(t.name)!].sort((a, b) => a.rps - b.rps);
-      rows.push({ ...runs[Math.floor(runs.length / 2)]!, spread: runs.map((r) => Math.round(r.rps)) });
-    }
-    notes.push(`http-ka: median of ${ROUNDS} rounds (order rotated each round); req/s of every round in results JSON`);
-    for (const t of targets) if (t.proc && t.proc !== gw) await t.proc.stop();
-    await gw.stop();
-    await up.proc.stop();
+      for (const t of targets) {
+        const runs = [...byTarget.get(t.name)!].sort((a, b) => a.rps - b.rps);
+        rows.push({ ...runs[Math.floor(runs.length / 2)]!, spread: runs.map((r) => Math.round(r.rps)) });
+      }
+      notes.push(`http-ka: median of ${ROUNDS} rounds (order rotated each round); req/s of every round in results JSON`);
+      for (const t of targets) if (t.proc && t.proc !== gw) await t.proc.stop();
+      await gw.stop();
+      await up.proc.stop();
 
-    // ---------------------------------------------------------------- istio-setup (1000 rps, 16 conns, 1 KiB)
-    const up1k = await startUpstream(dir, 1024);
-    meshgateConfig(dir, up1k.port);
-    const gwPort2 = await freePort();
-    const gw2 = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort2}`, '--bind', '127.0.0.1',
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
-    await waitHttp(gwPort2);
-    const rate = (port: number) => (s: number) => loadgen(['open', String(port), '16', String(s), '1000'], s);
-    const d = measure('istio-setup', 'direct', up1k.port, undefined, rate(up1k.port), DURATION, false);
-    const m = measure('istio-setup', 'meshgate', gwPort2, gw2, rate(gwPort2), DURATION);
-    rows.push(d, m);
-    if (fs.existsSync(PEER_UNDICI)) {
-      const p = await freePort();
-      const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${up1k.port}` } });
-      await waitHttp(p);
-      const u = measure('istio-setup', 'undici-minimal', p, peer, rate(p), DURATION);
-      rows.push(u);
-      notes.push(`istio-setup: the minimal undici proxy, for scale, uses ${fmt(u.vcpu, 3)} vCPU and ${fmt(u.rssMiB, 1)} MiB and adds ${fmt(u.p99 - d.p99)} ms p99`);
-      await peer.stop();
+      // ---------------------------------------------------------------- istio-setup (1000 rps, 16 conns, 1 KiB)
+      const up1k = await startUpstream(dir, 1024);
+      meshgateConfig(dir, up1k.port);
+      const gwPort2 = await freePort();
+      const gw2 = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort2}`, '--bind', '127.0.0.1',
+        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+      await waitHttp(gwPort2);
+      const rate = (port: number) => (s: number) => loadgen(['open', String(port), '16', String(s), '1000'], s);
+      const d = measure('istio-setup', 'direct', up1k.port, undefined, rate(up1k.port), DURATION, false);
+      const m = measure('istio-setup', 'meshgate', gwPort2, gw2, rate(gwPort2), DURATION);
+      rows.push(d, m);
+      if (fs.existsSync(PEER_UNDICI)) {
+        const p = await freePort();
+        const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${up1k.port}` } });
+        await waitHttp(p);
+        const u = measure('istio-setup', 'undici-minimal', p, peer, rate(p), DURATION);
+        rows.push(u);
+        notes.push(`istio-setup: the minimal undici proxy, for scale, uses ${fmt(u.vcpu, 3)} vCPU and ${fmt(u.rssMiB, 1)} MiB and adds ${fmt(u.p99 - d.p99)} ms p99`);
+        await peer.stop();
+      }
+      notes.push(`istio-setup: meshgate adds ${fmt(m.p99 - d.p99)} ms p99 over direct (target <= 1 ms), uses ${fmt(m.vcpu, 3)} vCPU at 1000 req/s (target <= 0.05; Istio publishes 0.20), peak RSS ${fmt(m.rssMiB, 1)} MiB (target <= 80)`);
+      await gw2.stop();
+      await up1k.proc.stop();
     }
-    notes.push(`istio-setup: meshgate adds ${fmt(m.p99 - d.p99)} ms p99 over direct (target <= 1 ms), uses ${fmt(m.vcpu, 3)} vCPU at 1000 req/s (target <= 0.05; Istio publishes 0.20), peak RSS ${fmt(m.rssMiB, 1)} MiB (target <= 80)`);
-    await gw2.stop();
-    await up1k.proc.stop();
 
-    const text = table(rows, notes);
+    let tcpText = '';
+    if (ONLY.has('tcp')) {
+      const tcp = await runTcpBench({ dir, root: ROOT, seconds: DURATION, proxyCore: PROXY_CORE, loadCore: LOAD_CORE, thruBytes: QUICK ? 512 * 1024 * 1024 : 2 * 1024 * 1024 * 1024, idleConnections: 1000 });
+      tcpText = tcpTable(tcp.rows);
+      notes.push(...tcp.notes);
+      tcpRows.push(...tcp.rows);
+    }
+
+    const text = table(rows, []) + tcpText + '\n' + notes.join('\n') + '\n';
     process.stdout.write(text);
     const out = process.env['BENCH_OUT'] ?? path.join(os.tmpdir(), 'meshgate-bench');
     fs.mkdirSync(out, { recursive: true });
     const file = path.join(out, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-    fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), duration: DURATION, rows, notes }, null, 2));
+    fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), duration: DURATION, rows, tcpRows, notes }, null, 2));
     process.stdout.write(`results: ${file}\n`);
   } finally {
     await stopAll();
