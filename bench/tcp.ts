@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { cpuSeconds, freePort, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
+import { cores, cpuSeconds, freePort, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
 import { singleRouteYaml } from '../src/sample/configs';
 import { makeCa, makeLeaf } from '../src/tls/certs';
 
@@ -58,12 +58,14 @@ function benchtool(tool: string, core: number, args: string[], seconds: number):
   }
 }
 
-function meshgate(o: TcpBenchOptions, name: string, yaml: string, listen: number): Proc {
+/** meshgate on the proxy core; with `workers` > 1 unpinned (its workers may use every core). */
+function meshgate(o: TcpBenchOptions, name: string, yaml: string, listen: number, workers = 1): Proc {
   const dir = path.join(o.dir, name);
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'bench.yaml'), yaml);
   return start(process.execPath, [path.join(o.root, 'dist/src/main.js'), 'run', '--config', dir, '--port-map', `80=${listen},443=${listen}`,
-    '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: o.proxyCore });
+    '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn',
+    '--workers', String(workers)], { core: workers > 1 ? undefined : o.proxyCore });
 }
 
 function passthroughYaml(upstreamPort: number, accessLogFile: string): string {
@@ -182,6 +184,13 @@ export async function runTcpBench(o: TcpBenchOptions): Promise<{ rows: TcpRow[];
     const pipe = start(process.execPath, [pipeJs], { core: o.proxyCore, env: { LISTEN: `127.0.0.1:${p}`, UP_TCP: `127.0.0.1:${upPort}` } });
     await waitTcp(p);
     targets.push({ name: 'node-pipe', port: p, proc: pipe });
+  }
+  if (cores > 1) {
+    // Every core: two workers sharing the port, not pinned (the load generator shares core 0).
+    const p = await freePort();
+    const multi = meshgate(o, 'tcp-2w', singleRouteYaml({ upstreamPort: upPort, protocol: 'TCP', accessLogFile: path.join(o.dir, 'tcp-2w-access.log') }), p, 2);
+    await waitTcp(p);
+    targets.push({ name: 'meshgate-2w', port: p, proc: multi });
   }
   for (const t of targets) {
     benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', '2'], 2); // warm-up

@@ -43,6 +43,8 @@ export interface AppOptions {
   readonly tcpIdleTimeoutMs?: number;
   /** Time a TLS client has to send its ClientHello (Envoy's listener filter timeout, 15 s). */
   readonly tlsHelloTimeoutMs?: number;
+  /** Which of the admin, status and metrics servers this process runs (all by default; workers share them). */
+  readonly serve?: { readonly admin: boolean; readonly status: boolean; readonly metrics: boolean };
   /** Override the process logger (tests). */
   readonly logger?: Logger;
 }
@@ -152,12 +154,16 @@ export class App {
       }),
       dumpExtras: () => ({ lastReload: this.lastOutcome, configPaths: this.opts.configPaths }),
     };
-    const admin = await listenHttp(adminHandler(state), this.opts.adminPort, '127.0.0.1');
-    const status = await listenHttp(statusHandler(state), this.opts.statusPort, '0.0.0.0');
-    const metrics = await listenHttp(metricsHandler(state), this.opts.metricsPort, '0.0.0.0');
-    this.servers.push(admin.server, status.server, metrics.server);
+    const serve = this.opts.serve ?? { admin: true, status: true, metrics: true };
+    const none = { server: undefined, port: 0 };
+    const admin = serve.admin ? await listenHttp(adminHandler(state), this.opts.adminPort, '127.0.0.1') : none;
+    const status = serve.status ? await listenHttp(statusHandler(state), this.opts.statusPort, '0.0.0.0') : none;
+    const metrics = serve.metrics ? await listenHttp(metricsHandler(state), this.opts.metricsPort, '0.0.0.0') : none;
+    for (const x of [admin, status, metrics]) if (x.server) this.servers.push(x.server);
     this.ports = { admin: admin.port, status: status.port, metrics: metrics.port };
-    this.log.info(this.ports, `admin on 127.0.0.1:${admin.port}, status on :${status.port}, metrics on :${metrics.port}`);
+    if (serve.admin || serve.status || serve.metrics) {
+      this.log.info(this.ports, `admin on 127.0.0.1:${admin.port}, status on :${status.port}, metrics on :${metrics.port}`);
+    }
     const outcome = await this.reload('start');
     if (this.opts.watch) {
       this.watcher = new FileWatcher(this.opts.configPaths, () => void this.reload('file change'), this.log);

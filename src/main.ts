@@ -1,12 +1,15 @@
 // Command line: `meshgate run`, `meshgate validate`, `meshgate help`. Thin: parses flags and
 // environment, then calls into the modules.
 
+import os from 'node:os';
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import { App } from './app';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
 import { writeDevCertificates } from './tls/dev-certs';
+import { offerMetrics, runPrimary, workerIndex } from './workers';
 
 interface FlagSpec {
   readonly name: string;
@@ -32,6 +35,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'tcp-idle-timeout', env: 'MESHGATE_TCP_IDLE_TIMEOUT', help: 'close TCP/TLS-passthrough connections idle this long (Envoy duration: 1h, 90s, 500ms; 0 = never)', def: '1h' },
   { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
   { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
+  { name: 'workers', env: 'MESHGATE_WORKERS', help: "gateway processes sharing the listen ports (node:cluster); 'auto' = one per core", def: '1' },
   { name: 'with-sample-backends', env: 'MESHGATE_SAMPLE_BACKENDS', help: 'also start the sample httpbin, helloworld and tcp-echo backends the default config routes to', boolean: true },
 ];
 
@@ -117,6 +121,13 @@ export function parsePortMap(text: string): Map<number, number> {
   return out;
 }
 
+function workerCount(v: unknown): number {
+  const text = String(v ?? '1');
+  const n = text === 'auto' ? os.availableParallelism() : Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`--workers: "${text}" is not a number of processes or 'auto'`);
+  return n;
+}
+
 function duration(v: unknown, name: string): number {
   const text = String(v);
   const n = parseDuration(text);
@@ -138,9 +149,29 @@ async function run(argv: string[]): Promise<number> {
   }
   const configPaths = (v['config'] as string[] | undefined) ?? [];
   if (configPaths.length === 0) throw new Error('run: --config PATH is required');
-  const samples = v['with-sample-backends'] ? await startSampleBackends() : undefined;
+  const workers = workerCount(v['workers']);
+  const index = workerIndex();
+  if (workers > 1 && index === undefined) {
+    const samples = v['with-sample-backends'] ? await startSampleBackends() : undefined;
+    const log = pino({ level: String(v['log-level']), base: { component: 'meshgate', role: 'primary' } }, pino.destination(2));
+    if (samples) for (const line of samples.describe()) log.info(line);
+    await runPrimary({
+      workers, metricsPort: port(v['metrics-port'], 'metrics-port'), drainMs: Number(v['drain-seconds']) * 1000, log,
+      onStopped: async () => {
+        await samples?.close();
+        log.info('stopped');
+        process.exit(0);
+      },
+    });
+    return -1;
+  }
+  const samples = v['with-sample-backends'] && index === undefined ? await startSampleBackends() : undefined;
   const dns = String(v['dns-server'] ?? '');
   const app = new App({
+    ...(index !== undefined ? {
+      serve: { admin: index === 0, status: index === 0, metrics: false },
+      logger: pino({ level: String(v['log-level']), base: { component: 'meshgate', worker: index } }, pino.destination(2)),
+    } : {}),
     configPaths,
     labels: parseLabels(String(v['labels'])),
     namespace: String(v['namespace']),
@@ -157,6 +188,7 @@ async function run(argv: string[]): Promise<number> {
     watch: !v['no-watch'],
   });
   if (samples) for (const line of samples.describe()) app.log.info(line);
+  if (index !== undefined) offerMetrics(app.metrics.registry);
   const first = await app.start();
   if (first.result === 'rejected') app.log.warn('the first config was rejected: serving nothing until a valid config is loaded');
   process.on('SIGHUP', () => void app.reload('SIGHUP'));

@@ -150,14 +150,16 @@ export class Metrics {
     tcpMetric('istio_tcp_connections_closed_total', 'TCP connections closed', (t) => t.closed);
     tcpMetric('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream during TCP connections', (t) => t.sent);
     tcpMetric('istio_tcp_received_bytes_total', 'Bytes received from the downstream during TCP connections', (t) => t.received);
-    this.reloads = new client.Counter({ name: 'meshgate_config_reloads_total', help: 'Config reloads by result (applied, rejected, unchanged)', labelNames: ['result'], registers: [r] });
-    this.configVersion = new client.Gauge({ name: 'meshgate_config_version', help: 'Version of the config snapshot in force', registers: [r] });
-    this.listeners = new client.Gauge({ name: 'meshgate_listeners', help: 'Listening sockets', registers: [r] });
-    this.endpoints = new client.Gauge({ name: 'meshgate_cluster_endpoints', help: 'Endpoints per cluster', labelNames: ['cluster'], registers: [r] });
+    // With several worker processes (--workers) the primary sums what workers report; what every
+    // worker has alike (its config, its listeners) is reported once ('first'), not N times.
+    this.reloads = new client.Counter({ name: 'meshgate_config_reloads_total', help: 'Config reloads by result (applied, rejected, unchanged)', labelNames: ['result'], registers: [r], aggregator: 'first' });
+    this.configVersion = new client.Gauge({ name: 'meshgate_config_version', help: 'Version of the config snapshot in force', registers: [r], aggregator: 'first' });
+    this.listeners = new client.Gauge({ name: 'meshgate_listeners', help: 'Listening sockets', registers: [r], aggregator: 'first' });
+    this.endpoints = new client.Gauge({ name: 'meshgate_cluster_endpoints', help: 'Endpoints per cluster', labelNames: ['cluster'], registers: [r], aggregator: 'first' });
     this.localReplies = new client.Counter({ name: 'meshgate_local_replies_total', help: 'Replies the gateway made itself, by status', labelNames: ['code'], registers: [r] });
     this.certificateExpiry = new client.Gauge({
       name: 'meshgate_certificate_expiration_timestamp_seconds', help: 'When each certificate a Gateway server serves expires (unix time)',
-      labelNames: ['gateway', 'server', 'source', 'subject'], registers: [r],
+      labelNames: ['gateway', 'server', 'source', 'subject'], registers: [r], aggregator: 'first',
     });
     if (withProcessMetrics) client.collectDefaultMetrics({ register: r });
 

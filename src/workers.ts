@@ -1,0 +1,91 @@
+// `meshgate run --workers N`: N gateway processes (node:cluster) share every listen port, so a
+// machine's cores all proxy. The primary only supervises: it forks the workers, replaces one that
+// dies, serves the Prometheus endpoint with the workers' metrics added up, and passes SIGHUP and
+// SIGTERM on. Worker 0 also serves the admin and status ports (its view of config and clusters is
+// the same as every worker's; its counters are its own share of the traffic).
+//
+// Connections are spread by the kernel (SCHED_NONE: each worker accepts from the shared socket),
+// not handed out by the primary, which would make the primary the bottleneck for new connections.
+
+import cluster, { type Worker } from 'node:cluster';
+import type http from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
+import type { Logger } from 'pino';
+import { listenHttp } from './admin/servers';
+
+export const WORKER_INDEX_ENV = 'MESHGATE_WORKER_INDEX';
+
+/** Set before the first fork: let the kernel spread connections over the workers. */
+export function prepareCluster(): void {
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+}
+
+export interface PrimaryOptions {
+  readonly workers: number;
+  readonly metricsPort: number;
+  readonly drainMs: number;
+  readonly log: Logger;
+  /** Called once every worker has exited after SIGTERM. */
+  readonly onStopped: () => Promise<void>;
+}
+
+/** Run as the supervising primary; resolves once the metrics server listens and workers are forked. */
+export async function runPrimary(o: PrimaryOptions): Promise<void> {
+  prepareCluster();
+  const byIndex = new Map<number, Worker>();
+  let stopping = false;
+  const fork = (index: number) => {
+    const w = cluster.fork({ [WORKER_INDEX_ENV]: String(index) });
+    byIndex.set(index, w);
+    w.on('exit', (code, signal) => {
+      if (byIndex.get(index) === w) byIndex.delete(index);
+      if (stopping) return;
+      o.log.error({ worker: index, pid: w.process.pid, code, signal }, 'worker exited; starting a new one in 1 s');
+      setTimeout(() => { if (!stopping) fork(index); }, 1000).unref();
+    });
+  };
+  for (let i = 0; i < o.workers; i++) fork(i);
+
+  const aggregator = new AggregatorRegistry();
+  const metrics = await listenHttp((req: http.IncomingMessage, res: http.ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/stats/prometheus' && path !== '/metrics') {
+      res.writeHead(404).end('not found\n');
+      return;
+    }
+    aggregator.clusterMetrics().then(
+      (text) => res.writeHead(200, { 'content-type': aggregator.contentType }).end(text),
+      (err: Error) => res.writeHead(500).end(`metrics failed: ${err.message}\n`),
+    );
+  }, o.metricsPort, '0.0.0.0');
+  o.log.info({ workers: o.workers, metrics: metrics.port }, `primary: ${o.workers} workers, metrics of all workers on :${metrics.port}`);
+
+  process.on('SIGHUP', () => { for (const w of byIndex.values()) w.process.kill('SIGHUP'); });
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    o.log.info(`${signal}: draining ${byIndex.size} workers`);
+    for (const w of byIndex.values()) w.process.kill('SIGTERM');
+    const deadline = setTimeout(() => { for (const w of byIndex.values()) w.process.kill('SIGKILL'); }, o.drainMs + 5000);
+    const check = setInterval(() => {
+      if (byIndex.size > 0) return;
+      clearInterval(check);
+      clearTimeout(deadline);
+      metrics.server.close();
+      void o.onStopped();
+    }, 100);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** In a worker: its index (0 serves admin and status), and its metrics offered to the primary. */
+export function workerIndex(): number | undefined {
+  if (!cluster.isWorker) return undefined;
+  return Number(process.env[WORKER_INDEX_ENV] ?? '0');
+}
+
+export function offerMetrics(registry: Parameters<typeof AggregatorRegistry.setRegistries>[0]): void {
+  new AggregatorRegistry(); // its constructor installs the worker's answer to the primary's requests
+  AggregatorRegistry.setRegistries(registry);
+}
