@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { cores, cpuSeconds, freePort, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
-import { singleRouteYaml } from '../src/sample/configs';
+import { loopbackServiceEntryYaml, singleRouteYaml } from '../src/sample/configs';
 import { makeCa, makeLeaf } from '../src/tls/certs';
 
 export interface TcpRow {
@@ -83,16 +83,7 @@ spec:
   selector: {istio: ingressgateway}
   servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [${SNI}], tls: {mode: PASSTHROUGH}}]
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: up, namespace: default}
-spec:
-  hosts: [${SNI}]
-  ports: [{number: 443, name: tls, protocol: TLS, targetPort: ${upstreamPort}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: networking.istio.io/v1
+${loopbackServiceEntryYaml('up', SNI, 443, 'TLS', upstreamPort)}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: up, namespace: default}
 spec:

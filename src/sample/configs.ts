@@ -55,3 +55,17 @@ spec:
   ${routes}
 `;
 }
+
+/** A ServiceEntry for `host`: one port whose endpoint is 127.0.0.1:`targetPort`; ends with `---`. */
+export function loopbackServiceEntryYaml(name: string, host: string, port: number, protocol: string, targetPort: number): string {
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ${name}, namespace: default}
+spec:
+  hosts: [${host}]
+  ports: [{number: ${port}, name: ${protocol.toLowerCase()}-${port}, protocol: ${protocol}, targetPort: ${targetPort}}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+`;
+}

@@ -11,6 +11,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort, waitFor } from '../helpers/upstream';
 import { workloadEntry } from '../helpers/yaml';
 import { startTcpEcho, type TcpEchoServer } from '../../src/sample/tcp-echo';
+import { loopbackServiceEntryYaml } from '../../src/sample/configs';
 
 const SAMPLES = path.resolve(__dirname, '../../../../shared/istio-samples/samples/tcp-echo');
 const sample = (name: string) => fs.readFileSync(path.join(SAMPLES, name), 'utf8');
@@ -176,16 +177,7 @@ describe('TCP gateway: resets, timeouts and failures', function () {
     await new Promise<void>((r) => resetter.listen(0, '127.0.0.1', r));
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     deadPort = await freePort();
-    const entry = (host: string, p: number) => `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ${host}, namespace: default}
-spec:
-  hosts: [${host}.internal]
-  ports: [{number: 7000, name: tcp, protocol: TCP, targetPort: ${p}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-`;
+    const entry = (host: string, p: number) => loopbackServiceEntryYaml(host, `${host}.internal`, 7000, 'TCP', p);
     const tcpServer = (n: number) => `{port: {number: ${n}, name: tcp-${n}, protocol: TCP}, hosts: ["*"]}`;
     const route = (n: number, host: string) => `  - match: [{port: ${n}}]\n    route: [{destination: {host: ${host}, port: {number: 7000}}}]\n`;
     gw = await startGateway({

@@ -12,6 +12,7 @@ import tls from 'node:tls';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem } from '../helpers/certs';
 import { curl } from '../helpers/upstream';
+import { loopbackServiceEntryYaml } from '../../src/sample/configs';
 
 describe('TLS origination (DestinationRule tls)', function () {
   this.timeout(60_000);
@@ -44,16 +45,7 @@ describe('TLS origination (DestinationRule tls)', function () {
     echo = tls.createServer({ cert: leaf.cert, key: leaf.key }, (s) => s.pipe(s));
     await Promise.all([listen(web), listen(mtlsWeb), listen(echo)]);
     const client = await makeLeaf(dir, ca, 'gateway-client', ['gateway.example.com'], true);
-    const se = (name: string, host: string, p: number, protocol: string, target: number) => `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ${name}, namespace: default}
-spec:
-  hosts: [${host}]
-  ports: [{number: ${p}, name: ${protocol.toLowerCase()}-${p}, protocol: ${protocol}, targetPort: ${target}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-`;
+    const se = loopbackServiceEntryYaml;
     const dr = (name: string, host: string, tlsYaml: string) => `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: ${name}, namespace: default}
@@ -70,11 +62,13 @@ spec:
       'upstreams.yaml': se('api', 'api.example.com', 443, 'HTTPS', port(web))
         + se('wrong-ca', 'other.example.com', 443, 'HTTPS', port(web))
         + se('san', 'san.example.com', 443, 'HTTPS', port(web))
+        + se('skip', 'skip.example.com', 443, 'HTTPS', port(web))
         + se('mtls', 'mtls.example.com', 443, 'HTTPS', port(mtlsWeb))
         + se('echo', 'echo.example.com', 443, 'TLS', port(echo))
         + dr('api', 'api.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}}`)
         + dr('wrong-ca', 'other.example.com', `{mode: SIMPLE, caCertificates: ${ca2.certFile}}`)
         + dr('san', 'san.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, sni: api.example.com, subjectAltNames: [spiffe://nope]}`)
+        + dr('skip', 'skip.example.com', '{mode: SIMPLE, insecureSkipVerify: true}')
         + dr('mtls', 'mtls.example.com', '{mode: MUTUAL, credentialName: client-credential, sni: api.example.com}')
         + dr('echo', 'echo.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, sni: api.example.com}`),
       'routes.yaml': `apiVersion: networking.istio.io/v1
@@ -90,7 +84,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: origination, namespace: default}
 spec:
-  hosts: [api.example.com, other.example.com, san.example.com, mtls.example.com]
+  hosts: [api.example.com, other.example.com, san.example.com, skip.example.com, mtls.example.com]
   gateways: [gw]
   http:
   - match: [{authority: {exact: api.example.com}}]
@@ -99,6 +93,8 @@ spec:
     route: [{destination: {host: other.example.com, port: {number: 443}}}]
   - match: [{authority: {exact: san.example.com}}]
     route: [{destination: {host: san.example.com, port: {number: 443}}}]
+  - match: [{authority: {exact: skip.example.com}}]
+    route: [{destination: {host: skip.example.com, port: {number: 443}}}]
   - route: [{destination: {host: mtls.example.com, port: {number: 443}}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -141,6 +137,12 @@ spec:
   it('subjectAltNames the certificate does not carry: 503 UF', async () => {
     const r = await get('san.example.com');
     assert.match(r.stdout, /^HTTP\/1\.1 503 /);
+  });
+
+  it('insecureSkipVerify: an upstream nobody vouches for is still reached', async () => {
+    const r = await get('skip.example.com');
+    assert.match(r.stdout, /^HTTP\/1\.1 200 OK\r\n[\s\S]*secure hello \/politics\n$/);
+    assert.equal(sniSeen.at(-1), 'skip.example.com');
   });
 
   it('MUTUAL: the gateway presents the client certificate from credentialName', async () => {

@@ -13,6 +13,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem, type Pem } from '../helpers/certs';
 import { curl, waitFor, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
+import { loopbackServiceEntryYaml } from '../../src/sample/configs';
 
 /** `openssl s_client` with a short life; resolves its combined output. */
 function sClient(args: string[]): Promise<string> {
@@ -42,16 +43,7 @@ describe('TLS gateway: passthrough by SNI and HTTPS termination', function () {
     return (s.address() as { port: number }).port;
   }
 
-  const serviceEntry = (name: string, host: string, port: number, protocol: string, target: number) => `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ${name}, namespace: default}
-spec:
-  hosts: [${host}]
-  ports: [{number: ${port}, name: ${protocol.toLowerCase()}, protocol: ${protocol}, targetPort: ${target}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-`;
+  const serviceEntry = loopbackServiceEntryYaml;
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tls-'));
@@ -224,5 +216,85 @@ spec:
     const r = await curl(['-s', `http://127.0.0.1:${port}/config_dump`]);
     assert.ok(r.stdout.includes('httpbin-credential'), 'the dump names the credential');
     assert.doesNotMatch(r.stdout, /PRIVATE KEY/);
+  });
+});
+
+describe('TLS gateway: certificate files, protocol versions, client SANs', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let gw: TestGateway;
+  let ca: CaPem;
+  let ca2: CaPem;
+  let httpbin: HttpbinServer;
+  let port: number;
+  const resolve = (host: string) => ['--resolve', `${host}:${port}:127.0.0.1`];
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tlsfiles-'));
+    ca = await makeCa(dir, 'ca');
+    ca2 = await makeCa(dir, 'ca2');
+    const files = await makeLeaf(dir, ca, 'files', ['files.example.com']);
+    const v13 = await makeLeaf(dir, ca, 'v13', ['v13.example.com']);
+    const san = await makeLeaf(dir, ca, 'san', ['san.example.com']);
+    httpbin = await withHttpbin('httpbin-files');
+    gw = await startGateway({
+      'all.yaml': `${loopbackServiceEntryYaml('httpbin', 'httpbin.internal', 8000, 'HTTP', httpbin.port)}apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-files, protocol: HTTPS}
+    hosts: [files.example.com]
+    tls: {mode: SIMPLE, serverCertificate: ${files.certFile}, privateKey: ${files.keyFile}}
+  - port: {number: 443, name: https-v13, protocol: HTTPS}
+    hosts: [v13.example.com]
+    tls: {mode: SIMPLE, serverCertificate: ${v13.certFile}, privateKey: ${v13.keyFile}, minProtocolVersion: TLSV1_3}
+  - port: {number: 443, name: https-san, protocol: HTTPS}
+    hosts: [san.example.com]
+    tls: {mode: MUTUAL, serverCertificate: ${san.certFile}, privateKey: ${san.keyFile}, caCertificates: ${ca.certFile}, subjectAltNames: [allowed.client]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [files.example.com, v13.example.com, san.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: httpbin.internal, port: {number: 8000}}}]}]
+`,
+    }, { serverPorts: [443] });
+    port = gw.port(443);
+  });
+  after(async () => {
+    await gw?.stop();
+    await httpbin?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const code = async (host: string, extra: string[]) => {
+    const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve(host), ...extra, `https://${host}:${port}/status/200`]);
+    return r.stdout;
+  };
+
+  it('serves certificate files, and picks up rewritten files for new handshakes', async () => {
+    assert.equal(await code('files.example.com', ['--cacert', ca.certFile]), '200');
+    // Rotate the files in place (as cert-manager or a kubelet volume does): the new CA takes over.
+    const next = await makeLeaf(dir, ca2, 'files-next', ['files.example.com']);
+    fs.writeFileSync(path.join(dir, 'files.crt'), next.cert);
+    fs.writeFileSync(path.join(dir, 'files.key'), next.key);
+    await waitFor(async () => (await code('files.example.com', ['--cacert', ca2.certFile])) === '200', { timeoutMs: 10_000, intervalMs: 250 });
+    assert.equal(await code('files.example.com', ['--cacert', ca.certFile]), '000');
+  });
+
+  it('minProtocolVersion TLSV1_3 refuses a TLS 1.2 client', async () => {
+    assert.equal(await code('v13.example.com', ['--cacert', ca.certFile, '--tlsv1.3']), '200');
+    assert.equal(await code('v13.example.com', ['--cacert', ca.certFile, '--tls-max', '1.2']), '000');
+  });
+
+  it('MUTUAL with subjectAltNames: only a client certificate carrying one of them is served', async () => {
+    const allowed = await makeLeaf(dir, ca, 'allowed', ['allowed.client'], true);
+    const other = await makeLeaf(dir, ca, 'other', ['other.client'], true);
+    assert.equal(await code('san.example.com', ['--cacert', ca.certFile, '--cert', allowed.certFile, '--key', allowed.keyFile]), '200');
+    assert.equal(await code('san.example.com', ['--cacert', ca.certFile, '--cert', other.certFile, '--key', other.keyFile]), '000');
   });
 });

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseClientHello, readClientHello, type HelloRead, type ParseResult } from '../../../src/tls/client-hello';
 import { startGateway, type TestGateway } from '../../helpers/gateway';
 import { waitFor } from '../../helpers/upstream';
+import { loopbackServiceEntryYaml } from '../../../src/sample/configs';
 
 /** Deterministic PRNG (mulberry32): a failing case is reproducible from the printed seed. */
 function prng(seed: number): () => number {
@@ -287,16 +288,7 @@ spec:
   selector: {istio: ingressgateway}
   servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [a.example.com], tls: {mode: PASSTHROUGH}}]
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: up, namespace: default}
-spec:
-  hosts: [a.example.com]
-  ports: [{number: 443, name: tls, protocol: TLS, targetPort: ${(upstream.address() as net.AddressInfo).port}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: networking.istio.io/v1
+${loopbackServiceEntryYaml('up', 'a.example.com', 443, 'TLS', (upstream.address() as net.AddressInfo).port)}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: pt, namespace: default}
 spec:
