@@ -102,6 +102,10 @@ const CATALOGUE = {
     status: 500, body: 'internal error', flag: 'LR', details: 'internal_error', party: 'internal', retryable: false,
     hint: 'a bug in meshgate: please report it with the log line',
   },
+  FAULT_ABORT: {
+    status: 0, body: 'fault filter abort', flag: 'FI', details: 'fault_filter_abort', party: 'config', retryable: false,
+    hint: 'a VirtualService fault.abort injected this reply (status from httpStatus; gRPC requests get grpc-status)',
+  },
   FILTER_CHAIN_NOT_FOUND: {
     status: 0, body: '', flag: 'NR', details: 'filter_chain_not_found', party: 'config', retryable: false,
     hint: 'no Gateway server / route matches this connection (port, SNI)',

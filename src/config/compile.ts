@@ -201,35 +201,103 @@ function compileHttpRoutes(ctx: RouteContext): CompiledRoute[] {
       timeoutMs: ms(route.timeout, 0),
       retry: compileRetry(route.retries, ctx.mesh.defaultRetry),
       headers: route.headers,
-      rewrite: route.rewrite,
-      fault: route.fault,
+      fault: compileFault(route.fault),
       mirrors: mirrorsOf(route, ctx),
-      cors: route.corsPolicy,
+      cors: compileCors(route.corsPolicy),
       origin: originOf(ctx.vs, path),
     };
     const matches = route.match ?? [];
     if (matches.length === 0) {
-      out.push({ ...base, name: routeName(route, index, undefined, ctx.vs), match: null });
+      out.push({ ...base, name: routeName(route, index, undefined, ctx.vs), match: null, rewrite: compileRewrite(route.rewrite, undefined) });
       return;
     }
     for (const m of matches) {
       if (!matchApplies(m, ctx)) continue;
-      out.push({ ...base, name: routeName(route, index, m, ctx.vs), match: compileMatch(m) });
+      const match = compileMatch(m);
+      out.push({ ...base, name: routeName(route, index, m, ctx.vs), match, rewrite: compileRewrite(route.rewrite, match) });
     }
   });
   return out;
 }
 
+/** Istio percentages: `percentage.value` (0-100, fractional), legacy integer `percent`; 100 when absent. */
+function fraction(p: { value?: number } | undefined, legacy?: number): number {
+  const v = p?.value ?? legacy ?? 100;
+  return Math.min(1, Math.max(0, v / 100));
+}
+
+const GRPC_CODES: Readonly<Record<string, number>> = {
+  OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14, DATA_LOSS: 15, UNAUTHENTICATED: 16,
+};
+
+function compileFault(f: HTTPRoute['fault']): CompiledRoute['fault'] {
+  if (!f || (!f.delay && !f.abort)) return undefined;
+  const delayMs = f.delay?.fixedDelay !== undefined ? parseDuration(f.delay.fixedDelay) : undefined;
+  const grpc = f.abort?.grpcStatus;
+  return {
+    ...(delayMs !== undefined ? { delayMs } : {}),
+    delayFraction: f.delay ? fraction(f.delay.percentage, f.delay.percent) : 0,
+    ...(f.abort?.httpStatus !== undefined ? { abortStatus: f.abort.httpStatus } : {}),
+    ...(grpc !== undefined ? { abortGrpc: GRPC_CODES[grpc] ?? (Number(grpc) || 2) } : {}),
+    abortFraction: f.abort ? fraction(f.abort.percentage) : 0,
+  };
+}
+
+/** What `rewrite.uri` replaces: Envoy's prefix_rewrite on the matched prefix, or the exact path. */
+function compileRewrite(r: HTTPRoute['rewrite'], match: CompiledMatch | undefined): CompiledRoute['rewrite'] {
+  if (!r) return undefined;
+  const uri = match?.uri;
+  const replaces = uri?.kind === 'exact' ? { kind: 'exact' as const, value: uri.value }
+    : { kind: 'prefix' as const, value: uri?.kind === 'prefix' ? uri.value : '/' };
+  const rx = r.uriRegexRewrite;
+  return {
+    ...(r.uri !== undefined ? { uri: r.uri, replaces } : {}),
+    ...(rx ? { regex: { pattern: rx.match, rewrite: rx.rewrite, re: regexRewriter(rx.match) } } : {}),
+    ...(r.authority !== undefined ? { authority: r.authority } : {}),
+  };
+}
+
+/**
+ * Envoy's regex_rewrite: every match in the path replaced, `\\N` naming capture groups (RE2 style).
+ * re2js takes `$N`, so literal `$` is escaped and `\\N` translated.
+ */
+function regexRewriter(pattern: string): { replaceAll(input: string, replacement: string): string } {
+  const re = RE2JS.compile(pattern);
+  return {
+    replaceAll: (input, replacement) => re.matcher(input).replaceAll(replacement.replace(/\$/g, '$$$$').replace(/\\(\d)/g, '$$$1')),
+  };
+}
+
+function compileCors(c: HTTPRoute['corsPolicy']): CompiledRoute['cors'] {
+  if (!c) return undefined;
+  const origins = [...(c.allowOrigins ?? []).map((m) => stringMatcher(m)), ...(c.allowOrigin ?? []).map((o) => stringMatcher({ exact: o }))]
+    .filter((m): m is StringMatcher => m !== undefined);
+  const maxAge = c.maxAge !== undefined ? parseDuration(c.maxAge) : undefined;
+  return {
+    allowOrigins: origins,
+    ...(c.allowMethods?.length ? { allowMethods: c.allowMethods.join(',') } : {}),
+    ...(c.allowHeaders?.length ? { allowHeaders: c.allowHeaders.join(',') } : {}),
+    ...(c.exposeHeaders?.length ? { exposeHeaders: c.exposeHeaders.join(',') } : {}),
+    ...(maxAge !== undefined ? { maxAgeSeconds: Math.floor(maxAge / 1000) } : {}),
+    allowCredentials: c.allowCredentials === true,
+  };
+}
+
 function mirrorsOf(route: HTTPRoute, ctx: RouteContext): CompiledRoute['mirrors'] {
   const ns = ctx.vs.metadata.namespace;
-  const list = [...(route.mirrors ?? [])];
+  const list: { destination: HTTPRoute['mirror'] & object; fraction: number }[] = (route.mirrors ?? []).map((m) => ({ destination: m.destination, fraction: fraction(m.percentage) }));
   if (route.mirror) {
     const legacy = route.mirror_percent ?? route.mirrorPercent;
-    const percentage = route.mirrorPercentage ?? (legacy !== undefined ? { value: legacy } : undefined);
-    list.unshift({ destination: route.mirror, percentage });
+    list.unshift({ destination: route.mirror, fraction: fraction(route.mirrorPercentage, legacy) });
   }
   if (list.length === 0) return undefined;
-  return list.map((m) => ({ ...m, destination: { ...m.destination, host: resolveHost(m.destination.host, ns) } }));
+  return list.map((m) => {
+    const host = resolveHost(m.destination.host, ns);
+    const port = destinationPort(host, m.destination.port?.number, ctx);
+    return { cluster: clusterName(port, m.destination.subset, host), host, fraction: m.fraction };
+  });
 }
 
 // ------------------------------------------------------------------ gateways -> listeners

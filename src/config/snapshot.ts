@@ -3,8 +3,8 @@
 // inside matchers (immutable in use; `re` keys are dropped from the admin config dump).
 
 import type {
-  CorsPolicy, Dict, HTTPFaultInjection, HTTPMirrorPolicy, HTTPRedirect, HTTPRewrite, Headers, LoadBalancerSettings,
-  ConnectionPoolSettings, OutlierDetection, ClientTLSSettings, Resolution, ServerTLSSettings,
+  Dict, HTTPRedirect, Headers, LoadBalancerSettings, ConnectionPoolSettings, OutlierDetection, ClientTLSSettings,
+  Resolution, ServerTLSSettings,
 } from './types';
 import type { ServiceDef } from '../serviceentry/services';
 import type { ServerCredentialSource, UpstreamTls } from '../tls/secrets';
@@ -62,6 +62,40 @@ export interface RetryPolicy {
   readonly retriableStatusCodes: readonly number[];
 }
 
+/** VirtualService `fault`, with percentages as fractions in [0, 1]. */
+export interface CompiledFault {
+  readonly delayMs?: number;
+  readonly delayFraction: number;
+  readonly abortStatus?: number;
+  /** gRPC status code number, for gRPC requests. */
+  readonly abortGrpc?: number;
+  readonly abortFraction: number;
+}
+
+/** VirtualService `rewrite`, with the part of the path it replaces known at compile time. */
+export interface CompiledRewrite {
+  readonly uri?: string;
+  /** What `uri` replaces: the matched prefix, the exact path, or '/' for other matches. */
+  readonly replaces?: { readonly kind: 'prefix' | 'exact'; readonly value: string };
+  readonly regex?: { readonly pattern: string; readonly rewrite: string; readonly re?: { replaceAll(input: string, replacement: string): string } };
+  readonly authority?: string;
+}
+
+export interface CompiledMirror {
+  readonly cluster: string;
+  readonly host: string;
+  readonly fraction: number;
+}
+
+export interface CompiledCors {
+  readonly allowOrigins: readonly StringMatcher[];
+  readonly allowMethods?: string;
+  readonly allowHeaders?: string;
+  readonly exposeHeaders?: string;
+  readonly maxAgeSeconds?: number;
+  readonly allowCredentials: boolean;
+}
+
 export interface CompiledRoute {
   readonly name: string;
   /** null matches every request. */
@@ -70,10 +104,10 @@ export interface CompiledRoute {
   readonly timeoutMs: number; // 0 = none (Istio default)
   readonly retry: RetryPolicy;
   readonly headers?: Headers;
-  readonly rewrite?: HTTPRewrite;
-  readonly fault?: HTTPFaultInjection;
-  readonly mirrors?: readonly HTTPMirrorPolicy[];
-  readonly cors?: CorsPolicy;
+  readonly rewrite?: CompiledRewrite;
+  readonly fault?: CompiledFault;
+  readonly mirrors?: readonly CompiledMirror[];
+  readonly cors?: CompiledCors;
   readonly origin: Origin;
 }
 

@@ -69,3 +69,15 @@ spec:
 ---
 `;
 }
+
+/** Gateway `default/gw` selecting the ingress gateway, one HTTP server on port 80 for every host; ends with `---`. */
+export function httpGatewayYaml(): string {
+  return `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+`;
+}

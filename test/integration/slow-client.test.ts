@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { rawHttp } from '../helpers/upstream';
+import { httpGatewayYaml } from '../../src/sample/configs';
 
 describe('slow clients', function () {
   this.timeout(20_000);
@@ -10,14 +11,7 @@ describe('slow clients', function () {
 
   before(async () => {
     gw = await startGateway({
-      'gw.yaml': `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
+      'gw.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: direct, namespace: default}
 spec:

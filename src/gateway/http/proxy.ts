@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Snapshot, CompiledRoute, RetryPolicy } from '../../config/snapshot';
+import type { HeaderOperations } from '../../config/types';
 import type { Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
 import type { Telemetry } from '../../telemetry/telemetry';
@@ -17,6 +18,7 @@ import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
+import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, rewritePath, shadowHost } from './policy';
 import { upstreamTlsOptions } from '../../tls/upstream';
 
 export interface ProxyDeps {
@@ -72,6 +74,9 @@ class Exchange {
   /** Set by the forwarder: abort the upstream attempt when the client goes away. */
   onDownstreamClose: (() => void) | undefined;
   upstreamHeaders: Record<string, string | string[]>;
+  route: CompiledRoute | undefined;
+  /** Response header operations of the route and the destination, applied to the upstream's response. */
+  responseOps: readonly (HeaderOperations | undefined)[] = [];
 
   constructor(
     readonly req: IncomingMessage,
@@ -142,9 +147,26 @@ class Exchange {
     this.record();
   }
 
+  /** A VirtualService fault.abort: the configured status (or grpc-status for gRPC requests), flag FI. */
+  faultAbort(status: number, grpc: number | undefined): void {
+    const spec = ERRORS.FAULT_ABORT;
+    this.rec.responseFlags.push(spec.flag);
+    this.rec.responseCodeDetails = spec.details;
+    const ct = this.req.headers['content-type'];
+    if (grpc !== undefined && typeof ct === 'string' && ct.startsWith('application/grpc')) {
+      this.localReply(200, '', { 'content-type': 'application/grpc', 'grpc-status': String(grpc), 'grpc-message': spec.body });
+    } else {
+      this.localReply(status, spec.body);
+    }
+    this.deps.telemetry.metrics.localReplies.inc({ code: String(this.rec.responseCode) });
+    this.record();
+  }
+
   writeUpstreamHead(status: number, raw: Buffer[], serviceTimeMs: number): void {
     this.headersSent = true;
-    const headers = downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs);
+    let headers = downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs);
+    for (const ops of this.responseOps) headers = applyHeaderOpsFlat(headers, ops);
+    headers.push(...corsResponseHeaders(this.route?.cors, this.req.headers['origin']));
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
@@ -171,6 +193,27 @@ async function* counted(req: IncomingMessage, ex: Exchange): AsyncGenerator<Buff
     ex.addRequestBody((chunk as Buffer).length);
     yield chunk as Buffer;
   }
+}
+
+/**
+ * Request bodies up to this size (by content-length) are read whole before they go upstream, so
+ * retries and mirrors can send them again; larger or chunked bodies stream once (no retry, no mirror).
+ */
+export const REPLAYABLE_BODY_BYTES = 64 * 1024;
+
+function readBody(req: IncomingMessage, cap: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > cap) return req.destroy(new Error('request body larger than its content-length'));
+      chunks.push(c);
+    });
+    req.once('end', () => resolve(Buffer.concat(chunks, size)));
+    req.once('error', reject);
+    req.once('close', () => { if (!req.complete) reject(new Error('request aborted')); });
+  });
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -220,6 +263,26 @@ export class HttpProxy {
     }
     const { route } = decision;
     ex.rec.routeName = route.name;
+    ex.route = route;
+    const preflight = corsPreflight(route.cors, req.method ?? '', req.headers);
+    if (preflight) {
+      ex.rec.responseCodeDetails = 'cors_response';
+      ex.localReply(200, '', preflight);
+      return ex.record();
+    }
+    const fault = decideFault(route.fault, this.deps.random(), this.deps.random());
+    if (fault.abort) return ex.faultAbort(fault.abort.status, fault.abort.grpc);
+    if (fault.delayMs === undefined) return this.act(ex, route, scheme);
+    ex.rec.responseFlags.push('DI');
+    const timer = setTimeout(() => {
+      if (!ex.finished) this.act(ex, route, scheme);
+    }, fault.delayMs);
+    res.once('close', () => clearTimeout(timer));
+  }
+
+  /** The route's action, once faults have had their say. */
+  private act(ex: Exchange, route: CompiledRoute, scheme: 'http' | 'https'): void {
+    const req = ex.req;
     const action = route.action;
     if (action.type === 'redirect') {
       ex.rec.responseCodeDetails = 'direct_response';
@@ -236,7 +299,23 @@ export class HttpProxy {
     if (!cluster) return ex.fail('CLUSTER_NOT_FOUND');
     ex.setDestination(cluster);
     if (cluster.endpoints.length === 0) return ex.fail('NO_HEALTHY_UPSTREAM');
-    new Forwarder(this.deps, ex, route, cluster, hasBody(req)).start();
+    // Request headers as the route and the chosen destination say, then the rewrite.
+    applyHeaderOps(ex.upstreamHeaders, route.headers?.request);
+    applyHeaderOps(ex.upstreamHeaders, dest.headers?.request);
+    ex.responseOps = [route.headers?.response, dest.headers?.response];
+    if (route.rewrite?.authority !== undefined) ex.upstreamHeaders['host'] = route.rewrite.authority;
+    const path = rewritePath(req.url ?? '/', route.rewrite);
+    if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
+    if (!hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path).start();
+    const length = Number(req.headers['content-length']);
+    if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, 'stream', path).start();
+    // A small body is read whole first, so a retry or a mirror can send it again.
+    readBody(req, REPLAYABLE_BODY_BYTES).then((body) => {
+      if (ex.finished) return;
+      new Forwarder(this.deps, ex, route, cluster, body, path).start();
+    }, () => {
+      if (!ex.finished) ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
+    });
   }
 }
 
@@ -256,10 +335,12 @@ class Forwarder {
     private readonly ex: Exchange,
     private readonly route: CompiledRoute,
     private readonly cluster: Cluster,
-    private readonly withBody: boolean,
+    /** null: no body; a Buffer: small, read whole (replayable); 'stream': streamed once, never retried. */
+    private readonly body: Buffer | 'stream' | null,
+    path: string,
   ) {
     this.policy = route.retry;
-    this.path = ex.req.url ?? '/';
+    this.path = path;
   }
 
   start(): void {
@@ -272,6 +353,32 @@ class Forwarder {
       this.routeTimer = setTimeout(() => this.onRouteTimeout(), this.route.timeoutMs);
     }
     this.attempt();
+    this.mirror();
+  }
+
+  /** Copies to the mirror destinations: fire and forget, never touching the main request. */
+  private mirror(): void {
+    const mirrors = this.route.mirrors;
+    if (!mirrors || this.body === 'stream') return; // a streamed body cannot be sent twice
+    for (const m of mirrors) {
+      if (this.deps.random() >= m.fraction) continue;
+      const cluster = this.deps.registry.get(m.cluster);
+      const endpoint = cluster?.pick();
+      if (!cluster || !endpoint) continue;
+      const headers = { ...this.ex.upstreamHeaders };
+      const host = typeof headers['host'] === 'string' ? headers['host'] : '';
+      headers['host'] = shadowHost(host);
+      delete headers['x-envoy-attempt-count'];
+      try {
+        this.deps.registry.pool(endpoint, { connectTimeoutMs: cluster.def.connectTimeoutMs }).dispatch(
+          { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.body, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
+          { onConnect: () => {}, onHeaders: () => true, onData: () => true, onComplete: () => {}, onError: () => {} },
+        );
+        cluster.stats.inc('upstream_rq_total');
+      } catch {
+        // a mirror can never fail the main request
+      }
+    }
   }
 
   private stopTimers(): void {
@@ -333,9 +440,8 @@ class Forwarder {
       }, this.policy.perTryTimeoutMs);
     }
     const started = performance.now();
-    const body = this.withBody
-      ? (ex.req.headers['content-length'] !== undefined ? ex.req : Readable.from(counted(ex.req, ex), { objectMode: false }))
-      : null;
+    const body = this.body !== 'stream' ? this.body
+      : (ex.req.headers['content-length'] !== undefined ? ex.req : Readable.from(counted(ex.req, ex), { objectMode: false }));
     let resume: (() => void) | undefined;
     const onDrain = () => resume?.();
     const handler: Dispatcher.DispatchHandler = {
@@ -409,7 +515,7 @@ class Forwarder {
   }
 
   private canRetry(): boolean {
-    return !this.withBody && this.attempts <= this.policy.attempts && !this.ex.finished;
+    return this.body !== 'stream' && this.attempts <= this.policy.attempts && !this.ex.finished;
   }
 
   private retry(): void {

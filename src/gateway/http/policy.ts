@@ -1,0 +1,102 @@
+// VirtualService per-route policies as pure functions over compiled config: faults, path and
+// authority rewrites, header operations, CORS, the mirror's host. The proxy calls them; the tests
+// call them with tables.
+
+import type { HeaderOperations } from '../../config/types';
+import type { CompiledCors, CompiledFault, CompiledRewrite } from '../../config/snapshot';
+import { stringMatches, splitPath } from './route-match';
+
+export interface FaultDecision {
+  readonly delayMs?: number;
+  readonly abort?: { readonly status: number; readonly grpc?: number };
+}
+
+/** Envoy's fault filter: each of delay and abort applies to a `fraction` of requests (`rand` in [0, 1)). */
+export function decideFault(f: CompiledFault | undefined, randDelay: number, randAbort: number): FaultDecision {
+  if (!f) return {};
+  const delay = f.delayMs !== undefined && randDelay < f.delayFraction ? f.delayMs : undefined;
+  const aborts = (f.abortStatus !== undefined || f.abortGrpc !== undefined) && randAbort < f.abortFraction;
+  return {
+    ...(delay !== undefined ? { delayMs: delay } : {}),
+    ...(aborts ? { abort: { status: f.abortStatus ?? 200, ...(f.abortGrpc !== undefined ? { grpc: f.abortGrpc } : {}) } } : {}),
+  };
+}
+
+/** The upstream path after `rewrite` (query kept); the path itself when nothing changes. */
+export function rewritePath(path: string, rw: CompiledRewrite | undefined): string {
+  if (!rw || (rw.uri === undefined && !rw.regex)) return path;
+  const { pathname, query } = splitPath(path);
+  let p = pathname;
+  if (rw.uri !== undefined && rw.replaces) {
+    if (rw.replaces.kind === 'exact') p = rw.uri;
+    else if (p.startsWith(rw.replaces.value)) p = rw.uri + p.slice(rw.replaces.value.length);
+    else if (rw.replaces.value.toLowerCase() === p.slice(0, rw.replaces.value.length).toLowerCase()) {
+      p = rw.uri + p.slice(rw.replaces.value.length); // ignoreUriCase matches
+    }
+  }
+  if (rw.regex?.re) p = rw.regex.re.replaceAll(p, rw.regex.rewrite);
+  return query ? `${p}?${query}` : p;
+}
+
+type HeaderMap = Record<string, string | string[]>;
+
+/** Apply VirtualService header operations in Envoy's order: remove, then set (replace), then add (append). */
+export function applyHeaderOps(headers: HeaderMap, ops: HeaderOperations | undefined): void {
+  if (!ops) return;
+  for (const name of ops.remove ?? []) delete headers[name.toLowerCase()];
+  for (const [name, value] of Object.entries(ops.set ?? {})) headers[name.toLowerCase()] = value;
+  for (const [name, value] of Object.entries(ops.add ?? {})) {
+    const key = name.toLowerCase();
+    const old = headers[key];
+    headers[key] = old === undefined ? value : [...(Array.isArray(old) ? old : [old]), value];
+  }
+}
+
+/** The same operations on a flat [name, value, ...] list (response headers as written). */
+export function applyHeaderOpsFlat(list: string[], ops: HeaderOperations | undefined): string[] {
+  if (!ops) return list;
+  const remove = new Set([...(ops.remove ?? []), ...Object.keys(ops.set ?? {})].map((n) => n.toLowerCase()));
+  const out: string[] = [];
+  for (let i = 0; i + 1 < list.length; i += 2) {
+    if (!remove.has(list[i]!.toLowerCase())) out.push(list[i]!, list[i + 1]!);
+  }
+  for (const [name, value] of Object.entries(ops.set ?? {})) out.push(name, value);
+  for (const [name, value] of Object.entries(ops.add ?? {})) out.push(name, value);
+  return out;
+}
+
+export function corsOriginAllowed(cors: CompiledCors, origin: string | undefined): boolean {
+  if (!origin) return false;
+  return cors.allowOrigins.some((m) => (m.kind === 'exact' && m.value === '*') || stringMatches(m, origin));
+}
+
+/** A CORS preflight the gateway answers itself (Envoy's CORS filter), or undefined to forward it. */
+export function corsPreflight(cors: CompiledCors | undefined, method: string, h: Record<string, string | string[] | undefined>): Record<string, string> | undefined {
+  if (!cors || method !== 'OPTIONS') return undefined;
+  const origin = typeof h['origin'] === 'string' ? h['origin'] : undefined;
+  if (!origin || h['access-control-request-method'] === undefined) return undefined;
+  if (!corsOriginAllowed(cors, origin)) return undefined; // unmatched preflights are forwarded (Istio default)
+  return {
+    'access-control-allow-origin': origin,
+    ...(cors.allowMethods ? { 'access-control-allow-methods': cors.allowMethods } : {}),
+    ...(cors.allowHeaders ? { 'access-control-allow-headers': cors.allowHeaders } : {}),
+    ...(cors.maxAgeSeconds !== undefined ? { 'access-control-max-age': String(cors.maxAgeSeconds) } : {}),
+    ...(cors.allowCredentials ? { 'access-control-allow-credentials': 'true' } : {}),
+  };
+}
+
+/** CORS headers added to an actual response for an allowed origin. */
+export function corsResponseHeaders(cors: CompiledCors | undefined, origin: string | string[] | undefined): string[] {
+  if (!cors || typeof origin !== 'string' || !corsOriginAllowed(cors, origin)) return [];
+  const out = ['access-control-allow-origin', origin];
+  if (cors.exposeHeaders) out.push('access-control-expose-headers', cors.exposeHeaders);
+  if (cors.allowCredentials) out.push('access-control-allow-credentials', 'true');
+  return out;
+}
+
+/** Envoy's shadow host: `-shadow` appended to the host part (`httpbin:8000` -> `httpbin-shadow:8000`). */
+export function shadowHost(authority: string): string {
+  const m = /^(\[[^\]]+\]|[^:]+)(:\d+)?$/.exec(authority);
+  if (!m) return `${authority}-shadow`;
+  return `${m[1]}-shadow${m[2] ?? ''}`;
+}

@@ -1,0 +1,96 @@
+// Per-route policies as pure functions, compiled from VirtualService YAML shapes: fault decisions,
+// rewrites, header operations, CORS, shadow hosts.
+
+import assert from 'node:assert/strict';
+import { compile, type GatewayIdentity } from '../../../src/config/compile';
+import type { CompiledRoute } from '../../../src/config/snapshot';
+import {
+  applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, rewritePath, shadowHost,
+} from '../../../src/gateway/http/policy';
+import { res, set } from '../../helpers/resources';
+
+const id: GatewayIdentity = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map(), bind: '0.0.0.0' };
+
+function routesOf(http: unknown[]): CompiledRoute[] {
+  const gw = res('Gateway', 'gw', { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 80, name: 'http', protocol: 'HTTP' }, hosts: ['*'] }] });
+  const vs = res('VirtualService', 'vs', { hosts: ['a.example.com'], gateways: ['gw'], http });
+  const snap = compile(set([gw, vs]), id, 1).snapshot;
+  return [...snap.listeners.get(80)!.routes!.exact.get('a.example.com')!.routes];
+}
+
+describe('route policies', () => {
+  it('faults: fractions from percentage.value or legacy percent, 100 % when absent', () => {
+    const [r] = routesOf([{ fault: { delay: { fixedDelay: '7s', percent: 10 }, abort: { httpStatus: 500 } }, route: [{ destination: { host: 'x' } }] }]);
+    assert.deepEqual(r!.fault, { delayMs: 7000, delayFraction: 0.1, abortStatus: 500, abortFraction: 1 });
+    assert.deepEqual(decideFault(r!.fault, 0.05, 0.99), { delayMs: 7000, abort: { status: 500 } });
+    assert.deepEqual(decideFault(r!.fault, 0.1, 0.5), { abort: { status: 500 } });
+    const [g] = routesOf([{ fault: { abort: { grpcStatus: 'UNAVAILABLE', percentage: { value: 25.5 } } }, route: [{ destination: { host: 'x' } }] }]);
+    assert.deepEqual(g!.fault, { abortGrpc: 14, delayFraction: 0, abortFraction: 0.255 });
+    assert.deepEqual(decideFault(g!.fault, 0, 0.2), { abort: { status: 200, grpc: 14 } });
+    assert.deepEqual(decideFault(g!.fault, 0, 0.3), {});
+    assert.deepEqual(decideFault(undefined, 0, 0), {});
+  });
+
+  it('rewrite.uri replaces the matched prefix, the exact path, or "/" for other matches; the query stays', () => {
+    const routes = routesOf([
+      { match: [{ uri: { prefix: '/api/v1' } }, { uri: { exact: '/login' } }, { uri: { regex: '/r/.*' } }], rewrite: { uri: '/v2' }, route: [{ destination: { host: 'x' } }] },
+      { match: [{ uri: { prefix: '/svc' } }], rewrite: { uriRegexRewrite: { match: '^/svc/([^/]+)(/.*)$', rewrite: '\\2/instance/\\1' }, authority: 'internal.example.com' }, route: [{ destination: { host: 'x' } }] },
+      { match: [{ uri: { prefix: '/cost' } }], rewrite: { uriRegexRewrite: { match: 'c', rewrite: '$c' } }, route: [{ destination: { host: 'x' } }] },
+    ]);
+    const [prefix, exact, regex, rx, dollar] = routes;
+    assert.equal(rewritePath('/api/v1/users?id=3', prefix!.rewrite), '/v2/users?id=3');
+    assert.equal(rewritePath('/login?next=/', exact!.rewrite), '/v2?next=/');
+    assert.equal(rewritePath('/r/x', regex!.rewrite), '/v2r/x');
+    assert.equal(rewritePath('/svc/foo/bar?q=1', rx!.rewrite), '/bar/instance/foo?q=1');
+    assert.equal(rx!.rewrite!.authority, 'internal.example.com');
+    assert.equal(rewritePath('/cost', dollar!.rewrite), '/$cost', 'a literal $ in the rewrite stays literal');
+    assert.equal(rewritePath('/same', undefined), '/same');
+  });
+
+  it('header operations: remove, then set, then add; on maps and on flat response lists', () => {
+    const h: Record<string, string | string[]> = { 'x-a': '1', 'x-b': '2', 'x-c': '3' };
+    applyHeaderOps(h, { remove: ['X-B'], set: { 'X-A': 'one' }, add: { 'x-c': 'three', 'x-d': '4' } });
+    assert.deepEqual(h, { 'x-a': 'one', 'x-c': ['3', 'three'], 'x-d': '4' });
+    const flat = applyHeaderOpsFlat(['Server', 'istio-envoy', 'X-Old', 'y', 'x-keep', 'k'], { remove: ['x-old'], set: { server: 'mine' }, add: { 'x-new': 'n' } });
+    assert.deepEqual(flat, ['x-keep', 'k', 'server', 'mine', 'x-new', 'n']);
+  });
+
+  it('CORS: allowed preflights are answered, others forwarded; actual responses get the origin', () => {
+    const [r] = routesOf([{
+      corsPolicy: {
+        allowOrigins: [{ exact: 'https://a.example.com' }, { prefix: 'https://dev.' }, { regex: 'https://.*\\.test' }],
+        allowMethods: ['POST', 'GET'], allowHeaders: ['X-Foo'], exposeHeaders: ['X-Bar'], maxAge: '24h', allowCredentials: true,
+      },
+      route: [{ destination: { host: 'x' } }],
+    }]);
+    const pre = (origin: string) => corsPreflight(r!.cors, 'OPTIONS', { origin, 'access-control-request-method': 'POST' });
+    assert.deepEqual(pre('https://a.example.com'), {
+      'access-control-allow-origin': 'https://a.example.com', 'access-control-allow-methods': 'POST,GET',
+      'access-control-allow-headers': 'X-Foo', 'access-control-max-age': '86400', 'access-control-allow-credentials': 'true',
+    });
+    assert.ok(pre('https://dev.other.org'));
+    assert.ok(pre('https://x.test'));
+    assert.equal(pre('https://evil.example.com'), undefined);
+    assert.equal(corsPreflight(r!.cors, 'OPTIONS', { origin: 'https://a.example.com' }), undefined, 'no Access-Control-Request-Method: not a preflight');
+    assert.equal(corsPreflight(r!.cors, 'GET', { origin: 'https://a.example.com', 'access-control-request-method': 'GET' }), undefined);
+    assert.deepEqual(corsResponseHeaders(r!.cors, 'https://a.example.com'), [
+      'access-control-allow-origin', 'https://a.example.com', 'access-control-expose-headers', 'X-Bar', 'access-control-allow-credentials', 'true',
+    ]);
+    assert.deepEqual(corsResponseHeaders(r!.cors, 'https://evil.example.com'), []);
+  });
+
+  it('mirrors: legacy mirror_percent, mirrorPercentage and mirrors[], resolved to clusters', () => {
+    const [r] = routesOf([{
+      route: [{ destination: { host: 'httpbin', subset: 'v1' } }],
+      mirror: { host: 'httpbin', subset: 'v2' }, mirror_percent: 50,
+      mirrors: [{ destination: { host: 'other.example.org', port: { number: 8080 } }, percentage: { value: 5 } }],
+    }]);
+    assert.deepEqual(r!.mirrors, [
+      { cluster: 'outbound|80|v2|httpbin.default.svc.cluster.local', host: 'httpbin.default.svc.cluster.local', fraction: 0.5 },
+      { cluster: 'outbound|8080||other.example.org', host: 'other.example.org', fraction: 0.05 },
+    ]);
+    assert.equal(shadowHost('httpbin:8000'), 'httpbin-shadow:8000');
+    assert.equal(shadowHost('httpbin.default.svc.cluster.local'), 'httpbin.default.svc.cluster.local-shadow');
+    assert.equal(shadowHost('[::1]:80'), '[::1]-shadow:80');
+  });
+});
