@@ -105,6 +105,10 @@ export class App {
       current: (name) => this.dns.current(name),
     }, Math.random, {
       onEndpointsChanged: (c) => this.metrics.endpoints.set({ cluster: c.name }, c.endpoints.length),
+      onEjection: (c, e, reason) => {
+        this.metrics.outlierEjections.inc({ cluster: c.name, reason });
+        this.log.warn({ cluster: c.name, endpoint: e.hostPort, reason, until: new Date(e.ejectedUntil).toISOString() }, 'outlier detection ejected an endpoint');
+      },
     });
     const workload = opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate');
     this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels, reporter: 'source' });

@@ -56,7 +56,7 @@ export function clustersText(state: AdminState): string {
       const p = `${c.name}::${e.hostPort}`;
       lines.push(`${p}::cx_active::${cx.cxActive}`, `${p}::cx_connect_fail::${cx.cxConnectFail}`, `${p}::cx_total::${cx.cxTotal}`,
         `${p}::rq_active::${e.active}`, `${p}::rq_error::${e.rqError}`, `${p}::rq_total::${e.rqTotal}`,
-        `${p}::health_flags::healthy`, `${p}::weight::${e.weight}`);
+        `${p}::health_flags::${c.isEjected(e) ? '/failed_outlier_check' : 'healthy'}`, `${p}::weight::${e.weight}`);
     }
   }
   return lines.join('\n') + '\n';
@@ -69,7 +69,8 @@ export function clustersJson(state: AdminState): unknown {
       lb_policy: c.def.lb,
       destination_rule: c.def.destinationRule,
       host_statuses: c.endpoints.map((e) => ({
-        address: e.hostPort, labels: e.labels, weight: e.weight, health: 'HEALTHY',
+        address: e.hostPort, labels: e.labels, weight: e.weight, health: c.isEjected(e) ? 'FAILED_OUTLIER_CHECK' : 'HEALTHY',
+        ejections: e.ejections, ejected_until: e.ejectedUntil ? new Date(e.ejectedUntil).toISOString() : undefined,
         stats: { rq_active: e.active, rq_total: e.rqTotal, ...state.registry.connectionStats(e.key) },
       })),
     })),
@@ -82,6 +83,7 @@ export function statsText(state: AdminState, filter?: RegExp): string {
     let active = 0;
     for (const e of c.endpoints) active += e.active;
     c.stats.set('upstream_rq_active', active);
+    for (const [k, v] of c.breakerGauges()) c.stats.set(k, v);
     for (const [k, v] of c.stats.entries()) lines.push(`cluster.${c.name}.${k}: ${v}`);
   }
   for (const [k, v] of Object.entries(state.serverStats())) lines.push(`${k}: ${v}`);

@@ -10,7 +10,7 @@ import type {
   TrafficPolicy, VirtualServiceResource, Resource,
 } from './types';
 import type {
-  ClusterDef, ClusterPolicy, CompiledDestination, CompiledMatch, CompiledRoute, CompiledServer, FilterChain, HeaderMatcher,
+  CircuitBreakerLimits, ClusterDef, ClusterPolicy, CompiledDestination, HashPolicy, OutlierPolicy, CompiledMatch, CompiledRoute, CompiledServer, FilterChain, HeaderMatcher,
   L4Route, LbPolicy, ListenerDef, ListenerFamily, MeshSettings, Origin, RetryPolicy, RouteAction, RouteTable, Snapshot,
   StringMatcher, SubnetSet, VirtualHost,
 } from './snapshot';
@@ -702,7 +702,52 @@ function mergePolicy(base: ClusterPolicy, over: TrafficPolicy | undefined, port:
   };
 }
 
+const UNLIMITED = 4294967295;
+
+function breakerOf(policy: ClusterPolicy): CircuitBreakerLimits {
+  const tcp = policy.connectionPool?.tcp;
+  const http = policy.connectionPool?.http;
+  return {
+    maxConnections: tcp?.maxConnections ?? UNLIMITED,
+    maxPendingRequests: http?.http1MaxPendingRequests ?? UNLIMITED,
+    maxRequests: http?.http2MaxRequests ?? UNLIMITED,
+    maxRetries: http?.maxRetries ?? UNLIMITED,
+    maxRequestsPerConnection: http?.maxRequestsPerConnection ?? 0,
+    idleTimeoutMs: ms(http?.idleTimeout, 3_600_000),
+  };
+}
+
+/** Istio's outlier defaults: 5 consecutive 5xx, 10 s interval, 30 s base ejection, 10 % max ejected, 0 % min health. */
+function outlierOf(policy: ClusterPolicy): OutlierPolicy | undefined {
+  const o = policy.outlierDetection;
+  if (!o) return undefined;
+  return {
+    consecutive5xx: o.consecutive5xxErrors ?? o.consecutiveErrors ?? 5,
+    consecutiveGateway: o.consecutiveGatewayErrors ?? 0,
+    consecutiveLocalOrigin: o.splitExternalLocalOriginErrors ? o.consecutiveLocalOriginFailures ?? 5 : 0,
+    splitLocalOrigin: o.splitExternalLocalOriginErrors === true,
+    intervalMs: ms(o.interval, 10_000),
+    baseEjectionMs: ms(o.baseEjectionTime, 30_000),
+    maxEjectionPercent: o.maxEjectionPercent ?? 10,
+    minHealthPercent: o.minHealthPercent ?? 0,
+  };
+}
+
+function hashOf(policy: ClusterPolicy): HashPolicy | undefined {
+  const h = policy.loadBalancer?.consistentHash;
+  if (!h) return undefined;
+  const ttl = h.httpCookie?.ttl !== undefined ? parseDuration(h.httpCookie.ttl) : undefined;
+  return {
+    ...(h.httpHeaderName ? { header: h.httpHeaderName.toLowerCase() } : {}),
+    ...(h.httpCookie ? { cookie: { name: h.httpCookie.name, ...(h.httpCookie.path ? { path: h.httpCookie.path } : {}), ...(ttl !== undefined ? { ttlSeconds: Math.floor(ttl / 1000) } : {}) } } : {}),
+    ...(h.useSourceIp ? { sourceIp: true } : {}),
+    ...(h.httpQueryParameterName ? { queryParameter: h.httpQueryParameterName } : {}),
+    ringSize: Math.min(8_388_608, h.ringHash?.minimumRingSize ?? h.minimumRingSize ?? 1024),
+  };
+}
+
 function lbOf(policy: ClusterPolicy): LbPolicy {
+  if (policy.loadBalancer?.consistentHash) return 'RING_HASH';
   switch (policy.loadBalancer?.simple) {
     case 'ROUND_ROBIN': return 'ROUND_ROBIN';
     case 'RANDOM': return 'RANDOM';
@@ -740,7 +785,10 @@ function compileClusters(
           protocol: port.protocol,
           resolution: svc.resolution,
           lb: lbOf(policy),
+          ...(hashOf(policy) ? { hash: hashOf(policy) } : {}),
           connectTimeoutMs: ms(policy.connectionPool?.tcp?.connectTimeout, mesh.connectTimeoutMs),
+          breaker: breakerOf(policy),
+          ...(outlierOf(policy) ? { outlier: outlierOf(policy) } : {}),
           ...(policy.connectionPool?.tcp?.idleTimeout !== undefined ? { idleTimeoutMs: ms(policy.connectionPool.tcp.idleTimeout, 0) } : {}),
           endpoints,
           policy,

@@ -208,13 +208,46 @@ export interface EndpointAddress {
   readonly weight: number;
 }
 
-export type LbPolicy = 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM' | 'PASSTHROUGH';
+export type LbPolicy = 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM' | 'PASSTHROUGH' | 'RING_HASH';
+
+/** DestinationRule consistentHash: where the hash key comes from, and the ring size. */
+export interface HashPolicy {
+  readonly header?: string; // lower-case
+  readonly cookie?: { readonly name: string; readonly path?: string; readonly ttlSeconds?: number };
+  readonly sourceIp?: boolean;
+  readonly queryParameter?: string;
+  readonly ringSize: number;
+}
 
 export interface ClusterPolicy {
   readonly loadBalancer?: LoadBalancerSettings;
   readonly connectionPool?: ConnectionPoolSettings;
   readonly outlierDetection?: OutlierDetection;
   readonly tls?: ClientTLSSettings;
+}
+
+/** DestinationRule connectionPool as Envoy's circuit breakers (Istio's defaults: effectively unlimited). */
+export interface CircuitBreakerLimits {
+  readonly maxConnections: number;
+  readonly maxPendingRequests: number;
+  readonly maxRequests: number;
+  readonly maxRetries: number;
+  /** 0 = unlimited. */
+  readonly maxRequestsPerConnection: number;
+  /** Upstream connection idle timeout (http.idleTimeout; Envoy's default 1 h). */
+  readonly idleTimeoutMs: number;
+}
+
+/** DestinationRule outlierDetection; thresholds of 0 are off. */
+export interface OutlierPolicy {
+  readonly consecutive5xx: number;
+  readonly consecutiveGateway: number;
+  readonly consecutiveLocalOrigin: number;
+  readonly splitLocalOrigin: boolean;
+  readonly intervalMs: number;
+  readonly baseEjectionMs: number;
+  readonly maxEjectionPercent: number;
+  readonly minHealthPercent: number;
 }
 
 export interface ClusterDef {
@@ -226,7 +259,10 @@ export interface ClusterDef {
   readonly protocol: string;
   readonly resolution: Resolution;
   readonly lb: LbPolicy;
+  readonly hash?: HashPolicy;
   readonly connectTimeoutMs: number;
+  readonly breaker: CircuitBreakerLimits;
+  readonly outlier?: OutlierPolicy;
   /** DestinationRule connectionPool.tcp.idleTimeout, when set (else the proxy default, 1 h). */
   readonly idleTimeoutMs?: number;
   readonly endpoints: readonly EndpointAddress[];

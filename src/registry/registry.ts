@@ -19,6 +19,10 @@ export interface PoolOptions {
   readonly maxConnections?: number;
   /** TLS origination (DestinationRule tls SIMPLE/MUTUAL). */
   readonly tls?: UpstreamTlsOptions;
+  /** connectionPool.http.maxRequestsPerConnection (0 = unlimited). */
+  readonly maxRequestsPerConnection?: number;
+  /** connectionPool.http.idleTimeout. */
+  readonly idleTimeoutMs?: number;
 }
 
 /** Connection counters of one upstream endpoint (shared by every cluster that reaches it). */
@@ -36,6 +40,7 @@ interface PoolEntry {
 
 export interface RegistryEvents {
   onEndpointsChanged?(cluster: Cluster): void;
+  onEjection?(cluster: Cluster, endpoint: Endpoint, reason: string): void;
 }
 
 export class Registry {
@@ -68,7 +73,11 @@ export class Registry {
         continue;
       }
       if (cluster) cluster.def = def;
-      else cluster = new Cluster(def, this.random);
+      else {
+        const c = new Cluster(def, this.random);
+        c.onEject = (e, reason) => this.events.onEjection?.(c, e, reason);
+        cluster = c;
+      }
       next.set(def.name, cluster);
       this.resolveEndpoints(cluster);
     }
@@ -134,7 +143,7 @@ export class Registry {
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
   pool(endpoint: Endpoint, opts: PoolOptions): Pool {
-    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}`;
+    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}`;
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {
@@ -143,8 +152,9 @@ export class Registry {
         pipelining: 1,
         connect: { timeout: opts.connectTimeoutMs, ...opts.tls?.connect },
         connectTimeout: opts.connectTimeoutMs,
-        keepAliveTimeout: 60_000,
-        keepAliveMaxTimeout: 3_600_000,
+        keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
+        keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),
+        ...(opts.maxRequestsPerConnection ? { maxRequestsPerClient: opts.maxRequestsPerConnection } : {}),
         headersTimeout: 0,
         bodyTimeout: 0,
         strictContentLength: true,

@@ -127,6 +127,7 @@ export class Metrics {
   readonly listeners: client.Gauge;
   readonly endpoints: client.Gauge<'cluster'>;
   readonly localReplies: client.Counter<'code'>;
+  readonly outlierEjections: client.Counter<'cluster' | 'reason'>;
   readonly certificateExpiry: client.Gauge<'gateway' | 'server' | 'source' | 'subject'>;
   private readonly source: Omit<Labels, 'destination_service' | 'destination_service_name' | 'destination_service_namespace' | 'response_code' | 'response_flags' | 'request_protocol' | 'grpc_response_status'>;
   private readonly series = new Map<string, Series>();
@@ -157,6 +158,9 @@ export class Metrics {
     this.listeners = new client.Gauge({ name: 'meshgate_listeners', help: 'Listening sockets', registers: [r], aggregator: 'first' });
     this.endpoints = new client.Gauge({ name: 'meshgate_cluster_endpoints', help: 'Endpoints per cluster', labelNames: ['cluster'], registers: [r], aggregator: 'first' });
     this.localReplies = new client.Counter({ name: 'meshgate_local_replies_total', help: 'Replies the gateway made itself, by status', labelNames: ['code'], registers: [r] });
+    this.outlierEjections = new client.Counter({
+      name: 'meshgate_outlier_ejections_total', help: 'Endpoints ejected by outlier detection, by cluster and reason', labelNames: ['cluster', 'reason'], registers: [r],
+    });
     this.certificateExpiry = new client.Gauge({
       name: 'meshgate_certificate_expiration_timestamp_seconds', help: 'When each certificate a Gateway server serves expires (unix time)',
       labelNames: ['gateway', 'server', 'source', 'subject'], registers: [r], aggregator: 'first',

@@ -3,7 +3,7 @@
 // call them with tables.
 
 import type { HeaderOperations } from '../../config/types';
-import type { CompiledCors, CompiledFault, CompiledRewrite } from '../../config/snapshot';
+import type { CompiledCors, CompiledFault, CompiledRewrite, HashPolicy } from '../../config/snapshot';
 import { stringMatches, splitPath } from './route-match';
 
 export interface FaultDecision {
@@ -99,4 +99,45 @@ export function shadowHost(authority: string): string {
   const m = /^(\[[^\]]+\]|[^:]+)(:\d+)?$/.exec(authority);
   if (!m) return `${authority}-shadow`;
   return `${m[1]}-shadow${m[2] ?? ''}`;
+}
+
+/** The value of one cookie in a Cookie header (or several). */
+export function cookieValue(header: string | string[] | undefined, name: string): string | undefined {
+  for (const line of Array.isArray(header) ? header : header ? [header] : []) {
+    for (const part of line.split(';')) {
+      const eq = part.indexOf('=');
+      if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
+      return part.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The consistent-hash key of a request, as Envoy's hash policy finds it; when a cookie with a ttl is
+ * asked for and absent, a new value is made (`fresh`) and the response sets it (`setCookie`).
+ */
+export function hashKeyOf(
+  policy: HashPolicy | undefined, headers: Record<string, string | string[] | undefined>, remoteAddress: string, path: string, fresh: () => string,
+): { key?: string; setCookie?: string } {
+  if (!policy) return {};
+  if (policy.header) {
+    const v = headers[policy.header];
+    return v === undefined ? {} : { key: Array.isArray(v) ? v.join(',') : v };
+  }
+  if (policy.cookie) {
+    const v = cookieValue(headers['cookie'], policy.cookie.name);
+    if (v !== undefined) return { key: v };
+    if (policy.cookie.ttlSeconds === undefined) return {};
+    const value = fresh();
+    const attrs = [`${policy.cookie.name}="${value}"`, `Max-Age=${policy.cookie.ttlSeconds}`, ...(policy.cookie.path ? [`Path=${policy.cookie.path}`] : []), 'HttpOnly'];
+    return { key: value, setCookie: attrs.join('; ') };
+  }
+  if (policy.sourceIp) return { key: remoteAddress };
+  if (policy.queryParameter) {
+    const { query } = splitPath(path);
+    const v = new URLSearchParams(query).get(policy.queryParameter);
+    return v === null ? {} : { key: v };
+  }
+  return {};
 }

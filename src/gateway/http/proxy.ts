@@ -18,7 +18,8 @@ import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
-import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, rewritePath, shadowHost } from './policy';
+import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, rewritePath, shadowHost } from './policy';
+import { randomBytes } from 'node:crypto';
 import { upstreamTlsOptions } from '../../tls/upstream';
 
 export interface ProxyDeps {
@@ -75,6 +76,10 @@ class Exchange {
   onDownstreamClose: (() => void) | undefined;
   upstreamHeaders: Record<string, string | string[]>;
   route: CompiledRoute | undefined;
+  /** Consistent-hash key for the cluster's ring (DestinationRule consistentHash). */
+  hashKey: string | undefined;
+  /** Added to the upstream's response (a consistent-hash cookie). */
+  readonly extraResponseHeaders: string[] = [];
   /** Response header operations of the route and the destination, applied to the upstream's response. */
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
@@ -166,7 +171,7 @@ class Exchange {
     this.headersSent = true;
     let headers = downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs);
     for (const ops of this.responseOps) headers = applyHeaderOpsFlat(headers, ops);
-    headers.push(...corsResponseHeaders(this.route?.cors, this.req.headers['origin']));
+    headers.push(...corsResponseHeaders(this.route?.cors, this.req.headers['origin']), ...this.extraResponseHeaders);
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
@@ -303,6 +308,9 @@ export class HttpProxy {
     applyHeaderOps(ex.upstreamHeaders, route.headers?.request);
     applyHeaderOps(ex.upstreamHeaders, dest.headers?.request);
     ex.responseOps = [route.headers?.response, dest.headers?.response];
+    const hash = hashKeyOf(cluster.def.hash, req.headers, plainAddress(req.socket.remoteAddress), req.url ?? '/', () => randomBytes(8).toString('hex'));
+    ex.hashKey = hash.key;
+    if (hash.setCookie) ex.extraResponseHeaders.push('set-cookie', hash.setCookie);
     if (route.rewrite?.authority !== undefined) ex.upstreamHeaders['host'] = route.rewrite.authority;
     const path = rewritePath(req.url ?? '/', route.rewrite);
     if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
@@ -403,8 +411,23 @@ class Forwarder {
   }
 
   private attempt(): void {
-    const endpoint = this.cluster.pick(this.tried);
-    if (!endpoint) return this.ex.fail('NO_HEALTHY_UPSTREAM');
+    // A retry holds one of the cluster's maxRetries slots for as long as its attempt runs.
+    let holdsRetrySlot = this.retrySlot;
+    this.retrySlot = false;
+    const releaseSlot = () => {
+      if (holdsRetrySlot) this.cluster.releaseRetry();
+      holdsRetrySlot = false;
+    };
+    const endpoint = this.cluster.pick(this.tried, this.ex.hashKey);
+    if (!endpoint) {
+      releaseSlot();
+      return this.ex.fail('NO_HEALTHY_UPSTREAM');
+    }
+    if (this.cluster.admit() === 'overflow') {
+      releaseSlot();
+      this.stopTimers();
+      return this.ex.fail('OVERFLOW');
+    }
     this.tried.add(endpoint);
     this.attempts += 1;
     const id = ++this.current;
@@ -419,6 +442,8 @@ class Forwarder {
     const pool = this.deps.registry.pool(endpoint, {
       connectTimeoutMs: cluster.def.connectTimeoutMs,
       maxConnections: cluster.def.policy.connectionPool?.tcp?.maxConnections,
+      maxRequestsPerConnection: cluster.def.breaker.maxRequestsPerConnection,
+      idleTimeoutMs: cluster.def.breaker.idleTimeoutMs,
       ...(tls ? { tls } : {}),
     });
     endpoint.active += 1;
@@ -429,6 +454,8 @@ class Forwarder {
       if (settled) return false;
       settled = true;
       endpoint.active -= 1;
+      cluster.release();
+      releaseSlot();
       return true;
     };
     if (this.policy.perTryTimeoutMs > 0) {
@@ -452,9 +479,10 @@ class Forwarder {
       onHeaders: (status, raw, res, _text) => {
         if (id !== this.current) return false;
         if (status < 200) return true;
+        cluster.recordOutcome(endpoint, status < 500 ? 'success' : status >= 502 && status <= 504 ? 'gateway-error' : '5xx');
         cluster.stats.inc(`upstream_rq_${status}`);
         cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
-        if (this.canRetry() && retryableStatus(status, this.policy)) {
+        if (retryableStatus(status, this.policy) && this.takeRetrySlot()) {
           settle();
           this.abortAttempt?.(new Error('retrying'));
           this.retry();
@@ -483,6 +511,7 @@ class Forwarder {
         if (!settle() || id !== this.current) return;
         if (this.tryTimer) clearTimeout(this.tryTimer);
         const gerr = fromUpstreamError(err);
+        if (ERRORS[gerr.code].party === 'upstream') cluster.recordOutcome(endpoint, 'local-origin');
         if (gerr.code === 'CONNECT_FAILURE' || gerr.code === 'CONNECT_TIMEOUT') {
           cluster.stats.inc('upstream_cx_connect_fail');
           ex.rec.upstreamTransportFailureReason = transportFailureReason(err);
@@ -496,7 +525,7 @@ class Forwarder {
           ex.record();
           return;
         }
-        if (this.canRetry() && retryableError(gerr.code, this.policy)) return this.retry();
+        if (retryableError(gerr.code, this.policy) && this.takeRetrySlot()) return this.retry();
         this.stopTimers();
         const retried = this.attempts > 1;
         const flags = retried && retryableError(gerr.code, this.policy) ? ['URX'] : [];
@@ -514,8 +543,15 @@ class Forwarder {
     }, handler);
   }
 
-  private canRetry(): boolean {
-    return this.body !== 'stream' && this.attempts <= this.policy.attempts && !this.ex.finished;
+  /** A maxRetries slot taken for the next attempt (handed to it by attempt()). */
+  private retrySlot = false;
+
+  /** May this request be retried (body replayable, attempts left, the cluster's retry budget)? Takes the slot. */
+  private takeRetrySlot(): boolean {
+    if (this.body === 'stream' || this.attempts > this.policy.attempts || this.ex.finished) return false;
+    if (!this.cluster.admitRetry()) return false;
+    this.retrySlot = true;
+    return true;
   }
 
   private retry(): void {
@@ -523,7 +559,11 @@ class Forwarder {
     const wait = backoffMs(this.attempts, this.deps.random());
     const id = this.current;
     setTimeout(() => {
-      if (id !== this.current || this.ex.finished) return;
+      if (id !== this.current || this.ex.finished) {
+        if (this.retrySlot) this.cluster.releaseRetry();
+        this.retrySlot = false;
+        return;
+      }
       this.attempt();
     }, wait);
   }

@@ -87,6 +87,7 @@ describe('load balancers', () => {
   const def = (lb: 'ROUND_ROBIN' | 'RANDOM' | 'LEAST_REQUEST') => ({
     name: 'c', host: 'h', port: 80, service: { host: 'h', name: 'h', namespace: 'default' }, protocol: 'HTTP',
     resolution: 'STATIC' as const, lb, connectTimeoutMs: 1000, endpoints: [], policy: {},
+    breaker: { maxConnections: 1e9, maxPendingRequests: 1e9, maxRequests: 1e9, maxRetries: 1e9, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
   });
   const eps = [1, 2, 3, 4].map((i) => ({ address: `10.0.0.${i}`, port: 80, labels: {}, weight: 1 }));
   let seed = 42;
