@@ -64,7 +64,7 @@ function emptySnapshot(): Snapshot {
     createdAt: new Date(0).toISOString(),
     mesh: {
       accessLogFile: '', accessLogEncoding: 'TEXT', accessLogFormat: '', connectTimeoutMs: 10_000,
-      outboundPolicy: 'ALLOW_ANY', dnsRefreshRateMs: 60_000,
+      outboundPolicy: 'ALLOW_ANY', dnsRefreshRateMs: 60_000, disableShadowHostSuffix: false,
       defaultRetry: { attempts: 2, perTryTimeoutMs: 0, retryOn: [], retriableStatusCodes: [] },
     },
     listeners: new Map(),

@@ -66,6 +66,7 @@ export function compileMesh(set: ResourceSet): MeshSettings {
     connectTimeoutMs: ms(m.connectTimeout, 10_000),
     outboundPolicy: m.outboundTrafficPolicy?.mode ?? 'ALLOW_ANY',
     dnsRefreshRateMs: ms(m.dnsRefreshRate, 60_000),
+    disableShadowHostSuffix: String((m.defaultConfig?.['proxyMetadata'] as Dict<unknown> | undefined)?.['DISABLE_SHADOW_HOST_SUFFIX'] ?? '').toLowerCase() === 'true',
     defaultRetry: compileRetry(retry, {
       attempts: 2, perTryTimeoutMs: 0, retryOn: DEFAULT_RETRY_ON, retriableStatusCodes: [],
     }),
@@ -788,6 +789,7 @@ function compileClusters(
           ...(hashOf(policy) ? { hash: hashOf(policy) } : {}),
           connectTimeoutMs: ms(policy.connectionPool?.tcp?.connectTimeout, mesh.connectTimeoutMs),
           breaker: breakerOf(policy),
+          ...(policy.connectionPool?.tcp?.tcpKeepalive ? { keepaliveMs: ms(policy.connectionPool.tcp.tcpKeepalive.time, 7_200_000) } : {}),
           ...(outlierOf(policy) ? { outlier: outlierOf(policy) } : {}),
           ...(policy.connectionPool?.tcp?.idleTimeout !== undefined ? { idleTimeoutMs: ms(policy.connectionPool.tcp.idleTimeout, 0) } : {}),
           endpoints,

@@ -262,6 +262,8 @@ export interface ClusterDef {
   readonly hash?: HashPolicy;
   readonly connectTimeoutMs: number;
   readonly breaker: CircuitBreakerLimits;
+  /** connectionPool.tcp.tcpKeepalive.time (Istio's default when the block is present: the OS's, 2 h). */
+  readonly keepaliveMs?: number;
   readonly outlier?: OutlierPolicy;
   /** DestinationRule connectionPool.tcp.idleTimeout, when set (else the proxy default, 1 h). */
   readonly idleTimeoutMs?: number;
@@ -281,6 +283,8 @@ export interface MeshSettings {
   readonly outboundPolicy: 'REGISTRY_ONLY' | 'ALLOW_ANY' | 'ALLOW_ANY_DYNAMIC_DNS';
   readonly dnsRefreshRateMs: number;
   readonly defaultRetry: RetryPolicy;
+  /** Mirrors keep the Host as is (Istio 1.28+: DISABLE_SHADOW_HOST_SUFFIX, here in defaultConfig.proxyMetadata). */
+  readonly disableShadowHostSuffix: boolean;
 }
 
 export interface Snapshot {

@@ -23,6 +23,8 @@ export interface PoolOptions {
   readonly maxRequestsPerConnection?: number;
   /** connectionPool.http.idleTimeout. */
   readonly idleTimeoutMs?: number;
+  /** connectionPool.tcp.tcpKeepalive: probe idle upstream connections after this long. */
+  readonly keepaliveMs?: number;
 }
 
 /** Connection counters of one upstream endpoint (shared by every cluster that reaches it). */
@@ -143,14 +145,17 @@ export class Registry {
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
   pool(endpoint: Endpoint, opts: PoolOptions): Pool {
-    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}`;
+    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}`;
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {
       const pool = new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
         connections: opts.maxConnections ?? null,
         pipelining: 1,
-        connect: { timeout: opts.connectTimeoutMs, ...opts.tls?.connect },
+        connect: {
+          timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
+          ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
+        },
         connectTimeout: opts.connectTimeoutMs,
         keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
         keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),

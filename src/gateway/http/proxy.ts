@@ -45,6 +45,18 @@ export function retryableError(code: ErrorCode, policy: RetryPolicy): boolean {
   return false;
 }
 
+/** gRPC retry conditions read the response's grpc-status (trailers-only responses carry it in the headers). */
+export function retryableGrpc(grpcStatus: string | undefined, policy: RetryPolicy): boolean {
+  if (grpcStatus === undefined) return false;
+  const on = policy.retryOn;
+  const name = GRPC_RETRY_CODES[grpcStatus];
+  return name !== undefined && on.includes(name);
+}
+
+const GRPC_RETRY_CODES: Readonly<Record<string, string>> = {
+  '1': 'cancelled', '4': 'deadline-exceeded', '8': 'resource-exhausted', '13': 'internal', '14': 'unavailable',
+};
+
 export function retryableStatus(status: number, policy: RetryPolicy): boolean {
   const on = policy.retryOn;
   if (on.includes('5xx') && status >= 500) return true;
@@ -198,6 +210,13 @@ async function* counted(req: IncomingMessage, ex: Exchange): AsyncGenerator<Buff
     ex.addRequestBody((chunk as Buffer).length);
     yield chunk as Buffer;
   }
+}
+
+function grpcStatusOf(raw: readonly Buffer[]): string | undefined {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.length === 11 && raw[i]!.toString('latin1').toLowerCase() === 'grpc-status') return raw[i + 1]!.toString('latin1');
+  }
+  return undefined;
 }
 
 /**
@@ -375,7 +394,7 @@ class Forwarder {
       if (!cluster || !endpoint) continue;
       const headers = { ...this.ex.upstreamHeaders };
       const host = typeof headers['host'] === 'string' ? headers['host'] : '';
-      headers['host'] = shadowHost(host);
+      if (!this.deps.store.current.mesh.disableShadowHostSuffix) headers['host'] = shadowHost(host);
       delete headers['x-envoy-attempt-count'];
       try {
         this.deps.registry.pool(endpoint, { connectTimeoutMs: cluster.def.connectTimeoutMs }).dispatch(
@@ -444,6 +463,7 @@ class Forwarder {
       maxConnections: cluster.def.policy.connectionPool?.tcp?.maxConnections,
       maxRequestsPerConnection: cluster.def.breaker.maxRequestsPerConnection,
       idleTimeoutMs: cluster.def.breaker.idleTimeoutMs,
+      ...(cluster.def.keepaliveMs !== undefined ? { keepaliveMs: cluster.def.keepaliveMs } : {}),
       ...(tls ? { tls } : {}),
     });
     endpoint.active += 1;
@@ -482,7 +502,7 @@ class Forwarder {
         cluster.recordOutcome(endpoint, status < 500 ? 'success' : status >= 502 && status <= 504 ? 'gateway-error' : '5xx');
         cluster.stats.inc(`upstream_rq_${status}`);
         cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
-        if (retryableStatus(status, this.policy) && this.takeRetrySlot()) {
+        if ((retryableStatus(status, this.policy) || retryableGrpc(grpcStatusOf(raw), this.policy)) && this.takeRetrySlot()) {
           settle();
           this.abortAttempt?.(new Error('retrying'));
           this.retry();

@@ -71,7 +71,10 @@ export class TcpProxy {
 
 /** Plain TCP, or TLS when the cluster's DestinationRule originates it. */
 function defaultConnect(endpoint: Endpoint, cluster: Cluster): ReturnType<UpstreamConnector> {
-  const base = { host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true };
+  const base = {
+    host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
+    ...(cluster.def.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: cluster.def.keepaliveMs } : {}),
+  };
   const t = cluster.def.upstreamTls;
   if (!t) return { socket: net.connect(base), ready: 'connect' };
   const opts = upstreamTlsOptions(t, cluster.def.host);

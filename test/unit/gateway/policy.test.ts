@@ -8,6 +8,7 @@ import {
   applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, rewritePath, shadowHost,
 } from '../../../src/gateway/http/policy';
 import { res, set } from '../../helpers/resources';
+import { retryableGrpc } from '../../../src/gateway/http/proxy';
 
 const id: GatewayIdentity = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map(), bind: '0.0.0.0' };
 
@@ -92,5 +93,27 @@ describe('route policies', () => {
     assert.equal(shadowHost('httpbin:8000'), 'httpbin-shadow:8000');
     assert.equal(shadowHost('httpbin.default.svc.cluster.local'), 'httpbin.default.svc.cluster.local-shadow');
     assert.equal(shadowHost('[::1]:80'), '[::1]-shadow:80');
+  });
+});
+
+describe('mesh and cluster switches for traffic policy', () => {
+  it('DISABLE_SHADOW_HOST_SUFFIX in defaultConfig.proxyMetadata keeps mirror hosts as they are', () => {
+    const on = compile(set([], { defaultConfig: { proxyMetadata: { DISABLE_SHADOW_HOST_SUFFIX: 'true' } } }), id, 1).snapshot.mesh;
+    const off = compile(set([]), id, 1).snapshot.mesh;
+    assert.equal(on.disableShadowHostSuffix, true);
+    assert.equal(off.disableShadowHostSuffix, false);
+  });
+
+  it('gRPC retry conditions read grpc-status; connection pool settings reach the cluster', () => {
+    const policy = { attempts: 2, perTryTimeoutMs: 0, retryOn: ['unavailable', 'cancelled'], retriableStatusCodes: [] };
+    assert.equal(retryableGrpc('14', policy), true);
+    assert.equal(retryableGrpc('1', policy), true);
+    assert.equal(retryableGrpc('13', policy), false);
+    assert.equal(retryableGrpc(undefined, policy), false);
+    const se = res('ServiceEntry', 'x', { hosts: ['x.internal'], ports: [{ number: 80, name: 'http', protocol: 'HTTP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
+    const dr = res('DestinationRule', 'x', { host: 'x.internal', trafficPolicy: { connectionPool: { tcp: { maxConnections: 3, tcpKeepalive: { time: '30s' } }, http: { http1MaxPendingRequests: 7, maxRequestsPerConnection: 2, maxRetries: 4, idleTimeout: '5s' } } } });
+    const c = compile(set([se, dr]), id, 1).snapshot.clusters.get('outbound|80||x.internal')!;
+    assert.deepEqual(c.breaker, { maxConnections: 3, maxPendingRequests: 7, maxRequests: 4294967295, maxRetries: 4, maxRequestsPerConnection: 2, idleTimeoutMs: 5000 });
+    assert.equal(c.keepaliveMs, 30_000);
   });
 });
