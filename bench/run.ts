@@ -56,6 +56,18 @@ function meshgateConfig(dir: string, upstreamPort: number): void {
   fs.writeFileSync(path.join(dir, 'bench.yaml'), singleRouteYaml({ upstreamPort, accessLogFile: path.join(dir, 'access.log') }));
 }
 
+/** The same route with the traffic-policy issue's load: a pool, outlier detection, retries, header operations. */
+function policyConfig(dir: string, upstreamPort: number): string {
+  const d = `${dir}-policy`; // beside, not inside: the plain instance loads `dir` recursively
+  fs.mkdirSync(d, { recursive: true });
+  fs.writeFileSync(path.join(d, 'bench.yaml'), singleRouteYaml({
+    upstreamPort, accessLogFile: path.join(d, 'access.log'),
+    routeExtras: 'retries: {attempts: 3, retryOn: "5xx,connect-failure,reset"}, headers: {request: {set: {x-bench: "1"}, remove: [x-unused]}, response: {set: {x-served: gateway}}}',
+    trafficPolicy: '{loadBalancer: {simple: LEAST_REQUEST}, connectionPool: {tcp: {maxConnections: 1000}, http: {http1MaxPendingRequests: 1000, maxRetries: 100}}, outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}}',
+  }));
+  return d;
+}
+
 function nginxProxyConf(dir: string, listen: number, upstreamPort: number): string {
   const conf = path.join(dir, 'nginx-proxy.conf');
   fs.writeFileSync(conf, `worker_processes 1;
@@ -198,6 +210,13 @@ async function main(): Promise<void> {
       await waitHttp(gwPort);
       // Every target runs in every round, in a rotated order; the median round is reported.
       const targets: { name: string; port: number; proc?: Proc }[] = [{ name: 'direct', port: up.port }, { name: 'meshgate', port: gwPort, proc: gw }];
+    {
+      const p = await freePort();
+      const policy = start(process.execPath, [MAIN, 'run', '--config', policyConfig(dir, up.port), '--port-map', `80=${p}`, '--bind', '127.0.0.1',
+        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+      await waitHttp(p);
+      targets.push({ name: 'meshgate-policy', port: p, proc: policy });
+    }
       if (fs.existsSync(PEER_UNDICI)) {
         const p = await freePort();
         const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${up.port}` } });
@@ -271,6 +290,7 @@ async function main(): Promise<void> {
   } finally {
     await stopAll();
     fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(`${dir}-policy`, { recursive: true, force: true });
   }
 }
 

@@ -8,7 +8,6 @@ import { App } from './app';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
-import { writeDevCertificates } from './tls/dev-certs';
 import { offerMetrics, runPrimary, workerIndex } from './workers';
 
 interface FlagSpec {
@@ -235,6 +234,7 @@ async function certs(argv: string[]): Promise<number> {
   if (names.length === 0) throw new Error('certs: --server NAME[,NAME...] is required');
   const days = Number(v['days']);
   if (!Number.isInteger(days) || days < 1) throw new Error(`certs: --days "${String(v['days'])}" is not a positive number of days`);
+  const { writeDevCertificates } = await import('./tls/dev-certs'); // @peculiar/x509 only for this command
   const written = await writeDevCertificates({
     out, serverNames: names, clientName: String(v['client'] ?? '') || undefined, caName: String(v['ca-name']), days,
     secretName: String(v['secret-name']), secretNamespace: String(v['secret-namespace']), newCa: v['new-ca'] === true,

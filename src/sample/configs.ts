@@ -10,6 +10,10 @@ export interface SingleRouteOptions {
   readonly prefix?: string;
   /** HTTP (default) routes requests; TCP proxies connections (a TCP server and a `tcp` route). */
   readonly protocol?: 'HTTP' | 'TCP';
+  /** Extra fields of the HTTP route, as YAML flow mappings (e.g. `retries: {attempts: 3}`). */
+  readonly routeExtras?: string;
+  /** A DestinationRule trafficPolicy for the upstream, as a YAML flow mapping. */
+  readonly trafficPolicy?: string;
   /** VirtualService hosts (default `["*"]`: every request on the Gateway). */
   readonly routeHosts?: readonly string[];
   /** Mesh config accessLogFile; no mesh ConfigMap when undefined. */
@@ -30,7 +34,16 @@ data:
   const match = o.prefix ? `match: [{uri: {prefix: ${o.prefix}}}], ` : '';
   const tcp = o.protocol === 'TCP';
   const protocol = tcp ? 'TCP' : 'HTTP';
-  const routes = tcp ? `tcp: [{route: [{destination: {host: ${host}}}]}]` : `http: [{${match}route: [{destination: {host: ${host}}}]}]`;
+  const extras = o.routeExtras ? `${o.routeExtras}, ` : '';
+  const routes = tcp ? `tcp: [{route: [{destination: {host: ${host}}}]}]` : `http: [{${match}${extras}route: [{destination: {host: ${host}}}]}]`;
+  const rule = o.trafficPolicy ? `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: upstream, namespace: default}
+spec:
+  host: ${host}
+  trafficPolicy: ${o.trafficPolicy}
+` : '';
   return `${mesh}apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: default}
@@ -53,7 +66,7 @@ spec:
   hosts: ${JSON.stringify(o.routeHosts ?? ['*'])}
   gateways: [gw]
   ${routes}
-`;
+${rule}`;
 }
 
 /** A ServiceEntry for `host`: one port whose endpoint is 127.0.0.1:`targetPort`; ends with `---`. */

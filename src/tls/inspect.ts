@@ -3,10 +3,9 @@
 // certificate, it is valid now and not about to expire, and its SANs cover the server's hosts.
 // Parsing is @peculiar/x509's; the key comparison is Node's.
 
-import 'reflect-metadata'; // @peculiar/x509 needs it before it loads
 import { createPublicKey, X509Certificate as NodeX509 } from 'node:crypto';
 import fs from 'node:fs';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { positionOf } from '../config/validate';
 import type { ConfigIssue, GatewayResource, ResourceSet } from '../config/types';
 import { parseServerHost } from '../config/names';
@@ -40,11 +39,23 @@ export function certificateMatchesHost(dnsNames: readonly string[], host: string
   });
 }
 
+let x509Module: typeof X509 | undefined;
+
+/** @peculiar/x509 (and the reflect-metadata it needs), loaded the first time a certificate is read: ~16 MiB a gateway without TLS never pays. */
+function x509(): typeof X509 {
+  if (!x509Module) {
+    require('reflect-metadata');
+    x509Module = require('@peculiar/x509') as typeof X509;
+  }
+  return x509Module;
+}
+
 /** Facts about the first certificate of a PEM chain, or an error when it does not parse. */
 export function certificateFacts(certPem: string): CertificateFacts | Error {
+  const x = x509();
   try {
-    const cert = new x509.X509Certificate(certPem);
-    const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+    const cert = new x.X509Certificate(certPem);
+    const san = cert.getExtension(x.SubjectAlternativeNameExtension);
     const dnsNames = san ? san.names.items.filter((n) => n.type === 'dns').map((n) => n.value) : [];
     return { subject: cert.subject, dnsNames, notBefore: cert.notBefore, notAfter: cert.notAfter };
   } catch (err) {

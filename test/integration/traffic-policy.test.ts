@@ -87,6 +87,12 @@ spec:
     match: [{uri: {prefix: /bad-mirrors}}]
     route: [{destination: {host: main.internal}}]
     mirrors: [{destination: {host: silent.internal}}, {destination: {host: dead.internal}}]
+  - name: moved
+    match: [{uri: {exact: /old}}]
+    redirect: {uri: /new, authority: new.example.com, redirectCode: 308}
+  - name: teapot
+    match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
   - name: retry
     match: [{uri: {prefix: /retry}}]
     retries: {attempts: 2, retryOn: "5xx"}
@@ -181,6 +187,15 @@ spec:
     const codes = await Promise.all(Array.from({ length: 5 }, () => curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...host, url('/bad-mirrors')])));
     assert.deepEqual(codes.map((c) => c.stdout), ['404', '404', '404', '404', '404']);
     assert.ok(Date.now() - t0 < 3000, `took ${Date.now() - t0} ms`);
+  });
+
+  it('redirect and directResponse are answered by the gateway', async () => {
+    const moved = await curl(['-s', '-i', ...host, url('/old?q=1')]);
+    assert.match(moved.stdout, /^HTTP\/1\.1 308 Permanent Redirect\r\n/);
+    assert.match(moved.stdout, /\r\nlocation: http:\/\/new\.example\.com\/new\?q=1\r\n/);
+    const tea = await curl(['-s', '-i', ...host, url('/teapot')]);
+    assert.match(tea.stdout, /^HTTP\/1\.1 418 I'm a Teapot\r\n[\s\S]*\r\n\r\nshort and stout$/);
+    await waitFor(() => { gw.app.accessLog.flush(); return gw.accessLines().some((l) => /"GET \/teapot HTTP\/1\.1" 418 - direct_response /.test(l)); }, { timeoutMs: 3000 });
   });
 
   it('retries resend a small request body; a large streamed one is not retried', async () => {
