@@ -103,6 +103,7 @@ export class App {
     this.registry = new Registry({
       watch: (name, onChange) => this.dns.watch(name, (addrs) => onChange(addrs)),
       current: (name) => this.dns.current(name),
+      lookup: (name) => this.dns.lookup(name),
     }, Math.random, {
       onEndpointsChanged: (c) => this.metrics.endpoints.set({ cluster: c.name }, c.endpoints.length),
       onEjection: (c, e, reason) => {

@@ -102,6 +102,10 @@ const CATALOGUE = {
     status: 500, body: 'internal error', flag: 'LR', details: 'internal_error', party: 'internal', retryable: false,
     hint: 'a bug in meshgate: please report it with the log line',
   },
+  DNS_RESOLUTION_FAILED: {
+    status: 503, body: 'DNS resolution failure', flag: 'DF', details: 'dns_resolution_failure', party: 'upstream', retryable: false,
+    hint: 'a resolution NONE service at a gateway: the requested host (SNI or Host) did not resolve',
+  },
   FAULT_ABORT: {
     status: 0, body: 'fault filter abort', flag: 'FI', details: 'fault_filter_abort', party: 'config', retryable: false,
     hint: 'a VirtualService fault.abort injected this reply (status from httpStatus; gRPC requests get grpc-status)',

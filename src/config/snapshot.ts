@@ -269,6 +269,11 @@ export interface ClusterDef {
   readonly idleTimeoutMs?: number;
   readonly endpoints: readonly EndpointAddress[];
   readonly policy: ClusterPolicy;
+  /**
+   * resolution NONE without endpoints (original destination): at a gateway the request's own host
+   * (SNI, or Host without its port) is resolved and reached on this port.
+   */
+  readonly originalDstPort?: number;
   /** DestinationRule tls SIMPLE/MUTUAL: originate TLS to the endpoints. */
   readonly upstreamTls?: UpstreamTls;
   /** Where the DestinationRule that shaped it came from, if any. */

@@ -5,13 +5,15 @@
 import { Pool } from 'undici';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
 import { isIP } from '../config/names';
-import { Cluster, type Endpoint, type Random } from './cluster';
+import { Cluster, Endpoint as EndpointClass, type Endpoint, type Random } from './cluster';
 import type { UpstreamTlsOptions } from '../tls/upstream';
 
 /** What the registry needs of DNS (implemented by serviceentry/dns.ts). */
 export interface NameResolver {
   watch(name: string, onChange: (addresses: readonly string[]) => void): () => void;
   current(name: string): readonly string[] | undefined;
+  /** One-off resolution (original-destination clusters at a gateway). */
+  lookup?(name: string): Promise<readonly string[]>;
 }
 
 export interface PoolOptions {
@@ -59,6 +61,29 @@ export class Registry {
 
   get(name: string): Cluster | undefined {
     return this.clusters.get(name);
+  }
+
+  private readonly dynamic = new Map<string, Endpoint>();
+
+  /**
+   * The endpoint for an original-destination cluster (resolution NONE) at a gateway: `host` (the
+   * request's SNI or Host) resolved, on the cluster's port. Endpoints are kept per address, so their
+   * counters and connection pools are reused.
+   */
+  async originalDestination(cluster: Cluster, host: string): Promise<Endpoint | undefined> {
+    const port = cluster.def.originalDstPort;
+    if (port === undefined || !this.resolver?.lookup) return undefined;
+    const addresses = isIP(host) ? [host] : await this.resolver.lookup(host);
+    if (addresses.length === 0) return undefined;
+    const address = addresses[Math.floor(this.random() * addresses.length)]!;
+    const key = `${address}|${port}`;
+    let e = this.dynamic.get(key);
+    if (!e) {
+      if (this.dynamic.size >= 4096) this.dynamic.delete(this.dynamic.keys().next().value as string);
+      e = new EndpointClass(address, port, {}, 1);
+      this.dynamic.set(key, e);
+    }
+    return e;
   }
 
   all(): Cluster[] {

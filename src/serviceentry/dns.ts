@@ -99,6 +99,29 @@ export class DnsResolver {
     }
   }
 
+  private readonly onDemand = new Map<string, { addresses: string[]; expires: number } | Promise<string[]>>();
+
+  /**
+   * Resolve a name on demand (resolution NONE at a gateway: the SNI or Host of a request), cached for
+   * the record's TTL, concurrent lookups of one name shared, at most 4096 names kept.
+   */
+  lookup(name: string): Promise<string[]> {
+    const key = name.toLowerCase();
+    const hit = this.onDemand.get(key);
+    if (hit instanceof Promise) return hit;
+    if (hit && hit.expires > Date.now()) return Promise.resolve(hit.addresses);
+    const pending = this.resolveOnce(key).then((answer) => {
+      if (this.onDemand.size >= 4096) this.onDemand.delete(this.onDemand.keys().next().value as string);
+      this.onDemand.set(key, { addresses: answer.addresses, expires: Date.now() + answer.ttlMs });
+      return answer.addresses;
+    }, (err: unknown) => {
+      this.onDemand.delete(key);
+      throw err;
+    });
+    this.onDemand.set(key, pending);
+    return pending;
+  }
+
   current(name: string): readonly string[] | undefined {
     return this.entries.get(name)?.addresses;
   }

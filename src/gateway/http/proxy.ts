@@ -18,6 +18,7 @@ import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
+import { hostWithoutPort } from '../../config/names';
 import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, rewritePath, shadowHost } from './policy';
 import { randomBytes } from 'node:crypto';
 import { upstreamTlsOptions } from '../../tls/upstream';
@@ -322,7 +323,8 @@ export class HttpProxy {
     const cluster = dest && this.deps.registry.get(dest.cluster);
     if (!cluster) return ex.fail('CLUSTER_NOT_FOUND');
     ex.setDestination(cluster);
-    if (cluster.endpoints.length === 0) return ex.fail('NO_HEALTHY_UPSTREAM');
+    const originalDst = cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined;
+    if (cluster.endpoints.length === 0 && !originalDst) return ex.fail('NO_HEALTHY_UPSTREAM');
     // Request headers as the route and the chosen destination say, then the rewrite.
     applyHeaderOps(ex.upstreamHeaders, route.headers?.request);
     applyHeaderOps(ex.upstreamHeaders, dest.headers?.request);
@@ -333,13 +335,27 @@ export class HttpProxy {
     if (route.rewrite?.authority !== undefined) ex.upstreamHeaders['host'] = route.rewrite.authority;
     const path = rewritePath(req.url ?? '/', route.rewrite);
     if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
-    if (!hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path).start();
+    if (!originalDst) return this.forward(ex, route, cluster, path, undefined);
+    // resolution NONE at a gateway: the request's own host, resolved, on the service port.
+    const host = typeof ex.upstreamHeaders['host'] === 'string' ? hostWithoutPort(ex.upstreamHeaders['host']).replace(/^\[|\]$/g, '') : '';
+    this.deps.registry.originalDestination(cluster, host).then((endpoint) => {
+      if (ex.finished) return;
+      if (!endpoint) return ex.fail('DNS_RESOLUTION_FAILED');
+      this.forward(ex, route, cluster, path, endpoint);
+    }, () => {
+      if (!ex.finished) ex.fail('DNS_RESOLUTION_FAILED');
+    });
+  }
+
+  private forward(ex: Exchange, route: CompiledRoute, cluster: Cluster, path: string, endpoint: Endpoint | undefined): void {
+    const req = ex.req;
+    if (!hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path, endpoint).start();
     const length = Number(req.headers['content-length']);
-    if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, 'stream', path).start();
+    if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, 'stream', path, endpoint).start();
     // A small body is read whole first, so a retry or a mirror can send it again.
     readBody(req, REPLAYABLE_BODY_BYTES).then((body) => {
       if (ex.finished) return;
-      new Forwarder(this.deps, ex, route, cluster, body, path).start();
+      new Forwarder(this.deps, ex, route, cluster, body, path, endpoint).start();
     }, () => {
       if (!ex.finished) ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
     });
@@ -365,6 +381,8 @@ class Forwarder {
     /** null: no body; a Buffer: small, read whole (replayable); 'stream': streamed once, never retried. */
     private readonly body: Buffer | 'stream' | null,
     path: string,
+    /** An original-destination endpoint, used for every attempt instead of the load balancer. */
+    private readonly fixed?: Endpoint,
   ) {
     this.policy = route.retry;
     this.path = path;
@@ -437,7 +455,7 @@ class Forwarder {
       if (holdsRetrySlot) this.cluster.releaseRetry();
       holdsRetrySlot = false;
     };
-    const endpoint = this.cluster.pick(this.tried, this.ex.hashKey);
+    const endpoint = this.fixed ?? this.cluster.pick(this.tried, this.ex.hashKey);
     if (!endpoint) {
       releaseSlot();
       return this.ex.fail('NO_HEALTHY_UPSTREAM');

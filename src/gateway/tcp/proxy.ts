@@ -154,12 +154,25 @@ class TcpSession {
     this.rec.upstreamCluster = dest?.cluster;
     if (!cluster) return this.fail('CLUSTER_NOT_FOUND');
     this.cluster = cluster;
+    if (cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined) return this.connectOriginal(cluster);
     const endpoint = cluster.pick();
     if (!endpoint) {
       cluster.stats.inc('upstream_cx_none_healthy');
       return this.fail('NO_HEALTHY_UPSTREAM');
     }
     this.connectTo(cluster, endpoint);
+  }
+
+  /** resolution NONE at a gateway: connect to the SNI's address on the service port. */
+  private connectOriginal(cluster: Cluster): void {
+    const sni = this.info.sni;
+    if (!sni) return this.fail('DNS_RESOLUTION_FAILED');
+    this.downstream.pause();
+    this.deps.registry.originalDestination(cluster, sni).then((endpoint) => {
+      if (this.downstreamClosed || this.recorded) return;
+      if (!endpoint) return this.fail('DNS_RESOLUTION_FAILED');
+      this.connectTo(cluster, endpoint);
+    }, () => this.fail('DNS_RESOLUTION_FAILED'));
   }
 
   private connectTo(cluster: Cluster, endpoint: Endpoint): void {
