@@ -2,7 +2,11 @@
 # Build stage: install exactly the locked dependencies and compile TypeScript.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
+# A C toolchain for the SO_ORIGINAL_DST addon that `npm ci` builds (native/origdst, scripts/build-native.js).
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
+COPY scripts ./scripts
+COPY native ./native
 RUN npm ci
 COPY tsconfig.json ./
 COPY src ./src
@@ -14,8 +18,11 @@ RUN npm run build && npm prune --omit=dev
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
+# iptables for `meshgate iptables --apply` (the sidecar's init step, run with NET_ADMIN).
+RUN apt-get update && apt-get install -y --no-install-recommends iptables && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/native/origdst/build/Release/origdst.node ./native/origdst/build/Release/origdst.node
 COPY package.json ./
 COPY bin ./bin
 COPY config ./config

@@ -49,6 +49,21 @@ const CERTS_FLAGS: readonly FlagSpec[] = [
   { name: 'new-ca', help: 'make a new CA even if --out already holds one', boolean: true },
 ];
 
+const IPTABLES_FLAGS: readonly FlagSpec[] = [
+  { name: 'apply', help: 'install the rules (iptables-restore --noflush) instead of printing them', boolean: true },
+  { name: 'cleanup', help: 'remove the rules and chains', boolean: true },
+  { name: 'ipv6', help: 'also for IPv6 (ip6tables)', boolean: true },
+  { name: 'proxy-port', help: 'outbound capture port', def: '15001' },
+  { name: 'inbound-port', help: 'inbound capture port', def: '15006' },
+  { name: 'proxy-uid', help: "the proxy's uid: its own traffic is never captured", def: '1337' },
+  { name: 'proxy-gid', help: "the proxy's gid (default: the uid)", def: '' },
+  { name: 'include-outbound-cidrs', help: "CIDRs to capture, comma-separated, or '*'", def: '*' },
+  { name: 'exclude-outbound-cidrs', help: 'CIDRs never captured', def: '' },
+  { name: 'exclude-outbound-ports', help: 'destination ports never captured', def: '' },
+  { name: 'include-inbound-ports', help: "inbound ports to capture, '*' for all, empty for no inbound capture", def: '' },
+  { name: 'exclude-inbound-ports', help: "with '*': inbound ports left alone", def: '15090,15021,15020' },
+];
+
 const VALIDATE_FLAGS: readonly FlagSpec[] = [
   { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable', multiple: true },
 ];
@@ -72,6 +87,7 @@ commands:
   run        run the gateway on a config (files or directories, watched and hot-reloaded)
   validate   check a config as run would load it; exit 1 on errors
   certs      make a development CA and server/client certificates, and a Secret for credentialName
+  iptables   print, apply or remove the sidecar capture rules (as istio-iptables)
   help       this text
 
 Each command takes --help.
@@ -243,6 +259,51 @@ async function certs(argv: string[]): Promise<number> {
   return 0;
 }
 
+function list(v: unknown): string[] {
+  return String(v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+}
+
+function ports(v: unknown, name: string): number[] {
+  return list(v).map((x) => port(x, name));
+}
+
+async function iptables(argv: string[]): Promise<number> {
+  const v = parse(argv, IPTABLES_FLAGS);
+  if (v['help']) {
+    process.stdout.write(usage('iptables', 'The nat rules of a sidecar (REDIRECT mode, as istio-iptables installs them): outbound TCP to the capture port except the proxy\'s own uid/gid and loopback. Prints them; --apply installs, --cleanup removes. Needs root (NET_ADMIN) to apply.', IPTABLES_FLAGS));
+    return 0;
+  }
+  const { DEFAULT_CAPTURE, applyRules, natRules, removeRules } = await import('./sidecar/iptables');
+  const uid = Number(v['proxy-uid']);
+  const gid = v['proxy-gid'] ? Number(v['proxy-gid']) : uid;
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid < 0 || gid < 0) throw new Error('iptables: --proxy-uid/--proxy-gid must be numbers');
+  const include = String(v['include-outbound-cidrs']);
+  const inbound = String(v['include-inbound-ports']);
+  const rules = {
+    ...DEFAULT_CAPTURE,
+    proxyPort: port(v['proxy-port'], 'proxy-port'),
+    inboundPort: port(v['inbound-port'], 'inbound-port'),
+    uid, gid,
+    includeOutboundCidrs: include === '*' ? '*' as const : list(include),
+    excludeOutboundCidrs: list(v['exclude-outbound-cidrs']),
+    excludeOutboundPorts: ports(v['exclude-outbound-ports'], 'exclude-outbound-ports'),
+    includeInboundPorts: inbound === '*' ? '*' as const : inbound === '' ? '' as const : ports(inbound, 'include-inbound-ports'),
+    excludeInboundPorts: ports(v['exclude-inbound-ports'], 'exclude-inbound-ports'),
+  };
+  const ipv6 = v['ipv6'] === true;
+  if (v['cleanup']) {
+    removeRules(ipv6);
+    return 0;
+  }
+  if (!v['apply']) {
+    process.stdout.write(natRules(rules, 4) + (ipv6 ? natRules(rules, 6) : ''));
+    return 0;
+  }
+  const r = applyRules(rules, ipv6);
+  if (!r.ok) process.stderr.write(`meshgate iptables: ${r.output.trim()}\n`);
+  return r.ok ? 0 : 1;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   let code: number;
@@ -251,6 +312,7 @@ export async function main(argv: string[]): Promise<void> {
       case 'run': code = await run(rest); break;
       case 'validate': code = await validate(rest); break;
       case 'certs': code = await certs(rest); break;
+      case 'iptables': code = await iptables(rest); break;
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(TOP_HELP);
         code = 0;

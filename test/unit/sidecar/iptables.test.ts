@@ -1,0 +1,37 @@
+// The capture rules as istio-iptables writes them: the default document equals the nat table the
+// reference guide derives from istio-iptables' goldens, and each option lands where Istio puts it.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_CAPTURE, natRules } from '../../../src/sidecar/iptables';
+
+const GUIDE = path.resolve(__dirname, '../../../../../shared/reference/istio-behaviour.md');
+
+describe('sidecar capture rules (meshgate iptables)', () => {
+  it('the default rules are istio-iptables\' (-p 15001 -z 15006 -u 1337 -b \'*\' -d 15090,15021,15020)', () => {
+    const guide = fs.readFileSync(GUIDE, 'utf8');
+    const golden = /```\n(\*nat\n[\s\S]*?COMMIT)\n```/.exec(guide.slice(guide.indexOf('### d2.')))![1];
+    assert.equal(natRules(DEFAULT_CAPTURE, 4).trimEnd(), golden);
+  });
+
+  it('IPv6 uses ::1 and ::6 where IPv4 has 127.0.0.1 and 127.0.0.6', () => {
+    const v6 = natRules(DEFAULT_CAPTURE, 6);
+    assert.match(v6, /^-A ISTIO_OUTPUT -o lo -s ::6\/128 -j RETURN$/m);
+    assert.match(v6, /^-A ISTIO_OUTPUT -d ::1\/128 -j RETURN$/m);
+    assert.doesNotMatch(v6, /127\.0\.0/);
+  });
+
+  it('excluded ports and CIDRs return early; included CIDRs replace the catch-all; no inbound when asked', () => {
+    const r = natRules({ ...DEFAULT_CAPTURE, excludeOutboundPorts: [5432], excludeOutboundCidrs: ['10.0.0.0/8', 'fd00::/8'], includeOutboundCidrs: ['10.96.0.0/12'], includeInboundPorts: '' }, 4);
+    const lines = r.split('\n');
+    assert.equal(lines[lines.indexOf('-A OUTPUT -j ISTIO_OUTPUT') + 1], '-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN');
+    assert.ok(lines.includes('-A ISTIO_OUTPUT -d 10.0.0.0/8 -j RETURN'));
+    assert.ok(!lines.some((l) => l.includes('fd00::/8')), 'IPv6 CIDRs stay out of the IPv4 table');
+    assert.equal(lines.at(-3), '-A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT');
+    assert.ok(!lines.includes('-A ISTIO_OUTPUT -j ISTIO_REDIRECT'));
+    assert.ok(!lines.some((l) => l.startsWith('-A PREROUTING')));
+    const some = natRules({ ...DEFAULT_CAPTURE, includeInboundPorts: [8080, 9090] }, 4);
+    assert.match(some, /^-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT$/m);
+  });
+});
