@@ -39,6 +39,8 @@ export interface AppOptions {
   readonly drainMs: number;
   readonly watch: boolean;
   readonly limits?: Partial<HttpLimits>;
+  /** Sidecar mode: the capture listener's port (istio-proxy's 15001); gateway mode when absent. */
+  readonly capturePort?: number;
   /** TCP proxy idle timeout (Envoy's default: 1 h); a DestinationRule connectionPool.tcp.idleTimeout overrides it. */
   readonly tcpIdleTimeoutMs?: number;
   /** Time a TLS client has to send its ClientHello (Envoy's listener filter timeout, 15 s). */
@@ -97,7 +99,10 @@ export class App {
 
   constructor(readonly opts: AppOptions) {
     this.log = opts.logger ?? pino({ level: opts.logLevel, base: { component: 'meshgate' } }, pino.destination(2));
-    this.identity = { labels: opts.labels, namespace: opts.namespace, portMap: opts.portMap, bind: opts.bind };
+    this.identity = {
+      labels: opts.labels, namespace: opts.namespace, portMap: opts.portMap, bind: opts.bind,
+      ...(opts.capturePort !== undefined ? { capturePort: opts.capturePort } : {}),
+    };
     this.tlsContexts = new ServerContexts(this.log);
     this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });
     this.registry = new Registry({

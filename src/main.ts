@@ -24,13 +24,15 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'labels', env: 'MESHGATE_LABELS', help: "this gateway's labels, matched by Gateway selector", def: 'istio=ingressgateway' },
   { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace", def: 'istio-system' },
   { name: 'port-map', env: 'MESHGATE_PORT_MAP', help: 'listen port per Gateway server port, e.g. 80=8080,443=8443', def: '' },
-  { name: 'bind', env: 'MESHGATE_BIND', help: 'address the gateway listeners bind', def: '0.0.0.0' },
+  { name: 'mode', env: 'MESHGATE_MODE', help: "gateway (Gateway listeners) or sidecar (capture listener for iptables-redirected traffic)", def: 'gateway' },
+  { name: 'capture-port', env: 'MESHGATE_CAPTURE_PORT', help: 'sidecar mode: the capture listener (iptables REDIRECT target)', def: '15001' },
+  { name: 'bind', env: 'MESHGATE_BIND', help: "address the listeners bind (default 0.0.0.0; '::' in sidecar mode)", def: '' },
   { name: 'admin-port', env: 'MESHGATE_ADMIN_PORT', help: 'admin port on 127.0.0.1 (0 = pick a free port)', def: '15000' },
   { name: 'status-port', env: 'MESHGATE_STATUS_PORT', help: 'health port, /healthz/ready (0 = pick)', def: '15021' },
   { name: 'metrics-port', env: 'MESHGATE_METRICS_PORT', help: 'Prometheus port, /stats/prometheus (0 = pick)', def: '15090' },
   { name: 'log-level', env: 'MESHGATE_LOG_LEVEL', help: 'trace, debug, info, warn, error', def: 'info' },
   { name: 'dns-server', env: 'MESHGATE_DNS_SERVER', help: 'DNS server(s) for ServiceEntry resolution, host:port[,host:port] (default: system)', def: '' },
-  { name: 'server-name', env: 'MESHGATE_SERVER_NAME', help: 'value of the server header on every response', def: 'istio-envoy' },
+  { name: 'server-name', env: 'MESHGATE_SERVER_NAME', help: "value of the server header on every response (default istio-envoy; envoy in sidecar mode, as Istio's outbound sidecar)", def: '' },
   { name: 'tcp-idle-timeout', env: 'MESHGATE_TCP_IDLE_TIMEOUT', help: 'close TCP/TLS-passthrough connections idle this long (Envoy duration: 1h, 90s, 500ms; 0 = never)', def: '1h' },
   { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
   { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
@@ -164,6 +166,9 @@ async function run(argv: string[]): Promise<number> {
   }
   const configPaths = (v['config'] as string[] | undefined) ?? [];
   if (configPaths.length === 0) throw new Error('run: --config PATH is required');
+  const mode = String(v['mode']);
+  if (mode !== 'gateway' && mode !== 'sidecar') throw new Error(`--mode: "${mode}" is not gateway or sidecar`);
+  const sidecar = mode === 'sidecar';
   const workers = workerCount(v['workers']);
   const index = workerIndex();
   if (workers > 1 && index === undefined) {
@@ -191,12 +196,13 @@ async function run(argv: string[]): Promise<number> {
     labels: parseLabels(String(v['labels'])),
     namespace: String(v['namespace']),
     portMap: parsePortMap(String(v['port-map'] ?? '')),
-    bind: String(v['bind']),
+    bind: String(v['bind'] || (sidecar ? '::' : '0.0.0.0')),
+    ...(sidecar ? { capturePort: port(v['capture-port'], 'capture-port') } : {}),
     adminPort: port(v['admin-port'], 'admin-port'),
     statusPort: port(v['status-port'], 'status-port'),
     metricsPort: port(v['metrics-port'], 'metrics-port'),
     logLevel: String(v['log-level']),
-    serverName: String(v['server-name']),
+    serverName: String(v['server-name'] || (sidecar ? 'envoy' : 'istio-envoy')),
     dnsServers: dns ? dns.split(',') : undefined,
     drainMs: Number(v['drain-seconds']) * 1000,
     tcpIdleTimeoutMs: duration(v['tcp-idle-timeout'], 'tcp-idle-timeout'),

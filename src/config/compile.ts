@@ -15,7 +15,7 @@ import type {
   StringMatcher, SubnetSet, VirtualHost,
 } from './snapshot';
 import {
-  clusterName, gatewayKey, hostMatches, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
+  clusterName, gatewayKey, hostMatches, intersectHosts, isIP, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
 import { serverCredentials, upstreamTls, type ServerCredentialSource } from '../tls/secrets';
@@ -27,6 +27,8 @@ export interface GatewayIdentity {
   /** Explicit `--port-map` overrides: Gateway server port -> listen port. */
   readonly portMap: ReadonlyMap<number, number>;
   readonly bind: string;
+  /** Sidecar mode: one capture listener on this port instead of Gateway listeners. */
+  readonly capturePort?: number;
 }
 
 export interface CompileNote {
@@ -666,6 +668,84 @@ function dedupeChains(chains: readonly FilterChain[], where: string, notes: Comp
   return [...seen.values()];
 }
 
+// ------------------------------------------------------------------ sidecar (capture listener)
+
+const TLS_SERVICE_PROTOCOLS = new Set(['TLS', 'HTTPS']);
+
+/** Istio's short names for a service in the sidecar's own namespace: `name`, `name.ns`, `name.ns.svc`. */
+function shortNames(host: string, namespace: string): string[] {
+  const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(host);
+  if (!m || m[2] !== namespace) return [];
+  return [m[1]!, `${m[1]}.${m[2]}`, `${m[1]}.${m[2]}.svc`];
+}
+
+/**
+ * Sidecar outbound (Istio's virtualOutbound and per-port listeners, folded into one): per port, HTTP
+ * routes from VirtualServices bound to `mesh` and a default route for every registry service on the
+ * port; TLS chains by SNI; TCP by service address; a catch-all by the mesh outboundTrafficPolicy.
+ */
+function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings): ListenerDef {
+  const allowAny = mesh.outboundPolicy !== 'REGISTRY_ONLY';
+  const retry = mesh.defaultRetry;
+  const origin: Origin = { resource: 'MeshConfig istio-system/istio', file: '', line: 0, path: 'outboundTrafficPolicy' };
+  const catchAll: CompiledRoute = allowAny
+    ? { name: 'allow_any', match: null, action: { type: 'passthrough' }, timeoutMs: 0, retry: { ...retry, attempts: 0 }, origin }
+    : { name: 'block_all', match: null, action: { type: 'direct', status: 502, body: '' }, timeoutMs: 0, retry, origin };
+  const withCatchAll = (vhosts: Map<string, VhostAcc>) => vhosts.set('*', { routes: [catchAll], contributors: new Set(['mesh']) });
+  const pseudoGateway = { metadata: { name: 'mesh', namespace: id.namespace } } as unknown as GatewayResource;
+  const vss = [...set.virtualServices].sort((a, b) => a.order - b.order);
+  const ports = new Set<number>();
+  for (const svc of services.values()) for (const p of svc.ports) ports.add(p.number);
+  const http = new Map<number, RouteTable>();
+  const tls = new Map<number, FilterChain[]>();
+  const httpPorts = new Set<number>();
+  for (const p of [...ports].sort((a, b) => a - b)) {
+    const server: CompiledServer = { gateway: 'mesh', portNumber: p, portName: `outbound-${p}`, protocol: 'HTTP', hosts: ['*'], origin };
+    const sc: ServerContext = { gw: pseudoGateway, gwKey: 'mesh', server, vss, services, mesh };
+    const onPort = [...services.values()].filter((svc) => svc.ports.some((sp) => sp.number === p));
+    const httpish = onPort.filter((svc) => { const sp = svc.ports.find((x) => x.number === p)!; return HTTP_PROTOCOLS.has(sp.protocol) || sp.protocol === ''; });
+    if (httpish.length > 0) {
+      if (httpish.some((svc) => HTTP_PROTOCOLS.has(svc.ports.find((x) => x.number === p)!.protocol))) httpPorts.add(p);
+      const vhosts = new Map<string, VhostAcc>();
+      const serverPortOf = new Map<string, number>();
+      collectHttpVhosts(sc, vhosts, serverPortOf);
+      for (const svc of httpish) {
+        if (svc.host.startsWith('*') || vhosts.has(svc.host)) continue;
+        const route: CompiledRoute = {
+          name: 'default', match: null, timeoutMs: 0, retry, origin,
+          action: { type: 'route', destinations: [{ cluster: clusterName(p, undefined, svc.host), host: svc.host, port: p, weight: 100 }], totalWeight: 100 },
+        };
+        vhosts.set(svc.host, { routes: [route], contributors: new Set(['default']) });
+      }
+      for (const [domain, acc] of [...vhosts]) for (const alias of shortNames(domain, id.namespace)) if (!vhosts.has(alias)) vhosts.set(alias, acc);
+      withCatchAll(vhosts);
+      http.set(p, buildRouteTable(p, vhosts, serverPortOf, String(p)));
+    }
+    const chains = compilePassthroughChains(sc);
+    for (const svc of onPort) {
+      const sp = svc.ports.find((x) => x.number === p)!;
+      if (!TLS_SERVICE_PROTOCOLS.has(sp.protocol) || chains.some((c) => c.serverNames.includes(svc.host))) continue;
+      const route: L4Route = {
+        name: svc.host, destinationSubnets: subnetSet(undefined), origin,
+        destinations: [{ cluster: clusterName(p, undefined, svc.host), host: svc.host, port: p, weight: 100 }], totalWeight: 100,
+      };
+      chains.push({ name: `${p}|${svc.host}`, serverNames: [svc.host], destinationSubnets: subnetSet(undefined), action: { type: 'passthrough', route } });
+    }
+    if (chains.length > 0) tls.set(p, chains);
+  }
+  const tcp = new Map<string, string>();
+  for (const svc of services.values()) {
+    const vips = [...svc.addresses, ...(set.services.find((k) => `${k.metadata.name}.${k.metadata.namespace}.svc.cluster.local` === svc.host)?.spec.clusterIP ?? '').split(',')]
+      .filter((a) => isIP(a));
+    for (const vip of vips) for (const sp of svc.ports) tcp.set(`${vip}|${sp.number}`, clusterName(sp.number, undefined, svc.host));
+  }
+  const fallback = withCatchAll(new Map());
+  return {
+    name: 'virtualOutbound', bind: id.bind, port, family: 'CAPTURE', servers: [],
+    outbound: { http, fallbackHttp: buildRouteTable(port, fallback, new Map(), 'outbound-catch-all'), tls, tcp, httpPorts, policy: allowAny ? 'ALLOW_ANY' : 'REGISTRY_ONLY' },
+  };
+}
+
 // ------------------------------------------------------------------ clusters
 
 /** The DestinationRule for a host: exact host beats wildcard, longer wildcard beats shorter, older wins ties. */
@@ -819,7 +899,9 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
   const notes: CompileNote[] = [];
   const mesh = compileMesh(set);
   const services = buildServices(set);
-  const listeners = compileListeners(set, id, services, mesh, notes);
+  const listeners = id.capturePort !== undefined
+    ? new Map([[id.capturePort, captureListener(set, id, id.capturePort, services, mesh)]])
+    : compileListeners(set, id, services, mesh, notes);
   const clusters = compileClusters(set, services, mesh, id.namespace, notes);
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
     + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length;

@@ -53,7 +53,9 @@ export interface CompiledDestination {
 export type RouteAction =
   | { readonly type: 'route'; readonly destinations: readonly CompiledDestination[]; readonly totalWeight: number }
   | { readonly type: 'redirect'; readonly redirect: HTTPRedirect }
-  | { readonly type: 'direct'; readonly status: number; readonly body: string };
+  | { readonly type: 'direct'; readonly status: number; readonly body: string }
+  /** Sidecar allow_any: to the connection's original destination (PassthroughCluster). */
+  | { readonly type: 'passthrough' };
 
 export interface RetryPolicy {
   readonly attempts: number;
@@ -144,7 +146,22 @@ export interface CompiledServer {
  * routed by VirtualService `tcp`; `TLS` starts with a ClientHello whose SNI picks a filter chain
  * (passthrough, or termination followed by HTTP or TCP routing).
  */
-export type ListenerFamily = 'HTTP' | 'TCP' | 'TLS';
+export type ListenerFamily = 'HTTP' | 'TCP' | 'TLS' | 'CAPTURE';
+
+/** Sidecar mode: how the capture listener (virtualOutbound, 15001) routes what it captures. */
+export interface OutboundDef {
+  /** HTTP route tables by original destination port (mesh VirtualServices, registry services, catch-all). */
+  readonly http: ReadonlyMap<number, RouteTable>;
+  /** The catch-all for a port without a table: allow_any (PassthroughCluster) or block_all. */
+  readonly fallbackHttp: RouteTable;
+  /** TLS by SNI on a port: registry hosts with TLS/HTTPS ports and mesh `tls` routes. */
+  readonly tls: ReadonlyMap<number, readonly FilterChain[]>;
+  /** TCP by original destination `address|port` (ServiceEntry addresses, Service clusterIP): a cluster. */
+  readonly tcp: ReadonlyMap<string, string>;
+  /** Ports whose services speak HTTP: no sniffing needed there. */
+  readonly httpPorts: ReadonlySet<number>;
+  readonly policy: 'ALLOW_ANY' | 'REGISTRY_ONLY';
+}
 
 /** A set of CIDR blocks, precompiled; empty matches every address. */
 export interface SubnetSet {
@@ -198,6 +215,8 @@ export interface ListenerDef {
   readonly tcpRoutes?: readonly L4Route[];
   /** TLS listeners, in config order (the matcher picks the most specific). */
   readonly chains?: readonly FilterChain[];
+  /** The sidecar's capture listener. */
+  readonly outbound?: OutboundDef;
 }
 
 export interface EndpointAddress {

@@ -15,7 +15,17 @@ import { UpgradeProxy } from './http/upgrade';
 import { sniffPlaintext } from './sniff';
 import type { HttpEntry } from './http/route-match';
 import type { TcpProxy } from './tcp/proxy';
-import { selectTcpRoute } from './tcp/match';
+import { selectChain, selectTcpRoute } from './tcp/match';
+import { BLACKHOLE_ROUTE, PASSTHROUGH_ROUTE } from './tcp/proxy';
+import { readClientHello } from '../tls/client-hello';
+import { isOwnListener, originalDestination } from '../sidecar/original-dst';
+import { looksLikeHttp, rememberOriginalDst } from '../sidecar/capture';
+
+/**
+ * On a captured port whose protocol no service declares, how long to wait for the client's first
+ * bytes (HTTP, TLS) before treating the connection as opaque TCP (server-first protocols).
+ */
+const PROTOCOL_DETECTION_MS = 1000;
 
 /** Limits for downstream HTTP connections (Envoy-like defaults, settable from the CLI). */
 export interface HttpLimits {
@@ -172,6 +182,8 @@ export class ListenerManager {
         });
       case 'TCP':
         return this.deps.tcp.handle(socket, { route: selectTcpRoute(l.def.tcpRoutes, socket.localAddress ?? '') });
+      case 'CAPTURE':
+        return this.capture(l, socket);
       case 'TLS':
         return this.deps.tls!.dispatch(socket, () => l.def, (chain) => {
           const stack = this.stack(l, chain);
@@ -185,12 +197,55 @@ export class ListenerManager {
     }
   }
 
+  /**
+   * Sidecar capture: the original destination (SO_ORIGINAL_DST), the loop guard, then by protocol:
+   * HTTP on ports whose services speak it (else sniffed), TLS by SNI, TCP by service address; what
+   * matches nothing goes to the original destination (allow_any) or nowhere (block_all).
+   */
+  private capture(l: Live, socket: Socket): void {
+    const dst = originalDestination(socket);
+    if (dst instanceof Error) {
+      this.deps.log.warn({ err: dst.message }, 'captured connection without an original destination; closed');
+      return void socket.destroy();
+    }
+    if (isOwnListener(dst, socket, new Set([l.def.port]))) return void socket.destroy(); // loop guard
+    rememberOriginalDst(socket, dst);
+    const out = l.def.outbound!;
+    const http = () => {
+      const stack = this.stack(l, `out:${dst.port}`, { port: dst.port, scheme: 'http', capturePort: l.def.port });
+      stack.http.emit('connection', socket);
+      socket.resume();
+    };
+    if (out.httpPorts.has(dst.port)) return http();
+    void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
+      try {
+        if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy();
+        const passthrough = out.policy === 'ALLOW_ANY' ? PASSTHROUGH_ROUTE : BLACKHOLE_ROUTE;
+        if (hello.status === 'hello') {
+          const chain = selectChain(l.def.outbound?.tls.get(dst.port), hello.sni, dst.address);
+          const route = chain?.action.type === 'passthrough' ? chain.action.route : passthrough;
+          return this.deps.tcp.handle(socket, { route, sni: hello.sni, replay: hello.bytes, originalDst: dst });
+        }
+        if (looksLikeHttp(hello.bytes)) {
+          socket.unshift(hello.bytes);
+          return http();
+        }
+        const cluster = out.tcp.get(`${dst.address}|${dst.port}`);
+        const route = cluster ? { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] } : passthrough;
+        this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst });
+      } catch (err) {
+        this.deps.log.error({ err: (err as Error).message }, 'capture dispatch failed; connection closed');
+        socket.destroy();
+      }
+    });
+  }
+
   /** The HTTP stack for an entry, created on first use. */
-  private stack(l: Live, chain: string): HttpStack {
-    let s = l.stacks.get(chain);
+  private stack(l: Live, key: string, entry?: HttpEntry): HttpStack {
+    let s = l.stacks.get(key);
     if (!s) {
-      s = this.createHttpStack(chain === '' ? { port: l.def.port, scheme: 'http' } : { port: l.def.port, scheme: 'https', chain });
-      l.stacks.set(chain, s);
+      s = this.createHttpStack(entry ?? (key === '' ? { port: l.def.port, scheme: 'http' } : { port: l.def.port, scheme: 'https', chain: key }));
+      l.stacks.set(key, s);
     }
     return s;
   }

@@ -64,6 +64,30 @@ export class Registry {
   }
 
   private readonly dynamic = new Map<string, Endpoint>();
+  private passthroughCluster: Cluster | undefined;
+
+  /** Envoy's PassthroughCluster (sidecar allow_any): no endpoints of its own, each connection's original destination. */
+  passthrough(): Cluster {
+    this.passthroughCluster ??= new Cluster({
+      name: 'PassthroughCluster', host: 'PassthroughCluster', port: 0, protocol: '', resolution: 'NONE', lb: 'RANDOM',
+      service: { host: 'PassthroughCluster', name: 'PassthroughCluster', namespace: 'unknown' },
+      connectTimeoutMs: 10_000, endpoints: [], policy: {},
+      breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
+    }, this.random);
+    return this.passthroughCluster;
+  }
+
+  /** A kept endpoint object for an address and port outside every cluster (original destinations). */
+  endpointFor(address: string, port: number): Endpoint {
+    const key = `${address}|${port}`;
+    let e = this.dynamic.get(key);
+    if (!e) {
+      if (this.dynamic.size >= 4096) this.dynamic.delete(this.dynamic.keys().next().value as string);
+      e = new EndpointClass(address, port, {}, 1);
+      this.dynamic.set(key, e);
+    }
+    return e;
+  }
 
   /**
    * The endpoint for an original-destination cluster (resolution NONE) at a gateway: `host` (the
@@ -75,15 +99,7 @@ export class Registry {
     if (port === undefined || !this.resolver?.lookup) return undefined;
     const addresses = isIP(host) ? [host] : await this.resolver.lookup(host);
     if (addresses.length === 0) return undefined;
-    const address = addresses[Math.floor(this.random() * addresses.length)]!;
-    const key = `${address}|${port}`;
-    let e = this.dynamic.get(key);
-    if (!e) {
-      if (this.dynamic.size >= 4096) this.dynamic.delete(this.dynamic.keys().next().value as string);
-      e = new EndpointClass(address, port, {}, 1);
-      this.dynamic.set(key, e);
-    }
-    return e;
+    return this.endpointFor(addresses[Math.floor(this.random() * addresses.length)]!, port);
   }
 
   all(): Cluster[] {

@@ -10,19 +10,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN, runMeshgate } from '../helpers/gateway';
-import { captureAvailable } from '../../src/sidecar/original-dst';
+import { missingForCapture } from '../helpers/netns';
 
 const NS = `mgcap${process.pid}`;
 const MODULE = path.resolve(__dirname, '../../src/sidecar/original-dst.js');
 
-function have(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function inNs(args: string[], timeoutMs = 5000): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -53,7 +45,7 @@ describe('transparent capture (netns, iptables, SO_ORIGINAL_DST)', function () {
   let made = false;
 
   before(function () {
-    const missing = [process.getuid?.() === 0 ? '' : 'root', ...['ip', 'iptables-restore', 'ip6tables-restore', 'setpriv', 'nc'].filter((c) => !have(c)), captureAvailable() ? '' : 'the SO_ORIGINAL_DST addon (npm install)'].filter(Boolean);
+    const missing = missingForCapture();
     if (missing.length > 0) {
       console.warn(`    SKIPPED transparent capture tests: missing ${missing.join(', ')}`);
       this.skip();

@@ -23,6 +23,11 @@ export interface ForwardInfo {
   readonly remoteAddress: string;
   readonly scheme: 'http' | 'https';
   readonly requestId: string;
+  /**
+   * A sidecar's outbound side is not the edge (Istio: use_remote_address false): it keeps x-envoy-*
+   * headers and x-forwarded-for as the application sent them and adds no x-envoy-external-address.
+   */
+  readonly outbound?: boolean;
 }
 
 /** Names listed in the Connection header are hop-by-hop too. */
@@ -64,17 +69,21 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
     const v = headers[name];
     if (v === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || name.charCodeAt(0) === 58 /* : */) continue;
     // External requests may not set Envoy's internal headers (Envoy strips them at the edge).
-    if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-envoy-')) continue;
+    if (!info.outbound && name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-envoy-')) continue;
     out[name] = v;
   }
   // HTTP/2 clients send :authority; HTTP/1.1 upstreams need it as Host.
   const authority = headers[':authority'];
   if (typeof authority === 'string' && out['host'] === undefined) out['host'] = authority;
-  const xff = headers['x-forwarded-for'];
-  out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${info.remoteAddress}` : info.remoteAddress;
-  out['x-forwarded-proto'] = info.scheme;
   out['x-request-id'] = info.requestId;
-  out['x-envoy-external-address'] = info.remoteAddress;
+  if (info.outbound) {
+    out['x-forwarded-proto'] ??= info.scheme;
+  } else {
+    const xff = headers['x-forwarded-for'];
+    out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${info.remoteAddress}` : info.remoteAddress;
+    out['x-forwarded-proto'] = info.scheme;
+    out['x-envoy-external-address'] = info.remoteAddress;
+  }
   if (headers.te !== undefined && /(^|,)\s*trailers\s*(,|$)/i.test(String(headers.te))) out['te'] = 'trailers';
   return out;
 }

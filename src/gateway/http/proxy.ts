@@ -18,6 +18,7 @@ import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
+import { originalDstOf } from '../../sidecar/capture';
 import { hostWithoutPort } from '../../config/names';
 import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, rewritePath, shadowHost } from './policy';
 import { randomBytes } from 'node:crypto';
@@ -105,7 +106,8 @@ class Exchange {
     const sock = req.socket;
     const remote = plainAddress(sock.remoteAddress);
     const requestId = requestIdOf(req.headers);
-    this.upstreamHeaders = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme, requestId });
+    const dst = originalDstOf(sock);
+    this.upstreamHeaders = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme, requestId, outbound: dst !== undefined });
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
     const cl = req.headers['content-length'];
     if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;
@@ -121,7 +123,8 @@ class Exchange {
       durationMs: 0,
       requestHeaders: this.upstreamHeaders,
       authority: authorityOf(req.headers),
-      downstreamLocalAddress: joinHostPort(sock.localAddress, sock.localPort),
+      // Captured by a sidecar, the local address is where the application was connecting (Envoy's original dst).
+      downstreamLocalAddress: dst ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
       requestedServerName: (sock as { servername?: string | false }).servername || undefined,
     };
@@ -318,6 +321,14 @@ export class HttpProxy {
       ex.rec.responseCodeDetails = 'direct_response';
       ex.localReply(action.status, action.body);
       return ex.record();
+    }
+    if (action.type === 'passthrough') {
+      // Sidecar allow_any: straight to where the application was connecting (PassthroughCluster).
+      const dst = originalDstOf(req.socket);
+      if (!dst) return ex.fail('NO_ROUTE');
+      const passthrough = this.deps.registry.passthrough();
+      ex.setDestination(passthrough);
+      return this.forward(ex, route, passthrough, req.url ?? '/', this.deps.registry.endpointFor(dst.address, dst.port));
     }
     const dest = pickDestination(action.destinations, action.totalWeight, this.deps.random());
     const cluster = dest && this.deps.registry.get(dest.cluster);

@@ -116,10 +116,16 @@ export interface HttpEntry {
   readonly scheme: 'http' | 'https';
   /** FilterChain name on TLS listeners. */
   readonly chain?: string;
+  /** Sidecar: the capture listener's port; `port` is then the original destination's. */
+  readonly capturePort?: number;
 }
 
 /** The route table in force for an entry in this snapshot (a chain removed by a reload has none). */
 export function routeTableFor(snapshot: Snapshot, entry: HttpEntry): RouteTable | undefined {
+  if (entry.capturePort !== undefined) {
+    const out = snapshot.listeners.get(entry.capturePort)?.outbound;
+    return out ? out.http.get(entry.port) ?? out.fallbackHttp : undefined;
+  }
   const listener = snapshot.listeners.get(entry.port);
   if (!listener) return undefined;
   if (entry.chain === undefined) return listener.routes;

@@ -36,7 +36,22 @@ export interface TcpConnectionInfo {
   /** Bytes already read from the client (a ClientHello) to send upstream first, byte for byte. */
   readonly replay?: Buffer;
   readonly startTime?: number;
+  /** Sidecar: where the application was connecting (PassthroughCluster goes there). */
+  readonly originalDst?: { readonly address: string; readonly port: number };
 }
+
+/** The route of sidecar allow_any for TCP and TLS: the original destination, as Envoy's PassthroughCluster. */
+export const PASSTHROUGH_ROUTE: L4Route = {
+  name: 'allow_any', destinationSubnets: { cidrs: [] }, totalWeight: 100,
+  destinations: [{ cluster: 'PassthroughCluster', host: 'PassthroughCluster', port: 0, weight: 100 }],
+  origin: { resource: 'MeshConfig istio-system/istio', file: '', line: 0, path: 'outboundTrafficPolicy' },
+};
+
+/** Sidecar block_all for TCP and TLS: Envoy's BlackHoleCluster, a cluster without endpoints (UH). */
+export const BLACKHOLE_ROUTE: L4Route = {
+  ...PASSTHROUGH_ROUTE, name: 'block_all',
+  destinations: [{ cluster: 'BlackHoleCluster', host: 'BlackHoleCluster', port: 0, weight: 100 }],
+};
 
 /** Where upstream bytes come from: a plain TCP connection, or (TLS origination) a TLS one. */
 export type UpstreamConnector = (endpoint: Endpoint, cluster: Cluster) => { readonly socket: Socket; readonly ready: 'connect' | 'secureConnect' };
@@ -132,6 +147,7 @@ class TcpSession {
     private readonly info: TcpConnectionInfo,
   ) {
     this.rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni);
+    if (info.originalDst) this.rec.downstreamLocalAddress = joinHostPort(info.originalDst.address, info.originalDst.port);
   }
 
   start(): void {
@@ -150,8 +166,14 @@ class TcpSession {
     const route = this.info.route;
     if (!route) return this.fail('FILTER_CHAIN_NOT_FOUND', true);
     const dest = pickDestination(route.destinations, route.totalWeight, this.deps.random());
-    const cluster = dest && this.deps.registry.get(dest.cluster);
     this.rec.upstreamCluster = dest?.cluster;
+    if (dest?.cluster === 'BlackHoleCluster') return this.fail('NO_HEALTHY_UPSTREAM');
+    if (dest?.cluster === 'PassthroughCluster' && this.info.originalDst) {
+      const passthrough = this.deps.registry.passthrough();
+      this.cluster = passthrough;
+      return this.connectTo(passthrough, this.deps.registry.endpointFor(this.info.originalDst.address, this.info.originalDst.port));
+    }
+    const cluster = dest && this.deps.registry.get(dest.cluster);
     if (!cluster) return this.fail('CLUSTER_NOT_FOUND');
     this.cluster = cluster;
     if (cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined) return this.connectOriginal(cluster);

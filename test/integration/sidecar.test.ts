@@ -1,0 +1,158 @@
+// Sidecar mode end to end, in two network namespaces the test makes and removes: a "pod" with curl
+// and nc (root) and meshgate --mode sidecar (uid 1337) behind `meshgate iptables`, and an "external"
+// namespace with HTTP, TLS and TCP servers standing in for edition.cnn.test. Checks the walkthroughs'
+// E1-E3: ALLOW_ANY passes through (PassthroughCluster, allow_any), REGISTRY_ONLY answers plain HTTP
+// with 502 from `server: envoy` and closes TLS (curl exit 35), and a ServiceEntry turns the host back
+// on within 2 s of the file change. Needs root, ip, iptables and the addon: skipped loudly otherwise.
+
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { MESHGATE_BIN } from '../helpers/gateway';
+import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
+import { waitFor } from '../helpers/upstream';
+import { missingForCapture } from '../helpers/netns';
+
+const POD = `mgpod${process.pid}`;
+const EXT = `mgext${process.pid}`;
+
+
+function inPod(args: string[], timeoutMs = 8000): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = execFile('ip', ['netns', 'exec', POD, ...args], { timeout: timeoutMs, encoding: 'latin1' }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr });
+    });
+    child.stdin?.end();
+  });
+}
+
+const EXTERNAL = (certFile: string, keyFile: string) => `
+const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
+http.createServer((q, r) => r.end('external ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '10.9.9.2');
+https.createServer({ cert: fs.readFileSync(${JSON.stringify(certFile)}), key: fs.readFileSync(${JSON.stringify(keyFile)}) },
+  (q, r) => r.end('secure ' + q.url + '\\n')).listen(443, '10.9.9.2');
+net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000, '10.9.9.2', () => console.log('ready'));
+`;
+
+const mesh = (dir: string, policy: string) => `apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: ${dir}/access.log
+    outboundTrafficPolicy:
+      mode: ${policy}
+`;
+
+describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)', function () {
+  this.timeout(90_000);
+  const procs: ChildProcess[] = [];
+  let dir: string;
+  let cfg: string;
+  let ca: CaPem;
+  let made = false;
+  const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
+
+  before(function () {
+    const missing = missingForCapture();
+    if (missing.length > 0) {
+      console.warn(`    SKIPPED sidecar tests: missing ${missing.join(', ')}`);
+      this.skip();
+    }
+  });
+
+  before(async function () {
+    if (this.currentTest?.isPending()) return;
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-sidecar-'));
+    fs.chmodSync(dir, 0o777);
+    cfg = path.join(dir, 'config');
+    fs.mkdirSync(cfg, { mode: 0o777 });
+    ca = await makeCa(dir, 'ca');
+    const leaf = await makeLeaf(dir, ca, 'cnn', ['edition.cnn.test']);
+    for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
+    fs.writeFileSync(path.join(dir, 'external.js'), EXTERNAL(leaf.certFile, leaf.keyFile));
+    execFileSync('ip', ['netns', 'add', POD]);
+    execFileSync('ip', ['netns', 'add', EXT]);
+    made = true;
+    execFileSync('ip', ['link', 'add', 'pod0', 'netns', POD, 'type', 'veth', 'peer', 'name', 'ext0', 'netns', EXT]);
+    for (const [ns, dev, addr] of [[POD, 'pod0', '10.9.9.1/24'], [EXT, 'ext0', '10.9.9.2/24']] as const) {
+      execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      execFileSync('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev]);
+      execFileSync('ip', ['-n', ns, 'link', 'set', dev, 'up']);
+    }
+    const ext = spawn('ip', ['netns', 'exec', EXT, process.execPath, path.join(dir, 'external.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    procs.push(ext);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('external servers did not start')), 10_000);
+      ext.stdout!.on('data', (c: Buffer) => { if (c.toString().includes('ready')) { clearTimeout(t); resolve(); } });
+    });
+    const applied = await inPod([process.execPath, MESHGATE_BIN, 'iptables', '--apply']);
+    assert.equal(applied.code, 0, applied.err);
+    fs.writeFileSync(path.join(cfg, 'mesh.yaml'), mesh(dir, 'ALLOW_ANY'));
+    const sidecar = spawn('ip', ['netns', 'exec', POD, 'setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
+      'run', '--mode', 'sidecar', '--config', cfg, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
+    procs.push(sidecar);
+    await waitFor(async () => (await inPod(['curl', '-s', '-m', '2', 'http://10.9.9.2/ready'])).out.startsWith('external'), { timeoutMs: 15_000, intervalMs: 250 });
+  });
+
+  after(() => {
+    for (const p of procs) p.kill('SIGKILL');
+    if (made) {
+      execFileSync('ip', ['netns', 'del', POD]);
+      execFileSync('ip', ['netns', 'del', EXT]);
+    }
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('E1 ALLOW_ANY: unknown HTTP, TLS and TCP go to their original destination through the sidecar', async () => {
+    const h = await inPod(['curl', '-s', '-i', '-m', '5', 'http://10.9.9.2/politics']);
+    assert.match(h.out, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(h.out, /\r\nserver: envoy\r\n/, 'the outbound sidecar answers as envoy');
+    assert.match(h.out, /external \/politics host=10\.9\.9\.2\n$/);
+    const t = await inPod(['curl', '-s', '-m', '5', '--resolve', 'edition.cnn.test:443:10.9.9.2', '--cacert', ca.certFile, 'https://edition.cnn.test/politics']);
+    assert.equal(t.out, 'secure /politics\n', t.err);
+    const n = await inPod(['sh', '-c', 'printf "ping\\n" | nc -N -w 3 10.9.9.2 9000']);
+    assert.equal(n.out, 'ping\n');
+    await waitFor(() => /"10\.9\.9\.2:443" PassthroughCluster/.test(log()), { timeoutMs: 3000 });
+    // As Envoy logs them: the original destination as the local address, the route allow_any.
+    assert.match(log(), /"GET \/politics HTTP\/1\.1" 200 - via_upstream .* "10\.9\.9\.2:80" PassthroughCluster - 10\.9\.9\.2:80 10\.9\.9\.1:\d+ - allow_any$/m);
+    assert.match(log(), /"- - -" 0 - - - .* "10\.9\.9\.2:443" PassthroughCluster \S+ 10\.9\.9\.2:443 10\.9\.9\.1:\d+ edition\.cnn\.test -$/m);
+  });
+
+  it('E2 REGISTRY_ONLY: plain HTTP gets 502 from envoy, https fails (curl exit 35)', async () => {
+    fs.writeFileSync(path.join(cfg, 'mesh.yaml'), mesh(dir, 'REGISTRY_ONLY'));
+    await waitFor(async () => (await inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '3', 'http://10.9.9.2/'])).out === '502', { timeoutMs: 5000, intervalMs: 200 });
+    const h = await inPod(['curl', '-sL', '-o', '/dev/null', '-D', '-', '-m', '5', 'http://edition.cnn.test/politics', '--resolve', 'edition.cnn.test:80:10.9.9.2']);
+    assert.match(h.out, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.match(h.out, /\r\nserver: envoy\r\n/);
+    assert.match(h.out, /\r\ncontent-length: 0\r\n/);
+    const t = await inPod(['curl', '-s', '-m', '5', '--resolve', 'edition.cnn.test:443:10.9.9.2', '--cacert', ca.certFile, 'https://edition.cnn.test/politics']);
+    assert.equal(t.code, 35, `curl exit ${t.code}`);
+    await waitFor(() => /block_all$/m.test(log()) && /BlackHoleCluster/.test(log()), { timeoutMs: 3000 });
+  });
+
+  it('E3: a ServiceEntry for the host lets HTTP and HTTPS through again within 2 s', async () => {
+    const t0 = Date.now();
+    fs.writeFileSync(path.join(cfg, 'cnn.yaml'), `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.test]
+  ports:
+  - {number: 80, name: http-port, protocol: HTTP}
+  - {number: 443, name: https, protocol: HTTPS}
+  resolution: STATIC
+  endpoints: [{address: 10.9.9.2}]
+`);
+    await waitFor(async () => (await inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '2', '--resolve', 'edition.cnn.test:80:10.9.9.2', 'http://edition.cnn.test/politics'])).out === '200', { timeoutMs: 4000, intervalMs: 100 });
+    assert.ok(Date.now() - t0 < 2500, `took ${Date.now() - t0} ms`);
+    const t = await inPod(['curl', '-s', '-m', '5', '--resolve', 'edition.cnn.test:443:10.9.9.2', '--cacert', ca.certFile, 'https://edition.cnn.test/politics']);
+    assert.equal(t.out, 'secure /politics\n', t.err);
+    await waitFor(() => /outbound\|80\|\|edition\.cnn\.test/.test(log()) && /outbound\|443\|\|edition\.cnn\.test/.test(log()), { timeoutMs: 3000 });
+    // Other hosts stay blocked.
+    const other = await inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '3', 'http://10.9.9.2/']);
+    assert.equal(other.out, '502');
+  });
+});
