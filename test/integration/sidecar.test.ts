@@ -33,6 +33,7 @@ const http = require('http'), https = require('https'), net = require('net'), fs
 http.createServer((q, r) => r.end('external ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '10.9.9.2');
 https.createServer({ cert: fs.readFileSync(${JSON.stringify(certFile)}), key: fs.readFileSync(${JSON.stringify(keyFile)}) },
   (q, r) => r.end('secure ' + q.url + '\\n')).listen(443, '10.9.9.2');
+http.createServer((q, r) => r.end('cnn ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '10.9.9.4');
 net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000, '10.9.9.2', () => console.log('ready'));
 `;
 
@@ -82,6 +83,8 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
       execFileSync('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev]);
       execFileSync('ip', ['-n', ns, 'link', 'set', dev, 'up']);
     }
+    // 10.9.9.4: the "real" edition.cnn.com behind the egress gateway (E4).
+    execFileSync('ip', ['-n', EXT, 'addr', 'add', '10.9.9.4/24', 'dev', 'ext0']);
     const ext = spawn('ip', ['netns', 'exec', EXT, process.execPath, path.join(dir, 'external.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(ext);
     await new Promise<void>((resolve, reject) => {
@@ -154,5 +157,52 @@ spec:
     // Other hosts stay blocked.
     const other = await inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '3', 'http://10.9.9.2/']);
     assert.equal(other.out, '502');
+  });
+
+  it('E4: HTTP to edition.cnn.com goes sidecar -> egress gateway -> the site, with the walkthrough\'s YAML', async () => {
+    // The egress gateway: meshgate in gateway mode (istio=egressgateway) in the external namespace.
+    const seed = fs.readFileSync(path.resolve(__dirname, '../../../../shared/seed-scenarios/source/000_54cdee40cf656adf.txt'), 'utf8').split('\n');
+    const block = (name: string) => { const i = seed.indexOf(`# ${name}`); return seed.slice(i + 1, seed.indexOf('', i)).join('\n') + '\n---\n'; };
+    const egressService = `apiVersion: v1
+kind: Service
+metadata: {name: istio-egressgateway, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  ports: [{name: http2, port: 80, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: egress-pod, namespace: istio-system}
+spec: {address: 10.9.9.2, labels: {istio: egressgateway}, ports: {http2: 8080}}
+---
+`;
+    const site = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  ports: [{number: 80, name: http-port, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.9.9.4}]
+---
+`;
+    const eg = path.join(dir, 'egress');
+    fs.mkdirSync(eg, { mode: 0o777 });
+    fs.writeFileSync(path.join(eg, 'mesh.yaml'), mesh(eg, 'ALLOW_ANY'));
+    fs.writeFileSync(path.join(eg, 'all.yaml'), egressService + site + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
+    const gateway = spawn('ip', ['netns', 'exec', EXT, process.execPath, MESHGATE_BIN, 'run', '--config', eg, '--labels', 'istio=egressgateway',
+      '--bind', '10.9.9.2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
+    procs.push(gateway);
+    // The sidecar's side: the same VirtualService (its mesh half), the egress gateway's Service and pod.
+    fs.writeFileSync(path.join(cfg, 'egress.yaml'), egressService + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
+    let r = { code: 0, out: '', err: '' };
+    await waitFor(async () => {
+      r = await inPod(['curl', '-s', '-i', '-m', '3', '--resolve', 'edition.cnn.com:80:10.9.9.99', 'http://edition.cnn.com/politics']);
+      return /cnn \/politics/.test(r.out);
+    }, { timeoutMs: 10_000, intervalMs: 250 });
+    assert.match(r.out, /cnn \/politics host=edition\.cnn\.com\n$/);
+    const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };
+    await waitFor(() => /"GET \/politics HTTP\/1\.1" 200 .* "edition\.cnn\.com" "10\.9\.9\.4:80" outbound\|80\|\|edition\.cnn\.com /.test(egressLog()), { timeoutMs: 3000 });
+    await waitFor(() => /"edition\.cnn\.com" "10\.9\.9\.2:8080" outbound\|80\|cnn\|istio-egressgateway\.istio-system\.svc\.cluster\.local /.test(log()), { timeoutMs: 3000 });
   });
 });
