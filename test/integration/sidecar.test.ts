@@ -28,12 +28,14 @@ function inPod(args: string[], timeoutMs = 8000): Promise<{ code: number; out: s
   });
 }
 
-const EXTERNAL = (certFile: string, keyFile: string) => `
+const EXTERNAL = (certFile: string, keyFile: string, cnnCert: string, cnnKey: string) => `
 const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
 http.createServer((q, r) => r.end('external ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '10.9.9.2');
 https.createServer({ cert: fs.readFileSync(${JSON.stringify(certFile)}), key: fs.readFileSync(${JSON.stringify(keyFile)}) },
   (q, r) => r.end('secure ' + q.url + '\\n')).listen(443, '10.9.9.2');
 http.createServer((q, r) => r.end('cnn ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '10.9.9.4');
+https.createServer({ cert: fs.readFileSync(${JSON.stringify(cnnCert)}), key: fs.readFileSync(${JSON.stringify(cnnKey)}) },
+  (q, r) => r.end('cnn secure ' + q.url + '\\n')).listen(443, '10.9.9.4');
 net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000, '10.9.9.2', () => console.log('ready'));
 `;
 
@@ -47,6 +49,29 @@ data:
       mode: ${policy}
 `;
 
+/** A YAML block of the walkthrough text, as `kubectl apply -f <name>` would take it. */
+function block(name: string): string {
+  const seed = fs.readFileSync(path.resolve(__dirname, '../../../../shared/seed-scenarios/source/000_54cdee40cf656adf.txt'), 'utf8').split('\n');
+  const i = seed.indexOf(`# ${name}`);
+  assert.ok(i >= 0, name);
+  return seed.slice(i + 1, seed.indexOf('', i)).join('\n') + '\n---\n';
+}
+
+/** The egress gateway's Service and its pod, as both the sidecar and the egress gateway see them. */
+const EGRESS_SERVICE = `apiVersion: v1
+kind: Service
+metadata: {name: istio-egressgateway, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  ports: [{name: http2, port: 80, targetPort: 8080}, {name: https, port: 443, targetPort: 8443}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: egress-pod, namespace: istio-system}
+spec: {address: 10.9.9.2, labels: {istio: egressgateway}, ports: {http2: 8080, https: 8443}}
+---
+`;
+
 describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)', function () {
   this.timeout(90_000);
   const procs: ChildProcess[] = [];
@@ -54,6 +79,7 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
   let cfg: string;
   let ca: CaPem;
   let made = false;
+  let eg = '';
   const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
 
   before(function () {
@@ -72,8 +98,9 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
     fs.mkdirSync(cfg, { mode: 0o777 });
     ca = await makeCa(dir, 'ca');
     const leaf = await makeLeaf(dir, ca, 'cnn', ['edition.cnn.test']);
+    const site = await makeLeaf(dir, ca, 'site', ['edition.cnn.com']);
     for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
-    fs.writeFileSync(path.join(dir, 'external.js'), EXTERNAL(leaf.certFile, leaf.keyFile));
+    fs.writeFileSync(path.join(dir, 'external.js'), EXTERNAL(leaf.certFile, leaf.keyFile, site.certFile, site.keyFile));
     execFileSync('ip', ['netns', 'add', POD]);
     execFileSync('ip', ['netns', 'add', EXT]);
     made = true;
@@ -161,21 +188,6 @@ spec:
 
   it('E4: HTTP to edition.cnn.com goes sidecar -> egress gateway -> the site, with the walkthrough\'s YAML', async () => {
     // The egress gateway: meshgate in gateway mode (istio=egressgateway) in the external namespace.
-    const seed = fs.readFileSync(path.resolve(__dirname, '../../../../shared/seed-scenarios/source/000_54cdee40cf656adf.txt'), 'utf8').split('\n');
-    const block = (name: string) => { const i = seed.indexOf(`# ${name}`); return seed.slice(i + 1, seed.indexOf('', i)).join('\n') + '\n---\n'; };
-    const egressService = `apiVersion: v1
-kind: Service
-metadata: {name: istio-egressgateway, namespace: istio-system}
-spec:
-  selector: {istio: egressgateway}
-  ports: [{name: http2, port: 80, targetPort: 8080}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: egress-pod, namespace: istio-system}
-spec: {address: 10.9.9.2, labels: {istio: egressgateway}, ports: {http2: 8080}}
----
-`;
     const site = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: cnn, namespace: default}
@@ -186,15 +198,15 @@ spec:
   endpoints: [{address: 10.9.9.4}]
 ---
 `;
-    const eg = path.join(dir, 'egress');
+    eg = path.join(dir, 'egress');
     fs.mkdirSync(eg, { mode: 0o777 });
     fs.writeFileSync(path.join(eg, 'mesh.yaml'), mesh(eg, 'ALLOW_ANY'));
-    fs.writeFileSync(path.join(eg, 'all.yaml'), egressService + site + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
+    fs.writeFileSync(path.join(eg, 'all.yaml'), EGRESS_SERVICE + site + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
     const gateway = spawn('ip', ['netns', 'exec', EXT, process.execPath, MESHGATE_BIN, 'run', '--config', eg, '--labels', 'istio=egressgateway',
       '--bind', '10.9.9.2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
     procs.push(gateway);
     // The sidecar's side: the same VirtualService (its mesh half), the egress gateway's Service and pod.
-    fs.writeFileSync(path.join(cfg, 'egress.yaml'), egressService + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
+    fs.writeFileSync(path.join(cfg, 'egress.yaml'), EGRESS_SERVICE + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
     let r = { code: 0, out: '', err: '' };
     await waitFor(async () => {
       r = await inPod(['curl', '-s', '-i', '-m', '3', '--resolve', 'edition.cnn.com:80:10.9.9.99', 'http://edition.cnn.com/politics']);
@@ -204,5 +216,29 @@ spec:
     const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };
     await waitFor(() => /"GET \/politics HTTP\/1\.1" 200 .* "edition\.cnn\.com" "10\.9\.9\.4:80" outbound\|80\|\|edition\.cnn\.com /.test(egressLog()), { timeoutMs: 3000 });
     await waitFor(() => /"edition\.cnn\.com" "10\.9\.9\.2:8080" outbound\|80\|cnn\|istio-egressgateway\.istio-system\.svc\.cluster\.local /.test(log()), { timeoutMs: 3000 });
+  });
+
+  it('E5: HTTPS to edition.cnn.com passes through sidecar and egress gateway by SNI (the walkthrough\'s YAML)', async () => {
+    // As the walkthrough does: the HTTP resources are deleted, the TLS ones applied, on both proxies.
+    fs.rmSync(path.join(cfg, 'cnn.yaml'));
+    fs.writeFileSync(path.join(cfg, 'egress.yaml'), EGRESS_SERVICE + block('cnn-https-service-entry.yaml') + block('cnn-https-service-rule.yaml'));
+    fs.writeFileSync(path.join(eg, 'all.yaml'), `${EGRESS_SERVICE}apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: STATIC
+  endpoints: [{address: 10.9.9.4}]
+---
+${block('cnn-https-service-rule.yaml')}`);
+    let r = { code: 0, out: '', err: '' };
+    await waitFor(async () => {
+      r = await inPod(['curl', '-s', '-m', '3', '--resolve', 'edition.cnn.com:443:10.9.9.99', '--cacert', ca.certFile, 'https://edition.cnn.com/politics']);
+      return r.out === 'cnn secure /politics\n';
+    }, { timeoutMs: 10_000, intervalMs: 250 });
+    const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };
+    await waitFor(() => /"- - -" 0 - - - .* "10\.9\.9\.4:443" outbound\|443\|\|edition\.cnn\.com \S+ 10\.9\.9\.2:8443 \S+ edition\.cnn\.com -$/m.test(egressLog()), { timeoutMs: 3000 });
+    await waitFor(() => /"10\.9\.9\.2:8443" outbound\|443\|cnn\|istio-egressgateway\.istio-system\.svc\.cluster\.local \S+ 10\.9\.9\.99:443 \S+ edition\.cnn\.com -$/m.test(log()), { timeoutMs: 3000 });
   });
 });
