@@ -36,6 +36,7 @@ https.createServer({ cert: fs.readFileSync(${JSON.stringify(certFile)}), key: fs
 http.createServer((q, r) => r.end('cnn ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '10.9.9.4');
 https.createServer({ cert: fs.readFileSync(${JSON.stringify(cnnCert)}), key: fs.readFileSync(${JSON.stringify(cnnKey)}) },
   (q, r) => r.end('cnn secure ' + q.url + '\\n')).listen(443, '10.9.9.4');
+http.createServer((q, r) => r.end('ratings-v1 ' + q.url + '\\n')).listen(9080, '10.9.9.5');
 net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000, '10.9.9.2', () => console.log('ready'));
 `;
 
@@ -112,6 +113,7 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
     }
     // 10.9.9.4: the "real" edition.cnn.com behind the egress gateway (E4).
     execFileSync('ip', ['-n', EXT, 'addr', 'add', '10.9.9.4/24', 'dev', 'ext0']);
+    execFileSync('ip', ['-n', EXT, 'addr', 'add', '10.9.9.5/24', 'dev', 'ext0']); // ratings v1 (bookinfo faults)
     const ext = spawn('ip', ['netns', 'exec', EXT, process.execPath, path.join(dir, 'external.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(ext);
     await new Promise<void>((resolve, reject) => {
@@ -122,7 +124,7 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
     assert.equal(applied.code, 0, applied.err);
     fs.writeFileSync(path.join(cfg, 'mesh.yaml'), mesh(dir, 'ALLOW_ANY'));
     const sidecar = spawn('ip', ['netns', 'exec', POD, 'setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
-      'run', '--mode', 'sidecar', '--config', cfg, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
+      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
     procs.push(sidecar);
     await waitFor(async () => (await inPod(['curl', '-s', '-m', '2', 'http://10.9.9.2/ready'])).out.startsWith('external'), { timeoutMs: 15_000, intervalMs: 250 });
   });
@@ -240,5 +242,35 @@ ${block('cnn-https-service-rule.yaml')}`);
     const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };
     await waitFor(() => /"- - -" 0 - - - .* "10\.9\.9\.4:443" outbound\|443\|\|edition\.cnn\.com \S+ 10\.9\.9\.2:8443 \S+ edition\.cnn\.com -$/m.test(egressLog()), { timeoutMs: 3000 });
     await waitFor(() => /"10\.9\.9\.2:8443" outbound\|443\|cnn\|istio-egressgateway\.istio-system\.svc\.cluster\.local \S+ 10\.9\.9\.99:443 \S+ edition\.cnn\.com -$/m.test(log()), { timeoutMs: 3000 });
+  });
+
+  it('the bookinfo ratings fault samples for user jason, unchanged: abort 500, then a 7 s delay', async () => {
+    const samples = path.resolve(__dirname, '../../../../shared/istio-samples/samples/bookinfo');
+    const read = (f: string) => fs.readFileSync(path.join(samples, f), 'utf8');
+    fs.writeFileSync(path.join(cfg, 'bookinfo.yaml'), `${read('platform/kube/bookinfo.yaml')}
+---
+${read('networking/destination-rule-all.yaml')}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ratings-v1, namespace: default}
+spec: {address: 10.9.9.5, labels: {app: ratings, version: v1}, ports: {http: 9080}}
+`);
+    fs.writeFileSync(path.join(cfg, 'ratings-vs.yaml'), read('networking/virtual-service-ratings-test-abort.yaml'));
+    // The application calls http://ratings:9080 (any address: the sidecar routes by Host).
+    const call = (user: string) => inPod(['curl', '-s', '-i', '-m', '12', '--resolve', 'ratings:9080:10.9.9.50', '-H', `end-user: ${user}`, 'http://ratings:9080/ratings/0']);
+    await waitFor(async () => /^HTTP\/1\.1 500 /.test((await call('jason')).out), { timeoutMs: 5000, intervalMs: 200 });
+    const jason = await call('jason');
+    assert.match(jason.out, /^HTTP\/1\.1 500 Internal Server Error\r\n[\s\S]*\r\n\r\nfault filter abort$/);
+    const mary = await call('mary');
+    assert.match(mary.out, /^HTTP\/1\.1 200 OK\r\n[\s\S]*ratings-v1 \/ratings\/0\n$/);
+    fs.writeFileSync(path.join(cfg, 'ratings-vs.yaml'), read('networking/virtual-service-ratings-test-delay.yaml'));
+    await waitFor(async () => !/^HTTP\/1\.1 500 /.test((await inPod(['curl', '-s', '-i', '-m', '1', '--resolve', 'ratings:9080:10.9.9.50', '-H', 'end-user: jason', 'http://ratings:9080/ratings/0'])).out), { timeoutMs: 5000, intervalMs: 200 });
+    const t0 = Date.now();
+    const delayed = await call('jason');
+    const took = Date.now() - t0;
+    assert.match(delayed.out, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(took >= 6900 && took < 11_000, `jason waited ${took} ms`);
+    await waitFor(() => / 200 DI via_upstream .* "ratings:9080" "10\.9\.9\.5:9080" outbound\|9080\|v1\|ratings\.default\.svc\.cluster\.local /.test(log()), { timeoutMs: 3000 });
   });
 });
