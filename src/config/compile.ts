@@ -684,8 +684,39 @@ function shortNames(host: string, namespace: string): string[] {
  * routes from VirtualServices bound to `mesh` and a default route for every registry service on the
  * port; TLS chains by SNI; TCP by service address; a catch-all by the mesh outboundTrafficPolicy.
  */
-function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings): ListenerDef {
-  const allowAny = mesh.outboundPolicy !== 'REGISTRY_ONLY';
+/**
+ * The Sidecar resource that applies to this proxy: one in its namespace whose workloadSelector matches
+ * its labels, else the namespace's default (no selector), else the root namespace's (istio-system).
+ */
+export function sidecarFor(set: ResourceSet, id: GatewayIdentity): ResourceSet['sidecars'][number] | undefined {
+  const inNs = set.sidecars.filter((s) => s.metadata.namespace === id.namespace).sort((a, b) => a.order - b.order);
+  const selected = inNs.find((s) => {
+    const sel = s.spec.workloadSelector?.labels;
+    return sel && Object.keys(sel).length > 0 && Object.keys(sel).every((k) => id.labels[k] === sel[k]);
+  });
+  return selected
+    ?? inNs.find((s) => !s.spec.workloadSelector?.labels)
+    ?? set.sidecars.find((s) => s.metadata.namespace === 'istio-system' && !s.spec.workloadSelector?.labels);
+}
+
+/** Does a Sidecar `egress.hosts` entry (`ns/host`: `*`, `.`, `~` or a name; host `*`, exact or `*.suffix`) admit a service? */
+export function egressAdmits(entry: string, svc: ServiceDef, ownNamespace: string): boolean {
+  const slash = entry.indexOf('/');
+  const ns = slash < 0 ? '*' : entry.slice(0, slash);
+  const host = slash < 0 ? entry : entry.slice(slash + 1);
+  if (ns === '~') return false;
+  if (ns !== '*' && (ns === '.' ? ownNamespace : ns) !== svc.namespace) return false;
+  return hostMatches(host.toLowerCase(), svc.host);
+}
+
+function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, allServices: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings): ListenerDef {
+  // A Sidecar resource narrows what this proxy sees (egress.hosts) and may set its own outbound policy.
+  const sidecar = sidecarFor(set, id);
+  const egressHosts = sidecar?.spec.egress?.flatMap((e) => e.hosts);
+  const services = egressHosts && egressHosts.length > 0
+    ? new Map([...allServices].filter(([, svc]) => egressHosts.some((h) => egressAdmits(h, svc, id.namespace))))
+    : allServices;
+  const allowAny = (sidecar?.spec.outboundTrafficPolicy?.mode ?? mesh.outboundPolicy) !== 'REGISTRY_ONLY';
   const retry = mesh.defaultRetry;
   const origin: Origin = { resource: 'MeshConfig istio-system/istio', file: '', line: 0, path: 'outboundTrafficPolicy' };
   const catchAll: CompiledRoute = allowAny
@@ -709,6 +740,12 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, se
       const vhosts = new Map<string, VhostAcc>();
       const serverPortOf = new Map<string, number>();
       collectHttpVhosts(sc, vhosts, serverPortOf);
+      if (egressHosts && egressHosts.length > 0) {
+        // VirtualService hosts outside the Sidecar's egress hosts are not visible either.
+        for (const domain of [...vhosts.keys()]) {
+          if (!egressHosts.some((h) => hostMatches((h.includes('/') ? h.slice(h.indexOf('/') + 1) : h).toLowerCase(), domain))) vhosts.delete(domain);
+        }
+      }
       for (const svc of httpish) {
         if (svc.host.startsWith('*') || vhosts.has(svc.host)) continue;
         const route: CompiledRoute = {

@@ -1,10 +1,13 @@
-// The capture rules as istio-iptables writes them: the default document equals the nat table the
-// reference guide derives from istio-iptables' goldens, and each option lands where Istio puts it.
+// The capture rules as istio-iptables writes them (the default document equals the nat table the
+// reference guide derives from istio-iptables' goldens), and the Sidecar resource's effect on the
+// compiled outbound tables.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CAPTURE, natRules } from '../../../src/sidecar/iptables';
+import { compile } from '../../../src/config/compile';
+import { res, set } from '../../helpers/resources';
 
 const GUIDE = path.resolve(__dirname, '../../../../../shared/reference/istio-behaviour.md');
 
@@ -33,5 +36,33 @@ describe('sidecar capture rules (meshgate iptables)', () => {
     assert.ok(!lines.some((l) => l.startsWith('-A PREROUTING')));
     const some = natRules({ ...DEFAULT_CAPTURE, includeInboundPorts: [8080, 9090] }, 4);
     assert.match(some, /^-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT$/m);
+  });
+});
+
+describe('sidecar outbound compile: the Sidecar resource', () => {
+  const id = { labels: { app: 'sleep' }, namespace: 'default', portMap: new Map<number, number>(), bind: '::', capturePort: 15001 };
+  const se = (name: string, host: string, ns: string) => res('ServiceEntry', name, { hosts: [host], ports: [{ number: 80, name: 'http', protocol: 'HTTP' }], resolution: 'STATIC', endpoints: [{ address: '10.0.0.1' }] }, ns);
+  const services = [se('mine', 'mine.example.com', 'default'), se('theirs', 'theirs.example.com', 'other'), se('shared', 'shared.example.com', 'istio-system')];
+  const table = (extra: Parameters<typeof set>[0], mesh = {}) => compile(set([...services, ...extra], mesh), id, 1).snapshot.listeners.get(15001)!.outbound!;
+
+  it('without a Sidecar: every service, the mesh policy', () => {
+    const out = table([], { outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } });
+    assert.deepEqual([...out.http.get(80)!.exact.keys()].sort(), ['mine.example.com', 'shared.example.com', 'theirs.example.com']);
+    assert.equal(out.policy, 'REGISTRY_ONLY');
+  });
+
+  it('egress.hosts narrows what the proxy sees; its outboundTrafficPolicy overrides the mesh', () => {
+    const sidecar = res('Sidecar', 'default', { egress: [{ hosts: ['./*', 'istio-system/*'] }], outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } });
+    const out = table([sidecar]);
+    assert.deepEqual([...out.http.get(80)!.exact.keys()].sort(), ['mine.example.com', 'shared.example.com']);
+    assert.equal(out.policy, 'REGISTRY_ONLY');
+  });
+
+  it('a Sidecar selecting this workload wins over the namespace default', () => {
+    const ns = res('Sidecar', 'default', { egress: [{ hosts: ['*/*'] }], outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } });
+    const mine = res('Sidecar', 'sleep', { workloadSelector: { labels: { app: 'sleep' } }, egress: [{ hosts: ['other/theirs.example.com'] }], outboundTrafficPolicy: { mode: 'ALLOW_ANY' } });
+    const out = table([ns, mine]);
+    assert.deepEqual([...out.http.get(80)!.exact.keys()], ['theirs.example.com']);
+    assert.equal(out.policy, 'ALLOW_ANY');
   });
 });
