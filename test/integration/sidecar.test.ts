@@ -273,4 +273,41 @@ spec: {address: 10.9.9.5, labels: {app: ratings, version: v1}, ports: {http: 908
     assert.ok(took >= 6900 && took < 11_000, `jason waited ${took} ms`);
     await waitFor(() => / 200 DI via_upstream .* "ratings:9080" "10\.9\.9\.5:9080" outbound\|9080\|v1\|ratings\.default\.svc\.cluster\.local /.test(log()), { timeoutMs: 3000 });
   });
+
+  it('TLS origination at the sidecar: plain HTTP from the application, HTTPS to the site (DestinationRule tls)', async () => {
+    fs.writeFileSync(path.join(cfg, 'origination.yaml'), `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: origin, namespace: default}
+spec:
+  hosts: [origin.example.test]
+  ports: [{number: 80, name: http-port, protocol: HTTP}, {number: 443, name: https-port, protocol: HTTPS}]
+  resolution: STATIC
+  endpoints: [{address: 10.9.9.4}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: origin, namespace: default}
+spec:
+  hosts: [origin.example.test]
+  http:
+  - match: [{port: 80}]
+    route: [{destination: {host: origin.example.test, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: origin, namespace: default}
+spec:
+  host: origin.example.test
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: SIMPLE, sni: edition.cnn.com, caCertificates: ${ca.certFile}}
+`);
+    let r = { code: 0, out: '', err: '' };
+    await waitFor(async () => {
+      r = await inPod(['curl', '-s', '-m', '3', '--resolve', 'origin.example.test:80:10.9.9.99', 'http://origin.example.test/politics']);
+      return r.out === 'cnn secure /politics\n';
+    }, { timeoutMs: 5000, intervalMs: 200 });
+    await waitFor(() => /"GET \/politics HTTP\/1\.1" 200 .* "10\.9\.9\.4:443" outbound\|443\|\|origin\.example\.test /.test(log()), { timeoutMs: 3000 });
+  });
 });
