@@ -679,6 +679,12 @@ function shortNames(host: string, namespace: string): string[] {
   return [m[1]!, `${m[1]}.${m[2]}`, `${m[1]}.${m[2]}.svc`];
 }
 
+/** A service's virtual IPs: ServiceEntry `addresses` (single IPs) and a Kubernetes Service's clusterIP. */
+function vipsOf(svc: ServiceDef, set: ResourceSet): string[] {
+  const kube = set.services.find((k) => `${k.metadata.name}.${k.metadata.namespace}.svc.cluster.local` === svc.host);
+  return [...svc.addresses, kube?.spec.clusterIP ?? ''].filter((a) => isIP(a));
+}
+
 /**
  * Sidecar outbound (Istio's virtualOutbound and per-port listeners, folded into one): per port, HTTP
  * routes from VirtualServices bound to `mesh` and a default route for every registry service on the
@@ -755,6 +761,8 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
         vhosts.set(svc.host, { routes: [route], contributors: new Set(['default']) });
       }
       for (const [domain, acc] of [...vhosts]) for (const alias of shortNames(domain, id.namespace)) if (!vhosts.has(alias)) vhosts.set(alias, acc);
+      // A request to a service's VIP (ClusterIP, ServiceEntry addresses) carries the IP as its Host.
+      for (const svc of httpish) for (const vip of vipsOf(svc, set)) { const acc = vhosts.get(svc.host); if (acc && !vhosts.has(vip)) vhosts.set(vip, acc); }
       withCatchAll(vhosts);
       http.set(p, buildRouteTable(p, vhosts, serverPortOf, String(p)));
     }
@@ -772,9 +780,7 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
   }
   const tcp = new Map<string, string>();
   for (const svc of services.values()) {
-    const vips = [...svc.addresses, ...(set.services.find((k) => `${k.metadata.name}.${k.metadata.namespace}.svc.cluster.local` === svc.host)?.spec.clusterIP ?? '').split(',')]
-      .filter((a) => isIP(a));
-    for (const vip of vips) for (const sp of svc.ports) tcp.set(`${vip}|${sp.number}`, clusterName(sp.number, undefined, svc.host));
+    for (const vip of vipsOf(svc, set)) for (const sp of svc.ports) tcp.set(`${vip}|${sp.number}`, clusterName(sp.number, undefined, svc.host));
   }
   const fallback = withCatchAll(new Map());
   return {

@@ -66,3 +66,17 @@ describe('sidecar outbound compile: the Sidecar resource', () => {
     assert.equal(out.policy, 'ALLOW_ANY');
   });
 });
+
+describe('sidecar outbound compile: hosts a request may carry', () => {
+  it('a Service is reached by FQDN, short names in the proxy\'s namespace, and its ClusterIP; TCP by ClusterIP and port', () => {
+    const id = { labels: {}, namespace: 'default', portMap: new Map<number, number>(), bind: '::', capturePort: 15001 };
+    const svc = res('Service', 'my-nginx', { selector: { run: 'my-nginx' }, clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }, { name: 'tcp-db', port: 5432 }] });
+    const we = res('WorkloadEntry', 'nginx-pod', { address: '10.244.0.5', labels: { run: 'my-nginx' } });
+    const out = compile(set([svc, we]), id, 1).snapshot.listeners.get(15001)!.outbound!;
+    const hosts = [...out.http.get(80)!.exact.keys()].sort();
+    assert.deepEqual(hosts, ['10.96.0.10', 'my-nginx', 'my-nginx.default', 'my-nginx.default.svc', 'my-nginx.default.svc.cluster.local']);
+    assert.equal(out.tcp.get('10.96.0.10|5432'), 'outbound|5432||my-nginx.default.svc.cluster.local');
+    assert.ok(out.httpPorts.has(80));
+    assert.equal(out.policy, 'ALLOW_ANY');
+  });
+});
