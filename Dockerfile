@@ -12,7 +12,7 @@ COPY tsconfig.json ./
 COPY src ./src
 COPY test ./test
 COPY bench ./bench
-RUN npm run build && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev && mkdir -p native/origdst/build/Release
 
 # Runtime stage: the compiled gateway, production dependencies, non-root uid 1337 (Istio's proxy uid).
 FROM node:20-bookworm-slim
@@ -22,15 +22,16 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends iptables && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
-COPY --from=build /app/native/origdst/build/Release/origdst.node ./native/origdst/build/Release/origdst.node
+# The addon (sidecar capture); the directory exists even if it did not build, which only sidecar mode needs.
+COPY --from=build /app/native/origdst/build/Release ./native/origdst/build/Release
 COPY package.json ./
 COPY bin ./bin
 COPY config ./config
 RUN ln -s /app/bin/meshgate /usr/local/bin/meshgate \
  && groupadd --gid 1337 istio-proxy && useradd --uid 1337 --gid 1337 --no-create-home istio-proxy
 USER 1337:1337
-# Gateway listeners (Service targetPorts), status, admin (loopback only), metrics.
-EXPOSE 8080 8443 31400 15021 15000 15090
+# Gateway listeners (Service targetPorts), sidecar capture (--mode sidecar), status, admin (loopback only), metrics.
+EXPOSE 8080 8443 31400 15001 15021 15000 15090
 HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
   CMD node -e "require('http').get('http://127.0.0.1:15021/healthz/ready',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
 ENTRYPOINT ["meshgate"]
