@@ -41,6 +41,8 @@ export interface AppOptions {
   readonly limits?: Partial<HttpLimits>;
   /** Sidecar mode: the capture listener's port (istio-proxy's 15001); gateway mode when absent. */
   readonly capturePort?: number;
+  /** Sidecar mode: the inbound capture port (15006), when inbound traffic is captured. */
+  readonly inboundPort?: number;
   /** TCP proxy idle timeout (Envoy's default: 1 h); a DestinationRule connectionPool.tcp.idleTimeout overrides it. */
   readonly tcpIdleTimeoutMs?: number;
   /** Time a TLS client has to send its ClientHello (Envoy's listener filter timeout, 15 s). */
@@ -102,6 +104,7 @@ export class App {
     this.identity = {
       labels: opts.labels, namespace: opts.namespace, portMap: opts.portMap, bind: opts.bind,
       ...(opts.capturePort !== undefined ? { capturePort: opts.capturePort } : {}),
+      ...(opts.inboundPort !== undefined ? { inboundPort: opts.inboundPort } : {}),
     };
     this.tlsContexts = new ServerContexts(this.log);
     this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });

@@ -29,6 +29,8 @@ export interface GatewayIdentity {
   readonly bind: string;
   /** Sidecar mode: one capture listener on this port instead of Gateway listeners. */
   readonly capturePort?: number;
+  /** Sidecar mode: the inbound capture listener (15006), when inbound traffic is captured too. */
+  readonly inboundPort?: number;
 }
 
 export interface CompileNote {
@@ -679,6 +681,21 @@ function shortNames(host: string, namespace: string): string[] {
   return [m[1]!, `${m[1]}.${m[2]}`, `${m[1]}.${m[2]}.svc`];
 }
 
+/** Sidecar inbound: the target ports of the Services that select this proxy's labels. */
+function inboundListener(set: ResourceSet, id: GatewayIdentity, port: number): ListenerDef {
+  const ports = new Map<number, { http: boolean }>();
+  for (const svc of set.services) {
+    const sel = svc.spec.selector;
+    if (!sel || Object.keys(sel).length === 0 || !Object.keys(sel).every((k) => id.labels[k] === sel[k])) continue;
+    for (const p of svc.spec.ports ?? []) {
+      const target = typeof p.targetPort === 'number' ? p.targetPort : p.port;
+      const proto = (p.name ?? '').split('-')[0]!.toLowerCase();
+      ports.set(target, { http: ['http', 'http2', 'grpc', 'grpc-web'].includes(proto) });
+    }
+  }
+  return { name: 'virtualInbound', bind: id.bind, port, family: 'INBOUND', servers: [], inbound: { ports } };
+}
+
 /** A service's virtual IPs: ServiceEntry `addresses` (single IPs) and a Kubernetes Service's clusterIP. */
 function vipsOf(svc: ServiceDef, set: ResourceSet): string[] {
   const kube = set.services.find((k) => `${k.metadata.name}.${k.metadata.namespace}.svc.cluster.local` === svc.host);
@@ -945,6 +962,7 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
   const listeners = id.capturePort !== undefined
     ? new Map([[id.capturePort, captureListener(set, id, id.capturePort, services, mesh)]])
     : compileListeners(set, id, services, mesh, notes);
+  if (id.capturePort !== undefined && id.inboundPort !== undefined) listeners.set(id.inboundPort, inboundListener(set, id, id.inboundPort));
   const clusters = compileClusters(set, services, mesh, id.namespace, notes);
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
     + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length;

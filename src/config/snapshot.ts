@@ -146,7 +146,13 @@ export interface CompiledServer {
  * routed by VirtualService `tcp`; `TLS` starts with a ClientHello whose SNI picks a filter chain
  * (passthrough, or termination followed by HTTP or TCP routing).
  */
-export type ListenerFamily = 'HTTP' | 'TCP' | 'TLS' | 'CAPTURE';
+export type ListenerFamily = 'HTTP' | 'TCP' | 'TLS' | 'CAPTURE' | 'INBOUND';
+
+/** Sidecar inbound (virtualInbound, 15006): the ports the proxy's own Services expose. */
+export interface InboundDef {
+  /** By (target) port: whether it speaks HTTP. Other ports are InboundPassthroughCluster. */
+  readonly ports: ReadonlyMap<number, { readonly http: boolean }>;
+}
 
 /** Sidecar mode: how the capture listener (virtualOutbound, 15001) routes what it captures. */
 export interface OutboundDef {
@@ -217,6 +223,8 @@ export interface ListenerDef {
   readonly chains?: readonly FilterChain[];
   /** The sidecar's capture listener. */
   readonly outbound?: OutboundDef;
+  /** The sidecar's inbound capture listener. */
+  readonly inbound?: InboundDef;
 }
 
 export interface EndpointAddress {

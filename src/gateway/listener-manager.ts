@@ -184,6 +184,8 @@ export class ListenerManager {
         return this.deps.tcp.handle(socket, { route: selectTcpRoute(l.def.tcpRoutes, socket.localAddress ?? '') });
       case 'CAPTURE':
         return this.capture(l, socket);
+      case 'INBOUND':
+        return this.captureInbound(l, socket);
       case 'TLS':
         return this.deps.tls!.dispatch(socket, () => l.def, (chain) => {
           const stack = this.stack(l, chain);
@@ -235,6 +237,40 @@ export class ListenerManager {
         this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst });
       } catch (err) {
         this.deps.log.error({ err: (err as Error).message }, 'capture dispatch failed; connection closed');
+        socket.destroy();
+      }
+    });
+  }
+
+  /**
+   * Sidecar inbound (15006): connections to this pod's ports, delivered to the application at the
+   * original destination from 127.0.0.6; ports of the proxy's Services are `inbound|PORT||`, the
+   * rest InboundPassthroughCluster. HTTP is parsed (and logged per request), the rest proxied as TCP.
+   */
+  private captureInbound(l: Live, socket: Socket): void {
+    const dst = originalDestination(socket);
+    if (dst instanceof Error) return void socket.destroy();
+    if (isOwnListener(dst, socket, new Set([l.def.port]))) return void socket.destroy();
+    rememberOriginalDst(socket, dst);
+    const known = l.def.inbound?.ports.get(dst.port);
+    const cluster = known ? `inbound|${dst.port}||` : 'InboundPassthroughCluster';
+    const http = () => {
+      const stack = this.stack(l, `in:${dst.port}`, { port: dst.port, scheme: 'http', inboundCluster: cluster });
+      stack.http.emit('connection', socket);
+      socket.resume();
+    };
+    if (known?.http) return http();
+    void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
+      try {
+        if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy();
+        if (hello.status !== 'hello' && looksLikeHttp(hello.bytes)) {
+          socket.unshift(hello.bytes);
+          return http();
+        }
+        const route = { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] };
+        this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst, ...(hello.status === 'hello' && hello.sni ? { sni: hello.sni } : {}) });
+      } catch (err) {
+        this.deps.log.error({ err: (err as Error).message }, 'inbound dispatch failed; connection closed');
         socket.destroy();
       }
     });

@@ -27,6 +27,8 @@ export interface PoolOptions {
   readonly idleTimeoutMs?: number;
   /** connectionPool.tcp.tcpKeepalive: probe idle upstream connections after this long. */
   readonly keepaliveMs?: number;
+  /** Source address of upstream connections (inbound sidecar: 127.0.0.6). */
+  readonly localAddress?: string;
 }
 
 /** Connection counters of one upstream endpoint (shared by every cluster that reaches it). */
@@ -64,17 +66,25 @@ export class Registry {
   }
 
   private readonly dynamic = new Map<string, Endpoint>();
-  private passthroughCluster: Cluster | undefined;
+  private readonly passthroughClusters = new Map<string, Cluster>();
 
-  /** Envoy's PassthroughCluster (sidecar allow_any): no endpoints of its own, each connection's original destination. */
-  passthrough(): Cluster {
-    this.passthroughCluster ??= new Cluster({
-      name: 'PassthroughCluster', host: 'PassthroughCluster', port: 0, protocol: '', resolution: 'NONE', lb: 'RANDOM',
-      service: { host: 'PassthroughCluster', name: 'PassthroughCluster', namespace: 'unknown' },
-      connectTimeoutMs: 10_000, endpoints: [], policy: {},
-      breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
-    }, this.random);
-    return this.passthroughCluster;
+  /**
+   * Original-destination clusters of a sidecar: PassthroughCluster (outbound allow_any),
+   * `inbound|PORT||` and InboundPassthroughCluster (inbound). No endpoints of their own: each
+   * connection goes where it was going.
+   */
+  passthrough(name = 'PassthroughCluster'): Cluster {
+    let c = this.passthroughClusters.get(name);
+    if (!c) {
+      c = new Cluster({
+        name, host: name, port: 0, protocol: '', resolution: 'NONE', lb: 'RANDOM',
+        service: { host: name, name, namespace: 'unknown' },
+        connectTimeoutMs: 10_000, endpoints: [], policy: {},
+        breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
+      }, this.random);
+      this.passthroughClusters.set(name, c);
+    }
+    return c;
   }
 
   /** A kept endpoint object for an address and port outside every cluster (original destinations). */
@@ -186,7 +196,7 @@ export class Registry {
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
   pool(endpoint: Endpoint, opts: PoolOptions): Pool {
-    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}`;
+    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}/${opts.localAddress ?? ''}`;
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {
@@ -201,6 +211,7 @@ export class Registry {
         keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
         keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),
         ...(opts.maxRequestsPerConnection ? { maxRequestsPerClient: opts.maxRequestsPerConnection } : {}),
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
         headersTimeout: 0,
         bodyTimeout: 0,
         strictContentLength: true,

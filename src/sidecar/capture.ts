@@ -18,3 +18,13 @@ export function originalDstOf(socket: object | undefined): OriginalDestination |
 export function looksLikeHttp(first: Buffer): boolean {
   return /^[A-Z]{3,10} \S/.test(first.subarray(0, 16).toString('latin1'));
 }
+
+/** Clusters whose endpoint is each connection's original destination (a sidecar's passthrough clusters). */
+export function isOriginalDstCluster(name: string): boolean {
+  return name === 'PassthroughCluster' || name === 'InboundPassthroughCluster' || name.startsWith('inbound|');
+}
+
+/** Inbound clusters reach the application from 127.0.0.6, as Istio's inbound sidecar does. */
+export function inboundSourceAddress(cluster: string): string | undefined {
+  return cluster === 'InboundPassthroughCluster' || cluster.startsWith('inbound|') ? '127.0.0.6' : undefined;
+}

@@ -18,7 +18,7 @@ import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { redirectLocation } from './redirect';
-import { originalDstOf } from '../../sidecar/capture';
+import { inboundSourceAddress, originalDstOf } from '../../sidecar/capture';
 import { hostWithoutPort } from '../../config/names';
 import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, rewritePath, shadowHost } from './policy';
 import { randomBytes } from 'node:crypto';
@@ -90,6 +90,7 @@ class Exchange {
   onDownstreamClose: (() => void) | undefined;
   upstreamHeaders: Record<string, string | string[]>;
   route: CompiledRoute | undefined;
+  entry: HttpEntry | undefined;
   /** Consistent-hash key for the cluster's ring (DestinationRule consistentHash). */
   hashKey: string | undefined;
   /** Added to the upstream's response (a consistent-hash cookie). */
@@ -272,6 +273,7 @@ export class HttpProxy {
   private serve(req: IncomingMessage, res: ServerResponse, entry: HttpEntry): void {
     const scheme = entry.scheme;
     const ex = new Exchange(req, res, this.deps, scheme);
+    ex.entry = entry;
     res.on('close', () => {
       if (!ex.finished) {
         ex.onDownstreamClose?.();
@@ -326,7 +328,7 @@ export class HttpProxy {
       // Sidecar allow_any: straight to where the application was connecting (PassthroughCluster).
       const dst = originalDstOf(req.socket);
       if (!dst) return ex.fail('NO_ROUTE');
-      const passthrough = this.deps.registry.passthrough();
+      const passthrough = this.deps.registry.passthrough(ex.entry?.inboundCluster);
       ex.setDestination(passthrough);
       return this.forward(ex, route, passthrough, req.url ?? '/', this.deps.registry.endpointFor(dst.address, dst.port));
     }
@@ -493,6 +495,7 @@ class Forwarder {
       maxRequestsPerConnection: cluster.def.breaker.maxRequestsPerConnection,
       idleTimeoutMs: cluster.def.breaker.idleTimeoutMs,
       ...(cluster.def.keepaliveMs !== undefined ? { keepaliveMs: cluster.def.keepaliveMs } : {}),
+      ...(inboundSourceAddress(cluster.name) ? { localAddress: inboundSourceAddress(cluster.name) } : {}),
       ...(tls ? { tls } : {}),
     });
     endpoint.active += 1;

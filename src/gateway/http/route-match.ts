@@ -118,10 +118,24 @@ export interface HttpEntry {
   readonly chain?: string;
   /** Sidecar: the capture listener's port; `port` is then the original destination's. */
   readonly capturePort?: number;
+  /** Sidecar inbound: every request goes to the application, through this cluster (`inbound|PORT||`). */
+  readonly inboundCluster?: string;
 }
+
+const ANY_ORIGIN = { resource: 'sidecar inbound', file: '', line: 0, path: '' };
+
+/** Inbound: one route, `default`, to the original destination. */
+const INBOUND_TABLE: RouteTable = {
+  name: 'inbound', exact: new Map(), suffixes: [],
+  any: {
+    name: 'inbound|*', domain: '*',
+    routes: [{ name: 'default', match: null, action: { type: 'passthrough' }, timeoutMs: 0, retry: { attempts: 0, perTryTimeoutMs: 0, retryOn: [], retriableStatusCodes: [] }, origin: ANY_ORIGIN }],
+  },
+};
 
 /** The route table in force for an entry in this snapshot (a chain removed by a reload has none). */
 export function routeTableFor(snapshot: Snapshot, entry: HttpEntry): RouteTable | undefined {
+  if (entry.inboundCluster !== undefined) return INBOUND_TABLE;
   if (entry.capturePort !== undefined) {
     const out = snapshot.listeners.get(entry.capturePort)?.outbound;
     return out ? out.http.get(entry.port) ?? out.fallbackHttp : undefined;

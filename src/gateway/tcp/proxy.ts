@@ -17,6 +17,7 @@ import type { Telemetry } from '../../telemetry/telemetry';
 import { joinHostPort } from '../http/headers';
 import { pickDestination } from '../http/route-match';
 import { upstreamTlsOptions } from '../../tls/upstream';
+import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
 
 export interface TcpProxyDeps {
   readonly registry: Registry;
@@ -86,8 +87,10 @@ export class TcpProxy {
 
 /** Plain TCP, or TLS when the cluster's DestinationRule originates it. */
 function defaultConnect(endpoint: Endpoint, cluster: Cluster): ReturnType<UpstreamConnector> {
+  const source = inboundSourceAddress(cluster.name);
   const base = {
     host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
+    ...(source ? { localAddress: source } : {}),
     ...(cluster.def.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: cluster.def.keepaliveMs } : {}),
   };
   const t = cluster.def.upstreamTls;
@@ -168,8 +171,8 @@ class TcpSession {
     const dest = pickDestination(route.destinations, route.totalWeight, this.deps.random());
     this.rec.upstreamCluster = dest?.cluster;
     if (dest?.cluster === 'BlackHoleCluster') return this.fail('NO_HEALTHY_UPSTREAM');
-    if (dest?.cluster === 'PassthroughCluster' && this.info.originalDst) {
-      const passthrough = this.deps.registry.passthrough();
+    if (dest && isOriginalDstCluster(dest.cluster) && this.info.originalDst) {
+      const passthrough = this.deps.registry.passthrough(dest.cluster);
       this.cluster = passthrough;
       return this.connectTo(passthrough, this.deps.registry.endpointFor(this.info.originalDst.address, this.info.originalDst.port));
     }
