@@ -20,6 +20,7 @@ import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
 import { TlsListener } from './gateway/tls-listener';
 import { DEFAULT_HELLO_TIMEOUT_MS } from './tls/client-hello';
 import { ServerContexts } from './tls/server-context';
+import type { MeshCertFiles } from './tls/secrets';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
 import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
 import { FileWatcher } from './sources/files';
@@ -49,6 +50,8 @@ export interface AppOptions {
   readonly tlsHelloTimeoutMs?: number;
   /** Which of the admin, status and metrics servers this process runs (all by default; workers share them). */
   readonly serve?: { readonly admin: boolean; readonly status: boolean; readonly metrics: boolean };
+  /** The mesh identity for ISTIO_MUTUAL (`--mesh-certs`): cert-chain.pem, key.pem, root-cert.pem. */
+  readonly meshCerts?: MeshCertFiles;
   /** Override the process logger (tests). */
   readonly logger?: Logger;
 }
@@ -105,6 +108,7 @@ export class App {
       labels: opts.labels, namespace: opts.namespace, portMap: opts.portMap, bind: opts.bind,
       ...(opts.capturePort !== undefined ? { capturePort: opts.capturePort } : {}),
       ...(opts.inboundPort !== undefined ? { inboundPort: opts.inboundPort } : {}),
+      ...(opts.meshCerts ? { meshCerts: opts.meshCerts } : {}),
     };
     this.tlsContexts = new ServerContexts(this.log);
     this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });

@@ -1,13 +1,16 @@
 // Command line: `meshgate run`, `meshgate validate`, `meshgate help`. Thin: parses flags and
 // environment, then calls into the modules.
 
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { App } from './app';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
+import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
 import { offerMetrics, runPrimary, workerIndex } from './workers';
 
 interface FlagSpec {
@@ -34,6 +37,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'log-level', env: 'MESHGATE_LOG_LEVEL', help: 'trace, debug, info, warn, error', def: 'info' },
   { name: 'dns-server', env: 'MESHGATE_DNS_SERVER', help: 'DNS server(s) for ServiceEntry resolution, host:port[,host:port] (default: system)', def: '' },
   { name: 'server-name', env: 'MESHGATE_SERVER_NAME', help: "value of the server header on every response (default istio-envoy; envoy in sidecar mode, as Istio's outbound sidecar)", def: '' },
+  { name: 'mesh-certs', env: 'MESHGATE_MESH_CERTS', help: "directory with this proxy's mesh identity for ISTIO_MUTUAL (cert-chain.pem, key.pem, root-cert.pem, as `meshgate certs --mesh` writes them)", def: '' },
   { name: 'tcp-idle-timeout', env: 'MESHGATE_TCP_IDLE_TIMEOUT', help: 'close TCP/TLS-passthrough connections idle this long (Envoy duration: 1h, 90s, 500ms; 0 = never)', def: '1h' },
   { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
   { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
@@ -50,6 +54,9 @@ const CERTS_FLAGS: readonly FlagSpec[] = [
   { name: 'secret-name', help: 'name of the kubernetes.io/tls Secret in secret.yaml (a Gateway credentialName)', def: 'meshgate-credential' },
   { name: 'secret-namespace', help: "namespace of that Secret (the gateway's namespace)", def: 'istio-system' },
   { name: 'new-ca', help: 'make a new CA even if --out already holds one', boolean: true },
+  { name: 'mesh', help: "make a mesh identity instead (for run --mesh-certs): root-cert.pem, cert-chain.pem, key.pem", boolean: true },
+  { name: 'identity', help: 'with --mesh: the SPIFFE identity of the proxy', def: 'spiffe://cluster.local/ns/default/sa/default' },
+  { name: 'ca-dir', help: 'with --mesh: directory holding the mesh CA (ca.crt, ca.key; made there if missing), shared by every proxy of the mesh; default --out', def: '' },
 ];
 
 const IPTABLES_FLAGS: readonly FlagSpec[] = [
@@ -159,6 +166,15 @@ function port(v: unknown, name: string): number {
   return n;
 }
 
+/** The files of `--mesh-certs DIR`; a missing one is a start-up error, not a silent plaintext mesh. */
+function meshCertFiles(dir: string): MeshCertFiles {
+  const files = {
+    cert: path.join(dir, MESH_CERT_NAMES.cert), key: path.join(dir, MESH_CERT_NAMES.key), ca: path.join(dir, MESH_CERT_NAMES.ca),
+  };
+  for (const f of Object.values(files)) if (!fs.existsSync(f)) throw new Error(`--mesh-certs: ${f} does not exist (make it with meshgate certs --mesh --out ${dir})`);
+  return files;
+}
+
 async function run(argv: string[]): Promise<number> {
   const v = parse(argv, RUN_FLAGS);
   if (v['help']) {
@@ -208,6 +224,7 @@ async function run(argv: string[]): Promise<number> {
     dnsServers: dns ? dns.split(',') : undefined,
     drainMs: Number(v['drain-seconds']) * 1000,
     tcpIdleTimeoutMs: duration(v['tcp-idle-timeout'], 'tcp-idle-timeout'),
+    ...(v['mesh-certs'] ? { meshCerts: meshCertFiles(String(v['mesh-certs'])) } : {}),
     watch: !v['no-watch'],
   });
   if (samples) for (const line of samples.describe()) app.log.info(line);
@@ -255,14 +272,23 @@ async function certs(argv: string[]): Promise<number> {
   const out = String(v['out'] ?? '');
   const names = String(v['server'] ?? '').split(',').map((n) => n.trim()).filter(Boolean);
   if (!out) throw new Error('certs: --out DIR is required');
-  if (names.length === 0) throw new Error('certs: --server NAME[,NAME...] is required');
   const days = Number(v['days']);
   if (!Number.isInteger(days) || days < 1) throw new Error(`certs: --days "${String(v['days'])}" is not a positive number of days`);
-  const { writeDevCertificates } = await import('./tls/dev-certs'); // @peculiar/x509 only for this command
-  const written = await writeDevCertificates({
-    out, serverNames: names, clientName: String(v['client'] ?? '') || undefined, caName: String(v['ca-name']), days,
-    secretName: String(v['secret-name']), secretNamespace: String(v['secret-namespace']), newCa: v['new-ca'] === true,
-  });
+  const { writeDevCertificates, writeMeshCertificates } = await import('./tls/dev-certs'); // @peculiar/x509 only for this command
+  let written: string[];
+  if (v['mesh']) {
+    const identity = String(v['identity']);
+    if (!/^spiffe:\/\/[^/]+\/.+/.test(identity)) throw new Error(`certs: --identity "${identity}" is not a spiffe://TRUST-DOMAIN/PATH URI`);
+    written = await writeMeshCertificates({
+      out, caDir: String(v['ca-dir'] || out), identity, dnsNames: names, caName: String(v['ca-name']), days, newCa: v['new-ca'] === true,
+    });
+  } else {
+    if (names.length === 0) throw new Error('certs: --server NAME[,NAME...] is required');
+    written = await writeDevCertificates({
+      out, serverNames: names, clientName: String(v['client'] ?? '') || undefined, caName: String(v['ca-name']), days,
+      secretName: String(v['secret-name']), secretNamespace: String(v['secret-namespace']), newCa: v['new-ca'] === true,
+    });
+  }
   process.stdout.write(written.map((f) => `wrote ${f}`).join('\n') + '\n');
   return 0;
 }

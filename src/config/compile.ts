@@ -18,7 +18,7 @@ import {
   clusterName, gatewayKey, hostMatches, intersectHosts, isIP, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
-import { serverCredentials, upstreamTls, type ServerCredentialSource } from '../tls/secrets';
+import { serverCredentials, upstreamTls, type MeshCertFiles, type ServerCredentialSource } from '../tls/secrets';
 
 /** Who this gateway is: which Gateways select it and how server ports map to listen ports. */
 export interface GatewayIdentity {
@@ -31,6 +31,8 @@ export interface GatewayIdentity {
   readonly capturePort?: number;
   /** Sidecar mode: the inbound capture listener (15006), when inbound traffic is captured too. */
   readonly inboundPort?: number;
+  /** The mesh identity (`--mesh-certs`): ISTIO_MUTUAL servers and DestinationRules use it. */
+  readonly meshCerts?: MeshCertFiles;
 }
 
 export interface CompileNote {
@@ -321,10 +323,10 @@ export function serverKind(protocol: string, tlsMode: string | undefined): Serve
   if (HTTP_PROTOCOLS.has(p)) return 'http';
   if (p === 'HTTPS' || p === 'TLS') {
     if (tlsMode === 'PASSTHROUGH') return 'tls-passthrough';
-    if (tlsMode === undefined || tlsMode === 'SIMPLE' || tlsMode === 'MUTUAL' || tlsMode === 'OPTIONAL_MUTUAL') {
+    if (tlsMode === undefined || tlsMode === 'SIMPLE' || tlsMode === 'MUTUAL' || tlsMode === 'OPTIONAL_MUTUAL' || tlsMode === 'ISTIO_MUTUAL') {
       return p === 'HTTPS' ? 'https-terminate' : 'tls-terminate';
     }
-    return undefined; // AUTO_PASSTHROUGH, ISTIO_MUTUAL: mesh-internal mTLS, not served
+    return undefined; // AUTO_PASSTHROUGH: multi-network SNI-encoded routing, not served
   }
   if (['TCP', 'MONGO', 'MYSQL', 'REDIS'].includes(p)) return 'tcp';
   return undefined;
@@ -583,8 +585,13 @@ function compileListeners(
   for (const gw of gateways) {
     const gwKey = `${gw.metadata.namespace}/${gw.metadata.name}`;
     gw.spec.servers.forEach((server, si) => {
-      const kind = serverKind(server.port.protocol, server.tls?.mode);
+      let kind = serverKind(server.port.protocol, server.tls?.mode);
       const where = `Gateway ${gwKey}`;
+      if (kind && server.tls?.mode === 'ISTIO_MUTUAL' && !id.meshCerts) {
+        // No mesh identity: serve it in plaintext so the sidecars' (equally plaintext) hop still works.
+        kind = kind === 'https-terminate' ? 'http' : 'tcp';
+        notes.push({ severity: 'warning', resource: where, message: `servers[${si}]: tls.mode ISTIO_MUTUAL without mesh certificates (meshgate run --mesh-certs DIR): served in plaintext` });
+      }
       if (!kind) {
         const what = server.tls?.mode ? `protocol ${server.port.protocol} with tls.mode ${server.tls.mode}` : `protocol ${server.port.protocol}`;
         notes.push({ severity: 'warning', resource: where, message: `servers[${si}]: ${what} is not supported; server skipped` });
@@ -630,7 +637,7 @@ function compileListeners(
         }
         case 'https-terminate':
         case 'tls-terminate': {
-          const credentials = serverCredentials(server.tls, set.secrets, id.namespace);
+          const credentials = serverCredentials(server.tls, set.secrets, id.namespace, id.meshCerts);
           if (credentials.kind === 'missing') {
             notes.push({ severity: 'warning', resource: where, message: `servers[${si}].tls: ${credentials.message}; TLS handshakes on port ${server.port.number} for ${server.hosts.join(', ')} will fail` });
           }
@@ -887,6 +894,14 @@ function hashOf(policy: ClusterPolicy): HashPolicy | undefined {
   };
 }
 
+const H2_PROTOCOLS = new Set(['HTTP2', 'GRPC', 'GRPC-WEB']);
+
+/** Envoy speaks HTTP/2 to a cluster whose port is HTTP2/gRPC, or an HTTP port the DestinationRule upgrades. */
+export function upstreamHttp2(protocol: string, policy: ClusterPolicy): boolean {
+  if (H2_PROTOCOLS.has(protocol)) return true;
+  return protocol === 'HTTP' && policy.connectionPool?.http?.h2UpgradePolicy === 'UPGRADE';
+}
+
 function lbOf(policy: ClusterPolicy): LbPolicy {
   if (policy.loadBalancer?.consistentHash) return 'RING_HASH';
   switch (policy.loadBalancer?.simple) {
@@ -898,7 +913,7 @@ function lbOf(policy: ClusterPolicy): LbPolicy {
 }
 
 function compileClusters(
-  set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings, proxyNamespace: string, notes: CompileNote[],
+  set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings, proxyNamespace: string, notes: CompileNote[], meshCerts?: MeshCertFiles,
 ): Map<string, ClusterDef> {
   const out = new Map<string, ClusterDef>();
   // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace).
@@ -915,7 +930,7 @@ function compileClusters(
           .filter((e) => subsetMatches(sub.labels, e.labels))
           .map((e) => ({ address: e.address, port: endpointPort(e, port), labels: e.labels, weight: e.weight }));
         const name = clusterName(port.number, sub.name, svc.host);
-        const tls = upstreamTls(policy.tls, set.secrets, proxyNamespace);
+        const tls = upstreamTls(policy.tls, set.secrets, proxyNamespace, meshCerts, `outbound_.${port.number}_.${sub.name ?? ''}_.${svc.host}`);
         if (tls instanceof Error) notes.push({ severity: 'warning', resource: `DestinationRule ${dr?.metadata.namespace}/${dr?.metadata.name}`, message: `cluster ${name}: ${tls.message}` });
         out.set(name, {
           name,
@@ -936,6 +951,8 @@ function compileClusters(
           endpoints,
           policy,
           ...(tls && !(tls instanceof Error) ? { upstreamTls: tls } : {}),
+          // Over mesh mTLS, ALPN settles the protocol (h2 between two meshgates, as Envoy's istio-h2).
+          ...(upstreamHttp2(port.protocol, policy) || (tls && !(tls instanceof Error) && tls.mode === 'ISTIO_MUTUAL') ? { http2: true } : {}),
           destinationRule: dr ? `DestinationRule ${dr.metadata.namespace}/${dr.metadata.name}` : undefined,
         });
       }
@@ -963,7 +980,7 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
     ? new Map([[id.capturePort, captureListener(set, id, id.capturePort, services, mesh)]])
     : compileListeners(set, id, services, mesh, notes);
   if (id.capturePort !== undefined && id.inboundPort !== undefined) listeners.set(id.inboundPort, inboundListener(set, id, id.inboundPort));
-  const clusters = compileClusters(set, services, mesh, id.namespace, notes);
+  const clusters = compileClusters(set, services, mesh, id.namespace, notes, id.meshCerts);
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
     + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length;
   const snapshot: Snapshot = {

@@ -301,8 +301,15 @@ export interface ClusterDef {
    * (SNI, or Host without its port) is resolved and reached on this port.
    */
   readonly originalDstPort?: number;
-  /** DestinationRule tls SIMPLE/MUTUAL: originate TLS to the endpoints. */
+  /** DestinationRule tls SIMPLE/MUTUAL/ISTIO_MUTUAL: originate TLS to the endpoints. */
   readonly upstreamTls?: UpstreamTls;
+  /**
+   * HTTP requests go upstream over HTTP/2, as Envoy's cluster with http2_protocol_options: the port's
+   * protocol is HTTP2/GRPC/GRPC-WEB (ServiceEntry protocol, Service port name `http2-*`/`grpc-*` or
+   * appProtocol), or connectionPool.http.h2UpgradePolicy is UPGRADE. h2c with prior knowledge in
+   * plaintext, ALPN h2 over TLS.
+   */
+  readonly http2?: boolean;
   /** Where the DestinationRule that shaped it came from, if any. */
   readonly destinationRule?: string;
 }

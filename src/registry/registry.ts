@@ -29,6 +29,8 @@ export interface PoolOptions {
   readonly keepaliveMs?: number;
   /** Source address of upstream connections (inbound sidecar: 127.0.0.6). */
   readonly localAddress?: string;
+  /** HTTP/2 upstream: h2c with prior knowledge in plaintext, offered by ALPN over TLS. */
+  readonly http2?: boolean;
 }
 
 /** Connection counters of one upstream endpoint (shared by every cluster that reaches it). */
@@ -196,7 +198,7 @@ export class Registry {
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
   pool(endpoint: Endpoint, opts: PoolOptions): Pool {
-    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}/${opts.localAddress ?? ''}`;
+    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}/${opts.localAddress ?? ''}/${opts.http2 ? 'h2' : ''}`;
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {
@@ -205,6 +207,8 @@ export class Registry {
         pipelining: 1,
         connect: {
           timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
+          // h2c with prior knowledge (Pool hands only `connect` to its connector).
+          ...(opts.http2 && !opts.tls ? { useH2c: true } : {}),
           ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
         },
         connectTimeout: opts.connectTimeoutMs,
@@ -212,6 +216,7 @@ export class Registry {
         keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),
         ...(opts.maxRequestsPerConnection ? { maxRequestsPerClient: opts.maxRequestsPerConnection } : {}),
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+        ...(opts.http2 ? { allowH2: true } : {}),
         headersTimeout: 0,
         bodyTimeout: 0,
         strictContentLength: true,

@@ -54,12 +54,25 @@ export async function makeCa(opts: { commonName: string; days: number }): Promis
   return { cert: certificate.toString('pem'), key: await keyPem(keys.privateKey), keys, certificate };
 }
 
-/** A server or client certificate for DNS names and IP addresses, signed by `ca`. */
+const USAGES = {
+  server: [x509.ExtendedKeyUsage.serverAuth],
+  client: [x509.ExtendedKeyUsage.clientAuth],
+  both: [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
+};
+
+/**
+ * A certificate for DNS names, IP addresses and URIs (a mesh workload's spiffe:// identity), signed
+ * by `ca`: a server's, a client's, or both (a mesh proxy is each in turn).
+ */
 export async function makeLeaf(
-  ca: CaMaterial, opts: { commonName: string; names: readonly string[]; days: number; usage: 'server' | 'client'; validFrom?: Date },
+  ca: CaMaterial,
+  opts: { commonName: string; names: readonly string[]; uris?: readonly string[]; days: number; usage: keyof typeof USAGES; validFrom?: Date },
 ): Promise<Issued> {
   const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
-  const sans = opts.names.map((n) => (isIP(n) ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }));
+  const sans = [
+    ...opts.names.map((n) => (isIP(n) ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n })),
+    ...(opts.uris ?? []).map((u) => ({ type: 'url' as const, value: u })),
+  ];
   const certificate = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: `CN=${opts.commonName}`,
@@ -71,7 +84,7 @@ export async function makeLeaf(
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([opts.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+      new x509.ExtendedKeyUsageExtension(USAGES[opts.usage]),
       ...(sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey as never),
       await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey as never),

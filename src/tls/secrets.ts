@@ -27,10 +27,28 @@ const KEY_KEYS = ['tls.key', 'key'];
 const CA_KEYS = ['ca.crt', 'cacert'];
 
 export function needsClientCertificate(tls: ServerTLSSettings | undefined): boolean {
-  return tls?.mode === 'MUTUAL' || tls?.mode === 'OPTIONAL_MUTUAL';
+  return tls?.mode === 'MUTUAL' || tls?.mode === 'OPTIONAL_MUTUAL' || tls?.mode === 'ISTIO_MUTUAL';
 }
 
-export function serverCredentials(tls: ServerTLSSettings | undefined, secrets: readonly SecretResource[], namespace: string): ServerCredentialSource {
+/**
+ * The mesh identity that stands in for istiod's certificates (`--mesh-certs DIR`, Istio's file-mounted
+ * layout): this proxy's certificate chain and key, and the mesh root every peer must chain to.
+ * ISTIO_MUTUAL on either side uses them.
+ */
+export interface MeshCertFiles {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+}
+
+export const MESH_CERT_NAMES = { cert: 'cert-chain.pem', key: 'key.pem', ca: 'root-cert.pem' } as const;
+
+export function serverCredentials(
+  tls: ServerTLSSettings | undefined, secrets: readonly SecretResource[], namespace: string, mesh?: MeshCertFiles,
+): ServerCredentialSource {
+  if (tls?.mode === 'ISTIO_MUTUAL') {
+    return mesh ? { kind: 'files', ...mesh } : { kind: 'missing', message: 'ISTIO_MUTUAL needs the mesh certificates (--mesh-certs)' };
+  }
   const mutual = needsClientCertificate(tls);
   const name = tls?.credentialName ?? tls?.credentialNames?.[0];
   if (name) {
@@ -59,7 +77,7 @@ export function serverCredentials(tls: ServerTLSSettings | undefined, secrets: r
  * (VERIFY_CERTIFICATE_AT_CLIENT); the name checked is `sni`, else the service host.
  */
 export interface UpstreamTls {
-  readonly mode: 'SIMPLE' | 'MUTUAL';
+  readonly mode: 'SIMPLE' | 'MUTUAL' | 'ISTIO_MUTUAL';
   readonly sni?: string;
   readonly subjectAltNames: readonly string[];
   readonly insecureSkipVerify: boolean;
@@ -68,9 +86,21 @@ export interface UpstreamTls {
     | { readonly kind: 'files'; readonly ca?: string; readonly cert?: string; readonly key?: string };
 }
 
-export function upstreamTls(t: ClientTLSSettings | undefined, secrets: readonly SecretResource[], namespace: string): UpstreamTls | Error | undefined {
+/**
+ * ISTIO_MUTUAL: the mesh certificates, SNI `outbound_.PORT_.SUBSET_.HOST` as Istio sends it unless
+ * `sni` is set, and the peer must present a SPIFFE identity (or one of `subjectAltNames`). Without
+ * `--mesh-certs` it is an Error: the caller warns and sends plaintext, so Istio YAML still applies
+ * to proxies that were not given a mesh identity.
+ */
+export function upstreamTls(
+  t: ClientTLSSettings | undefined, secrets: readonly SecretResource[], namespace: string, mesh?: MeshCertFiles, istioSni?: string,
+): UpstreamTls | Error | undefined {
   if (!t || t.mode === undefined || t.mode === 'DISABLE') return undefined;
-  if (t.mode === 'ISTIO_MUTUAL') return new Error('tls.mode ISTIO_MUTUAL needs the mesh CA, which meshgate does not have; connections go out in plaintext');
+  if (t.mode === 'ISTIO_MUTUAL') {
+    if (!mesh) return new Error('tls.mode ISTIO_MUTUAL needs the mesh certificates (meshgate run --mesh-certs DIR); connections go out in plaintext');
+    const sni = t.sni ?? istioSni;
+    return { mode: 'ISTIO_MUTUAL', ...(sni ? { sni } : {}), subjectAltNames: t.subjectAltNames ?? [], insecureSkipVerify: false, material: { kind: 'files', ...mesh } };
+  }
   const base = { mode: t.mode, sni: t.sni, subjectAltNames: t.subjectAltNames ?? [], insecureSkipVerify: t.insecureSkipVerify === true };
   if (t.credentialName) {
     const secret = secrets.find((s) => s.metadata.name === t.credentialName && s.metadata.namespace === namespace);

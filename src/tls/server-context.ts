@@ -62,7 +62,7 @@ export class ServerContexts {
       const policy: ServerTlsPolicy = {
         context,
         requestCert: mutual,
-        rejectUnauthorized: settings?.mode === 'MUTUAL',
+        rejectUnauthorized: settings?.mode === 'MUTUAL' || settings?.mode === 'ISTIO_MUTUAL',
         subjectAltNames: settings?.subjectAltNames ?? [],
       };
       if (this.cache.size >= MAX_CONTEXTS) this.cache.delete(this.cache.keys().next().value as string);

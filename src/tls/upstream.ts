@@ -40,7 +40,7 @@ export function upstreamTlsOptions(t: UpstreamTls, host: string): UpstreamTlsOpt
     const connect: tls.ConnectionOptions = {
       ...(servername ? { servername } : {}),
       ...(ca ? { ca } : {}),
-      ...(t.mode === 'MUTUAL' && cert && key ? { cert, key } : {}),
+      ...(t.mode !== 'SIMPLE' && cert && key ? { cert, key } : {}),
       rejectUnauthorized: !t.insecureSkipVerify,
       checkServerIdentity: (name, peer) => {
         if (t.insecureSkipVerify) return undefined;
@@ -48,6 +48,11 @@ export function upstreamTlsOptions(t: UpstreamTls, host: string): UpstreamTlsOpt
           const sans = sansOf(peer);
           return t.subjectAltNames.some((w) => sans.includes(w)) ? undefined
             : new Error(`upstream certificate SANs ${sans.join(', ')} match none of ${t.subjectAltNames.join(', ')}`);
+        }
+        if (t.mode === 'ISTIO_MUTUAL') {
+          // A mesh peer is named by its SPIFFE identity, not by the host it serves.
+          return sansOf(peer).some((s) => s.startsWith('spiffe://')) ? undefined
+            : new Error('the mesh peer presented no spiffe:// identity');
         }
         return tls.checkServerIdentity(servername ?? name, peer);
       },

@@ -46,6 +46,30 @@ describe('meshgate certs', function () {
     assert.notEqual(fs.readFileSync(path.join(out, 'ca.crt'), 'utf8'), ca);
   });
 
+  it('--mesh: identities for two proxies from one shared mesh CA, in the --mesh-certs layout', async () => {
+    const caDir = path.join(dir, 'mesh-ca');
+    const a = await runMeshgate(['certs', '--mesh', '--ca-dir', caDir, '--out', path.join(dir, 'sleep'), '--identity', 'spiffe://cluster.local/ns/default/sa/sleep']);
+    assert.equal(a.code, 0, a.stderr);
+    const b = await runMeshgate(['certs', '--mesh', '--ca-dir', caDir, '--out', path.join(dir, 'egw'), '--identity', 'spiffe://cluster.local/ns/istio-system/sa/egw']);
+    assert.equal(b.code, 0, b.stderr);
+    const root = fs.readFileSync(path.join(caDir, 'ca.crt'), 'utf8');
+    for (const who of ['sleep', 'egw']) {
+      assert.equal(fs.readFileSync(path.join(dir, who, 'root-cert.pem'), 'utf8'), root, who);
+      assert.equal(fs.statSync(path.join(dir, who, 'key.pem')).mode & 0o777, 0o600);
+      const chain = path.join(dir, who, 'cert-chain.pem');
+      assert.match(execFileSync('openssl', ['verify', '-CAfile', path.join(dir, who, 'root-cert.pem'), '-purpose', 'sslclient', chain]).toString(), /OK/);
+      assert.match(execFileSync('openssl', ['verify', '-CAfile', path.join(dir, who, 'root-cert.pem'), '-purpose', 'sslserver', chain]).toString(), /OK/);
+    }
+    const text = execFileSync('openssl', ['x509', '-noout', '-ext', 'subjectAltName', '-in', path.join(dir, 'sleep', 'cert-chain.pem')]).toString();
+    assert.match(text, /URI:spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep/);
+    const bad = await runMeshgate(['certs', '--mesh', '--out', path.join(dir, 'x'), '--identity', 'sleep']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--identity "sleep" is not a spiffe:/);
+    const run = await runMeshgate(['run', '--config', path.join(dir, 'x'), '--mesh-certs', path.join(dir, 'nowhere')]);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /--mesh-certs: .*cert-chain\.pem does not exist/);
+  });
+
   it('bad flags exit 2 with a message', async () => {
     const none = await runMeshgate(['certs', '--out', path.join(dir, 'c')]);
     assert.equal(none.code, 2);

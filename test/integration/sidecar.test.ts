@@ -211,7 +211,7 @@ spec:
     // The sidecar's side: the same VirtualService (its mesh half), the egress gateway's Service and pod.
     fs.writeFileSync(path.join(cfg, 'egress.yaml'), EGRESS_SERVICE + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
     const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };
-    const viaEgress = /"GET \/politics HTTP\/1\.1" 200 .* "edition\.cnn\.com" "10\.9\.9\.4:80" outbound\|80\|\|edition\.cnn\.com /;
+    const viaEgress = /"GET \/politics HTTP\/2" 200 .* "edition\.cnn\.com" "10\.9\.9\.4:80" outbound\|80\|\|edition\.cnn\.com /;
     // Until both proxies have the new config the request may still go straight out (the site answers
     // the same): ask until the egress gateway has logged one.
     let r = { code: 0, out: '', err: '' };

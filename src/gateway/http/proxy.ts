@@ -428,7 +428,11 @@ class Forwarder {
       if (!this.deps.store.current.mesh.disableShadowHostSuffix) headers['host'] = shadowHost(host);
       delete headers['x-envoy-attempt-count'];
       try {
-        this.deps.registry.pool(endpoint, { connectTimeoutMs: cluster.def.connectTimeoutMs }).dispatch(
+        const tls = cluster.def.upstreamTls ? upstreamTlsOptions(cluster.def.upstreamTls, cluster.def.host) : undefined;
+        if (tls instanceof Error) continue;
+        this.deps.registry.pool(endpoint, {
+          connectTimeoutMs: cluster.def.connectTimeoutMs, ...(tls ? { tls } : {}), ...(cluster.def.http2 ? { http2: true } : {}),
+        }).dispatch(
           { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.body, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
           { onConnect: () => {}, onHeaders: () => true, onData: () => true, onComplete: () => {}, onError: () => {} },
         );
@@ -497,6 +501,7 @@ class Forwarder {
       ...(cluster.def.keepaliveMs !== undefined ? { keepaliveMs: cluster.def.keepaliveMs } : {}),
       ...(inboundSourceAddress(cluster.name) ? { localAddress: inboundSourceAddress(cluster.name) } : {}),
       ...(tls ? { tls } : {}),
+      ...(cluster.def.http2 ? { http2: true } : {}),
     });
     endpoint.active += 1;
     endpoint.rqTotal += 1;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { compile, destinationRuleFor, type GatewayIdentity } from '../../../src/config/compile';
+import { compile, destinationRuleFor, serverKind, upstreamHttp2, type GatewayIdentity } from '../../../src/config/compile';
 import { Cluster } from '../../../src/registry/cluster';
 import { res, set } from '../../helpers/resources';
 
@@ -132,5 +132,52 @@ describe('load balancers', () => {
     c.setEndpoints([eps[0]!, eps[3]!]);
     assert.equal(c.endpoints[0], kept);
     assert.equal(c.stats.get('membership_total'), 2);
+  });
+});
+
+describe('compile: upstream protocol and mesh mTLS', () => {
+  it('picks HTTP/2 toward a cluster as Envoy does', () => {
+    const table: [string, Record<string, unknown>, boolean][] = [
+      ['HTTP', {}, false],
+      ['HTTP2', {}, true],
+      ['GRPC', {}, true],
+      ['GRPC-WEB', {}, true],
+      ['HTTP', { connectionPool: { http: { h2UpgradePolicy: 'UPGRADE' } } }, true],
+      ['HTTP', { connectionPool: { http: { h2UpgradePolicy: 'DO_NOT_UPGRADE' } } }, false],
+      ['TCP', { connectionPool: { http: { h2UpgradePolicy: 'UPGRADE' } } }, false],
+      ['', {}, false],
+    ];
+    for (const [protocol, policy, want] of table) assert.equal(upstreamHttp2(protocol, policy), want, `${protocol} ${JSON.stringify(policy)}`);
+  });
+
+  it('serves ISTIO_MUTUAL Gateway servers by terminating TLS; AUTO_PASSTHROUGH is not served', () => {
+    assert.equal(serverKind('HTTPS', 'ISTIO_MUTUAL'), 'https-terminate');
+    assert.equal(serverKind('TLS', 'ISTIO_MUTUAL'), 'tls-terminate');
+    assert.equal(serverKind('TLS', 'AUTO_PASSTHROUGH'), undefined);
+  });
+
+  const gw = res('Gateway', 'egress', { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 80, name: 'https', protocol: 'HTTPS' }, hosts: ['edition.cnn.com'], tls: { mode: 'ISTIO_MUTUAL' } }] });
+  const se = res('ServiceEntry', 'egw', { hosts: ['egw.example'], ports: [{ number: 80, name: 'http', protocol: 'HTTP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
+  const dr = res('DestinationRule', 'egw', { host: 'egw.example', subsets: [{ name: 'cnn', trafficPolicy: { tls: { mode: 'ISTIO_MUTUAL' } } }] });
+  const meshCerts = { cert: '/m/cert-chain.pem', key: '/m/key.pem', ca: '/m/root-cert.pem' };
+
+  it('with mesh certificates: the server terminates mTLS, the cluster originates it with Istio\'s SNI and HTTP/2', () => {
+    const { snapshot } = compile(set([gw, se, dr]), { ...id, meshCerts }, 1);
+    assert.equal(snapshot.listeners.get(80)?.family, 'TLS');
+    const c = snapshot.clusters.get('outbound|80|cnn|egw.example')!;
+    assert.equal(c.upstreamTls?.mode, 'ISTIO_MUTUAL');
+    assert.equal(c.upstreamTls?.sni, 'outbound_.80_.cnn_.egw.example');
+    assert.deepEqual(c.upstreamTls?.material, { kind: 'files', ...meshCerts });
+    assert.equal(c.http2, true);
+    assert.equal(snapshot.clusters.get('outbound|80||egw.example')?.upstreamTls, undefined);
+  });
+
+  it('without them: plaintext on both sides, each with a warning', () => {
+    const { snapshot, notes } = compile(set([gw, se, dr]), id, 1);
+    assert.equal(snapshot.listeners.get(80)?.family, 'HTTP');
+    assert.equal(snapshot.clusters.get('outbound|80|cnn|egw.example')?.upstreamTls, undefined);
+    const text = notes.map((n) => n.message).join('\n');
+    assert.match(text, /ISTIO_MUTUAL without mesh certificates .* served in plaintext/);
+    assert.match(text, /ISTIO_MUTUAL needs the mesh certificates .* plaintext/);
   });
 });
