@@ -21,6 +21,7 @@ import { TlsListener } from './gateway/tls-listener';
 import { DEFAULT_HELLO_TIMEOUT_MS } from './tls/client-hello';
 import { ServerContexts } from './tls/server-context';
 import type { MeshCertFiles } from './tls/secrets';
+import type { FallbackPort } from './sidecar/fallback';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
 import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
 import { FileWatcher } from './sources/files';
@@ -50,6 +51,8 @@ export interface AppOptions {
   readonly tlsHelloTimeoutMs?: number;
   /** Which of the admin, status and metrics servers this process runs (all by default; workers share them). */
   readonly serve?: { readonly admin: boolean; readonly status: boolean; readonly metrics: boolean };
+  /** Sidecar mode, per-port capture (no SO_ORIGINAL_DST addon): application port -> listener. */
+  readonly fallback?: readonly FallbackPort[];
   /** The mesh identity for ISTIO_MUTUAL (`--mesh-certs`): cert-chain.pem, key.pem, root-cert.pem. */
   readonly meshCerts?: MeshCertFiles;
   /** Override the process logger (tests). */
@@ -109,6 +112,7 @@ export class App {
       ...(opts.capturePort !== undefined ? { capturePort: opts.capturePort } : {}),
       ...(opts.inboundPort !== undefined ? { inboundPort: opts.inboundPort } : {}),
       ...(opts.meshCerts ? { meshCerts: opts.meshCerts } : {}),
+      ...(opts.fallback ? { fallback: opts.fallback } : {}),
     };
     this.tlsContexts = new ServerContexts(this.log);
     this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });

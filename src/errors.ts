@@ -104,7 +104,7 @@ const CATALOGUE = {
   },
   DNS_RESOLUTION_FAILED: {
     status: 503, body: 'DNS resolution failure', flag: 'DF', details: 'dns_resolution_failure', party: 'upstream', retryable: false,
-    hint: 'a resolution NONE service at a gateway: the requested host (SNI or Host) did not resolve',
+    hint: 'a resolution NONE service at a gateway, or per-port capture passthrough: the requested host (SNI or Host) did not resolve',
   },
   FAULT_ABORT: {
     status: 0, body: 'fault filter abort', flag: 'FI', details: 'fault_filter_abort', party: 'config', retryable: false,
@@ -113,6 +113,10 @@ const CATALOGUE = {
   FILTER_CHAIN_NOT_FOUND: {
     status: 0, body: '', flag: 'NR', details: 'filter_chain_not_found', party: 'config', retryable: false,
     hint: 'no Gateway server / route matches this connection (port, SNI)',
+  },
+  ORIGINAL_DST_UNKNOWN: {
+    status: 0, body: '', flag: 'NR', details: 'original_destination_unknown', party: 'config', retryable: false,
+    hint: 'per-port capture (no SO_ORIGINAL_DST): opaque TCP on a port no single service owns has no known destination',
   },
 } as const satisfies Record<string, ErrorSpec>;
 

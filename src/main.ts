@@ -10,6 +10,8 @@ import { App } from './app';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
+import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
+import { captureAvailable } from './sidecar/original-dst';
 import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
 import { offerMetrics, runPrimary, workerIndex } from './workers';
 
@@ -30,6 +32,8 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'mode', env: 'MESHGATE_MODE', help: "gateway (Gateway listeners) or sidecar (capture listener for iptables-redirected traffic)", def: 'gateway' },
   { name: 'capture-port', env: 'MESHGATE_CAPTURE_PORT', help: 'sidecar mode: the capture listener (iptables REDIRECT target)', def: '15001' },
   { name: 'inbound-port', env: 'MESHGATE_INBOUND_PORT', help: "sidecar mode: the inbound capture listener (with `meshgate iptables --include-inbound-ports`); empty for none", def: '' },
+  { name: 'fallback-ports', env: 'MESHGATE_FALLBACK_PORTS', help: 'sidecar mode without the SO_ORIGINAL_DST addon: capture only these application ports, each on its own listener (--fallback-base + index); the same list as `meshgate iptables --fallback-ports`', def: '' },
+  { name: 'fallback-base', env: 'MESHGATE_FALLBACK_BASE', help: 'first listener port of the per-port capture', def: '15100' },
   { name: 'bind', env: 'MESHGATE_BIND', help: "address the listeners bind (default 0.0.0.0; '::' in sidecar mode)", def: '' },
   { name: 'admin-port', env: 'MESHGATE_ADMIN_PORT', help: 'admin port on 127.0.0.1 (0 = pick a free port)', def: '15000' },
   { name: 'status-port', env: 'MESHGATE_STATUS_PORT', help: 'health port, /healthz/ready (0 = pick)', def: '15021' },
@@ -72,6 +76,8 @@ const IPTABLES_FLAGS: readonly FlagSpec[] = [
   { name: 'exclude-outbound-ports', help: 'destination ports never captured', def: '' },
   { name: 'include-inbound-ports', help: "inbound ports to capture, '*' for all, empty for no inbound capture", def: '' },
   { name: 'exclude-inbound-ports', help: "with '*': inbound ports left alone", def: '15090,15021,15020' },
+  { name: 'fallback-ports', help: 'per-port capture (no SO_ORIGINAL_DST addon): redirect only these ports, each to --fallback-base + index; the same list as `meshgate run --fallback-ports`', def: '' },
+  { name: 'fallback-base', help: 'first listener port of the per-port capture', def: '15100' },
 ];
 
 const VALIDATE_FLAGS: readonly FlagSpec[] = [
@@ -216,6 +222,7 @@ async function run(argv: string[]): Promise<number> {
     bind: String(v['bind'] || (sidecar ? '::' : '0.0.0.0')),
     ...(sidecar ? { capturePort: port(v['capture-port'], 'capture-port') } : {}),
     ...(sidecar && v['inbound-port'] ? { inboundPort: port(v['inbound-port'], 'inbound-port') } : {}),
+    ...(sidecar && v['fallback-ports'] ? { fallback: fallbackFlag(v) } : {}),
     adminPort: port(v['admin-port'], 'admin-port'),
     statusPort: port(v['status-port'], 'status-port'),
     metricsPort: port(v['metrics-port'], 'metrics-port'),
@@ -228,6 +235,9 @@ async function run(argv: string[]): Promise<number> {
     watch: !v['no-watch'],
   });
   if (samples) for (const line of samples.describe()) app.log.info(line);
+  if (sidecar && !v['fallback-ports'] && !captureAvailable()) {
+    app.log.error('sidecar mode: the SO_ORIGINAL_DST addon is not built, so captured connections cannot be routed; rebuild it (npm install with python3, make, g++) or use per-port capture (--fallback-ports, with the same list for meshgate iptables)');
+  }
   if (index !== undefined) offerMetrics(app.metrics.registry);
   const first = await app.start();
   if (first.result === 'rejected') app.log.warn('the first config was rejected: serving nothing until a valid config is loaded');
@@ -293,6 +303,13 @@ async function certs(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** --fallback-ports and --fallback-base, as run and iptables both read them. */
+function fallbackFlag(v: Record<string, unknown>): FallbackPort[] {
+  const f = fallbackPorts(ports(v['fallback-ports'], 'fallback-ports'), port(v['fallback-base'], 'fallback-base'));
+  if (f instanceof Error) throw new Error(`--fallback-ports: ${f.message}`);
+  return f;
+}
+
 function list(v: unknown): string[] {
   return String(v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
 }
@@ -323,6 +340,7 @@ async function iptables(argv: string[]): Promise<number> {
     excludeOutboundPorts: ports(v['exclude-outbound-ports'], 'exclude-outbound-ports'),
     includeInboundPorts: inbound === '*' ? '*' as const : inbound === '' ? '' as const : ports(inbound, 'include-inbound-ports'),
     excludeInboundPorts: ports(v['exclude-inbound-ports'], 'exclude-inbound-ports'),
+    ...(v['fallback-ports'] ? { fallback: fallbackFlag(v) } : {}),
   };
   const ipv6 = v['ipv6'] === true;
   if (v['cleanup']) {

@@ -18,6 +18,7 @@ import {
   clusterName, gatewayKey, hostMatches, intersectHosts, isIP, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
+import type { FallbackPort } from '../sidecar/fallback';
 import { serverCredentials, upstreamTls, type MeshCertFiles, type ServerCredentialSource } from '../tls/secrets';
 
 /** Who this gateway is: which Gateways select it and how server ports map to listen ports. */
@@ -31,6 +32,8 @@ export interface GatewayIdentity {
   readonly capturePort?: number;
   /** Sidecar mode: the inbound capture listener (15006), when inbound traffic is captured too. */
   readonly inboundPort?: number;
+  /** Sidecar mode without SO_ORIGINAL_DST: one capture listener per application port instead of one for all. */
+  readonly fallback?: readonly FallbackPort[];
   /** The mesh identity (`--mesh-certs`): ISTIO_MUTUAL servers and DestinationRules use it. */
   readonly meshCerts?: MeshCertFiles;
 }
@@ -806,11 +809,31 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
   for (const svc of services.values()) {
     for (const vip of vipsOf(svc, set)) for (const sp of svc.ports) tcp.set(`${vip}|${sp.number}`, clusterName(sp.number, undefined, svc.host));
   }
+  const owners = new Map<number, Set<string>>();
+  for (const svc of services.values()) {
+    for (const sp of svc.ports) {
+      if (HTTP_PROTOCOLS.has(sp.protocol) || TLS_SERVICE_PROTOCOLS.has(sp.protocol)) continue;
+      let set = owners.get(sp.number);
+      if (!set) owners.set(sp.number, set = new Set());
+      set.add(clusterName(sp.number, undefined, svc.host));
+    }
+  }
+  const tcpByPort = new Map([...owners].filter(([, c]) => c.size === 1).map(([p, c]) => [p, [...c][0]!]));
   const fallback = withCatchAll(new Map());
   return {
     name: 'virtualOutbound', bind: id.bind, port, family: 'CAPTURE', servers: [],
-    outbound: { http, fallbackHttp: buildRouteTable(port, fallback, new Map(), 'outbound-catch-all'), tls, tcp, httpPorts, policy: allowAny ? 'ALLOW_ANY' : 'REGISTRY_ONLY' },
+    outbound: {
+      http, fallbackHttp: buildRouteTable(port, fallback, new Map(), 'outbound-catch-all'), tls, tcp, tcpByPort, httpPorts,
+      policy: allowAny ? 'ALLOW_ANY' : 'REGISTRY_ONLY',
+    },
   };
+}
+
+/** The sidecar's capture listeners: one on the capture port, or (per-port fallback) one per application port. */
+function captureListeners(set: ResourceSet, id: GatewayIdentity, capturePort: number, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings): Map<number, ListenerDef> {
+  const capture = captureListener(set, id, capturePort, services, mesh);
+  if (!id.fallback || id.fallback.length === 0) return new Map([[capturePort, capture]]);
+  return new Map(id.fallback.map((f) => [f.listen, { ...capture, name: `outbound_${f.app}`, port: f.listen, fallbackPort: f.app }]));
 }
 
 // ------------------------------------------------------------------ clusters
@@ -977,7 +1000,7 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
   const mesh = compileMesh(set);
   const services = buildServices(set);
   const listeners = id.capturePort !== undefined
-    ? new Map([[id.capturePort, captureListener(set, id, id.capturePort, services, mesh)]])
+    ? captureListeners(set, id, id.capturePort, services, mesh)
     : compileListeners(set, id, services, mesh, notes);
   if (id.capturePort !== undefined && id.inboundPort !== undefined) listeners.set(id.inboundPort, inboundListener(set, id, id.inboundPort));
   const clusters = compileClusters(set, services, mesh, id.namespace, notes, id.meshCerts);

@@ -164,6 +164,8 @@ export interface OutboundDef {
   readonly tls: ReadonlyMap<number, readonly FilterChain[]>;
   /** TCP by original destination `address|port` (ServiceEntry addresses, Service clusterIP): a cluster. */
   readonly tcp: ReadonlyMap<string, string>;
+  /** Per-port capture (no original address): TCP ports that exactly one service owns, to its cluster. */
+  readonly tcpByPort: ReadonlyMap<number, string>;
   /** Ports whose services speak HTTP: no sniffing needed there. */
   readonly httpPorts: ReadonlySet<number>;
   readonly policy: 'ALLOW_ANY' | 'REGISTRY_ONLY';
@@ -223,6 +225,11 @@ export interface ListenerDef {
   readonly chains?: readonly FilterChain[];
   /** The sidecar's capture listener. */
   readonly outbound?: OutboundDef;
+  /**
+   * Per-port capture (the fallback without SO_ORIGINAL_DST): the application port this listener
+   * stands for; the original address is unknown (passthrough resolves the Host or SNI).
+   */
+  readonly fallbackPort?: number;
   /** The sidecar's inbound capture listener. */
   readonly inbound?: InboundDef;
 }

@@ -205,12 +205,14 @@ export class ListenerManager {
    * matches nothing goes to the original destination (allow_any) or nowhere (block_all).
    */
   private capture(l: Live, socket: Socket): void {
-    const dst = originalDestination(socket);
+    // Per-port fallback: the listener says the port; the address stays unknown ('').
+    const fallback = l.def.fallbackPort;
+    const dst = fallback !== undefined ? { address: '', port: fallback, family: 4 as const } : originalDestination(socket);
     if (dst instanceof Error) {
       this.deps.log.warn({ err: dst.message }, 'captured connection without an original destination; closed');
       return void socket.destroy();
     }
-    if (isOwnListener(dst, socket, new Set([l.def.port]))) return void socket.destroy(); // loop guard
+    if (fallback === undefined && isOwnListener(dst, socket, new Set([l.def.port]))) return void socket.destroy(); // loop guard
     rememberOriginalDst(socket, dst);
     const out = l.def.outbound!;
     const http = () => {
@@ -232,7 +234,7 @@ export class ListenerManager {
           socket.unshift(hello.bytes);
           return http();
         }
-        const cluster = out.tcp.get(`${dst.address}|${dst.port}`);
+        const cluster = dst.address ? out.tcp.get(`${dst.address}|${dst.port}`) : out.tcpByPort.get(dst.port);
         const route = cluster ? { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] } : passthrough;
         this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst });
       } catch (err) {

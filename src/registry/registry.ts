@@ -108,7 +108,12 @@ export class Registry {
    */
   async originalDestination(cluster: Cluster, host: string): Promise<Endpoint | undefined> {
     const port = cluster.def.originalDstPort;
-    if (port === undefined || !this.resolver?.lookup) return undefined;
+    return port === undefined ? undefined : this.resolveEndpoint(host, port);
+  }
+
+  /** `host` (an IP or a name, resolved now) on `port`: per-port capture's passthrough. */
+  async resolveEndpoint(host: string, port: number): Promise<Endpoint | undefined> {
+    if (!host || !this.resolver?.lookup) return undefined;
     const addresses = isIP(host) ? [host] : await this.resolver.lookup(host);
     if (addresses.length === 0) return undefined;
     return this.endpointFor(addresses[Math.floor(this.random() * addresses.length)]!, port);

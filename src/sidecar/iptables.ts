@@ -1,9 +1,11 @@
 // `meshgate iptables`: the nat rules istio-iptables installs for a sidecar (REDIRECT mode), as an
 // iptables-restore document (pure), plus applying and removing them. Outbound TCP goes to the
 // capture port (15001) except the proxy's own traffic (uid/gid 1337) and loopback; inbound capture
-// to 15006 is optional.
+// to 15006 is optional. With --fallback-ports, only those ports are redirected, each to its own
+// listener (per-port capture, for builds without the SO_ORIGINAL_DST addon).
 
 import { spawnSync } from 'node:child_process';
+import type { FallbackPort } from './fallback';
 
 export interface CaptureRules {
   readonly proxyPort: number;
@@ -17,6 +19,8 @@ export interface CaptureRules {
   /** Inbound capture: '' none, '*' every port, else the ports to capture. */
   readonly includeInboundPorts: readonly number[] | '*' | '';
   readonly excludeInboundPorts: readonly number[];
+  /** Per-port capture without SO_ORIGINAL_DST: only these ports, each to its own listener. */
+  readonly fallback?: readonly FallbackPort[];
 }
 
 export const DEFAULT_CAPTURE: CaptureRules = {
@@ -42,7 +46,9 @@ export function natRules(r: CaptureRules, family: 4 | 6): string {
   const inbound = r.includeInboundPorts !== '';
   lines.push(
     `-A ISTIO_INBOUND -p tcp --dport ${TUNNEL_PORT} -j RETURN`,
-    `-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports ${r.proxyPort}`,
+    ...(r.fallback && r.fallback.length > 0
+      ? r.fallback.map((f) => `-A ISTIO_REDIRECT -p tcp --dport ${f.app} -j REDIRECT --to-ports ${f.listen}`)
+      : [`-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports ${r.proxyPort}`]),
     `-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports ${r.inboundPort}`,
   );
   if (inbound) {

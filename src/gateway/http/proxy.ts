@@ -125,7 +125,7 @@ class Exchange {
       requestHeaders: this.upstreamHeaders,
       authority: authorityOf(req.headers),
       // Captured by a sidecar, the local address is where the application was connecting (Envoy's original dst).
-      downstreamLocalAddress: dst ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
+      downstreamLocalAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
       requestedServerName: (sock as { servername?: string | false }).servername || undefined,
     };
@@ -330,7 +330,9 @@ export class HttpProxy {
       if (!dst) return ex.fail('NO_ROUTE');
       const passthrough = this.deps.registry.passthrough(ex.entry?.inboundCluster);
       ex.setDestination(passthrough);
-      return this.forward(ex, route, passthrough, req.url ?? '/', this.deps.registry.endpointFor(dst.address, dst.port));
+      if (dst.address) return this.forward(ex, route, passthrough, req.url ?? '/', this.deps.registry.endpointFor(dst.address, dst.port));
+      // Per-port capture: the address is unknown, the Host names it.
+      return this.forwardResolved(ex, route, passthrough, req.url ?? '/', dst.port);
     }
     const dest = pickDestination(action.destinations, action.totalWeight, this.deps.random());
     const cluster = dest && this.deps.registry.get(dest.cluster);
@@ -350,8 +352,13 @@ export class HttpProxy {
     if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
     if (!originalDst) return this.forward(ex, route, cluster, path, undefined);
     // resolution NONE at a gateway: the request's own host, resolved, on the service port.
+    this.forwardResolved(ex, route, cluster, path, cluster.def.originalDstPort!);
+  }
+
+  /** Forward to the request's own Host, resolved now, on `port`. */
+  private forwardResolved(ex: Exchange, route: CompiledRoute, cluster: Cluster, path: string, port: number): void {
     const host = typeof ex.upstreamHeaders['host'] === 'string' ? hostWithoutPort(ex.upstreamHeaders['host']).replace(/^\[|\]$/g, '') : '';
-    this.deps.registry.originalDestination(cluster, host).then((endpoint) => {
+    this.deps.registry.resolveEndpoint(host, port).then((endpoint) => {
       if (ex.finished) return;
       if (!endpoint) return ex.fail('DNS_RESOLUTION_FAILED');
       this.forward(ex, route, cluster, path, endpoint);

@@ -150,7 +150,7 @@ class TcpSession {
     private readonly info: TcpConnectionInfo,
   ) {
     this.rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni);
-    if (info.originalDst) this.rec.downstreamLocalAddress = joinHostPort(info.originalDst.address, info.originalDst.port);
+    if (info.originalDst?.address) this.rec.downstreamLocalAddress = joinHostPort(info.originalDst.address, info.originalDst.port);
   }
 
   start(): void {
@@ -174,12 +174,15 @@ class TcpSession {
     if (dest && isOriginalDstCluster(dest.cluster) && this.info.originalDst) {
       const passthrough = this.deps.registry.passthrough(dest.cluster);
       this.cluster = passthrough;
-      return this.connectTo(passthrough, this.deps.registry.endpointFor(this.info.originalDst.address, this.info.originalDst.port));
+      const { address, port } = this.info.originalDst;
+      // Per-port capture knows no address: the SNI names the destination.
+      if (!address) return this.connectOriginal(passthrough, port);
+      return this.connectTo(passthrough, this.deps.registry.endpointFor(address, port));
     }
     const cluster = dest && this.deps.registry.get(dest.cluster);
     if (!cluster) return this.fail('CLUSTER_NOT_FOUND');
     this.cluster = cluster;
-    if (cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined) return this.connectOriginal(cluster);
+    if (cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined) return this.connectOriginal(cluster, cluster.def.originalDstPort);
     const endpoint = cluster.pick();
     if (!endpoint) {
       cluster.stats.inc('upstream_cx_none_healthy');
@@ -188,12 +191,12 @@ class TcpSession {
     this.connectTo(cluster, endpoint);
   }
 
-  /** resolution NONE at a gateway: connect to the SNI's address on the service port. */
-  private connectOriginal(cluster: Cluster): void {
+  /** resolution NONE at a gateway, or per-port capture: connect to the SNI's address on `port`. */
+  private connectOriginal(cluster: Cluster, port: number): void {
     const sni = this.info.sni;
-    if (!sni) return this.fail('DNS_RESOLUTION_FAILED');
+    if (!sni) return this.fail(this.info.originalDst && !this.info.originalDst.address ? 'ORIGINAL_DST_UNKNOWN' : 'DNS_RESOLUTION_FAILED');
     this.downstream.pause();
-    this.deps.registry.originalDestination(cluster, sni).then((endpoint) => {
+    this.deps.registry.resolveEndpoint(sni, port).then((endpoint) => {
       if (this.downstreamClosed || this.recorded) return;
       if (!endpoint) return this.fail('DNS_RESOLUTION_FAILED');
       this.connectTo(cluster, endpoint);

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CAPTURE, natRules } from '../../../src/sidecar/iptables';
+import { fallbackPorts } from '../../../src/sidecar/fallback';
 import { compile } from '../../../src/config/compile';
 import { res, set } from '../../helpers/resources';
 
@@ -36,6 +37,41 @@ describe('sidecar capture rules (meshgate iptables)', () => {
     assert.ok(!lines.some((l) => l.startsWith('-A PREROUTING')));
     const some = natRules({ ...DEFAULT_CAPTURE, includeInboundPorts: [8080, 9090] }, 4);
     assert.match(some, /^-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT$/m);
+  });
+
+  it('per-port capture: the i-th listed port goes to base + i, nothing to 15001; bad lists are refused', () => {
+    const fallback = fallbackPorts([80, 443, 9000], 15100);
+    assert.ok(!(fallback instanceof Error));
+    assert.deepEqual(fallback, [{ app: 80, listen: 15100 }, { app: 443, listen: 15101 }, { app: 9000, listen: 15102 }]);
+    const lines = natRules({ ...DEFAULT_CAPTURE, fallback }, 4).split('\n');
+    assert.deepEqual(lines.filter((l) => l.startsWith('-A ISTIO_REDIRECT')), [
+      '-A ISTIO_REDIRECT -p tcp --dport 80 -j REDIRECT --to-ports 15100',
+      '-A ISTIO_REDIRECT -p tcp --dport 443 -j REDIRECT --to-ports 15101',
+      '-A ISTIO_REDIRECT -p tcp --dport 9000 -j REDIRECT --to-ports 15102',
+    ]);
+    const bad: [number[], number, RegExp][] = [
+      [[80, 80], 15100, /listed twice/],
+      [[0], 15100, /not a port/],
+      [[80, 15101], 15100, /15101 is also an application port/],
+      [[80, 81], 65535, /leaves no room/],
+    ];
+    for (const [ports, base, re] of bad) {
+      const r = fallbackPorts(ports, base);
+      assert.ok(r instanceof Error && re.test(r.message), `${ports} @${base}: ${String(r)}`);
+    }
+  });
+
+  it('per-port capture compiles one listener per application port, sharing the outbound tables', () => {
+    const se = res('ServiceEntry', 'echo', { hosts: ['echo.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '10.0.0.1' }] });
+    const two = res('ServiceEntry', 'db', { hosts: ['a.db', 'b.db'], ports: [{ number: 5432, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '10.0.0.2' }] });
+    const fallback = [{ app: 80, listen: 15100 }, { app: 9000, listen: 15101 }];
+    const id = { labels: { app: 'sleep' }, namespace: 'default', portMap: new Map<number, number>(), bind: '::', capturePort: 15001, fallback };
+    const listeners = compile(set([se, two]), id, 1).snapshot.listeners;
+    assert.deepEqual([...listeners.keys()], [15100, 15101]);
+    assert.equal(listeners.get(15101)?.fallbackPort, 9000);
+    const out = listeners.get(15100)!.outbound!;
+    assert.equal(out.tcpByPort.get(9000), 'outbound|9000||echo.internal');
+    assert.equal(out.tcpByPort.has(5432), false, 'two services own 5432: no single destination');
   });
 });
 
