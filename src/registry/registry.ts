@@ -75,13 +75,15 @@ export class Registry {
    * `inbound|PORT||` and InboundPassthroughCluster (inbound). No endpoints of their own: each
    * connection goes where it was going.
    */
+  private passthroughConnectTimeoutMs = 10_000;
+
   passthrough(name = 'PassthroughCluster'): Cluster {
     let c = this.passthroughClusters.get(name);
     if (!c) {
       c = new Cluster({
         name, host: name, port: 0, protocol: '', resolution: 'NONE', lb: 'RANDOM',
         service: { host: name, name, namespace: 'unknown' },
-        connectTimeoutMs: 10_000, endpoints: [], policy: {},
+        connectTimeoutMs: this.passthroughConnectTimeoutMs, endpoints: [], policy: {},
         breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
       }, this.random);
       this.passthroughClusters.set(name, c);
@@ -125,6 +127,11 @@ export class Registry {
 
   /** Bring the live clusters in line with a snapshot (before it is published). */
   reconcile(snapshot: Snapshot): void {
+    // Passthrough clusters connect within the mesh connectTimeout, as Istio's PassthroughCluster does.
+    if (snapshot.mesh.connectTimeoutMs !== this.passthroughConnectTimeoutMs) {
+      this.passthroughConnectTimeoutMs = snapshot.mesh.connectTimeoutMs;
+      this.passthroughClusters.clear();
+    }
     const next = new Map<string, Cluster>();
     for (const def of snapshot.clusters.values()) {
       let cluster = this.clusters.get(def.name);

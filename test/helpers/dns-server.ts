@@ -70,3 +70,32 @@ export class TestDnsServer {
 function rcodeFlag(rcode: 'NOERROR' | 'SERVFAIL' | 'NXDOMAIN'): number {
   return rcode === 'SERVFAIL' ? 2 : rcode === 'NXDOMAIN' ? 3 : 0;
 }
+
+/**
+ * Run as a program (`node dns-server.js`, e.g. inside a network namespace): prints `dns PORT`, then
+ * takes one JSON command per stdin line: {"set": NAME, "a": [...], "ttl": N} or {"fail": NAME, "mode": "SERVFAIL"}.
+ */
+async function serveFromStdin(): Promise<void> {
+  const server = await new TestDnsServer().start();
+  process.stdout.write(`dns ${server.port}\n`);
+  let buffered = '';
+  process.stdin.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      try {
+        const c = JSON.parse(line) as { set?: string; a?: string[]; ttl?: number; fail?: string; mode?: 'SERVFAIL' | 'NXDOMAIN' | 'timeout' };
+        if (c.set) server.setRecords(c.set, { a: c.a ?? [], ttl: c.ttl ?? 30 });
+        if (c.fail) server.failWith(c.fail, c.mode ?? 'SERVFAIL');
+        process.stdout.write(`ok ${line}\n`);
+      } catch (err) {
+        process.stdout.write(`bad ${(err as Error).message}\n`);
+      }
+    }
+  });
+  process.stdin.on('end', () => void server.close().then(() => process.exit(0)));
+}
+
+if (require.main === module) void serveFromStdin();

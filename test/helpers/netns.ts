@@ -67,7 +67,7 @@ export class NetnsWorld {
 
   /** Start a long-running process in a namespace; it is killed by destroy(). */
   spawn(ns: string, args: readonly string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.procs.push(child);
     return child;
   }
