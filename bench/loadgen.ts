@@ -2,7 +2,8 @@
 //   node loadgen.js closed PORT CONNECTIONS SECONDS          as fast as possible (when wrk is absent)
 //   node loadgen.js open PORT CONNECTIONS SECONDS RATE       constant rate; latency measured from the
 //                                                            intended send time (no coordinated omission)
-// Every loop is bounded by its duration; only 127.0.0.1 is addressed.
+// Every loop is bounded by its duration. The target is 127.0.0.1, or BENCH_TARGET (an address in a
+// network namespace the bench made); the Host header is `bench`, or BENCH_HOST.
 
 import { Pool } from 'undici';
 
@@ -26,15 +27,18 @@ function summarize(lat: number[], errors: number, seconds: number): LoadResult {
   return { requests: lat.length, errors, seconds, rps: lat.length / seconds, p50: percentile(s, 50), p90: percentile(s, 90), p99: percentile(s, 99) };
 }
 
+const TARGET = process.env['BENCH_TARGET'] ?? '127.0.0.1';
+const HOST = process.env['BENCH_HOST'] ?? 'bench';
+
 function once(pool: Pool): Promise<boolean> {
-  return pool.request({ path: '/', method: 'GET', headers: { host: 'bench' } }).then(async (r) => {
+  return pool.request({ path: '/', method: 'GET', headers: { host: HOST } }).then(async (r) => {
     await r.body.dump();
     return r.statusCode === 200;
   }, () => false);
 }
 
 async function closed(port: number, connections: number, seconds: number): Promise<LoadResult> {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections, pipelining: 1 });
+  const pool = new Pool(`http://${TARGET}:${port}`, { connections, pipelining: 1 });
   const lat: number[] = [];
   let errors = 0;
   const end = performance.now() + seconds * 1000;
@@ -53,7 +57,7 @@ async function closed(port: number, connections: number, seconds: number): Promi
 }
 
 async function open(port: number, connections: number, seconds: number, rate: number): Promise<LoadResult> {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections, pipelining: 1 });
+  const pool = new Pool(`http://${TARGET}:${port}`, { connections, pipelining: 1 });
   const lat: number[] = [];
   let errors = 0;
   const t0 = performance.now();

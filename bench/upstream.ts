@@ -1,9 +1,9 @@
 // The bench upstream when nginx is absent: answers every request 200 with a fixed body, keep-alive.
-//   node upstream.js PORT BODY_BYTES
+//   node upstream.js PORT BODY_BYTES [ADDRESS]   (default 127.0.0.1)
 
 import http from 'node:http';
 
-const [port, size] = process.argv.slice(2).map(Number);
+const [port, size] = process.argv.slice(2, 4).map(Number);
 const body = Buffer.alloc(size ?? 600, 'x');
 const server = http.createServer((req, res) => {
   req.resume();
@@ -11,4 +11,4 @@ const server = http.createServer((req, res) => {
   res.end(body);
 });
 server.keepAliveTimeout = 120_000;
-server.listen(port, '127.0.0.1');
+server.listen(port, process.argv[4] ?? '127.0.0.1');
