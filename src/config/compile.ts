@@ -780,7 +780,7 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
         }
       }
       for (const svc of httpish) {
-        if (svc.host.startsWith('*') || vhosts.has(svc.host)) continue;
+        if (svc.host === '*' || vhosts.has(svc.host)) continue; // *.suffix hosts are suffix domains
         const route: CompiledRoute = {
           name: 'default', match: null, timeoutMs: 0, retry, origin,
           action: { type: 'route', destinations: [{ cluster: clusterName(p, undefined, svc.host), host: svc.host, port: p, weight: 100 }], totalWeight: 100 },

@@ -10,15 +10,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
+import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
 import { missingForCapture, NetnsWorld } from '../helpers/netns';
 
-const PODS = `
-const http = require('http'), net = require('net');
+const PODS = (cert: string, key: string) => `
+const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
 for (const ip of ['10.9.9.11', '10.9.9.12']) {
   http.createServer((q, r) => r.end('nginx ' + ip + '\\n')).listen(80, ip);
   net.createServer((s) => { s.on('error', () => {}); s.end('tcp ' + ip + '\\n'); }).listen(9000, ip);
 }
+https.createServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.readFileSync(${JSON.stringify(key)}) },
+  (q, r) => r.end('wiki ' + q.headers.host + '\\n')).listen(443, '10.9.9.11');
 setTimeout(() => console.log('ready'), 200);
 `;
 
@@ -69,6 +72,7 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
   let dir: string;
   let cfg: string;
   let dns: ChildProcess;
+  let ca: CaPem;
   const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
   const inPod = (args: string[], timeoutMs?: number) => world.exec(pod, args, timeoutMs);
   const dnsCommand = (c: object) => dns.stdin!.write(`${JSON.stringify(c)}\n`);
@@ -87,7 +91,10 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
     fs.chmodSync(dir, 0o777);
     cfg = path.join(dir, 'config');
     fs.mkdirSync(cfg, { mode: 0o777 });
-    fs.writeFileSync(path.join(dir, 'pods.js'), PODS, { mode: 0o644 });
+    ca = await makeCa(dir, 'ca');
+    const wiki = await makeLeaf(dir, ca, 'wiki', ['*.wiki.test', 'other.test']);
+    for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
+    fs.writeFileSync(path.join(dir, 'pods.js'), PODS(wiki.certFile, wiki.keyFile), { mode: 0o644 });
     pod = world.add('mgdpod');
     const cluster = world.add('mgdcl');
     world.link({ ns: pod, dev: 'pod0', addrs: ['10.9.9.1/24'] }, { ns: cluster, dev: 'cl0', addrs: ['10.9.9.2/24', '10.9.9.11/24', '10.9.9.12/24'] });
@@ -157,5 +164,23 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
     assert.match(r.out, /\r\n\r\nupstream connect error or disconnect\/reset before headers\. (retried and the latest )?reset reason: /);
     assert.ok(took >= 900, `answered after ${took} ms, before the 1 s connect timeout`);
     await waitFor(() => /"GET \/ HTTP\/1\.1" 503 UF\S* upstream_reset_before_response_started\{connection_timeout\S*\} .* "10\.96\.0\.10" "10\.96\.0\.10:80" PassthroughCluster - 10\.96\.0\.10:80 10\.9\.9\.1:\d+ - allow_any$/m.test(log()), { timeoutMs: 3000 });
+  });
+
+  it('wildcard egress: under REGISTRY_ONLY a *.wiki.test ServiceEntry (resolution NONE) lets its hosts through to the dialled address, TLS and HTTP', async () => {
+    fs.writeFileSync(path.join(cfg, 'mesh.yaml'), MESH(dir).replace('connectTimeout: 1s', 'connectTimeout: 1s\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}'));
+    fs.writeFileSync(path.join(cfg, 'wiki.yaml'), `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wikipedia, namespace: default}
+spec:
+  hosts: ["*.wiki.test"]
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+`);
+    const https = (host: string) => inPod(['curl', '-s', '-m', '5', '--cacert', ca.certFile, '--resolve', `${host}:443:10.9.9.11`, `https://${host}/`]);
+    await waitFor(async () => (await https('other.test')).code === 35, { timeoutMs: 5000, intervalMs: 200 });
+    for (const host of ['en.wiki.test', 'de.wiki.test']) assert.equal((await https(host)).out, `wiki ${host}\n`);
+    const plain = await inPod(['curl', '-s', '-m', '5', '--resolve', 'en.wiki.test:80:10.9.9.12', 'http://en.wiki.test/']);
+    assert.equal(plain.out, 'nginx 10.9.9.12\n');
+    await waitFor(() => /"- - -" 0 - .* "10\.9\.9\.11:443" outbound\|443\|\|\*\.wiki\.test \S+ 10\.9\.9\.11:443 10\.9\.9\.1:\d+ de\.wiki\.test -$/m.test(log()), { timeoutMs: 3000 });
   });
 });

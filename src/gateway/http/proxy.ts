@@ -351,8 +351,11 @@ export class HttpProxy {
     const path = rewritePath(req.url ?? '/', route.rewrite);
     if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
     if (!originalDst) return this.forward(ex, route, cluster, path, undefined);
-    // resolution NONE at a gateway: the request's own host, resolved, on the service port.
-    this.forwardResolved(ex, route, cluster, path, cluster.def.originalDstPort!);
+    // resolution NONE: a sidecar sends it where the application was connecting; a gateway (or
+    // per-port capture) resolves the request's own host, on the service port.
+    const dialled = originalDstOf(req.socket);
+    if (dialled?.address) return this.forward(ex, route, cluster, path, this.deps.registry.endpointFor(dialled.address, dialled.port));
+    this.forwardResolved(ex, route, cluster, path, dialled ? dialled.port : cluster.def.originalDstPort!);
   }
 
   /** Forward to the request's own Host, resolved now, on `port`. */
