@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { LoadResult } from './loadgen';
 import { cpuSeconds, start, type Proc } from './procs';
+import { httpGatewayYaml } from '../src/sample/configs';
 
 const POD = `mgbpod${process.pid}`;
 const EXT = `mgbext${process.pid}`;
@@ -92,14 +93,7 @@ spec:
   selector: {istio: egressgateway}
   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [egw.bench]}]
 ---
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
+${httpGatewayYaml()}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: egw, namespace: default}
 spec:

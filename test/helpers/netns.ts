@@ -65,10 +65,15 @@ export class NetnsWorld {
     });
   }
 
-  /** Start a long-running process in a namespace; it is killed by destroy(). */
+  /** Start a long-running process in a namespace (stdin writable); it is killed by destroy(). */
   spawn(ns: string, args: readonly string[]): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.procs.push(child);
+    // Keep the pipes flowing so a chatty process never blocks on a full pipe (waitOutput adds its
+    // own listener: call it right after spawn, in the same tick).
+    child.stdout!.on('data', () => {});
+    child.stderr!.resume();
+    child.stdin!.on('error', () => {});
     return child;
   }
 

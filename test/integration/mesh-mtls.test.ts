@@ -10,6 +10,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { httpGatewayYaml } from '../../src/sample/configs';
 import { writeMeshCertificates } from '../../src/tls/dev-certs';
 import { MESH_CERT_NAMES, type MeshCertFiles } from '../../src/tls/secrets';
 import { startGateway, type TestGateway } from '../helpers/gateway';
@@ -87,14 +88,7 @@ spec:
     }, { opts: { labels: { istio: 'egressgateway' }, meshCerts: egressId, portMap: new Map([[80, egressPort]]) } });
     // The client side (a gateway here; the same cluster code runs in sidecar mode).
     sidecar = await startGateway({
-      'to-egress.yaml': `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
+      'to-egress.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: istio-egressgateway, namespace: istio-system}
 spec:

@@ -6,27 +6,19 @@
 // on within 2 s of the file change. Needs root, ip, iptables and the addon: skipped loudly otherwise.
 
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
-import { missingForCapture } from '../helpers/netns';
+import { missingForCapture, NetnsWorld } from '../helpers/netns';
 
-const POD = `mgpod${process.pid}`;
-const EXT = `mgext${process.pid}`;
+const world = new NetnsWorld();
+let POD = '';
+let EXT = '';
+const inPod = (args: string[], timeoutMs = 8000) => world.exec(POD, args, timeoutMs);
 
-
-function inPod(args: string[], timeoutMs = 8000): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = execFile('ip', ['netns', 'exec', POD, ...args], { timeout: timeoutMs, encoding: 'latin1' }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr });
-    });
-    child.stdin?.end();
-  });
-}
 
 const EXTERNAL = (certFile: string, keyFile: string, cnnCert: string, cnnKey: string) => `
 const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
@@ -75,11 +67,9 @@ spec: {address: 10.9.9.2, labels: {istio: egressgateway}, ports: {http2: 8080, h
 
 describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)', function () {
   this.timeout(90_000);
-  const procs: ChildProcess[] = [];
   let dir: string;
   let cfg: string;
   let ca: CaPem;
-  let made = false;
   let eg = '';
   const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
 
@@ -102,49 +92,25 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
     const site = await makeLeaf(dir, ca, 'site', ['edition.cnn.com']);
     for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
     fs.writeFileSync(path.join(dir, 'external.js'), EXTERNAL(leaf.certFile, leaf.keyFile, site.certFile, site.keyFile));
-    execFileSync('ip', ['netns', 'add', POD]);
-    execFileSync('ip', ['netns', 'add', EXT]);
-    made = true;
-    execFileSync('ip', ['link', 'add', 'pod0', 'netns', POD, 'type', 'veth', 'peer', 'name', 'ext0', 'netns', EXT]);
-    for (const [ns, dev, addr] of [[POD, 'pod0', '10.9.9.1/24'], [EXT, 'ext0', '10.9.9.2/24']] as const) {
-      execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-      execFileSync('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev]);
-      execFileSync('ip', ['-n', ns, 'link', 'set', dev, 'up']);
-    }
-    // 10.9.9.4: the "real" edition.cnn.com behind the egress gateway (E4).
-    execFileSync('ip', ['-n', EXT, 'addr', 'add', '10.9.9.4/24', 'dev', 'ext0']);
-    execFileSync('ip', ['-n', EXT, 'addr', 'add', '10.9.9.5/24', 'dev', 'ext0']); // ratings v1 (bookinfo faults)
-    const ext = spawn('ip', ['netns', 'exec', EXT, process.execPath, path.join(dir, 'external.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(ext);
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('external servers did not start')), 10_000);
-      ext.stdout!.on('data', (c: Buffer) => { if (c.toString().includes('ready')) { clearTimeout(t); resolve(); } });
-    });
+    POD = world.add('mgpod');
+    EXT = world.add('mgext');
+    // 10.9.9.4: the "real" edition.cnn.com behind the egress gateway (E4); 10.9.9.5: ratings v1 (bookinfo faults).
+    world.link({ ns: POD, dev: 'pod0', addrs: ['10.9.9.1/24'] }, { ns: EXT, dev: 'ext0', addrs: ['10.9.9.2/24', '10.9.9.4/24', '10.9.9.5/24'] });
+    await NetnsWorld.waitOutput(world.spawn(EXT, [process.execPath, path.join(dir, 'external.js')]), /ready/);
     // The pod's DNS server (the walkthrough's ServiceEntries resolve edition.cnn.com through it).
-    const dns = spawn('ip', ['netns', 'exec', POD, process.execPath, '-e', `
-      const { TestDnsServer } = require(${JSON.stringify(path.resolve(__dirname, '../helpers/dns-server.js'))});
-      new TestDnsServer().start().then((s) => { s.setRecords('edition.cnn.com', { a: ['10.9.9.4'], ttl: 30 }); console.log('dns ' + s.port); });
-    `], { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(dns);
-    const dnsPort = await new Promise<number>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('pod DNS server did not start')), 10_000);
-      dns.stdout!.on('data', (c: Buffer) => { const m = /dns (\d+)/.exec(c.toString()); if (m) { clearTimeout(t); resolve(Number(m[1])); } });
-    });
+    const dns = world.spawn(POD, [process.execPath, path.resolve(__dirname, '../helpers/dns-server.js')]);
+    const dnsPort = await NetnsWorld.waitOutput(dns, /dns (\d+)/);
+    dns.stdin!.write(`${JSON.stringify({ set: 'edition.cnn.com', a: ['10.9.9.4'], ttl: 30 })}\n`);
     const applied = await inPod([process.execPath, MESHGATE_BIN, 'iptables', '--apply']);
     assert.equal(applied.code, 0, applied.err);
     fs.writeFileSync(path.join(cfg, 'mesh.yaml'), mesh(dir, 'ALLOW_ANY'));
-    const sidecar = spawn('ip', ['netns', 'exec', POD, 'setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
-      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--dns-server', `127.0.0.1:${dnsPort}`, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
-    procs.push(sidecar);
+    world.spawn(POD, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
+      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--dns-server', `127.0.0.1:${dnsPort}`, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
     await waitFor(async () => (await inPod(['curl', '-s', '-m', '2', 'http://10.9.9.2/ready'])).out.startsWith('external'), { timeoutMs: 15_000, intervalMs: 250 });
   });
 
   after(() => {
-    for (const p of procs) p.kill('SIGKILL');
-    if (made) {
-      execFileSync('ip', ['netns', 'del', POD]);
-      execFileSync('ip', ['netns', 'del', EXT]);
-    }
+    world.destroy();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -205,9 +171,8 @@ spec:
     fs.mkdirSync(eg, { mode: 0o777 });
     fs.writeFileSync(path.join(eg, 'mesh.yaml'), mesh(eg, 'ALLOW_ANY'));
     fs.writeFileSync(path.join(eg, 'all.yaml'), EGRESS_SERVICE + site + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
-    const gateway = spawn('ip', ['netns', 'exec', EXT, process.execPath, MESHGATE_BIN, 'run', '--config', eg, '--labels', 'istio=egressgateway',
-      '--bind', '10.9.9.2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
-    procs.push(gateway);
+    world.spawn(EXT, [process.execPath, MESHGATE_BIN, 'run', '--config', eg, '--labels', 'istio=egressgateway',
+      '--bind', '10.9.9.2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
     // The sidecar's side: the same VirtualService (its mesh half), the egress gateway's Service and pod.
     fs.writeFileSync(path.join(cfg, 'egress.yaml'), EGRESS_SERVICE + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
     const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };
