@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_CAPTURE, natRules } from '../../src/sidecar/iptables';
 import { runMeshgate } from '../helpers/gateway';
-import { REPO, parseDocs, type Obj } from '../helpers/manifests';
+import { REPO, deployManifests, parseDocs, type Obj } from '../helpers/manifests';
 
 const SLEEP = path.resolve(REPO, '../shared/istio-samples/samples/sleep/sleep.yaml');
 
@@ -83,10 +83,11 @@ describe('meshgate kube-inject (command line)', function () {
     assert.equal(printed.stdout, natRules(DEFAULT_CAPTURE, 4));
   });
 
-  it('every flag the sidecar passes to `meshgate run` is one it lists (--source: the Kubernetes source adds it)', async () => {
+  it('every flag the sidecar and the gateway Deployments pass to `meshgate run` is one it lists (--source: the Kubernetes source adds it)', async () => {
     const help = (await runMeshgate(['run', '--help'])).stdout;
     const sidecar = container(pod((await runMeshgate(['kube-inject', '-f', SLEEP])).stdout), 'istio-proxy')['args'] as string[];
-    for (const args of [sidecar]) {
+    const gateways = deployManifests().map((m) => m.obj).filter((o) => o['kind'] === 'Deployment').map((d) => d['spec']['template']['spec']['containers'][0]['args'] as string[]);
+    for (const args of [sidecar, ...gateways]) {
       assert.equal(args[0], 'run');
       const unknown = args.filter((a) => a.startsWith('--') && !new RegExp(`^ +${a}\\b`, 'm').test(help));
       assert.deepEqual(unknown.filter((f) => f !== '--source'), [], args.join(' '));
