@@ -23,6 +23,8 @@ export interface OfflineKubectl {
   /** The binary and how it is isolated, for test titles and messages. */
   readonly describe: string;
   run(args: readonly string[], input?: string): KubectlResult;
+  /** Remove its temporary HOME. */
+  close(): void;
 }
 
 function which(cmd: string): string | undefined {
@@ -60,5 +62,6 @@ export function offlineKubectl(): OfflineKubectl | { readonly missing: string } 
       const r = spawnSync(cmd, argv, { env, input, encoding: 'utf8', timeout: 20_000 });
       return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: `${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
     },
+    close: () => fs.rmSync(home, { recursive: true, force: true }),
   };
 }

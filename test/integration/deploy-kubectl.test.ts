@@ -26,6 +26,7 @@ describe('deploy/ and kube-inject with kubectl, offline', function () {
     }
     kubectl = k as OfflineKubectl;
   });
+  after(() => kubectl?.close());
 
   function run(args: string[], input?: string): string {
     const r = kubectl.run(args, input);
