@@ -1,4 +1,9 @@
 # syntax=docker/dockerfile:1
+# docker build -t meshgate:0.1.0 .   (the image deploy/kustomization.yaml and `meshgate kube-inject` name)
+# One image for the gateways (`meshgate run ...`), the sidecar (`meshgate run --mode sidecar ...`) and its
+# init step (`meshgate iptables --apply`, run as root with NET_ADMIN and NET_RAW). test/unit/deploy/
+# dockerfile.test.ts checks this file against the repository.
+#
 # Build stage: install exactly the locked dependencies and compile TypeScript.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
@@ -10,12 +15,10 @@ COPY native ./native
 RUN npm ci
 COPY tsconfig.json ./
 COPY src ./src
-COPY test ./test
-COPY bench ./bench
 RUN npm run build && npm prune --omit=dev && mkdir -p native/origdst/build/Release
 
 # Runtime stage: the compiled gateway, production dependencies, non-root uid 1337 (Istio's proxy uid).
-FROM node:20-bookworm-slim
+FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 # iptables for `meshgate iptables --apply` (the sidecar's init step, run with NET_ADMIN).
@@ -30,9 +33,10 @@ COPY config ./config
 RUN ln -s /app/bin/meshgate /usr/local/bin/meshgate \
  && groupadd --gid 1337 istio-proxy && useradd --uid 1337 --gid 1337 --no-create-home istio-proxy
 USER 1337:1337
-# Gateway listeners (Service targetPorts), sidecar capture (--mode sidecar), status, admin (loopback only), metrics.
-EXPOSE 8080 8443 31400 15001 15021 15000 15090
-HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
+# Gateway listeners (Service targetPorts), sidecar capture outbound and inbound, status, metrics.
+# (The admin port 15000 listens on loopback only.)
+EXPOSE 8080 8443 31400 15001 15006 15021 15090
+HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
   CMD node -e "require('http').get('http://127.0.0.1:15021/healthz/ready',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
 ENTRYPOINT ["meshgate"]
 CMD ["run", "--config", "/app/config"]

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { App } from './app';
+import { DEFAULT_IMAGE, kubeInject as inject } from './inject/inject';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
 import { startSampleBackends } from './sample';
@@ -22,6 +23,7 @@ interface FlagSpec {
   readonly def?: string;
   readonly multiple?: boolean;
   readonly boolean?: boolean;
+  readonly short?: string;
 }
 
 const RUN_FLAGS: readonly FlagSpec[] = [
@@ -80,6 +82,14 @@ const IPTABLES_FLAGS: readonly FlagSpec[] = [
   { name: 'fallback-base', help: 'first listener port of the per-port capture', def: '15100' },
 ];
 
+const KUBE_INJECT_FLAGS: readonly FlagSpec[] = [
+  { name: 'filename', short: 'f', help: "Kubernetes YAML to inject, multi-document ('-' for stdin)", def: '' },
+  { name: 'output', short: 'o', help: 'write the result to this file instead of stdout', def: '' },
+  { name: 'image', env: 'MESHGATE_IMAGE', help: 'meshgate image for the sidecar and its init container', def: DEFAULT_IMAGE },
+  { name: 'image-pull-policy', help: 'imagePullPolicy of both containers', def: 'IfNotPresent' },
+  { name: 'native-sidecar', help: 'the proxy as an init container with restartPolicy Always (Kubernetes 1.29+); always so for Job and CronJob', boolean: true },
+];
+
 const VALIDATE_FLAGS: readonly FlagSpec[] = [
   { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable', multiple: true },
 ];
@@ -88,7 +98,7 @@ function usage(command: string, summary: string, flags: readonly FlagSpec[]): st
   const lines = [`usage: meshgate ${command} [flags]`, '', summary, '', 'flags:'];
   for (const f of flags) {
     const def = f.def ? ` (default ${f.def})` : '';
-    lines.push(`  --${f.name}${f.boolean ? '' : ' VALUE'}`.padEnd(30) + `${f.help}${def}${f.env ? `; env ${f.env}` : ''}`);
+    lines.push(`  ${f.short ? `-${f.short}, ` : ''}--${f.name}${f.boolean ? '' : ' VALUE'}`.padEnd(30) + `${f.help}${def}${f.env ? `; env ${f.env}` : ''}`);
   }
   lines.push('  --help'.padEnd(30) + 'this text');
   return lines.join('\n') + '\n';
@@ -104,6 +114,7 @@ commands:
   validate   check a config as run would load it; exit 1 on errors
   certs      make a development CA and server/client certificates, and a Secret for credentialName
   iptables   print, apply or remove the sidecar capture rules (as istio-iptables)
+  kube-inject  add the meshgate sidecar to Kubernetes workload YAML (as istioctl kube-inject)
   help       this text
 
 Each command takes --help.
@@ -112,8 +123,8 @@ Each command takes --help.
 type Values = Record<string, string | boolean | string[] | undefined>;
 
 function parse(argv: string[], flags: readonly FlagSpec[]): Values {
-  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = { help: { type: 'boolean' } };
-  for (const f of flags) options[f.name] = { type: f.boolean ? 'boolean' : 'string', multiple: f.multiple === true };
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = { help: { type: 'boolean' } };
+  for (const f of flags) options[f.name] = { type: f.boolean ? 'boolean' : 'string', multiple: f.multiple === true, ...(f.short ? { short: f.short } : {}) };
   const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   const out = { ...values } as Values;
   for (const f of flags) {
@@ -356,6 +367,24 @@ async function iptables(argv: string[]): Promise<number> {
   return r.ok ? 0 : 1;
 }
 
+async function kubeInject(argv: string[]): Promise<number> {
+  const v = parse(argv, KUBE_INJECT_FLAGS);
+  if (v['help']) {
+    process.stdout.write(usage('kube-inject', "Print Kubernetes YAML with the meshgate sidecar added to every pod template (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob): a container istio-proxy (meshgate run --mode sidecar --source kubernetes, uid 1337) and an init container istio-init (meshgate iptables --apply). Other documents pass through unchanged; already injected templates and those with sidecar.istio.io/inject: \"false\" are left alone.", KUBE_INJECT_FLAGS));
+    return 0;
+  }
+  const file = String(v['filename'] ?? '');
+  if (!file) throw new Error("kube-inject: -f FILE is required ('-' for stdin)");
+  const r = inject(fs.readFileSync(file === '-' ? 0 : file, 'utf8'), {
+    image: String(v['image']), imagePullPolicy: String(v['image-pull-policy']), nativeSidecar: v['native-sidecar'] === true,
+  });
+  for (const o of r.objects) if (!o.injected) process.stderr.write(`meshgate kube-inject: ${o.object}: not injected (${o.reason})\n`);
+  for (const w of r.warnings) process.stderr.write(`meshgate kube-inject: warning: ${w}\n`);
+  if (v['output']) fs.writeFileSync(String(v['output']), r.text);
+  else process.stdout.write(r.text);
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   let code: number;
@@ -365,6 +394,7 @@ export async function main(argv: string[]): Promise<void> {
       case 'validate': code = await validate(rest); break;
       case 'certs': code = await certs(rest); break;
       case 'iptables': code = await iptables(rest); break;
+      case 'kube-inject': code = await kubeInject(rest); break;
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(TOP_HELP);
         code = 0;

@@ -102,12 +102,13 @@ export async function startGateway(files: Record<string, string>, o: StartOption
 /** The meshgate binary, run as users run it. */
 export const MESHGATE_BIN = path.resolve(__dirname, '../../../bin/meshgate');
 
-/** Run a meshgate command to completion: exit code and output. */
-export function runMeshgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Run a meshgate command to completion: exit code and output; `input` is written to its stdin. */
+export function runMeshgate(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
+    if (input !== undefined) child.stdin?.end(input);
   });
 }
 

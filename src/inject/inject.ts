@@ -1,0 +1,326 @@
+// `meshgate kube-inject`: add the meshgate sidecar to the pod templates in Kubernetes YAML, as
+// `istioctl kube-inject` does: a container `istio-proxy` running `meshgate run --mode sidecar`, and an
+// init container `istio-init` running `meshgate iptables --apply` (istio-init's capture rules).
+// Pure: text in, text out. Documents that are not workloads, or are not to be injected, come out
+// byte for byte; injected ones are edited in place in the parsed document, so their comments and field
+// order stay. The decision (decide) and the containers (proxyContainer, initContainer) are plain data.
+
+import { isMap, isSeq, parseAllDocuments, type Document, type ToStringOptions, type YAMLMap, type YAMLSeq } from 'yaml';
+import { DEFAULT_CAPTURE } from '../sidecar/iptables';
+
+export const PROXY_NAME = 'istio-proxy';
+export const INIT_NAME = 'istio-init';
+export const STATUS_ANNOTATION = 'sidecar.istio.io/status';
+export const INJECT_KEY = 'sidecar.istio.io/inject';
+/** The image `docker build -t meshgate:0.1.0 .` makes (README), as deploy/kustomization.yaml names it. */
+export const DEFAULT_IMAGE = 'meshgate:0.1.0';
+export const STATUS_PORT = 15021;
+export const METRICS_PORT = 15090;
+
+/** Where each workload kind keeps its pod template (the map holding metadata and spec). */
+export const POD_TEMPLATE_PATHS: Readonly<Record<string, readonly string[]>> = {
+  Pod: [],
+  Deployment: ['spec', 'template'],
+  StatefulSet: ['spec', 'template'],
+  DaemonSet: ['spec', 'template'],
+  ReplicaSet: ['spec', 'template'],
+  ReplicationController: ['spec', 'template'],
+  Job: ['spec', 'template'],
+  CronJob: ['spec', 'jobTemplate', 'spec', 'template'],
+};
+
+/** Kinds whose pods end: a plain sidecar container would keep them running, a native one does not. */
+const RUN_TO_COMPLETION = new Set(['Job', 'CronJob']);
+
+interface Named {
+  readonly name?: unknown;
+}
+
+/** The parts of a pod template the injection reads (as parsed; values may be of any type). */
+export interface PodTemplate {
+  readonly metadata?: { readonly labels?: Record<string, unknown>; readonly annotations?: Record<string, unknown> };
+  readonly spec?: {
+    readonly hostNetwork?: unknown;
+    readonly automountServiceAccountToken?: unknown;
+    readonly containers?: readonly Named[];
+    readonly initContainers?: readonly Named[];
+  };
+}
+
+export interface InjectOptions {
+  readonly image: string;
+  readonly imagePullPolicy: string;
+  /**
+   * The proxy as an init container with restartPolicy Always (Kubernetes 1.29+): it is ready before the
+   * application starts and does not keep a Job's pod alive. Always on for Job and CronJob.
+   */
+  readonly nativeSidecar: boolean;
+}
+
+export type Decision = { readonly inject: true } | { readonly inject: false; readonly reason: string };
+
+function text(v: unknown): string | undefined {
+  return v === undefined || v === null ? undefined : String(v);
+}
+
+/** Istio's reading of sidecar.istio.io/inject: y, yes, true, on inject; empty means the default; anything else opts out. */
+export function injectValue(v: unknown): boolean | undefined {
+  const s = text(v)?.trim().toLowerCase();
+  if (s === undefined || s === '') return undefined;
+  return ['y', 'yes', 'true', 'on'].includes(s);
+}
+
+/** Whether a pod template gets the sidecar, and why not. The label wins over the annotation, as in Istio. */
+export function decide(t: PodTemplate): Decision {
+  const containers = t.spec?.containers;
+  if (!Array.isArray(containers) || containers.length === 0) return { inject: false, reason: 'no containers in the pod spec' };
+  const names = [...containers, ...(Array.isArray(t.spec?.initContainers) ? t.spec.initContainers : [])].map((c) => c?.name);
+  if (t.metadata?.annotations?.[STATUS_ANNOTATION] !== undefined || names.includes(PROXY_NAME)) return { inject: false, reason: 'already injected' };
+  for (const [where, map] of [['label', t.metadata?.labels], ['annotation', t.metadata?.annotations]] as const) {
+    const v = injectValue(map?.[INJECT_KEY]);
+    if (v === undefined) continue;
+    if (v) break;
+    return { inject: false, reason: `${where} ${INJECT_KEY}: "${text(map?.[INJECT_KEY])}"` };
+  }
+  if (t.spec?.hostNetwork === true) return { inject: false, reason: "hostNetwork: capture would redirect the node's own traffic" };
+  return { inject: true };
+}
+
+function annotations(t: PodTemplate): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(t.metadata?.annotations ?? {})) if (v !== undefined && v !== null) out[k] = String(v);
+  return out;
+}
+
+function csv(v: string | undefined): string[] {
+  return (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+}
+
+/**
+ * `meshgate iptables --apply` with istio-init's defaults (-p 15001 -z 15006 -u 1337 -i '*' -b '*'
+ * -d 15090,15021,15020) and the pod's traffic.sidecar.istio.io/* annotations, as Istio reads them.
+ */
+export function iptablesArgs(podAnnotations: Readonly<Record<string, string>>): string[] {
+  const a = (k: string): string | undefined => podAnnotations[`traffic.sidecar.istio.io/${k}`]?.trim();
+  const c = DEFAULT_CAPTURE;
+  const excludeInbound = [...new Set([...c.excludeInboundPorts.map(String), ...csv(a('excludeInboundPorts'))])];
+  const args = ['iptables', '--apply',
+    '--proxy-port', String(c.proxyPort), '--inbound-port', String(c.inboundPort),
+    '--proxy-uid', String(c.uid), '--proxy-gid', String(c.gid),
+    '--include-outbound-cidrs', csv(a('includeOutboundIPRanges')).join(',') || '*'];
+  const excludeCidrs = csv(a('excludeOutboundIPRanges'));
+  if (excludeCidrs.length > 0) args.push('--exclude-outbound-cidrs', excludeCidrs.join(','));
+  const excludePorts = csv(a('excludeOutboundPorts'));
+  if (excludePorts.length > 0) args.push('--exclude-outbound-ports', excludePorts.join(','));
+  const includeInbound = a('includeInboundPorts');
+  args.push('--include-inbound-ports', includeInbound === undefined ? '*' : csv(includeInbound).join(','));
+  args.push('--exclude-inbound-ports', excludeInbound.join(','));
+  return args;
+}
+
+function readyProbe(extra: Record<string, number>): Record<string, unknown> {
+  return { httpGet: { path: '/healthz/ready', port: STATUS_PORT }, ...extra };
+}
+
+/** The sidecar container: `meshgate run --mode sidecar` as uid/gid 1337 with the pod's labels. */
+export function proxyContainer(o: InjectOptions, t: PodTemplate, native: boolean): Record<string, unknown> {
+  const ann = annotations(t);
+  const labels = Object.entries(t.metadata?.labels ?? {}).map(([k, v]) => `${k}=${text(v) ?? ''}`).join(',');
+  const c = DEFAULT_CAPTURE;
+  return {
+    name: PROXY_NAME,
+    image: ann['sidecar.istio.io/proxyImage'] ?? o.image,
+    imagePullPolicy: o.imagePullPolicy,
+    ...(native ? { restartPolicy: 'Always' } : {}),
+    args: ['run', '--mode', 'sidecar', '--source', 'kubernetes', '--labels', labels,
+      '--capture-port', String(c.proxyPort), '--inbound-port', String(c.inboundPort)],
+    env: [{ name: 'MESHGATE_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }],
+    ports: [
+      { name: 'tcp-outbound', containerPort: c.proxyPort, protocol: 'TCP' },
+      { name: 'tcp-inbound', containerPort: c.inboundPort, protocol: 'TCP' },
+      { name: 'status-port', containerPort: STATUS_PORT, protocol: 'TCP' },
+      { name: 'http-envoy-prom', containerPort: METRICS_PORT, protocol: 'TCP' },
+    ],
+    ...(native ? { startupProbe: readyProbe({ periodSeconds: 1, timeoutSeconds: 3, failureThreshold: 600 }) } : {}),
+    readinessProbe: readyProbe({ initialDelaySeconds: 1, periodSeconds: 2, timeoutSeconds: 3, failureThreshold: 30 }),
+    resources: {
+      requests: { cpu: ann['sidecar.istio.io/proxyCPU'] ?? '50m', memory: ann['sidecar.istio.io/proxyMemory'] ?? '96Mi' },
+      limits: { cpu: ann['sidecar.istio.io/proxyCPULimit'] ?? '1', memory: ann['sidecar.istio.io/proxyMemoryLimit'] ?? '512Mi' },
+    },
+    securityContext: {
+      runAsUser: c.uid, runAsGroup: c.gid, runAsNonRoot: true, allowPrivilegeEscalation: false, privileged: false,
+      readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] },
+    },
+  };
+}
+
+/** The capture step: root with NET_ADMIN and NET_RAW only, as istio-init runs. */
+export function initContainer(o: InjectOptions, t: PodTemplate): Record<string, unknown> {
+  const ann = annotations(t);
+  return {
+    name: INIT_NAME,
+    image: ann['sidecar.istio.io/proxyImage'] ?? o.image,
+    imagePullPolicy: o.imagePullPolicy,
+    args: iptablesArgs(ann),
+    resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { cpu: '500m', memory: '128Mi' } },
+    securityContext: {
+      runAsUser: 0, runAsGroup: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, privileged: false,
+      readOnlyRootFilesystem: false, capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+    },
+  };
+}
+
+/**
+ * The annotations the injection adds to the pod template: the status Istio checks for (so a second
+ * run is a no-op), kubectl's default container (the application, not the proxy), and Prometheus
+ * scraping of the proxy's metrics unless the application already has its own scrape annotations.
+ */
+export function injectedAnnotations(t: PodTemplate, native: boolean): Record<string, string> {
+  const ann = annotations(t);
+  const status = {
+    initContainers: native ? [INIT_NAME, PROXY_NAME] : [INIT_NAME],
+    containers: native ? [] : [PROXY_NAME],
+    volumes: [],
+    imagePullSecrets: null,
+    revision: 'meshgate',
+  };
+  const out: Record<string, string> = { [STATUS_ANNOTATION]: JSON.stringify(status) };
+  const app = text(t.spec?.containers?.[0]?.name);
+  if (app !== undefined) {
+    for (const k of ['kubectl.kubernetes.io/default-container', 'kubectl.kubernetes.io/default-logs-container']) if (ann[k] === undefined) out[k] = app;
+  }
+  if (!Object.keys(ann).some((k) => k.startsWith('prometheus.io/'))) {
+    Object.assign(out, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(METRICS_PORT), 'prometheus.io/path': '/stats/prometheus' });
+  }
+  return out;
+}
+
+export interface ObjectReport {
+  /** e.g. `Deployment default/sleep`. */
+  readonly object: string;
+  readonly injected: boolean;
+  readonly reason?: string;
+}
+
+export interface InjectOutput {
+  readonly text: string;
+  /** One entry per workload found (other kinds pass through unreported). */
+  readonly objects: readonly ObjectReport[];
+  readonly warnings: readonly string[];
+}
+
+function dig(v: unknown, path: readonly string[]): unknown {
+  let cur = v;
+  for (const k of path) cur = typeof cur === 'object' && cur !== null ? (cur as Record<string, unknown>)[k] : undefined;
+  return cur;
+}
+
+function describe(obj: Record<string, unknown>): string {
+  const ns = text(dig(obj, ['metadata', 'namespace']));
+  return `${text(obj['kind'])} ${ns ? `${ns}/` : ''}${text(dig(obj, ['metadata', 'name'])) ?? '(unnamed)'}`;
+}
+
+/**
+ * The map under `key` in `parent`, made (before `before`, when that key exists) if missing. A flow
+ * collection (`{name: x}`) that is about to grow is turned into block style.
+ */
+function childMap(doc: Document, parent: YAMLMap, key: string, before?: string): YAMLMap {
+  const cur = parent.get(key, true);
+  return block(isMap(cur) ? cur : insertPair(doc, parent, key, doc.createNode({}), before) as YAMLMap);
+}
+
+function childSeq(doc: Document, parent: YAMLMap, key: string, before?: string): YAMLSeq {
+  const cur = parent.get(key, true);
+  return block(isSeq(cur) ? cur : insertPair(doc, parent, key, doc.createNode([]), before) as YAMLSeq);
+}
+
+function block<T extends YAMLMap | YAMLSeq>(node: T): T {
+  node.flow = false;
+  return node;
+}
+
+function insertPair(doc: Document, parent: YAMLMap, key: string, value: unknown, before?: string): unknown {
+  parent.delete(key);
+  const at = before === undefined ? -1 : parent.items.findIndex((p) => String((p.key as { value?: unknown } | null)?.value ?? p.key) === before);
+  const pair = doc.createPair(key, value);
+  if (at < 0) parent.items.push(pair);
+  else parent.items.splice(at, 0, pair);
+  return pair.value;
+}
+
+/** Add the sidecar to one pod template node (a map with metadata and spec). */
+function injectTemplate(doc: Document, node: YAMLMap, t: PodTemplate, o: InjectOptions, native: boolean): void {
+  const metadata = childMap(doc, node, 'metadata', 'spec');
+  const ann = childMap(doc, metadata, 'annotations');
+  for (const [k, v] of Object.entries(injectedAnnotations(t, native))) ann.set(k, doc.createNode(v));
+  const spec = node.get('spec', true);
+  const containers = isMap(spec) ? spec.get('containers', true) : undefined;
+  if (!isMap(spec) || !isSeq(containers)) throw new Error('pod template without spec.containers'); // decide() saw them
+  const inits = childSeq(doc, spec, 'initContainers', 'containers');
+  const first = [doc.createNode(initContainer(o, t)), ...(native ? [doc.createNode(proxyContainer(o, t, true))] : [])];
+  inits.items.unshift(...first);
+  if (!native) block(containers).items.push(doc.createNode(proxyContainer(o, t, false)));
+}
+
+function injectObject(doc: Document, node: YAMLMap, obj: Record<string, unknown>, o: InjectOptions, out: { objects: ObjectReport[]; warnings: string[] }): boolean {
+  const kind = text(obj['kind']) ?? '';
+  const path = POD_TEMPLATE_PATHS[kind];
+  if (!path) return false;
+  const object = describe(obj);
+  const tNode = path.length === 0 ? node : node.getIn(path, true);
+  const t = dig(obj, path) as PodTemplate | undefined;
+  const d: Decision = isMap(tNode) && t ? decide(t) : { inject: false, reason: 'no pod template' };
+  if (!d.inject) {
+    out.objects.push({ object, injected: false, reason: d.reason });
+    return false;
+  }
+  injectTemplate(doc, tNode as YAMLMap, t!, o, o.nativeSidecar || RUN_TO_COMPLETION.has(kind));
+  out.objects.push({ object, injected: true });
+  if (t!.spec?.automountServiceAccountToken === false) {
+    out.warnings.push(`${object}: automountServiceAccountToken is false, but the sidecar reads the Kubernetes API with the pod's service account token`);
+  }
+  return true;
+}
+
+/** The output style of the input, so edited documents look like their neighbours. */
+export function styleOf(source: string): ToStringOptions {
+  // `key:` then `- item` at the key's own indentation (kubectl's style) or deeper.
+  const flat = /^( *)[^\s#-][^\n]*:\n\1- /m.test(source);
+  const deep = /^( *)[^\s#-][^\n]*:\n\1 +- /m.test(source);
+  return { indentSeq: deep && !flat, lineWidth: 0, flowCollectionPadding: /: [[{] [^\s\]}]/.test(source) };
+}
+
+/** Inject every workload in a multi-document YAML text. Throws on YAML syntax errors. */
+export function kubeInject(source: string, o: InjectOptions): InjectOutput {
+  const docs = parseAllDocuments(source);
+  const out = { objects: [] as ObjectReport[], warnings: [] as string[] };
+  if (!Array.isArray(docs)) return { text: source, ...out };
+  for (const doc of docs) {
+    const err = doc.errors[0];
+    if (err) throw new Error(`YAML: ${err.message.split('\n')[0]}`);
+  }
+  let text = '';
+  let pos = 0;
+  for (const doc of docs) {
+    const end = doc.range[2];
+    const chunk = source.slice(pos, end);
+    pos = end;
+    const root = doc.contents;
+    const js = doc.toJS({ maxAliasCount: 1000 }) as unknown;
+    let changed = false;
+    if (isMap(root) && typeof js === 'object' && js !== null) {
+      const obj = js as Record<string, unknown>;
+      const items = root.get('items', true);
+      if (obj['kind'] === 'List' && isSeq(items) && Array.isArray(obj['items'])) {
+        items.items.forEach((item, i) => {
+          const itemJs = (obj['items'] as unknown[])[i];
+          if (isMap(item) && typeof itemJs === 'object' && itemJs !== null) changed = injectObject(doc, item, itemJs as Record<string, unknown>, o, out) || changed;
+        });
+      } else {
+        changed = injectObject(doc, root, obj, o, out);
+      }
+    }
+    text += changed ? doc.toString(styleOf(chunk)) : chunk;
+  }
+  return { text: text + source.slice(pos), ...out };
+}

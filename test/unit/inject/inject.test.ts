@@ -1,0 +1,240 @@
+// kube-inject as a pure transformation: which templates get the sidecar, the containers and annotations
+// it adds, the istio-init arguments from traffic annotations, and that everything else in the YAML text
+// (other documents, comments, field order, other containers) stays as it was.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  DEFAULT_IMAGE, INIT_NAME, PROXY_NAME, STATUS_ANNOTATION, decide, initContainer, injectValue, injectedAnnotations,
+  iptablesArgs, kubeInject, proxyContainer, styleOf, type InjectOptions, type PodTemplate,
+} from '../../../src/inject/inject';
+import { flagValue, parseDocs, type Obj } from '../../helpers/manifests';
+
+const SAMPLES = path.resolve(__dirname, '../../../../../shared/istio-samples/samples');
+const OPTS: InjectOptions = { image: DEFAULT_IMAGE, imagePullPolicy: 'IfNotPresent', nativeSidecar: false };
+const inject = (text: string, o: Partial<InjectOptions> = {}) => kubeInject(text, { ...OPTS, ...o });
+const names = (cs: Obj[] | undefined) => (cs ?? []).map((c) => c['name']);
+
+const tmpl = (meta: PodTemplate['metadata'] = {}, spec: Obj = {}): PodTemplate => ({ metadata: meta, spec: { containers: [{ name: 'app' }], ...spec } });
+
+describe('kube-inject (pure)', () => {
+  it('reads sidecar.istio.io/inject as Istio does (table)', () => {
+    const cases: [unknown, boolean | undefined][] = [
+      [undefined, undefined], ['', undefined], ['  ', undefined], ['true', true], ['TRUE', true], ['y', true], ['yes', true], ['on', true],
+      ['false', false], ['no', false], ['off', false], ['n', false], ['disabled', false], [false, false], [true, true],
+    ];
+    for (const [v, want] of cases) assert.equal(injectValue(v), want, String(v));
+  });
+
+  it('decides which templates get the sidecar (table)', () => {
+    const cases: [string, PodTemplate, string | true][] = [
+      ['a plain template', tmpl(), true],
+      ['no containers', { metadata: {}, spec: { containers: [] } }, 'no containers in the pod spec'],
+      ['no spec', { metadata: {} }, 'no containers in the pod spec'],
+      ['label false', tmpl({ labels: { [`sidecar.istio.io/inject`]: 'false' } }), 'label sidecar.istio.io/inject: "false"'],
+      ['annotation false', tmpl({ annotations: { 'sidecar.istio.io/inject': 'false' } }), 'annotation sidecar.istio.io/inject: "false"'],
+      ['label true wins over annotation false', tmpl({ labels: { 'sidecar.istio.io/inject': 'true' }, annotations: { 'sidecar.istio.io/inject': 'false' } }), true],
+      ['annotation true', tmpl({ annotations: { 'sidecar.istio.io/inject': 'true' } }), true],
+      ['already injected (status)', tmpl({ annotations: { [STATUS_ANNOTATION]: '{}' } }), 'already injected'],
+      ['already injected (container)', tmpl({}, { containers: [{ name: 'app' }, { name: PROXY_NAME }] }), 'already injected'],
+      ['already injected (native)', tmpl({}, { initContainers: [{ name: PROXY_NAME }] }), 'already injected'],
+      ['hostNetwork', tmpl({}, { hostNetwork: true }), "hostNetwork: capture would redirect the node's own traffic"],
+    ];
+    for (const [what, t, want] of cases) assert.deepEqual(decide(t), want === true ? { inject: true } : { inject: false, reason: want }, what);
+  });
+
+  it('istio-init arguments: istio-iptables\' defaults, then the traffic.sidecar.istio.io annotations (table)', () => {
+    const base = ['iptables', '--apply', '--proxy-port', '15001', '--inbound-port', '15006', '--proxy-uid', '1337', '--proxy-gid', '1337'];
+    const t = 'traffic.sidecar.istio.io/';
+    const cases: [Record<string, string>, string[]][] = [
+      [{}, [...base, '--include-outbound-cidrs', '*', '--include-inbound-ports', '*', '--exclude-inbound-ports', '15090,15021,15020']],
+      [{ [`${t}includeOutboundIPRanges`]: '10.96.0.0/12, 10.244.0.0/16', [`${t}excludeOutboundIPRanges`]: '169.254.169.254/32', [`${t}excludeOutboundPorts`]: '5432,6379' },
+        [...base, '--include-outbound-cidrs', '10.96.0.0/12,10.244.0.0/16', '--exclude-outbound-cidrs', '169.254.169.254/32', '--exclude-outbound-ports', '5432,6379',
+          '--include-inbound-ports', '*', '--exclude-inbound-ports', '15090,15021,15020']],
+      [{ [`${t}includeInboundPorts`]: '8080, 9090', [`${t}excludeInboundPorts`]: '15021,8443' },
+        [...base, '--include-outbound-cidrs', '*', '--include-inbound-ports', '8080,9090', '--exclude-inbound-ports', '15090,15021,15020,8443']],
+      [{ [`${t}includeInboundPorts`]: '' }, [...base, '--include-outbound-cidrs', '*', '--include-inbound-ports', '', '--exclude-inbound-ports', '15090,15021,15020']],
+    ];
+    for (const [ann, want] of cases) assert.deepEqual(iptablesArgs(ann), want, JSON.stringify(ann));
+  });
+
+  it('the sidecar: meshgate run --mode sidecar --source kubernetes with the pod\'s labels, uid 1337, Istio\'s port names, ready on 15021', () => {
+    const c = proxyContainer(OPTS, tmpl({ labels: { app: 'reviews', version: 'v2' } }), false) as Obj;
+    assert.equal(c['name'], PROXY_NAME);
+    assert.equal(c['image'], DEFAULT_IMAGE);
+    const args = c['args'] as string[];
+    assert.deepEqual(args.slice(0, 3), ['run', '--mode', 'sidecar']);
+    assert.deepEqual([flagValue(args, '--source'), flagValue(args, '--labels'), flagValue(args, '--capture-port'), flagValue(args, '--inbound-port')],
+      ['kubernetes', 'app=reviews,version=v2', '15001', '15006']);
+    assert.deepEqual(c['env'], [{ name: 'MESHGATE_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }]);
+    assert.deepEqual((c['ports'] as Obj[]).map((p) => [p['name'], p['containerPort']]),
+      [['tcp-outbound', 15001], ['tcp-inbound', 15006], ['status-port', 15021], ['http-envoy-prom', 15090]]);
+    for (const p of c['ports'] as Obj[]) assert.ok(p['name'].length <= 15, `${p['name']}: a port name has at most 15 characters`);
+    assert.deepEqual(c['readinessProbe']['httpGet'], { path: '/healthz/ready', port: 15021 });
+    assert.deepEqual([c['securityContext']['runAsUser'], c['securityContext']['runAsGroup'], c['securityContext']['runAsNonRoot']], [1337, 1337, true]);
+    assert.equal(c['restartPolicy'], undefined);
+    assert.equal(c['startupProbe'], undefined);
+    assert.equal(flagValue(proxyContainer(OPTS, tmpl(), false)['args'] as string[], '--labels'), '', 'no labels: an empty --labels, not the gateway default');
+  });
+
+  it('the sidecar honours Istio\'s proxy annotations (image, CPU and memory); native mode adds restartPolicy Always and a startup probe', () => {
+    const ann = { 'sidecar.istio.io/proxyImage': 'reg/meshgate:dev', 'sidecar.istio.io/proxyCPU': '200m', 'sidecar.istio.io/proxyMemory': '256Mi', 'sidecar.istio.io/proxyCPULimit': '2', 'sidecar.istio.io/proxyMemoryLimit': '1Gi' };
+    const c = proxyContainer(OPTS, tmpl({ annotations: ann }), true) as Obj;
+    assert.equal(c['image'], 'reg/meshgate:dev');
+    assert.deepEqual(c['resources'], { requests: { cpu: '200m', memory: '256Mi' }, limits: { cpu: '2', memory: '1Gi' } });
+    assert.equal(c['restartPolicy'], 'Always');
+    assert.deepEqual(c['startupProbe']['httpGet'], { path: '/healthz/ready', port: 15021 });
+    assert.equal(initContainer(OPTS, tmpl({ annotations: ann }))['image'], 'reg/meshgate:dev');
+  });
+
+  it('istio-init: root with NET_ADMIN and NET_RAW only, no privilege escalation', () => {
+    const c = initContainer(OPTS, tmpl()) as Obj;
+    assert.equal(c['name'], INIT_NAME);
+    assert.deepEqual(c['securityContext'], {
+      runAsUser: 0, runAsGroup: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, privileged: false,
+      readOnlyRootFilesystem: false, capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+    });
+    assert.deepEqual((c['args'] as string[]).slice(0, 2), ['iptables', '--apply']);
+  });
+
+  it('annotations: the status, kubectl\'s default container, Prometheus for 15090 unless the application has its own (table)', () => {
+    const prom = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15090', 'prometheus.io/path': '/stats/prometheus' };
+    const dflt = { 'kubectl.kubernetes.io/default-container': 'app', 'kubectl.kubernetes.io/default-logs-container': 'app' };
+    const status = (native: boolean) => JSON.stringify({ initContainers: native ? [INIT_NAME, PROXY_NAME] : [INIT_NAME], containers: native ? [] : [PROXY_NAME], volumes: [], imagePullSecrets: null, revision: 'meshgate' });
+    const cases: [string, PodTemplate, boolean, Record<string, string>][] = [
+      ['plain', tmpl(), false, { [STATUS_ANNOTATION]: status(false), ...dflt, ...prom }],
+      ['native', tmpl(), true, { [STATUS_ANNOTATION]: status(true), ...dflt, ...prom }],
+      ['own scrape', tmpl({ annotations: { 'prometheus.io/port': '9090' } }), false, { [STATUS_ANNOTATION]: status(false), ...dflt }],
+      ['own default container', tmpl({ annotations: { 'kubectl.kubernetes.io/default-container': 'x' } }), false,
+        { [STATUS_ANNOTATION]: status(false), 'kubectl.kubernetes.io/default-logs-container': 'app', ...prom }],
+    ];
+    for (const [what, t, native, want] of cases) assert.deepEqual(injectedAnnotations(t, native), want, what);
+  });
+
+  it('finds the pod template of each workload kind; other kinds pass through (table)', () => {
+    const spec = 'containers:\n- name: app\n  image: app:1\n';
+    const indent = (s: string, n: number) => s.split('\n').map((l) => (l ? ' '.repeat(n) + l : l)).join('\n');
+    const podAt = (kind: string, pathToTemplate: string[]) => {
+      let body = `metadata:\n  labels:\n    app: a\nspec:\n${indent(spec, 2)}`;
+      for (const k of [...pathToTemplate].reverse()) body = `${k}:\n${indent(body, 2)}`;
+      return `apiVersion: v1\nkind: ${kind}\n${kind === 'Pod' ? '' : 'metadata:\n  name: w\n'}${body}`;
+    };
+    const cases: [string, string[], 'containers' | 'initContainers' | undefined][] = [
+      ['Pod', [], 'containers'],
+      ['Deployment', ['spec', 'template'], 'containers'],
+      ['StatefulSet', ['spec', 'template'], 'containers'],
+      ['DaemonSet', ['spec', 'template'], 'containers'],
+      ['ReplicaSet', ['spec', 'template'], 'containers'],
+      ['ReplicationController', ['spec', 'template'], 'containers'],
+      ['Job', ['spec', 'template'], 'initContainers'],
+      ['CronJob', ['spec', 'jobTemplate', 'spec', 'template'], 'initContainers'],
+      ['ConfigMap', ['spec', 'template'], undefined],
+      ['Service', ['spec', 'template'], undefined],
+    ];
+    for (const [kind, p, where] of cases) {
+      const input = podAt(kind, p);
+      const r = inject(input);
+      if (!where) {
+        assert.equal(r.text, input, kind);
+        assert.deepEqual(r.objects, [], kind);
+        continue;
+      }
+      let pod = parseDocs(r.text)[0]!;
+      for (const k of p) pod = pod[k];
+      assert.equal(pod['spec'][where].some((c: Obj) => c['name'] === PROXY_NAME), true, kind);
+      assert.equal(names(pod['spec']['initContainers'])[0], INIT_NAME, kind);
+      assert.deepEqual(names(pod['spec']['containers'])[0], 'app', kind);
+      assert.equal(r.objects.length, 1, kind);
+      assert.equal(r.objects[0]!.injected, true, kind);
+    }
+  });
+
+  it('sleep.yaml: the other documents byte for byte; the Deployment keeps every line, in order, and gains only the sidecar', () => {
+    const input = fs.readFileSync(path.join(SAMPLES, 'sleep/sleep.yaml'), 'utf8');
+    const r = inject(input);
+    assert.deepEqual(r.objects, [{ object: 'Deployment sleep', injected: true }]);
+    assert.deepEqual(r.warnings, []);
+    const split = (t: string) => t.split(/^(?=---$)/m);
+    const [inDocs, outDocs] = [split(input), split(r.text)];
+    assert.equal(outDocs.length, inDocs.length);
+    for (let i = 0; i < inDocs.length; i++) {
+      if (!inDocs[i]!.includes('kind: Deployment')) {
+        assert.equal(outDocs[i], inDocs[i]);
+        continue;
+      }
+      // Every input line appears in the output in the same order (the comments and the field order kept).
+      const out = outDocs[i]!.split('\n');
+      let at = 0;
+      for (const line of inDocs[i]!.split('\n')) {
+        const found = out.indexOf(line, at);
+        assert.ok(found >= 0, `line lost or moved: ${JSON.stringify(line)}`);
+        at = found + 1;
+      }
+    }
+    // Take the sidecar out again and the objects are the input's.
+    const docs = parseDocs(r.text);
+    const pod = docs[2]!['spec']['template'];
+    assert.deepEqual(names(pod['spec']['containers']), ['sleep', PROXY_NAME]);
+    assert.deepEqual(names(pod['spec']['initContainers']), [INIT_NAME]);
+    pod['spec']['containers'].pop();
+    delete pod['spec']['initContainers'];
+    delete pod['metadata']['annotations'];
+    assert.deepEqual(docs, parseDocs(input));
+  });
+
+  it('idempotent: injecting the output again changes nothing and says why', () => {
+    const input = fs.readFileSync(path.join(SAMPLES, 'bookinfo/platform/kube/bookinfo.yaml'), 'utf8');
+    for (const nativeSidecar of [false, true]) {
+      const once = inject(input, { nativeSidecar });
+      assert.equal(once.objects.filter((o) => o.injected).length, 6);
+      const twice = inject(once.text, { nativeSidecar });
+      assert.equal(twice.text, once.text);
+      assert.deepEqual(twice.objects.map((o) => o.reason), Array(6).fill('already injected'));
+    }
+  });
+
+  it('opted-out templates and hostNetwork pods come out byte for byte, reported with the reason', () => {
+    const doc = (meta: string, extra = '') => `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: ns\nspec:\n  template:\n    metadata:\n${meta}    spec:\n${extra}      containers:\n      - name: app\n        image: app\n`;
+    const cases: [string, string][] = [
+      [doc('      labels:\n        sidecar.istio.io/inject: "false"\n'), 'label sidecar.istio.io/inject: "false"'],
+      [doc('      annotations:\n        sidecar.istio.io/inject: "false"\n'), 'annotation sidecar.istio.io/inject: "false"'],
+      [doc('      labels: {}\n', '      hostNetwork: true\n'), "hostNetwork: capture would redirect the node's own traffic"],
+    ];
+    for (const [input, reason] of cases) {
+      const r = inject(input);
+      assert.equal(r.text, input);
+      assert.deepEqual(r.objects, [{ object: 'Deployment ns/d', injected: false, reason }]);
+    }
+  });
+
+  it('a List\'s items, flow-style collections made block, a warning when the pod has no service account token', () => {
+    const list = 'apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}\n  spec:\n    automountServiceAccountToken: false\n    containers: [{name: a, image: b}]\n- apiVersion: v1\n  kind: Service\n  metadata: {name: s}\n';
+    const r = inject(list);
+    const [out] = parseDocs(r.text);
+    assert.deepEqual(names(out!['items'][0]['spec']['containers']), ['a', PROXY_NAME]);
+    assert.deepEqual(out!['items'][1], { apiVersion: 'v1', kind: 'Service', metadata: { name: 's' } });
+    assert.match(r.text, /^ {4}containers:\n {4}- \{ ?name: a, image: b ?\}\n {4}- name: istio-proxy$/m);
+    assert.deepEqual(r.warnings, ["Pod p: automountServiceAccountToken is false, but the sidecar reads the Kubernetes API with the pod's service account token"]);
+  });
+
+  it('keeps the input\'s sequence indentation and flow padding (table)', () => {
+    const cases: [string, { indentSeq: boolean; flowCollectionPadding: boolean }][] = [
+      ['a:\n- x\n', { indentSeq: false, flowCollectionPadding: false }],
+      ['a:\n  - x\n', { indentSeq: true, flowCollectionPadding: false }],
+      ['a: { b: c }\n', { indentSeq: false, flowCollectionPadding: true }],
+      ['a: [x, y]\n', { indentSeq: false, flowCollectionPadding: false }],
+    ];
+    for (const [input, want] of cases) {
+      const s = styleOf(input);
+      assert.deepEqual({ indentSeq: s.indentSeq, flowCollectionPadding: s.flowCollectionPadding }, want, input);
+    }
+    const indented = 'kind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: a\n      image: b\n';
+    assert.match(inject(indented).text, /^ {2}containers:\n {4}- name: a\n {6}image: b\n {4}- name: istio-proxy$/m);
+  });
+
+  it('empty input and comment-only input come back unchanged; a YAML error is an error with its position', () => {
+    for (const input of ['', '# nothing\n', '---\n']) assert.equal(inject(input).text, input);
+    assert.throws(() => inject('kind: Pod\nmetadata:\n  name: [unclosed\n'), /YAML: .*at line \d+, column \d+/);
+  });
+});
