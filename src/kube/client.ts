@@ -100,7 +100,8 @@ export class KubeClient {
       },
       headersTimeout: this.opts.requestTimeoutMs,
       keepAliveTimeout: 30_000,
-      connections: 64, // one long-lived watch per kind and namespace, plus lists
+      // No connection limit: each watch holds one HTTP/1.1 connection for minutes, and a limit
+      // would leave lists queued behind them.
     });
   }
 

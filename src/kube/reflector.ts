@@ -263,10 +263,15 @@ export class Reflector {
     const rv = obj.metadata?.resourceVersion;
     switch (e.type) {
       case 'ADDED':
-      case 'MODIFIED':
-        this.objects.set(objectKey(obj), this.slim(obj));
-        this.changed();
+      case 'MODIFIED': {
+        const k = objectKey(obj);
+        const next = this.slim(obj);
+        const prev = this.objects.get(k);
+        this.objects.set(k, next);
+        // A slimmed object (a Pod's status churn) that kept what we read is no change.
+        if (!(this.target.slim && prev && JSON.stringify(prev) === JSON.stringify(next))) this.changed();
         break;
+      }
       case 'DELETED':
         this.objects.delete(objectKey(obj));
         this.changed();

@@ -79,7 +79,7 @@ function portDefs(ports: readonly KubeServicePort[]): PortDef[] {
   }));
 }
 
-/** Ready endpoints of one Service from its slices: one per address, its ports by service port name. */
+/** Ready endpoints of one Service from its slices, sorted: one per address and ports, its ports by service port name. */
 export function endpointsOf(
   svcPorts: readonly KubeServicePort[], ns: string, slices: readonly EndpointSliceObject[],
   pods: { byName: ReadonlyMap<string, Dict<string>>; byIp: ReadonlyMap<string, Dict<string>> },
@@ -95,13 +95,15 @@ export function endpointsOf(
     for (const e of slice.endpoints ?? []) {
       if (e?.conditions?.ready === false) continue; // unknown (null) counts as ready, as the API says
       const address = e.addresses?.[0]; // the addresses of one endpoint are fungible
-      if (!address || out.has(address)) continue;
+      // One endpoint per address and ports: host-network pods share their node's address.
+      const id = `${address} ${JSON.stringify(ports)}`;
+      if (!address || out.has(id)) continue;
       const ref = e.targetRef?.kind === 'Pod' && e.targetRef.name ? key(e.targetRef.namespace ?? ns, e.targetRef.name) : undefined;
       const labels = (ref ? pods.byName.get(ref) : undefined) ?? pods.byIp.get(key(ns, address)) ?? {};
-      out.set(address, { address, ports, labels, weight: 1 });
+      out.set(id, { address, ports, labels, weight: 1 });
     }
   }
-  return [...out.values()].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
 }
 
 function exportToOf(meta: KubeMeta | undefined): string[] {

@@ -84,6 +84,18 @@ describe('Kubernetes list/watch client (against the fake API server)', function 
     assert.equal(r.objects.size, 1);
   });
 
+  it('a slimmed object whose kept fields did not change is no change (Pod status churn)', async () => {
+    const pod = (labels: Record<string, string>, phase: string): KubeObj => ({ kind: 'Pod', metadata: { name: 'p', namespace: 'default', labels }, status: { phase, podIP: '10.0.0.1' } });
+    fake.upsert(pod({ app: 'a' }, 'Pending'));
+    const r = await reflect({ type: KUBE_TYPES.Pod, slim: (o) => ({ metadata: { name: o.metadata?.name, labels: o.metadata?.['labels'] } }) });
+    await waitFor(() => fake.openWatches() === 1, { timeoutMs: 2000, intervalMs: 5 });
+    changes = 0;
+    fake.upsert(pod({ app: 'a' }, 'Running'));
+    fake.upsert(pod({ app: 'b' }, 'Running'));
+    await waitFor(() => (r.objects.get('default/p')?.metadata?.['labels'] as Record<string, string>).app === 'b', { timeoutMs: 2000, intervalMs: 5 });
+    assert.equal(changes, 1, 'only the label change is a change');
+  });
+
   it('a graceful close (timeoutSeconds) resumes from the last resourceVersion, moved on by bookmarks, without listing again', async () => {
     fake.upsert(vs('a', ['a']));
     const r = await reflect({ type: KUBE_TYPES.VirtualService }, { watchTimeoutSeconds: 1 });
@@ -143,10 +155,11 @@ describe('Kubernetes list/watch client (against the fake API server)', function 
     const r = await reflect({ type: KUBE_TYPES.VirtualService }, {}, {}, { maxEventBytes: 4096 });
     await waitFor(() => fake.openWatches() === 1, { timeoutMs: 2000, intervalMs: 5 });
     fake.writeRaw('{"type": "ADDED", "object": {not json}\n');
-    await waitFor(() => r.stats.errors === 1 && fake.openWatches() === 1, { timeoutMs: 3000, intervalMs: 5 });
+    // The new watch is open (not just the old one, whose close the fake may not have seen yet).
+    await waitFor(() => r.stats.errors === 1 && fake.count((q) => q.watch) === 2 && fake.openWatches() === 1, { timeoutMs: 3000, intervalMs: 5 });
     assert.match(r.stats.lastError, /not JSON/);
     fake.writeRaw(`{"type":"ADDED","object":{"x":"${'y'.repeat(10_000)}`);
-    await waitFor(() => r.stats.errors === 2 && fake.openWatches() === 1, { timeoutMs: 3000, intervalMs: 5 });
+    await waitFor(() => r.stats.errors === 2 && fake.count((q) => q.watch) === 3 && fake.openWatches() === 1, { timeoutMs: 3000, intervalMs: 5 });
     assert.match(r.stats.lastError, /longer than 4096 bytes/);
     fake.upsert(vs('b', ['b']));
     await waitFor(() => r.objects.has('default/b'), { timeoutMs: 2000, intervalMs: 5 });
