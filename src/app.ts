@@ -104,6 +104,7 @@ export class App {
   /** The rejection messages logged last time, so an object's errors are logged once, not per reload. */
   private loggedRejections = new Set<string>();
   private isReady = false;
+  private stopping = false;
   private reloading: Promise<ReloadOutcome> | undefined;
   private reloadAgain = false;
   private lastOutcome: ReloadOutcome | undefined;
@@ -199,6 +200,7 @@ export class App {
 
   /** Reload from the source. Concurrent calls coalesce: one more run after the current one. */
   reload(reason: string): Promise<ReloadOutcome> {
+    if (this.stopping) return Promise.resolve(this.lastOutcome ?? { result: 'unchanged', version: this.store.current.version, errors: [], warnings: [] });
     if (this.reloading) {
       this.reloadAgain = true;
       return this.reloading;
@@ -283,7 +285,9 @@ export class App {
   /** SIGTERM: stop accepting, finish in-flight work up to the drain deadline, close everything. */
   async stop(): Promise<void> {
     this.isReady = false;
+    this.stopping = true; // no reload (a watch event, a coalesced one) binds anything from now on
     await this.source.stop();
+    await this.reloading?.catch(() => undefined);
     const deadline = Date.now() + this.opts.drainMs;
     await this.listeners.shutdown(this.opts.drainMs);
     // Pools finish what they still carry, within what is left of the deadline; then they are cut.
