@@ -7,7 +7,6 @@ import { ConfigStore } from './config/store';
 import { compile, type GatewayIdentity } from './config/compile';
 import type { Snapshot } from './config/snapshot';
 import type { Dict } from './config/types';
-import { loadConfig } from './config/pipeline';
 import { formatIssue } from './config/format';
 import { Registry } from './registry/registry';
 import { DnsResolver } from './serviceentry/dns';
@@ -24,10 +23,15 @@ import type { MeshCertFiles } from './tls/secrets';
 import type { FallbackPort } from './sidecar/fallback';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
 import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
-import { FileWatcher } from './sources/files';
+import { FileSource, type ConfigSource } from './sources/source';
+import { KubeSource, type KubeSourceOptions } from './sources/kubernetes';
+import type { RejectedObject } from './config/pipeline';
 
 export interface AppOptions {
+  /** The file source's paths (unused with `kubernetes`). */
   readonly configPaths: readonly string[];
+  /** Read the config from the Kubernetes API instead of files. */
+  readonly kubernetes?: Omit<KubeSourceOptions, 'log' | 'namespace'>;
   readonly labels: Dict<string>;
   readonly namespace: string;
   readonly portMap: ReadonlyMap<number, number>;
@@ -66,7 +70,12 @@ export interface ReloadOutcome {
   readonly version: number;
   readonly errors: readonly string[];
   readonly warnings: readonly string[];
+  /** Kubernetes objects left out because of their errors (`Kind namespace/name`). */
+  readonly rejectedObjects?: readonly string[];
 }
+
+/** At most this many rejected objects get their own metric series. */
+const MAX_REJECTED_SERIES = 200;
 
 function emptySnapshot(): Snapshot {
   return {
@@ -97,8 +106,11 @@ export class App {
   readonly tlsContexts: ServerContexts;
   private readonly identity: GatewayIdentity;
   private readonly servers: Server[] = [];
-  private watcher: FileWatcher | undefined;
+  readonly source: ConfigSource;
+  /** The rejection messages logged last time, so an object's errors are logged once, not per reload. */
+  private loggedRejections = new Set<string>();
   private isReady = false;
+  private stopping = false;
   private reloading: Promise<ReloadOutcome> | undefined;
   private reloadAgain = false;
   private lastOutcome: ReloadOutcome | undefined;
@@ -114,6 +126,9 @@ export class App {
       ...(opts.meshCerts ? { meshCerts: opts.meshCerts } : {}),
       ...(opts.fallback ? { fallback: opts.fallback } : {}),
     };
+    this.source = opts.kubernetes
+      ? new KubeSource({ ...opts.kubernetes, namespace: opts.namespace, log: this.log })
+      : new FileSource(opts.configPaths, opts.watch, this.log);
     this.tlsContexts = new ServerContexts(this.log);
     this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });
     this.registry = new Registry({
@@ -173,7 +188,7 @@ export class App {
         'meshgate.config.reloads_unchanged': this.counters.unchanged,
         'meshgate.config.version': this.store.current.version,
       }),
-      dumpExtras: () => ({ lastReload: this.lastOutcome, configPaths: this.opts.configPaths }),
+      dumpExtras: () => ({ lastReload: this.lastOutcome, ...this.source.describe() }),
     };
     const serve = this.opts.serve ?? { admin: true, status: true, metrics: true };
     const none = { server: undefined, port: 0 };
@@ -185,16 +200,15 @@ export class App {
     if (serve.admin || serve.status || serve.metrics) {
       this.log.info(this.ports, `admin on 127.0.0.1:${admin.port}, status on :${status.port}, metrics on :${metrics.port}`);
     }
-    const outcome = await this.reload('start');
-    if (this.opts.watch) {
-      this.watcher = new FileWatcher(this.opts.configPaths, () => void this.reload('file change'), this.log);
-      this.watcher.start();
-    }
-    return outcome;
+    // Kubernetes: readiness stays false until every watched kind has been listed once.
+    this.source.start((reason) => void this.reload(reason));
+    await this.source.whenSynced();
+    return this.reload('start');
   }
 
-  /** Reload from the config paths. Concurrent calls coalesce: one more run after the current one. */
+  /** Reload from the source. Concurrent calls coalesce: one more run after the current one. */
   reload(reason: string): Promise<ReloadOutcome> {
+    if (this.stopping) return Promise.resolve(this.lastOutcome ?? { result: 'unchanged', version: this.store.current.version, errors: [], warnings: [] });
     if (this.reloading) {
       this.reloadAgain = true;
       return this.reloading;
@@ -210,19 +224,20 @@ export class App {
   }
 
   private async doReload(reason: string): Promise<ReloadOutcome> {
-    const loaded = await loadConfig(this.opts.configPaths);
+    const loaded = await this.source.load();
     for (const info of loaded.infos) this.log.debug(info);
+    const rejectedObjects = this.reportRejected(loaded.rejected ?? []);
     const errors = loaded.issues.filter((i) => i.severity === 'error').map(formatIssue);
     const warnings = loaded.issues.filter((i) => i.severity === 'warning').map(formatIssue);
     const current = this.store.current;
     if (errors.length > 0 || !loaded.set) {
       for (const e of errors) this.log.error(e);
       this.log.error({ reason, errors: errors.length }, `config rejected: ${errors.length} error(s); still serving version ${current.version}`);
-      return this.finish({ result: 'rejected', version: current.version, errors, warnings });
+      return this.finish({ result: 'rejected', version: current.version, errors, warnings, rejectedObjects });
     }
     const { snapshot, notes } = compile(loaded.set, this.identity, current.version + 1);
     if (snapshot.fingerprint === current.fingerprint) {
-      return this.finish({ result: 'unchanged', version: current.version, errors, warnings });
+      return this.finish({ result: 'unchanged', version: current.version, errors, warnings, rejectedObjects });
     }
     for (const w of warnings) this.log.warn(w);
     for (const n of notes) this.log[n.severity === 'warning' ? 'warn' : 'info'](`${n.resource}: ${n.message}`);
@@ -241,7 +256,31 @@ export class App {
     this.isReady = failed.length === 0 || this.isReady;
     this.log.info({ reason, version: snapshot.version, resources: snapshot.resourceCount, listeners: this.listeners.ports(), clusters: snapshot.clusters.size },
       `config version ${snapshot.version} applied`);
-    return this.finish({ result: 'applied', version: snapshot.version, errors, warnings });
+    return this.finish({ result: 'applied', version: snapshot.version, errors, warnings, rejectedObjects });
+  }
+
+  /**
+   * Objects the Kubernetes source left out: one gauge series each, and each problem logged once
+   * (while it lasts), naming the object; the rest of the config applies without them.
+   */
+  private reportRejected(rejected: readonly RejectedObject[]): string[] {
+    this.metrics.rejectedObjects.reset();
+    const logged = new Set<string>();
+    for (const [i, r] of rejected.entries()) {
+      if (i < MAX_REJECTED_SERIES) this.metrics.rejectedObjects.set({ kind: r.kind, namespace: r.namespace, name: r.name }, 1);
+      for (const issue of r.issues) {
+        const line = formatIssue(issue);
+        logged.add(line);
+        if (this.loggedRejections.has(line)) continue;
+        if (issue.severity === 'error') this.log.error({ kind: r.kind, namespace: r.namespace, name: r.name }, line);
+        else this.log.warn(line);
+      }
+      if (!r.issues.some((x) => this.loggedRejections.has(formatIssue(x)))) {
+        this.log.error({ kind: r.kind, namespace: r.namespace, name: r.name }, `${r.kind} ${r.namespace}/${r.name} left out of the config (its errors are above); the rest applies`);
+      }
+    }
+    this.loggedRejections = logged;
+    return rejected.map((r) => `${r.kind} ${r.namespace}/${r.name}`);
   }
 
   private finish(o: ReloadOutcome): ReloadOutcome {
@@ -254,7 +293,9 @@ export class App {
   /** SIGTERM: stop accepting, finish in-flight work up to the drain deadline, close everything. */
   async stop(): Promise<void> {
     this.isReady = false;
-    this.watcher?.stop();
+    this.stopping = true; // no reload (a watch event, a coalesced one) binds anything from now on
+    await this.source.stop();
+    await this.reloading?.catch(() => undefined);
     const deadline = Date.now() + this.opts.drainMs;
     await this.listeners.shutdown(this.opts.drainMs);
     // Pools finish what they still carry, within what is left of the deadline; then they are cut.

@@ -10,6 +10,7 @@ import { App } from './app';
 import { DEFAULT_IMAGE, kubeInject as inject } from './inject/inject';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
+import { resolveConnection } from './kube/connection';
 import { startSampleBackends } from './sample';
 import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
 import { captureAvailable } from './sidecar/original-dst';
@@ -27,7 +28,10 @@ interface FlagSpec {
 }
 
 const RUN_FLAGS: readonly FlagSpec[] = [
-  { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable; env: comma-separated', multiple: true },
+  { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable; env: comma-separated (the files source)', multiple: true },
+  { name: 'source', env: 'MESHGATE_SOURCE', help: 'where the config comes from: files (--config) or kubernetes (list and watch the API)', def: 'files' },
+  { name: 'kubeconfig', env: 'KUBECONFIG', help: 'kubernetes source: a kubeconfig file (its current context); empty: in-cluster, from the service account', def: '' },
+  { name: 'watch-namespace', env: 'MESHGATE_WATCH_NAMESPACE', help: 'kubernetes source: namespaces to watch, comma-separated (default: all); Secrets are read from --namespace, the mesh config from istio-system', def: '' },
   { name: 'labels', env: 'MESHGATE_LABELS', help: "this gateway's labels, matched by Gateway selector", def: 'istio=ingressgateway' },
   { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace", def: 'istio-system' },
   { name: 'port-map', env: 'MESHGATE_PORT_MAP', help: 'listen port per Gateway server port, e.g. 80=8080,443=8443', def: '' },
@@ -110,7 +114,7 @@ An Istio-compatible gateway: reads Gateway, VirtualService, DestinationRule, Ser
 WorkloadEntry YAML and serves them as istio-ingressgateway / istio-egressgateway would.
 
 commands:
-  run        run the gateway on a config (files or directories, watched and hot-reloaded)
+  run        run the gateway on a config (files or directories, or the Kubernetes API; watched and hot-reloaded)
   validate   check a config as run would load it; exit 1 on errors
   certs      make a development CA and server/client certificates, and a Secret for credentialName
   iptables   print, apply or remove the sidecar capture rules (as istio-iptables)
@@ -199,7 +203,12 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const configPaths = (v['config'] as string[] | undefined) ?? [];
-  if (configPaths.length === 0) throw new Error('run: --config PATH is required');
+  const source = String(v['source']);
+  if (source !== 'files' && source !== 'kubernetes') throw new Error(`--source: "${source}" is not files or kubernetes`);
+  if (source === 'files' && configPaths.length === 0) throw new Error('run: --config PATH is required (or --source kubernetes)');
+  const kubernetes = source === 'kubernetes'
+    ? { connection: resolveConnection(String(v['kubeconfig'] ?? '') || undefined), watchNamespaces: list(v['watch-namespace']) }
+    : undefined;
   const mode = String(v['mode']);
   if (mode !== 'gateway' && mode !== 'sidecar') throw new Error(`--mode: "${mode}" is not gateway or sidecar`);
   const sidecar = mode === 'sidecar';
@@ -227,6 +236,7 @@ async function run(argv: string[]): Promise<number> {
       logger: pino({ level: String(v['log-level']), base: { component: 'meshgate', worker: index } }, pino.destination(2)),
     } : {}),
     configPaths,
+    ...(kubernetes ? { kubernetes } : {}),
     labels: parseLabels(String(v['labels'])),
     namespace: String(v['namespace']),
     portMap: parsePortMap(String(v['port-map'] ?? '')),
@@ -250,9 +260,6 @@ async function run(argv: string[]): Promise<number> {
     app.log.error('sidecar mode: the SO_ORIGINAL_DST addon is not built, so captured connections cannot be routed; rebuild it (npm install with python3, make, g++) or use per-port capture (--fallback-ports, with the same list for meshgate iptables)');
   }
   if (index !== undefined) offerMetrics(app.metrics.registry);
-  const first = await app.start();
-  if (first.result === 'rejected') app.log.warn('the first config was rejected: serving nothing until a valid config is loaded');
-  process.on('SIGHUP', () => void app.reload('SIGHUP'));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -268,6 +275,10 @@ async function run(argv: string[]): Promise<number> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('uncaughtException', (err) => app.log.error({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => app.log.error({ err }, 'unhandled rejection (kept running)'));
+  // Signals are handled before the first config: the Kubernetes source may wait long for its first sync.
+  const first = await app.start();
+  if (first.result === 'rejected') app.log.warn('the first config was rejected: serving nothing until a valid config is loaded');
+  process.on('SIGHUP', () => void app.reload('SIGHUP'));
   return -1; // keep running
 }
 

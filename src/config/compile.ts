@@ -992,7 +992,7 @@ export function fingerprintOf(set: ResourceSet, id: GatewayIdentity): string {
     set.gateways, set.virtualServices, set.destinationRules, set.serviceEntries, set.workloadEntries,
     set.sidecars, set.services, set.secrets,
   ].flatMap((list) => (list as readonly Resource[]).map(strip));
-  return createHash('sha256').update(JSON.stringify([all, set.mesh, id.labels, id.namespace, [...id.portMap], id.bind])).digest('hex');
+  return createHash('sha256').update(JSON.stringify([all, set.mesh, set.kubernetesServices ?? [], id.labels, id.namespace, [...id.portMap], id.bind])).digest('hex');
 }
 
 export function compile(set: ResourceSet, id: GatewayIdentity, version: number, now = new Date()): CompileResult {

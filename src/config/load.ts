@@ -102,7 +102,8 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
   return { resources, issues, infos, files: [file], nextOrder: order };
 }
 
-function toResource(
+/** One parsed document (or API object) -> a resource, or undefined with an issue or info line. */
+export function toResource(
   value: unknown, pos: SourcePos, prefix: string, allPositions: Map<string, SourcePos>, order: number,
   issues: ConfigIssue[], infos: string[],
 ): Resource | undefined {

@@ -1,6 +1,6 @@
 // load -> validate, as one call: what `run` reloads and `validate` checks.
 
-import type { ConfigIssue, ResourceSet } from './types';
+import type { ConfigIssue, Resource, ResourceSet } from './types';
 import { loadPaths } from './load';
 import { validate } from './validate';
 import { certificateIssues, type ServedCertificate } from '../tls/inspect';
@@ -27,5 +27,59 @@ export async function loadConfig(paths: readonly string[]): Promise<LoadedConfig
     infos: loaded.infos,
     files: loaded.files,
     resourceCount: loaded.resources.length,
+  };
+}
+
+/** An object left out of the config because it has errors (per-object mode). */
+export interface RejectedObject {
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly issues: readonly ConfigIssue[];
+}
+
+export interface ValidatedObjects extends LoadedConfig {
+  readonly rejected: readonly RejectedObject[];
+}
+
+const whoKey = (x: { kind: string; namespace: string; name: string }) => `${x.kind}/${x.namespace}/${x.name}`;
+
+/**
+ * Per-object mode (the Kubernetes source): an object with errors is left out with its issues, and
+ * the rest is validated again without it (a few rounds at most: leaving one out can only remove
+ * errors). Errors that name no object stay in `issues`, and the caller rejects the whole set for
+ * them as the file source does.
+ */
+export function validateEach(resources: readonly Resource[], infos: readonly string[] = []): ValidatedObjects {
+  let kept = resources;
+  const rejected = new Map<string, RejectedObject>();
+  let last: { set: ResourceSet; issues: ConfigIssue[]; served: ServedCertificate[] } | undefined;
+  for (let round = 0; round < 4; round++) {
+    const { set, issues } = validate(kept);
+    const certs = certificateIssues(set);
+    last = { set, issues: [...issues, ...certs.issues], served: certs.served };
+    const byObject = new Map<string, ConfigIssue[]>();
+    for (const i of last.issues) if (i.severity === 'error' && i.kind) byObject.set(whoKey(i), [...(byObject.get(whoKey(i)) ?? []), i]);
+    const present = new Set(kept.map((r) => whoKey({ kind: r.kind, namespace: r.metadata.namespace, name: r.metadata.name })));
+    const bad = [...byObject.keys()].filter((k) => present.has(k));
+    if (bad.length === 0) break;
+    for (const k of bad) {
+      const list = byObject.get(k)!;
+      const i = list[0]!;
+      const own = last.issues.filter((x) => whoKey(x) === k);
+      rejected.set(k, { kind: i.kind, namespace: i.namespace, name: i.name, issues: own });
+    }
+    const out = new Set(bad);
+    kept = kept.filter((r) => !out.has(whoKey({ kind: r.kind, namespace: r.metadata.namespace, name: r.metadata.name })));
+  }
+  const gone = new Set(rejected.keys());
+  return {
+    set: last!.set,
+    issues: last!.issues.filter((i) => !gone.has(whoKey(i))),
+    certificates: last!.served,
+    infos,
+    files: [],
+    resourceCount: kept.length,
+    rejected: [...rejected.values()],
   };
 }

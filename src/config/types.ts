@@ -2,6 +2,8 @@
 // Field names follow the Istio API (networking.istio.io v1alpha3/v1beta1/v1, same schema).
 // Optional fields stay optional here; defaults are applied when the config is compiled.
 
+import type { ServiceDef } from '../serviceentry/services';
+
 export type Dict<T> = { readonly [key: string]: T };
 
 /** Where a resource came from, for messages: `file:line:col`. */
@@ -460,6 +462,12 @@ export interface ResourceSet {
   readonly mesh: MeshConfig;
   /** Position of the mesh config for messages (undefined when absent). */
   readonly meshSource?: SourcePos;
+  /**
+   * Registry services from the Kubernetes API source (Services with their ready EndpointSlice
+   * endpoints and Pod labels, built by src/kube/registry.ts); they take the place of what `services`
+   * would give for the same host. Absent for the file source.
+   */
+  readonly kubernetesServices?: readonly ServiceDef[];
 }
 
 export type Severity = 'error' | 'warning';

@@ -63,19 +63,29 @@ function endpointOf(spec: WorkloadEntrySpec, fallbackAddress?: string): Endpoint
   return { address, ports: spec.ports ?? {}, labels: spec.labels ?? {}, weight: spec.weight ?? 1 };
 }
 
-/** Istio's port-name protocol convention (`http-foo` -> HTTP) for Kubernetes Services. */
+const KNOWN_PROTOCOLS: Readonly<Record<string, string>> = {
+  tcp: 'TCP', udp: 'UDP', grpc: 'GRPC', 'grpc-web': 'GRPC-WEB', http: 'HTTP', http_proxy: 'HTTP_PROXY', http2: 'HTTP2',
+  https: 'HTTPS', tls: 'TLS', mongo: 'MONGO', redis: 'REDIS', mysql: 'MYSQL',
+};
+/** Ports Istio never sniffs: TCP when the name says nothing (SMTP, DNS, MySQL, MongoDB). */
+const WELL_KNOWN_TCP_PORTS = new Set([25, 53, 3306, 27017]);
+
+/**
+ * The protocol of a Kubernetes Service port, as Istio's kube registry decides it: UDP ports are UDP;
+ * else `appProtocol` when set (Kubernetes' `kubernetes.io/h2c`, `ws`, `wss` mapped), else the port
+ * name; a `grpc-web` prefix, else the part before the first `-` (`http-web` -> HTTP); unknown names
+ * are '' (sniffed), except on well-known TCP ports.
+ */
 export function protocolFromPortName(port: KubeServicePort): string {
-  const app = port.appProtocol?.toLowerCase();
-  if (app) {
-    if (app === 'kubernetes.io/h2c') return 'HTTP2';
-    if (app === 'kubernetes.io/ws') return 'HTTP';
-    if (app === 'kubernetes.io/wss') return 'HTTPS';
-    return app.toUpperCase();
-  }
   if (port.protocol && port.protocol.toUpperCase() === 'UDP') return 'UDP';
-  const prefix = (port.name ?? '').split('-')[0]!.toLowerCase();
-  const known = ['http', 'http2', 'https', 'grpc', 'grpc-web', 'tcp', 'tls', 'mongo', 'mysql', 'redis'];
-  return known.includes(prefix) ? prefix.toUpperCase() : '';
+  const app = port.appProtocol;
+  if (app === 'kubernetes.io/h2c') return 'HTTP2';
+  if (app === 'kubernetes.io/ws') return 'HTTP';
+  if (app === 'kubernetes.io/wss') return 'HTTPS';
+  const name = (app ?? port.name ?? '').toLowerCase();
+  const found = name.startsWith('grpc-web') ? 'GRPC-WEB' : KNOWN_PROTOCOLS[name.split('-')[0]!];
+  if (found) return found;
+  return WELL_KNOWN_TCP_PORTS.has(port.port) ? 'TCP' : '';
 }
 
 function sePorts(ports: readonly ServicePort[] | undefined): PortDef[] {
@@ -156,12 +166,14 @@ function fromKubeService(svc: ServiceResource, set: ResourceSet, suffix: string)
 }
 
 /**
- * Every service the config defines, by host. When a ServiceEntry and a Kubernetes Service share a
- * host, the Service wins (as in Istio, where the Kubernetes registry comes first); among
- * ServiceEntries the oldest wins.
+ * Every service the config defines, by host. The Kubernetes API source's services (with their
+ * EndpointSlice endpoints) come first, then Service resources (endpoints: WorkloadEntries they
+ * select). When a ServiceEntry and a Kubernetes Service share a host, the Service wins (as in Istio,
+ * where the Kubernetes registry comes first); among ServiceEntries the oldest wins.
  */
 export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX): ReadonlyMap<string, ServiceDef> {
   const out = new Map<string, ServiceDef>();
+  for (const def of set.kubernetesServices ?? []) if (!out.has(def.host)) out.set(def.host, def);
   for (const svc of set.services) {
     const def = fromKubeService(svc, set, suffix);
     if (!out.has(def.host)) out.set(def.host, def);

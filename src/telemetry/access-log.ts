@@ -2,6 +2,8 @@
 // says JSON, or a user `accessLogFormat` with Envoy %OPERATORS%. Formats are compiled once into a
 // list of small functions; lines are written through pino's asynchronous destination.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import pino from 'pino';
 
 /** Everything an access-log line can show about one request or connection. */
@@ -190,6 +192,16 @@ export function formatterFor(s: AccessLogSettings): (r: AccessRecord) => string 
 
 type Destination = ReturnType<typeof pino.destination>;
 
+/** Open a file for appending (its directory made if needed); undefined when it cannot be. */
+function openAppend(file: string): number | undefined {
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    return fs.openSync(file, 'a');
+  } catch {
+    return undefined;
+  }
+}
+
 export class AccessLog {
   private format: ((r: AccessRecord) => string) | undefined;
   private dest: Destination | undefined;
@@ -210,10 +222,13 @@ export class AccessLog {
     if (oldFile !== s.file) {
       this.closeDest();
       if (s.file) {
-        const fd = s.file === '/dev/stdout' ? 1 : s.file === '/dev/stderr' ? 2 : undefined;
+        const fd = s.file === '/dev/stdout' ? 1 : s.file === '/dev/stderr' ? 2 : openAppend(s.file);
+        if (fd === undefined) return; // cannot be opened: no access log rather than a stream that never opens
         // Lines are buffered (a write per line costs a thread-pool hop and ~1 ms of latency at low
-        // load) and flushed when 8 KiB are waiting or every 250 ms, whichever comes first.
-        const dest = pino.destination({ dest: fd ?? s.file, sync: false, mkdir: fd === undefined, minLength: 8 * 1024 });
+        // load) and flushed when 8 KiB are waiting or every 250 ms, whichever comes first. The file is
+        // opened here, synchronously: a destination still opening (or failed to open) when the
+        // process exits makes pino's exit hook throw.
+        const dest = pino.destination({ dest: fd, sync: false, minLength: 8 * 1024 });
         dest.on('error', () => {});
         this.dest = dest;
         this.timer = setInterval(() => {

@@ -129,6 +129,7 @@ export class Metrics {
   readonly localReplies: client.Counter<'code'>;
   readonly outlierEjections: client.Counter<'cluster' | 'reason'>;
   readonly certificateExpiry: client.Gauge<'gateway' | 'server' | 'source' | 'subject'>;
+  readonly rejectedObjects: client.Gauge<'kind' | 'namespace' | 'name'>;
   private readonly source: Omit<Labels, 'destination_service' | 'destination_service_name' | 'destination_service_namespace' | 'response_code' | 'response_flags' | 'request_protocol' | 'grpc_response_status'>;
   private readonly series = new Map<string, Series>();
   private readonly tcp = new Map<string, TcpSeries>();
@@ -164,6 +165,10 @@ export class Metrics {
     this.certificateExpiry = new client.Gauge({
       name: 'meshgate_certificate_expiration_timestamp_seconds', help: 'When each certificate a Gateway server serves expires (unix time)',
       labelNames: ['gateway', 'server', 'source', 'subject'], registers: [r], aggregator: 'first',
+    });
+    this.rejectedObjects = new client.Gauge({
+      name: 'meshgate_config_rejected_objects', help: 'Kubernetes objects left out of the config because of their errors (1 per object)',
+      labelNames: ['kind', 'namespace', 'name'], registers: [r], aggregator: 'first',
     });
     if (withProcessMetrics) client.collectDefaultMetrics({ register: r });
 

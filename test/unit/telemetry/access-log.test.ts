@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { compileTextFormat, formatterFor, ISTIO_TEXT_FORMAT, type AccessRecord } from '../../../src/telemetry/access-log';
 
 const rec: AccessRecord = {
@@ -55,5 +57,16 @@ describe('access log formats', () => {
   it('a user JSON format is an object of key to operator', () => {
     const f = formatterFor({ file: 'x', encoding: 'JSON', format: '{"code":"%RESPONSE_CODE%","who":"%REQ(USER-AGENT)%"}' });
     assert.deepEqual(JSON.parse(f(rec)), { code: 301, who: 'curl/7.87.0-DEV' });
+  });
+
+  it('an access log file that cannot be opened is no access log, and the process still exits cleanly (regression: pino\'s exit hook threw "sonic boom is not ready yet")', () => {
+    const mod = path.resolve(__dirname, '../../../src/telemetry/access-log.js');
+    const script = `const { AccessLog } = require(${JSON.stringify(mod)});
+const a = new AccessLog({ file: '/etc/hostname/not-a-dir/access.log', encoding: 'TEXT', format: '' });
+a.write({});
+setTimeout(() => { a.close(); process.exit(0); }, 50);`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.stderr, '');
+    assert.equal(r.status, 0);
   });
 });

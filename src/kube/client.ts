@@ -1,0 +1,214 @@
+// A small Kubernetes API client over undici: GET a JSON document (lists, discovery) and stream a
+// watch (newline-delimited JSON events). Bounded everywhere: request and idle timeouts, a maximum
+// size for a list page and for one watch event. Errors come back as KubeApiError with the HTTP
+// status and the API's own Status reason, never as a crash.
+
+import fs from 'node:fs';
+import { Agent, type Dispatcher } from 'undici';
+import type { KubeConnection } from './connection';
+
+export interface KubeClientOptions {
+  /** Headers of any request, and the whole body of a list page (default 30 s). */
+  readonly requestTimeoutMs: number;
+  /** Longest silence on a watch stream before it is dropped and restarted (default 5 min + 1 min). */
+  readonly watchIdleTimeoutMs: number;
+  /** Largest list page or discovery document (default 256 MiB). */
+  readonly maxBodyBytes: number;
+  /** Largest single watch event (default 16 MiB; etcd's own limit is 1.5 MiB per object). */
+  readonly maxEventBytes: number;
+  /** How often a token file is read again (bound service-account tokens rotate; default 60 s). */
+  readonly tokenRefreshMs: number;
+}
+
+export const DEFAULT_CLIENT_OPTIONS: KubeClientOptions = {
+  requestTimeoutMs: 30_000,
+  watchIdleTimeoutMs: 360_000,
+  maxBodyBytes: 256 * 1024 * 1024,
+  maxEventBytes: 16 * 1024 * 1024,
+  tokenRefreshMs: 60_000,
+};
+
+/** An API answer other than 2xx, or a failure to talk to the API at all (status 0). */
+export class KubeApiError extends Error {
+  constructor(message: string, readonly status: number, readonly reason = '', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'KubeApiError';
+  }
+}
+
+/** A watch event: ADDED, MODIFIED, DELETED, BOOKMARK or ERROR (object is then a Status). */
+export interface WatchEvent {
+  readonly type: string;
+  readonly object: Record<string, unknown>;
+}
+
+/**
+ * Splits a byte stream into lines without ever holding more than `max` bytes of an unfinished
+ * line; a longer line is an error (the watch is then restarted).
+ */
+export class LineSplitter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly max: number) {}
+
+  push(chunk: Buffer): string[] {
+    const lines: string[] = [];
+    let start = 0;
+    for (let nl = chunk.indexOf(10, start); nl >= 0; nl = chunk.indexOf(10, start)) {
+      const part = chunk.subarray(start, nl);
+      if (this.pendingBytes + part.length > this.max) throw new KubeApiError(`a watch event is longer than ${this.max} bytes`, 0, 'EventTooLarge');
+      const line = this.pending.length > 0 ? Buffer.concat([...this.pending, part]).toString('utf8') : part.toString('utf8');
+      this.pending = [];
+      this.pendingBytes = 0;
+      if (line.trim() !== '') lines.push(line);
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      const rest = chunk.subarray(start);
+      this.pendingBytes += rest.length;
+      if (this.pendingBytes > this.max) throw new KubeApiError(`a watch event is longer than ${this.max} bytes`, 0, 'EventTooLarge');
+      this.pending.push(Buffer.from(rest));
+    }
+    return lines;
+  }
+}
+
+function statusMessage(status: number, text: string): { message: string; reason: string } {
+  try {
+    const s = JSON.parse(text) as { message?: unknown; reason?: unknown };
+    return { message: typeof s.message === 'string' ? s.message : text.slice(0, 200), reason: typeof s.reason === 'string' ? s.reason : '' };
+  } catch {
+    return { message: text.slice(0, 200) || `HTTP ${status}`, reason: '' };
+  }
+}
+
+export class KubeClient {
+  private readonly agent: Agent;
+  private readonly opts: KubeClientOptions;
+  private token: { value: string; readAt: number } | undefined;
+
+  constructor(readonly connection: KubeConnection, opts: Partial<KubeClientOptions> = {}, private readonly now: () => number = Date.now) {
+    this.opts = { ...DEFAULT_CLIENT_OPTIONS, ...opts };
+    this.agent = new Agent({
+      connect: {
+        ...(connection.ca ? { ca: connection.ca } : {}),
+        ...(connection.cert ? { cert: connection.cert } : {}),
+        ...(connection.key ? { key: connection.key } : {}),
+        rejectUnauthorized: !connection.insecureSkipTlsVerify,
+        timeout: this.opts.requestTimeoutMs,
+      },
+      headersTimeout: this.opts.requestTimeoutMs,
+      keepAliveTimeout: 30_000,
+      // No connection limit: each watch holds one HTTP/1.1 connection for minutes, and a limit
+      // would leave lists queued behind them.
+    });
+  }
+
+  /** The bearer token: fixed, or the token file as of at most `tokenRefreshMs` ago. */
+  private bearer(): string | undefined {
+    if (this.connection.token) return this.connection.token;
+    const file = this.connection.tokenFile;
+    if (!file) return undefined;
+    if (!this.token || this.now() - this.token.readAt >= this.opts.tokenRefreshMs) {
+      try {
+        this.token = { value: fs.readFileSync(file, 'utf8').trim(), readAt: this.now() };
+      } catch {
+        // keep the previous token: the file is swapped atomically by the kubelet
+      }
+    }
+    return this.token?.value;
+  }
+
+  private async send(path: string, signal: AbortSignal | undefined, bodyTimeout: number): Promise<Dispatcher.ResponseData> {
+    const token = this.bearer();
+    try {
+      return await this.agent.request({
+        origin: this.connection.server,
+        path,
+        method: 'GET',
+        headers: { accept: 'application/json', 'user-agent': 'meshgate', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        signal: signal ?? null,
+        headersTimeout: this.opts.requestTimeoutMs,
+        bodyTimeout,
+      });
+    } catch (err) {
+      throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
+    }
+  }
+
+  private async failure(path: string, res: Dispatcher.ResponseData): Promise<KubeApiError> {
+    const text = await readCapped(res.body, 64 * 1024).catch(() => '');
+    const { message, reason } = statusMessage(res.statusCode, text);
+    const hint = res.statusCode === 401 ? ' (check the token or client certificate)'
+      : res.statusCode === 403 ? ' (check the service account\'s RBAC: get, list and watch are needed)' : '';
+    return new KubeApiError(`GET ${path}: ${res.statusCode} ${message}${hint}`, res.statusCode, reason);
+  }
+
+  /** GET a JSON document; throws KubeApiError on a non-2xx answer, a timeout or an oversized body. */
+  async getJson(path: string, signal?: AbortSignal): Promise<unknown> {
+    const res = await this.send(path, signal, this.opts.requestTimeoutMs);
+    if (res.statusCode < 200 || res.statusCode >= 300) throw await this.failure(path, res);
+    let text: string;
+    try {
+      text = await readCapped(res.body, this.opts.maxBodyBytes);
+    } catch (err) {
+      throw err instanceof KubeApiError ? err : new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, '', { cause: err });
+    }
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new KubeApiError(`GET ${path}: the answer is not JSON: ${(err as Error).message}`, res.statusCode, 'BadJSON');
+    }
+  }
+
+  /**
+   * Stream a watch: `onEvent` for each event, in order. Resolves when the server ends the stream
+   * (timeoutSeconds reached, or a graceful close); rejects with KubeApiError on a non-2xx answer, a
+   * reset, an idle stream, bad JSON or an oversized event. Aborting `signal` rejects too.
+   */
+  async watch(path: string, onEvent: (e: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
+    const res = await this.send(path, signal, this.opts.watchIdleTimeoutMs);
+    if (res.statusCode < 200 || res.statusCode >= 300) throw await this.failure(path, res);
+    const lines = new LineSplitter(this.opts.maxEventBytes);
+    try {
+      for await (const chunk of res.body) {
+        for (const line of lines.push(chunk as Buffer)) {
+          let event: WatchEvent;
+          try {
+            event = JSON.parse(line) as WatchEvent;
+          } catch {
+            throw new KubeApiError(`watch ${path}: an event is not JSON: ${line.slice(0, 100)}`, 200, 'BadJSON');
+          }
+          if (typeof event?.type !== 'string' || typeof event.object !== 'object' || event.object === null) {
+            throw new KubeApiError(`watch ${path}: an event has no type or object: ${line.slice(0, 100)}`, 200, 'BadEvent');
+          }
+          onEvent(event);
+        }
+      }
+    } catch (err) {
+      res.body.destroy();
+      if (err instanceof KubeApiError) throw err;
+      throw new KubeApiError(`watch ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
+    }
+  }
+
+  close(): Promise<void> {
+    return this.agent.destroy().catch(() => undefined);
+  }
+}
+
+/** Read a whole body as UTF-8, failing (and destroying the stream) past `max` bytes. */
+async function readCapped(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > max) {
+      body.destroy();
+      throw new KubeApiError(`the answer is larger than ${max} bytes`, 0, 'TooLarge');
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,131 @@
+// Where the Kubernetes API is and how to authenticate: in-cluster (the pod's service account) or a
+// kubeconfig file (its current context). Reading is separate from parsing so the parsers are pure.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+
+/** Everything the API client needs to connect; PEM texts, not paths. */
+export interface KubeConnection {
+  /** `https://host:port` (or `http://` for a local test server), no trailing slash. */
+  readonly server: string;
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  /** A fixed bearer token. */
+  readonly token?: string;
+  /** A token file re-read periodically (bound service-account tokens rotate). */
+  readonly tokenFile?: string;
+  readonly insecureSkipTlsVerify: boolean;
+  /** The namespace of the context or of the service account, when known. */
+  readonly namespace?: string;
+  /** For messages: where this came from. */
+  readonly describe: string;
+}
+
+export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+/** In-cluster config: KUBERNETES_SERVICE_HOST/PORT and the service account's token, CA and namespace. */
+export function inClusterConnection(env: NodeJS.ProcessEnv, dir = SERVICE_ACCOUNT_DIR, read: (p: string) => string | undefined = readIfExists): KubeConnection {
+  const host = env['KUBERNETES_SERVICE_HOST'];
+  const port = env['KUBERNETES_SERVICE_PORT'] || '443';
+  if (!host) throw new Error('not running in a cluster (KUBERNETES_SERVICE_HOST is not set): pass --kubeconfig or set KUBECONFIG');
+  const tokenFile = path.join(dir, 'token');
+  if (read(tokenFile) === undefined) throw new Error(`in-cluster config: cannot read the service account token ${tokenFile}`);
+  const ca = read(path.join(dir, 'ca.crt'));
+  const namespace = read(path.join(dir, 'namespace'))?.trim();
+  const h = host.includes(':') ? `[${host}]` : host; // IPv6 service host
+  return {
+    server: `https://${h}:${port}`,
+    ...(ca ? { ca } : {}),
+    tokenFile,
+    insecureSkipTlsVerify: false,
+    ...(namespace ? { namespace } : {}),
+    describe: `in-cluster (${SERVICE_ACCOUNT_DIR === dir ? 'service account' : dir})`,
+  };
+}
+
+function readIfExists(p: string): string | undefined {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const str = (o: Obj | undefined, k: string): string | undefined => (typeof o?.[k] === 'string' && o[k] !== '' ? (o[k] as string) : undefined);
+
+function named(list: unknown, name: string | undefined, field: string): Obj | undefined {
+  if (!Array.isArray(list) || !name) return undefined;
+  const entry = list.find((e) => isObj(e) && e['name'] === name);
+  return isObj(entry) && isObj(entry[field]) ? (entry[field] as Obj) : undefined;
+}
+
+/**
+ * A kubeconfig's current context (or `context`): server, certificate-authority(-data),
+ * client-certificate(-data), client-key(-data), token or tokenFile, insecure-skip-tls-verify, the
+ * context's namespace. Relative file paths are relative to the kubeconfig's directory. Exec and
+ * auth-provider plugins are not supported (a clear error says so).
+ */
+export function parseKubeconfig(text: string, file: string, read: (p: string) => string | undefined = readIfExists, context?: string): KubeConnection {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new Error(`kubeconfig ${file}: cannot parse: ${(err as Error).message}`);
+  }
+  if (!isObj(doc)) throw new Error(`kubeconfig ${file}: not a mapping`);
+  const ctxName = context ?? str(doc, 'current-context');
+  if (!ctxName) throw new Error(`kubeconfig ${file}: no current-context`);
+  const ctx = named(doc['contexts'], ctxName, 'context');
+  if (!ctx) throw new Error(`kubeconfig ${file}: context "${ctxName}" is not defined`);
+  const cluster = named(doc['clusters'], str(ctx, 'cluster'), 'cluster');
+  if (!cluster) throw new Error(`kubeconfig ${file}: cluster "${str(ctx, 'cluster') ?? ''}" of context "${ctxName}" is not defined`);
+  const user = named(doc['users'], str(ctx, 'user'), 'user') ?? {};
+  const server = str(cluster, 'server');
+  if (!server) throw new Error(`kubeconfig ${file}: cluster "${str(ctx, 'cluster')}" has no server`);
+  if (user['exec'] !== undefined || user['auth-provider'] !== undefined) {
+    throw new Error(`kubeconfig ${file}: user "${str(ctx, 'user')}" uses an exec or auth-provider plugin, which meshgate does not run; use a token or client certificate`);
+  }
+  const dir = path.dirname(file);
+  const pem = (o: Obj, dataKey: string, fileKey: string): string | undefined => {
+    const data = str(o, dataKey);
+    if (data) return Buffer.from(data, 'base64').toString('utf8');
+    const f = str(o, fileKey);
+    if (!f) return undefined;
+    const p = path.resolve(dir, f);
+    const text = read(p);
+    if (text === undefined) throw new Error(`kubeconfig ${file}: cannot read ${fileKey} ${p}`);
+    return text;
+  };
+  const ca = pem(cluster, 'certificate-authority-data', 'certificate-authority');
+  const cert = pem(user, 'client-certificate-data', 'client-certificate');
+  const key = pem(user, 'client-key-data', 'client-key');
+  const token = str(user, 'token');
+  const tokenFile = str(user, 'tokenFile');
+  const namespace = str(ctx, 'namespace');
+  return {
+    server: server.replace(/\/+$/, ''),
+    ...(ca ? { ca } : {}),
+    ...(cert ? { cert } : {}),
+    ...(key ? { key } : {}),
+    ...(token ? { token } : {}),
+    ...(tokenFile ? { tokenFile: path.resolve(dir, tokenFile) } : {}),
+    insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
+    ...(namespace ? { namespace } : {}),
+    describe: `kubeconfig ${file} (context ${ctxName})`,
+  };
+}
+
+/** `--kubeconfig` (or KUBECONFIG, first path) when given, else in-cluster. */
+export function resolveConnection(kubeconfig: string | undefined, env: NodeJS.ProcessEnv = process.env): KubeConnection {
+  if (kubeconfig) {
+    const file = kubeconfig.split(path.delimiter).filter(Boolean)[0]!;
+    const text = readIfExists(file);
+    if (text === undefined) throw new Error(`kubeconfig ${file}: cannot read`);
+    return parseKubeconfig(text, file);
+  }
+  return inClusterConnection(env);
+}

@@ -1,0 +1,212 @@
+// The Kubernetes API source: lists and watches the Istio kinds, Services, EndpointSlices, Pods, the
+// gateway namespace's Secrets and the `istio` ConfigMap, and turns them into the same Resource
+// records the YAML loader makes (the "file" of each is `kubernetes:namespace/Kind/name`), so
+// validate and compile are shared with the file source. An object with errors is left out alone;
+// Services + EndpointSlices + Pods also become registry services (src/kube/registry.ts).
+
+import type { Logger } from 'pino';
+import { toResource } from '../config/load';
+import { validateEach } from '../config/pipeline';
+import type { ConfigIssue, Resource } from '../config/types';
+import { KubeClient, type KubeClientOptions } from '../kube/client';
+import type { KubeConnection } from '../kube/connection';
+import { DEFAULT_TUNING, Reflector, type KubeObject, type ReflectorTuning, type ResourceType, type WatchTarget } from '../kube/reflector';
+import { kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type PodObject } from '../kube/registry';
+import type { ConfigSource, SourceLoad } from './source';
+
+const ISTIO_VERSIONS = ['v1', 'v1beta1', 'v1alpha3'] as const;
+const istio = (kind: string, plural: string): ResourceType => ({ kind, group: 'networking.istio.io', versions: ISTIO_VERSIONS, plural });
+
+/** What the source watches. */
+export const KUBE_TYPES = {
+  Gateway: istio('Gateway', 'gateways'),
+  VirtualService: istio('VirtualService', 'virtualservices'),
+  DestinationRule: istio('DestinationRule', 'destinationrules'),
+  ServiceEntry: istio('ServiceEntry', 'serviceentries'),
+  WorkloadEntry: istio('WorkloadEntry', 'workloadentries'),
+  Sidecar: istio('Sidecar', 'sidecars'),
+  Service: { kind: 'Service', group: '', versions: ['v1'], plural: 'services' },
+  EndpointSlice: { kind: 'EndpointSlice', group: 'discovery.k8s.io', versions: ['v1'], plural: 'endpointslices' },
+  Pod: { kind: 'Pod', group: '', versions: ['v1'], plural: 'pods' },
+  Secret: { kind: 'Secret', group: '', versions: ['v1'], plural: 'secrets' },
+  ConfigMap: { kind: 'ConfigMap', group: '', versions: ['v1'], plural: 'configmaps' },
+} as const satisfies Record<string, ResourceType>;
+
+const ISTIO_KINDS = ['Gateway', 'VirtualService', 'DestinationRule', 'ServiceEntry', 'WorkloadEntry', 'Sidecar'] as const;
+/** The namespace and name of the mesh config ConfigMap. */
+const MESH_CONFIGMAP = { namespace: 'istio-system', name: 'istio' };
+
+export interface KubeSourceOptions {
+  readonly connection: KubeConnection;
+  /** Namespaces to watch (Istio kinds, Services, EndpointSlices, Pods); empty: all namespaces. */
+  readonly watchNamespaces: readonly string[];
+  /** The gateway's own namespace: where its credentialName Secrets are. */
+  readonly namespace: string;
+  readonly log: Logger;
+  readonly tuning?: Partial<ReflectorTuning>;
+  readonly client?: Partial<KubeClientOptions>;
+  /** Events within this window make one reload (default 100 ms). */
+  readonly debounceMs?: number;
+}
+
+/** Pods: only what endpoints need (labels, IPs). */
+function slimPod(o: KubeObject): KubeObject {
+  const p = o as PodObject;
+  return { metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace, labels: p.metadata?.labels ?? {} }, status: { podIP: p.status?.podIP, podIPs: p.status?.podIPs ?? [] } };
+}
+
+/** EndpointSlices: the addresses, readiness, pod references and ports. */
+function slimSlice(o: KubeObject): KubeObject {
+  const s = o as EndpointSliceObject;
+  return {
+    metadata: { name: s.metadata?.name, namespace: s.metadata?.namespace, labels: s.metadata?.labels ?? {} },
+    addressType: s.addressType,
+    endpoints: (s.endpoints ?? []).map((e) => ({ addresses: e?.addresses ?? [], conditions: e?.conditions ?? {}, targetRef: e?.targetRef ?? null })),
+    ports: s.ports ?? [],
+  };
+}
+
+type Obj = Record<string, unknown>;
+const asObj = (v: unknown): Obj | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Obj : undefined);
+const asList = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+/**
+ * Secret names the config refers to: Gateway `credentialName(s)` (with their `-cacert` companions)
+ * and DestinationRule `tls.credentialName` at every level. Read from the raw objects, defensively.
+ */
+export function referencedSecrets(gateways: readonly KubeObject[], rules: readonly KubeObject[]): Set<string> {
+  const names = new Set<string>();
+  const add = (tls: unknown) => {
+    const t = asObj(tls);
+    for (const n of [t?.['credentialName'], ...asList(t?.['credentialNames'])]) {
+      if (typeof n === 'string' && n) names.add(n).add(`${n}-cacert`);
+    }
+  };
+  for (const gw of gateways) for (const s of asList(asObj(gw['spec'])?.['servers'])) add(asObj(s)?.['tls']);
+  const policy = (p: unknown) => {
+    add(asObj(p)?.['tls']);
+    for (const pl of asList(asObj(p)?.['portLevelSettings'])) add(asObj(pl)?.['tls']);
+  };
+  for (const dr of rules) {
+    const spec = asObj(dr['spec']);
+    policy(spec?.['trafficPolicy']);
+    for (const sub of asList(spec?.['subsets'])) policy(asObj(sub)?.['trafficPolicy']);
+  }
+  return names;
+}
+
+const stamp = (o: KubeObject) => String((o.metadata as Obj | undefined)?.['creationTimestamp'] ?? '');
+
+export class KubeSource implements ConfigSource {
+  readonly kind = 'kubernetes';
+  readonly client: KubeClient;
+  readonly reflectors: Reflector[] = [];
+  private onChange: ((reason: string) => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly pending = new Set<string>();
+  private syncedResolve!: () => void;
+  private readonly synced = new Promise<void>((resolve) => { this.syncedResolve = resolve; });
+  private allSynced = false;
+
+  constructor(private readonly opts: KubeSourceOptions) {
+    this.client = new KubeClient(opts.connection, opts.client);
+    const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    const scopes: (string | undefined)[] = opts.watchNamespaces.length > 0 ? [...opts.watchNamespaces] : [undefined];
+    const targets: WatchTarget[] = [];
+    for (const ns of scopes) {
+      for (const k of ISTIO_KINDS) targets.push({ type: KUBE_TYPES[k], namespace: ns });
+      targets.push({ type: KUBE_TYPES.Service, namespace: ns });
+      targets.push({ type: KUBE_TYPES.EndpointSlice, namespace: ns, slim: slimSlice });
+      targets.push({ type: KUBE_TYPES.Pod, namespace: ns, slim: slimPod });
+    }
+    // Every Secret of the gateway's namespace is watched (credentialName may name any of them later);
+    // only those the config refers to reach the config.
+    targets.push({ type: KUBE_TYPES.Secret, namespace: opts.namespace });
+    targets.push({ type: KUBE_TYPES.ConfigMap, namespace: MESH_CONFIGMAP.namespace, fieldSelector: `metadata.name=${MESH_CONFIGMAP.name}` });
+    const events = {
+      onSynced: () => {
+        if (this.allSynced || !this.reflectors.every((r) => r.synced)) return;
+        this.allSynced = true;
+        opts.log.info({ watches: this.reflectors.length }, 'kubernetes: first full sync done');
+        this.syncedResolve();
+      },
+      onChange: (t: WatchTarget) => this.changed(t.type.kind),
+    };
+    for (const t of targets) this.reflectors.push(new Reflector(this.client, t, events, opts.log, tuning));
+  }
+
+  start(onChange: (reason: string) => void): void {
+    this.onChange = onChange;
+    this.opts.log.info({ server: this.opts.connection.server, from: this.opts.connection.describe, namespaces: this.opts.watchNamespaces.length > 0 ? this.opts.watchNamespaces : 'all' },
+      'kubernetes: listing and watching');
+    for (const r of this.reflectors) r.start();
+  }
+
+  whenSynced(): Promise<void> {
+    return this.synced;
+  }
+
+  /** Changes after the first sync make one reload per debounce window. */
+  private changed(kind: string): void {
+    if (!this.allSynced || !this.onChange) return;
+    this.pending.add(kind);
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const kinds = [...this.pending].sort().join(', ');
+      this.pending.clear();
+      this.onChange?.(`kubernetes: ${kinds} changed`);
+    }, this.opts.debounceMs ?? 100);
+  }
+
+  private objectsOf(kind: keyof typeof KUBE_TYPES): KubeObject[] {
+    return this.reflectors.filter((r) => r.target.type.kind === kind).flatMap((r) => [...r.objects.values()]);
+  }
+
+  private versionOf(kind: keyof typeof KUBE_TYPES): string {
+    const type = KUBE_TYPES[kind];
+    const v = this.reflectors.find((r) => r.target.type.kind === kind && r.version)?.version ?? type.versions[0];
+    return type.group ? `${type.group}/${v}` : v;
+  }
+
+  async load(): Promise<SourceLoad> {
+    const issues: ConfigIssue[] = [];
+    const infos: string[] = [];
+    const secretNames = referencedSecrets(this.objectsOf('Gateway'), this.objectsOf('DestinationRule'));
+    const entries: { kind: keyof typeof KUBE_TYPES; obj: KubeObject }[] = [];
+    for (const kind of [...ISTIO_KINDS, 'Service', 'ConfigMap'] as const) for (const obj of this.objectsOf(kind)) entries.push({ kind, obj });
+    for (const obj of this.objectsOf('Secret')) if (secretNames.has(obj.metadata?.name ?? '')) entries.push({ kind: 'Secret', obj });
+    // Istio's order for conflicts: the oldest object first, then by namespace and name.
+    entries.sort((a, b) => stamp(a.obj).localeCompare(stamp(b.obj)) || a.kind.localeCompare(b.kind)
+      || `${a.obj.metadata?.namespace}/${a.obj.metadata?.name}`.localeCompare(`${b.obj.metadata?.namespace}/${b.obj.metadata?.name}`));
+    const resources: Resource[] = [];
+    entries.forEach(({ kind, obj }, i) => {
+      const pos = { file: `kubernetes:${obj.metadata?.namespace ?? ''}/${kind}/${obj.metadata?.name ?? ''}`, line: 1, col: 1 };
+      const r = toResource({ ...obj, kind, apiVersion: this.versionOf(kind) }, pos, '', new Map(), i + 1, issues, infos);
+      if (r) resources.push(r);
+    });
+    const v = validateEach(resources, infos);
+    const kubernetesServices = kubeServiceDefs(
+      this.objectsOf('Service') as KubeServiceObject[], this.objectsOf('EndpointSlice') as EndpointSliceObject[], this.objectsOf('Pod') as PodObject[],
+    );
+    return { ...v, set: v.set && { ...v.set, kubernetesServices }, issues: [...issues, ...v.issues] };
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.onChange = undefined;
+    await Promise.all(this.reflectors.map((r) => r.stop()));
+    await this.client.close();
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      source: 'kubernetes',
+      server: this.opts.connection.server,
+      synced: this.allSynced,
+      watches: this.reflectors.map((r) => ({
+        kind: r.target.type.kind, namespace: r.target.namespace ?? '*', version: r.version ?? null, synced: r.synced, objects: r.objects.size, ...r.stats,
+      })),
+    };
+  }
+}

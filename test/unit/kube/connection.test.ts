@@ -1,0 +1,108 @@
+// Where the API is and how to authenticate: kubeconfig parsing and the in-cluster service account.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { inClusterConnection, parseKubeconfig, resolveConnection } from '../../../src/kube/connection';
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+function kubeconfig(cluster: string, user: string, extra = ''): string {
+  return `apiVersion: v1
+kind: Config
+current-context: dev
+contexts:
+- name: other
+  context: { cluster: nowhere, user: nobody }
+- name: dev
+  context:
+    cluster: c1
+    user: u1
+${extra}
+clusters:
+- name: c1
+  cluster:
+${cluster}
+users:
+- name: u1
+  user:
+${user}
+`;
+}
+
+describe('kubeconfig', () => {
+  const files: Record<string, string> = { '/k/ca.pem': 'CA-FROM-FILE', '/k/sub/client.pem': 'CERT-FROM-FILE', '/abs/key.pem': 'KEY-FROM-FILE' };
+  const read = (p: string) => files[p];
+
+  it('current context: server, CA, client certificate and key as data, the context namespace', () => {
+    const c = parseKubeconfig(kubeconfig(
+      `    server: https://10.0.0.1:6443/\n    certificate-authority-data: ${b64('CA')}`,
+      `    client-certificate-data: ${b64('CERT')}\n    client-key-data: ${b64('KEY')}`,
+      '    namespace: team-a',
+    ), '/k/config', read);
+    assert.deepEqual(c, {
+      server: 'https://10.0.0.1:6443', ca: 'CA', cert: 'CERT', key: 'KEY', insecureSkipTlsVerify: false, namespace: 'team-a',
+      describe: 'kubeconfig /k/config (context dev)',
+    });
+  });
+
+  it('file paths relative to the kubeconfig, a token, insecure-skip-tls-verify', () => {
+    const c = parseKubeconfig(kubeconfig(
+      '    server: https://api.example:443\n    certificate-authority: ca.pem\n    insecure-skip-tls-verify: true',
+      '    client-certificate: sub/client.pem\n    client-key: /abs/key.pem\n    token: abc.def',
+    ), '/k/config', read);
+    assert.equal(c.ca, 'CA-FROM-FILE');
+    assert.equal(c.cert, 'CERT-FROM-FILE');
+    assert.equal(c.key, 'KEY-FROM-FILE');
+    assert.equal(c.token, 'abc.def');
+    assert.equal(c.insecureSkipTlsVerify, true);
+  });
+
+  const errors: [string, string, RegExp][] = [
+    ['not YAML', ': : :\n  - [', /cannot parse|not a mapping/],
+    ['no current context', 'apiVersion: v1\nkind: Config\n', /no current-context/],
+    ['context missing', 'current-context: x\ncontexts: []\n', /context "x" is not defined/],
+    ['cluster missing', kubeconfig('    insecure-skip-tls-verify: true', '    token: t').replace('name: c1', 'name: c2'), /cluster "c1" of context "dev" is not defined/],
+    ['no server', kubeconfig('    insecure-skip-tls-verify: true', '    token: t'), /has no server/],
+    ['exec plugin', kubeconfig('    server: https://x', '    exec:\n      command: aws'), /exec or auth-provider plugin/],
+    ['unreadable CA file', kubeconfig('    server: https://x\n    certificate-authority: missing.pem', '    token: t'), /cannot read certificate-authority \/k\/missing.pem/],
+  ];
+  for (const [what, text, re] of errors) {
+    it(`a clear error: ${what}`, () => assert.throws(() => parseKubeconfig(text, '/k/config', read), re));
+  }
+
+  it('resolveConnection reads --kubeconfig (the first of a KUBECONFIG list)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-kc-'));
+    try {
+      const file = path.join(dir, 'config');
+      fs.writeFileSync(file, kubeconfig('    server: http://127.0.0.1:1', '    token: t'));
+      assert.equal(resolveConnection(`${file}${path.delimiter}/nonexistent`).server, 'http://127.0.0.1:1');
+      assert.throws(() => resolveConnection(path.join(dir, 'nope')), /cannot read/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('in-cluster config', () => {
+  const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
+  const files: Record<string, string> = { [`${sa}/token`]: 'TOKEN', [`${sa}/ca.crt`]: 'CLUSTER-CA', [`${sa}/namespace`]: 'istio-system\n' };
+
+  it('KUBERNETES_SERVICE_HOST/PORT, the token file (re-read by the client), the CA and the namespace', () => {
+    const c = inClusterConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, sa, (p) => files[p]);
+    assert.deepEqual(c, {
+      server: 'https://10.96.0.1:443', ca: 'CLUSTER-CA', tokenFile: `${sa}/token`, insecureSkipTlsVerify: false, namespace: 'istio-system',
+      describe: 'in-cluster (service account)',
+    });
+  });
+
+  it('an IPv6 service host is bracketed', () => {
+    assert.equal(inClusterConnection({ KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '6443' }, sa, (p) => files[p]).server, 'https://[fd00::1]:6443');
+  });
+
+  it('outside a cluster, or without a token: a clear error', () => {
+    assert.throws(() => inClusterConnection({}, sa, (p) => files[p]), /not running in a cluster.*--kubeconfig/);
+    assert.throws(() => inClusterConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }, sa, () => undefined), /cannot read the service account token/);
+  });
+});

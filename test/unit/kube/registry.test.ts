@@ -1,0 +1,164 @@
+// Kubernetes Services + EndpointSlices + Pods -> registry services, and Istio's protocol detection:
+// tables of inputs and the expected service definitions.
+
+import assert from 'node:assert/strict';
+import type { KubeServicePort } from '../../../src/config/types';
+import { protocolFromPortName, buildServices, endpointPort } from '../../../src/serviceentry/services';
+import { kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type PodObject } from '../../../src/kube/registry';
+import { set as resourceSet, res } from '../../helpers/resources';
+
+describe('Kubernetes service port protocol (Istio ConvertProtocol)', () => {
+  const table: [string, KubeServicePort, string][] = [
+    ['http name', { name: 'http', port: 80 }, 'HTTP'],
+    ['http- prefix', { name: 'http-web', port: 8080 }, 'HTTP'],
+    ['upper-case name', { name: 'HTTP2-api', port: 80 }, 'HTTP2'],
+    ['https', { name: 'https', port: 443 }, 'HTTPS'],
+    ['grpc', { name: 'grpc-svc', port: 9000 }, 'GRPC'],
+    ['grpc-web before the - split', { name: 'grpc-web-ui', port: 9001 }, 'GRPC-WEB'],
+    ['tcp', { name: 'tcp-echo', port: 9000 }, 'TCP'],
+    ['tls', { name: 'tls', port: 443 }, 'TLS'],
+    ['mongo', { name: 'mongo', port: 27018 }, 'MONGO'],
+    ['redis', { name: 'redis-main', port: 6379 }, 'REDIS'],
+    ['mysql', { name: 'mysql', port: 3307 }, 'MYSQL'],
+    ['unknown name: sniffed', { name: 'web', port: 8080 }, ''],
+    ['no name: sniffed', { port: 8080 }, ''],
+    ['prefix without dash is the whole name', { name: 'httpx', port: 80 }, ''],
+    ['well-known MySQL port, no name', { port: 3306 }, 'TCP'],
+    ['well-known DNS port, unknown name', { name: 'dns', port: 53 }, 'TCP'],
+    ['well-known SMTP port', { name: 'mail', port: 25 }, 'TCP'],
+    ['well-known MongoDB port', { port: 27017 }, 'TCP'],
+    ['UDP wins over the name', { name: 'http', port: 53, protocol: 'UDP' }, 'UDP'],
+    ['appProtocol wins over the name', { name: 'tcp-x', port: 80, appProtocol: 'http' }, 'HTTP'],
+    ['appProtocol kubernetes.io/h2c', { name: 'web', port: 80, appProtocol: 'kubernetes.io/h2c' }, 'HTTP2'],
+    ['appProtocol kubernetes.io/ws', { port: 80, appProtocol: 'kubernetes.io/ws' }, 'HTTP'],
+    ['appProtocol kubernetes.io/wss', { port: 443, appProtocol: 'kubernetes.io/wss' }, 'HTTPS'],
+    ['appProtocol grpc', { name: 'http', port: 80, appProtocol: 'grpc' }, 'GRPC'],
+    ['unknown appProtocol is not the name', { name: 'http', port: 80, appProtocol: 'example.com/custom' }, ''],
+  ];
+  for (const [what, port, want] of table) {
+    it(`${what}: ${JSON.stringify(port)} -> ${want || "'' (sniffed)"}`, () => assert.equal(protocolFromPortName(port), want));
+  }
+});
+
+function svc(name: string, spec: KubeServiceObject['spec'], ns = 'default', annotations?: Record<string, string>): KubeServiceObject {
+  return { metadata: { name, namespace: ns, ...(annotations ? { annotations } : {}) }, spec };
+}
+
+function slice(name: string, service: string, ports: EndpointSliceObject['ports'], endpoints: EndpointSliceObject['endpoints'], ns = 'default', addressType = 'IPv4'): EndpointSliceObject {
+  return { metadata: { name, namespace: ns, labels: { 'kubernetes.io/service-name': service } }, addressType, ports, endpoints };
+}
+
+function pod(name: string, ip: string, labels: Record<string, string>, ns = 'default'): PodObject {
+  return { metadata: { name, namespace: ns, labels }, status: { podIP: ip, podIPs: [{ ip }] } };
+}
+
+const ref = (name: string, ns = 'default') => ({ kind: 'Pod', name, namespace: ns });
+
+describe('Services + EndpointSlices + Pods -> registry services', () => {
+  const reviews = svc('reviews', { selector: { app: 'reviews' }, clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 9080, targetPort: 'http-web' }] });
+  const reviewsSlice = slice('reviews-abc', 'reviews', [{ name: 'http', port: 8080, protocol: 'TCP' }], [
+    { addresses: ['10.0.0.2'], conditions: { ready: true }, targetRef: ref('reviews-v2') },
+    { addresses: ['10.0.0.1'], conditions: { ready: true }, targetRef: ref('reviews-v1') },
+    { addresses: ['10.0.0.3'], conditions: { ready: false }, targetRef: ref('reviews-v3') },
+    { addresses: ['10.0.0.4'], conditions: {} }, // unknown readiness counts as ready; labels by IP
+  ]);
+  const pods = [pod('reviews-v1', '10.0.0.1', { app: 'reviews', version: 'v1' }), pod('reviews-v2', '10.0.0.2', { app: 'reviews', version: 'v2' }),
+    pod('reviews-v4', '10.0.0.4', { app: 'reviews', version: 'v4' })];
+
+  it('a ClusterIP Service: FQDN host, ports and protocol, ClusterIP, ready endpoints with their slice port and pod labels, sorted', () => {
+    const [def, ...rest] = kubeServiceDefs([reviews], [reviewsSlice], pods);
+    assert.equal(rest.length, 0);
+    assert.deepEqual(def, {
+      host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default', origin: 'Service',
+      ports: [{ number: 9080, name: 'http', protocol: 'HTTP' }],
+      resolution: 'STATIC',
+      endpoints: [
+        { address: '10.0.0.1', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v1' }, weight: 1 },
+        { address: '10.0.0.2', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v2' }, weight: 1 },
+        { address: '10.0.0.4', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v4' }, weight: 1 },
+      ],
+      addresses: ['10.96.0.10'], location: 'MESH_INTERNAL', exportTo: ['*'], definedBy: 'Service default/reviews',
+    });
+    assert.equal(endpointPort(def!.endpoints[0]!, def!.ports[0]!), 8080, 'the named targetPort is the slice port');
+  });
+
+  const cases: { what: string; services: KubeServiceObject[]; slices: EndpointSliceObject[]; pods?: PodObject[]; want: unknown }[] = [
+    {
+      what: 'unnamed single port: the slice port with an empty name; numeric targetPort kept as the fallback',
+      services: [svc('web', { ports: [{ port: 80, targetPort: 8080 }] })],
+      slices: [slice('web-1', 'web', [{ port: 8080 }], [{ addresses: ['10.1.0.1'] }])],
+      want: [{ host: 'web.default.svc.cluster.local', ports: [{ number: 80, name: '80', protocol: '', targetPort: 8080 }], endpoints: [{ address: '10.1.0.1', ports: { 80: 8080 }, labels: {}, weight: 1 }] }],
+    },
+    {
+      what: 'two ports mapped by name; several slices merged; one address counted once',
+      services: [svc('api', { ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 9000 }] })],
+      slices: [
+        slice('api-1', 'api', [{ name: 'http', port: 8080 }, { name: 'grpc', port: 9090 }], [{ addresses: ['10.1.0.2'] }, { addresses: ['10.1.0.1'] }]),
+        slice('api-2', 'api', [{ name: 'grpc', port: 9090 }, { name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }, { addresses: ['10.1.0.3'] }]),
+      ],
+      want: [{
+        host: 'api.default.svc.cluster.local',
+        ports: [{ number: 80, name: 'http', protocol: 'HTTP', targetPort: 80 }, { number: 9000, name: 'grpc', protocol: 'GRPC', targetPort: 9000 }],
+        endpoints: ['10.1.0.1', '10.1.0.2', '10.1.0.3'].map((address) => ({ address, ports: { http: 8080, grpc: 9090 }, labels: {}, weight: 1 })),
+      }],
+    },
+    {
+      what: 'slices of another namespace or another service, and FQDN slices, are not used',
+      services: [svc('a', { ports: [{ name: 'http', port: 80 }] }, 'ns1')],
+      slices: [
+        slice('a-other-ns', 'a', [{ name: 'http', port: 80 }], [{ addresses: ['10.2.0.1'] }], 'ns2'),
+        slice('b', 'b', [{ name: 'http', port: 80 }], [{ addresses: ['10.2.0.2'] }], 'ns1'),
+        slice('a-fqdn', 'a', [{ name: 'http', port: 80 }], [{ addresses: ['a.example.com'] }], 'ns1', 'FQDN'),
+        slice('a-1', 'a', [{ name: 'http', port: 80 }], [{ addresses: ['10.2.0.3'] }], 'ns1'),
+      ],
+      want: [{ host: 'a.ns1.svc.cluster.local', ports: [{ number: 80, name: 'http', protocol: 'HTTP', targetPort: 80 }], endpoints: [{ address: '10.2.0.3', ports: { http: 80 }, labels: {}, weight: 1 }] }],
+    },
+    {
+      what: 'ExternalName: resolved by DNS, the external name as the endpoint (trailing dot dropped)',
+      services: [svc('ext', { type: 'ExternalName', externalName: 'httpbin.org.', ports: [{ name: 'https', port: 443 }] })],
+      slices: [],
+      want: [{ host: 'ext.default.svc.cluster.local', resolution: 'DNS', ports: [{ number: 443, name: 'https', protocol: 'HTTPS', targetPort: 443 }], endpoints: [{ address: 'httpbin.org', ports: {}, labels: {}, weight: 1 }], addresses: [] }],
+    },
+    {
+      what: 'headless Service (clusterIP None): no VIP, endpoints from its slices',
+      services: [svc('db', { clusterIP: 'None', ports: [{ name: 'tcp', port: 5432 }] })],
+      slices: [slice('db-1', 'db', [{ name: 'tcp', port: 5432 }], [{ addresses: ['10.3.0.1'] }])],
+      want: [{ host: 'db.default.svc.cluster.local', resolution: 'STATIC', addresses: [], endpoints: [{ address: '10.3.0.1', ports: { tcp: 5432 }, labels: {}, weight: 1 }] }],
+    },
+    {
+      what: 'a Service with no slice yet has no endpoints; the networking.istio.io/exportTo annotation is read',
+      services: [svc('new', { ports: [{ name: 'http', port: 80 }] }, 'default', { 'networking.istio.io/exportTo': '., istio-system' })],
+      slices: [],
+      want: [{ host: 'new.default.svc.cluster.local', endpoints: [], exportTo: ['.', 'istio-system'] }],
+    },
+    {
+      what: 'services come out sorted by host; a nameless object is skipped',
+      services: [svc('zeta', {}), { metadata: {}, spec: {} }, svc('alpha', {})],
+      slices: [],
+      want: [{ host: 'alpha.default.svc.cluster.local', ports: [] }, { host: 'zeta.default.svc.cluster.local', ports: [] }],
+    },
+  ];
+  for (const c of cases) {
+    it(c.what, () => {
+      const got = kubeServiceDefs(c.services, c.slices, c.pods ?? []);
+      const wanted = c.want as Record<string, unknown>[];
+      assert.equal(got.length, wanted.length);
+      wanted.forEach((w, i) => {
+        const g = got[i] as unknown as Record<string, unknown>;
+        for (const k of Object.keys(w)) assert.deepEqual(g[k], w[k], `${i}.${k}`);
+      });
+    });
+  }
+
+  it('buildServices: the Kubernetes source\'s services come first; Service resources and ServiceEntries fill in other hosts', () => {
+    const [kube] = kubeServiceDefs([reviews], [reviewsSlice], pods);
+    const s = resourceSet([
+      res('Service', 'reviews', { ports: [{ name: 'http', port: 9080 }] }),
+      res('Service', 'other', { ports: [{ name: 'http', port: 80 }] }),
+      res('ServiceEntry', 'reviews-se', { hosts: ['reviews.default.svc.cluster.local'], ports: [{ number: 9080, name: 'http', protocol: 'HTTP' }], resolution: 'STATIC', endpoints: [{ address: '192.0.2.1' }] }),
+    ]);
+    const services = buildServices({ ...s, kubernetesServices: [kube!] });
+    assert.equal(services.get('reviews.default.svc.cluster.local')?.endpoints.length, 3, 'EndpointSlice endpoints, not the ServiceEntry');
+    assert.ok(services.has('other.default.svc.cluster.local'));
+  });
+});
