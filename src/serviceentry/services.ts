@@ -167,16 +167,26 @@ function fromKubeService(svc: ServiceResource, set: ResourceSet, suffix: string)
 
 /**
  * Every service the config defines, by host. The Kubernetes API source's services (with their
- * EndpointSlice endpoints) come first, then Service resources (endpoints: WorkloadEntries they
- * select). When a ServiceEntry and a Kubernetes Service share a host, the Service wins (as in Istio,
+ * EndpointSlice endpoints, plus the WorkloadEntries the Service selects) come first, then Service
+ * resources (endpoints: WorkloadEntries they select). When a ServiceEntry and a Kubernetes Service share a host, the Service wins (as in Istio,
  * where the Kubernetes registry comes first); among ServiceEntries the oldest wins.
  */
 export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX): ReadonlyMap<string, ServiceDef> {
   const out = new Map<string, ServiceDef>();
-  for (const def of set.kubernetesServices ?? []) if (!out.has(def.host)) out.set(def.host, def);
+  const fromApi = new Set<string>();
+  for (const def of set.kubernetesServices ?? []) {
+    if (out.has(def.host)) continue;
+    out.set(def.host, def);
+    fromApi.add(def.host);
+  }
   for (const svc of set.services) {
     const def = fromKubeService(svc, set, suffix);
-    if (!out.has(def.host)) out.set(def.host, def);
+    const api = out.get(def.host);
+    if (!api) out.set(def.host, def);
+    else if (fromApi.has(def.host) && def.resolution === 'STATIC' && def.endpoints.length > 0) {
+      // WorkloadEntries the Service selects join its EndpointSlice endpoints, as in Istio.
+      out.set(def.host, { ...api, endpoints: [...api.endpoints, ...def.endpoints] });
+    }
   }
   const ses = [...set.serviceEntries].sort((a, b) => a.order - b.order);
   for (const se of ses) for (const def of fromServiceEntry(se, set, suffix)) if (!out.has(def.host)) out.set(def.host, def);

@@ -161,4 +161,16 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
     assert.equal(services.get('reviews.default.svc.cluster.local')?.endpoints.length, 3, 'EndpointSlice endpoints, not the ServiceEntry');
     assert.ok(services.has('other.default.svc.cluster.local'));
   });
+
+  it('buildServices: WorkloadEntries a Service from the API selects join its EndpointSlice endpoints', () => {
+    const [kube] = kubeServiceDefs([reviews], [reviewsSlice], pods);
+    const s = resourceSet([
+      res('Service', 'reviews', { selector: { app: 'reviews' }, ports: [{ name: 'http', port: 9080 }] }),
+      res('WorkloadEntry', 'vm-1', { address: '192.0.2.7', labels: { app: 'reviews', version: 'vm' } }),
+      res('WorkloadEntry', 'elsewhere', { address: '192.0.2.8', labels: { app: 'ratings' } }),
+    ]);
+    const eps = buildServices({ ...s, kubernetesServices: [kube!] }).get('reviews.default.svc.cluster.local')!.endpoints;
+    assert.equal(eps.length, 4);
+    assert.deepEqual(eps.at(-1), { address: '192.0.2.7', ports: {}, labels: { app: 'reviews', version: 'vm' }, weight: 1 });
+  });
 });
