@@ -276,7 +276,9 @@ export class App {
         else this.log.warn(line);
       }
       if (!r.issues.some((x) => this.loggedRejections.has(formatIssue(x)))) {
-        this.log.error({ kind: r.kind, namespace: r.namespace, name: r.name }, `${r.kind} ${r.namespace}/${r.name} left out of the config (its errors are above); the rest applies`);
+        this.log.error({ kind: r.kind, namespace: r.namespace, name: r.name }, r.keptLastGood
+          ? `${r.kind} ${r.namespace}/${r.name}: this version is rejected (its errors are above); its last good version keeps serving`
+          : `${r.kind} ${r.namespace}/${r.name} left out of the config (its errors are above); the rest applies`);
       }
     }
     this.loggedRejections = logged;

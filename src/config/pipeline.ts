@@ -36,13 +36,15 @@ export interface RejectedObject {
   readonly namespace: string;
   readonly name: string;
   readonly issues: readonly ConfigIssue[];
+  /** Its last good version still serves (the Kubernetes source keeps it), rather than nothing. */
+  readonly keptLastGood?: boolean;
 }
 
 export interface ValidatedObjects extends LoadedConfig {
   readonly rejected: readonly RejectedObject[];
 }
 
-const whoKey = (x: { kind: string; namespace: string; name: string }) => `${x.kind}/${x.namespace}/${x.name}`;
+export const whoKey = (x: { kind: string; namespace: string; name: string }): string => `${x.kind}/${x.namespace}/${x.name}`;
 
 /**
  * Per-object mode (the Kubernetes source): an object with errors is left out with its issues, and

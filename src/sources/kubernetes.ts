@@ -6,7 +6,7 @@
 
 import type { Logger } from 'pino';
 import { toResource } from '../config/load';
-import { validateEach } from '../config/pipeline';
+import { validateEach, whoKey, type ValidatedObjects } from '../config/pipeline';
 import type { ConfigIssue, Resource } from '../config/types';
 import { KubeClient, type KubeClientOptions } from '../kube/client';
 import type { KubeConnection } from '../kube/connection';
@@ -107,6 +107,8 @@ export class KubeSource implements ConfigSource {
   private syncedResolve!: () => void;
   private readonly synced = new Promise<void>((resolve) => { this.syncedResolve = resolve; });
   private allSynced = false;
+  /** The last version of each object that passed validation (served when a newer one does not). */
+  private lastGood = new Map<string, Resource>();
 
   constructor(private readonly opts: KubeSourceOptions) {
     this.client = new KubeClient(opts.connection, opts.client);
@@ -185,11 +187,48 @@ export class KubeSource implements ConfigSource {
       const r = toResource({ ...obj, kind, apiVersion: this.versionOf(kind) }, pos, '', new Map(), i + 1, issues, infos);
       if (r) resources.push(r);
     });
-    const v = validateEach(resources, infos);
+    const v = this.withLastGood(resources, infos);
     const kubernetesServices = kubeServiceDefs(
       this.objectsOf('Service') as KubeServiceObject[], this.objectsOf('EndpointSlice') as EndpointSliceObject[], this.objectsOf('Pod') as PodObject[],
     );
     return { ...v, set: v.set && { ...v.set, kubernetesServices }, issues: [...issues, ...v.issues] };
+  }
+
+  /**
+   * Validate object by object; an object whose new version is bad keeps serving its last good version
+   * (reported as rejected, with keptLastGood), so a typo in `kubectl apply` never takes a route away.
+   * An object that was never good is left out. Deleted objects are forgotten.
+   */
+  private withLastGood(resources: readonly Resource[], infos: string[]): ValidatedObjects {
+    const keyOf = (r: Resource) => whoKey({ kind: r.kind, namespace: r.metadata.namespace, name: r.metadata.name });
+    let v = validateEach(resources, infos);
+    const fallbacks = new Map<string, Resource>();
+    for (const r of v.rejected) {
+      const key = whoKey(r);
+      const good = this.lastGood.get(key);
+      if (good) fallbacks.set(key, good);
+    }
+    if (fallbacks.size > 0) {
+      const first = new Map(v.rejected.map((r) => [whoKey(r), r]));
+      v = validateEach(resources.map((r) => fallbacks.get(keyOf(r)) ?? r), infos);
+      const stillOut = new Set(v.rejected.map((r) => whoKey(r)));
+      v = {
+        ...v,
+        rejected: [
+          ...v.rejected.filter((r) => !fallbacks.has(whoKey(r))),
+          ...[...fallbacks.keys()].map((k) => ({ ...first.get(k)!, keptLastGood: !stillOut.has(k) })),
+        ],
+      };
+    }
+    const rejected = new Set(v.rejected.filter((r) => !r.keptLastGood).map((r) => whoKey(r)));
+    const next = new Map<string, Resource>();
+    for (const r of resources) {
+      const key = keyOf(r);
+      if (fallbacks.has(key)) next.set(key, fallbacks.get(key)!);
+      else if (!rejected.has(key)) next.set(key, r);
+    }
+    this.lastGood = next;
+    return v;
   }
 
   async stop(): Promise<void> {

@@ -125,6 +125,22 @@ describe('Kubernetes API source', function () {
     assert.doesNotMatch(await metricsText(gw), /meshgate_config_rejected_objects\{/);
   });
 
+  it('a bad new version of a good object: the last good version keeps serving, the new one is reported; a fix applies', async () => {
+    seed(fake, v1);
+    gw = await startKubeGateway(fake);
+    await gw.started;
+    assert.equal((await served(gw.port)).status, 200);
+    // kubectl apply with a typo (and a route that would 404 if it were taken as is).
+    fake.upsert(virtualServiceObj('httpbin', [HOST], 'istio-system/httpbin-gateway', [{ match: [{ uri: { prefx: '/nowhere' } }], route: [{ destination: { host: 'httpbin', port: { number: 8000 } } }] }]));
+    await waitFor(async () => /meshgate_config_rejected_objects\{kind="VirtualService",namespace="default",name="httpbin"\} 1/.test(await metricsText(gw!)), { timeoutMs: 3000, intervalMs: 20 });
+    assert.equal((await served(gw.port)).status, 200, 'the last good version still routes');
+    assert.ok(gw.logs.some((l) => l.includes('VirtualService default/httpbin: this version is rejected') && l.includes('last good version keeps serving')), gw.logs.slice(-5).join('\n'));
+    // A good change to the same object applies and clears the report.
+    fake.upsert(virtualServiceObj('httpbin', [HOST], 'istio-system/httpbin-gateway', [{ match: [{ uri: { prefix: '/elsewhere' } }], route: [{ destination: { host: 'httpbin', port: { number: 8000 } } }] }]));
+    await waitFor(async () => (await served(gw!.port)).status === 404, { timeoutMs: 3000, intervalMs: 20 });
+    assert.doesNotMatch(await metricsText(gw), /meshgate_config_rejected_objects\{/);
+  });
+
   it('410 Gone lists again, and a reset with failing requests backs off; changes made meanwhile arrive', async () => {
     seed(fake, v1);
     gw = await startKubeGateway(fake);
