@@ -967,7 +967,7 @@ function compileClusters(
           ...(hashOf(policy) ? { hash: hashOf(policy) } : {}),
           connectTimeoutMs: ms(policy.connectionPool?.tcp?.connectTimeout, mesh.connectTimeoutMs),
           breaker: breakerOf(policy),
-          ...(svc.resolution === 'NONE' && endpoints.length === 0 && svc.endpoints.length === 0 ? { originalDstPort: port.targetPort ?? port.number } : {}),
+          ...((svc.resolution === 'NONE' && endpoints.length === 0 && svc.endpoints.length === 0) || svc.headless ? { originalDstPort: port.targetPort ?? port.number } : {}),
           ...(policy.connectionPool?.tcp?.tcpKeepalive ? { keepaliveMs: ms(policy.connectionPool.tcp.tcpKeepalive.time, 7_200_000) } : {}),
           ...(outlierOf(policy) ? { outlier: outlierOf(policy) } : {}),
           ...(policy.connectionPool?.tcp?.idleTimeout !== undefined ? { idleTimeoutMs: ms(policy.connectionPool.tcp.idleTimeout, 0) } : {}),

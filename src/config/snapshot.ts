@@ -304,8 +304,10 @@ export interface ClusterDef {
   readonly endpoints: readonly EndpointAddress[];
   readonly policy: ClusterPolicy;
   /**
-   * resolution NONE without endpoints (original destination): at a gateway the request's own host
-   * (SNI, or Host without its port) is resolved and reached on this port.
+   * An original-destination cluster (resolution NONE without endpoints, or a headless Service): a
+   * sidecar goes to the address the application dialled; otherwise the endpoints are load balanced,
+   * and without endpoints the request's own host (SNI, or Host without its port) is resolved and
+   * reached on this port.
    */
   readonly originalDstPort?: number;
   /** DestinationRule tls SIMPLE/MUTUAL/ISTIO_MUTUAL: originate TLS to the endpoints. */

@@ -154,6 +154,7 @@ export function kubeServiceDefs(
       location: 'MESH_INTERNAL',
       exportTo: exportToOf(svc.metadata),
       definedBy: `Service ${ns}/${name}`,
+      ...(spec.clusterIP === 'None' ? { headless: true } : {}),
     });
   }
   return out.sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));

@@ -42,6 +42,12 @@ export interface ServiceDef {
   readonly exportTo: readonly string[];
   /** `Kind namespace/name` of the resource that defined it. */
   readonly definedBy: string;
+  /**
+   * A headless Service (clusterIP None): a sidecar sends each connection to the pod it dialled (Istio's
+   * ORIGINAL_DST cluster), since clients of StatefulSets pick their pod; a gateway load balances over
+   * the endpoints.
+   */
+  readonly headless?: boolean;
 }
 
 function labelsMatch(selector: Dict<string> | undefined, labels: Dict<string> | undefined): boolean {
@@ -162,6 +168,7 @@ function fromKubeService(svc: ServiceResource, set: ResourceSet, suffix: string)
     location: 'MESH_INTERNAL',
     exportTo: ['*'],
     definedBy: `Service ${ns}/${svc.metadata.name}`,
+    ...(svc.spec.clusterIP === 'None' ? { headless: true } : {}),
   };
 }
 

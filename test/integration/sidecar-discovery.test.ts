@@ -141,6 +141,25 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
     await waitFor(() => /"- - -" 0 - .* "10\.9\.9\.1[12]:9000" outbound\|9000\|\|my-nginx\.default\.svc\.cluster\.local \S+ 10\.96\.0\.10:9000 /.test(log()), { timeoutMs: 3000 });
   });
 
+  it('a headless Service: each request goes to the pod the application dialled (ORIGINAL_DST), not load balanced', async () => {
+    fs.writeFileSync(path.join(cfg, 'headless.yaml'), `apiVersion: v1
+kind: Service
+metadata: {name: my-db, namespace: default}
+spec:
+  clusterIP: None
+  selector: {run: my-nginx}
+  ports: [{name: http, port: 80, targetPort: 80}]
+`);
+    const get = (ip: string) => inPod(['curl', '-s', '-m', '5', '--resolve', `my-db:80:${ip}`, 'http://my-db/']);
+    await waitFor(async () => { await get('10.9.9.11'); return /outbound\|80\|\|my-db\.default\.svc\.cluster\.local /.test(log()); }, { timeoutMs: 5000, intervalMs: 300 });
+    for (const ip of ['10.9.9.11', '10.9.9.12']) {
+      const seen = new Set<string>();
+      for (let i = 0; i < 10; i += 1) seen.add((await get(ip)).out);
+      assert.deepEqual([...seen], [`nginx ${ip}\n`]);
+    }
+    fs.rmSync(path.join(cfg, 'headless.yaml'));
+  });
+
   it('DNS ServiceEntry: follows the answer on its TTL and keeps the last good one when DNS fails', async () => {
     const get = async () => (await inPod(['curl', '-s', '-m', '3', '--resolve', 'dyn.example.test:80:10.9.9.99', 'http://dyn.example.test/'])).out;
     await waitFor(async () => (await get()) === 'nginx 10.9.9.11\n', { timeoutMs: 5000, intervalMs: 200 });

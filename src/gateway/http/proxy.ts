@@ -338,8 +338,12 @@ export class HttpProxy {
     const cluster = dest && this.deps.registry.get(dest.cluster);
     if (!cluster) return ex.fail('CLUSTER_NOT_FOUND');
     ex.setDestination(cluster);
-    const originalDst = cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined;
-    if (cluster.endpoints.length === 0 && !originalDst) return ex.fail('NO_HEALTHY_UPSTREAM');
+    // Original-destination clusters: a sidecar goes where the application dialled; without endpoints
+    // a gateway (or per-port capture) resolves the request's own host.
+    const dialled = cluster.def.originalDstPort !== undefined ? originalDstOf(req.socket) : undefined;
+    const toDialled = dialled !== undefined && dialled.address !== '';
+    const resolveHost = !toDialled && cluster.def.originalDstPort !== undefined && cluster.endpoints.length === 0;
+    if (cluster.endpoints.length === 0 && !toDialled && !resolveHost) return ex.fail('NO_HEALTHY_UPSTREAM');
     // Request headers as the route and the chosen destination say, then the rewrite.
     applyHeaderOps(ex.upstreamHeaders, route.headers?.request);
     applyHeaderOps(ex.upstreamHeaders, dest.headers?.request);
@@ -350,12 +354,9 @@ export class HttpProxy {
     if (route.rewrite?.authority !== undefined) ex.upstreamHeaders['host'] = route.rewrite.authority;
     const path = rewritePath(req.url ?? '/', route.rewrite);
     if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
-    if (!originalDst) return this.forward(ex, route, cluster, path, undefined);
-    // resolution NONE: a sidecar sends it where the application was connecting; a gateway (or
-    // per-port capture) resolves the request's own host, on the service port.
-    const dialled = originalDstOf(req.socket);
-    if (dialled?.address) return this.forward(ex, route, cluster, path, this.deps.registry.endpointFor(dialled.address, dialled.port));
-    this.forwardResolved(ex, route, cluster, path, dialled ? dialled.port : cluster.def.originalDstPort!);
+    if (toDialled) return this.forward(ex, route, cluster, path, this.deps.registry.endpointFor(dialled.address, dialled.port));
+    if (resolveHost) return this.forwardResolved(ex, route, cluster, path, dialled ? dialled.port : cluster.def.originalDstPort!);
+    this.forward(ex, route, cluster, path, undefined);
   }
 
   /** Forward to the request's own Host, resolved now, on `port`. */

@@ -182,12 +182,13 @@ class TcpSession {
     const cluster = dest && this.deps.registry.get(dest.cluster);
     if (!cluster) return this.fail('CLUSTER_NOT_FOUND');
     this.cluster = cluster;
-    if (cluster.endpoints.length === 0 && cluster.def.originalDstPort !== undefined) {
-      // resolution NONE: a sidecar goes where the application was connecting; a gateway (or per-port
-      // capture, which knows no address) resolves the SNI.
+    if (cluster.def.originalDstPort !== undefined) {
+      // Original-destination clusters (NONE, headless): a sidecar goes where the application was
+      // connecting; without endpoints a gateway (or per-port capture, which knows no address)
+      // resolves the SNI; with endpoints a gateway load balances.
       const od = this.info.originalDst;
       if (od?.address) return this.connectTo(cluster, this.deps.registry.endpointFor(od.address, od.port));
-      return this.connectOriginal(cluster, od ? od.port : cluster.def.originalDstPort);
+      if (cluster.endpoints.length === 0) return this.connectOriginal(cluster, od ? od.port : cluster.def.originalDstPort);
     }
     const endpoint = cluster.pick();
     if (!endpoint) {

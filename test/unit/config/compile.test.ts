@@ -181,3 +181,15 @@ describe('compile: upstream protocol and mesh mTLS', () => {
     assert.match(text, /ISTIO_MUTUAL needs the mesh certificates .* plaintext/);
   });
 });
+
+describe('compile: headless Services', () => {
+  it('a headless Service is an original-destination cluster that keeps its endpoints (for gateways)', () => {
+    const svc = (name: string, clusterIP?: string) => res('Service', name, { ...(clusterIP ? { clusterIP } : {}), selector: { app: 'db' }, ports: [{ name: 'tcp', port: 5432 }] });
+    const we = res('WorkloadEntry', 'db-0', { address: '10.0.0.7', labels: { app: 'db' } });
+    const { snapshot } = compile(set([svc('db', 'None'), svc('db-vip', '10.96.0.9'), we]), id, 1);
+    const headless = snapshot.clusters.get('outbound|5432||db.default.svc.cluster.local')!;
+    assert.equal(headless.originalDstPort, 5432);
+    assert.equal(headless.endpoints.length, 1);
+    assert.equal(snapshot.clusters.get('outbound|5432||db-vip.default.svc.cluster.local')!.originalDstPort, undefined);
+  });
+});
