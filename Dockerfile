@@ -19,7 +19,9 @@ RUN npm run build && npm prune --omit=dev && mkdir -p native/origdst/build/Relea
 
 # Runtime stage: the compiled gateway, production dependencies, non-root uid 1337 (Istio's proxy uid).
 FROM node:20-bookworm-slim AS runtime
-ENV NODE_ENV=production
+# A 2 MiB young generation (V8's default grows to 16 MiB per semi-space): about 30 MiB less peak RSS
+# under load at the same throughput (docs/benchmarks.md).
+ENV NODE_ENV=production NODE_OPTIONS=--max-semi-space-size=2
 WORKDIR /app
 # iptables for `meshgate iptables --apply` (the sidecar's init step, run with NET_ADMIN).
 RUN apt-get update && apt-get install -y --no-install-recommends iptables && rm -rf /var/lib/apt/lists/*

@@ -7,6 +7,9 @@ import net from 'node:net';
 
 const TICKS = 100; // USER_HZ on Linux
 
+/** The node flags meshgate ships with (package.json start, bin/meshgate, the image): measure what users run. */
+export const MESHGATE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+
 export const hasTaskset = spawnSync('sh', ['-c', 'command -v taskset'], { encoding: 'utf8' }).status === 0;
 export const cores = (() => {
   try {

@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
+import { MESHGATE_NODE_FLAGS, cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
 import type { LoadResult } from './loadgen';
 import { singleRouteYaml } from '../src/sample/configs';
 import { runTcpBench, tcpTable, type TcpRow } from './tcp';
@@ -209,14 +209,14 @@ async function main(): Promise<void> {
       notes.push(`upstream: ${up.kind}, 600-byte body (http-ka), 1 KiB (istio-setup)`);
       const gwPort = await freePort();
       meshgateConfig(dir, up.port);
-      const gw = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort}`, '--bind', '127.0.0.1',
+      const gw = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort}`, '--bind', '127.0.0.1',
         '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
       await waitHttp(gwPort);
       // Every target runs in every round, in a rotated order; the median round is reported.
       const targets: { name: string; port: number; proc?: Proc }[] = [{ name: 'direct', port: up.port }, { name: 'meshgate', port: gwPort, proc: gw }];
     {
       const p = await freePort();
-      const policy = start(process.execPath, [MAIN, 'run', '--config', policyConfig(dir, up.port), '--port-map', `80=${p}`, '--bind', '127.0.0.1',
+      const policy = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', policyConfig(dir, up.port), '--port-map', `80=${p}`, '--bind', '127.0.0.1',
         '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
       await waitHttp(p);
       targets.push({ name: 'meshgate-policy', port: p, proc: policy });
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
       const up1k = await startUpstream(dir, 1024);
       meshgateConfig(dir, up1k.port);
       const gwPort2 = await freePort();
-      const gw2 = start(process.execPath, [MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort2}`, '--bind', '127.0.0.1',
+      const gw2 = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort2}`, '--bind', '127.0.0.1',
         '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
       await waitHttp(gwPort2);
       const rate = (port: number) => (s: number) => loadgen(['open', String(port), '16', String(s), '1000'], s);

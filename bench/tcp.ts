@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { cores, cpuSeconds, freePort, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
+import { MESHGATE_NODE_FLAGS, cores, cpuSeconds, freePort, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
 import { loopbackServiceEntryYaml, singleRouteYaml } from '../src/sample/configs';
 import { makeCa, makeLeaf } from '../src/tls/certs';
 
@@ -63,7 +63,7 @@ function meshgate(o: TcpBenchOptions, name: string, yaml: string, listen: number
   const dir = path.join(o.dir, name);
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'bench.yaml'), yaml);
-  return start(process.execPath, [path.join(o.root, 'dist/src/main.js'), 'run', '--config', dir, '--port-map', `80=${listen},443=${listen}`,
+  return start(process.execPath, [...MESHGATE_NODE_FLAGS, path.join(o.root, 'dist/src/main.js'), 'run', '--config', dir, '--port-map', `80=${listen},443=${listen}`,
     '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn',
     '--workers', String(workers)], { core: workers > 1 ? undefined : o.proxyCore });
 }
