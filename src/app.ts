@@ -144,6 +144,7 @@ export class App {
     });
     const workload = opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate');
     this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels, reporter: 'source' });
+    this.metrics.accessLogLosses = () => this.accessLog.losses;
     this.telemetry = new Telemetry(this.accessLog, this.metrics);
     const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random };
     const tcp = new TcpProxy({
@@ -315,7 +316,6 @@ export class App {
       s.closeAllConnections();
       s.close();
     }
-    this.accessLog.flush();
-    this.accessLog.close();
+    await this.accessLog.close();
   }
 }

@@ -1,10 +1,10 @@
 // Istio's access log: the default TEXT format field for field, Istio's JSON keys when the mesh config
 // says JSON, or a user `accessLogFormat` with Envoy %OPERATORS%. Formats are compiled once into a
-// list of small functions; lines are written through pino's asynchronous destination.
+// list of small functions; lines are written in batches by a LineWriter (line-writer.ts).
 
 import fs from 'node:fs';
 import path from 'node:path';
-import pino from 'pino';
+import { LineWriter } from './line-writer';
 
 /** Everything an access-log line can show about one request or connection. */
 export interface AccessRecord {
@@ -190,8 +190,6 @@ export function formatterFor(s: AccessLogSettings): (r: AccessRecord) => string 
   return compileTextFormat(s.format.endsWith('\n') ? s.format : s.format + '\n');
 }
 
-type Destination = ReturnType<typeof pino.destination>;
-
 /** Open a file for appending (its directory made if needed); undefined when it cannot be. */
 function openAppend(file: string): number | undefined {
   try {
@@ -204,7 +202,7 @@ function openAppend(file: string): number | undefined {
 
 export class AccessLog {
   private format: ((r: AccessRecord) => string) | undefined;
-  private dest: Destination | undefined;
+  private out: LineWriter | undefined;
   private key = '';
   private timer: NodeJS.Timeout | undefined;
 
@@ -220,24 +218,15 @@ export class AccessLog {
     this.key = key;
     this.format = s.file ? formatterFor(s) : undefined;
     if (oldFile !== s.file) {
-      this.closeDest();
+      this.closeOut();
       if (s.file) {
         const fd = s.file === '/dev/stdout' ? 1 : s.file === '/dev/stderr' ? 2 : openAppend(s.file);
-        if (fd === undefined) return; // cannot be opened: no access log rather than a stream that never opens
+        if (fd === undefined) return; // cannot be opened: no access log
         // Lines are buffered (a write per line costs a thread-pool hop and ~1 ms of latency at low
-        // load) and flushed when 8 KiB are waiting or every 250 ms, whichever comes first. The file is
-        // opened here, synchronously: a destination still opening (or failed to open) when the
-        // process exits makes pino's exit hook throw.
-        const dest = pino.destination({ dest: fd, sync: false, minLength: 8 * 1024 });
-        dest.on('error', () => {});
-        this.dest = dest;
-        this.timer = setInterval(() => {
-          try {
-            dest.flush();
-          } catch {
-            // not open yet; the next tick flushes
-          }
-        }, 250);
+        // load) and written when 8 KiB are waiting or every 250 ms, whichever comes first.
+        const out = new LineWriter(fd);
+        this.out = out;
+        this.timer = setInterval(() => out.flush(), 250);
         this.timer.unref();
       }
     }
@@ -247,30 +236,34 @@ export class AccessLog {
     return this.format !== undefined;
   }
 
+  /** Lines dropped because the file did not keep up, and failed writes. */
+  get losses(): { dropped: number; errors: number } {
+    return { dropped: this.out?.dropped ?? 0, errors: this.out?.errors ?? 0 };
+  }
+
   write(r: AccessRecord): void {
-    if (!this.format || !this.dest) return;
-    this.dest.write(this.format(r));
+    if (!this.format || !this.out) return;
+    this.out.write(this.format(r));
   }
 
+  /** Start writing what is waiting now (asynchronous; tests poll the file). */
   flush(): void {
-    try {
-      this.dest?.flushSync();
-    } catch {
-      // not ready yet or closed: nothing to flush
-    }
+    this.out?.flush();
   }
 
-  private closeDest(): void {
+  /** Everything logged so far written, then the file closed. */
+  async close(): Promise<void> {
+    await this.closeOut();
+  }
+
+  private closeOut(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    if (!this.dest) return;
-    this.flush();
-    const d = this.dest;
-    this.dest = undefined;
-    if ((d as unknown as { fd: number }).fd > 2) d.end();
-  }
-
-  close(): void {
-    this.closeDest();
+    const out = this.out;
+    this.out = undefined;
+    if (!out) return Promise.resolve();
+    return out.close().then(() => {
+      if (out.fd > 2) fs.close(out.fd, () => {});
+    });
   }
 }

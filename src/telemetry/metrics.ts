@@ -170,6 +170,15 @@ export class Metrics {
       name: 'meshgate_config_rejected_objects', help: 'Kubernetes objects left out of the config because of their errors (1 per object)',
       labelNames: ['kind', 'namespace', 'name'], registers: [r], aggregator: 'first',
     });
+    const losses = () => this.accessLogLosses?.() ?? { dropped: 0, errors: 0 };
+    new client.Counter({
+      name: 'meshgate_access_log_dropped_lines_total', help: 'Access-log lines dropped because the log file did not keep up (bounded buffer full)', registers: [r],
+      collect() { this.reset(); this.inc(losses().dropped); },
+    });
+    new client.Counter({
+      name: 'meshgate_access_log_write_errors_total', help: 'Access-log writes that failed (their lines are lost)', registers: [r],
+      collect() { this.reset(); this.inc(losses().errors); },
+    });
     if (withProcessMetrics) client.collectDefaultMetrics({ register: r });
 
     const l = id.labels;
@@ -195,6 +204,9 @@ export class Metrics {
       connection_security_policy: 'unknown',
     };
   }
+
+  /** Set by the app: the access log's lost lines and failed writes, read at each scrape. */
+  accessLogLosses: (() => { dropped: number; errors: number }) | undefined;
 
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;

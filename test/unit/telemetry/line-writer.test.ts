@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { LineWriter } from '../../../src/telemetry/line-writer';
+import { Metrics } from '../../../src/telemetry/metrics';
+
+function lines(n: number, tag: string): string[] {
+  return Array.from({ length: n }, (_, i) => `${tag} line ${i} ${'x'.repeat(i % 97)} é\n`);
+}
+
+describe('LineWriter (access-log batching)', () => {
+  let dir: string;
+  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-lw-')); });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('writes every line, in order, in batches of at least flushChars (UTF-8 intact)', async () => {
+    const file = path.join(dir, 'a.log');
+    const fd = fs.openSync(file, 'a');
+    const w = new LineWriter(fd, { flushChars: 4096, maxPendingChars: 1 << 24, retryMs: 5 });
+    const all = lines(5000, 'a');
+    for (const l of all) w.write(l);
+    // Below the threshold nothing is forced out until flush/drained.
+    await w.close();
+    fs.closeSync(fd);
+    assert.equal(fs.readFileSync(file, 'utf8'), all.join(''));
+    assert.equal(w.dropped, 0);
+    assert.equal(w.errors, 0);
+  });
+
+  it('holds a short tail until flush() and writes it then', async () => {
+    const file = path.join(dir, 'b.log');
+    const fd = fs.openSync(file, 'a');
+    const w = new LineWriter(fd, { flushChars: 1 << 20, maxPendingChars: 1 << 24, retryMs: 5 });
+    w.write('one\n');
+    w.write('two\n');
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(fs.readFileSync(file, 'utf8'), '', 'nothing written below the threshold');
+    await w.drained();
+    assert.equal(fs.readFileSync(file, 'utf8'), 'one\ntwo\n');
+    fs.closeSync(fd);
+  });
+
+  it('a pipe nobody reads yet (EAGAIN) loses nothing: lines arrive in order once the reader starts', async function () {
+    this.timeout(15_000);
+    const out = path.join(dir, 'c.log');
+    // The child's stdin is a non-blocking pipe on our side; the reader starts after 400 ms, so the
+    // 64 KiB pipe buffer fills and writes fail with EAGAIN until then.
+    const child = spawn('sh', ['-c', `sleep 0.4; cat > ${JSON.stringify(out)}`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const fd = (child.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+    assert.ok(fd > 2);
+    const w = new LineWriter(fd, { flushChars: 8192, maxPendingChars: 1 << 24, retryMs: 5 });
+    const all = lines(20_000, 'c'); // ~1.3 MB
+    for (const l of all) w.write(l);
+    await w.drained();
+    child.stdin!.end();
+    await new Promise((r) => child.once('exit', r));
+    assert.equal(fs.readFileSync(out, 'utf8'), all.join(''));
+    assert.equal(w.dropped, 0);
+  });
+
+  it('a file that does not keep up costs bounded memory: lines past maxPendingChars are dropped and counted', async function () {
+    this.timeout(15_000);
+    const out = path.join(dir, 'd.log');
+    const child = spawn('sh', ['-c', `sleep 0.5; cat > ${JSON.stringify(out)}`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const fd = (child.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+    const w = new LineWriter(fd, { flushChars: 1024, maxPendingChars: 64 * 1024, retryMs: 5 });
+    // More than the pipe buffer plus maxPendingChars, written at once while nobody reads.
+    const all = lines(20_000, 'd');
+    for (const l of all) w.write(l);
+    assert.ok(w.dropped > 0, 'some lines were dropped');
+    await w.drained();
+    child.stdin!.end();
+    await new Promise((r) => child.once('exit', r));
+    const got = fs.readFileSync(out, 'utf8');
+    // What arrived is exactly the accepted lines, whole and in their order.
+    const arrived = got.split(/(?<=\n)/);
+    assert.equal(arrived.length, all.length - w.dropped);
+    let i = 0;
+    for (const l of arrived) {
+      while (i < all.length && all[i] !== l) i += 1;
+      assert.ok(i < all.length, `line out of order or altered: ${JSON.stringify(l)}`);
+      i += 1;
+    }
+  });
+
+  it('a descriptor that fails counts errors and never throws', async () => {
+    fs.writeFileSync(path.join(dir, 'e.log'), '');
+    const fd = fs.openSync(path.join(dir, 'e.log'), 'r'); // read-only: writes fail with EBADF
+    const w = new LineWriter(fd, { flushChars: 10, maxPendingChars: 1 << 20, retryMs: 5 });
+    w.write('a line longer than ten\n');
+    await w.drained();
+    w.write('another line longer than ten\n');
+    await w.drained();
+    assert.equal(w.errors, 2);
+    fs.closeSync(fd);
+  });
+
+  it('losses are scraped as meshgate_access_log_* counters', async () => {
+    const m = new Metrics({ workload: 'w', namespace: 'n', labels: {}, reporter: 'source' }, false);
+    assert.match(await m.render(), /^meshgate_access_log_dropped_lines_total 0$/m);
+    m.accessLogLosses = () => ({ dropped: 7, errors: 2 });
+    const text = await m.render();
+    assert.match(text, /^meshgate_access_log_dropped_lines_total 7$/m);
+    assert.match(text, /^meshgate_access_log_write_errors_total 2$/m);
+  });
+});
