@@ -186,7 +186,8 @@ spec:
   });
 
   it('wildcard egress: under REGISTRY_ONLY a *.wiki.test ServiceEntry (resolution NONE) lets its hosts through to the dialled address, TLS and HTTP', async () => {
-    fs.writeFileSync(path.join(cfg, 'mesh.yaml'), MESH(dir).replace('connectTimeout: 1s', 'connectTimeout: 1s\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}'));
+    // The ServiceEntry first: once REGISTRY_ONLY is seen to apply, the entry is certainly in force
+    // (written the other way round, a reload could apply the mode alone and the wiki hosts fail).
     fs.writeFileSync(path.join(cfg, 'wiki.yaml'), `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: wikipedia, namespace: default}
@@ -195,6 +196,7 @@ spec:
   ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]
   resolution: NONE
 `);
+    fs.writeFileSync(path.join(cfg, 'mesh.yaml'), MESH(dir).replace('connectTimeout: 1s', 'connectTimeout: 1s\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}'));
     const https = (host: string) => inPod(['curl', '-s', '-m', '5', '--cacert', ca.certFile, '--resolve', `${host}:443:10.9.9.11`, `https://${host}/`]);
     await waitFor(async () => (await https('other.test')).code === 35, { timeoutMs: 5000, intervalMs: 200 });
     for (const host of ['en.wiki.test', 'de.wiki.test']) assert.equal((await https(host)).out, `wiki ${host}\n`);
