@@ -58,6 +58,18 @@ const CATALOGUE = {
     retryOn: 'reset',
     hint: 'the upstream closed the connection before sending a response',
   },
+  UPSTREAM_REMOTE_RESET: {
+    status: 503, body: `${RESET_PREFIX}reset reason: remote reset`, flag: 'UR',
+    details: 'upstream_reset_before_response_started{remote_reset}', party: 'upstream', retryable: true,
+    retryOn: 'reset',
+    hint: 'the upstream reset the HTTP/2 stream before sending a response',
+  },
+  UPSTREAM_REFUSED_STREAM: {
+    status: 503, body: `${RESET_PREFIX}reset reason: remote refused stream reset`, flag: 'UR',
+    details: 'upstream_reset_before_response_started{remote_refused_stream_reset}', party: 'upstream', retryable: true,
+    retryOn: 'refused-stream',
+    hint: 'the upstream refused the HTTP/2 stream (REFUSED_STREAM: not processed, safe to retry; often its concurrent-stream limit)',
+  },
   UPSTREAM_PROTOCOL_ERROR: {
     status: 502, body: `${RESET_PREFIX}reset reason: protocol error`, flag: 'UPE',
     details: 'upstream_reset_before_response_started{protocol_error}', party: 'upstream', retryable: false,
@@ -163,6 +175,8 @@ export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = '
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new GatewayError('UPSTREAM_TIMEOUT', e?.message, { cause: err });
   }
+  if (code === 'UND_ERR_REFUSED_STREAM') return new GatewayError('UPSTREAM_REFUSED_STREAM', e?.message, { cause: err });
+  if (code === 'UND_ERR_H2_RESET') return new GatewayError('UPSTREAM_REMOTE_RESET', e?.message, { cause: err });
   if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED') {
     return new GatewayError(phase === 'connect' ? 'CONNECT_FAILURE' : 'UPSTREAM_RESET', e?.message, { cause: err });
   }

@@ -2,7 +2,8 @@
 // DNS names refreshed by a NameResolver), and one undici Pool per upstream endpoint shared by every
 // cluster that reaches it. `reconcile(snapshot)` is called before a new snapshot is published.
 
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
+import { H2cPool } from './h2c-pool';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
 import { isIP } from '../config/names';
 import { Cluster, Endpoint as EndpointClass, type Endpoint, type Random } from './cluster';
@@ -40,8 +41,16 @@ export interface ConnectionStats {
   cxConnectFail: number;
 }
 
+/** What the proxy needs of a connection pool: undici's Pool, or our h2c pool on node:http2. */
+export interface UpstreamPool {
+  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
+  on(event: 'connect' | 'disconnect' | 'connectionError', listener: (...args: unknown[]) => void): unknown;
+}
+
 interface PoolEntry {
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
   readonly endpointKey: string;
   readonly stats: ConnectionStats;
 }
@@ -209,18 +218,22 @@ export class Registry {
   }
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
-  pool(endpoint: Endpoint, opts: PoolOptions): Pool {
+  pool(endpoint: Endpoint, opts: PoolOptions): UpstreamPool {
     const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}/${opts.localAddress ?? ''}/${opts.http2 ? 'h2' : ''}`;
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {
-      const pool = new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
+      // h2c (prior knowledge) on node:http2 (h2c-pool.ts); HTTP/1.1, and TLS with ALPN, on undici.
+      const pool: UpstreamPool = opts.http2 && !opts.tls ? new H2cPool({
+        host: endpoint.address, port: endpoint.port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
+        ...(opts.maxRequestsPerConnection ? { maxRequestsPerConnection: opts.maxRequestsPerConnection } : {}),
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+        ...(opts.keepaliveMs !== undefined ? { keepaliveMs: opts.keepaliveMs } : {}),
+      }) : new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
         connections: opts.maxConnections ?? null,
         pipelining: 1,
         connect: {
           timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
-          // h2c with prior knowledge (Pool hands only `connect` to its connector).
-          ...(opts.http2 && !opts.tls ? { useH2c: true } : {}),
           ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
         },
         connectTimeout: opts.connectTimeoutMs,
@@ -268,7 +281,7 @@ export class Registry {
     }
   }
 
-  private closing: Pool[] = [];
+  private closing: UpstreamPool[] = [];
 
   async close(): Promise<void> {
     for (const w of this.dnsWatches.values()) w.unsubscribe();

@@ -6,20 +6,12 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { httpGatewayYaml } from '../../src/sample/configs';
+import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { curl } from '../helpers/upstream';
+import { createHash } from 'node:crypto';
+import { curl, freePort } from '../helpers/upstream';
 
-const routes = (port: number, h1Port: number) => `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: h2, namespace: default}
-spec:
-  hosts: [h2.internal]
-  ports: [{number: 80, name: http2-web, protocol: HTTP2, targetPort: ${port}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: v1
+const routes = (port: number, h1Port: number) => `${httpGatewayYaml()}${loopbackServiceEntryYaml('h2', 'h2.internal', 80, 'HTTP2', port)}apiVersion: v1
 kind: Service
 metadata: {name: grpcsvc, namespace: default}
 spec:
@@ -31,25 +23,7 @@ kind: WorkloadEntry
 metadata: {name: grpcsvc-pod, namespace: default}
 spec: {address: 127.0.0.1, labels: {app: grpcsvc}}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: h1, namespace: default}
-spec:
-  hosts: [h1.internal]
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${h1Port}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: up, namespace: default}
-spec:
-  hosts: [up.internal]
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${port}}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: networking.istio.io/v1
+${loopbackServiceEntryYaml('h1', 'h1.internal', 80, 'HTTP', h1Port)}${loopbackServiceEntryYaml('up', 'up.internal', 80, 'HTTP', port)}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: up, namespace: default}
 spec:
@@ -131,3 +105,145 @@ describe('HTTP/2 to upstreams (h2c prior knowledge)', function () {
     assert.ok(lines.some((l) => /"GET \/h2\/both HTTP\/2" 200 /.test(l) && /outbound\|80\|\|h2\.internal /.test(l)), lines.join('\n'));
   });
 });
+
+const h2Entry = (name: string, port: number) => loopbackServiceEntryYaml(name, `${name}.internal`, 80, 'HTTP2', port);
+
+describe('h2c pool (node:http2): streams, flow control and failures', function () {
+  this.timeout(30_000);
+  let gw: TestGateway;
+  let upstream: http2.Http2Server;
+  let sessions = 0;
+  let refused = 0;
+  let sessionsClosed = 0;
+  const seen: string[] = [];
+  const BIG = Buffer.alloc(8 * 1024 * 1024 + 123, 'abcdefghij');
+
+  before(async () => {
+    upstream = http2.createServer();
+    upstream.on('session', (session) => {
+      sessions += 1;
+      session.once('close', () => { sessionsClosed += 1; });
+    });
+    upstream.on('stream', (stream, headers) => {
+      const path = String(headers[':path']);
+      seen.push(path);
+      stream.on('error', () => {});
+      if (path === '/refuse-once' && refused === 0) {
+        refused += 1;
+        return stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      }
+      if (path === '/reset') return stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      if (path === '/big') {
+        stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
+        return stream.end(BIG);
+      }
+      const hash = createHash('sha256');
+      let n = 0;
+      stream.on('data', (c: Buffer) => { n += c.length; hash.update(c); });
+      stream.on('end', () => {
+        stream.respond({ ':status': 200 });
+        stream.end(`${path} ${n} ${hash.digest('hex')} sessions=${sessions}`);
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const port = (upstream.address() as AddressInfo).port;
+    const closed = await freePort();
+    gw = await startGateway({
+      'routes.yaml': `${httpGatewayYaml()}${h2Entry('h2', port)}${h2Entry('h2once', port)}${h2Entry('h2gone', closed)}${h2Entry('h2idle', port)}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: h2once, namespace: default}
+spec:
+  host: h2once.internal
+  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: h2idle, namespace: default}
+spec:
+  host: h2idle.internal
+  trafficPolicy: {connectionPool: {http: {idleTimeout: 0.3s}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /once}}]
+    route: [{destination: {host: h2once.internal}}]
+  - match: [{uri: {prefix: /gone}}]
+    route: [{destination: {host: h2gone.internal}}]
+  - match: [{uri: {prefix: /idle}}]
+    route: [{destination: {host: h2idle.internal}}]
+  - route: [{destination: {host: h2.internal}}]
+`,
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await new Promise((resolve) => upstream?.close(resolve));
+  });
+
+  const url = (path: string) => `http://127.0.0.1:${gw.port(80)}${path}`;
+
+  it('an 8 MiB response crosses intact (flow control both ways) and a 3 MiB request body arrives intact', async () => {
+    const big = await curl(['-s', '-H', 'Host: app.example.com', url('/big')]);
+    assert.equal(Buffer.from(big.stdout, 'latin1').length, BIG.length);
+    assert.ok(Buffer.from(big.stdout, 'latin1').equals(BIG));
+    const body = Buffer.alloc(3 * 1024 * 1024, 'xyz');
+    const file = `${gw.dir}/body.bin`;
+    (await import('node:fs')).writeFileSync(file, body);
+    for (const extra of [[], ['-H', 'Transfer-Encoding: chunked']]) {
+      const r = await curl(['-s', '-H', 'Host: app.example.com', ...extra, '--data-binary', `@${file}`, url('/upload')]);
+      assert.match(r.stdout, new RegExp(`^/upload ${body.length} ${createHash('sha256').update(body).digest('hex')} `));
+    }
+  });
+
+  it('a REFUSED_STREAM is retried (Istio\'s default retryOn has refused-stream) and the retry is answered', async () => {
+    const r = await curl(['-s', '-w', '\n%{http_code}', '-H', 'Host: app.example.com', url('/refuse-once')]);
+    assert.match(r.stdout, /^\/refuse-once 0 [0-9a-f]{64} sessions=\d+\n200$/);
+    assert.equal(seen.filter((p) => p === '/refuse-once').length, 2);
+    const lines = await gw.waitForLines(1);
+    assert.ok(lines.some((l) => /"GET \/refuse-once HTTP\/1\.1" 200 - via_upstream /.test(l)), lines.join('\n'));
+  });
+
+  it('an upstream RST_STREAM before the response is 503 UR remote_reset, in the body and the access log', async () => {
+    const r = await curl(['-s', '-w', '\n%{http_code}', '-H', 'Host: app.example.com', url('/reset')]);
+    assert.equal(r.stdout, 'upstream connect error or disconnect/reset before headers. reset reason: remote reset\n503');
+    await gw.waitForLines(1);
+    await waitForLine(gw, /"GET \/reset HTTP\/1\.1" 503 UR upstream_reset_before_response_started\{remote_reset\} /);
+  });
+
+  it('maxRequestsPerConnection: 1 opens a connection per request; without it one connection carries them all', async () => {
+    const before = sessions;
+    for (let i = 0; i < 3; i++) await curl(['-s', '-H', 'Host: app.example.com', url(`/once/${i}`)]);
+    assert.equal(sessions - before, 3);
+    const shared = sessions;
+    for (let i = 0; i < 3; i++) await curl(['-s', '-H', 'Host: app.example.com', url(`/shared/${i}`)]);
+    assert.ok(sessions - shared <= 1, `opened ${sessions - shared} connections for 3 requests`);
+  });
+
+  it('connectionPool.http.idleTimeout closes an idle HTTP/2 connection; the next request opens a new one', async () => {
+    await curl(['-s', '-H', 'Host: app.example.com', url('/idle/1')]);
+    const opened = sessions;
+    const closedBefore = sessionsClosed;
+    const { waitFor } = await import('../helpers/upstream');
+    await waitFor(() => sessionsClosed > closedBefore, { timeoutMs: 3000, intervalMs: 50 });
+    const r = await curl(['-s', '-H', 'Host: app.example.com', url('/idle/2')]);
+    assert.match(r.stdout, /^\/idle\/2 0 /);
+    assert.equal(sessions, opened + 1);
+  });
+
+  it('a refused connection is 503 UF with the transport failure reason, as for HTTP/1.1', async () => {
+    const r = await curl(['-s', '-w', '\n%{http_code}', '-H', 'Host: app.example.com', url('/gone')]);
+    assert.match(r.stdout, /^upstream connect error or disconnect\/reset before headers\. retried and the latest reset reason: remote connection failure, transport failure reason: delayed connect error: 111\n503$/);
+    await waitForLine(gw, /"GET \/gone HTTP\/1\.1" 503 UF,URX upstream_reset_before_response_started\{remote_connection_failure,delayed_connect_error:_111\} /);
+  });
+});
+
+async function waitForLine(gw: TestGateway, re: RegExp): Promise<void> {
+  const { waitFor } = await import('../helpers/upstream');
+  await waitFor(() => { gw.app.accessLog.flush(); return gw.accessLines().some((l) => re.test(l)); }, { timeoutMs: 3000, intervalMs: 20 });
+}

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { retryableError } from '../../src/gateway/http/proxy';
 import { ERRORS, fromUpstreamError, GatewayError } from '../../src/errors';
 
 describe('error catalogue', () => {
@@ -26,6 +27,8 @@ describe('error catalogue', () => {
     [Object.assign(new Error('t'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), 'CONNECT_TIMEOUT'],
     [Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }), 'UPSTREAM_RESET'],
     [Object.assign(new Error('bad'), { code: 'HPE_INVALID_CONSTANT' }), 'UPSTREAM_PROTOCOL_ERROR'],
+    [Object.assign(new Error('refused stream'), { code: 'UND_ERR_REFUSED_STREAM' }), 'UPSTREAM_REFUSED_STREAM'],
+    [Object.assign(new Error('rst'), { code: 'UND_ERR_H2_RESET' }), 'UPSTREAM_REMOTE_RESET'],
     [new Error('mystery'), 'UPSTREAM_RESET'],
     [new GatewayError('OVERFLOW'), 'OVERFLOW'],
   ];
@@ -36,4 +39,12 @@ describe('error catalogue', () => {
       if (!(err instanceof GatewayError)) assert.equal(g.cause, err);
     });
   }
+
+  it('a refused HTTP/2 stream is retried under refused-stream only; a remote reset under reset', () => {
+    const policy = (retryOn: string) => ({ retryOn: retryOn.split(','), attempts: 2, perTryTimeoutMs: 0, retriableStatusCodes: [] }) as unknown as Parameters<typeof retryableError>[1];
+    assert.equal(retryableError('UPSTREAM_REFUSED_STREAM', policy('connect-failure,refused-stream')), true);
+    assert.equal(retryableError('UPSTREAM_REFUSED_STREAM', policy('connect-failure,reset')), false);
+    assert.equal(retryableError('UPSTREAM_REMOTE_RESET', policy('reset')), true);
+    assert.equal(retryableError('UPSTREAM_REMOTE_RESET', policy('connect-failure,refused-stream')), false);
+  });
 });

@@ -647,11 +647,20 @@ function transportFailureReason(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Envoy's reset reasons in reply bodies (a connect timeout reads as a connection failure there). */
+const REPLY_REASONS: Partial<Record<ErrorCode, string>> = {
+  CONNECT_FAILURE: 'remote connection failure',
+  CONNECT_TIMEOUT: 'remote connection failure',
+  UPSTREAM_RESET: 'connection termination',
+  UPSTREAM_REMOTE_RESET: 'remote reset',
+  UPSTREAM_REFUSED_STREAM: 'remote refused stream reset',
+};
+
 /** Current Envoy wording for connection failures, with the retry and transport reason. */
 function replyBody(err: GatewayError, retried: boolean, transport: string | undefined): string | undefined {
-  if (err.code !== 'CONNECT_FAILURE' && err.code !== 'CONNECT_TIMEOUT' && err.code !== 'UPSTREAM_RESET') return undefined;
-  const reason = err.code === 'UPSTREAM_RESET' ? 'connection termination' : 'remote connection failure';
+  const reason = REPLY_REASONS[err.code];
+  if (reason === undefined) return undefined;
   const lead = retried ? 'retried and the latest reset reason' : 'reset reason';
-  const tail = transport && err.code !== 'UPSTREAM_RESET' ? `, transport failure reason: ${transport}` : '';
+  const tail = transport && (err.code === 'CONNECT_FAILURE' || err.code === 'CONNECT_TIMEOUT') ? `, transport failure reason: ${transport}` : '';
   return `upstream connect error or disconnect/reset before headers. ${lead}: ${reason}${tail}`;
 }
