@@ -51,16 +51,30 @@ export function rawHttp(port: number, request: string | Buffer, opts: { timeoutM
   });
 }
 
-/** A port that was free a moment ago on 127.0.0.1 (another process may still take it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
+/** Ports this test process has handed out: the kernel may offer a just-closed port again. */
+const handedOut = new Set<number>();
+
+/**
+ * A port that was free a moment ago on 127.0.0.1 (another process may still take it), never one this
+ * process handed out before: two calls in a row can otherwise get the same port (a gateway's second
+ * listener then fails to bind and its traffic lands on the first).
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const { port: p } = s.address() as net.AddressInfo;
+        s.close(() => resolve(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no fresh free port after 100 tries');
 }
 
 /** Poll until the predicate holds; rejects after timeoutMs. */
