@@ -41,6 +41,9 @@ export interface ConnectionStats {
   cxConnectFail: number;
 }
 
+/** Pool keys of option objects the proxy reuses (one per cluster definition): built once each. */
+const optionsKeys = new WeakMap<PoolOptions, string>();
+
 /** What the proxy needs of a connection pool: undici's Pool, or our h2c pool on node:http2. */
 export interface UpstreamPool {
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
@@ -219,7 +222,11 @@ export class Registry {
 
   /** The connection pool for an endpoint with these options (shared across clusters). */
   pool(endpoint: Endpoint, opts: PoolOptions): UpstreamPool {
-    const optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}/${opts.localAddress ?? ''}/${opts.http2 ? 'h2' : ''}`;
+    let optionsKey = optionsKeys.get(opts);
+    if (optionsKey === undefined) {
+      optionsKey = `${opts.connectTimeoutMs}/${opts.maxConnections ?? ''}/${opts.tls?.key ?? ''}/${opts.maxRequestsPerConnection ?? 0}/${opts.idleTimeoutMs ?? ''}/${opts.keepaliveMs ?? ''}/${opts.localAddress ?? ''}/${opts.http2 ? 'h2' : ''}`;
+      optionsKeys.set(opts, optionsKey);
+    }
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
     if (!entry) {

@@ -97,17 +97,25 @@ export function downstreamResponseHeaders(raw: readonly Buffer[] | readonly stri
   const out: string[] = [];
   let extra: Set<string> | undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toString().toLowerCase();
-    if (name === 'connection') extra = connectionTokens(raw[i + 1]!.toString());
-  }
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toString();
+    const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || lower === 'server' || lower === 'x-envoy-upstream-service-time' || extra?.has(lower)) continue;
+    if (lower === 'connection') {
+      extra = connectionTokens(raw[i + 1]!.toString('latin1'));
+      continue;
+    }
+    if (HOP_BY_HOP.has(lower) || lower === 'server' || lower === 'x-envoy-upstream-service-time') continue;
     const v = raw[i + 1]!;
     out.push(name, typeof v === 'string' ? v : v.toString('latin1'));
   }
-  out.push('server', serverName, 'x-envoy-upstream-service-time', String(serviceTimeMs));
+  // Headers the Connection header names are hop-by-hop too (rare: filtered after the one pass).
+  const kept = extra ? dropNamed(out, extra) : out;
+  kept.push('server', serverName, 'x-envoy-upstream-service-time', String(serviceTimeMs));
+  return kept;
+}
+
+function dropNamed(flat: string[], names: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) if (!names.has(flat[i]!.toLowerCase())) out.push(flat[i]!, flat[i + 1]!);
   return out;
 }
 

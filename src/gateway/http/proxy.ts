@@ -5,9 +5,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { Snapshot, CompiledRoute, RetryPolicy } from '../../config/snapshot';
+import type { ClusterDef, Snapshot, CompiledRoute, RetryPolicy } from '../../config/snapshot';
 import type { HeaderOperations } from '../../config/types';
-import type { Registry } from '../../registry/registry';
+import type { PoolOptions, Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
 import type { Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
@@ -34,6 +34,9 @@ export interface ProxyDeps {
 }
 
 const NO_DESTINATION: DestinationLabels = {};
+
+/** A new consistent-hash cookie value (DestinationRule consistentHash httpCookie with a ttl). */
+const freshCookieValue = () => randomBytes(8).toString('hex');
 
 /** Does a failed attempt qualify for a retry under the route's retryOn? */
 export function retryableError(code: ErrorCode, policy: RetryPolicy): boolean {
@@ -348,9 +351,11 @@ export class HttpProxy {
     applyHeaderOps(ex.upstreamHeaders, route.headers?.request);
     applyHeaderOps(ex.upstreamHeaders, dest.headers?.request);
     ex.responseOps = [route.headers?.response, dest.headers?.response];
-    const hash = hashKeyOf(cluster.def.hash, req.headers, plainAddress(req.socket.remoteAddress), req.url ?? '/', () => randomBytes(8).toString('hex'));
-    ex.hashKey = hash.key;
-    if (hash.setCookie) ex.extraResponseHeaders.push('set-cookie', hash.setCookie);
+    if (cluster.def.hash) {
+      const hash = hashKeyOf(cluster.def.hash, req.headers, plainAddress(req.socket.remoteAddress), req.url ?? '/', freshCookieValue);
+      ex.hashKey = hash.key;
+      if (hash.setCookie) ex.extraResponseHeaders.push('set-cookie', hash.setCookie);
+    }
     if (route.rewrite?.authority !== undefined) ex.upstreamHeaders['host'] = route.rewrite.authority;
     const path = rewritePath(req.url ?? '/', route.rewrite);
     if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
@@ -384,6 +389,28 @@ export class HttpProxy {
       if (!ex.finished) ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
     });
   }
+}
+
+/** Pool options of a cluster, built once per (immutable) cluster definition: not per request. */
+const poolOptionsMemo = new WeakMap<ClusterDef, PoolOptions | Error>();
+
+function poolOptionsOf(def: ClusterDef): PoolOptions | Error {
+  let o = poolOptionsMemo.get(def);
+  if (o) return o;
+  const tls = def.upstreamTls ? upstreamTlsOptions(def.upstreamTls, def.host) : undefined;
+  const localAddress = inboundSourceAddress(def.name);
+  o = tls instanceof Error ? tls : {
+    connectTimeoutMs: def.connectTimeoutMs,
+    maxConnections: def.policy.connectionPool?.tcp?.maxConnections,
+    maxRequestsPerConnection: def.breaker.maxRequestsPerConnection,
+    idleTimeoutMs: def.breaker.idleTimeoutMs,
+    ...(def.keepaliveMs !== undefined ? { keepaliveMs: def.keepaliveMs } : {}),
+    ...(localAddress ? { localAddress } : {}),
+    ...(tls ? { tls } : {}),
+    ...(def.http2 ? { http2: true } : {}),
+  };
+  poolOptionsMemo.set(def, o);
+  return o;
 }
 
 /** Attempts, retries and timeouts for one routed request. */
@@ -499,21 +526,12 @@ class Forwarder {
     const { ex, cluster } = this;
     ex.upstreamHeaders['x-envoy-attempt-count'] = String(this.attempts);
     ex.rec.upstreamHost = endpoint.hostPort;
-    const tls = cluster.def.upstreamTls ? upstreamTlsOptions(cluster.def.upstreamTls, cluster.def.host) : undefined;
-    if (tls instanceof Error) {
-      ex.rec.upstreamTransportFailureReason = tls.message;
+    const poolOptions = poolOptionsOf(cluster.def);
+    if (poolOptions instanceof Error) {
+      ex.rec.upstreamTransportFailureReason = poolOptions.message;
       return ex.fail('CONNECT_FAILURE');
     }
-    const pool = this.deps.registry.pool(endpoint, {
-      connectTimeoutMs: cluster.def.connectTimeoutMs,
-      maxConnections: cluster.def.policy.connectionPool?.tcp?.maxConnections,
-      maxRequestsPerConnection: cluster.def.breaker.maxRequestsPerConnection,
-      idleTimeoutMs: cluster.def.breaker.idleTimeoutMs,
-      ...(cluster.def.keepaliveMs !== undefined ? { keepaliveMs: cluster.def.keepaliveMs } : {}),
-      ...(inboundSourceAddress(cluster.name) ? { localAddress: inboundSourceAddress(cluster.name) } : {}),
-      ...(tls ? { tls } : {}),
-      ...(cluster.def.http2 ? { http2: true } : {}),
-    });
+    const pool = this.deps.registry.pool(endpoint, poolOptions);
     endpoint.active += 1;
     endpoint.rqTotal += 1;
     cluster.stats.inc('upstream_rq_total');

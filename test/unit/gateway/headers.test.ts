@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../../src/gateway/http/headers';
+
+const raw = (...pairs: string[]) => pairs.map((x) => Buffer.from(x, 'latin1'));
+
+describe('response headers toward the client', () => {
+  const cases: { name: string; upstream: string[]; want: string[] }[] = [
+    {
+      name: 'keeps order and repeats, drops hop-by-hop, overwrites server, adds the service time',
+      upstream: ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'Keep-Alive', 'timeout=5', 'Server', 'nginx', 'set-cookie', 'b=2', 'Transfer-Encoding', 'chunked'],
+      want: ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'set-cookie', 'b=2', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+    },
+    {
+      name: 'headers the Connection header names are dropped wherever they stand',
+      upstream: ['X-Private', 'p', 'Connection', 'close, X-Private, x-other', 'X-Other', 'o', 'X-Kept', 'k'],
+      want: ['X-Kept', 'k', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+    },
+    {
+      name: 'an upstream x-envoy-upstream-service-time is replaced by ours; latin1 values pass byte for byte',
+      upstream: ['x-envoy-upstream-service-time', '999', 'X-Name', 'caf\u00e9'],
+      want: ['X-Name', 'caf\u00e9', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      assert.deepEqual(downstreamResponseHeaders(raw(...c.upstream), 'istio-envoy', 7), c.want);
+      // Strings (the HTTP/2 pool's form) give the same result as Buffers.
+      assert.deepEqual(downstreamResponseHeaders(c.upstream, 'istio-envoy', 7), c.want);
+    });
+  }
+});
+
+describe('request headers toward the upstream', () => {
+  it('an edge request: hop-by-hop and x-envoy-* from outside dropped, forwarding headers set', () => {
+    const out = upstreamRequestHeaders(
+      { host: 'a.example', connection: 'keep-alive, x-hop', 'x-hop': '1', 'x-envoy-retry-on': '5xx', 'x-forwarded-for': '10.0.0.1', te: 'trailers, deflate', accept: '*/*' },
+      { remoteAddress: '192.0.2.7', scheme: 'https', requestId: 'rid' },
+    );
+    assert.deepEqual(out, {
+      host: 'a.example', accept: '*/*', 'x-forwarded-for': '10.0.0.1, 192.0.2.7', 'x-request-id': 'rid',
+      'x-forwarded-proto': 'https', 'x-envoy-external-address': '192.0.2.7', te: 'trailers',
+    });
+  });
+
+  it('a sidecar\'s outbound request keeps x-envoy-* and x-forwarded-for as the application sent them', () => {
+    const out = upstreamRequestHeaders(
+      { host: 'b', 'x-envoy-retry-on': '5xx', 'x-forwarded-for': '10.0.0.1' },
+      { remoteAddress: '127.0.0.1', scheme: 'http', requestId: 'rid', outbound: true },
+    );
+    assert.deepEqual(out, { host: 'b', 'x-envoy-retry-on': '5xx', 'x-forwarded-for': '10.0.0.1', 'x-request-id': 'rid', 'x-forwarded-proto': 'http' });
+  });
+});
