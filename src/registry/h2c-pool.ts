@@ -60,10 +60,25 @@ export class H2cPool extends EventEmitter {
 
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     let done = false;
+    let stream: http2.ClientHttp2Stream | undefined;
     const fail = (err: Error) => {
       if (done) return;
       done = true;
-      handler.onError?.(err);
+      try {
+        handler.onError?.(err);
+      } catch {
+        // the handler's own failure must not escape into a stream event (it would end the process)
+      }
+    };
+    /** Run a handler callback; one that throws ends this request, never the process (as in undici). */
+    const guard = <T>(call: () => T): T | undefined => {
+      try {
+        return call();
+      } catch (err) {
+        if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        fail(err instanceof Error ? err : new Error(String(err)));
+        return undefined;
+      }
     };
     if (this.closing) {
       fail(codedError('UND_ERR_CLOSED', 'the pool is closed'));
@@ -86,7 +101,6 @@ export class H2cPool extends EventEmitter {
     }
     headers[':authority'] ??= `${this.opts.host}:${this.opts.port}`;
     const body = opts.body as Buffer | Readable | string | null | undefined;
-    let stream: http2.ClientHttp2Stream;
     try {
       stream = live.session.request(headers, { endStream: body === null || body === undefined });
     } catch (err) {
@@ -115,11 +129,15 @@ export class H2cPool extends EventEmitter {
       this.checkEmpty();
     });
     stream.on('error', (err: Error & { cause?: NodeJS.ErrnoException }) => fail(earlyEnd(err)));
-    handler.onConnect?.((reason?: Error) => {
+    const s = stream;
+    /** Body bytes the response announced (content-length) and those that came. */
+    let expected: number | undefined;
+    let received = 0;
+    guard(() => handler.onConnect?.((reason?: Error) => {
       if (done) return;
-      stream.close(http2.constants.NGHTTP2_CANCEL);
+      s.close(http2.constants.NGHTTP2_CANCEL);
       fail(reason ?? codedError('UND_ERR_ABORTED', 'request aborted'));
-    });
+    }));
     stream.on('response', (h) => {
       if (done) return;
       const status = Number(h[':status']);
@@ -130,17 +148,34 @@ export class H2cPool extends EventEmitter {
         if (v === undefined) continue;
         for (const one of Array.isArray(v) ? v : [v]) raw.push(Buffer.from(name, 'latin1'), Buffer.from(String(one), 'latin1'));
       }
-      if (handler.onHeaders?.(status, raw, () => stream.resume(), '') === false) stream.pause();
+      const cl = h['content-length'];
+      // A HEAD answer, 204 and 304 carry no body whatever their content-length says.
+      const bodyless = opts.method === 'HEAD' || status === 204 || status === 304;
+      if (!bodyless && cl !== undefined && /^\d+$/.test(String(cl))) expected = Number(cl);
+      if (guard(() => handler.onHeaders?.(status, raw, () => s.resume(), '')) === false) s.pause();
     });
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
-      if (handler.onData?.(chunk) === false) stream.pause();
+      received += chunk.length;
+      if (guard(() => handler.onData?.(chunk)) === false) s.pause();
     });
     stream.once('end', () => {
       ended = true;
       if (done) return;
+      // node:http2 also ends a stream's readable side when its session is destroyed mid-response
+      // (the upstream went away): then the response is whole only if its content-length says so.
+      // (A session cut right after a clean END_STREAM of a response without content-length reads as
+      // truncated: the client is reset rather than handed a body that may be short.)
+      if (s.destroyed && (expected === undefined || received !== expected)) {
+        return fail(expected !== undefined && received < expected
+          ? codedError('UND_ERR_SOCKET', `upstream connection closed after ${received} of ${expected} body bytes`)
+          : codedError('UND_ERR_SOCKET', 'upstream connection closed before the response ended'));
+      }
+      if (expected !== undefined && received !== expected) {
+        return fail(codedError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `response body of ${received} bytes, content-length ${expected}`));
+      }
       done = true;
-      handler.onComplete?.([]);
+      guard(() => handler.onComplete?.([]));
     });
     if (body !== null && body !== undefined) {
       if (typeof body === 'string' || Buffer.isBuffer(body)) stream.end(body);
@@ -206,6 +241,8 @@ export class H2cPool extends EventEmitter {
   }
 
   private checkEmpty(): void {
+    // A session destroyed before it connected may never emit 'close': destroyed is gone enough.
+    for (const live of this.all) if (live.session.destroyed) this.all.delete(live);
     if (!this.closing || this.all.size > 0) return;
     const waiting = this.onEmpty;
     this.onEmpty = [];
@@ -216,6 +253,7 @@ export class H2cPool extends EventEmitter {
   close(): Promise<void> {
     this.closing = true;
     for (const live of [...this.all]) live.session.close();
+    this.checkEmpty();
     if (this.all.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.onEmpty.push(resolve));
   }
@@ -224,7 +262,7 @@ export class H2cPool extends EventEmitter {
   destroy(): Promise<void> {
     this.closing = true;
     for (const live of [...this.all]) live.session.destroy();
-    if (this.all.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.onEmpty.push(resolve));
+    this.checkEmpty();
+    return Promise.resolve();
   }
 }

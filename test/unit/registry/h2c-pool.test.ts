@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import net, { type AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
+import type { Dispatcher } from 'undici';
+import { H2cPool } from '../../../src/registry/h2c-pool';
+
+interface Outcome { status?: number; body: string; error?: Error }
+
+/** One request through the pool; resolves when the handler hears the end or an error. */
+function request(pool: H2cPool, path: string, hooks: Partial<Dispatcher.DispatchHandler> = {}): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const out: Outcome = { body: '' };
+    pool.dispatch({ path, method: 'GET', headers: { host: 'app.test' }, body: null }, {
+      onConnect: () => {},
+      onHeaders: (status, raw, resume, text) => { out.status = status; return hooks.onHeaders ? hooks.onHeaders(status, raw, resume, text) : true; },
+      onData: (chunk) => { out.body += chunk.toString(); return true; },
+      onComplete: () => resolve(out),
+      onError: (err) => { out.error = err; resolve(out); },
+    });
+  });
+}
+
+describe('H2cPool (h2c on node:http2)', () => {
+  let server: http2.Http2Server;
+  let port: number;
+  let slowEnd: (() => void) | undefined;
+
+  before(async () => {
+    server = http2.createServer();
+    server.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      const path = headers[':path'];
+      if (path === '/cut-cl' || path === '/cut-nocl') {
+        // Part of the body, then the connection goes away under the stream.
+        stream.respond({ ':status': 200, ...(path === '/cut-cl' ? { 'content-length': '100' } : {}) });
+        stream.write('part;', () => setTimeout(() => stream.session?.destroy(), 30));
+        return;
+      }
+      if (path === '/head') {
+        stream.respond({ ':status': 200, 'content-length': '42' }, { endStream: true });
+        return;
+      }
+      if (path === '/nocontent') {
+        stream.respond({ ':status': 204 }, { endStream: true });
+        return;
+      }
+      if (headers[':path'] === '/slow') {
+        stream.respond({ ':status': 200 });
+        stream.write('part;');
+        slowEnd = () => stream.end('end');
+        return;
+      }
+      stream.respond({ ':status': 200 });
+      stream.end(`${headers[':path']} ${headers[':authority']}`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(() => new Promise((r) => server.close(r)));
+
+  const pool = () => new H2cPool({ host: '127.0.0.1', port, connectTimeoutMs: 1000, idleTimeoutMs: 60_000 });
+
+  it('a handler that throws ends that request with the error, not the process; the pool goes on', async () => {
+    const p = pool();
+    const boom = await request(p, '/a', { onHeaders: () => { throw new Error('handler bug'); } });
+    assert.equal(boom.error?.message, 'handler bug');
+    const ok = await request(p, '/b');
+    assert.equal(ok.error, undefined);
+    assert.equal(ok.body, '/b app.test');
+    await p.close();
+  });
+
+  it('close() lets an in-flight stream finish, then resolves; new requests after it fail with UND_ERR_CLOSED', async () => {
+    const p = pool();
+    const slow = request(p, '/slow');
+    await new Promise((r) => setTimeout(r, 100));
+    let closed = false;
+    const closing = p.close().then(() => { closed = true; });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(closed, false, 'closed while a stream was still open');
+    slowEnd!();
+    assert.equal((await slow).body, 'part;end');
+    await closing;
+    const after = await request(p, '/late');
+    assert.equal((after.error as { code?: string } | undefined)?.code, 'UND_ERR_CLOSED');
+  });
+
+  it('destroy() cuts an in-flight stream: its handler hears an error', async () => {
+    const p = pool();
+    const slow = request(p, '/slow');
+    await new Promise((r) => setTimeout(r, 100));
+    await p.destroy();
+    const r = await slow;
+    assert.ok(r.error, 'the cut stream reported an error');
+    slowEnd?.();
+  });
+
+  it('a response cut off by the upstream is an error, not a complete response (with and without content-length)', async () => {
+    const p = pool();
+    for (const path of ['/cut-cl', '/cut-nocl']) {
+      const r = await request(p, path);
+      assert.ok(r.error, `${path}: the handler heard an error`);
+      assert.equal((r.error as { code?: string }).code, 'UND_ERR_SOCKET', path);
+      assert.equal(r.body, 'part;');
+    }
+    // Whole answers still complete, a HEAD (a content-length without a body) and a 204 included.
+    for (const [path, method] of [['/head', 'HEAD'], ['/nocontent', 'GET'], ['/b', 'GET']] as const) {
+      const r = await new Promise<Outcome>((resolve) => {
+        const out: Outcome = { body: '' };
+        p.dispatch({ path, method, headers: { host: 'app.test' }, body: null }, {
+          onConnect: () => {}, onHeaders: (st) => { out.status = st; return true; }, onData: (c) => { out.body += c.toString(); return true; },
+          onComplete: () => resolve(out), onError: (err) => { out.error = err; resolve(out); },
+        });
+      });
+      assert.equal(r.error, undefined, `${method} ${path}: ${r.error?.message}`);
+    }
+    await p.close();
+  });
+
+  it('a connect that never completes is UND_ERR_CONNECT_TIMEOUT after connectTimeout (mapped to UF connection_timeout)', async function () {
+    this.timeout(15_000);
+    // A loopback listener that never accepts, its backlog filled first: further SYNs go unanswered.
+    const child = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const stuckPort = await new Promise<number>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+      const fillers: net.Socket[] = [];
+      for (let i = 0; i < 4; i++) {
+        const f = net.connect(stuckPort, '127.0.0.1');
+        f.on('error', () => {});
+        fillers.push(f);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      const p = new H2cPool({ host: '127.0.0.1', port: stuckPort, connectTimeoutMs: 300, idleTimeoutMs: 60_000 });
+      const t0 = Date.now();
+      const r = await request(p, '/x');
+      assert.equal((r.error as { code?: string } | undefined)?.code, 'UND_ERR_CONNECT_TIMEOUT');
+      assert.ok(Date.now() - t0 >= 280, `failed after ${Date.now() - t0} ms`);
+      await p.destroy();
+      for (const f of fillers) f.destroy();
+    } finally {
+      child.kill();
+    }
+  });
+});
