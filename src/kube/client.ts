@@ -5,6 +5,7 @@
 
 import fs from 'node:fs';
 import { Agent, type Dispatcher } from 'undici';
+import { ExecCredentialSource } from './exec-credential';
 import type { KubeConnection } from './connection';
 
 export interface KubeClientOptions {
@@ -87,9 +88,11 @@ export class KubeClient {
   private readonly agent: Agent;
   private readonly opts: KubeClientOptions;
   private token: { value: string; readAt: number } | undefined;
+  private readonly exec: ExecCredentialSource | undefined;
 
   constructor(readonly connection: KubeConnection, opts: Partial<KubeClientOptions> = {}, private readonly now: () => number = Date.now) {
     this.opts = { ...DEFAULT_CLIENT_OPTIONS, ...opts };
+    this.exec = connection.exec ? new ExecCredentialSource(connection.exec) : undefined;
     this.agent = new Agent({
       connect: {
         ...(connection.ca ? { ca: connection.ca } : {}),
@@ -105,9 +108,10 @@ export class KubeClient {
     });
   }
 
-  /** The bearer token: fixed, or the token file as of at most `tokenRefreshMs` ago. */
-  private bearer(): string | undefined {
+  /** The bearer token: fixed, the token file as of at most `tokenRefreshMs` ago, or the exec plugin's. */
+  private async bearer(): Promise<string | undefined> {
     if (this.connection.token) return this.connection.token;
+    if (this.exec) return this.exec.token();
     const file = this.connection.tokenFile;
     if (!file) return undefined;
     if (!this.token || this.now() - this.token.readAt >= this.opts.tokenRefreshMs) {
@@ -121,9 +125,14 @@ export class KubeClient {
   }
 
   private async send(path: string, signal: AbortSignal | undefined, bodyTimeout: number): Promise<Dispatcher.ResponseData> {
-    const token = this.bearer();
+    let token: string | undefined;
     try {
-      return await this.agent.request({
+      token = await this.bearer();
+    } catch (err) {
+      throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, 'ExecCredential', { cause: err });
+    }
+    try {
+      const res = await this.agent.request({
         origin: this.connection.server,
         path,
         method: 'GET',
@@ -132,6 +141,9 @@ export class KubeClient {
         headersTimeout: this.opts.requestTimeoutMs,
         bodyTimeout,
       });
+      // A refused plugin token is run for again on the next attempt (the reflector retries with backoff).
+      if (res.statusCode === 401 && token && this.exec) this.exec.invalidate(token);
+      return res;
     } catch (err) {
       throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
     }

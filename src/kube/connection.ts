@@ -16,11 +16,23 @@ export interface KubeConnection {
   readonly token?: string;
   /** A token file re-read periodically (bound service-account tokens rotate). */
   readonly tokenFile?: string;
+  /** A kubeconfig exec credential plugin (aws eks get-token, gke-gcloud-auth-plugin, kubelogin, ...). */
+  readonly exec?: ExecPlugin;
   readonly insecureSkipTlsVerify: boolean;
   /** The namespace of the context or of the service account, when known. */
   readonly namespace?: string;
   /** For messages: where this came from. */
   readonly describe: string;
+}
+
+/** `users[].user.exec` of a kubeconfig (client.authentication.k8s.io v1 / v1beta1). */
+export interface ExecPlugin {
+  /** The command; a relative path with a directory part is relative to the kubeconfig's directory. */
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly apiVersion: string;
+  readonly installHint?: string;
 }
 
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -65,9 +77,9 @@ function named(list: unknown, name: string | undefined, field: string): Obj | un
 
 /**
  * A kubeconfig's current context (or `context`): server, certificate-authority(-data),
- * client-certificate(-data), client-key(-data), token or tokenFile, insecure-skip-tls-verify, the
- * context's namespace. Relative file paths are relative to the kubeconfig's directory. Exec and
- * auth-provider plugins are not supported (a clear error says so).
+ * client-certificate(-data), client-key(-data), token or tokenFile, an exec credential plugin (token
+ * credentials), insecure-skip-tls-verify, the context's namespace. Relative file paths are relative to
+ * the kubeconfig's directory. The legacy auth-provider plugins are refused with a clear error.
  */
 export function parseKubeconfig(text: string, file: string, read: (p: string) => string | undefined = readIfExists, context?: string): KubeConnection {
   let doc: unknown;
@@ -86,10 +98,11 @@ export function parseKubeconfig(text: string, file: string, read: (p: string) =>
   const user = named(doc['users'], str(ctx, 'user'), 'user') ?? {};
   const server = str(cluster, 'server');
   if (!server) throw new Error(`kubeconfig ${file}: cluster "${str(ctx, 'cluster')}" has no server`);
-  if (user['exec'] !== undefined || user['auth-provider'] !== undefined) {
-    throw new Error(`kubeconfig ${file}: user "${str(ctx, 'user')}" uses an exec or auth-provider plugin, which meshgate does not run; use a token or client certificate`);
+  if (user['auth-provider'] !== undefined) {
+    throw new Error(`kubeconfig ${file}: user "${str(ctx, 'user')}" uses an auth-provider plugin (removed from kubectl in Kubernetes 1.26); use its exec plugin, a token or a client certificate`);
   }
   const dir = path.dirname(file);
+  const exec = user['exec'] === undefined ? undefined : parseExec(user['exec'], dir, `kubeconfig ${file}: user "${str(ctx, 'user')}" exec`);
   const pem = (o: Obj, dataKey: string, fileKey: string): string | undefined => {
     const data = str(o, dataKey);
     if (data) return Buffer.from(data, 'base64').toString('utf8');
@@ -113,9 +126,35 @@ export function parseKubeconfig(text: string, file: string, read: (p: string) =>
     ...(key ? { key } : {}),
     ...(token ? { token } : {}),
     ...(tokenFile ? { tokenFile: path.resolve(dir, tokenFile) } : {}),
+    ...(exec ? { exec } : {}),
     insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
     ...(namespace ? { namespace } : {}),
     describe: `kubeconfig ${file} (context ${ctxName})`,
+  };
+}
+
+const EXEC_API_VERSIONS = new Set(['client.authentication.k8s.io/v1', 'client.authentication.k8s.io/v1beta1']);
+
+function parseExec(v: unknown, dir: string, where: string): ExecPlugin {
+  if (!isObj(v)) throw new Error(`${where}: not a mapping`);
+  const command = str(v, 'command');
+  if (!command) throw new Error(`${where}: no command`);
+  const apiVersion = str(v, 'apiVersion') ?? '';
+  if (!EXEC_API_VERSIONS.has(apiVersion)) throw new Error(`${where}: apiVersion ${JSON.stringify(apiVersion)}: meshgate speaks ${[...EXEC_API_VERSIONS].join(' and ')}`);
+  const args = v['args'] === undefined ? [] : v['args'];
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw new Error(`${where}: args must be a list of strings`);
+  const env: Record<string, string> = {};
+  const list = v['env'] ?? [];
+  if (!Array.isArray(list)) throw new Error(`${where}: env must be a list of {name, value}`);
+  for (const e of list) {
+    if (!isObj(e) || typeof e['name'] !== 'string' || typeof e['value'] !== 'string') throw new Error(`${where}: env must be a list of {name, value}`);
+    env[e['name']] = e['value'];
+  }
+  const installHint = str(v, 'installHint');
+  return {
+    // kubectl: a command with a path separator is relative to the kubeconfig; a bare name is looked up in PATH.
+    command: command.includes('/') ? path.resolve(dir, command) : command,
+    args: args as string[], env, apiVersion, ...(installHint ? { installHint } : {}),
   };
 }
 

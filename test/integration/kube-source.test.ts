@@ -32,6 +32,28 @@ function seed(fake: FakeKubeApi, v1: HttpbinServer): void {
   for (const s of endpointSliceObj('httpbin', 'httpbin', 'http', [{ pod: 'httpbin-v1', port: v1.port }])) fake.upsert(s);
 }
 
+/** `meshgate run --source kubernetes --kubeconfig F` as a real process, once its first config is applied. */
+async function runOnKube(kubeconfig: string, port: number): Promise<{ child: ChildProcess; stderr: () => string }> {
+  const child = spawn(process.execPath, [MESHGATE_BIN, 'run', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--watch-namespace', 'default,istio-system',
+    '--port-map', `80=${port}`, '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+  try {
+    await waitFor(() => /config version 1 applied/.test(stderr), { timeoutMs: 10_000 });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}; stderr:\n${stderr}`);
+  }
+  return { child, stderr: () => stderr };
+}
+
+/** SIGTERM, and the exit code. */
+function stopProcess(child: ChildProcess): Promise<number | null> {
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  return exited;
+}
+
 async function served(port: number, host = HOST): Promise<{ status: number; by: string }> {
   const r = await httpGet(port, '/status/200', { host });
   return { status: r.status, by: String(r.headers['x-served-by'] ?? '') };
@@ -223,18 +245,55 @@ describe('Kubernetes API source', function () {
       const kubeconfig = path.join(dir, 'kubeconfig');
       fs.writeFileSync(kubeconfig, kubeconfigFor(fake.url, 'sekret'));
       const port = await freePort();
-      child = spawn(process.execPath, [MESHGATE_BIN, 'run', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--watch-namespace', 'default,istio-system',
-        '--port-map', `80=${port}`, '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
-      await waitFor(() => /config version 1 applied/.test(stderr), { timeoutMs: 10_000 });
+      const run = await runOnKube(kubeconfig, port);
+      child = run.child;
+      const stderr = run.stderr();
       assert.match(stderr, /first full sync done/);
       assert.equal((await served(port)).by, 'httpbin-v1');
       assert.ok(fake.requests.some((q) => q.path === '/apis/networking.istio.io/v1/namespaces/default/virtualservices'), 'watched per namespace');
       assert.ok(fake.requests.every((q) => q.authorization === 'Bearer sekret'));
-      const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-      child.kill('SIGTERM');
-      assert.equal(await exited, 0);
+      assert.equal(await stopProcess(child), 0);
+      child = undefined;
+    } finally {
+      child?.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a kubeconfig exec credential plugin: its token is used, and a refused token (401) makes meshgate run it again', async () => {
+    seed(fake, v1);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-kexec-'));
+    let child: ChildProcess | undefined;
+    try {
+      // The plugin prints the token in token.txt, as `aws eks get-token` prints a fresh one.
+      const tokenFile = path.join(dir, 'token.txt');
+      fs.writeFileSync(tokenFile, 'tok-A');
+      fs.writeFileSync(path.join(dir, 'get-token.js'), `const fs = require('fs');
+fs.appendFileSync(${JSON.stringify(path.join(dir, 'runs'))}, 'x');
+const info = JSON.parse(process.env.KUBERNETES_EXEC_INFO);
+console.log(JSON.stringify({ apiVersion: info.apiVersion, kind: 'ExecCredential', status: { token: fs.readFileSync(${JSON.stringify(tokenFile)}, 'utf8') } }));
+`);
+      const kubeconfig = path.join(dir, 'kubeconfig');
+      fs.writeFileSync(kubeconfig, kubeconfigFor(fake.url).replace('  user: {}', `  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: ${process.execPath}
+      args: [${JSON.stringify(path.join(dir, 'get-token.js'))}]`));
+      fake.token = 'tok-A';
+      const port = await freePort();
+      child = (await runOnKube(kubeconfig, port)).child;
+      assert.equal((await served(port)).by, 'httpbin-v1');
+      assert.ok(fake.requests.every((q) => q.authorization === 'Bearer tok-A'), 'every request carried the plugin\'s token');
+      assert.equal(fs.readFileSync(path.join(dir, 'runs'), 'utf8'), 'x', 'one run served every watch');
+      // The credential rotates: the API server now wants tok-B; reconnecting watches get 401 once.
+      fs.writeFileSync(tokenFile, 'tok-B');
+      fake.token = 'tok-B';
+      const before = fake.requests.length;
+      fake.dropWatches('reset');
+      await waitFor(() => fake.requests.slice(before).some((q) => q.authorization === 'Bearer tok-B' && q.watch), { timeoutMs: 10_000 });
+      assert.ok(fs.readFileSync(path.join(dir, 'runs'), 'utf8').length >= 2, 'the plugin ran again after the 401');
+      assert.equal((await served(port)).by, 'httpbin-v1', 'still serving through the rotation');
+      assert.equal(await stopProcess(child), 0);
       child = undefined;
     } finally {
       child?.kill('SIGKILL');

@@ -59,13 +59,32 @@ describe('kubeconfig', () => {
     assert.equal(c.insecureSkipTlsVerify, true);
   });
 
+  it('an exec credential plugin: command (relative to the kubeconfig when it has a path), args, env, apiVersion, installHint', () => {
+    const exec = (command: string) => parseKubeconfig(kubeconfig('    server: https://eks.example', `    exec:
+      apiVersion: client.authentication.k8s.io/v1beta1
+      command: ${command}
+      args: [eks, get-token, --cluster-name, prod]
+      env: [{name: AWS_PROFILE, value: ops}]
+      installHint: install the aws CLI
+      interactiveMode: Never`), '/k/config', read).exec;
+    assert.deepEqual(exec('aws'), {
+      command: 'aws', args: ['eks', 'get-token', '--cluster-name', 'prod'], env: { AWS_PROFILE: 'ops' },
+      apiVersion: 'client.authentication.k8s.io/v1beta1', installHint: 'install the aws CLI',
+    });
+    assert.equal(exec('./bin/get-token')?.command, '/k/bin/get-token');
+    assert.equal(exec('/usr/local/bin/get-token')?.command, '/usr/local/bin/get-token');
+  });
+
   const errors: [string, string, RegExp][] = [
     ['not YAML', ': : :\n  - [', /cannot parse|not a mapping/],
     ['no current context', 'apiVersion: v1\nkind: Config\n', /no current-context/],
     ['context missing', 'current-context: x\ncontexts: []\n', /context "x" is not defined/],
     ['cluster missing', kubeconfig('    insecure-skip-tls-verify: true', '    token: t').replace('name: c1', 'name: c2'), /cluster "c1" of context "dev" is not defined/],
     ['no server', kubeconfig('    insecure-skip-tls-verify: true', '    token: t'), /has no server/],
-    ['exec plugin', kubeconfig('    server: https://x', '    exec:\n      command: aws'), /exec or auth-provider plugin/],
+    ['auth-provider plugin', kubeconfig('    server: https://x', '    auth-provider:\n      name: gcp'), /auth-provider plugin \(removed from kubectl/],
+    ['exec without apiVersion', kubeconfig('    server: https://x', '    exec:\n      command: aws'), /exec: apiVersion "": meshgate speaks/],
+    ['exec without command', kubeconfig('    server: https://x', '    exec:\n      apiVersion: client.authentication.k8s.io/v1'), /exec: no command/],
+    ['exec env not name/value', kubeconfig('    server: https://x', '    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n      env: [{name: A}]'), /env must be a list of \{name, value\}/],
     ['unreadable CA file', kubeconfig('    server: https://x\n    certificate-authority: missing.pem', '    token: t'), /cannot read certificate-authority \/k\/missing.pem/],
   ];
   for (const [what, text, re] of errors) {
