@@ -10,7 +10,7 @@ import { App } from './app';
 import { DEFAULT_IMAGE, kubeInject as inject } from './inject/inject';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
-import { resolveConnection } from './kube/connection';
+import { gatewayNamespace, resolveConnection } from './kube/connection';
 import { startSampleBackends } from './sample';
 import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
 import { captureAvailable } from './sidecar/original-dst';
@@ -33,7 +33,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'kubeconfig', env: 'KUBECONFIG', help: 'kubernetes source: a kubeconfig file (its current context); empty: in-cluster, from the service account', def: '' },
   { name: 'watch-namespace', env: 'MESHGATE_WATCH_NAMESPACE', help: 'kubernetes source: namespaces to watch, comma-separated (default: all); Secrets are read from --namespace, the mesh config from istio-system', def: '' },
   { name: 'labels', env: 'MESHGATE_LABELS', help: "this gateway's labels, matched by Gateway selector", def: 'istio=ingressgateway' },
-  { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace", def: 'istio-system' },
+  { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace (default istio-system; in a pod with --source kubernetes, the service account's namespace)", def: '' },
   { name: 'port-map', env: 'MESHGATE_PORT_MAP', help: 'listen port per Gateway server port, e.g. 80=8080,443=8443', def: '' },
   { name: 'mode', env: 'MESHGATE_MODE', help: "gateway (Gateway listeners) or sidecar (capture listener for iptables-redirected traffic)", def: 'gateway' },
   { name: 'capture-port', env: 'MESHGATE_CAPTURE_PORT', help: 'sidecar mode: the capture listener (iptables REDIRECT target)', def: '15001' },
@@ -238,7 +238,7 @@ async function run(argv: string[]): Promise<number> {
     configPaths,
     ...(kubernetes ? { kubernetes } : {}),
     labels: parseLabels(String(v['labels'])),
-    namespace: String(v['namespace']),
+    namespace: gatewayNamespace(String(v['namespace'] ?? ''), kubernetes && !String(v['kubeconfig'] ?? '') ? kubernetes.connection : undefined),
     portMap: parsePortMap(String(v['port-map'] ?? '')),
     bind: String(v['bind'] || (sidecar ? '::' : '0.0.0.0')),
     ...(sidecar ? { capturePort: port(v['capture-port'], 'capture-port') } : {}),

@@ -168,3 +168,12 @@ export function resolveConnection(kubeconfig: string | undefined, env: NodeJS.Pr
   }
   return inClusterConnection(env);
 }
+
+/**
+ * The gateway's namespace: the flag, else (in a pod, Kubernetes source) the service account's
+ * namespace, else istio-system. A kubeconfig context's namespace is a user's working namespace, not
+ * the gateway's, so it is not used.
+ */
+export function gatewayNamespace(flag: string, inCluster: { readonly namespace?: string } | undefined): string {
+  return flag || inCluster?.namespace || 'istio-system';
+}

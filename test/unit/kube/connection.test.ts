@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { inClusterConnection, parseKubeconfig, resolveConnection } from '../../../src/kube/connection';
+import { gatewayNamespace, inClusterConnection, parseKubeconfig, resolveConnection } from '../../../src/kube/connection';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
@@ -123,5 +123,14 @@ describe('in-cluster config', () => {
   it('outside a cluster, or without a token: a clear error', () => {
     assert.throws(() => inClusterConnection({}, sa, (p) => files[p]), /not running in a cluster.*--kubeconfig/);
     assert.throws(() => inClusterConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }, sa, () => undefined), /cannot read the service account token/);
+  });
+});
+
+describe("the gateway's namespace", () => {
+  it('the flag, else the service account namespace in a pod, else istio-system', () => {
+    assert.equal(gatewayNamespace('gw-ns', { namespace: 'pod-ns' }), 'gw-ns');
+    assert.equal(gatewayNamespace('', { namespace: 'pod-ns' }), 'pod-ns');
+    assert.equal(gatewayNamespace('', { }), 'istio-system');
+    assert.equal(gatewayNamespace('', undefined), 'istio-system');
   });
 });
