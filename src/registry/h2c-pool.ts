@@ -46,6 +46,8 @@ interface Live {
   retired: boolean;
   /** Why the connection could not be made (set before streams hear of it). */
   failure?: Error;
+  /** The upstream sent GOAWAY: no new streams here (a draining egress gateway, say). */
+  goaway?: boolean;
 }
 
 export class H2cPool extends EventEmitter {
@@ -58,7 +60,7 @@ export class H2cPool extends EventEmitter {
     super();
   }
 
-  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler, retried = false): boolean {
     let done = false;
     let stream: http2.ClientHttp2Stream | undefined;
     const fail = (err: Error) => {
@@ -104,6 +106,12 @@ export class H2cPool extends EventEmitter {
     try {
       stream = live.session.request(headers, { endStream: body === null || body === undefined });
     } catch (err) {
+      // A session that has just been told GOAWAY (or closed) takes no new streams: this request
+      // goes on a new connection, once; the old one finishes what it carries.
+      if (!retried && (live.session.closed || live.session.destroyed || live.goaway)) {
+        this.retire(live);
+        return this.dispatch(opts, handler, true);
+      }
       fail(codedError('UND_ERR_SOCKET', (err as Error).message, err));
       return false;
     }
@@ -111,6 +119,10 @@ export class H2cPool extends EventEmitter {
     live.active += 1;
     if (this.opts.maxRequestsPerConnection && live.streams >= this.opts.maxRequestsPerConnection) this.retire(live);
     let ended = false;
+    const s = stream;
+    /** Body bytes the response announced (content-length) and those that came. */
+    let expected: number | undefined;
+    let received = 0;
     // Why a stream ended before its response did: the connection failed, the upstream refused or
     // reset the stream, or the connection went away under it.
     const earlyEnd = (err?: Error & { cause?: NodeJS.ErrnoException }): Error => {
@@ -129,10 +141,6 @@ export class H2cPool extends EventEmitter {
       this.checkEmpty();
     });
     stream.on('error', (err: Error & { cause?: NodeJS.ErrnoException }) => fail(earlyEnd(err)));
-    const s = stream;
-    /** Body bytes the response announced (content-length) and those that came. */
-    let expected: number | undefined;
-    let received = 0;
     guard(() => handler.onConnect?.((reason?: Error) => {
       if (done) return;
       s.close(http2.constants.NGHTTP2_CANCEL);
@@ -216,6 +224,13 @@ export class H2cPool extends EventEmitter {
       clearTimeout(timer);
       live.connected = true;
       this.emit('connect');
+    });
+    // A graceful shutdown of the upstream (Envoy and node both send GOAWAY when draining): new streams
+    // go to a new connection at once instead of failing on this one.
+    // (Streams above the GOAWAY's last stream id are closed by node with REFUSED_STREAM: retried.)
+    session.once('goaway', () => {
+      live.goaway = true;
+      this.retire(live);
     });
     // Streams open on a failing session are destroyed by node and report through their own listeners.
     session.on('error', (err: NodeJS.ErrnoException) => {

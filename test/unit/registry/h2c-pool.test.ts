@@ -25,9 +25,14 @@ describe('H2cPool (h2c on node:http2)', () => {
   let server: http2.Http2Server;
   let port: number;
   let slowEnd: (() => void) | undefined;
+  const serverSessions = new Set<http2.ServerHttp2Session>();
 
   before(async () => {
     server = http2.createServer();
+    server.on('session', (session) => {
+      serverSessions.add(session);
+      session.once('close', () => serverSessions.delete(session));
+    });
     server.on('stream', (stream, headers) => {
       stream.on('error', () => {});
       const path = headers[':path'];
@@ -35,6 +40,17 @@ describe('H2cPool (h2c on node:http2)', () => {
         // Part of the body, then the connection goes away under the stream.
         stream.respond({ ':status': 200, ...(path === '/cut-cl' ? { 'content-length': '100' } : {}) });
         stream.write('part;', () => setTimeout(() => stream.session?.destroy(), 30));
+        return;
+      }
+      if (path === '/unprocessed') {
+        // GOAWAY naming an earlier stream as the last processed: this one was not, and gets no answer.
+        stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, (stream.id ?? 3) - 2);
+        return;
+      }
+      if (path === '/goaway') {
+        // A draining upstream: answer, then GOAWAY (no new streams on this connection).
+        stream.respond({ ':status': 200 });
+        stream.end('bye', () => stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR));
         return;
       }
       if (path === '/head') {
@@ -57,7 +73,11 @@ describe('H2cPool (h2c on node:http2)', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as AddressInfo).port;
   });
-  after(() => new Promise((r) => server.close(r)));
+  after(() => {
+    // node keeps a server session that sent GOAWAY open after its client has gone: cut them so close() returns.
+    for (const session of serverSessions) session.destroy();
+    return new Promise((r) => server.close(r));
+  });
 
   const pool = () => new H2cPool({ host: '127.0.0.1', port, connectTimeoutMs: 1000, idleTimeoutMs: 60_000 });
 
@@ -68,6 +88,36 @@ describe('H2cPool (h2c on node:http2)', () => {
     const ok = await request(p, '/b');
     assert.equal(ok.error, undefined);
     assert.equal(ok.body, '/b app.test');
+    await p.close();
+  });
+
+  it('an upstream GOAWAY (a draining gateway) moves new requests to a new connection: none fails', async () => {
+    const p = pool();
+    let sessions = 0;
+    const count = () => { sessions += 1; };
+    server.on('session', count);
+    try {
+      assert.equal((await request(p, '/goaway')).body, 'bye');
+      await new Promise((r) => setTimeout(r, 50));
+      const after = await Promise.all([request(p, '/n1'), request(p, '/n2'), request(p, '/n3')]);
+      for (const r of after) assert.equal(r.error, undefined, r.error?.message);
+      assert.deepEqual(after.map((r) => r.body), ['/n1 app.test', '/n2 app.test', '/n3 app.test']);
+      assert.equal(sessions, 2, 'one new connection after the GOAWAY');
+    } finally {
+      server.off('session', count);
+      await p.close();
+    }
+  });
+
+  it('a stream above a GOAWAY\'s last stream id was not processed: refused (retried under refused-stream), not a reset', async () => {
+    const p = pool();
+    const held = request(p, '/slow'); // stream 1, answered later
+    await new Promise((r) => setTimeout(r, 50));
+    const r = await request(p, '/unprocessed'); // stream 3: GOAWAY says the last processed is 1
+    assert.equal((r.error as { code?: string } | undefined)?.code, 'UND_ERR_REFUSED_STREAM', r.error?.message);
+    slowEnd!();
+    assert.equal((await held).body, 'part;end', 'the processed stream still completes');
+    assert.equal((await request(p, '/after')).body, '/after app.test');
     await p.close();
   });
 
