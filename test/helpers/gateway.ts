@@ -18,6 +18,8 @@ export interface TestGateway {
   accessLines(): string[];
   /** Wait until the access log has at least n lines. */
   waitForLines(n: number, timeoutMs?: number): Promise<string[]>;
+  /** Wait until an access-log line matches (lines are written asynchronously); returns it. */
+  waitForLine(re: RegExp, timeoutMs?: number): Promise<string>;
   write(name: string, text: string): void;
   stop(): Promise<void>;
 }
@@ -90,6 +92,19 @@ export async function startGateway(files: Record<string, string>, o: StartOption
         return accessLines().length >= n;
       }, { timeoutMs, intervalMs: 20 });
       return accessLines();
+    },
+    async waitForLine(re, timeoutMs = 3000) {
+      let found: string | undefined;
+      try {
+        await waitFor(() => {
+          app.accessLog.flush();
+          found = accessLines().find((l) => re.test(l));
+          return found !== undefined;
+        }, { timeoutMs, intervalMs: 20 });
+      } catch {
+        throw new Error(`no access-log line matches ${re} within ${timeoutMs} ms; lines:\n${accessLines().join('\n')}`);
+      }
+      return found!;
     },
     write,
     async stop() {
