@@ -995,10 +995,40 @@ export function fingerprintOf(set: ResourceSet, id: GatewayIdentity): string {
   return createHash('sha256').update(JSON.stringify([all, set.mesh, set.kubernetesServices ?? [], id.labels, id.namespace, [...id.portMap], id.bind])).digest('hex');
 }
 
+/**
+ * The services this proxy may see: a ServiceEntry's `exportTo`, a Service's
+ * `networking.istio.io/exportTo` annotation (`.` its own namespace, `*` everywhere, else the listed
+ * namespaces), against the proxy's namespace, as istiod filters them. A hidden service a
+ * VirtualService routes to gets a warning: Istio is silent there and its routes answer 503 NC.
+ */
+function exportedServices(all: ReadonlyMap<string, ServiceDef>, set: ResourceSet, proxyNamespace: string, notes: CompileNote[]): Map<string, ServiceDef> {
+  const out = new Map<string, ServiceDef>();
+  const hidden: ServiceDef[] = [];
+  for (const [host, svc] of all) {
+    if (visibleIn(svc.exportTo, svc.namespace, proxyNamespace)) out.set(host, svc);
+    else hidden.push(svc);
+  }
+  if (hidden.length === 0) return out;
+  const routed = new Set<string>();
+  for (const vs of set.virtualServices) {
+    for (const r of [...(vs.spec.http ?? []), ...(vs.spec.tcp ?? []), ...(vs.spec.tls ?? [])]) {
+      for (const d of r.route ?? []) routed.add(resolveHost(d.destination.host, vs.metadata.namespace));
+    }
+  }
+  for (const svc of hidden) {
+    if (!routed.has(svc.host)) continue;
+    notes.push({
+      severity: 'warning', resource: svc.definedBy,
+      message: `${svc.host} is exported to ${svc.exportTo.join(', ')} only, not to ${proxyNamespace} where this proxy runs: routes to it answer 503 NC`,
+    });
+  }
+  return out;
+}
+
 export function compile(set: ResourceSet, id: GatewayIdentity, version: number, now = new Date()): CompileResult {
   const notes: CompileNote[] = [];
   const mesh = compileMesh(set);
-  const services = buildServices(set);
+  const services = exportedServices(buildServices(set), set, id.namespace, notes);
   const listeners = id.capturePort !== undefined
     ? captureListeners(set, id, id.capturePort, services, mesh)
     : compileListeners(set, id, services, mesh, notes);

@@ -7,7 +7,7 @@
 
 import type { Dict, KubeServicePort, KubeServiceSpec } from '../config/types';
 import { DEFAULT_DOMAIN_SUFFIX } from '../config/names';
-import { protocolFromPortName, type EndpointDef, type PortDef, type ServiceDef } from '../serviceentry/services';
+import { protocolFromPortName, type EndpointDef, type PortDef, type ServiceDef, serviceExportTo } from '../serviceentry/services';
 
 export interface KubeMeta {
   readonly name?: string;
@@ -51,7 +51,6 @@ export interface PodObject {
 /** The label an EndpointSlice names its Service with. */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** Istio's annotation limiting where a Service is visible (comma-separated namespaces, `.` or `*`). */
-export const EXPORT_TO_ANNOTATION = 'networking.istio.io/exportTo';
 
 const key = (ns: string, name: string) => `${ns}/${name}`;
 
@@ -106,13 +105,6 @@ export function endpointsOf(
   return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
 }
 
-function exportToOf(meta: KubeMeta | undefined): string[] {
-  const text = meta?.annotations?.[EXPORT_TO_ANNOTATION];
-  if (!text) return ['*'];
-  const list = text.split(',').map((x) => x.trim()).filter(Boolean);
-  return list.length > 0 ? list : ['*'];
-}
-
 /**
  * Registry services for every Service, sorted by host (so a snapshot's fingerprint does not depend
  * on the order events arrived in). Services without a name are skipped.
@@ -152,7 +144,7 @@ export function kubeServiceDefs(
         : endpointsOf(kubePorts, ns, slicesOf.get(key(ns, name)) ?? [], podIndex),
       addresses: clusterIP,
       location: 'MESH_INTERNAL',
-      exportTo: exportToOf(svc.metadata),
+      exportTo: serviceExportTo(svc.metadata?.annotations),
       definedBy: `Service ${ns}/${name}`,
       ...(spec.clusterIP === 'None' ? { headless: true } : {}),
     });

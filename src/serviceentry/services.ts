@@ -50,6 +50,16 @@ export interface ServiceDef {
   readonly headless?: boolean;
 }
 
+/** Istio's annotation on a Kubernetes Service: the namespaces it is exported to (default everywhere). */
+export const EXPORT_TO_ANNOTATION = 'networking.istio.io/exportTo';
+
+/** A Service's exportTo from its annotations (`.`, `*` or namespaces, comma-separated). */
+export function serviceExportTo(annotations: Readonly<Record<string, string>> | null | undefined): string[] {
+  const text = annotations?.[EXPORT_TO_ANNOTATION];
+  const list = text ? text.split(',').map((x) => x.trim()).filter(Boolean) : [];
+  return list.length > 0 ? list : ['*'];
+}
+
 function labelsMatch(selector: Dict<string> | undefined, labels: Dict<string> | undefined): boolean {
   if (!selector) return false;
   const keys = Object.keys(selector);
@@ -166,7 +176,7 @@ function fromKubeService(svc: ServiceResource, set: ResourceSet, suffix: string)
     endpoints: external ? [{ address: svc.spec.externalName!, ports: {}, labels: {}, weight: 1 }] : endpoints,
     addresses: svc.spec.clusterIP && svc.spec.clusterIP !== 'None' ? [svc.spec.clusterIP] : [],
     location: 'MESH_INTERNAL',
-    exportTo: ['*'],
+    exportTo: serviceExportTo(svc.metadata.annotations),
     definedBy: `Service ${ns}/${svc.metadata.name}`,
     ...(svc.spec.clusterIP === 'None' ? { headless: true } : {}),
   };

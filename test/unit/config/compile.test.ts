@@ -193,3 +193,39 @@ describe('compile: headless Services', () => {
     assert.equal(snapshot.clusters.get('outbound|5432||db-vip.default.svc.cluster.local')!.originalDstPort, undefined);
   });
 });
+
+describe('compile: exportTo of services (ServiceEntry exportTo, Service annotation)', () => {
+  const se = (name: string, exportTo: string[] | undefined, ns = 'default') => res('ServiceEntry', name, {
+    hosts: [`${name}.example.org`], ports: [{ number: 80, name: 'http', protocol: 'HTTP' }], resolution: 'STATIC',
+    endpoints: [{ address: '127.0.0.1' }], ...(exportTo ? { exportTo } : {}),
+  }, ns);
+  const annotated = (name: string, exportTo: string) => {
+    const r = res('Service', name, { selector: { app: name }, ports: [{ name: 'http', port: 80 }] });
+    return { ...r, metadata: { ...r.metadata, annotations: { 'networking.istio.io/exportTo': exportTo } } };
+  };
+  const vs = res('VirtualService', 'routes', {
+    hosts: ['*'], gateways: ['istio-system/gw'],
+    http: [{ route: [{ destination: { host: 'private.example.org' } }] }],
+  });
+  const all = set([se('public', undefined), se('private', ['.']), se('shared', ['istio-system', 'team-b']), annotated('local-svc', '.'), annotated('wide-svc', '*'), vs]);
+
+  it('a gateway in istio-system sees what is exported everywhere or to istio-system, not what a namespace kept to itself', () => {
+    const { snapshot, notes } = compile(all, id, 1);
+    assert.deepEqual([...snapshot.services.keys()].sort(), [
+      'public.example.org', 'shared.example.org', 'wide-svc.default.svc.cluster.local',
+    ]);
+    assert.ok(!snapshot.clusters.has('outbound|80||private.example.org'));
+    // Istio is silent when a route names a hidden service; we say why its requests will get 503 NC.
+    const hidden = notes.filter((n) => n.message.includes('is exported to'));
+    assert.deepEqual(hidden.map((n) => [n.resource, n.message]), [[
+      'ServiceEntry default/private', 'private.example.org is exported to . only, not to istio-system where this proxy runs: routes to it answer 503 NC',
+    ]]);
+  });
+
+  it('a proxy in the services\' own namespace sees those exported to it (`.`, `*`), not one listing other namespaces only', () => {
+    const { snapshot } = compile(all, { ...id, namespace: 'default' }, 1);
+    assert.deepEqual([...snapshot.services.keys()].sort(), [
+      'local-svc.default.svc.cluster.local', 'private.example.org', 'public.example.org', 'wide-svc.default.svc.cluster.local',
+    ]);
+  });
+});
