@@ -1,8 +1,9 @@
 // HTTP/2 with prior knowledge (h2c) toward one upstream endpoint, on node:http2.
 //
 // Why not undici's HTTP/2 client: on the sidecar -> egress gateway hop (a Service port named http2,
-// as Istio's) it cost 84-94 µs of CPU per request against 47 for node:http2 in a client
-// microbenchmark, and that hop runs twice per request in sidecar + egress setups.
+// as Istio's) it cost 86-118 µs of CPU per request against 66-84 for this pool in a client
+// microbenchmark (docs/benchmarks.md), and it reports a stream reset like a lost connection, where
+// Envoy tells REFUSED_STREAM (retried) and RST_STREAM (503 UR) apart.
 //
 // It speaks the part of undici's Dispatcher interface the proxy uses (dispatch with a handler of
 // onConnect / onHeaders / onData / onComplete / onError, close, destroy, and the pool events
@@ -19,6 +20,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { HOP_BY_HOP } from '../gateway/http/headers';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -30,8 +32,6 @@ export interface H2cPoolOptions {
   readonly keepaliveMs?: number;
 }
 
-/** Connection-specific headers HTTP/2 forbids (RFC 9113 8.2.2); `te` may only say `trailers`. */
-const NOT_IN_H2 = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'http2-settings']);
 
 /** Errors shaped as undici's, so fromUpstreamError maps both clients alike. */
 function codedError(code: string, message: string, cause?: unknown): Error {
@@ -46,8 +46,6 @@ interface Live {
   retired: boolean;
   /** Why the connection could not be made (set before streams hear of it). */
   failure?: Error;
-  /** The upstream sent GOAWAY: no new streams here (a draining egress gateway, say). */
-  goaway?: boolean;
 }
 
 export class H2cPool extends EventEmitter {
@@ -97,9 +95,10 @@ export class H2cPool extends EventEmitter {
       const v = given[name];
       if (v === undefined) continue;
       const lower = name.toLowerCase();
+      // Connection-specific headers have no place in HTTP/2 (RFC 9113 8.2.2); `te` may only say trailers.
       if (lower === 'host') headers[':authority'] = Array.isArray(v) ? v[0] : v;
       else if (lower === 'te') { if (String(v).toLowerCase() === 'trailers') headers['te'] = 'trailers'; }
-      else if (!NOT_IN_H2.has(lower)) headers[lower] = v;
+      else if (!HOP_BY_HOP.has(lower) && lower !== 'http2-settings') headers[lower] = v;
     }
     headers[':authority'] ??= `${this.opts.host}:${this.opts.port}`;
     const body = opts.body as Buffer | Readable | string | null | undefined;
@@ -108,7 +107,7 @@ export class H2cPool extends EventEmitter {
     } catch (err) {
       // A session that has just been told GOAWAY (or closed) takes no new streams: this request
       // goes on a new connection, once; the old one finishes what it carries.
-      if (!retried && (live.session.closed || live.session.destroyed || live.goaway)) {
+      if (!retried && (live.retired || live.session.closed || live.session.destroyed)) {
         this.retire(live);
         return this.dispatch(opts, handler, true);
       }
@@ -127,7 +126,7 @@ export class H2cPool extends EventEmitter {
     // reset the stream, or the connection went away under it.
     const earlyEnd = (err?: Error & { cause?: NodeJS.ErrnoException }): Error => {
       if (!live.connected) return live.failure ?? (err?.cause?.code ? err.cause : codedError('ECONNREFUSED', err?.message ?? 'upstream connection failed', err));
-      const rst = stream.rstCode ?? 0;
+      const rst = s.rstCode ?? 0;
       // REFUSED_STREAM (7): the server did not process it; safe to retry (Envoy's refused-stream).
       if (rst === http2.constants.NGHTTP2_REFUSED_STREAM) return codedError('UND_ERR_REFUSED_STREAM', 'upstream refused the stream', err);
       // A RST_STREAM of the upstream's (Envoy: remote reset); a lost connection is a termination.
@@ -149,18 +148,20 @@ export class H2cPool extends EventEmitter {
     stream.on('response', (h) => {
       if (done) return;
       const status = Number(h[':status']);
-      const raw: Buffer[] = [];
+      // Name, value, ... as undici's raw headers, but strings: the proxy reads both forms, and
+      // encoding each header to a Buffer only for it to decode them again costs per request.
+      const raw: string[] = [];
       for (const name in h) {
         if (name.charCodeAt(0) === 58 /* : */) continue;
         const v = h[name];
         if (v === undefined) continue;
-        for (const one of Array.isArray(v) ? v : [v]) raw.push(Buffer.from(name, 'latin1'), Buffer.from(String(one), 'latin1'));
+        for (const one of Array.isArray(v) ? v : [v]) raw.push(name, String(one));
       }
       const cl = h['content-length'];
       // A HEAD answer, 204 and 304 carry no body whatever their content-length says.
       const bodyless = opts.method === 'HEAD' || status === 204 || status === 304;
       if (!bodyless && cl !== undefined && /^\d+$/.test(String(cl))) expected = Number(cl);
-      if (guard(() => handler.onHeaders?.(status, raw, () => s.resume(), '')) === false) s.pause();
+      if (guard(() => handler.onHeaders?.(status, raw as unknown as Buffer[], () => s.resume(), '')) === false) s.pause();
     });
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
@@ -174,25 +175,24 @@ export class H2cPool extends EventEmitter {
       // (the upstream went away): then the response is whole only if its content-length says so.
       // (A session cut right after a clean END_STREAM of a response without content-length reads as
       // truncated: the client is reset rather than handed a body that may be short.)
-      if (s.destroyed && (expected === undefined || received !== expected)) {
-        return fail(expected !== undefined && received < expected
-          ? codedError('UND_ERR_SOCKET', `upstream connection closed after ${received} of ${expected} body bytes`)
-          : codedError('UND_ERR_SOCKET', 'upstream connection closed before the response ended'));
-      }
-      if (expected !== undefined && received !== expected) {
-        return fail(codedError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `response body of ${received} bytes, content-length ${expected}`));
+      const short = expected !== undefined ? received !== expected : s.destroyed;
+      if (short) {
+        const got = expected !== undefined ? ` (${received} of ${expected} body bytes)` : '';
+        return fail(s.destroyed
+          ? codedError('UND_ERR_SOCKET', `upstream connection closed before the response ended${got}`)
+          : codedError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `response body of ${received} bytes, content-length ${expected}`));
       }
       done = true;
       guard(() => handler.onComplete?.([]));
     });
     if (body !== null && body !== undefined) {
-      if (typeof body === 'string' || Buffer.isBuffer(body)) stream.end(body);
+      if (typeof body === 'string' || Buffer.isBuffer(body)) s.end(body);
       else {
         body.once('error', (err) => {
-          stream.close(http2.constants.NGHTTP2_CANCEL);
+          s.close(http2.constants.NGHTTP2_CANCEL);
           fail(err);
         });
-        body.pipe(stream);
+        body.pipe(s);
       }
     }
     return true;
@@ -201,17 +201,15 @@ export class H2cPool extends EventEmitter {
   /** The session new streams go on: the live one, or a new connection. */
   private session(): Live {
     if (this.live && !this.live.retired && !this.live.session.closed && !this.live.session.destroyed) return this.live;
+    this.prune(); // a new connection is rare: the moment to forget dead ones
     const o = this.opts;
     const authority = o.host.includes(':') ? `http://[${o.host}]:${o.port}` : `http://${o.host}:${o.port}`;
     const session = http2.connect(authority, {
-      createConnection: () => {
-        const socket = net.connect({
-          host: o.host, port: o.port, noDelay: true,
-          ...(o.localAddress ? { localAddress: o.localAddress } : {}),
-          ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
-        });
-        return socket;
-      },
+      createConnection: () => net.connect({
+        host: o.host, port: o.port, noDelay: true,
+        ...(o.localAddress ? { localAddress: o.localAddress } : {}),
+        ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
+      }),
     });
     const live: Live = { session, streams: 0, active: 0, connected: false, retired: false };
     this.live = live;
@@ -228,10 +226,7 @@ export class H2cPool extends EventEmitter {
     // A graceful shutdown of the upstream (Envoy and node both send GOAWAY when draining): new streams
     // go to a new connection at once instead of failing on this one.
     // (Streams above the GOAWAY's last stream id are closed by node with REFUSED_STREAM: retried.)
-    session.once('goaway', () => {
-      live.goaway = true;
-      this.retire(live);
-    });
+    session.once('goaway', () => this.retire(live));
     // Streams open on a failing session are destroyed by node and report through their own listeners.
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (!live.connected) this.emit('connectionError', err);
@@ -255,10 +250,15 @@ export class H2cPool extends EventEmitter {
     if (live.active === 0) live.session.close();
   }
 
-  private checkEmpty(): void {
-    // A session destroyed before it connected may never emit 'close': destroyed is gone enough.
+  /** A session destroyed before it connected may never emit 'close': destroyed is gone enough. */
+  private prune(): void {
     for (const live of this.all) if (live.session.destroyed) this.all.delete(live);
-    if (!this.closing || this.all.size > 0) return;
+  }
+
+  private checkEmpty(): void {
+    if (!this.closing) return;
+    this.prune();
+    if (this.all.size > 0) return;
     const waiting = this.onEmpty;
     this.onEmpty = [];
     for (const resolve of waiting) resolve();

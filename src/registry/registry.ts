@@ -115,15 +115,6 @@ export class Registry {
     return e;
   }
 
-  /**
-   * The endpoint for an original-destination cluster (resolution NONE) at a gateway: `host` (the
-   * request's SNI or Host) resolved, on the cluster's port. Endpoints are kept per address, so their
-   * counters and connection pools are reused.
-   */
-  async originalDestination(cluster: Cluster, host: string): Promise<Endpoint | undefined> {
-    const port = cluster.def.originalDstPort;
-    return port === undefined ? undefined : this.resolveEndpoint(host, port);
-  }
 
   /** `host` (an IP or a name, resolved now) on `port`: per-port capture's passthrough. */
   async resolveEndpoint(host: string, port: number): Promise<Endpoint | undefined> {

@@ -51,7 +51,7 @@ export interface ServiceDef {
 }
 
 /** Istio's annotation on a Kubernetes Service: the namespaces it is exported to (default everywhere). */
-export const EXPORT_TO_ANNOTATION = 'networking.istio.io/exportTo';
+const EXPORT_TO_ANNOTATION = 'networking.istio.io/exportTo';
 
 /** A Service's exportTo from its annotations (`.`, `*` or namespaces, comma-separated). */
 export function serviceExportTo(annotations: Readonly<Record<string, string>> | null | undefined): string[] {

@@ -236,9 +236,12 @@ export class AccessLog {
     return this.format !== undefined;
   }
 
-  /** Lines dropped because the file did not keep up, and failed writes. */
+  /** Losses of access-log files no longer written (a mesh config change of accessLogFile). */
+  private readonly lostBefore = { dropped: 0, errors: 0 };
+
+  /** Lines dropped because the file did not keep up, and failed writes, since start (counters). */
   get losses(): { dropped: number; errors: number } {
-    return { dropped: this.out?.dropped ?? 0, errors: this.out?.errors ?? 0 };
+    return { dropped: this.lostBefore.dropped + (this.out?.dropped ?? 0), errors: this.lostBefore.errors + (this.out?.errors ?? 0) };
   }
 
   write(r: AccessRecord): void {
@@ -262,7 +265,11 @@ export class AccessLog {
     const out = this.out;
     this.out = undefined;
     if (!out) return Promise.resolve();
+    this.lostBefore.dropped += out.dropped;
+    const errorsSoFar = out.errors;
+    this.lostBefore.errors += errorsSoFar;
     return out.close().then(() => {
+      this.lostBefore.errors += out.errors - errorsSoFar; // a write still in flight may yet fail
       if (out.fd > 2) fs.close(out.fd, () => {});
     });
   }

@@ -220,7 +220,8 @@ async function* counted(req: IncomingMessage, ex: Exchange): AsyncGenerator<Buff
   }
 }
 
-function grpcStatusOf(raw: readonly Buffer[]): string | undefined {
+/** grpc-status among raw response headers (Buffers from undici, strings from the h2c pool). */
+function grpcStatusOf(raw: readonly (Buffer | string)[]): string | undefined {
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if (raw[i]!.length === 11 && raw[i]!.toString('latin1').toLowerCase() === 'grpc-status') return raw[i + 1]!.toString('latin1');
   }
@@ -466,11 +467,9 @@ class Forwarder {
       if (!this.deps.store.current.mesh.disableShadowHostSuffix) headers['host'] = shadowHost(host);
       delete headers['x-envoy-attempt-count'];
       try {
-        const tls = cluster.def.upstreamTls ? upstreamTlsOptions(cluster.def.upstreamTls, cluster.def.host) : undefined;
-        if (tls instanceof Error) continue;
-        this.deps.registry.pool(endpoint, {
-          connectTimeoutMs: cluster.def.connectTimeoutMs, ...(tls ? { tls } : {}), ...(cluster.def.http2 ? { http2: true } : {}),
-        }).dispatch(
+        const poolOptions = poolOptionsOf(cluster.def);
+        if (poolOptions instanceof Error) continue;
+        this.deps.registry.pool(endpoint, poolOptions).dispatch(
           { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.body, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
           { onConnect: () => {}, onHeaders: () => true, onData: () => true, onComplete: () => {}, onError: () => {} },
         );

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { compileTextFormat, formatterFor, ISTIO_TEXT_FORMAT, type AccessRecord } from '../../../src/telemetry/access-log';
+import fs from 'node:fs';
+import os from 'node:os';
+import { AccessLog, compileTextFormat, formatterFor, ISTIO_TEXT_FORMAT, type AccessRecord } from '../../../src/telemetry/access-log';
 
 const rec: AccessRecord = {
   startTime: Date.parse('2024-01-09T15:35:47.283Z'),
@@ -68,5 +70,24 @@ setTimeout(() => { a.close(); process.exit(0); }, 50);`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });
     assert.equal(r.stderr, '');
     assert.equal(r.status, 0);
+  });
+
+  it('lost lines stay counted when accessLogFile changes (the metrics are counters)', async function () {
+    if (!fs.existsSync('/dev/full')) this.skip();
+    // /dev/full fails every write with ENOSPC.
+    const log = new AccessLog({ file: '/dev/full', encoding: 'TEXT', format: '' });
+    log.write(rec);
+    const { waitFor } = await import('../../helpers/upstream');
+    await waitFor(() => { log.flush(); return log.losses.errors === 1; }, { timeoutMs: 3000 });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-al-'));
+    try {
+      log.configure({ file: path.join(dir, 'access.log'), encoding: 'TEXT', format: '' });
+      log.write(rec);
+      assert.deepEqual(log.losses, { dropped: 0, errors: 1 });
+      await log.close();
+      assert.match(fs.readFileSync(path.join(dir, 'access.log'), 'utf8'), /"GET \/politics HTTP\/1\.1" 301 /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
