@@ -41,16 +41,9 @@ const PEER_UNDICI = path.resolve(ROOT, '../shared/bench/lib/node/undici-proxy.js
 const PROXY_CORE = cores > 1 ? 1 : 0;
 const LOAD_CORE = 0;
 
-interface Row {
-  readonly workload: string;
-  readonly target: string;
-  readonly rps: number;
-  readonly p50: number;
-  readonly p99: number;
-  readonly cpuUsPerReq?: number;
-  readonly vcpu?: number;
+/** A sidecar-bench row plus what the HTTP workloads also report. */
+interface Row extends SidecarRow {
   readonly rssMiB?: number;
-  readonly errors: number;
   /** req/s of each round, when there were several. */
   readonly spread?: number[];
 }

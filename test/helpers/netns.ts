@@ -2,6 +2,9 @@
 // SO_ORIGINAL_DST addon. They are skipped with a message naming what is missing, never silently.
 
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { captureAvailable } from '../../src/sidecar/original-dst';
 
 export function have(cmd: string): boolean {
@@ -102,5 +105,31 @@ export class NetnsWorld {
         // already gone
       }
     }
+  }
+}
+
+/**
+ * A work directory every uid in the namespaces can use (meshgate runs there as 1337 and other
+ * users), with `config/` in it for the YAML the test writes.
+ */
+export function sharedWorkDir(prefix: string): { dir: string; cfg: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o777);
+  const cfg = path.join(dir, 'config');
+  fs.mkdirSync(cfg, { mode: 0o777 });
+  return { dir, cfg };
+}
+
+/** Let every uid read what the test wrote at the top of `dir` (keys, certificates, scripts). */
+export function shareFiles(dir: string): void {
+  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
+}
+
+/** The access log meshgate writes to `dir`/access.log; '' until it exists. */
+export function accessLogIn(dir: string): string {
+  try {
+    return fs.readFileSync(path.join(dir, 'access.log'), 'utf8');
+  } catch {
+    return '';
   }
 }

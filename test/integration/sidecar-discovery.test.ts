@@ -7,12 +7,11 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
-import { missingForCapture, NetnsWorld } from '../helpers/netns';
+import { missingForCapture, NetnsWorld, accessLogIn, shareFiles, sharedWorkDir } from '../helpers/netns';
 
 const PODS = (cert: string, key: string) => `
 const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
@@ -73,7 +72,7 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
   let cfg: string;
   let dns: ChildProcess;
   let ca: CaPem;
-  const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
+  const log = () => accessLogIn(dir);
   const inPod = (args: string[], timeoutMs?: number) => world.exec(pod, args, timeoutMs);
   const dnsCommand = (c: object) => dns.stdin!.write(`${JSON.stringify(c)}\n`);
 
@@ -87,13 +86,10 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
 
   before(async function () {
     if (this.currentTest?.isPending()) return;
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-discovery-'));
-    fs.chmodSync(dir, 0o777);
-    cfg = path.join(dir, 'config');
-    fs.mkdirSync(cfg, { mode: 0o777 });
+    ({ dir, cfg } = sharedWorkDir('meshgate-discovery-'));
     ca = await makeCa(dir, 'ca');
     const wiki = await makeLeaf(dir, ca, 'wiki', ['*.wiki.test', 'other.test']);
-    for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
+    shareFiles(dir);
     fs.writeFileSync(path.join(dir, 'pods.js'), PODS(wiki.certFile, wiki.keyFile), { mode: 0o644 });
     pod = world.add('mgdpod');
     const cluster = world.add('mgdcl');

@@ -7,12 +7,11 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
-import { missingForCapture, NetnsWorld } from '../helpers/netns';
+import { missingForCapture, NetnsWorld, accessLogIn, shareFiles, sharedWorkDir } from '../helpers/netns';
 
 const EXTERNAL = (cert: string, key: string) => `
 const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
@@ -58,7 +57,7 @@ describe('sidecar per-port capture (the fallback without SO_ORIGINAL_DST; netns)
   let dir: string;
   let cfg: string;
   let ca: CaPem;
-  const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
+  const log = () => accessLogIn(dir);
   const inPod = (args: string[]) => world.exec(pod, args);
 
   before(function () {
@@ -72,13 +71,10 @@ describe('sidecar per-port capture (the fallback without SO_ORIGINAL_DST; netns)
 
   before(async function () {
     if (this.currentTest?.isPending()) return;
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-fallback-'));
-    fs.chmodSync(dir, 0o777);
-    cfg = path.join(dir, 'config');
-    fs.mkdirSync(cfg, { mode: 0o777 });
+    ({ dir, cfg } = sharedWorkDir('meshgate-fallback-'));
     ca = await makeCa(dir, 'ca');
     const leaf = await makeLeaf(dir, ca, 'site', ['secure.fallback.test']);
-    for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
+    shareFiles(dir);
     fs.writeFileSync(path.join(dir, 'external.js'), EXTERNAL(leaf.certFile, leaf.keyFile));
     pod = world.add('mgfbpod');
     const ext = world.add('mgfbext');

@@ -6,11 +6,10 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { waitFor } from '../helpers/upstream';
-import { missingForCapture } from '../helpers/netns';
+import { missingForCapture, accessLogIn, sharedWorkDir } from '../helpers/netns';
 
 const POD = `mgin${process.pid}`;
 const CLIENT = `mgcl${process.pid}`;
@@ -37,7 +36,7 @@ describe('sidecar inbound: D1 (a Service port) and D2 (any other port)', functio
   const procs: ChildProcess[] = [];
   let dir: string;
   let made = false;
-  const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
+  const log = () => accessLogIn(dir);
 
   before(function () {
     const missing = missingForCapture();
@@ -49,11 +48,10 @@ describe('sidecar inbound: D1 (a Service port) and D2 (any other port)', functio
 
   before(async function () {
     if (this.currentTest?.isPending()) return;
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-inbound-'));
-    fs.chmodSync(dir, 0o777);
+    const work = sharedWorkDir('meshgate-inbound-');
+    dir = work.dir;
     fs.writeFileSync(path.join(dir, 'app.js'), APP, { mode: 0o644 });
-    const cfg = path.join(dir, 'config');
-    fs.mkdirSync(cfg, { mode: 0o777 });
+    const cfg = work.cfg;
     fs.writeFileSync(path.join(cfg, 'config.yaml'), `apiVersion: v1
 kind: ConfigMap
 metadata: {name: istio, namespace: istio-system}

@@ -7,12 +7,11 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
-import { missingForCapture, NetnsWorld } from '../helpers/netns';
+import { missingForCapture, NetnsWorld, accessLogIn, shareFiles, sharedWorkDir } from '../helpers/netns';
 
 const world = new NetnsWorld();
 let POD = '';
@@ -71,7 +70,7 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
   let cfg: string;
   let ca: CaPem;
   let eg = '';
-  const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } };
+  const log = () => accessLogIn(dir);
 
   before(function () {
     const missing = missingForCapture();
@@ -83,14 +82,11 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
 
   before(async function () {
     if (this.currentTest?.isPending()) return;
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-sidecar-'));
-    fs.chmodSync(dir, 0o777);
-    cfg = path.join(dir, 'config');
-    fs.mkdirSync(cfg, { mode: 0o777 });
+    ({ dir, cfg } = sharedWorkDir('meshgate-sidecar-'));
     ca = await makeCa(dir, 'ca');
     const leaf = await makeLeaf(dir, ca, 'cnn', ['edition.cnn.test']);
     const site = await makeLeaf(dir, ca, 'site', ['edition.cnn.com']);
-    for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o755);
+    shareFiles(dir);
     fs.writeFileSync(path.join(dir, 'external.js'), EXTERNAL(leaf.certFile, leaf.keyFile, site.certFile, site.keyFile));
     POD = world.add('mgpod');
     EXT = world.add('mgext');
