@@ -15,6 +15,9 @@ export interface LoadResult {
   readonly p50: number;
   readonly p90: number;
   readonly p99: number;
+  /** rategen only. */
+  readonly p999?: number;
+  readonly max?: number;
 }
 
 function percentile(sorted: Float64Array, p: number): number {

@@ -4,6 +4,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import type { LoadResult } from './loadgen';
 
 const TICKS = 100; // USER_HZ on Linux
 
@@ -155,4 +157,25 @@ export async function waitHttp(port: number, timeoutMs = 15_000): Promise<void> 
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`nothing answered 200 on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+/**
+ * Compile bench/rategen.c (the constant-rate HTTP generator) into `dir`; undefined without gcc or
+ * when it does not compile (the bench then falls back to the Node generator and says so).
+ */
+export function buildRategen(root: string, dir: string): string | undefined {
+  if (!which('gcc')) return undefined;
+  const out = path.join(dir, 'rategen');
+  const r = spawnSync('gcc', ['-O2', '-o', out, path.join(root, 'bench/rategen.c')], { encoding: 'utf8' });
+  return r.status === 0 ? out : undefined;
+}
+
+/** Run a load generator (argv, already pinned and placed) that prints one LoadResult JSON line. */
+export function runLoad(argv: string[], seconds: number, env: NodeJS.ProcessEnv = process.env): LoadResult {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: (seconds + 30) * 1000, env });
+  try {
+    return JSON.parse((r.stdout ?? '').trim().split('\n').pop() ?? '') as LoadResult;
+  } catch {
+    throw new Error(`load generator failed (${argv.join(' ')}): ${r.stderr}`);
+  }
 }

@@ -16,6 +16,7 @@ import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
 import { captureAvailable } from './sidecar/original-dst';
 import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
 import { offerMetrics, runPrimary, workerIndex } from './workers';
+import { lowerHelperThreads, parseHelperNice } from './helper-threads';
 
 interface FlagSpec {
   readonly name: string;
@@ -52,6 +53,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
   { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
   { name: 'workers', env: 'MESHGATE_WORKERS', help: "gateway processes sharing the listen ports (node:cluster); 'auto' = one per core", def: '1' },
+  { name: 'helper-nice', env: 'MESHGATE_HELPER_NICE', help: "nice value for the runtime's helper threads (garbage collector, compiler, file and DNS pool) so they yield the core to the event loop (Linux; 0 leaves them)", def: '10' },
   { name: 'with-sample-backends', env: 'MESHGATE_SAMPLE_BACKENDS', help: 'also start the sample httpbin, helloworld and tcp-echo backends the default config routes to', boolean: true },
 ];
 
@@ -214,6 +216,7 @@ async function run(argv: string[]): Promise<number> {
   const sidecar = mode === 'sidecar';
   const workers = workerCount(v['workers']);
   const index = workerIndex();
+  const helperNice = parseHelperNice(String(v['helper-nice']));
   if (workers > 1 && index === undefined) {
     const samples = v['with-sample-backends'] ? await startSampleBackends() : undefined;
     const log = pino({ level: String(v['log-level']), base: { component: 'meshgate', role: 'primary' } }, pino.destination(2));
@@ -256,6 +259,7 @@ async function run(argv: string[]): Promise<number> {
     watch: !v['no-watch'],
   });
   if (samples) for (const line of samples.describe()) app.log.info(line);
+  lowerHelperThreads(helperNice, (o) => app.log.debug({ lowered: o.lowered, failed: o.failed, nice: helperNice }, 'helper threads reniced'));
   if (sidecar && !v['fallback-ports'] && !captureAvailable()) {
     app.log.error('sidecar mode: the SO_ORIGINAL_DST addon is not built, so captured connections cannot be routed; rebuild it (npm install with python3, make, g++) or use per-port capture (--fallback-ports, with the same list for meshgate iptables)');
   }

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -251,5 +252,68 @@ ${route(9001, 'resetter.internal')}${route(9002, 'silent.internal')}${route(9003
     assert.ok(lines.some((l) => /"- - -" 0 UH - - "-" 0 0 \d+ - "-" "-" "-" "-" "-" outbound\|7000\|\|empty\.internal /.test(l)), lines.join('\n'));
     assert.ok(lines.some((l) => /"- - -" 0 NC - - "-" 0 0 \d+ - "-" "-" "-" "-" "-" outbound\|7000\|\|nowhere\.internal /.test(l)), lines.join('\n'));
     assert.ok(lines.some((l) => new RegExp(`"- - -" 0 NR filter_chain_not_found - "-" 0 0 \\d+ - "-" "-" "-" "-" "-" - - 127\\.0\\.0\\.1:${gw.port(9006)} `).test(l)), lines.join('\n'));
+  });
+});
+
+describe('TCP gateway: backpressure', function () {
+  this.timeout(60_000);
+  let gw: TestGateway;
+  let sink: net.Server;
+  let held: net.Socket | undefined;
+
+  before(async () => {
+    // An upstream that reads nothing until told, then answers the sha256 of everything it got.
+    sink = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.pause();
+      held = s;
+      const hash = createHash('sha256');
+      s.on('data', (c: Buffer) => hash.update(c));
+      s.on('end', () => s.end(hash.digest('hex')));
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    gw = await startGateway({
+      'sink.yaml': `${loopbackServiceEntryYaml('sink', 'sink.internal', 7000, 'TCP', (sink.address() as net.AddressInfo).port)}apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 9101, name: tcp, protocol: TCP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sink, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  tcp: [{route: [{destination: {host: sink.internal, port: {number: 7000}}}]}]
+`,
+    }, { serverPorts: [9101] });
+  });
+  after(async () => {
+    await gw?.stop();
+    sink?.close();
+  });
+
+  it('a slow upstream holds the client back (the gateway stops reading), then every byte arrives in order', async () => {
+    const total = 64 * 1024 * 1024; // well past what the kernel buffers of both connections hold
+    const data = Buffer.alloc(total);
+    for (let i = 0; i < total; i += 4) data.writeUInt32LE(i * 2654435761 >>> 0, i);
+    const sent = createHash('sha256').update(data).digest('hex');
+    const client = net.connect({ port: gw.port(9101), host: '127.0.0.1', allowHalfOpen: true });
+    client.on('error', () => {});
+    await new Promise<void>((r) => client.once('connect', () => r()));
+    let answer = '';
+    client.on('data', (c: Buffer) => { answer += c.toString(); });
+    const ended = new Promise<void>((r) => client.once('end', () => r()));
+    client.end(data);
+    await waitFor(() => held !== undefined, { timeoutMs: 5000 });
+    await new Promise((r) => setTimeout(r, 700));
+    // Loopback buffers take some MiB; a gateway reading on regardless would have taken the rest.
+    assert.ok(client.writableLength > 16 * 1024 * 1024, `client still holds ${client.writableLength} bytes`);
+    held!.resume();
+    await ended;
+    assert.equal(answer, sent);
+    client.destroy();
   });
 });

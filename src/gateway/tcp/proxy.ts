@@ -114,6 +114,15 @@ function reset(socket: Socket | undefined): void {
   }
 }
 
+/** When `from` has ended (now, if it already has: a client may send its FIN with its first bytes), FIN `to`. */
+function passEnd(from: Socket, to: Socket): void {
+  const fin = () => {
+    if (!to.destroyed) to.end();
+  };
+  if (from.readableEnded) process.nextTick(fin);
+  else from.once('end', fin);
+}
+
 function baseRecord(socket: Socket, startTime: number, sni: string | undefined): AccessRecord {
   return {
     startTime,
@@ -256,24 +265,31 @@ class TcpSession {
     const down = this.downstream;
     const up = this.upstream!;
     const series = this.series!;
+    const rec = this.rec;
     if (this.info.replay && this.info.replay.length > 0) {
       up.write(this.info.replay);
-      this.rec.bytesReceived += this.info.replay.length;
+      rec.bytesReceived += this.info.replay.length;
       series.received += this.info.replay.length;
     }
+    // One listener per direction forwards, counts and notes activity; a full socket pauses its source
+    // until it drains; a FIN is passed on and the other direction goes on (half-close). stream.pipe()
+    // would add half a dozen listeners per side to every connection for the same.
     down.on('data', (chunk: Buffer) => {
-      this.rec.bytesReceived += chunk.length;
+      rec.bytesReceived += chunk.length;
       series.received += chunk.length;
       this.lastActivity = Date.now();
+      if (!up.destroyed && !up.write(chunk)) down.pause();
     });
     up.on('data', (chunk: Buffer) => {
-      this.rec.bytesSent += chunk.length;
+      rec.bytesSent += chunk.length;
       series.sent += chunk.length;
       this.lastActivity = Date.now();
+      if (!down.destroyed && !down.write(chunk)) up.pause();
     });
-    // pipe() ends the other side's write half when one side sends FIN: half-close passes through.
-    down.pipe(up);
-    up.pipe(down);
+    up.on('drain', () => down.resume());
+    down.on('drain', () => up.resume());
+    passEnd(down, up);
+    passEnd(up, down);
     down.resume();
     this.armIdleTimer();
   }
