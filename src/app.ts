@@ -316,6 +316,6 @@ export class App {
       s.closeAllConnections();
       s.close();
     }
-    await this.accessLog.close();
+    if (!(await this.accessLog.close())) this.log.warn('access log: its last lines were not written within 5 s (is anything reading the file or pipe?); exiting without them');
   }
 }

@@ -254,9 +254,18 @@ export class AccessLog {
     this.out?.flush();
   }
 
-  /** Everything logged so far written, then the file closed. */
-  async close(): Promise<void> {
-    await this.closeOut();
+  /**
+   * Everything logged so far written, then the file closed. Gives up waiting after `timeoutMs` (a
+   * stdout pipe nobody reads must not hold the process at exit); resolves whether it all got out.
+   */
+  async close(timeoutMs = 5000): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([
+      this.closeOut().then(() => true),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); }),
+    ]);
+    clearTimeout(timer);
+    return done;
   }
 
   private closeOut(): Promise<void> {

@@ -90,4 +90,47 @@ setTimeout(() => { a.close(); process.exit(0); }, 50);`;
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('close() gives up after its time limit when the file does not take the last lines (a pipe nobody reads)', async function () {
+    if (spawnSync('sh', ['-c', 'command -v mkfifo']).status !== 0) this.skip();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-al-'));
+    const fifo = path.join(dir, 'pipe');
+    spawnSync('mkfifo', [fifo]);
+    // A reader that never reads (non-blocking, so opening it does not wait for a writer).
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const log = new AccessLog({ file: fifo, encoding: 'TEXT', format: '%REQ(X-PAD)%' });
+    try {
+      const padded = { ...rec, requestHeaders: { 'x-pad': 'p'.repeat(1023) } };
+      for (let i = 0; i < 100; i++) log.write(padded); // 100 KiB: more than the 64 KiB pipe holds
+      log.flush();
+      const t0 = Date.now();
+      assert.equal(await log.close(300), false);
+      const took = Date.now() - t0;
+      assert.ok(took >= 280 && took < 2000, `close took ${took} ms`);
+    } finally {
+      // Read everything so the write blocked in the thread pool finishes, then clean up.
+      const buf = Buffer.alloc(65536);
+      let quiet = 0;
+      while (quiet < 10) {
+        let n = 0;
+        try { n = fs.readSync(reader, buf); } catch { n = 0; }
+        quiet = n > 0 ? 0 : quiet + 1;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      fs.closeSync(reader);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('close() reports true when everything got out', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-al-'));
+    try {
+      const log = new AccessLog({ file: path.join(dir, 'a.log'), encoding: 'TEXT', format: '' });
+      log.write(rec);
+      assert.equal(await log.close(2000), true);
+      assert.match(fs.readFileSync(path.join(dir, 'a.log'), 'utf8'), /"GET \/politics HTTP\/1\.1" 301 /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
