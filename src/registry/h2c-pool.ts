@@ -21,6 +21,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { HOP_BY_HOP } from '../gateway/http/headers';
+import { localAddressOf, takeUpstreamClaim } from './upstream-socket';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -46,6 +47,8 @@ interface Live {
   retired: boolean;
   /** Why the connection could not be made (set before streams hear of it). */
   failure?: Error;
+  /** This end of the connection, once connected (%UPSTREAM_LOCAL_ADDRESS%). */
+  localAddress?: string;
 }
 
 export class H2cPool extends EventEmitter {
@@ -145,8 +148,10 @@ export class H2cPool extends EventEmitter {
       s.close(http2.constants.NGHTTP2_CANCEL);
       fail(reason ?? codedError('UND_ERR_ABORTED', 'request aborted'));
     }));
+    const claim = takeUpstreamClaim();
     stream.on('response', (h) => {
       if (done) return;
+      if (claim) claim.upstreamLocalAddress = live.localAddress;
       const status = Number(h[':status']);
       // Name, value, ... as undici's raw headers, but strings: the proxy reads both forms, and
       // encoding each header to a Buffer only for it to decode them again costs per request.
@@ -204,12 +209,13 @@ export class H2cPool extends EventEmitter {
     this.prune(); // a new connection is rare: the moment to forget dead ones
     const o = this.opts;
     const authority = o.host.includes(':') ? `http://[${o.host}]:${o.port}` : `http://${o.host}:${o.port}`;
+    let socket: net.Socket | undefined;
     const session = http2.connect(authority, {
-      createConnection: () => net.connect({
+      createConnection: () => (socket = net.connect({
         host: o.host, port: o.port, noDelay: true,
         ...(o.localAddress ? { localAddress: o.localAddress } : {}),
         ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
-      }),
+      })),
     });
     const live: Live = { session, streams: 0, active: 0, connected: false, retired: false };
     this.live = live;
@@ -221,6 +227,7 @@ export class H2cPool extends EventEmitter {
     session.once('connect', () => {
       clearTimeout(timer);
       live.connected = true;
+      if (socket) live.localAddress = localAddressOf(socket);
       this.emit('connect');
     });
     // A graceful shutdown of the upstream (Envoy and node both send GOAWAY when draining): new streams

@@ -16,6 +16,8 @@ export interface RecordedRequest {
   /** Request body bytes read so far (final once the body has ended). */
   bodyLength: number;
   readonly time: number;
+  /** The client's port, as this server saw it (the proxy's %UPSTREAM_LOCAL_ADDRESS%). */
+  readonly remotePort: number | undefined;
 }
 
 export interface HttpbinServer {
@@ -254,7 +256,7 @@ export async function startHttpbin(opts: HttpbinOptions = {}): Promise<HttpbinSe
   const requests: RecordedRequest[] = [];
   const sockets = new Set<Socket>(); // upgraded sockets too, which closeAllConnections() does not know
   const record = (req: http.IncomingMessage): RecordedRequest => {
-    const r: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bodyLength: 0, time: Date.now() };
+    const r: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bodyLength: 0, time: Date.now(), remotePort: req.socket.remotePort };
     requests.push(r);
     if (requests.length > MAX_RECORDED) requests.splice(0, requests.length - MAX_RECORDED / 2);
     return r;

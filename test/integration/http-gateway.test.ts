@@ -199,9 +199,12 @@ spec:
     const re = new RegExp(
       String.raw`^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /productpage\?a=1 HTTP/1\.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ `
       + String.raw`"127\.0\.0\.1" "curl/test" "11111111-2222-4333-8444-555555555555" "127\.0\.0\.1:${gw.port(8080)}" `
-      + String.raw`"127\.0\.0\.1:${productpage.port}" outbound\|9080\|\|productpage\.default\.svc\.cluster\.local - `
+      + String.raw`"127\.0\.0\.1:${productpage.port}" outbound\|9080\|\|productpage\.default\.svc\.cluster\.local 127\.0\.0\.1:(\d+) `
       + String.raw`127\.0\.0\.1:${gw.port(8080)} 127\.0\.0\.1:\d+ - default\.bookinfo\.0$`);
-    assert.match(fresh[0]!, re);
+    const m = re.exec(fresh[0]!);
+    assert.ok(m, fresh[0]);
+    // %UPSTREAM_LOCAL_ADDRESS%: the port of the pooled connection the upstream saw this request on.
+    assert.equal(Number(m[1]), productpage.requests.at(-1)!.remotePort);
   });
 
   it('counts the request in istio_requests_total with Istio labels', async () => {

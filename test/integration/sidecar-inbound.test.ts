@@ -98,17 +98,16 @@ spec:
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  // %UPSTREAM_LOCAL_ADDRESS% is `-` for HTTP (undici does not say which socket served a request; see
-  // docs/architecture.md); the application itself shows the source, 127.0.0.6.
+  // The walkthrough's D1 line: the upstream connection's own end is 127.0.0.6 (%UPSTREAM_LOCAL_ADDRESS%).
   it('D1: a Service port reaches the application from 127.0.0.6 as inbound|8080||', async () => {
     const r = await inClient(['curl', '-s', '-m', '5', 'http://10.9.8.1:8080/']);
     assert.equal(r.out, 'app:8080 saw 127.0.0.6\n');
-    await waitFor(() => /"GET \/ HTTP\/1\.1" 200 - via_upstream .* "10\.9\.8\.1:8080" "10\.9\.8\.1:8080" inbound\|8080\|\| - 10\.9\.8\.1:8080 10\.9\.8\.2:\d+ - default$/m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
+    await waitFor(() => /"GET \/ HTTP\/1\.1" 200 - via_upstream .* "10\.9\.8\.1:8080" "10\.9\.8\.1:8080" inbound\|8080\|\| 127\.0\.0\.6:\d+ 10\.9\.8\.1:8080 10\.9\.8\.2:\d+ - default$/m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
   });
 
   it('D2: a port no Service names goes to InboundPassthroughCluster', async () => {
     const r = await inClient(['curl', '-s', '-m', '5', 'http://10.9.8.1:9090/']);
     assert.equal(r.out, 'app:9090 saw 127.0.0.6\n');
-    await waitFor(() => /"10\.9\.8\.1:9090" InboundPassthroughCluster - 10\.9\.8\.1:9090 10\.9\.8\.2:\d+ - default$/m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
+    await waitFor(() => /"10\.9\.8\.1:9090" InboundPassthroughCluster 127\.0\.0\.6:\d+ 10\.9\.8\.1:9090 10\.9\.8\.2:\d+ - default$/m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
   });
 });

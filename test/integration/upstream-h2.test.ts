@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createHash } from 'node:crypto';
-import { curl, freePort } from '../helpers/upstream';
+import { curl, freePort, waitFor } from '../helpers/upstream';
 
 const routes = (port: number, h1Port: number) => `${httpGatewayYaml()}${loopbackServiceEntryYaml('h2', 'h2.internal', 80, 'HTTP2', port)}apiVersion: v1
 kind: Service
@@ -58,6 +58,7 @@ describe('HTTP/2 to upstreams (h2c prior knowledge)', function () {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         res.setHeader('x-upstream-version', req.httpVersion);
+        res.setHeader('x-peer-port', String(req.socket.remotePort));
         res.setHeader('set-cookie', ['a=1', 'b=2']);
         res.end(`${req.httpVersion} ${req.method} ${req.url} authority=${req.headers[':authority'] ?? req.headers.host} body=${Buffer.concat(chunks).toString()}`);
       });
@@ -103,6 +104,16 @@ describe('HTTP/2 to upstreams (h2c prior knowledge)', function () {
     assert.match(r.stdout, /^2\.0 GET \/h2\/both /);
     const lines = await gw.waitForLines(5);
     assert.ok(lines.some((l) => /"GET \/h2\/both HTTP\/2" 200 /.test(l) && /outbound\|80\|\|h2\.internal /.test(l)), lines.join('\n'));
+  });
+
+  it('%UPSTREAM_LOCAL_ADDRESS% names the HTTP/2 connection the request went out on, as for HTTP/1.1', async () => {
+    for (const [p, name] of [['/h2/local', 'h2.internal'], ['/local', 'h1.internal']] as const) {
+      const r = await get(p);
+      const port = /\r\nx-peer-port: (\d+)\r\n/.exec(r.stdout)?.[1];
+      assert.ok(port, r.stdout);
+      const re = new RegExp(String.raw`"GET ${p} HTTP/1\.1" 200 .* outbound\|80\|\|${name.replace('.', '\\.')} 127\.0\.0\.1:${port} `);
+      await waitFor(() => gw.accessLines().some((l) => re.test(l)), { timeoutMs: 3000 }).catch(() => assert.fail(`${re}\n${gw.accessLines().join('\n')}`));
+    }
   });
 });
 

@@ -23,6 +23,7 @@ import { hostWithoutPort } from '../../config/names';
 import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, rewritePath, shadowHost } from './policy';
 import { randomBytes } from 'node:crypto';
 import { upstreamTlsOptions } from '../../tls/upstream';
+import { claimUpstreamSocket } from '../../registry/upstream-socket';
 
 export interface ProxyDeps {
   readonly store: { readonly current: Snapshot };
@@ -560,6 +561,7 @@ class Forwarder {
       onConnect: (abort) => {
         if (id !== this.current) return abort(new Error('superseded'));
         this.abortAttempt = abort;
+        claimUpstreamSocket(ex.rec);
       },
       onHeaders: (status, raw, res, _text) => {
         if (id !== this.current) return false;

@@ -1,0 +1,42 @@
+// Which upstream connection a request went out on, for %UPSTREAM_LOCAL_ADDRESS%.
+//
+// undici pools its connections and does not tell a dispatch handler which socket serves its
+// request. It does, in one synchronous step for each HTTP/1.1 request, call the handler's onConnect
+// and then publish 'undici:client:sendHeaders' with the socket. So a handler claims in onConnect
+// ("the next socket announced is mine") and the channel's subscriber hands the claim its address.
+// Our own h2c pool takes the claim right after onConnect and fills it in when its session has
+// connected. A claim nobody announces to is overwritten by the next one.
+import diagnosticsChannel from 'node:diagnostics_channel';
+import type net from 'node:net';
+import { joinHostPort } from '../gateway/http/headers';
+
+/** What a claim fills in: the access-log record's field. */
+export interface SocketClaim {
+  upstreamLocalAddress?: string;
+}
+
+let pending: SocketClaim | undefined;
+
+/** From a dispatch handler's onConnect: the socket announced next carries this request. */
+export function claimUpstreamSocket(claim: SocketClaim): void {
+  pending = claim;
+}
+
+/** The claim made by the onConnect that has just run, if any; it is taken, not shared. */
+export function takeUpstreamClaim(): SocketClaim | undefined {
+  const claim = pending;
+  pending = undefined;
+  return claim;
+}
+
+/** `address:port` of a socket's own end (Node caches the getsockname answer on the socket). */
+export function localAddressOf(socket: net.Socket): string | undefined {
+  return joinHostPort(socket.localAddress, socket.localPort);
+}
+
+// Kept in a module variable: the channel lives as long as this module does.
+const sendHeaders = diagnosticsChannel.channel('undici:client:sendHeaders');
+sendHeaders.subscribe((message) => {
+  const claim = takeUpstreamClaim();
+  if (claim) claim.upstreamLocalAddress = localAddressOf((message as { socket: net.Socket }).socket);
+});
