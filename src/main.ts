@@ -17,6 +17,7 @@ import { captureAvailable } from './sidecar/original-dst';
 import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
 import { offerMetrics, runPrimary, workerIndex } from './workers';
 import { lowerHelperThreads, parseHelperNice } from './helper-threads';
+import { tuneV8 } from './v8-tuning';
 
 interface FlagSpec {
   readonly name: string;
@@ -204,6 +205,7 @@ async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage('run', 'Run the gateway. SIGHUP reloads, SIGTERM drains and exits 0.', RUN_FLAGS));
     return 0;
   }
+  tuneV8();
   const configPaths = (v['config'] as string[] | undefined) ?? [];
   const source = String(v['source']);
   if (source !== 'files' && source !== 'kubernetes') throw new Error(`--source: "${source}" is not files or kubernetes`);

@@ -2,6 +2,7 @@
 // (:15090 /stats/prometheus) servers. Read-only views over the store, registry and telemetry.
 
 import http from 'node:http';
+import v8 from 'node:v8';
 import type { AddressInfo } from 'node:net';
 import type { ConfigStore } from '../config/store';
 import type { Registry } from '../registry/registry';
@@ -108,6 +109,30 @@ function safeRegex(text: string | null): RegExp | undefined {
   }
 }
 
+/**
+ * Envoy's /memory (admin.v3.Memory, uint64 fields as JSON strings) from V8's and the process's own
+ * figures: allocated is what the JS heap uses plus memory outside it (buffers), heap_size the JS heap
+ * reserved, pageheap_free the reserved part not in use, total_physical_bytes the resident set. V8's
+ * malloc figures (compilers, parsers) follow under `v8`.
+ */
+export function memoryJson(): Record<string, string | Record<string, string>> {
+  const m = process.memoryUsage();
+  const h = v8.getHeapStatistics();
+  return {
+    allocated: String(m.heapUsed + m.external),
+    heap_size: String(m.heapTotal),
+    pageheap_unmapped: '0',
+    pageheap_free: String(Math.max(0, m.heapTotal - m.heapUsed)),
+    total_thread_cache: '0',
+    total_physical_bytes: String(m.rss),
+    v8: {
+      malloced_memory: String(h.malloced_memory),
+      peak_malloced_memory: String(h.peak_malloced_memory),
+      heap_size_limit: String(h.heap_size_limit),
+    },
+  };
+}
+
 export function adminHandler(state: AdminState): http.RequestListener {
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
@@ -123,8 +148,9 @@ export function adminHandler(state: AdminState): http.RequestListener {
         return send(res, 200, ls.map((l) => `${l.name}::${l.bind}:${l.port}`).join('\n') + '\n');
       }
       case '/ready': return state.ready() ? send(res, 200, 'LIVE\n') : send(res, 503, 'PRE_INITIALIZING\n');
+      case '/memory': return send(res, 200, dumpJson(memoryJson()), 'application/json');
       case '/server_info': return send(res, 200, dumpJson({ state: state.ready() ? 'LIVE' : 'PRE_INITIALIZING', version: state.store.current.version }), 'application/json');
-      case '/': return send(res, 200, ['/config_dump', '/clusters', '/stats', '/stats/prometheus', '/listeners', '/ready', '/server_info'].join('\n') + '\n');
+      case '/': return send(res, 200, ['/config_dump', '/clusters', '/stats', '/stats/prometheus', '/listeners', '/memory', '/ready', '/server_info'].join('\n') + '\n');
       default: return send(res, 404, 'not found\n');
     }
   };
