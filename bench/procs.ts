@@ -179,3 +179,8 @@ export function runLoad(argv: string[], seconds: number, env: NodeJS.ProcessEnv 
     throw new Error(`load generator failed (${argv.join(' ')}): ${r.stderr}`);
   }
 }
+
+/** The median run by `key` (the middle one of an odd count, the upper middle of an even one). */
+export function medianBy<T>(runs: readonly T[], key: (run: T) => number): T {
+  return [...runs].sort((a, b) => key(a) - key(b))[Math.floor(runs.length / 2)]!;
+}

@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { MESHGATE_NODE_FLAGS, buildRategen, runLoad, cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
+import { MESHGATE_NODE_FLAGS, buildRategen, medianBy, runLoad, cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
 import type { LoadResult } from './loadgen';
 import { singleRouteYaml } from '../src/sample/configs';
 import { runTcpBench, tcpTable, type TcpRow } from './tcp';
@@ -136,6 +136,14 @@ function wrk(port: number, seconds: number): LoadResult {
 
 interface Target { readonly name: string; readonly port: number; readonly proc?: Proc }
 
+/** `meshgate run` on a config, Gateway port 80 on `port`, pinned to the proxy core; resolves once it answers. */
+async function startMeshgate(config: string, port: number): Promise<Proc> {
+  const proc = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
+    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+  await waitHttp(port);
+  return proc;
+}
+
 /** The peers in front of the upstream on the proxy core, when present: the minimal undici proxy, nginx. */
 async function peerTargets(dir: string, upstreamPort: number, notes?: string[]): Promise<Target[]> {
   const out: Target[] = [];
@@ -190,6 +198,18 @@ function measure(workload: string, target: string, port: number, proc: Proc | un
   };
 }
 
+/** Every target once per round, the order rotated each round (no target always first); each target's runs. */
+function rotatedRounds(targets: readonly Target[], one: (t: Target, round: number) => Row): Map<string, Row[]> {
+  const byTarget = new Map<string, Row[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[(i + round) % targets.length]!;
+      byTarget.get(t.name)!.push(one(t, round));
+    }
+  }
+  return byTarget;
+}
+
 function fmt(n: number | undefined, digits = 2): string {
   return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
 }
@@ -215,6 +235,8 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const tcpRows: TcpRow[] = [];
   const notes: string[] = [];
+  // The constant-rate generator of istio-setup and sidecar-egw, compiled once.
+  const rategen = ONLY.has('http') || ONLY.has('istio') || ONLY.has('sidecar') ? buildRategen(ROOT, dir) : undefined;
   const onSignal = () => void stopAll().then(() => process.exit(130));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -227,64 +249,39 @@ async function main(): Promise<void> {
       notes.push(`upstream: ${up.kind}, 600-byte body (http-ka), 1 KiB (istio-setup)`);
       const gwPort = await freePort();
       meshgateConfig(dir, up.port);
-      const gw = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort}`, '--bind', '127.0.0.1',
-        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
-      await waitHttp(gwPort);
-      // Every target runs in every round, in a rotated order; the median round is reported.
+      const gw = await startMeshgate(dir, gwPort);
       const targets: Target[] = [{ name: 'direct', port: up.port }, { name: 'meshgate', port: gwPort, proc: gw }];
-    {
-      const p = await freePort();
-      const policy = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', policyConfig(dir, up.port), '--port-map', `80=${p}`, '--bind', '127.0.0.1',
-        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
-      await waitHttp(p);
-      targets.push({ name: 'meshgate-policy', port: p, proc: policy });
-    }
+      const policyPort = await freePort();
+      targets.push({ name: 'meshgate-policy', port: policyPort, proc: await startMeshgate(policyConfig(dir, up.port), policyPort) });
       targets.push(...await peerTargets(dir, up.port, notes));
-      const byTarget = new Map<string, Row[]>();
-      for (let round = 0; round < ROUNDS; round++) {
-        const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
-        for (const t of order) {
-          const row = measure('http-ka', t.name, t.port, t.proc, (s) => blast(t.port, s), DURATION, round === 0 && t.proc !== undefined);
-          byTarget.set(t.name, [...(byTarget.get(t.name) ?? []), row]);
-        }
-      }
+      const byTarget = rotatedRounds(targets, (t, round) =>
+        measure('http-ka', t.name, t.port, t.proc, (s) => blast(t.port, s), DURATION, round === 0 && t.proc !== undefined));
       for (const t of targets) {
-        const runs = [...byTarget.get(t.name)!].sort((a, b) => a.rps - b.rps);
-        rows.push({ ...runs[Math.floor(runs.length / 2)]!, spread: runs.map((r) => Math.round(r.rps)) });
+        const runs = byTarget.get(t.name)!;
+        rows.push({ ...medianBy(runs, (r) => r.rps), spread: runs.map((r) => Math.round(r.rps)).sort((a, b) => a - b) });
       }
       notes.push(`http-ka: median of ${ROUNDS} rounds (order rotated each round); req/s of every round in results JSON`);
-      for (const t of targets) if (t.proc && t.proc !== gw) await t.proc.stop();
-      await gw.stop();
+      for (const t of targets) await t.proc?.stop();
       await up.proc.stop();
 
     }
 
     if (ONLY.has('http') || ONLY.has('istio')) {
       // ---------------------------------------------------------------- istio-setup (1000 rps, 16 conns, 1 KiB)
-      const rategen = buildRategen(ROOT, dir);
       notes.push(rategen
         ? 'istio-setup: rategen (bench/rategen.c: timerfd schedule, latency from the due time), 16 connections, 1000 req/s'
         : 'istio-setup: the Node generator (gcc missing: its millisecond timer adds to every p99)');
       const up1k = await startUpstream(dir, 1024);
       meshgateConfig(dir, up1k.port);
       const gwPort2 = await freePort();
-      const gw2 = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', dir, '--port-map', `80=${gwPort2}`, '--bind', '127.0.0.1',
-        '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
-      await waitHttp(gwPort2);
+      const gw2 = await startMeshgate(dir, gwPort2);
       const targets: Target[] = [{ name: 'direct', port: up1k.port }, { name: 'meshgate', port: gwPort2, proc: gw2 }];
       targets.push(...await peerTargets(dir, up1k.port));
-      // Rounds in rotated order, as http-ka; the median round by p99 is reported per target.
-      const byTarget = new Map<string, Row[]>();
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const t of targets.map((_, i) => targets[(i + round) % targets.length]!)) {
-          const row = measure('istio-setup', t.name, t.port, t.proc, (sec) => atRate(rategen, t.port, sec), DURATION, false);
-          byTarget.set(t.name, [...(byTarget.get(t.name) ?? []), row]);
-        }
-      }
+      const byTarget = rotatedRounds(targets, (t) => measure('istio-setup', t.name, t.port, t.proc, (sec) => atRate(rategen, t.port, sec), DURATION, false));
       const picked = new Map<string, Row>();
       for (const t of targets) {
-        const runs = [...byTarget.get(t.name)!].sort((x, y) => x.p99 - y.p99);
-        const row = { ...runs[Math.floor(runs.length / 2)]!, p99Spread: runs.map((r) => Number(r.p99.toFixed(2))) };
+        const runs = byTarget.get(t.name)!;
+        const row = { ...medianBy(runs, (r) => r.p99), p99Spread: runs.map((r) => Number(r.p99.toFixed(2))).sort((a, b) => a - b) };
         picked.set(t.name, row);
         rows.push(row);
       }
@@ -313,7 +310,6 @@ async function main(): Promise<void> {
       const missing = missingForSidecarBench(ROOT);
       if (missing.length > 0) notes.push(`sidecar bench skipped: missing ${missing.join(', ')}`);
       else {
-        const rategen = buildRategen(ROOT, dir);
         const sc = await runSidecarBench({ dir, root: ROOT, seconds: DURATION, proxyCore: PROXY_CORE, loadCore: LOAD_CORE, ...(rategen ? { rategen } : {}) });
         sidecarText = sidecarTable(sc.rows);
         sidecarRows.push(...sc.rows);

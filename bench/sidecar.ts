@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { LoadResult } from './loadgen';
-import { MESHGATE_NODE_FLAGS, cpuSeconds, runLoad, start, type Proc } from './procs';
+import { MESHGATE_NODE_FLAGS, cpuSeconds, medianBy, runLoad, start, type Proc } from './procs';
 import { httpGatewayYaml } from '../src/sample/configs';
 
 const POD = `mgbpod${process.pid}`;
@@ -208,9 +208,8 @@ export async function runSidecarBench(o: SidecarBenchOptions): Promise<{ rows: S
       const b = () => bothRuns.push(measure('sidecar-egw', 'sidecar+egress', sidecar, rate(0, 'egw.bench')));
       if (round % 2 === 0) { d(); b(); } else { b(); d(); }
     }
-    const median = (runs: SidecarRow[]) => [...runs].sort((x, y) => x.p99 - y.p99)[1]!;
-    const direct = median(directRuns);
-    const both = median(bothRuns);
+    const direct = medianBy(directRuns, (r) => r.p99);
+    const both = medianBy(bothRuns, (r) => r.p99);
     notes.push(`sidecar-egw: p99 of each round, direct ${directRuns.map((r) => r.p99.toFixed(2)).join(' ')} ms, sidecar+egress ${bothRuns.map((r) => r.p99.toFixed(2)).join(' ')} ms${o.rategen ? ' (rategen)' : ' (Node generator: gcc missing)'}`);
     const egressCpu = cpuSeconds(egress.pid);
     rows.push(direct, both);

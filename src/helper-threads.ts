@@ -3,7 +3,7 @@
 // limited to about one CPU) the kernel shares that core fairly between whichever threads are
 // runnable, so a concurrent mark or a compile can take half the core from the event loop for tens of
 // milliseconds: requests queue behind it and the tail latency grows (measured: p99 at 1000 req/s
-// 8 ms with equal priorities, 2.4 ms with the helpers at nice 15; docs/benchmarks.md). Raising the
+// ~14 ms with equal priorities, ~2.7 ms with the helpers at nice 10; docs/benchmarks.md). Raising the
 // nice value of every thread but the main one lets the helpers run while the event loop waits, which
 // at ordinary load is most of the time; under saturation they still get their share of the weight.
 //

@@ -15,7 +15,7 @@
 
 import v8 from 'node:v8';
 
-export const V8_FLAGS: readonly string[] = ['--no-allocation-site-pretenuring', '--liftoff-only'];
+const V8_FLAGS: readonly string[] = ['--no-allocation-site-pretenuring', '--liftoff-only'];
 
 /** Apply V8_FLAGS to this process (before the first upstream connection compiles llhttp). */
 export function tuneV8(): void {

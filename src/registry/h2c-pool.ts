@@ -209,13 +209,12 @@ export class H2cPool extends EventEmitter {
     this.prune(); // a new connection is rare: the moment to forget dead ones
     const o = this.opts;
     const authority = o.host.includes(':') ? `http://[${o.host}]:${o.port}` : `http://${o.host}:${o.port}`;
-    let socket: net.Socket | undefined;
     const session = http2.connect(authority, {
-      createConnection: () => (socket = net.connect({
+      createConnection: () => net.connect({
         host: o.host, port: o.port, noDelay: true,
         ...(o.localAddress ? { localAddress: o.localAddress } : {}),
         ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
-      })),
+      }),
     });
     const live: Live = { session, streams: 0, active: 0, connected: false, retired: false };
     this.live = live;
@@ -227,7 +226,7 @@ export class H2cPool extends EventEmitter {
     session.once('connect', () => {
       clearTimeout(timer);
       live.connected = true;
-      if (socket) live.localAddress = localAddressOf(socket);
+      live.localAddress = localAddressOf(session.socket);
       this.emit('connect');
     });
     // A graceful shutdown of the upstream (Envoy and node both send GOAWAY when draining): new streams

@@ -3,10 +3,10 @@
 // undici pools its connections and does not tell a dispatch handler which socket serves its
 // request. It does, in one synchronous step for each request (its HTTP/1.1 client, and its HTTP/2
 // client over TLS), call the handler's onConnect and then publish 'undici:client:sendHeaders' with
-// the socket. So a handler claims in onConnect
-// ("the next socket announced is mine") and the channel's subscriber hands the claim its address.
-// Our own h2c pool takes the claim right after onConnect and fills it in when its session has
-// connected. A claim nobody announces to is overwritten by the next one.
+// the socket. So a handler claims in onConnect ("the next socket announced is mine") and the
+// channel's subscriber hands the claim its address. Our own h2c pool takes the claim right after
+// onConnect and fills it in when the response comes. A claim nobody announces to is overwritten by
+// the next one.
 import diagnosticsChannel from 'node:diagnostics_channel';
 import type net from 'node:net';
 import { joinHostPort } from '../gateway/http/headers';

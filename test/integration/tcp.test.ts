@@ -12,7 +12,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort, waitFor } from '../helpers/upstream';
 import { workloadEntry } from '../helpers/yaml';
 import { startTcpEcho, type TcpEchoServer } from '../../src/sample/tcp-echo';
-import { loopbackServiceEntryYaml } from '../../src/sample/configs';
+import { loopbackServiceEntryYaml, singleRouteYaml } from '../../src/sample/configs';
 
 const SAMPLES = path.resolve(__dirname, '../../../../shared/istio-samples/samples/tcp-echo');
 const sample = (name: string) => fs.readFileSync(path.join(SAMPLES, name), 'utf8');
@@ -272,23 +272,7 @@ describe('TCP gateway: backpressure', function () {
       s.on('end', () => s.end(hash.digest('hex')));
     });
     await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
-    gw = await startGateway({
-      'sink.yaml': `${loopbackServiceEntryYaml('sink', 'sink.internal', 7000, 'TCP', (sink.address() as net.AddressInfo).port)}apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 9101, name: tcp, protocol: TCP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: sink, namespace: default}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  tcp: [{route: [{destination: {host: sink.internal, port: {number: 7000}}}]}]
-`,
-    }, { serverPorts: [9101] });
+    gw = await startGateway({ 'sink.yaml': singleRouteYaml({ upstreamPort: (sink.address() as net.AddressInfo).port, protocol: 'TCP' }) });
   });
   after(async () => {
     await gw?.stop();
@@ -300,7 +284,7 @@ spec:
     const data = Buffer.alloc(total);
     for (let i = 0; i < total; i += 4) data.writeUInt32LE(i * 2654435761 >>> 0, i);
     const sent = createHash('sha256').update(data).digest('hex');
-    const client = net.connect({ port: gw.port(9101), host: '127.0.0.1', allowHalfOpen: true });
+    const client = net.connect({ port: gw.port(80), host: '127.0.0.1', allowHalfOpen: true });
     client.on('error', () => {});
     await new Promise<void>((r) => client.once('connect', () => r()));
     let answer = '';
