@@ -6,11 +6,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { LoadResult } from './loadgen';
+import { NODE_FLAGS } from '../src/v8-tuning';
 
 const TICKS = 100; // USER_HZ on Linux
 
 /** The node flags meshgate ships with (package.json start, bin/meshgate, the image): measure what users run. */
-export const MESHGATE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const MESHGATE_NODE_FLAGS = NODE_FLAGS;
 
 export const hasTaskset = spawnSync('sh', ['-c', 'command -v taskset'], { encoding: 'utf8' }).status === 0;
 export const cores = (() => {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { App, type AppOptions } from '../../src/app';
 import { freePort, waitFor } from './upstream';
+import { NODE_FLAGS } from '../../src/v8-tuning';
 
 export interface TestGateway {
   readonly app: App;
@@ -120,7 +121,7 @@ export const MESHGATE_BIN = path.resolve(__dirname, '../../../bin/meshgate');
 /** Run a meshgate command to completion: exit code and output; `input` is written to its stdin. */
 export function runMeshgate(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [...NODE_FLAGS, MESHGATE_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
     if (input !== undefined) child.stdin?.end(input);
@@ -128,7 +129,10 @@ export function runMeshgate(args: string[], input?: string): Promise<{ code: num
 }
 
 /** Start `meshgate run` as a child process on a config dir, port 80 mapped to `port`, free admin ports. */
-export function spawnMeshgate(dir: string, port: number, extra: string[] = [], stdio: 'ignore' | 'pipe' = 'pipe'): ChildProcess {
-  return spawn(process.execPath, [MESHGATE_BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
-    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', ...extra], { stdio: ['ignore', stdio, stdio] });
+export function spawnMeshgate(dir: string, port: number, extra: string[] = [], stdio: 'ignore' | 'pipe' = 'pipe', prefix: readonly string[] = []): ChildProcess {
+  const args = [process.execPath, ...NODE_FLAGS, MESHGATE_BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
+    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', ...extra];
+  // `prefix` runs it under another command (e.g. `taskset -c 0` to give it one core).
+  const [cmd, ...rest] = [...prefix, ...args];
+  return spawn(cmd!, rest, { stdio: ['ignore', stdio, stdio] });
 }

@@ -301,3 +301,92 @@ describe('TCP gateway: backpressure', function () {
     client.destroy();
   });
 });
+
+describe('TCP gateway: backpressure towards the client (upstream reads into recycled buffers)', function () {
+  this.timeout(60_000);
+  const total = 64 * 1024 * 1024;
+  const data = Buffer.alloc(total);
+  for (let i = 0; i < total; i += 4) data.writeUInt32LE(i * 2246822519 >>> 0, i);
+  const expected = createHash('sha256').update(data).digest('hex');
+  let gw: TestGateway;
+  let source: net.Server;
+  let sending: net.Socket | undefined;
+
+  before(async () => {
+    // An upstream that sends `data` and closes as soon as a client connects, or, when the client
+    // starts with "seed N\n", 8 MiB of its own pattern for N.
+    source = net.createServer((s) => {
+      s.on('error', () => {});
+      sending = s;
+      const timer = setTimeout(() => s.end(data), 100);
+      s.once('data', (c: Buffer) => {
+        const m = /^seed (\d+)\n/.exec(c.toString());
+        if (!m) return;
+        clearTimeout(timer);
+        s.end(pattern(Number(m[1])));
+      });
+    });
+    await new Promise<void>((r) => source.listen(0, '127.0.0.1', r));
+    gw = await startGateway({ 'source.yaml': singleRouteYaml({ upstreamPort: (source.address() as net.AddressInfo).port, protocol: 'TCP' }) });
+  });
+  after(async () => {
+    await gw?.stop();
+    source?.close();
+  });
+
+  it('a client that keeps stopping holds the upstream back each time, and every byte arrives in order', async () => {
+    const client = net.connect({ port: gw.port(80), host: '127.0.0.1' });
+    client.on('error', () => {});
+    const hash = createHash('sha256');
+    let got = 0;
+    client.on('data', (c: Buffer) => {
+      hash.update(c);
+      got += c.length;
+    });
+    const ended = new Promise<void>((r) => client.once('end', () => r()));
+    // Three stops: each time the gateway must stop reading the upstream (which then holds most of
+    // the data itself) and start again when the client reads on.
+    for (let stop = 0; stop < 3; stop++) {
+      await waitFor(() => got >= (stop + 1) * 4 * 1024 * 1024, { timeoutMs: 10_000 });
+      client.pause();
+      await new Promise((r) => setTimeout(r, 500));
+      const upstreamHolds = sending?.writableLength ?? 0;
+      assert.ok(upstreamHolds > 16 * 1024 * 1024, `stop ${stop}: the upstream still holds ${upstreamHolds} bytes (client has ${got})`);
+      client.resume();
+    }
+    await ended;
+    assert.equal(got, total);
+    assert.equal(hash.digest('hex'), expected);
+    client.destroy();
+  });
+
+  it('16 clients at once, some slow, each get their own bytes (no read buffer reused while still being written)', async () => {
+    const one = (seed: number) => new Promise<boolean>((resolve, reject) => {
+      const client = net.connect({ port: gw.port(80), host: '127.0.0.1' });
+      client.on('error', reject);
+      const hash = createHash('sha256');
+      client.on('data', (c: Buffer) => {
+        hash.update(c);
+        // Every other client stops now and then, so its writes queue in the gateway.
+        if (seed % 2 === 1 && Math.random() < 0.05) {
+          client.pause();
+          setTimeout(() => client.resume(), 20);
+        }
+      });
+      client.on('end', () => {
+        resolve(hash.digest('hex') === createHash('sha256').update(pattern(seed)).digest('hex'));
+        client.destroy();
+      });
+      client.write(`seed ${seed}\n`);
+    });
+    const results = await Promise.all(Array.from({ length: 16 }, (_, i) => one(i + 1)));
+    assert.deepEqual(results, Array(16).fill(true));
+  });
+});
+
+/** 8 MiB that differ for every seed. */
+function pattern(seed: number): Buffer {
+  const b = Buffer.alloc(8 * 1024 * 1024);
+  for (let i = 0; i < b.length; i += 4) b.writeUInt32LE(((i + 1) * (2654435761 + seed * 40503)) >>> 0, i);
+  return b;
+}

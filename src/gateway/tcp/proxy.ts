@@ -18,6 +18,7 @@ import { joinHostPort } from '../http/headers';
 import { pickDestination } from '../http/route-match';
 import { upstreamTlsOptions } from '../../tls/upstream';
 import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
+import { ReadBuffers, userReads, type UserReads } from './read-buffers';
 
 export interface TcpProxyDeps {
   readonly registry: Registry;
@@ -54,18 +55,29 @@ export const BLACKHOLE_ROUTE: L4Route = {
   destinations: [{ cluster: 'BlackHoleCluster', host: 'BlackHoleCluster', port: 0, weight: 100 }],
 };
 
-/** Where upstream bytes come from: a plain TCP connection, or (TLS origination) a TLS one. */
-export type UpstreamConnector = (endpoint: Endpoint, cluster: Cluster) => { readonly socket: Socket; readonly ready: 'connect' | 'secureConnect' };
+/**
+ * Where upstream bytes come from: a plain TCP connection, or (TLS origination) a TLS one. A connector
+ * that gives the socket `reads` as its `onread` says so with `readsTaken`; the session then gets the
+ * upstream's bytes through them instead of 'data' events.
+ */
+export type UpstreamConnector = (endpoint: Endpoint, cluster: Cluster, reads: UserReads) => {
+  readonly socket: Socket;
+  readonly ready: 'connect' | 'secureConnect';
+  readonly readsTaken?: boolean;
+};
 
 export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
 
 export class TcpProxy {
+  /** Upstream read buffers shared by every session (read-buffers.ts). */
+  readonly readBuffers = new ReadBuffers();
+
   constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = defaultConnect) {}
 
   /** Take over a downstream connection (already past any ClientHello inspection). Never throws. */
   handle(downstream: Socket, info: TcpConnectionInfo): void {
     try {
-      new TcpSession(this.deps, this.connect, downstream, info).start();
+      new TcpSession(this.deps, this.connect, this.readBuffers, downstream, info).start();
     } catch (err) {
       this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error; connection closed');
       downstream.destroy();
@@ -86,7 +98,7 @@ export class TcpProxy {
 }
 
 /** Plain TCP, or TLS when the cluster's DestinationRule originates it. */
-function defaultConnect(endpoint: Endpoint, cluster: Cluster): ReturnType<UpstreamConnector> {
+function defaultConnect(endpoint: Endpoint, cluster: Cluster, reads: UserReads): ReturnType<UpstreamConnector> {
   const source = inboundSourceAddress(cluster.name);
   const base = {
     host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
@@ -94,7 +106,7 @@ function defaultConnect(endpoint: Endpoint, cluster: Cluster): ReturnType<Upstre
     ...(cluster.def.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: cluster.def.keepaliveMs } : {}),
   };
   const t = cluster.def.upstreamTls;
-  if (!t) return { socket: net.connect(base), ready: 'connect' };
+  if (!t) return { socket: net.connect({ ...base, onread: reads }), ready: 'connect', readsTaken: true };
   const opts = upstreamTlsOptions(t, cluster.def.host);
   if (opts instanceof Error) {
     const failed = new net.Socket();
@@ -151,10 +163,13 @@ class TcpSession {
   private connectTimer: NodeJS.Timeout | undefined;
   private downstreamClosed = false;
   private upstreamClosed = true; // until there is one
+  /** The upstream's bytes come through read-buffers.ts (`onread`), not 'data' events. */
+  private readsTaken = false;
 
   constructor(
     private readonly deps: TcpProxyDeps,
     private readonly connector: UpstreamConnector,
+    private readonly readBuffers: ReadBuffers,
     private readonly downstream: Socket,
     private readonly info: TcpConnectionInfo,
   ) {
@@ -228,8 +243,13 @@ class TcpSession {
     cx.cxTotal += 1;
     // Hold the client's bytes until the upstream is there (the socket buffers them, bounded by TCP).
     this.downstream.pause();
-    const { socket: up, ready } = this.connector(endpoint, cluster);
+    // A full client socket pauses the upstream (Socket.pause stops an `onread` socket's reads; its
+    // resume on 'drain' starts them again).
+    const reads = userReads(this.readBuffers, (chunk, release) => this.fromUpstream(chunk, release) || this.pauseUpstream());
+    const { socket: up, ready, readsTaken } = this.connector(endpoint, cluster, reads);
     this.upstream = up;
+    this.readsTaken = readsTaken === true;
+    if (this.readsTaken) up.once('close', reads.close);
     this.upstreamClosed = false;
     this.connectTimer = setTimeout(() => {
       cluster.stats.inc('upstream_cx_connect_timeout');
@@ -280,18 +300,42 @@ class TcpSession {
       this.lastActivity = Date.now();
       if (!up.destroyed && !up.write(chunk)) down.pause();
     });
-    up.on('data', (chunk: Buffer) => {
-      rec.bytesSent += chunk.length;
-      series.sent += chunk.length;
-      this.lastActivity = Date.now();
-      if (!down.destroyed && !down.write(chunk)) up.pause();
-    });
+    if (!this.readsTaken) {
+      up.on('data', (chunk: Buffer) => {
+        if (!this.fromUpstream(chunk, undefined)) up.pause();
+      });
+    }
     up.on('drain', () => down.resume());
     down.on('drain', () => up.resume());
     passEnd(down, up);
     passEnd(up, down);
     down.resume();
     this.armIdleTimer();
+  }
+
+  /**
+   * Bytes from the upstream, on their way to the client; false when the client's socket is full (the
+   * caller pauses the upstream until it drains). `release` hands the chunk's buffer back once written.
+   */
+  private fromUpstream(chunk: Buffer, release: (() => void) | undefined): boolean {
+    this.rec.bytesSent += chunk.length;
+    if (this.series) this.series.sent += chunk.length;
+    this.lastActivity = Date.now();
+    const down = this.downstream;
+    if (down.destroyed) {
+      release?.();
+      return true;
+    }
+    if (!release) return down.write(chunk);
+    // Only a completed write gives the buffer back; after an error it is left to the GC.
+    return down.write(chunk, (err) => {
+      if (!err) release();
+    });
+  }
+
+  private pauseUpstream(): false {
+    this.upstream?.pause();
+    return false;
   }
 
   private armIdleTimer(): void {
