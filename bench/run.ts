@@ -298,7 +298,7 @@ async function main(): Promise<void> {
 
     let tcpText = '';
     if (ONLY.has('tcp')) {
-      const tcp = await runTcpBench({ dir, root: ROOT, seconds: DURATION, proxyCore: PROXY_CORE, loadCore: LOAD_CORE, thruBytes: QUICK ? 512 * 1024 * 1024 : 2 * 1024 * 1024 * 1024, idleConnections: 1000 });
+      const tcp = await runTcpBench({ dir, root: ROOT, seconds: DURATION, proxyCore: PROXY_CORE, loadCore: LOAD_CORE, thruBytes: QUICK ? 512 * 1024 * 1024 : 2 * 1024 * 1024 * 1024, idleConnections: 1000, rounds: ROUNDS });
       tcpText = tcpTable(tcp.rows);
       notes.push(...tcp.notes);
       tcpRows.push(...tcp.rows);

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { MESHGATE_NODE_FLAGS, cores, cpuSeconds, freePort, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
+import { MESHGATE_NODE_FLAGS, cores, cpuSeconds, freePort, medianBy, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
 import { loopbackServiceEntryYaml, singleRouteYaml } from '../src/sample/configs';
 import { makeCa, makeLeaf } from '../src/tls/certs';
 
@@ -21,6 +21,8 @@ export interface TcpRow {
   readonly cpuPercent?: number;
   readonly rssMiB?: number;
   readonly errors: number;
+  /** Every round's rate, sorted (the row is the median round). */
+  readonly spread?: number[];
 }
 
 export interface TcpBenchOptions {
@@ -31,6 +33,8 @@ export interface TcpBenchOptions {
   readonly loadCore: number;
   readonly thruBytes: number;
   readonly idleConnections: number;
+  /** Rounds of tcp-thru and tcp-cps, the targets' order rotated each round. */
+  readonly rounds: number;
 }
 
 const SNI = 'bench.test';
@@ -183,13 +187,24 @@ export async function runTcpBench(o: TcpBenchOptions): Promise<{ rows: TcpRow[];
     await waitTcp(p);
     targets.push({ name: 'meshgate-2w', port: p, proc: multi });
   }
-  for (const t of targets) {
-    benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', '2'], 2); // warm-up
-    const thru = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['thru', '127.0.0.1', String(t.port), String(o.thruBytes)], 60));
-    rows.push({ workload: 'tcp-thru', target: t.name, rate: thru.result['MBps'] ?? 0, unit: 'MB/s', cpuPercent: thru.cpuPercent, rssMiB: thru.rssMiB, errors: 0 });
-    const cps = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', String(o.seconds)], o.seconds));
-    rows.push({ workload: 'tcp-cps', target: t.name, rate: cps.result['rate'] ?? 0, unit: 'conn/s', p99Ms: (cps.result['p99_us'] ?? 0) / 1000, cpuPercent: cps.cpuPercent, rssMiB: cps.rssMiB, errors: cps.result['errors'] ?? 0 });
+  // Rounds with the order rotated: a connections/s run leaves tens of thousands of sockets in
+  // TIME_WAIT for a minute, which slow the next target's connect(); no target always follows direct.
+  for (const t of targets) benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', '2'], 2); // warm-up
+  const runs = new Map<string, { thru: TcpRow[]; cps: TcpRow[] }>(targets.map((t) => [t.name, { thru: [], cps: [] }]));
+  for (let round = 0; round < o.rounds; round++) {
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[(i + round) % targets.length]!;
+      const r = runs.get(t.name)!;
+      const thru = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['thru', '127.0.0.1', String(t.port), String(o.thruBytes)], 60));
+      r.thru.push({ workload: 'tcp-thru', target: t.name, rate: thru.result['MBps'] ?? 0, unit: 'MB/s', cpuPercent: thru.cpuPercent, rssMiB: thru.rssMiB, errors: 0 });
+      const cps = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', String(o.seconds)], o.seconds));
+      r.cps.push({ workload: 'tcp-cps', target: t.name, rate: cps.result['rate'] ?? 0, unit: 'conn/s', p99Ms: (cps.result['p99_us'] ?? 0) / 1000, cpuPercent: cps.cpuPercent, rssMiB: cps.rssMiB, errors: cps.result['errors'] ?? 0 });
+    }
   }
+  const median = (list: TcpRow[]): TcpRow => ({ ...medianBy(list, (x) => x.rate), spread: list.map((x) => Math.round(x.rate)).sort((a, b) => a - b) });
+  for (const t of targets) rows.push(median(runs.get(t.name)!.thru));
+  for (const t of targets) rows.push(median(runs.get(t.name)!.cps));
+  if (o.rounds > 1) notes.push(`tcp-thru, tcp-cps: median of ${o.rounds} rounds (order rotated each round); every round's rate in results JSON`);
   for (const t of targets) await t.proc?.stop();
   // A fresh process, so the heap grown by the load above does not hide the connections' cost.
   const idlePort = await freePort();
@@ -231,11 +246,11 @@ export function tcpTable(rows: readonly TcpRow[]): string {
     const set = rows.filter((r) => r.workload === workload);
     const direct = set.find((r) => r.target === 'direct');
     lines.push(`\n${workload}`);
-    lines.push(['target'.padEnd(16), 'rate'.padStart(10), 'unit'.padEnd(7), 'x direct'.padStart(9), 'p99 ms'.padStart(8), 'proxy CPU%'.padStart(11), 'peak RSS MiB'.padStart(13), 'errors'.padStart(7)].join(' '));
+    lines.push(['target'.padEnd(16), 'rate'.padStart(10), 'unit'.padEnd(7), 'x direct'.padStart(9), 'p99 ms'.padStart(8), 'proxy CPU%'.padStart(11), 'peak RSS MiB'.padStart(13), 'errors'.padStart(7), '  rounds'].join(' '));
     for (const r of set) {
       lines.push([r.target.padEnd(16), r.rate.toFixed(0).padStart(10), r.unit.padEnd(7), (direct ? (r.rate / direct.rate).toFixed(2) : '-').padStart(9),
         (r.p99Ms !== undefined ? r.p99Ms.toFixed(2) : '-').padStart(8), (r.cpuPercent !== undefined ? r.cpuPercent.toFixed(0) : '-').padStart(11),
-        (r.rssMiB !== undefined ? r.rssMiB.toFixed(1) : '-').padStart(13), String(r.errors).padStart(7)].join(' '));
+        (r.rssMiB !== undefined ? r.rssMiB.toFixed(1) : '-').padStart(13), String(r.errors).padStart(7), `  ${r.spread?.join(' ') ?? ''}`].join(' '));
     }
   }
   return lines.join('\n') + '\n';
