@@ -245,7 +245,10 @@ class TcpSession {
     this.downstream.pause();
     // A full client socket pauses the upstream (Socket.pause stops an `onread` socket's reads; its
     // resume on 'drain' starts them again).
-    const reads = userReads(this.readBuffers, (chunk, release) => this.fromUpstream(chunk, release) || this.pauseUpstream());
+    const reads = userReads(this.readBuffers, (chunk, release) => this.fromUpstream(chunk, release) || this.pauseUpstream(), (err) => {
+      this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error reading the upstream; connection reset');
+      this.onUpstreamError();
+    });
     const { socket: up, ready, readsTaken } = this.connector(endpoint, cluster, reads);
     this.upstream = up;
     this.readsTaken = readsTaken === true;
@@ -317,20 +320,18 @@ class TcpSession {
    * Bytes from the upstream, on their way to the client; false when the client's socket is full (the
    * caller pauses the upstream until it drains). `release` hands the chunk's buffer back once written.
    */
-  private fromUpstream(chunk: Buffer, release: (() => void) | undefined): boolean {
+  private fromUpstream(chunk: Buffer, release: ((written: boolean) => void) | undefined): boolean {
     this.rec.bytesSent += chunk.length;
     if (this.series) this.series.sent += chunk.length;
     this.lastActivity = Date.now();
     const down = this.downstream;
     if (down.destroyed) {
-      release?.();
+      release?.(true);
       return true;
     }
     if (!release) return down.write(chunk);
     // Only a completed write gives the buffer back; after an error it is left to the GC.
-    return down.write(chunk, (err) => {
-      if (!err) release();
-    });
+    return down.write(chunk, (err) => release(!err));
   }
 
   private pauseUpstream(): false {

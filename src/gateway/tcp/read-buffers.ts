@@ -12,8 +12,10 @@
 // reads into one shared buffer, and what it read is copied out at once, so thousands of idle
 // connections hold no read buffer of their own. A read larger than SMALL_READ (a transfer is
 // under way) gives the socket a buffer of its own from the pool for its next read; that buffer
-// goes to the write as is and returns to the pool when the write completes. (So a connection whose
-// last read was large holds one 64 KiB buffer until its next read or its close.)
+// goes to the write as is and returns to the pool when the write completes. A connection whose last
+// read was large holds one 64 KiB buffer until its next read or its close; the pool's buffers are
+// bounded (64, 4 MiB), and past that bound sockets read into the shared buffer and copy, so idle
+// connections cannot add up.
 //
 // Only plain TCP upstreams read this way: a TLS socket's reads come out of the TLS layer, and a
 // client socket accepted by net.Server cannot be given `onread`.
@@ -23,32 +25,55 @@ export const SMALL_READ = 4096;
 
 export class ReadBuffers {
   private readonly free: Buffer[] = [];
+  /** Pool buffers in existence: free, lent to a write, or some socket's next read. */
+  private owned = 0;
   /** The buffer quiet sockets read into; never lent to a write. */
   readonly shared: Buffer;
 
-  /** `keep`: free buffers kept for reuse (beyond it they are left to the GC). */
-  constructor(readonly size = 64 * 1024, readonly keep = 32) {
+  /**
+   * `max` bounds the pool's memory (max x size): past it, sockets read into the shared buffer and
+   * their bytes are copied out, so connections left holding a buffer (their last read was large)
+   * cannot add up.
+   */
+  constructor(readonly size = 64 * 1024, readonly max = 64) {
     this.shared = Buffer.allocUnsafeSlow(size);
   }
 
-  /** A buffer nothing else holds. */
+  /** A buffer nothing else holds, or the shared one when the pool is at its bound. */
   take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    const buf = this.free.pop();
+    if (buf) return buf;
+    if (this.owned >= this.max) return this.shared;
+    this.owned += 1;
+    return Buffer.allocUnsafeSlow(this.size);
   }
 
   /** Back for reuse: the caller no longer holds it, and no socket reads into or writes from it. */
   give(buf: Buffer): void {
-    if (buf !== this.shared && buf.length === this.size && this.free.length < this.keep) this.free.push(buf);
+    if (buf !== this.shared) this.free.push(buf);
+  }
+
+  /** A buffer that will not come back (its write failed): left to the GC, its place freed. */
+  forget(buf: Buffer): void {
+    if (buf !== this.shared) this.owned -= 1;
   }
 
   /** Free buffers waiting for reuse. */
   get idle(): number {
     return this.free.length;
   }
+
+  /** Pool buffers in existence (at most `max`). */
+  get total(): number {
+    return this.owned;
+  }
 }
 
-/** A chunk read from a socket; `release` (when set) hands its buffer back once the chunk is written. */
-export type ChunkHandler = (chunk: Buffer, release: (() => void) | undefined) => boolean;
+/**
+ * A chunk read from a socket. `release` (when set) must be called once the chunk is no longer
+ * referenced: `true` when its write completed (the buffer is reused), `false` when it failed.
+ */
+export type ChunkHandler = (chunk: Buffer, release: ((written: boolean) => void) | undefined) => boolean;
 
 /** Node's `onread` options for one socket: reads go through `onChunk`, which returns false to pause. */
 export interface UserReads {
@@ -58,24 +83,35 @@ export interface UserReads {
   readonly close: () => void;
 }
 
-export function userReads(pool: ReadBuffers, onChunk: ChunkHandler): UserReads {
+/**
+ * `fail` gets anything thrown while handling a read: nothing may escape into Node's read loop (it
+ * would skip asking for the next buffer and read again into one that may be lent to a write).
+ */
+export function userReads(pool: ReadBuffers, onChunk: ChunkHandler, fail: (err: unknown) => void): UserReads {
   let next = pool.shared;
   return {
     buffer: () => next,
     callback: (bytes, read) => {
-      const buf = read as Buffer;
-      let chunk: Buffer;
-      let release: (() => void) | undefined;
-      if (buf === pool.shared) {
-        chunk = Buffer.allocUnsafe(bytes);
-        buf.copy(chunk, 0, 0, bytes);
-      } else {
-        chunk = buf.subarray(0, bytes);
-        release = () => pool.give(buf);
+      try {
+        const buf = read as Buffer;
+        let chunk: Buffer;
+        let release: ((written: boolean) => void) | undefined;
+        if (buf === pool.shared) {
+          chunk = Buffer.allocUnsafe(bytes);
+          buf.copy(chunk, 0, 0, bytes);
+        } else {
+          chunk = buf.subarray(0, bytes);
+          release = (written) => (written ? pool.give(buf) : pool.forget(buf));
+        }
+        // Node asks buffer() for the next read right after this returns (test/unit/gateway/read-buffers.test.ts).
+        next = bytes > SMALL_READ ? pool.take() : pool.shared;
+        return onChunk(chunk, release);
+      } catch (err) {
+        // `next` is safe to read into: either the buffer just read (the throw came before it was lent)
+        // or a new one (it came after).
+        fail(err);
+        return false;
       }
-      // Node asks buffer() for the next read right after this returns.
-      next = bytes > SMALL_READ ? pool.take() : pool.shared;
-      return onChunk(chunk, release);
     },
     close: () => {
       pool.give(next);

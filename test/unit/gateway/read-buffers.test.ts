@@ -2,17 +2,20 @@
 // reads into next, when a chunk is copied out, and when a buffer goes back to the pool.
 
 import assert from 'node:assert/strict';
-import { ReadBuffers, SMALL_READ, userReads } from '../../../src/gateway/tcp/read-buffers';
+import { once } from 'node:events';
+import net from 'node:net';
+import { ReadBuffers, SMALL_READ, userReads, type ChunkHandler } from '../../../src/gateway/tcp/read-buffers';
 
 describe('TCP upstream read buffers', () => {
   /** Simulates Node's onread loop: read `bytes` into the current buffer, then ask for the next. */
-  function setup() {
+  function setup(handler?: ChunkHandler) {
     const pool = new ReadBuffers(1024 * 64, 2);
-    const chunks: { chunk: Buffer; release: (() => void) | undefined }[] = [];
-    const reads = userReads(pool, (chunk, release) => {
+    const chunks: { chunk: Buffer; release: ((written: boolean) => void) | undefined }[] = [];
+    const failures: unknown[] = [];
+    const reads = userReads(pool, handler ?? ((chunk, release) => {
       chunks.push({ chunk, release });
       return true;
-    });
+    }), (err) => failures.push(err));
     let current = reads.buffer();
     const read = (bytes: number, fill: number): Buffer => {
       const into = current;
@@ -21,7 +24,7 @@ describe('TCP upstream read buffers', () => {
       current = reads.buffer();
       return into;
     };
-    return { pool, reads, chunks, read, next: () => current };
+    return { pool, reads, chunks, failures, read, next: () => current };
   }
 
   it('a quiet socket reads into the shared buffer and its bytes are copied out at once', () => {
@@ -48,19 +51,79 @@ describe('TCP upstream read buffers', () => {
     read(10, 5); // a small read: back to the shared buffer for the next
     assert.equal(next(), pool.shared);
     assert.equal(pool.idle, 0);
-    lent.release!();
+    lent.release!(true);
     assert.equal(pool.idle, 1);
     assert.equal(pool.take(), own); // reused
   });
 
-  it('close returns the buffer the socket would have read into; the pool keeps at most `keep`', () => {
+  it('close returns the buffer the socket would have read into; past `max` buffers sockets share (and copy)', () => {
     const { pool, reads, read } = setup();
     read(SMALL_READ * 2, 6);
+    assert.equal(pool.total, 1);
     reads.close();
     assert.equal(pool.idle, 1);
     reads.close(); // twice is harmless: the shared buffer is never pooled
     assert.equal(pool.idle, 1);
-    for (const b of [pool.take(), pool.take(), pool.take(), Buffer.alloc(10)]) pool.give(b);
-    assert.equal(pool.idle, 2); // keep = 2; a buffer of another size is never taken in
+    assert.equal(reads.buffer(), pool.shared);
+    const a = pool.take();
+    const b = pool.take();
+    assert.equal(pool.total, 2);
+    assert.equal(pool.take(), pool.shared); // max = 2: no third buffer
+    pool.forget(a); // a failed write: its buffer is not coming back
+    const c = pool.take();
+    assert.ok(c !== pool.shared && c !== a && c !== b);
+    assert.equal(pool.total, 2);
+  });
+
+  it('an exception while handling a read goes to `fail`, never into Node; the next read goes into a buffer not lent', () => {
+    let lent: Buffer | undefined;
+    const { pool, failures, read, next } = setup((chunk) => {
+      lent = chunk;
+      throw new Error('boom');
+    });
+    read(SMALL_READ * 2, 1); // into the shared buffer
+    const own = next();
+    assert.notEqual(own, pool.shared);
+    assert.doesNotThrow(() => read(65536, 2));
+    assert.equal(failures.length, 2);
+    assert.equal(lent!.buffer, own.buffer);
+    assert.notEqual(next(), own);
+  });
+
+  it("Node's onread asks for the next buffer after each read, and hands the callback the buffer that read went into", async () => {
+    // The pool's safety rests on this order (an undocumented detail of Node's net module).
+    const server = net.createServer((s) => {
+      s.on('error', () => {});
+      s.end(Buffer.alloc(300_000, 9));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const given: Buffer[] = [];
+    const got: Buffer[] = [];
+    let total = 0;
+    const c = net.connect({
+      port: (server.address() as net.AddressInfo).port, host: '127.0.0.1',
+      onread: {
+        buffer: () => {
+          const b = Buffer.alloc(64 * 1024);
+          given.push(b);
+          return b;
+        },
+        callback: (n, b) => {
+          got.push(b as Buffer);
+          total += n;
+          return true;
+        },
+      },
+    });
+    c.on('error', () => {});
+    await once(c, 'end');
+    c.destroy();
+    server.close();
+    assert.equal(total, 300_000);
+    assert.ok(got.length >= 5);
+    // Read i went into the buffer given before it; a new one was asked for after every read.
+    got.forEach((b, i) => assert.equal(b, given[i], `read ${i}`));
+    assert.equal(given.length, got.length + 1);
   });
 });
