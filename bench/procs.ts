@@ -6,12 +6,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { LoadResult } from './loadgen';
-import { NODE_FLAGS } from '../src/v8-tuning';
 
 const TICKS = 100; // USER_HZ on Linux
 
-/** The node flags meshgate ships with (package.json start, bin/meshgate, the image): measure what users run. */
-export const MESHGATE_NODE_FLAGS = NODE_FLAGS;
 
 export const hasTaskset = spawnSync('sh', ['-c', 'command -v taskset'], { encoding: 'utf8' }).status === 0;
 export const cores = (() => {
@@ -182,6 +179,18 @@ export function runLoad(argv: string[], seconds: number, env: NodeJS.ProcessEnv 
 }
 
 /** The median run by `key` (the middle one of an odd count, the upper middle of an even one). */
+/** Every target once per round, the order rotated each round (no target always first); each target's runs. */
+export function rotatedRounds<T extends { readonly name: string }, R>(targets: readonly T[], rounds: number, one: (t: T, round: number) => R): Map<string, R[]> {
+  const byTarget = new Map<string, R[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[(i + round) % targets.length]!;
+      byTarget.get(t.name)!.push(one(t, round));
+    }
+  }
+  return byTarget;
+}
+
 export function medianBy<T>(runs: readonly T[], key: (run: T) => number): T {
   return [...runs].sort((a, b) => key(a) - key(b))[Math.floor(runs.length / 2)]!;
 }

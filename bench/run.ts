@@ -22,9 +22,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { MESHGATE_NODE_FLAGS, buildRategen, medianBy, runLoad, cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
+import { buildRategen, medianBy, rotatedRounds, runLoad, cpuSeconds, freePort, peakRssMiB, resetPeak, start, stopAll, waitHttp, which, cores, type Proc } from './procs';
 import type { LoadResult } from './loadgen';
 import { singleRouteYaml } from '../src/sample/configs';
+import { NODE_FLAGS } from '../src/v8-tuning';
 import { runTcpBench, tcpTable, type TcpRow } from './tcp';
 import { missingForSidecarBench, runSidecarBench, sidecarTable, type SidecarRow } from './sidecar';
 
@@ -138,7 +139,7 @@ interface Target { readonly name: string; readonly port: number; readonly proc?:
 
 /** `meshgate run` on a config, Gateway port 80 on `port`, pinned to the proxy core; resolves once it answers. */
 async function startMeshgate(config: string, port: number): Promise<Proc> {
-  const proc = start(process.execPath, [...MESHGATE_NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
+  const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
     '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
   await waitHttp(port);
   return proc;
@@ -198,18 +199,6 @@ function measure(workload: string, target: string, port: number, proc: Proc | un
   };
 }
 
-/** Every target once per round, the order rotated each round (no target always first); each target's runs. */
-function rotatedRounds(targets: readonly Target[], one: (t: Target, round: number) => Row): Map<string, Row[]> {
-  const byTarget = new Map<string, Row[]>(targets.map((t) => [t.name, []]));
-  for (let round = 0; round < ROUNDS; round++) {
-    for (let i = 0; i < targets.length; i++) {
-      const t = targets[(i + round) % targets.length]!;
-      byTarget.get(t.name)!.push(one(t, round));
-    }
-  }
-  return byTarget;
-}
-
 function fmt(n: number | undefined, digits = 2): string {
   return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
 }
@@ -254,7 +243,7 @@ async function main(): Promise<void> {
       const policyPort = await freePort();
       targets.push({ name: 'meshgate-policy', port: policyPort, proc: await startMeshgate(policyConfig(dir, up.port), policyPort) });
       targets.push(...await peerTargets(dir, up.port, notes));
-      const byTarget = rotatedRounds(targets, (t, round) =>
+      const byTarget = rotatedRounds(targets, ROUNDS, (t, round) =>
         measure('http-ka', t.name, t.port, t.proc, (s) => blast(t.port, s), DURATION, round === 0 && t.proc !== undefined));
       for (const t of targets) {
         const runs = byTarget.get(t.name)!;
@@ -277,7 +266,7 @@ async function main(): Promise<void> {
       const gw2 = await startMeshgate(dir, gwPort2);
       const targets: Target[] = [{ name: 'direct', port: up1k.port }, { name: 'meshgate', port: gwPort2, proc: gw2 }];
       targets.push(...await peerTargets(dir, up1k.port));
-      const byTarget = rotatedRounds(targets, (t) => measure('istio-setup', t.name, t.port, t.proc, (sec) => atRate(rategen, t.port, sec), DURATION, false));
+      const byTarget = rotatedRounds(targets, ROUNDS, (t) => measure('istio-setup', t.name, t.port, t.proc, (sec) => atRate(rategen, t.port, sec), DURATION, false));
       const picked = new Map<string, Row>();
       for (const t of targets) {
         const runs = byTarget.get(t.name)!;

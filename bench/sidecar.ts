@@ -17,7 +17,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { LoadResult } from './loadgen';
-import { MESHGATE_NODE_FLAGS, cpuSeconds, medianBy, runLoad, start, type Proc } from './procs';
+import { NODE_FLAGS } from '../src/v8-tuning';
+import { cpuSeconds, medianBy, runLoad, start, type Proc } from './procs';
 import { httpGatewayYaml } from '../src/sample/configs';
 
 const POD = `mgbpod${process.pid}`;
@@ -175,12 +176,12 @@ export async function runSidecarBench(o: SidecarBenchOptions): Promise<{ rows: S
     inNs(EXT, undefined, [process.execPath, path.join(o.root, 'dist/bench/upstream.js'), String(UP_PORT), '1024', EXT_IP], o.loadCore);
     // The egress gateway is another pod: it gets the other core (with the light C load generator and
     // the upstream), not a share of the sidecar's.
-    const egress = inNs(EXT, undefined, [process.execPath, ...MESHGATE_NODE_FLAGS, main, 'run', '--config', cfg, '--labels', 'istio=egressgateway', '--port-map', '80=8080',
+    const egress = inNs(EXT, undefined, [process.execPath, ...NODE_FLAGS, main, 'run', '--config', cfg, '--labels', 'istio=egressgateway', '--port-map', '80=8080',
       '--bind', EXT_IP, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], o.loadCore);
     sh(['ip', 'netns', 'exec', POD, process.execPath, main, 'iptables', '--apply']);
-    const sidecar = inNs(POD, 1337, [process.execPath, ...MESHGATE_NODE_FLAGS, main, 'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg,
+    const sidecar = inNs(POD, 1337, [process.execPath, ...NODE_FLAGS, main, 'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg,
       '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], o.proxyCore);
-    const gateway = inNs(POD, 1337, [process.execPath, ...MESHGATE_NODE_FLAGS, main, 'run', '--config', cfg, '--port-map', '80=8090', '--bind', '127.0.0.1',
+    const gateway = inNs(POD, 1337, [process.execPath, ...NODE_FLAGS, main, 'run', '--config', cfg, '--port-map', '80=8090', '--bind', '127.0.0.1',
       '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], o.proxyCore);
     // Ready when each path answers.
     const deadline = Date.now() + 20_000;

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { MESHGATE_NODE_FLAGS, cores, cpuSeconds, freePort, medianBy, peakRssMiB, resetPeak, start, which, type Proc } from './procs';
+import { cores, cpuSeconds, freePort, medianBy, peakRssMiB, resetPeak, rotatedRounds, start, which, type Proc } from './procs';
+import { NODE_FLAGS } from '../src/v8-tuning';
 import { loopbackServiceEntryYaml, singleRouteYaml } from '../src/sample/configs';
 import { makeCa, makeLeaf } from '../src/tls/certs';
 
@@ -67,7 +68,7 @@ function meshgate(o: TcpBenchOptions, name: string, yaml: string, listen: number
   const dir = path.join(o.dir, name);
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'bench.yaml'), yaml);
-  return start(process.execPath, [...MESHGATE_NODE_FLAGS, path.join(o.root, 'dist/src/main.js'), 'run', '--config', dir, '--port-map', `80=${listen},443=${listen}`,
+  return start(process.execPath, [...NODE_FLAGS, path.join(o.root, 'dist/src/main.js'), 'run', '--config', dir, '--port-map', `80=${listen},443=${listen}`,
     '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn',
     '--workers', String(workers)], { core: workers > 1 ? undefined : o.proxyCore });
 }
@@ -190,20 +191,21 @@ export async function runTcpBench(o: TcpBenchOptions): Promise<{ rows: TcpRow[];
   // Rounds with the order rotated: a connections/s run leaves tens of thousands of sockets in
   // TIME_WAIT for a minute, which slow the next target's connect(); no target always follows direct.
   for (const t of targets) benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', '2'], 2); // warm-up
-  const runs = new Map<string, { thru: TcpRow[]; cps: TcpRow[] }>(targets.map((t) => [t.name, { thru: [], cps: [] }]));
-  for (let round = 0; round < o.rounds; round++) {
-    for (let i = 0; i < targets.length; i++) {
-      const t = targets[(i + round) % targets.length]!;
-      const r = runs.get(t.name)!;
-      const thru = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['thru', '127.0.0.1', String(t.port), String(o.thruBytes)], 60));
-      r.thru.push({ workload: 'tcp-thru', target: t.name, rate: thru.result['MBps'] ?? 0, unit: 'MB/s', cpuPercent: thru.cpuPercent, rssMiB: thru.rssMiB, errors: 0 });
-      const cps = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', String(o.seconds)], o.seconds));
-      r.cps.push({ workload: 'tcp-cps', target: t.name, rate: cps.result['rate'] ?? 0, unit: 'conn/s', p99Ms: (cps.result['p99_us'] ?? 0) / 1000, cpuPercent: cps.cpuPercent, rssMiB: cps.rssMiB, errors: cps.result['errors'] ?? 0 });
+  const runs = rotatedRounds(targets, o.rounds, (t): TcpRow[] => {
+    const thru = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['thru', '127.0.0.1', String(t.port), String(o.thruBytes)], 60));
+    const cps = withUsage(t.proc, () => benchtool(tool, o.loadCore, ['cps', '127.0.0.1', String(t.port), '50', String(o.seconds)], o.seconds));
+    return [
+      { workload: 'tcp-thru', target: t.name, rate: thru.result['MBps'] ?? 0, unit: 'MB/s', cpuPercent: thru.cpuPercent, rssMiB: thru.rssMiB, errors: 0 },
+      { workload: 'tcp-cps', target: t.name, rate: cps.result['rate'] ?? 0, unit: 'conn/s', p99Ms: (cps.result['p99_us'] ?? 0) / 1000, cpuPercent: cps.cpuPercent, rssMiB: cps.rssMiB, errors: cps.result['errors'] ?? 0 },
+    ];
+  });
+  // Per workload and target, the median round, with every round's rate.
+  for (const w of [0, 1]) {
+    for (const t of targets) {
+      const list = runs.get(t.name)!.map((pair) => pair[w]!);
+      rows.push({ ...medianBy(list, (x) => x.rate), spread: list.map((x) => Math.round(x.rate)).sort((a, b) => a - b) });
     }
   }
-  const median = (list: TcpRow[]): TcpRow => ({ ...medianBy(list, (x) => x.rate), spread: list.map((x) => Math.round(x.rate)).sort((a, b) => a - b) });
-  for (const t of targets) rows.push(median(runs.get(t.name)!.thru));
-  for (const t of targets) rows.push(median(runs.get(t.name)!.cps));
   if (o.rounds > 1) notes.push(`tcp-thru, tcp-cps: median of ${o.rounds} rounds (order rotated each round); every round's rate in results JSON`);
   for (const t of targets) await t.proc?.stop();
   // A fresh process, so the heap grown by the load above does not hide the connections' cost.
