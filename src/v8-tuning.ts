@@ -1,6 +1,7 @@
 // Three V8 defaults that suit a browser tab and cost a long-running proxy, switched off at start
 // (`meshgate run`; V8 reads each when it uses it, so setting them at run time works, and
-// NODE_OPTIONS would not take them). Figures: docs/benchmarks.md, "V8 settings".
+// NODE_OPTIONS would not take them). Figures: docs/benchmarks.md, "V8 settings" (the first two) and
+// "TCP throughput and the garbage collector" (the third).
 //
 // - Allocation-site pretenuring: when objects from one allocation site often survive a young
 //   collection, V8 allocates that site's objects straight into the old generation from then on. A

@@ -313,17 +313,14 @@ describe('TCP gateway: backpressure towards the client (upstream reads into recy
   let sending: net.Socket | undefined;
 
   before(async () => {
-    // An upstream that sends `data` and closes as soon as a client connects, or, when the client
-    // starts with "seed N\n", 8 MiB of its own pattern for N.
+    // An upstream that answers the client's first line: "all" gets `data`, "seed N" 8 MiB of its
+    // own pattern for N; then it closes.
     source = net.createServer((s) => {
       s.on('error', () => {});
       sending = s;
-      const timer = setTimeout(() => s.end(data), 100);
       s.once('data', (c: Buffer) => {
         const m = /^seed (\d+)\n/.exec(c.toString());
-        if (!m) return;
-        clearTimeout(timer);
-        s.end(pattern(Number(m[1])));
+        s.end(m ? pattern(Number(m[1])) : data);
       });
     });
     await new Promise<void>((r) => source.listen(0, '127.0.0.1', r));
@@ -344,6 +341,7 @@ describe('TCP gateway: backpressure towards the client (upstream reads into recy
       got += c.length;
     });
     const ended = new Promise<void>((r) => client.once('end', () => r()));
+    client.write('all\n');
     // Three stops: each time the gateway must stop reading the upstream (which then holds most of
     // the data itself) and start again when the client reads on.
     for (let stop = 0; stop < 3; stop++) {
@@ -365,10 +363,11 @@ describe('TCP gateway: backpressure towards the client (upstream reads into recy
       const client = net.connect({ port: gw.port(80), host: '127.0.0.1' });
       client.on('error', reject);
       const hash = createHash('sha256');
+      let chunks = 0;
       client.on('data', (c: Buffer) => {
         hash.update(c);
-        // Every other client stops now and then, so its writes queue in the gateway.
-        if (seed % 2 === 1 && Math.random() < 0.05) {
+        // Every other client stops for 20 ms every 20 chunks, so its writes queue in the gateway.
+        if (seed % 2 === 1 && ++chunks % 20 === 0) {
           client.pause();
           setTimeout(() => client.resume(), 20);
         }
