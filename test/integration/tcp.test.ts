@@ -13,6 +13,7 @@ import { freePort, waitFor } from '../helpers/upstream';
 import { workloadEntry } from '../helpers/yaml';
 import { startTcpEcho, type TcpEchoServer } from '../../src/sample/tcp-echo';
 import { loopbackServiceEntryYaml, singleRouteYaml } from '../../src/sample/configs';
+import { seededBytes } from '../helpers/bytes';
 
 const SAMPLES = path.resolve(__dirname, '../../../../shared/istio-samples/samples/tcp-echo');
 const sample = (name: string) => fs.readFileSync(path.join(SAMPLES, name), 'utf8');
@@ -384,8 +385,4 @@ describe('TCP gateway: backpressure towards the client (upstream reads into recy
 });
 
 /** 8 MiB that differ for every seed. */
-function pattern(seed: number): Buffer {
-  const b = Buffer.alloc(8 * 1024 * 1024);
-  for (let i = 0; i < b.length; i += 4) b.writeUInt32LE(((i + 1) * (2654435761 + seed * 40503)) >>> 0, i);
-  return b;
-}
+const pattern = (seed: number): Buffer => seededBytes(8 * 1024 * 1024, seed);

@@ -1,0 +1,151 @@
+// HTTP Upgrade (WebSocket) tunnels through the gateway: nothing lost when one side closes while the
+// other is still reading, half-close passed through, resets and failures reported. A raw upstream on
+// loopback answers 101 and then does what each test asks.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { freePort } from '../helpers/upstream';
+import { seededBytes, sha256 } from '../helpers/bytes';
+import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
+
+const HEAD = (path: string) => `GET ${path} HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+const SWITCHING = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+
+/**
+ * The upstream: reads the upgrade head, answers 101, then by path:
+ * - /burst: sends BURST bytes and closes at once (FIN then close, without waiting for the client);
+ * - /halfclose: collects what the client sends until its FIN, then sends it back reversed and closes;
+ * - /reset: resets the connection after the 101.
+ */
+const BURST = 48 * 1024 * 1024;
+function rawUpstream(): Promise<{ port: number; server: net.Server }> {
+  const burst = seededBytes(BURST, 7);
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    let head = Buffer.alloc(0);
+    const onHead = (c: Buffer) => {
+      head = Buffer.concat([head, c]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      s.off('data', onHead);
+      const path = head.subarray(0, end).toString('latin1').split(' ')[1];
+      const rest = head.subarray(end + 4);
+      s.write(SWITCHING);
+      if (path === '/burst') {
+        s.end(burst);
+      } else if (path === '/halfclose') {
+        const got: Buffer[] = [rest];
+        s.on('data', (d: Buffer) => got.push(d));
+        s.once('end', () => s.end(Buffer.from(Buffer.concat(got)).reverse()));
+      } else if (path === '/reset') {
+        setTimeout(() => s.resetAndDestroy(), 50);
+      }
+    };
+    s.on('data', onHead);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, server })));
+}
+
+/** Connect, send the upgrade head (and `send`), optionally half-close; resolve with everything read until the gateway closes. */
+function tunnel(port: number, path: string, o: { send?: Buffer; halfClose?: boolean; pauseMs?: number; stallEvery?: number } = {}): Promise<{ data: Buffer; error?: string }> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const got: Buffer[] = [];
+    let error: string | undefined;
+    let size = 0;
+    let nextStall = o.stallEvery ?? Infinity;
+    sock.on('data', (c: Buffer) => {
+      got.push(c);
+      size += c.length;
+      if (size < nextStall) return;
+      // A reader that keeps stalling: the gateway's buffers toward it are full whenever the upstream finishes.
+      nextStall += o.stallEvery!;
+      sock.pause();
+      setTimeout(() => sock.resume(), 30);
+    });
+    sock.on('end', () => sock.end());
+    sock.on('error', (e: NodeJS.ErrnoException) => { error = e.code ?? e.message; });
+    sock.on('close', () => resolve({ data: Buffer.concat(got), ...(error ? { error } : {}) }));
+    sock.once('connect', () => {
+      sock.write(HEAD(path));
+      if (o.send) sock.write(o.send);
+      if (o.halfClose) sock.end();
+      if (o.pauseMs) {
+        // A slow reader: everything the upstream sent waits in buffers while it has already closed.
+        sock.pause();
+        setTimeout(() => sock.resume(), o.pauseMs);
+      }
+    });
+  });
+}
+
+function afterHead(data: Buffer): Buffer {
+  const end = data.indexOf('\r\n\r\n');
+  assert.ok(end > 0, `no response head in ${JSON.stringify(data.subarray(0, 200).toString('latin1'))}`);
+  assert.match(data.subarray(0, end).toString('latin1'), /^HTTP\/1\.1 101 /);
+  return data.subarray(end + 4);
+}
+
+describe('HTTP Upgrade tunnels', function () {
+  this.timeout(60_000);
+  let gw: TestGateway;
+  let upstream: { port: number; server: net.Server };
+  let deadPort: number;
+
+  before(async () => {
+    upstream = await rawUpstream();
+    deadPort = await freePort();
+    gw = await startGateway({
+      'routes.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ws, namespace: default}
+spec:
+  hosts: [ws.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /dead}}]
+    route: [{destination: {host: dead.internal}}]
+  - route: [{destination: {host: ws.internal}}]
+---
+${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}`,
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    upstream?.server.close();
+  });
+
+  it('an upstream that sends 48 MiB and closes at once loses nothing to a slow client', async () => {
+    for (const slow of [{}, { pauseMs: 400 }, { stallEvery: 1024 * 1024 }]) {
+      const r = await tunnel(gw.port(80), '/burst', slow);
+      const body = afterHead(r.data);
+      assert.equal(body.length, BURST, `${JSON.stringify(slow)}: ${body.length} of ${BURST} bytes arrived`);
+      assert.equal(sha256(body), sha256(seededBytes(BURST, 7)));
+    }
+    const line = await gw.waitForLine(/"GET \/burst HTTP\/1\.1" 101 /);
+    assert.match(line, new RegExp(` ${BURST + SWITCHING.length} `), `the access log counts the bytes sent: ${line}`);
+  });
+
+  it('a client that half-closes still receives the whole reply', async () => {
+    const sent = seededBytes(3 * 1024 * 1024 + 17, 11);
+    const r = await tunnel(gw.port(80), '/halfclose', { send: sent, halfClose: true, pauseMs: 300 });
+    const body = afterHead(r.data);
+    assert.equal(body.length, sent.length);
+    assert.equal(sha256(body), sha256(Buffer.from(sent).reverse()));
+  });
+
+  it('an upstream reset closes the client and is logged with UC', async () => {
+    const r = await tunnel(gw.port(80), '/reset');
+    afterHead(r.data);
+    const line = await gw.waitForLine(/"GET \/reset HTTP\/1\.1" 101 /);
+    assert.match(line, / 101 UC /);
+  });
+
+  it('an upstream that refuses the connection: 503 UF, the connection closed', async () => {
+    const r = await tunnel(gw.port(80), '/dead');
+    assert.match(r.data.toString('latin1'), /^HTTP\/1\.1 503 /);
+    await gw.waitForLine(/"GET \/dead HTTP\/1\.1" 503 UF /);
+  });
+});
