@@ -3,7 +3,12 @@
 // loopback answers 101 and then does what each test asks.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { makeCa, makeLeaf } from '../helpers/certs';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort } from '../helpers/upstream';
 import { seededBytes, sha256 } from '../helpers/bytes';
@@ -16,12 +21,13 @@ const SWITCHING = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nCon
  * The upstream: reads the upgrade head, answers 101, then by path:
  * - /burst: sends BURST bytes and closes at once (FIN then close, without waiting for the client);
  * - /halfclose: collects what the client sends until its FIN, then sends it back reversed and closes;
- * - /reset: resets the connection after the 101.
+ * - /reset: resets the connection after the 101;
+ * - anything else: sends back the request head it received, after a first line `tls` or `plain`.
  */
 const BURST = 48 * 1024 * 1024;
-function rawUpstream(): Promise<{ port: number; server: net.Server }> {
+function rawUpstream(secure?: { cert: string; key: string }): Promise<{ port: number; server: net.Server }> {
   const burst = seededBytes(BURST, 7);
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+  const onConnection = (s: net.Socket) => {
     s.on('error', () => {});
     let head = Buffer.alloc(0);
     const onHead = (c: Buffer) => {
@@ -40,15 +46,20 @@ function rawUpstream(): Promise<{ port: number; server: net.Server }> {
         s.once('end', () => s.end(Buffer.from(Buffer.concat(got)).reverse()));
       } else if (path === '/reset') {
         setTimeout(() => s.resetAndDestroy(), 50);
+      } else {
+        s.end(`${secure ? 'tls' : 'plain'}\n${head.subarray(0, end).toString('latin1')}`); // what arrived, for the test to read
       }
     };
     s.on('data', onHead);
-  });
+  };
+  const server = secure
+    ? tls.createServer({ ...secure, allowHalfOpen: true }, onConnection)
+    : net.createServer({ allowHalfOpen: true }, onConnection);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, server })));
 }
 
 /** Connect, send the upgrade head (and `send`), optionally half-close; resolve with everything read until the gateway closes. */
-function tunnel(port: number, path: string, o: { send?: Buffer; halfClose?: boolean; pauseMs?: number; stallEvery?: number } = {}): Promise<{ data: Buffer; error?: string }> {
+function tunnel(port: number, path: string, o: { send?: Buffer; halfClose?: boolean; pauseMs?: number; stallEvery?: number; extraHeaders?: string } = {}): Promise<{ data: Buffer; error?: string }> {
   return new Promise((resolve) => {
     const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     const got: Buffer[] = [];
@@ -68,7 +79,7 @@ function tunnel(port: number, path: string, o: { send?: Buffer; halfClose?: bool
     sock.on('error', (e: NodeJS.ErrnoException) => { error = e.code ?? e.message; });
     sock.on('close', () => resolve({ data: Buffer.concat(got), ...(error ? { error } : {}) }));
     sock.once('connect', () => {
-      sock.write(HEAD(path));
+      sock.write(HEAD(path).replace(/\r\n\r\n$/, `\r\n${o.extraHeaders ?? ''}\r\n`));
       if (o.send) sock.write(o.send);
       if (o.halfClose) sock.end();
       if (o.pauseMs) {
@@ -91,10 +102,16 @@ describe('HTTP Upgrade tunnels', function () {
   this.timeout(60_000);
   let gw: TestGateway;
   let upstream: { port: number; server: net.Server };
+  let secureUpstream: { port: number; server: net.Server };
   let deadPort: number;
+  let dir: string;
 
   before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-upgrade-'));
+    const ca = await makeCa(dir, 'ca');
+    const leaf = await makeLeaf(dir, ca, 'ws-tls', ['ws-tls.internal']);
     upstream = await rawUpstream();
+    secureUpstream = await rawUpstream({ cert: leaf.cert, key: leaf.key });
     deadPort = await freePort();
     gw = await startGateway({
       'routes.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
@@ -106,15 +123,31 @@ spec:
   http:
   - match: [{uri: {prefix: /dead}}]
     route: [{destination: {host: dead.internal}}]
+  - match: [{uri: {prefix: /old}}]
+    rewrite: {uri: /new, authority: ws-inside.example.com}
+    headers: {request: {set: {x-route: rewritten}, remove: [x-drop]}}
+    route: [{destination: {host: ws.internal}, headers: {request: {add: {x-destination: ws}}}}]
+  - match: [{uri: {prefix: /tls}}]
+    route: [{destination: {host: ws-tls.internal}}]
   - route: [{destination: {host: ws.internal}}]
 ---
-${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}`,
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ws-tls, namespace: default}
+spec:
+  host: ws-tls.internal
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: ${ca.certFile}}
+---
+${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('ws-tls', 'ws-tls.internal', 80, 'HTTP', secureUpstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}`,
     });
   });
 
   after(async () => {
     await gw?.stop();
     upstream?.server.close();
+    secureUpstream?.server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('an upstream that sends 48 MiB and closes at once loses nothing to a slow client', async () => {
@@ -134,6 +167,24 @@ ${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loo
     const body = afterHead(r.data);
     assert.equal(body.length, sent.length);
     assert.equal(sha256(body), sha256(Buffer.from(sent).reverse()));
+  });
+
+  it('the upgrade request gets the route\'s rewrite and header operations', async () => {
+    const r = await tunnel(gw.port(80), '/old/chat?room=1', { extraHeaders: 'x-drop: me\r\n' });
+    const seen = afterHead(r.data).toString('latin1');
+    assert.match(seen, /^plain\nGET \/new\/chat\?room=1 HTTP\/1\.1\r\n/);
+    assert.match(seen, /\r\nhost: ws-inside\.example\.com\r\n/i);
+    assert.match(seen, /\r\nx-route: rewritten\r\n/i);
+    assert.match(seen, /\r\nx-destination: ws\r\n/i);
+    assert.match(seen, /\r\nx-envoy-original-path: \/old\/chat\?room=1\r\n/i);
+    assert.doesNotMatch(seen, /x-drop/i);
+  });
+
+  it('a DestinationRule with tls SIMPLE originates TLS for the upgrade too', async () => {
+    const r = await tunnel(gw.port(80), '/tls/socket');
+    const seen = afterHead(r.data).toString('latin1');
+    assert.match(seen, /^tls\nGET \/tls\/socket HTTP\/1\.1\r\n/);
+    await gw.waitForLine(/"GET \/tls\/socket HTTP\/1\.1" 101 .* outbound\|80\|\|ws-tls\.internal /);
   });
 
   it('an upstream reset closes the client and is logged with UC', async () => {

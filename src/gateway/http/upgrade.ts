@@ -1,8 +1,10 @@
-// HTTP Upgrade (WebSocket and friends): route like any request, then open a raw connection to the
-// chosen endpoint, replay the request head, and pipe bytes both ways. The upstream's answer (101 or
+// HTTP Upgrade (WebSocket and friends): route like any request (header operations, rewrite, and TLS
+// origination when the DestinationRule asks for it), then open a raw connection to the chosen
+// endpoint, replay the request head, and pipe bytes both ways. The upstream's answer (101 or
 // anything else) reaches the client unchanged; the access log reads its status line.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
@@ -11,6 +13,8 @@ import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-
 import { joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
+import { applyHeaderOps, rewritePath } from './policy';
+import { upstreamTlsOptions } from '../../tls/upstream';
 
 export class UpgradeProxy {
   constructor(private readonly deps: ProxyDeps) {}
@@ -73,17 +77,32 @@ export class UpgradeProxy {
     if (!endpoint) return reply('NO_HEALTHY_UPSTREAM');
     rec.upstreamHost = endpoint.hostPort;
 
+    // The request as any routed request goes: the route's and the destination's header operations, the rewrite.
+    const route = decision.route;
+    applyHeaderOps(headers, route.headers?.request);
+    applyHeaderOps(headers, dest.headers?.request);
+    if (route.rewrite?.authority !== undefined) headers['host'] = route.rewrite.authority;
+    const path = rewritePath(req.url ?? '/', route.rewrite);
+    if (path !== req.url) headers['x-envoy-original-path'] = req.url ?? '/';
     headers['connection'] = 'Upgrade';
     headers['upgrade'] = String(req.headers.upgrade ?? '');
     headers['x-envoy-attempt-count'] = '1';
-    let head1 = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    let head1 = `${req.method} ${path} HTTP/1.1\r\n`;
     for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v]) head1 += `${k}: ${one}\r\n`;
     head1 += '\r\n';
 
-    const upstream = net.connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
+    // TLS origination when the DestinationRule asks for it, as for every other request to the cluster.
+    const t = cluster.def.upstreamTls;
+    const tlsOpts = t ? upstreamTlsOptions(t, cluster.def.host) : undefined;
+    if (tlsOpts instanceof Error) {
+      rec.upstreamTransportFailureReason = tlsOpts.message;
+      return reply('CONNECT_FAILURE');
+    }
+    const base = { host: endpoint.address, port: endpoint.port, noDelay: true };
+    const upstream = tlsOpts ? tls.connect({ ...base, ...tlsOpts.connect }) : net.connect(base);
     const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), cluster.def.connectTimeoutMs);
     let connected = false;
-    upstream.once('connect', () => {
+    upstream.once(tlsOpts ? 'secureConnect' : 'connect', () => {
       connected = true;
       clearTimeout(connectTimer);
       rec.upstreamLocalAddress = joinHostPort(upstream.localAddress, upstream.localPort);
