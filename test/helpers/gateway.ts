@@ -55,25 +55,36 @@ export async function startGateway(files: Record<string, string>, o: StartOption
   };
   write('mesh.yaml', meshConfigYaml(accessLogPath, o.mesh));
   for (const [name, text] of Object.entries(files)) write(name, text);
-  const portMap = new Map<number, number>();
-  for (const p of o.serverPorts ?? [80]) portMap.set(p, await freePort());
-  const app = new App({
-    configPaths: [dir],
-    labels: { istio: 'ingressgateway' },
-    namespace: 'istio-system',
-    portMap,
-    bind: '127.0.0.1',
-    adminPort: 0,
-    statusPort: 0,
-    metricsPort: 0,
-    logLevel: 'warn',
-    serverName: 'istio-envoy',
-    drainMs: 2000,
-    watch: true,
-    logger: pino({ level: process.env['MESHGATE_TEST_LOG'] ?? 'silent' }),
-    ...o.opts,
-  });
-  await app.start();
+  // A port freePort() handed out is free only until something binds it: another server of this
+  // process listening on port 0 may take it first. A gateway that could not bind one of its ports is
+  // started again on fresh ones, instead of leaving the test to talk to whoever holds the port.
+  let portMap = new Map<number, number>();
+  let app: App | undefined;
+  for (let attempt = 1; app === undefined; attempt++) {
+    portMap = new Map();
+    for (const p of o.serverPorts ?? [80]) portMap.set(p, await freePort());
+    const candidate = new App({
+      configPaths: [dir],
+      labels: { istio: 'ingressgateway' },
+      namespace: 'istio-system',
+      portMap,
+      bind: '127.0.0.1',
+      adminPort: 0,
+      statusPort: 0,
+      metricsPort: 0,
+      logLevel: 'warn',
+      serverName: 'istio-envoy',
+      drainMs: 2000,
+      watch: true,
+      logger: pino({ level: process.env['MESHGATE_TEST_LOG'] ?? 'silent' }),
+      ...o.opts,
+    });
+    const outcome = await candidate.start();
+    const taken = outcome.errors.filter((e) => [...portMap.values()].some((port) => e.startsWith(`listener port ${port}:`)));
+    if (taken.length === 0) app = candidate;
+    else if (attempt < 3) await candidate.stop();
+    else throw new Error(`test gateway: cannot listen: ${taken.join('; ')}`);
+  }
   const accessLines = () => {
     try {
       return fs.readFileSync(accessLogPath, 'utf8').split('\n').filter(Boolean);

@@ -13,7 +13,7 @@ import { freePort, waitFor } from '../helpers/upstream';
 import { workloadEntry } from '../helpers/yaml';
 import { startTcpEcho, type TcpEchoServer } from '../../src/sample/tcp-echo';
 import { loopbackServiceEntryYaml, singleRouteYaml } from '../../src/sample/configs';
-import { seededBytes } from '../helpers/bytes';
+import { seededBytes, sha256 } from '../helpers/bytes';
 
 const SAMPLES = path.resolve(__dirname, '../../../../shared/istio-samples/samples/tcp-echo');
 const sample = (name: string) => fs.readFileSync(path.join(SAMPLES, name), 'utf8');
@@ -281,10 +281,8 @@ describe('TCP gateway: backpressure', function () {
   });
 
   it('a slow upstream holds the client back (the gateway stops reading), then every byte arrives in order', async () => {
-    const total = 64 * 1024 * 1024; // well past what the kernel buffers of both connections hold
-    const data = Buffer.alloc(total);
-    for (let i = 0; i < total; i += 4) data.writeUInt32LE(i * 2654435761 >>> 0, i);
-    const sent = createHash('sha256').update(data).digest('hex');
+    const data = seededBytes(64 * 1024 * 1024, 0); // well past what the kernel buffers of both connections hold
+    const sent = sha256(data);
     const client = net.connect({ port: gw.port(80), host: '127.0.0.1', allowHalfOpen: true });
     client.on('error', () => {});
     await new Promise<void>((r) => client.once('connect', () => r()));
@@ -306,14 +304,15 @@ describe('TCP gateway: backpressure', function () {
 describe('TCP gateway: backpressure towards the client (upstream reads into recycled buffers)', function () {
   this.timeout(60_000);
   const total = 64 * 1024 * 1024;
-  const data = Buffer.alloc(total);
-  for (let i = 0; i < total; i += 4) data.writeUInt32LE(i * 2246822519 >>> 0, i);
-  const expected = createHash('sha256').update(data).digest('hex');
+  let data: Buffer;
+  let expected: string;
   let gw: TestGateway;
   let source: net.Server;
   let sending: net.Socket | undefined;
 
   before(async () => {
+    data = seededBytes(total, 1000); // unlike any client's "seed N"
+    expected = sha256(data);
     // An upstream that answers the client's first line: "all" gets `data`, "seed N" 8 MiB of its
     // own pattern for N; then it closes.
     source = net.createServer((s) => {
@@ -374,7 +373,7 @@ describe('TCP gateway: backpressure towards the client (upstream reads into recy
         }
       });
       client.on('end', () => {
-        resolve(hash.digest('hex') === createHash('sha256').update(pattern(seed)).digest('hex'));
+        resolve(hash.digest('hex') === sha256(pattern(seed)));
         client.destroy();
       });
       client.write(`seed ${seed}\n`);

@@ -3,7 +3,7 @@
 // call them with tables.
 
 import type { HeaderOperations } from '../../config/types';
-import type { CompiledCors, CompiledFault, CompiledRewrite, HashPolicy } from '../../config/snapshot';
+import type { CompiledCors, CompiledDestination, CompiledFault, CompiledRewrite, CompiledRoute, HashPolicy } from '../../config/snapshot';
 import { stringMatches, splitPath } from './route-match';
 
 export interface FaultDecision {
@@ -50,6 +50,20 @@ export function applyHeaderOps(headers: HeaderMap, ops: HeaderOperations | undef
     const old = headers[key];
     headers[key] = old === undefined ? value : [...(Array.isArray(old) ? old : [old]), value];
   }
+}
+
+/**
+ * A routed request on its way upstream (plain requests and upgrades alike): the route's, then the
+ * destination's request header operations, then the authority and path rewrites, with the original
+ * path kept in x-envoy-original-path as Envoy does. Returns the path to send.
+ */
+export function shapeUpstreamRequest(headers: HeaderMap, route: CompiledRoute, dest: CompiledDestination, url: string): string {
+  applyHeaderOps(headers, route.headers?.request);
+  applyHeaderOps(headers, dest.headers?.request);
+  if (route.rewrite?.authority !== undefined) headers['host'] = route.rewrite.authority;
+  const path = rewritePath(url, route.rewrite);
+  if (path !== url) headers['x-envoy-original-path'] = url;
+  return path;
 }
 
 /** The same operations on a flat [name, value, ...] list (response headers as written). */

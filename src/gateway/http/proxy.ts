@@ -20,7 +20,7 @@ import {
 import { redirectLocation } from './redirect';
 import { inboundSourceAddress, originalDstOf } from '../../sidecar/capture';
 import { hostWithoutPort } from '../../config/names';
-import { applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, rewritePath, shadowHost } from './policy';
+import { applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, shadowHost, shapeUpstreamRequest } from './policy';
 import { randomBytes } from 'node:crypto';
 import { upstreamTlsOptions } from '../../tls/upstream';
 import { claimUpstreamSocket } from '../../registry/upstream-socket';
@@ -349,18 +349,14 @@ export class HttpProxy {
     const toDialled = dialled !== undefined && dialled.address !== '';
     const resolveHost = !toDialled && cluster.def.originalDstPort !== undefined && cluster.endpoints.length === 0;
     if (cluster.endpoints.length === 0 && !toDialled && !resolveHost) return ex.fail('NO_HEALTHY_UPSTREAM');
-    // Request headers as the route and the chosen destination say, then the rewrite.
-    applyHeaderOps(ex.upstreamHeaders, route.headers?.request);
-    applyHeaderOps(ex.upstreamHeaders, dest.headers?.request);
+    // Request headers as the route and the chosen destination say, then the rewrites.
+    const path = shapeUpstreamRequest(ex.upstreamHeaders, route, dest, req.url ?? '/');
     ex.responseOps = [route.headers?.response, dest.headers?.response];
     if (cluster.def.hash) {
       const hash = hashKeyOf(cluster.def.hash, req.headers, plainAddress(req.socket.remoteAddress), req.url ?? '/', freshCookieValue);
       ex.hashKey = hash.key;
       if (hash.setCookie) ex.extraResponseHeaders.push('set-cookie', hash.setCookie);
     }
-    if (route.rewrite?.authority !== undefined) ex.upstreamHeaders['host'] = route.rewrite.authority;
-    const path = rewritePath(req.url ?? '/', route.rewrite);
-    if (path !== req.url) ex.upstreamHeaders['x-envoy-original-path'] = req.url ?? '/';
     if (toDialled) return this.forward(ex, route, cluster, path, this.deps.registry.endpointFor(dialled.address, dialled.port));
     if (resolveHost) return this.forwardResolved(ex, route, cluster, path, dialled ? dialled.port : cluster.def.originalDstPort!);
     this.forward(ex, route, cluster, path, undefined);
@@ -657,7 +653,7 @@ class Forwarder {
 }
 
 /** Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON% for connect failures: `delayed connect error: 111`. */
-function transportFailureReason(err: unknown): string | undefined {
+export function transportFailureReason(err: unknown): string | undefined {
   const e = err as { errno?: number; code?: string; cause?: { errno?: number } };
   if (e?.code && isTlsHandshakeCode(e.code)) return `TLS_error: ${e.code}`; // Envoy: TLS_error:|...:CERTIFICATE_VERIFY_FAILED
   const errno = e?.errno ?? e?.cause?.errno;

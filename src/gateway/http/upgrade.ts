@@ -1,20 +1,19 @@
-// HTTP Upgrade (WebSocket and friends): route like any request (header operations, rewrite, and TLS
-// origination when the DestinationRule asks for it), then open a raw connection to the chosen
-// endpoint, replay the request head, and pipe bytes both ways. The upstream's answer (101 or
-// anything else) reaches the client unchanged; the access log reads its status line.
+// HTTP Upgrade (WebSocket and friends): route and shape the request like any other (header
+// operations, rewrites), open a raw connection to the chosen endpoint as a TCP route would (TLS
+// when the DestinationRule originates it), replay the request head, and pipe bytes both ways. The
+// upstream's answer (101 or anything else) reaches the client unchanged; the access log reads its
+// status line.
 
-import net from 'node:net';
-import tls from 'node:tls';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
-import type { ProxyDeps } from './proxy';
+import { transportFailureReason, type ProxyDeps } from './proxy';
 import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-match';
 import { joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
-import { applyHeaderOps, rewritePath } from './policy';
-import { upstreamTlsOptions } from '../../tls/upstream';
+import { shapeUpstreamRequest } from './policy';
+import { connectUpstream } from '../tcp/proxy';
 
 export class UpgradeProxy {
   constructor(private readonly deps: ProxyDeps) {}
@@ -77,13 +76,7 @@ export class UpgradeProxy {
     if (!endpoint) return reply('NO_HEALTHY_UPSTREAM');
     rec.upstreamHost = endpoint.hostPort;
 
-    // The request as any routed request goes: the route's and the destination's header operations, the rewrite.
-    const route = decision.route;
-    applyHeaderOps(headers, route.headers?.request);
-    applyHeaderOps(headers, dest.headers?.request);
-    if (route.rewrite?.authority !== undefined) headers['host'] = route.rewrite.authority;
-    const path = rewritePath(req.url ?? '/', route.rewrite);
-    if (path !== req.url) headers['x-envoy-original-path'] = req.url ?? '/';
+    const path = shapeUpstreamRequest(headers, decision.route, dest, req.url ?? '/');
     headers['connection'] = 'Upgrade';
     headers['upgrade'] = String(req.headers.upgrade ?? '');
     headers['x-envoy-attempt-count'] = '1';
@@ -91,18 +84,10 @@ export class UpgradeProxy {
     for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v]) head1 += `${k}: ${one}\r\n`;
     head1 += '\r\n';
 
-    // TLS origination when the DestinationRule asks for it, as for every other request to the cluster.
-    const t = cluster.def.upstreamTls;
-    const tlsOpts = t ? upstreamTlsOptions(t, cluster.def.host) : undefined;
-    if (tlsOpts instanceof Error) {
-      rec.upstreamTransportFailureReason = tlsOpts.message;
-      return reply('CONNECT_FAILURE');
-    }
-    const base = { host: endpoint.address, port: endpoint.port, noDelay: true };
-    const upstream = tlsOpts ? tls.connect({ ...base, ...tlsOpts.connect }) : net.connect(base);
+    const { socket: upstream, ready } = connectUpstream(endpoint, cluster);
     const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), cluster.def.connectTimeoutMs);
     let connected = false;
-    upstream.once(tlsOpts ? 'secureConnect' : 'connect', () => {
+    upstream.once(ready, () => {
       connected = true;
       clearTimeout(connectTimer);
       rec.upstreamLocalAddress = joinHostPort(upstream.localAddress, upstream.localPort);
@@ -121,7 +106,7 @@ export class UpgradeProxy {
     upstream.on('error', (err) => {
       clearTimeout(connectTimer);
       if (!connected) {
-        rec.upstreamTransportFailureReason = (err as NodeJS.ErrnoException).errno !== undefined ? `delayed connect error: ${Math.abs((err as NodeJS.ErrnoException).errno!)}` : undefined;
+        rec.upstreamTransportFailureReason = transportFailureReason(err) ?? err.message;
         return reply(fromUpstreamError(err, 'connect').code);
       }
       rec.responseFlags.push('UC');

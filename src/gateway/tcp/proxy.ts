@@ -72,7 +72,7 @@ export class TcpProxy {
   /** Upstream read buffers shared by every session (read-buffers.ts). */
   readonly readBuffers = new ReadBuffers();
 
-  constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = defaultConnect) {}
+  constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = connectUpstream) {}
 
   /** Take over a downstream connection (already past any ClientHello inspection). Never throws. */
   handle(downstream: Socket, info: TcpConnectionInfo): void {
@@ -97,8 +97,12 @@ export class TcpProxy {
   }
 }
 
-/** Plain TCP, or TLS when the cluster's DestinationRule originates it. */
-function defaultConnect(endpoint: Endpoint, cluster: Cluster, reads: UserReads): ReturnType<UpstreamConnector> {
+/**
+ * A raw connection to an endpoint (TCP routes, and HTTP upgrades once routed): plain TCP, or TLS when
+ * the cluster's DestinationRule originates it; the sidecar's inbound source address and the
+ * cluster's keepalive apply either way. Given `reads`, a plain socket reads through them.
+ */
+export function connectUpstream(endpoint: Endpoint, cluster: Cluster, reads?: UserReads): ReturnType<UpstreamConnector> {
   const source = inboundSourceAddress(cluster.name);
   const base = {
     host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
@@ -106,7 +110,7 @@ function defaultConnect(endpoint: Endpoint, cluster: Cluster, reads: UserReads):
     ...(cluster.def.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: cluster.def.keepaliveMs } : {}),
   };
   const t = cluster.def.upstreamTls;
-  if (!t) return { socket: net.connect({ ...base, onread: reads }), ready: 'connect', readsTaken: true };
+  if (!t) return reads ? { socket: net.connect({ ...base, onread: reads }), ready: 'connect', readsTaken: true } : { socket: net.connect(base), ready: 'connect' };
   const opts = upstreamTlsOptions(t, cluster.def.host);
   if (opts instanceof Error) {
     const failed = new net.Socket();
