@@ -23,9 +23,12 @@ const SWITCHING = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nCon
  * - /burst: sends `burst` and closes at once (FIN then close, without waiting for the client);
  * - /halfclose: collects what the client sends until its FIN, then sends it back reversed and closes;
  * - /reset: resets the connection after the 101;
+ * - /hold: keeps the connection open after the 101, notes how it ended (`held`), answers a FIN with one;
  * - anything else: sends back the request head it received, after a first line `tls` or `plain`.
  */
 const BURST = 48 * 1024 * 1024;
+/** How each /hold connection ended at the upstream: 'ECONNRESET', 'end', ... */
+const held: string[] = [];
 function rawUpstream(burst: Buffer, secure?: { cert: string; key: string }): Promise<{ port: number; server: net.Server }> {
   const onConnection = (s: net.Socket) => {
     s.on('error', () => {});
@@ -46,6 +49,12 @@ function rawUpstream(burst: Buffer, secure?: { cert: string; key: string }): Pro
         s.once('end', () => s.end(Buffer.from(Buffer.concat(got)).reverse()));
       } else if (path === '/reset') {
         setTimeout(() => s.resetAndDestroy(), 50);
+      } else if (path === '/hold') {
+        s.on('error', (err: NodeJS.ErrnoException) => held.push(err.code ?? err.message));
+        s.on('end', () => {
+          held.push('end');
+          s.end();
+        });
       } else {
         s.end(`${secure ? 'tls' : 'plain'}\n${head.subarray(0, end).toString('latin1')}`); // what arrived, for the test to read
       }
@@ -90,6 +99,18 @@ function tunnel(port: number, path: string, o: { send?: Buffer; halfClose?: bool
   });
 }
 
+/** Open a tunnel to `path` and wait for the 101; then `act` on the socket. Resolves with how the client's socket ended. */
+function tunnelEnding(port: number, path: string, act: (sock: net.Socket) => void): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    let ending = 'close';
+    sock.on('error', (err: NodeJS.ErrnoException) => { ending = err.code ?? err.message; });
+    sock.on('close', () => resolve(ending));
+    sock.once('connect', () => sock.write(HEAD(path)));
+    sock.once('data', () => act(sock));
+  });
+}
+
 function afterHead(data: Buffer): Buffer {
   const end = data.indexOf('\r\n\r\n');
   assert.ok(end > 0, `no response head in ${JSON.stringify(data.subarray(0, 200).toString('latin1'))}`);
@@ -103,6 +124,8 @@ describe('HTTP Upgrade tunnels', function () {
   let upstream: { port: number; server: net.Server };
   let secureUpstream: { port: number; server: net.Server };
   let deadPort: number;
+  let silent: net.Server;
+  const silentSockets = new Set<net.Socket>();
   let dir: string;
   let burst: Buffer;
 
@@ -114,6 +137,9 @@ describe('HTTP Upgrade tunnels', function () {
     upstream = await rawUpstream(burst);
     secureUpstream = await rawUpstream(burst, { cert: leaf.cert, key: leaf.key });
     deadPort = await freePort();
+    // Takes the connection and never answers: a TLS upstream that never finishes its handshake.
+    silent = net.createServer((c) => { silentSockets.add(c); c.on('error', () => {}); c.on('close', () => silentSockets.delete(c)); });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     gw = await startGateway({
       'routes.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -130,17 +156,19 @@ spec:
     route: [{destination: {host: ws.internal}, headers: {request: {add: {x-destination: ws}}}}]
   - match: [{uri: {prefix: /tls}}]
     route: [{destination: {host: ws-tls.internal}}]
+  - match: [{uri: {prefix: /silent}}]
+    route: [{destination: {host: silent.internal}}]
   - route: [{destination: {host: ws.internal}}]
 ---
-apiVersion: networking.istio.io/v1
+${['ws-tls', 'silent'].map((name) => `apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {name: ws-tls, namespace: default}
+metadata: {name: ${name}, namespace: default}
 spec:
-  host: ws-tls.internal
+  host: ${name}.internal
   trafficPolicy:
     tls: {mode: SIMPLE, caCertificates: ${ca.certFile}}
 ---
-${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('ws-tls', 'ws-tls.internal', 80, 'HTTP', secureUpstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}`,
+`).join('')}${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('ws-tls', 'ws-tls.internal', 80, 'HTTP', secureUpstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}${loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', (silent.address() as net.AddressInfo).port)}`,
     });
   });
 
@@ -148,6 +176,8 @@ ${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loo
     await gw?.stop();
     upstream?.server.close();
     secureUpstream?.server.close();
+    for (const c of silentSockets) c.destroy();
+    silent?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -185,10 +215,31 @@ ${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loo
     await gw.waitForLine(/"GET \/tls\/socket HTTP\/1\.1" 101 .* outbound\|80\|\|ws-tls\.internal /);
   });
 
-  it('an upstream reset closes the client and is logged with UC', async () => {
-    afterHead(await tunnel(gw.port(80), '/reset'));
+  it('an upstream reset reaches the client as a reset and is logged with UC', async () => {
+    assert.equal(await tunnelEnding(gw.port(80), '/reset', () => {}), 'ECONNRESET');
     const line = await gw.waitForLine(/"GET \/reset HTTP\/1\.1" 101 /);
     assert.match(line, / 101 UC /);
+  });
+
+  it('a client reset reaches the upstream as a reset; a client close as a close', async () => {
+    const before = held.length;
+    await tunnelEnding(gw.port(80), '/hold', (sock) => sock.resetAndDestroy());
+    await tunnelEnding(gw.port(80), '/hold', (sock) => sock.end());
+    const deadline = Date.now() + 5000;
+    while (held.length < before + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(held.slice(before), ['ECONNRESET', 'end']);
+  });
+
+  it('a client that resets while the upstream is still connecting is logged DC', async () => {
+    // (A FIN is a half-close: the tunnel still opens and passes it on, as after the 101.)
+    const sock = net.connect({ port: gw.port(80), host: '127.0.0.1' });
+    sock.on('error', () => {});
+    sock.once('connect', () => {
+      sock.write(HEAD('/silent/x'));
+      setTimeout(() => sock.resetAndDestroy(), 200);
+    });
+    const line = await gw.waitForLine(/"GET \/silent\/x HTTP\/1\.1" 0 DC /);
+    assert.match(line, /downstream_remote_disconnect/);
   });
 
   it('an upstream that refuses the connection: 503 UF, the connection closed', async () => {

@@ -2,7 +2,7 @@
 // operations, rewrites), open a raw connection to the chosen endpoint as a TCP route would (TLS
 // when the DestinationRule originates it), replay the request head, and pipe bytes both ways. The
 // upstream's answer (101 or anything else) reaches the client unchanged; the access log reads its
-// status line.
+// status line. A reset on either side resets the other (as a TCP route does), a close closes it.
 
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -13,7 +13,7 @@ import { joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from 
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { shapeUpstreamRequest } from './policy';
-import { connectUpstream } from '../tcp/proxy';
+import { connectUpstream, reset } from '../tcp/proxy';
 
 export class UpgradeProxy {
   constructor(private readonly deps: ProxyDeps) {}
@@ -110,15 +110,25 @@ export class UpgradeProxy {
         return reply(fromUpstreamError(err, 'connect').code);
       }
       rec.responseFlags.push('UC');
-      socket.destroy();
+      reset(socket);
+    });
+    // A client that resets (rather than closes) resets the upstream too: it sees what the client did.
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNRESET') reset(upstream);
     });
     upstream.on('close', () => {
       socket.destroy();
       if (connected) record();
     });
     socket.on('close', () => {
+      clearTimeout(connectTimer);
       upstream.destroy();
-      if (connected) record();
+      // The client left before the upstream answered the connect: logged DC, as a TCP route does.
+      if (!connected && !recorded) {
+        rec.responseFlags.push(ERRORS.DOWNSTREAM_DISCONNECT.flag);
+        rec.responseCodeDetails = ERRORS.DOWNSTREAM_DISCONNECT.details;
+      }
+      record();
     });
   }
 }

@@ -5,6 +5,7 @@
 // connection when both sides are gone. Connections keep the route they started with across reloads.
 
 import net, { type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { L4Route } from '../../config/snapshot';
@@ -121,10 +122,11 @@ export function connectUpstream(endpoint: Endpoint, cluster: Cluster, reads?: Us
 }
 
 /** Reset (RST) where the socket can, else close: a TLS socket has no TCP handle of its own to reset. */
-function reset(socket: Socket | undefined): void {
+export function reset(socket: Duplex | undefined): void {
   if (!socket) return;
   try {
-    socket.resetAndDestroy();
+    if (socket instanceof net.Socket) socket.resetAndDestroy();
+    else socket.destroy();
   } catch {
     socket.destroy();
   }
