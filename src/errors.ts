@@ -100,6 +100,10 @@ const CATALOGUE = {
     headers: { connection: 'close' },
     hint: 'the client sent a request that is not valid HTTP',
   },
+  UPGRADE_FAILED: {
+    status: 403, body: '', flag: '-', details: 'upgrade_failed', party: 'downstream', retryable: false,
+    hint: 'the client asked for an upgrade other than websocket (h2c upgrades are served as HTTP/1.1 instead)',
+  },
   HEADERS_TOO_LARGE: {
     status: 431, body: 'Request Header Fields Too Large', flag: 'DPE', details: 'http1.headers_too_large',
     party: 'downstream', retryable: false,

@@ -302,7 +302,7 @@ export class ListenerManager {
     const sessions = new Set<http2.ServerHttp2Session>();
     const handler = this.deps.proxy.handler(entry);
     server.on('request', handler);
-    server.on('upgrade', this.deps.upgrade.handler(entry));
+    server.on('upgrade', this.deps.upgrade.handler(entry, (socket) => server.emit('connection', socket)));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
     server.requestTimeout = limits.requestTimeoutMs;
     // This server never listens itself (the listener feeds it), so start the connection tracking

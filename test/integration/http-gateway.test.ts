@@ -246,6 +246,48 @@ spec:
     assert.ok(text.endsWith('ping-through-the-tunnel'));
   });
 
+  describe('the request target, as Envoy routes it', () => {
+    it('normalizes the path before routing (pathNormalization BASE): dot segments cannot slip past a prefix route', async () => {
+      const ok = parseCurl((await curl(['-si', '--path-as-is', url('/static/../productpage')])).stdout);
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers['x-served-by'], 'productpage-v1');
+      assert.equal(productpage.requests.at(-1)!.url, '/productpage', 'the upstream gets the normalized path');
+      // Under /static before normalization, outside every route after it.
+      for (const p of ['/static/../nothing', '/static/%2e%2e/nothing', '/static/%2E./nothing']) {
+        assert.equal(parseCurl((await curl(['-si', '--path-as-is', url(p)])).stdout).status, 404, p);
+      }
+      await gw.waitForLine(/"GET \/nothing HTTP\/1\.1" 404 NR route_not_found /);
+    });
+
+    it('absolute-form targets route on the URL\'s authority and path (Envoy allow_absolute_url)', async () => {
+      const before = reviews.v3!.requests.length;
+      const out = await rawHttp(gw.port(8080), 'GET http://test.example.com/reviews/1 HTTP/1.1\r\nHost: other.example.org\r\nConnection: close\r\n\r\n', { timeoutMs: 3000 });
+      assert.match(out, /^HTTP\/1\.1 200 /);
+      assert.match(out, /\r\nx-served-by: reviews-v3\r\n/);
+      const seen = reviews.v3!.requests.slice(before);
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0]!.url, '/reviews/1');
+      assert.equal(seen[0]!.headers.host, 'test.example.com');
+      // curl -x sends exactly this to a proxy.
+      const viaProxy = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-x', `http://127.0.0.1:${gw.port(8080)}`, 'http://test.example.com/reviews/2']);
+      assert.equal(viaProxy.stdout, '200');
+    });
+
+    it('serves HTTP/1.0 (a deliberate difference: Istio\'s Envoy answers 426 by default)', async () => {
+      const r = await curl(['-s', '-0', '-o', '/dev/null', '-w', '%{http_code}', url('/productpage')]);
+      assert.equal(r.stdout, '200');
+      await gw.waitForLine(/"GET \/productpage HTTP\/1\.0" 200 /);
+    });
+
+    it('a Connection header cannot remove Host (or the body\'s framing) on the way upstream', async () => {
+      const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Connection: host, content-length', '--data', 'abc', url('/productpage')]);
+      assert.equal(r.stdout, '200');
+      const seen = productpage.requests.at(-1)!;
+      assert.equal(seen.headers.host, `127.0.0.1:${gw.port(8080)}`);
+      assert.equal(seen.headers['content-length'], '3');
+    });
+  });
+
   describe('bad input', () => {
     it('malformed request line: 400 and the connection closed', async () => {
       const out = await rawHttp(gw.port(8080), 'GARBAGE\r\n\r\n', { timeoutMs: 3000 });

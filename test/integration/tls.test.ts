@@ -23,6 +23,17 @@ function sClient(args: string[]): Promise<string> {
   });
 }
 
+/** GET /status/200 for httpbin.example.com through `agent`: the status and the local port of the connection used. */
+function getStatus200(agent: https.Agent, port: number): Promise<{ status: number; port: number }> {
+  return new Promise((done, fail) => {
+    https.get({ host: '127.0.0.1', port, path: '/status/200', agent, headers: { host: 'httpbin.example.com' } }, (res) => {
+      const local = res.socket.localPort ?? 0;
+      res.resume();
+      res.on('end', () => done({ status: res.statusCode ?? 0, port: local }));
+    }).on('error', fail);
+  });
+}
+
 describe('TLS gateway: passthrough by SNI and HTTPS termination', function () {
   this.timeout(60_000);
   let dir: string;
@@ -186,13 +197,7 @@ spec:
 
   it('rotates a certificate on Secret change: the new CA works, the old fails, open connections stay', async () => {
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: ca.cert, servername: 'httpbin.example.com' });
-    const get = () => new Promise<{ status: number; port: number }>((done, fail) => {
-      https.get({ host: '127.0.0.1', port: httpsPort, path: '/status/200', agent, headers: { host: 'httpbin.example.com' } }, (res) => {
-        const port = res.socket.localPort ?? 0;
-        res.resume();
-        res.on('end', () => done({ status: res.statusCode ?? 0, port }));
-      }).on('error', fail);
-    });
+    const get = () => getStatus200(agent, httpsPort);
     const before = await get();
     const version = gw.app.store.current.version;
     const rotated = await makeLeaf(dir, ca2, 'httpbin-rotated', ['httpbin.example.com']);
@@ -209,6 +214,20 @@ spec:
     assert.equal(oldCa.code, 60, 'the old CA no longer verifies');
     const newCa = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('httpbin.example.com', httpsPort), '--cacert', ca2.certFile, url]);
     assert.equal(newCa.stdout, '200', newCa.stderr);
+  });
+
+  it('a reload that renames the server keeps serving a kept-alive HTTPS connection (not 404 until it reconnects)', async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: [ca.cert, ca2.cert], servername: 'httpbin.example.com' });
+    const get = () => getStatus200(agent, httpsPort);
+    const before = await get();
+    assert.equal(before.status, 200);
+    const version = gw.app.store.current.version;
+    gw.write('gateway.yaml', fs.readFileSync(path.join(gw.dir, 'gateway.yaml'), 'utf8').replace('name: https-httpbin', 'name: https-web'));
+    await waitFor(() => gw.app.store.current.version > version, { timeoutMs: 5000 });
+    const after = await get();
+    assert.equal(after.port, before.port, 'the same connection');
+    assert.equal(after.status, 200);
+    agent.destroy();
   });
 
   it('the admin config dump never shows a private key', async () => {

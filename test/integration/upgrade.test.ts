@@ -5,13 +5,14 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { makeCa, makeLeaf } from '../helpers/certs';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { freePort } from '../helpers/upstream';
+import { curl, freePort, rawHttp } from '../helpers/upstream';
 import { seededBytes, sha256 } from '../helpers/bytes';
 import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
 
@@ -125,6 +126,9 @@ describe('HTTP Upgrade tunnels', function () {
   let secureUpstream: { port: number; server: net.Server };
   let deadPort: number;
   let silent: net.Server;
+  // An HTTP/1.1 server that ignores Upgrade: it answers like any request and keeps the connection.
+  let plain: http.Server;
+  const plainSeen: { url: string; upgrade: string | undefined }[] = [];
   const silentSockets = new Set<net.Socket>();
   let dir: string;
   let burst: Buffer;
@@ -137,6 +141,11 @@ describe('HTTP Upgrade tunnels', function () {
     upstream = await rawUpstream(burst);
     secureUpstream = await rawUpstream(burst, { cert: leaf.cert, key: leaf.key });
     deadPort = await freePort();
+    plain = http.createServer((req, res) => {
+      plainSeen.push({ url: req.url ?? '', upgrade: req.headers.upgrade });
+      res.end(`plain ${req.url}`);
+    });
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
     // Takes the connection and never answers: a TLS upstream that never finishes its handshake.
     silent = net.createServer((c) => { silentSockets.add(c); c.on('error', () => {}); c.on('close', () => silentSockets.delete(c)); });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
@@ -156,6 +165,8 @@ spec:
     route: [{destination: {host: ws.internal}, headers: {request: {add: {x-destination: ws}}}}]
   - match: [{uri: {prefix: /tls}}]
     route: [{destination: {host: ws-tls.internal}}]
+  - match: [{uri: {prefix: /plain}}]
+    route: [{destination: {host: plain.internal}}]
   - match: [{uri: {prefix: /silent}}]
     route: [{destination: {host: silent.internal}}]
   - route: [{destination: {host: ws.internal}}]
@@ -168,7 +179,7 @@ spec:
   trafficPolicy:
     tls: {mode: SIMPLE, caCertificates: ${ca.certFile}}
 ---
-`).join('')}${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('ws-tls', 'ws-tls.internal', 80, 'HTTP', secureUpstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}${loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', (silent.address() as net.AddressInfo).port)}`,
+`).join('')}${loopbackServiceEntryYaml('ws', 'ws.internal', 80, 'HTTP', upstream.port)}${loopbackServiceEntryYaml('ws-tls', 'ws-tls.internal', 80, 'HTTP', secureUpstream.port)}${loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', deadPort)}${loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', (silent.address() as net.AddressInfo).port)}${loopbackServiceEntryYaml('plain', 'plain.internal', 80, 'HTTP', (plain.address() as net.AddressInfo).port)}`,
     });
   });
 
@@ -178,6 +189,8 @@ spec:
     secureUpstream?.server.close();
     for (const c of silentSockets) c.destroy();
     silent?.close();
+    plain?.closeAllConnections();
+    plain?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -189,7 +202,7 @@ spec:
       assert.equal(sha256(body), expected);
     }
     const line = await gw.waitForLine(/"GET \/burst HTTP\/1\.1" 101 /);
-    assert.match(line, new RegExp(` ${BURST + SWITCHING.length} `), `the access log counts the bytes sent: ${line}`);
+    assert.match(line, new RegExp(` 0 ${BURST} `), `the access log counts the tunnelled bytes, as Envoy does: ${line}`);
   });
 
   it('a client that half-closes still receives the whole reply', async () => {
@@ -240,6 +253,38 @@ spec:
     });
     const line = await gw.waitForLine(/"GET \/silent\/x HTTP\/1\.1" 0 DC /);
     assert.match(line, /downstream_remote_disconnect/);
+  });
+
+  it('an upstream that does not switch: its answer reaches the client, then the connection closes (nothing more goes upstream unrouted)', async () => {
+    const before = plainSeen.length;
+    const out = await rawHttp(gw.port(80), `${HEAD('/plain/a')}GET /secret HTTP/1.1\r\nHost: unrouted.example.org\r\n\r\n`, { timeoutMs: 3000 });
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(out, /\r\nserver: istio-envoy\r\n/);
+    assert.match(out, /\r\nconnection: close\r\n/);
+    assert.ok(out.endsWith('plain /plain/a'), out);
+    assert.deepEqual(plainSeen.slice(before).map((r) => r.url), ['/plain/a']);
+    await gw.waitForLine(/"GET \/plain\/a HTTP\/1\.1" 200 - via_upstream /);
+  });
+
+  it('Upgrade: h2c is served as the HTTP/1.1 request it also is, and the connection stays HTTP', async () => {
+    const before = plainSeen.length;
+    const h2c = 'GET /plain/h2c HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n';
+    const next = 'GET /plain/secret HTTP/1.1\r\nHost: unrouted.example.org\r\nx-envoy-internal: true\r\nConnection: close\r\n\r\n';
+    const out = await rawHttp(gw.port(80), h2c + next, { timeoutMs: 3000 });
+    const answers = out.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(answers.length, 2, out);
+    assert.match(answers[0]!, /^HTTP\/1\.1 200 OK\r\n[^]*\r\nserver: istio-envoy\r\n[^]*plain \/plain\/h2c$/);
+    assert.match(answers[1]!, /^HTTP\/1\.1 404 /, 'the second request is routed like any other: no route for its host');
+    assert.deepEqual(plainSeen.slice(before), [{ url: '/plain/h2c', upgrade: undefined }]);
+    // curl --http2 on plain http asks for exactly this upgrade.
+    const r = await curl(['-s', '-i', '--http2', '-H', 'Host: ws.example.com', `http://127.0.0.1:${gw.port(80)}/plain/curl`]);
+    assert.match(r.stdout, /^HTTP\/1\.1 200 OK\r\n[^]*\r\nserver: istio-envoy\r\n/);
+  });
+
+  it('any other upgrade: 403 upgrade_failed', async () => {
+    const out = await rawHttp(gw.port(80), 'GET /plain/x HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n', { timeoutMs: 3000 });
+    assert.match(out, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    await gw.waitForLine(/"GET \/plain\/x HTTP\/1\.1" 403 - upgrade_failed /);
   });
 
   it('an upstream that refuses the connection: 503 UF, the connection closed', async () => {

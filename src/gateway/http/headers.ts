@@ -30,14 +30,17 @@ export interface ForwardInfo {
   readonly outbound?: boolean;
 }
 
-/** Names listed in the Connection header are hop-by-hop too. */
+/** Never dropped because a Connection header names them: the request would change meaning or target. */
+const NOT_NOMINABLE = new Set(['close', 'keep-alive', 'host', 'content-length', 'content-type']);
+
+/** Names listed in the Connection header are hop-by-hop too (RFC 9110 7.6.1), but not Host and framing. */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (!value) return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   const out = new Set<string>();
   for (const t of text.split(',')) {
     const n = t.trim().toLowerCase();
-    if (n && n !== 'close' && n !== 'keep-alive') out.add(n);
+    if (n && !NOT_NOMINABLE.has(n)) out.add(n);
   }
   return out.size > 0 ? out : undefined;
 }

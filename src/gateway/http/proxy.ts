@@ -13,11 +13,12 @@ import type { Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
-import { decide, pickDestination, routeTableFor, type HttpEntry, type RouteInput } from './route-match';
+import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
 import {
   authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
-import { redirectLocation } from './redirect';
+import { httpsRedirectLocation, redirectLocation } from './redirect';
+import { requestTarget } from './path';
 import { inboundSourceAddress, originalDstOf } from '../../sidecar/capture';
 import { hostWithoutPort } from '../../config/names';
 import { applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, shadowHost, shapeUpstreamRequest } from './policy';
@@ -250,6 +251,12 @@ function readBody(req: IncomingMessage, cap: number): Promise<Buffer> {
   });
 }
 
+/** SNI and local address of a terminated TLS connection, to find its filter chain again after a reload. */
+export function chainKeysOf(socket: IncomingMessage['socket']): ChainKeys {
+  const servername = (socket as { servername?: string | false }).servername;
+  return { sni: servername || undefined, localAddress: plainAddress(socket.localAddress) };
+}
+
 function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length'];
   if (cl !== undefined) return cl !== '0';
@@ -277,6 +284,12 @@ export class HttpProxy {
 
   private serve(req: IncomingMessage, res: ServerResponse, entry: HttpEntry): void {
     const scheme = entry.scheme;
+    // Routing, the upstream and the access log see the normalized path (and an absolute-form target's authority).
+    const target = requestTarget(req.url ?? '/');
+    if (target.error === undefined) {
+      req.url = target.path;
+      if (target.authority !== undefined) req.headers.host = target.authority;
+    }
     const ex = new Exchange(req, res, this.deps, scheme);
     ex.entry = entry;
     res.on('close', () => {
@@ -287,13 +300,13 @@ export class HttpProxy {
         ex.record();
       }
     });
-    if (!validAuthority(authorityOf(req.headers))) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
+    if (target.error !== undefined || !validAuthority(authorityOf(req.headers))) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
     const snapshot = this.deps.store.current;
-    const decision = decide(routeTableFor(snapshot, entry), this.routeInput(req, scheme));
+    const decision = decide(routeTableFor(snapshot, entry, entry.chain === undefined ? undefined : chainKeysOf(req.socket)), this.routeInput(req, scheme));
     if (!decision) return ex.fail('NO_ROUTE');
     if (decision.requireTls) {
       ex.rec.responseCodeDetails = 'direct_response';
-      ex.localReply(301, '', { location: redirectLocation({ scheme: 'https' }, authorityOf(req.headers) ?? '', req.url ?? '/', scheme) });
+      ex.localReply(301, '', { location: httpsRedirectLocation(authorityOf(req.headers) ?? '', req.url ?? '/') });
       return ex.record();
     }
     const { route } = decision;

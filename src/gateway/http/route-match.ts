@@ -6,6 +6,7 @@ import type {
   CompiledDestination, CompiledMatch, CompiledRoute, HeaderMatcher, RouteTable, Snapshot, StringMatcher, VirtualHost,
 } from '../../config/snapshot';
 import { hostWithoutPort } from '../../config/names';
+import { selectChain } from '../tcp/match';
 
 /** What routing reads of a request. `headers` are lower-case names as Node gives them. */
 export interface RouteInput {
@@ -47,9 +48,16 @@ function headersMatch(list: readonly HeaderMatcher[], get: (name: string) => str
   return true;
 }
 
-/** Istio `withoutHeaders`: the request must NOT match; a missing header counts as the empty string. */
+/**
+ * Istio `withoutHeaders`: the request must NOT match. A missing header counts as the empty string for
+ * exact/prefix/regex (Envoy's treat_missing_header_as_empty); an empty matcher means "present", so a
+ * missing header passes it.
+ */
 function withoutHeadersMatch(list: readonly HeaderMatcher[], get: (name: string) => string | undefined): boolean {
-  for (const h of list) if (stringMatches(h.match, get(h.name) ?? '')) return false;
+  for (const h of list) {
+    const v = get(h.name);
+    if (stringMatches(h.match, h.match.kind === 'present' ? v : v ?? '')) return false;
+  }
   return true;
 }
 
@@ -58,21 +66,14 @@ export function splitPath(path: string): { pathname: string; query: string } {
   return q < 0 ? { pathname: path, query: '' } : { pathname: path.slice(0, q), query: path.slice(q + 1) };
 }
 
+/** A query parameter's value as sent: Envoy matches `queryParams` on the undecoded query string. */
 function queryValue(query: string, name: string): string | undefined {
   for (const part of query.split('&')) {
     const eq = part.indexOf('=');
     const k = eq < 0 ? part : part.slice(0, eq);
-    if (safeDecode(k) === name) return eq < 0 ? '' : safeDecode(part.slice(eq + 1).replace(/\+/g, ' '));
+    if (k === name) return eq < 0 ? '' : part.slice(eq + 1);
   }
   return undefined;
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }
 
 export function matchBlock(m: CompiledMatch, req: RouteInput, pathname: string, query: string): boolean {
@@ -133,8 +134,18 @@ const INBOUND_TABLE: RouteTable = {
   },
 };
 
-/** The route table in force for an entry in this snapshot (a chain removed by a reload has none). */
-export function routeTableFor(snapshot: Snapshot, entry: HttpEntry): RouteTable | undefined {
+/** What a terminated TLS connection offers for choosing its filter chain again. */
+export interface ChainKeys {
+  readonly sni?: string | undefined;
+  readonly localAddress: string;
+}
+
+/**
+ * The route table in force for an entry in this snapshot. A connection whose filter chain a reload
+ * removed or renamed (its Gateway server's port name changed, say) is served by the chain its SNI
+ * selects now, as a new connection would be, rather than answered 404 until the client reconnects.
+ */
+export function routeTableFor(snapshot: Snapshot, entry: HttpEntry, conn?: ChainKeys): RouteTable | undefined {
   if (entry.inboundCluster !== undefined) return INBOUND_TABLE;
   if (entry.capturePort !== undefined) {
     const out = snapshot.listeners.get(entry.capturePort)?.outbound;
@@ -146,7 +157,9 @@ export function routeTableFor(snapshot: Snapshot, entry: HttpEntry): RouteTable 
   for (const c of listener.chains ?? []) {
     if (c.name === entry.chain && c.action.type === 'terminate') return c.action.routes;
   }
-  return undefined;
+  if (!conn) return undefined;
+  const now = selectChain(listener.chains, conn.sni, conn.localAddress);
+  return now?.action.type === 'terminate' ? now.action.routes : undefined;
 }
 
 /** Weighted pick: `rand` is uniform in [0, 1). */

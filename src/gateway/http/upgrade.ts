@@ -1,138 +1,256 @@
-// HTTP Upgrade (WebSocket and friends): route and shape the request like any other (header
-// operations, rewrites), open a raw connection to the chosen endpoint as a TCP route would (TLS
-// when the DestinationRule originates it), replay the request head, and pipe bytes both ways. The
-// upstream's answer (101 or anything else) reaches the client unchanged; the access log reads its
-// status line. A reset on either side resets the other (as a TCP route does), a close closes it.
+// HTTP Upgrade requests, as Istio's Envoy takes them (its HTTP connection manager enables the
+// `websocket` upgrade only):
+//
+// - `Upgrade: h2c` is not an upgrade the gateway makes: the h2c headers are dropped and the request
+//   is served as the HTTP/1.1 request it also is (Envoy's codec does the same). Node hands every
+//   upgrade request over as a raw socket, so the request head is written again without them and the
+//   socket goes back to the HTTP server.
+// - `Upgrade: websocket` is routed and shaped like any request (header operations, rewrites, TLS
+//   origination), sent upstream, and becomes a tunnel only if the upstream answers 101. Any other
+//   answer reaches the client as a plain response and the connection is closed after it: nothing the
+//   client sends next can go to the upstream unrouted.
+// - Any other upgrade: 403, `upgrade_failed`.
+//
+// In the tunnel a FIN is a half-close and passes through; a reset on either side resets the other.
 
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import http, { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
-import { transportFailureReason, type ProxyDeps } from './proxy';
+import { chainKeysOf, transportFailureReason, type ProxyDeps } from './proxy';
 import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-match';
-import { joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
+import { downstreamResponseHeaders, joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { shapeUpstreamRequest } from './policy';
+import { requestTarget } from './path';
 import { connectUpstream, reset } from '../tcp/proxy';
+
+export type UpgradeKind = 'websocket' | 'h2c' | 'other';
+
+/** Which upgrade a request asks for (the Upgrade header, case-insensitive). */
+export function upgradeKind(upgrade: string | string[] | undefined): UpgradeKind {
+  const v = (Array.isArray(upgrade) ? upgrade.join(',') : upgrade ?? '').trim().toLowerCase();
+  return v === 'websocket' ? 'websocket' : v === 'h2c' ? 'h2c' : 'other';
+}
+
+/** The request head as received, minus the h2c upgrade: Upgrade, HTTP2-Settings and their Connection tokens. */
+export function headWithoutH2cUpgrade(method: string, url: string, httpVersion: string, rawHeaders: readonly string[]): string {
+  let head = `${method} ${url} HTTP/${httpVersion}\r\n`;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    if (lower === 'upgrade' || lower === 'http2-settings') continue;
+    let value = rawHeaders[i + 1]!;
+    if (lower === 'connection') {
+      value = value.split(',').map((t) => t.trim()).filter((t) => t !== '' && !/^(upgrade|http2-settings)$/i.test(t)).join(', ');
+      if (value === '') continue;
+    }
+    head += `${name}: ${value}\r\n`;
+  }
+  return `${head}\r\n`;
+}
 
 export class UpgradeProxy {
   constructor(private readonly deps: ProxyDeps) {}
 
-  handler(entry: HttpEntry): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  /** The 'upgrade' listener for an HTTP server; `reparse` gives a socket back to that server. */
+  handler(entry: HttpEntry, reparse: (socket: Duplex) => void): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
     return (req, socket, head) => {
-      socket.on('error', () => socket.destroy());
       try {
-        this.serve(req, socket, head, entry);
+        if (upgradeKind(req.headers.upgrade) === 'h2c') {
+          socket.unshift(Buffer.concat([Buffer.from(headWithoutH2cUpgrade(req.method ?? 'GET', req.url ?? '/', req.httpVersion, req.rawHeaders), 'latin1'), head]));
+          return reparse(socket);
+        }
+        socket.on('error', () => socket.destroy());
+        new UpgradeExchange(this.deps, entry, req, socket, head).start();
       } catch {
         socket.destroy();
       }
     };
   }
+}
 
-  private serve(req: IncomingMessage, socket: Duplex, head: Buffer, entry: HttpEntry): void {
-    const scheme = entry.scheme;
-    const start = Date.now();
+/** One upgrade request: routed, sent upstream, then a tunnel (101) or one plain response. Records itself once. */
+class UpgradeExchange {
+  private readonly rec: AccessRecord;
+  private readonly start0 = Date.now();
+  private destination: DestinationLabels = {};
+  private recorded = false;
+  /** The upstream answered (101 or otherwise): the client's connection now belongs to that answer. */
+  private answered = false;
+
+  constructor(
+    private readonly deps: ProxyDeps,
+    private readonly entry: HttpEntry,
+    private readonly req: IncomingMessage,
+    private readonly socket: Duplex,
+    private readonly head: Buffer,
+  ) {
     const sock = req.socket;
-    const headers = upstreamRequestHeaders(req.headers, {
-      remoteAddress: plainAddress(sock.remoteAddress), scheme, requestId: requestIdOf(req.headers),
-    });
-    const rec: AccessRecord = {
-      startTime: start, method: req.method, path: req.url, protocol: `HTTP/${req.httpVersion}`,
+    this.rec = {
+      startTime: this.start0, method: req.method, path: req.url, protocol: `HTTP/${req.httpVersion}`,
       responseCode: 0, responseFlags: [], bytesReceived: 0, bytesSent: 0, durationMs: 0,
-      requestHeaders: headers, authority: req.headers.host,
+      requestHeaders: {}, authority: req.headers.host,
       downstreamLocalAddress: joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
     };
-    let destination: DestinationLabels = {};
-    let recorded = false;
-    const record = () => {
-      if (recorded) return;
-      recorded = true;
-      rec.durationMs = Date.now() - start;
-      this.deps.telemetry.recordHttp(rec, destination, rec.bytesReceived, rec.bytesSent);
-    };
-    const reply = (code: ErrorCode) => {
-      const spec = ERRORS[code];
-      rec.responseCode = spec.status;
-      rec.responseFlags.push(spec.flag);
-      rec.responseCodeDetails = spec.details;
-      socket.end(`HTTP/1.1 ${spec.status} ${statusText(spec.status)}\r\nserver: ${this.deps.serverName}\r\ncontent-length: ${Buffer.byteLength(spec.body)}\r\n${spec.body ? 'content-type: text/plain\r\n' : ''}connection: close\r\n\r\n${spec.body}`);
-      record();
-    };
+  }
 
-    const decision = decide(routeTableFor(this.deps.store.current, entry), {
-      authority: req.headers.host ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers,
+  private record(): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.rec.durationMs = Date.now() - this.start0;
+    this.deps.telemetry.recordHttp(this.rec, this.destination, this.rec.bytesReceived, this.rec.bytesSent);
+  }
+
+  /** A local reply; the connection is closed after it. */
+  private reply(code: ErrorCode): void {
+    const spec = ERRORS[code];
+    const rec = this.rec;
+    rec.responseCode = spec.status;
+    if (spec.flag !== '-') rec.responseFlags.push(spec.flag);
+    rec.responseCodeDetails = spec.details;
+    if (!this.socket.destroyed) {
+      this.socket.end(`HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nserver: ${this.deps.serverName}\r\ncontent-length: ${Buffer.byteLength(spec.body)}\r\n${spec.body ? 'content-type: text/plain\r\n' : ''}connection: close\r\n\r\n${spec.body}`);
+    }
+    this.record();
+  }
+
+  start(): void {
+    const { req, socket, rec, deps } = this;
+    const scheme = this.entry.scheme;
+    const target = requestTarget(req.url ?? '/');
+    if (target.error !== undefined) return this.reply('DOWNSTREAM_PROTOCOL_ERROR');
+    if (target.authority !== undefined) req.headers.host = target.authority;
+    rec.path = target.path;
+    rec.authority = req.headers.host;
+    if (upgradeKind(req.headers.upgrade) !== 'websocket') return this.reply('UPGRADE_FAILED');
+    const headers = upstreamRequestHeaders(req.headers, {
+      remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers),
     });
-    if (!decision || decision.requireTls) return reply('NO_ROUTE');
+    rec.requestHeaders = headers;
+    const decision = decide(routeTableFor(deps.store.current, this.entry, this.entry.chain === undefined ? undefined : chainKeysOf(req.socket)), {
+      authority: req.headers.host ?? '', path: target.path, method: req.method ?? 'GET', scheme, headers: req.headers,
+    });
+    if (!decision || decision.requireTls) return this.reply('NO_ROUTE');
     rec.routeName = decision.route.name;
     const action = decision.route.action;
-    if (action.type !== 'route') return reply('NO_ROUTE');
-    const dest = pickDestination(action.destinations, action.totalWeight, this.deps.random());
-    const cluster = dest && this.deps.registry.get(dest.cluster);
-    if (!cluster) return reply('CLUSTER_NOT_FOUND');
+    if (action.type !== 'route') return this.reply('NO_ROUTE');
+    const dest = pickDestination(action.destinations, action.totalWeight, deps.random());
+    const cluster = dest && deps.registry.get(dest.cluster);
+    if (!cluster) return this.reply('CLUSTER_NOT_FOUND');
     rec.upstreamCluster = cluster.name;
-    destination = cluster.def.service;
+    this.destination = cluster.def.service;
     const endpoint = cluster.pick();
-    if (!endpoint) return reply('NO_HEALTHY_UPSTREAM');
+    if (!endpoint) return this.reply('NO_HEALTHY_UPSTREAM');
     rec.upstreamHost = endpoint.hostPort;
 
-    const path = shapeUpstreamRequest(headers, decision.route, dest, req.url ?? '/');
+    const path = shapeUpstreamRequest(headers, decision.route, dest, target.path);
     headers['connection'] = 'Upgrade';
-    headers['upgrade'] = String(req.headers.upgrade ?? '');
+    headers['upgrade'] = String(req.headers.upgrade);
     headers['x-envoy-attempt-count'] = '1';
-    let head1 = `${req.method} ${path} HTTP/1.1\r\n`;
-    for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v]) head1 += `${k}: ${one}\r\n`;
-    head1 += '\r\n';
 
     const { socket: upstream, ready } = connectUpstream(endpoint, cluster);
-    const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), cluster.def.connectTimeoutMs);
     let connected = false;
+    const started = Date.now();
+    const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), cluster.def.connectTimeoutMs);
     upstream.once(ready, () => {
       connected = true;
       clearTimeout(connectTimer);
       rec.upstreamLocalAddress = joinHostPort(upstream.localAddress, upstream.localPort);
-      upstream.write(head1);
-      if (head.length > 0) upstream.write(head);
-      upstream.once('data', (first: Buffer) => {
-        const m = /^HTTP\/1\.[01] (\d{3})/.exec(first.subarray(0, 16).toString('latin1'));
-        rec.responseCode = m ? Number(m[1]) : 0;
-        rec.responseCodeDetails = 'via_upstream';
-      });
-      upstream.on('data', (c: Buffer) => { rec.bytesSent += c.length; });
-      socket.on('data', (c: Buffer) => { rec.bytesReceived += c.length; });
-      upstream.pipe(socket);
-      socket.pipe(upstream);
     });
-    upstream.on('error', (err) => {
+    const upReq = http.request({ method: req.method, path, headers, setHost: false, createConnection: () => upstream });
+    upReq.on('upgrade', (res: IncomingMessage, up: Duplex, upHead: Buffer) => {
+      this.answered = true;
+      this.tunnel(res, up, upHead, Date.now() - started);
+    });
+    upReq.on('response', (res: IncomingMessage) => {
+      this.answered = true;
+      this.plainResponse(res, upstream, Date.now() - started);
+    });
+    upReq.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(connectTimer);
-      if (!connected) {
-        rec.upstreamTransportFailureReason = transportFailureReason(err) ?? err.message;
-        return reply(fromUpstreamError(err, 'connect').code);
-      }
-      rec.responseFlags.push('UC');
-      reset(socket);
+      if (this.answered || this.recorded || socket.destroyed) return;
+      if (!connected) rec.upstreamTransportFailureReason = transportFailureReason(err) ?? err.message;
+      this.reply(fromUpstreamError(err, connected ? 'request' : 'connect').code);
     });
-    // A client that resets (rather than closes) resets the upstream too: it sees what the client did.
+    // A client that resets resets the upstream too; one that leaves before the answer is logged DC.
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ECONNRESET') reset(upstream);
-    });
-    upstream.on('close', () => {
-      socket.destroy();
-      if (connected) record();
     });
     socket.on('close', () => {
       clearTimeout(connectTimer);
       upstream.destroy();
-      // The client left before the upstream answered the connect: logged DC, as a TCP route does.
-      if (!connected && !recorded) {
+      if (!this.answered && !this.recorded) {
         rec.responseFlags.push(ERRORS.DOWNSTREAM_DISCONNECT.flag);
         rec.responseCodeDetails = ERRORS.DOWNSTREAM_DISCONNECT.details;
       }
-      record();
+      this.record();
     });
+    upReq.end();
   }
-}
 
-function statusText(status: number): string {
-  return STATUS_CODES[status] ?? '';
+  /** The status line and headers for the client: Envoy's reason phrase, server and service time, hop-by-hop dropped. */
+  private responseHead(res: IncomingMessage, serviceTimeMs: number, extra: readonly string[]): string {
+    const status = res.statusCode ?? 502;
+    this.rec.responseCode = status;
+    this.rec.responseCodeDetails = 'via_upstream';
+    this.rec.upstreamServiceTimeMs = serviceTimeMs;
+    const list = [...downstreamResponseHeaders(res.rawHeaders, this.deps.serverName, serviceTimeMs), ...extra];
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+    for (let i = 0; i + 1 < list.length; i += 2) head += `${list[i]}: ${list[i + 1]}\r\n`;
+    return `${head}\r\n`;
+  }
+
+  /** 101: write the switch to the client, then bytes both ways until both sides are done. */
+  private tunnel(res: IncomingMessage, up: Duplex, upHead: Buffer, serviceTimeMs: number): void {
+    const { socket, rec } = this;
+    socket.write(this.responseHead(res, serviceTimeMs, ['connection', 'upgrade', 'upgrade', String(res.headers.upgrade ?? '')]));
+    const count = (c: Buffer) => { rec.bytesSent += c.length; };
+    if (upHead.length > 0) {
+      count(upHead);
+      socket.write(upHead);
+    }
+    if (this.head.length > 0) {
+      rec.bytesReceived += this.head.length;
+      up.write(this.head);
+    }
+    up.on('data', count);
+    socket.on('data', (c: Buffer) => { rec.bytesReceived += c.length; });
+    up.on('error', () => {
+      rec.responseFlags.push('UC');
+      reset(socket);
+    });
+    up.on('close', () => {
+      socket.destroy();
+      this.record();
+    });
+    up.pipe(socket);
+    socket.pipe(up);
+  }
+
+  /** Anything but 101: the response goes to the client as it is, then the connection closes. */
+  private plainResponse(res: IncomingMessage, upstream: Duplex, serviceTimeMs: number): void {
+    const { socket, rec } = this;
+    socket.write(this.responseHead(res, serviceTimeMs, ['connection', 'close']));
+    res.on('data', (c: Buffer) => {
+      rec.bytesSent += c.length;
+      if (!socket.write(c)) res.pause();
+    });
+    socket.on('drain', () => res.resume());
+    res.once('end', () => {
+      socket.end();
+      upstream.destroy();
+    });
+    // The upstream went away mid-body: the client's response is cut short the same way.
+    let cut = false;
+    const onCut = () => {
+      if (cut || res.complete) return;
+      cut = true;
+      rec.responseFlags.push('UC');
+      reset(socket);
+    };
+    res.once('aborted', onCut);
+    res.on('error', onCut);
+  }
 }

@@ -42,6 +42,14 @@ describe('request headers toward the upstream', () => {
     });
   });
 
+  it('a Connection header cannot take away Host or the body\'s framing', () => {
+    const out = upstreamRequestHeaders(
+      { host: 'a.example', connection: 'Host, Content-Length, content-type, x-hop', 'content-length': '3', 'content-type': 'text/plain', 'x-hop': '1' },
+      { remoteAddress: '192.0.2.7', scheme: 'http', requestId: 'rid', outbound: true },
+    );
+    assert.deepEqual(out, { host: 'a.example', 'content-length': '3', 'content-type': 'text/plain', 'x-request-id': 'rid', 'x-forwarded-proto': 'http' });
+  });
+
   it('a sidecar\'s outbound request keeps x-envoy-* and x-forwarded-for as the application sent them', () => {
     const out = upstreamRequestHeaders(
       { host: 'b', 'x-envoy-retry-on': '5xx', 'x-forwarded-for': '10.0.0.1' },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { compile, type GatewayIdentity } from '../../../src/config/compile';
 import { decide, pickDestination, type RouteInput } from '../../../src/gateway/http/route-match';
-import { redirectLocation } from '../../../src/gateway/http/redirect';
+import { httpsRedirectLocation, redirectLocation } from '../../../src/gateway/http/redirect';
 import { res, set } from '../../helpers/resources';
 
 const id: GatewayIdentity = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map(), bind: '0.0.0.0' };
@@ -20,6 +20,8 @@ const vsMain = res('VirtualService', 'main', {
     { name: 'case', match: [{ uri: { prefix: '/CaSe' }, ignoreUriCase: true }], route: [{ destination: { host: 'case' } }] },
     { name: 'q', match: [{ queryParams: { v: { exact: '2' } } }], route: [{ destination: { host: 'q' } }] },
     { name: 'nobeta', match: [{ uri: { prefix: '/beta' }, withoutHeaders: { 'x-beta': { exact: 'yes' } } }], route: [{ destination: { host: 'stable' } }] },
+    { name: 'nodebug', match: [{ uri: { prefix: '/nodebug' }, withoutHeaders: { 'x-debug': {} } }], route: [{ destination: { host: 'stable' } }] },
+    { name: 'qraw', match: [{ uri: { prefix: '/qraw' }, queryParams: { a: { exact: 'x%20y' } } }], route: [{ destination: { host: 'q' } }] },
     { name: 'port', match: [{ uri: { prefix: '/p' }, port: 443 }], route: [{ destination: { host: 'never' } }] },
     { name: 'otherGw', match: [{ uri: { prefix: '/g' }, gateways: ['other'] }], route: [{ destination: { host: 'never' } }] },
     { name: 'split', match: [{ uri: { exact: '/split' } }], route: [{ destination: { host: 'reviews', subset: 'v1' }, weight: 80 }, { destination: { host: 'reviews', subset: 'v2' }, weight: 20 }] },
@@ -64,6 +66,10 @@ describe('route matching (pure)', () => {
     { name: 'query param exact', input: { path: '/anything?a=1&v=2' }, route: 'q' },
     { name: 'withoutHeaders: absent header matches', input: { path: '/beta/x' }, route: 'nobeta' },
     { name: 'withoutHeaders: present header excludes', input: { path: '/beta/x', headers: { 'x-beta': 'yes' } }, route: 'default.second.0' },
+    { name: 'withoutHeaders {}: an absent header matches', input: { path: '/nodebug/x' }, route: 'nodebug' },
+    { name: 'withoutHeaders {}: a present header excludes, whatever its value', input: { path: '/nodebug/x', headers: { 'x-debug': '' } }, route: 'default.second.0' },
+    { name: 'query params are matched as sent (not decoded), as Envoy does', input: { path: '/qraw?a=x%20y' }, route: 'qraw' },
+    { name: 'a decoded form of the same value does not match', input: { path: '/qraw?a=x+y' }, route: 'default.second.0' },
     { name: 'match port for another server port is dropped', input: { path: '/p' }, route: 'default.second.0' },
     { name: 'match gateways for another gateway is dropped', input: { path: '/g' }, route: 'default.second.0' },
     { name: 'host port ignored and case-insensitive', input: { authority: 'APP.Example.com:8080', headers: { 'end-user': 'jason' } }, route: 'jason' },
@@ -129,6 +135,18 @@ describe('redirect location', () => {
     [[{ scheme: 'https' }, 'a.test:80', '/p', 'http'], 'https://a.test/p'],
     [[{ authority: 'b.test', port: 8443, scheme: 'https' }, 'a.test', '/p', 'http'], 'https://b.test:8443/p'],
     [[{}, 'a.test:8080', '/p', 'http'], 'http://a.test:8080/p'],
+    // Envoy keeps a port that is not the request scheme's default when only the scheme changes.
+    [[{ scheme: 'https' }, 'a.test:8080', '/p', 'http'], 'https://a.test:8080/p'],
+    [[{ scheme: 'http' }, 'a.test:443', '/p', 'https'], 'http://a.test/p'],
+    [[{ scheme: 'https', derivePort: 'FROM_PROTOCOL_DEFAULT' }, 'a.test:80', '/p', 'http'], 'https://a.test/p'],
+    [[{ port: 9000 }, 'a.test:8080', '/p', 'http'], 'http://a.test:9000/p'],
+    [[{ derivePort: 'FROM_REQUEST_PORT', scheme: 'https' }, 'a.test:8080', '/p', 'http'], 'https://a.test:8080/p'],
+    [[{ scheme: 'https' }, '[::1]:8080', '/p', 'http'], 'https://[::1]:8080/p'],
+    [[{ port: 9000 }, '[::1]:8080', '/p', 'http'], 'http://[::1]:9000/p'],
   ];
   for (const [args, want] of cases) it(`${JSON.stringify(args[0])} -> ${want}`, () => assert.equal(redirectLocation(...args), want));
+  it('httpsRedirect keeps the Host as sent, port and all (Envoy require_tls)', () => {
+    assert.equal(httpsRedirectLocation('a.test:18081', '/a?b=1'), 'https://a.test:18081/a?b=1');
+    assert.equal(httpsRedirectLocation('a.test', '/'), 'https://a.test/');
+  });
 });
