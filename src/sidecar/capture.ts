@@ -1,7 +1,7 @@
 // Per-connection state of the sidecar's capture listener: the original destination of each captured
 // socket, for the HTTP and TCP paths that serve it (allow_any sends traffic there).
 
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { OriginalDestination } from './original-dst';
 
 const destinations = new WeakMap<object, OriginalDestination>();
@@ -24,7 +24,8 @@ export function isOriginalDstCluster(name: string): boolean {
   return name === 'PassthroughCluster' || name === 'InboundPassthroughCluster' || name.startsWith('inbound|');
 }
 
-/** Inbound clusters reach the application from 127.0.0.6, as Istio's inbound sidecar does. */
-export function inboundSourceAddress(cluster: string): string | undefined {
-  return cluster === 'InboundPassthroughCluster' || cluster.startsWith('inbound|') ? '127.0.0.6' : undefined;
+/** Inbound clusters reach the application from 127.0.0.6 (::6 over IPv6), as Istio's inbound sidecar does. */
+export function inboundSourceAddress(cluster: string, destination: string): string | undefined {
+  if (cluster !== 'InboundPassthroughCluster' && !cluster.startsWith('inbound|')) return undefined;
+  return net.isIPv6(destination) ? '::6' : '127.0.0.6';
 }

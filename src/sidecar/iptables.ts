@@ -64,8 +64,10 @@ export function natRules(r: CaptureRules, family: 4 | 6): string {
   for (const p of r.excludeOutboundPorts) lines.push(`-A ISTIO_OUTPUT -p tcp --dport ${p} -j RETURN`);
   lines.push(`-A ISTIO_OUTPUT -o lo -s ${inboundPassthrough} -j RETURN`);
   for (const [opt, id] of [['--uid-owner', r.uid], ['--gid-owner', r.gid]] as const) {
+    // The proxy calling its own pod (app -> proxy -> proxy -> app) goes through the inbound listener,
+    // so only when there is one: without inbound capture nothing listens on the inbound port.
+    if (inbound) lines.push(`-A ISTIO_OUTPUT -o lo ! -d ${localhost} -p tcp ! --dport ${TUNNEL_PORT} -m owner ${opt} ${id} -j ISTIO_IN_REDIRECT`);
     lines.push(
-      `-A ISTIO_OUTPUT -o lo ! -d ${localhost} -p tcp ! --dport ${TUNNEL_PORT} -m owner ${opt} ${id} -j ISTIO_IN_REDIRECT`,
       `-A ISTIO_OUTPUT -o lo -m owner ! ${opt} ${id} -j RETURN`,
       `-A ISTIO_OUTPUT -m owner ${opt} ${id} -j RETURN`,
     );
@@ -101,6 +103,14 @@ export function applyRules(r: CaptureRules, ipv6: boolean): ApplyResult {
     output += `${res.stdout ?? ''}${res.stderr ?? ''}`;
     if (res.error) return { ok: false, output: `${output}${tool}: ${res.error.message}` };
     if (res.status !== 0) return { ok: false, output };
+  }
+  if (ipv6) {
+    // The inbound side reaches the application from ::6 over IPv6 (127.0.0.6 over IPv4 is local
+    // already): give it to lo, as istio-iptables does. Already there is fine.
+    const res = spawnSync('ip', ['-6', 'addr', 'add', '::6/128', 'dev', 'lo'], { encoding: 'utf8' });
+    if (res.error || (res.status !== 0 && !/exists/i.test(res.stderr ?? ''))) {
+      return { ok: false, output: `${output}ip -6 addr add ::6/128 dev lo: ${res.error?.message ?? res.stderr}` };
+    }
   }
   return { ok: true, output };
 }

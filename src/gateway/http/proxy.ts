@@ -402,14 +402,17 @@ export class HttpProxy {
   }
 }
 
-/** Pool options of a cluster, built once per (immutable) cluster definition: not per request. */
+/** Pool options of a cluster, built once per (immutable) cluster definition and address family: not per request. */
 const poolOptionsMemo = new WeakMap<ClusterDef, PoolOptions | Error>();
+const poolOptionsMemo6 = new WeakMap<ClusterDef, PoolOptions | Error>();
 
-function poolOptionsOf(def: ClusterDef): PoolOptions | Error {
-  let o = poolOptionsMemo.get(def);
+function poolOptionsOf(def: ClusterDef, endpoint: Endpoint): PoolOptions | Error {
+  const v6 = endpoint.address.includes(':');
+  const memo = v6 ? poolOptionsMemo6 : poolOptionsMemo;
+  let o = memo.get(def);
   if (o) return o;
   const tls = def.upstreamTls ? upstreamTlsOptions(def.upstreamTls, def.host) : undefined;
-  const localAddress = inboundSourceAddress(def.name);
+  const localAddress = inboundSourceAddress(def.name, endpoint.address);
   o = tls instanceof Error ? tls : {
     connectTimeoutMs: def.connectTimeoutMs,
     maxConnections: def.policy.connectionPool?.tcp?.maxConnections,
@@ -420,7 +423,7 @@ function poolOptionsOf(def: ClusterDef): PoolOptions | Error {
     ...(tls ? { tls } : {}),
     ...(def.http2 ? { http2: true } : {}),
   };
-  poolOptionsMemo.set(def, o);
+  memo.set(def, o);
   return o;
 }
 
@@ -477,7 +480,7 @@ class Forwarder {
       if (!this.deps.store.current.mesh.disableShadowHostSuffix) headers['host'] = shadowHost(host);
       delete headers['x-envoy-attempt-count'];
       try {
-        const poolOptions = poolOptionsOf(cluster.def);
+        const poolOptions = poolOptionsOf(cluster.def, endpoint);
         if (poolOptions instanceof Error) continue;
         this.deps.registry.pool(endpoint, poolOptions).dispatch(
           { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.body, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
@@ -535,7 +538,7 @@ class Forwarder {
     const { ex, cluster } = this;
     ex.upstreamHeaders['x-envoy-attempt-count'] = String(this.attempts);
     ex.rec.upstreamHost = endpoint.hostPort;
-    const poolOptions = poolOptionsOf(cluster.def);
+    const poolOptions = poolOptionsOf(cluster.def, endpoint);
     if (poolOptions instanceof Error) {
       ex.rec.upstreamTransportFailureReason = poolOptions.message;
       return ex.fail('CONNECT_FAILURE');

@@ -104,7 +104,7 @@ export class TcpProxy {
  * cluster's keepalive apply either way. Given `reads`, a plain socket reads through them.
  */
 export function connectUpstream(endpoint: Endpoint, cluster: Cluster, reads?: UserReads): ReturnType<UpstreamConnector> {
-  const source = inboundSourceAddress(cluster.name);
+  const source = inboundSourceAddress(cluster.name, endpoint.address);
   const base = {
     host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
     ...(source ? { localAddress: source } : {}),

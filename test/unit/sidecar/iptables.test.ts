@@ -35,6 +35,9 @@ describe('sidecar capture rules (meshgate iptables)', () => {
     assert.equal(lines.at(-3), '-A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT');
     assert.ok(!lines.includes('-A ISTIO_OUTPUT -j ISTIO_REDIRECT'));
     assert.ok(!lines.some((l) => l.startsWith('-A PREROUTING')));
+    // Nothing listens on the inbound port: the proxy's calls to its own pod go out as they are.
+    assert.ok(!lines.some((l) => l.startsWith('-A ISTIO_OUTPUT') && l.endsWith('-j ISTIO_IN_REDIRECT')), r);
+    assert.ok(natRules(DEFAULT_CAPTURE, 4).includes('--uid-owner 1337 -j ISTIO_IN_REDIRECT'), 'with inbound capture the rule stays');
     const some = natRules({ ...DEFAULT_CAPTURE, includeInboundPorts: [8080, 9090] }, 4);
     assert.match(some, /^-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT$/m);
   });
