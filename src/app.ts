@@ -4,7 +4,7 @@
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { ConfigStore } from './config/store';
-import { compile, type GatewayIdentity } from './config/compile';
+import type { GatewayIdentity } from './config/compile';
 import type { Snapshot } from './config/snapshot';
 import type { Dict } from './config/types';
 import { formatIssue } from './config/format';
@@ -25,7 +25,7 @@ import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway
 import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
 import { FileSource, type ConfigSource } from './sources/source';
 import { KubeSource, type KubeSourceOptions } from './sources/kubernetes';
-import type { RejectedObject } from './config/pipeline';
+import { compileChecked, type RejectedObject } from './config/pipeline';
 
 export interface AppOptions {
   /** The file source's paths (unused with `kubernetes`). */
@@ -231,12 +231,15 @@ export class App {
     const errors = loaded.issues.filter((i) => i.severity === 'error').map(formatIssue);
     const warnings = loaded.issues.filter((i) => i.severity === 'warning').map(formatIssue);
     const current = this.store.current;
-    if (errors.length > 0 || !loaded.set) {
+    // A config that cannot be compiled (a bug, or input validation let through) is rejected like an invalid one.
+    const compiled = errors.length > 0 || !loaded.set ? undefined : compileChecked(loaded.set, this.identity, current.version + 1);
+    if (compiled && !compiled.result) errors.push(...compiled.issues.map(formatIssue));
+    if (!compiled?.result) {
       for (const e of errors) this.log.error(e);
       this.log.error({ reason, errors: errors.length }, `config rejected: ${errors.length} error(s); still serving version ${current.version}`);
       return this.finish({ result: 'rejected', version: current.version, errors, warnings, rejectedObjects });
     }
-    const { snapshot, notes } = compile(loaded.set, this.identity, current.version + 1);
+    const { snapshot, notes } = compiled.result;
     if (snapshot.fingerprint === current.fingerprint) {
       return this.finish({ result: 'unchanged', version: current.version, errors, warnings, rejectedObjects });
     }

@@ -17,6 +17,7 @@ import type {
 import {
   clusterName, gatewayKey, hostMatches, intersectHosts, isIP, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
+import { within } from './compile-error';
 import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
 import type { FallbackPort } from '../sidecar/fallback';
 import { serverCredentials, upstreamTls, type MeshCertFiles, type ServerCredentialSource } from '../tls/secrets';
@@ -109,7 +110,8 @@ function stringMatcher(m: StringMatch | undefined, ignoreCase = false): StringMa
   if (m.prefix !== undefined) return { kind: 'prefix', value: ignoreCase ? m.prefix.toLowerCase() : m.prefix };
   if (m.regex !== undefined) {
     if (m.regex === '*') return { kind: 'present', value: '' };
-    const re = RE2JS.compile(m.regex, ignoreCase ? RE2JS.CASE_INSENSITIVE : 0);
+    // ignoreUriCase does not reach regexes: Envoy ignores case_sensitive for safe_regex, and Istio adds no (?i).
+    const re = RE2JS.compile(m.regex);
     return { kind: 'regex', value: m.regex, re };
   }
   return { kind: 'present', value: '' };
@@ -230,9 +232,12 @@ function compileHttpRoutes(ctx: RouteContext): CompiledRoute[] {
   return out;
 }
 
-/** Istio percentages: `percentage.value` (0-100, fractional), legacy integer `percent`; 100 when absent. */
-function fraction(p: { value?: number } | undefined, legacy?: number): number {
-  const v = p?.value ?? legacy ?? 100;
+/**
+ * Istio percentages: `percentage.value` (0-100, fractional), else the legacy integer `percent`, else
+ * `absent` (mirrors: 100; fault delay and abort: 0, "if left unspecified, no request will be delayed/aborted").
+ */
+function fraction(p: { value?: number } | undefined, legacy: number | undefined, absent: number): number {
+  const v = p?.value ?? legacy ?? absent;
   return Math.min(1, Math.max(0, v / 100));
 }
 
@@ -248,10 +253,10 @@ function compileFault(f: HTTPRoute['fault']): CompiledRoute['fault'] {
   const grpc = f.abort?.grpcStatus;
   return {
     ...(delayMs !== undefined ? { delayMs } : {}),
-    delayFraction: f.delay ? fraction(f.delay.percentage, f.delay.percent) : 0,
+    delayFraction: f.delay ? fraction(f.delay.percentage, f.delay.percent, 0) : 0,
     ...(f.abort?.httpStatus !== undefined ? { abortStatus: f.abort.httpStatus } : {}),
     ...(grpc !== undefined ? { abortGrpc: GRPC_CODES[grpc] ?? (Number(grpc) || 2) } : {}),
-    abortFraction: f.abort ? fraction(f.abort.percentage) : 0,
+    abortFraction: f.abort ? fraction(f.abort.percentage, undefined, 0) : 0,
   };
 }
 
@@ -297,10 +302,10 @@ function compileCors(c: HTTPRoute['corsPolicy']): CompiledRoute['cors'] {
 
 function mirrorsOf(route: HTTPRoute, ctx: RouteContext): CompiledRoute['mirrors'] {
   const ns = ctx.vs.metadata.namespace;
-  const list: { destination: HTTPRoute['mirror'] & object; fraction: number }[] = (route.mirrors ?? []).map((m) => ({ destination: m.destination, fraction: fraction(m.percentage) }));
+  const list: { destination: HTTPRoute['mirror'] & object; fraction: number }[] = (route.mirrors ?? []).map((m) => ({ destination: m.destination, fraction: fraction(m.percentage, undefined, 100) }));
   if (route.mirror) {
     const legacy = route.mirror_percent ?? route.mirrorPercent;
-    list.unshift({ destination: route.mirror, fraction: fraction(route.mirrorPercentage, legacy) });
+    list.unshift({ destination: route.mirror, fraction: fraction(route.mirrorPercentage, legacy, 100) });
   }
   if (list.length === 0) return undefined;
   return list.map((m) => {
@@ -366,8 +371,13 @@ export function visibleIn(exportTo: readonly string[] | undefined, ownNamespace:
   return exportTo.some((e) => e === '*' || (e === '.' && ownNamespace === namespace) || e === namespace);
 }
 
-function vsVisibleTo(vs: VirtualServiceResource, gwNamespace: string): boolean {
-  return visibleIn(vs.spec.exportTo, vs.metadata.namespace, gwNamespace);
+/**
+ * VirtualService `exportTo` is checked against the namespace of the proxy (this process's
+ * `--namespace`), as Istio's VirtualServicesForGateway(proxyNamespace, ...) does, not against the
+ * Gateway resource's namespace; DestinationRules and services are filtered the same way.
+ */
+function vsVisibleTo(vs: VirtualServiceResource, proxyNamespace: string): boolean {
+  return visibleIn(vs.spec.exportTo, vs.metadata.namespace, proxyNamespace);
 }
 
 function serverAdmitsNamespace(serverHostNs: string, vsNs: string, gwNs: string): boolean {
@@ -423,23 +433,27 @@ interface ServerContext {
   readonly vss: readonly VirtualServiceResource[];
   readonly services: ReadonlyMap<string, ServiceDef>;
   readonly mesh: MeshSettings;
+  /** The namespace this proxy runs in (GatewayIdentity.namespace): what `exportTo` is checked against. */
+  readonly proxyNamespace: string;
 }
 
 /** VirtualServices bound to the server's Gateway and visible to it, with their hosts the server admits. */
 function boundVirtualServices(sc: ServerContext): { vs: VirtualServiceResource; domains: string[] }[] {
   const out: { vs: VirtualServiceResource; domains: string[] }[] = [];
   for (const vs of sc.vss) {
-    if (!vsBoundTo(vs, sc.gwKey) || !vsVisibleTo(vs, sc.gw.metadata.namespace)) continue;
-    const vsHosts = (vs.spec.hosts ?? []).map((h) => resolveHost(h, vs.metadata.namespace));
-    const domains: string[] = [];
-    for (const sh of sc.server.hosts.map(parseServerHost)) {
-      if (!serverAdmitsNamespace(sh.namespace, vs.metadata.namespace, sc.gw.metadata.namespace)) continue;
-      for (const vh of vsHosts) {
-        const d = intersectHosts(sh.host, vh);
-        if (d !== undefined && !domains.includes(d)) domains.push(d);
+    within(vs, 'spec.hosts', () => {
+      if (!vsBoundTo(vs, sc.gwKey) || !vsVisibleTo(vs, sc.proxyNamespace)) return;
+      const vsHosts = (vs.spec.hosts ?? []).map((h) => resolveHost(h, vs.metadata.namespace));
+      const domains: string[] = [];
+      for (const sh of sc.server.hosts.map(parseServerHost)) {
+        if (!serverAdmitsNamespace(sh.namespace, vs.metadata.namespace, sc.gw.metadata.namespace)) continue;
+        for (const vh of vsHosts) {
+          const d = intersectHosts(sh.host, vh);
+          if (d !== undefined && !domains.includes(d)) domains.push(d);
+        }
       }
-    }
-    if (domains.length > 0) out.push({ vs, domains });
+      if (domains.length > 0) out.push({ vs, domains });
+    });
   }
   return out;
 }
@@ -450,7 +464,7 @@ function collectHttpVhosts(sc: ServerContext, vhosts: Map<string, VhostAcc>, ser
   for (const { vs, domains } of boundVirtualServices(sc)) {
     if (!vs.spec.http || vs.spec.http.length === 0) continue;
     const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
-    const routes = compileHttpRoutes(ctx);
+    const routes = within(vs, 'spec.http', () => compileHttpRoutes(ctx));
     const vsKey = `${vs.metadata.namespace}/${vs.metadata.name}`;
     for (const domain of domains) {
       let slot = vhosts.get(domain);
@@ -494,7 +508,7 @@ function compileTcpRoutes(sc: ServerContext): L4Route[] {
   const out: L4Route[] = [];
   for (const { vs } of boundVirtualServices(sc)) {
     const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
-    (vs.spec.tcp ?? []).forEach((route, index) => {
+    (vs.spec.tcp ?? []).forEach((route, index) => within(vs, `spec.tcp[${index}]`, () => {
       const { destinations, totalWeight } = compileL4Destinations(route, ctx);
       const base = { name: `${vs.metadata.namespace}.${vs.metadata.name}.${index}`, destinations, totalWeight, origin: originOf(vs, `spec.tcp[${index}]`) };
       const matches = route.match ?? [];
@@ -502,7 +516,7 @@ function compileTcpRoutes(sc: ServerContext): L4Route[] {
       for (const m of matches) {
         if (l4MatchApplies(m, vs, sc)) out.push({ ...base, destinationSubnets: subnetSet(m.destinationSubnets) });
       }
-    });
+    }));
   }
   return out;
 }
@@ -519,7 +533,7 @@ function compilePassthroughChains(sc: ServerContext): FilterChain[] {
   const serverHosts = sc.server.hosts.map((h) => parseServerHost(h).host);
   for (const { vs } of boundVirtualServices(sc)) {
     const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
-    (vs.spec.tls ?? []).forEach((route, index) => {
+    (vs.spec.tls ?? []).forEach((route, index) => within(vs, `spec.tls[${index}]`, () => {
       const { destinations, totalWeight } = compileL4Destinations(route, ctx);
       route.match.forEach((m, mi) => {
         if (!l4MatchApplies(m, vs, sc)) return;
@@ -541,7 +555,7 @@ function compilePassthroughChains(sc: ServerContext): FilterChain[] {
         };
         out.push({ name: `${l4.name}.${mi}`, serverNames: any ? [] : [...names], destinationSubnets: subnets, action: { type: 'passthrough', route: l4 } });
       });
-    });
+    }));
   }
   return out;
 }
@@ -587,7 +601,7 @@ function compileListeners(
 
   for (const gw of gateways) {
     const gwKey = `${gw.metadata.namespace}/${gw.metadata.name}`;
-    gw.spec.servers.forEach((server, si) => {
+    gw.spec.servers.forEach((server, si) => within(gw, `spec.servers[${si}]`, () => {
       let kind = serverKind(server.port.protocol, server.tls?.mode);
       const where = `Gateway ${gwKey}`;
       if (kind && server.tls?.mode === 'ISTIO_MUTUAL' && !id.meshCerts) {
@@ -620,7 +634,7 @@ function compileListeners(
         origin: originOf(gw, `spec.servers[${si}]`),
       };
       acc.servers.push(compiled);
-      const sc: ServerContext = { gw, gwKey, server: compiled, vss, services, mesh };
+      const sc: ServerContext = { gw, gwKey, server: compiled, vss, services, mesh, proxyNamespace: id.namespace };
       const unbound = (what: string) => notes.push({ severity: 'info', resource: where, message: `servers[${si}] (port ${server.port.number}): no VirtualService ${what}` });
       switch (kind) {
         case 'http':
@@ -652,7 +666,7 @@ function compileListeners(
           return;
         }
       }
-    });
+    }));
   }
 
   const out = new Map<number, ListenerDef>();
@@ -765,7 +779,7 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
   const httpPorts = new Set<number>();
   for (const p of [...ports].sort((a, b) => a - b)) {
     const server: CompiledServer = { gateway: 'mesh', portNumber: p, portName: `outbound-${p}`, protocol: 'HTTP', hosts: ['*'], origin };
-    const sc: ServerContext = { gw: pseudoGateway, gwKey: 'mesh', server, vss, services, mesh };
+    const sc: ServerContext = { gw: pseudoGateway, gwKey: 'mesh', server, vss, services, mesh, proxyNamespace: id.namespace };
     const onPort = [...services.values()].filter((svc) => svc.ports.some((sp) => sp.number === p));
     const httpish = onPort.filter((svc) => { const sp = svc.ports.find((x) => x.number === p)!; return HTTP_PROTOCOLS.has(sp.protocol) || sp.protocol === ''; });
     if (httpish.length > 0) {
@@ -838,8 +852,30 @@ function captureListeners(set: ResourceSet, id: GatewayIdentity, capturePort: nu
 
 // ------------------------------------------------------------------ clusters
 
-/** The DestinationRule for a host: exact host beats wildcard, longer wildcard beats shorter, older wins ties. */
-export function destinationRuleFor(host: string, drs: readonly DestinationRuleResource[]): DestinationRuleResource | undefined {
+/** Istio's config root namespace: its DestinationRules apply mesh-wide, after the proxy's and the service's own. */
+export const ROOT_NAMESPACE = 'istio-system';
+
+/**
+ * The DestinationRule for a host. With `namespaces`, as Istio's PushContext.destinationRule orders
+ * them: the rules in the proxy's namespace first, then those in the service's namespace, then those
+ * in the root namespace; within the first namespace that has one, exact host beats wildcard, longer
+ * wildcard beats shorter, and the oldest wins ties. Unlike Istio (which ignores them), a visible rule
+ * in another namespace still applies when none of those three has one. Without `namespaces`, the
+ * most specific over all `drs`.
+ */
+export function destinationRuleFor(
+  host: string, drs: readonly DestinationRuleResource[], namespaces?: { readonly proxy: string; readonly service: string },
+): DestinationRuleResource | undefined {
+  if (!namespaces) return mostSpecificRule(host, drs);
+  const preferred = [...new Set([namespaces.proxy, namespaces.service, ROOT_NAMESPACE])];
+  for (const ns of preferred) {
+    const found = mostSpecificRule(host, drs.filter((d) => d.metadata.namespace === ns));
+    if (found) return found;
+  }
+  return mostSpecificRule(host, drs.filter((d) => !preferred.includes(d.metadata.namespace)));
+}
+
+function mostSpecificRule(host: string, drs: readonly DestinationRuleResource[]): DestinationRuleResource | undefined {
   let best: DestinationRuleResource | undefined;
   let bestScore = -1;
   for (const dr of drs) {
@@ -854,22 +890,21 @@ export function destinationRuleFor(host: string, drs: readonly DestinationRuleRe
   return best;
 }
 
-/** Istio merges traffic policies per block: the later (more specific) block replaces a whole field. */
+/**
+ * Istio's MergeTrafficPolicy: `over` (a subset's policy, or the top-level one over nothing) replaces
+ * `base` field by field; then the first of `over`'s portLevelSettings for this port replaces all four
+ * fields wholesale, each one even when the port-level entry leaves it unset (defaults apply then, not
+ * the value above: "port level policies do not inherit").
+ */
 function mergePolicy(base: ClusterPolicy, over: TrafficPolicy | undefined, port: number): ClusterPolicy {
   if (!over) return base;
-  const merged: ClusterPolicy = {
+  const pl = over.portLevelSettings?.find((p) => p.port?.number === port);
+  if (pl) return { loadBalancer: pl.loadBalancer, connectionPool: pl.connectionPool, outlierDetection: pl.outlierDetection, tls: pl.tls };
+  return {
     loadBalancer: over.loadBalancer ?? base.loadBalancer,
     connectionPool: over.connectionPool ?? base.connectionPool,
     outlierDetection: over.outlierDetection ?? base.outlierDetection,
     tls: over.tls ?? base.tls,
-  };
-  const pl = over.portLevelSettings?.find((p) => p.port?.number === port);
-  if (!pl) return merged;
-  return {
-    loadBalancer: pl.loadBalancer ?? merged.loadBalancer,
-    connectionPool: pl.connectionPool ?? merged.connectionPool,
-    outlierDetection: pl.outlierDetection ?? merged.outlierDetection,
-    tls: pl.tls ?? merged.tls,
   };
 }
 
@@ -942,7 +977,13 @@ function compileClusters(
   // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace).
   const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace));
   for (const svc of services.values()) {
-    const dr = destinationRuleFor(svc.host, visibleRules);
+    const dr = destinationRuleFor(svc.host, visibleRules, { proxy: proxyNamespace, service: svc.namespace });
+    if (dr) within(dr, 'spec', () => addClusters(svc, dr));
+    else addClusters(svc, undefined);
+  }
+  return out;
+
+  function addClusters(svc: ServiceDef, dr: DestinationRuleResource | undefined): void {
     const subsets: { name?: string; labels?: Dict<string>; policy?: TrafficPolicy }[] = [{}];
     for (const s of dr?.spec.subsets ?? []) subsets.push({ name: s.name, labels: s.labels, policy: s.trafficPolicy });
     for (const port of svc.ports) {
@@ -981,7 +1022,6 @@ function compileClusters(
       }
     }
   }
-  return out;
 }
 
 // ------------------------------------------------------------------ entry point

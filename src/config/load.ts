@@ -85,17 +85,28 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
       continue;
     }
     if (value === null || value === undefined) continue;
-    const positions = new Map<string, SourcePos>();
-    collectPositions(doc.contents as Node, '', positions, posOf);
-    const items: { value: unknown; prefix: string; pos: SourcePos }[] = [];
-    if (isObject(value) && value['kind'] === 'List' && Array.isArray(value['items'])) {
-      value['items'].forEach((item, i) => items.push({ value: item, prefix: `items[${i}].`, pos: positions.get(`items[${i}]`) ?? start }));
+    // A `kind: List` gets one position map per item, collected from the item's own node, so loading
+    // stays linear in the document's size (not items x fields).
+    const items: { value: unknown; pos: SourcePos; positions: Map<string, SourcePos> }[] = [];
+    const listItems = isObject(value) && value['kind'] === 'List' && Array.isArray(value['items']) ? value['items'] : undefined;
+    const itemsNode = listItems && isMap(doc.contents) ? doc.contents.get('items', true) : undefined;
+    if (listItems) {
+      const nodes = isSeq(itemsNode) ? itemsNode.items : [];
+      listItems.forEach((item, i) => {
+        const node = nodes[i] as Node | null | undefined;
+        const positions = new Map<string, SourcePos>();
+        collectPositions(node, '', positions, posOf);
+        const at = node?.range?.[0];
+        items.push({ value: item, pos: at !== undefined ? posOf(at) : start, positions });
+      });
     } else {
-      items.push({ value, prefix: '', pos: start });
+      const positions = new Map<string, SourcePos>();
+      collectPositions(doc.contents as Node, '', positions, posOf);
+      items.push({ value, pos: start, positions });
     }
     for (const it of items) {
       order += 1;
-      const r = toResource(it.value, it.pos, it.prefix, positions, order, issues, infos);
+      const r = toResource(it.value, it.pos, '', it.positions, order, issues, infos);
       if (r) resources.push(r);
     }
   }
@@ -135,8 +146,12 @@ export function toResource(
     issues.push(issue(pos, 'missing metadata.name', who, 'metadata.name'));
     return undefined;
   }
-  const positions = new Map<string, SourcePos>();
-  for (const [k, p] of allPositions) if (k.startsWith(prefix)) positions.set(k.slice(prefix.length), p);
+  // With no prefix the map is the object's own (the loader builds one per object): no copy.
+  let positions = allPositions;
+  if (prefix) {
+    positions = new Map<string, SourcePos>();
+    for (const [k, p] of allPositions) if (k.startsWith(prefix)) positions.set(k.slice(prefix.length), p);
+  }
   const metadata: ObjectMeta = {
     name,
     namespace,

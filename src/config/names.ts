@@ -53,11 +53,18 @@ export interface GatewayRef {
 /** The reserved gateway name meaning "every sidecar". */
 export const MESH_GATEWAY = 'mesh';
 
-/** `name` or `ns/name` in a VirtualService `gateways` list; `mesh` stays `mesh` (namespace ''). */
+/**
+ * `name`, `ns/name` or `./name` in a VirtualService `gateways` list (also match-level `gateways`), as
+ * Istio's resolveGatewayName reads it: `.` and a bare name are the VirtualService's own namespace;
+ * `mesh` stays `mesh` (namespace '').
+ */
 export function parseGatewayRef(ref: string, vsNamespace: string): GatewayRef {
   if (ref === MESH_GATEWAY) return { namespace: '', name: MESH_GATEWAY };
   const slash = ref.indexOf('/');
-  if (slash >= 0) return { namespace: ref.slice(0, slash), name: ref.slice(slash + 1) };
+  if (slash >= 0) {
+    const ns = ref.slice(0, slash);
+    return { namespace: ns === '.' ? vsNamespace : ns, name: ref.slice(slash + 1) };
+  }
   // Istio also accepts the `name.namespace` FQDN-ish form for gateways
   const dot = ref.indexOf('.');
   if (dot >= 0) return { namespace: ref.slice(dot + 1).split('.')[0] ?? vsNamespace, name: ref.slice(0, dot) };

@@ -9,7 +9,7 @@ export type Schema =
   | { readonly t: 'bool' }
   | { readonly t: 'dur' }
   | { readonly t: 'enum'; readonly v: readonly string[] }
-  | { readonly t: 'obj'; readonly f: Readonly<Record<string, Schema>>; readonly req?: readonly string[]; readonly atMostOne?: readonly string[] }
+  | { readonly t: 'obj'; readonly f: Readonly<Record<string, Schema>>; readonly req?: readonly string[]; readonly atMostOne?: readonly string[]; readonly open?: boolean }
   | { readonly t: 'arr'; readonly of: Schema }
   | { readonly t: 'map'; readonly of: Schema }
   | { readonly t: 'intOrStr' }
@@ -197,6 +197,25 @@ export const MESH: Schema = obj({
   defaultConfig: any,
 });
 
+// ---------------------------------------------------------------- Kubernetes core kinds
+// Only the fields meshgate reads are checked; the API's other fields (clusterIPs, ipFamilies,
+// sessionAffinity, ...) pass (`open`), so objects from the Kubernetes API and full manifests load.
+
+/** `open`: other fields are allowed (not reported as unknown). */
+const openObj = (f: Record<string, Schema>, req?: string[]): Schema => ({ t: 'obj', f, req, open: true });
+
+export const SERVICE: Schema = openObj({
+  selector: labels,
+  ports: arr(obj({
+    port, name: str, targetPort: { t: 'intOrStr' }, protocol: str, appProtocol: str, nodePort: { t: 'int', min: 0, max: 65535 },
+  }, ['port'])),
+  type: str, clusterIP: str, externalName: str,
+});
+
+/** Secret and ConfigMap: checked from the object's top level (`data.tls.crt`), not under `spec`. */
+export const SECRET: Schema = obj({ type: str, data: labels, stringData: labels });
+export const CONFIG_MAP: Schema = openObj({ data: labels });
+
 export const SCHEMAS: Readonly<Record<string, Schema>> = {
   Gateway: GATEWAY,
   VirtualService: VIRTUAL_SERVICE,
@@ -204,4 +223,12 @@ export const SCHEMAS: Readonly<Record<string, Schema>> = {
   ServiceEntry: SERVICE_ENTRY,
   WorkloadEntry: WORKLOAD_ENTRY,
   Sidecar: SIDECAR,
+  Service: SERVICE,
+  Secret: SECRET,
+  ConfigMap: CONFIG_MAP,
 };
+
+/** Where a kind's schema starts: `spec`, except Secret and ConfigMap whose fields are top-level. */
+export function schemaRoot(kind: string): string {
+  return kind === 'Secret' || kind === 'ConfigMap' ? '' : 'spec';
+}

@@ -8,7 +8,7 @@ import type {
   ConfigIssue, ConfigMapResource, DestinationRuleResource, GatewayResource, MeshConfig, Resource, ResourceSet,
   ServiceEntryResource, ServiceResource, SourcePos, VirtualServiceResource,
 } from './types';
-import { MESH, SCHEMAS, type Schema } from './schema';
+import { MESH, SCHEMAS, schemaRoot, type Schema } from './schema';
 import { gatewayKey, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost, hostMatches, MESH_GATEWAY } from './names';
 
 type Who = { kind: string; namespace: string; name: string };
@@ -71,6 +71,11 @@ function typeName(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
+/** `path.key`, or `key` at the top (Secret and ConfigMap fields have no `spec.` in front). */
+function field(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
 /** Check a value against a schema, reporting each mismatch through `report(path, message)`. */
 export function checkSchema(value: unknown, s: Schema, path: string, report: (path: string, message: string) => void, depth = 0): void {
   if (depth > 50) return;
@@ -116,7 +121,7 @@ export function checkSchema(value: unknown, s: Schema, path: string, report: (pa
       return;
     case 'map':
       if (typeof value !== 'object' || value === null || Array.isArray(value)) return report(path, `must be a mapping, got ${typeName(value)}`);
-      for (const [k, v] of Object.entries(value)) checkSchema(v, s.of, `${path}.${k}`, report, depth + 1);
+      for (const [k, v] of Object.entries(value)) checkSchema(v, s.of, field(path, k), report, depth + 1);
       return;
     case 'obj': {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) return report(path, `must be a mapping, got ${typeName(value)}`);
@@ -124,10 +129,11 @@ export function checkSchema(value: unknown, s: Schema, path: string, report: (pa
       const o = value as Record<string, unknown>;
       for (const [k, v] of Object.entries(o)) {
         const fs = s.f[k];
-        if (!fs) report(`${path}.${k}`, `unknown field "${k}"${suggest(k, known)}`);
-        else if (v !== null && v !== undefined) checkSchema(v, fs, `${path}.${k}`, report, depth + 1);
+        if (!fs) {
+          if (!s.open) report(field(path, k), `unknown field "${k}"${suggest(k, known)}`);
+        } else if (v !== null && v !== undefined) checkSchema(v, fs, field(path, k), report, depth + 1);
       }
-      for (const r of s.req ?? []) if (o[r] === undefined || o[r] === null) report(`${path}.${r}`, `required field "${r}" is missing`);
+      for (const r of s.req ?? []) if (o[r] === undefined || o[r] === null) report(field(path, r), `required field "${r}" is missing`);
       if (s.atMostOne) {
         const set = s.atMostOne.filter((k) => o[k] !== undefined);
         if (set.length > 1) report(path, `only one of ${s.atMostOne.join(', ')} may be set, got ${set.join(' and ')}`);
@@ -223,15 +229,22 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     return { mesh: {}, pos: base };
   }
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc });
   // Block scalars start on the line after the key: offset inner lines by that.
   const at = (offset: number): SourcePos => {
     const p = lc.linePos(offset);
     return { file: base.file, line: base.line + p.line, col: p.col + base.col + 1 };
   };
-  for (const e of doc.errors) c.add('error', who, at(e.pos[0]), 'data.mesh', `YAML syntax: ${e.message.split('\n')[0]}`);
-  if (doc.errors.length > 0) return { mesh: {}, pos: base };
-  const mesh = (doc.toJS() ?? {}) as MeshConfig;
+  let mesh: MeshConfig;
+  try {
+    const doc = parseDocument(text, { lineCounter: lc });
+    for (const e of doc.errors) c.add('error', who, at(e.pos[0]), 'data.mesh', `YAML syntax: ${e.message.split('\n')[0]}`);
+    if (doc.errors.length > 0) return { mesh: {}, pos: base };
+    // As the loader: a bounded alias count, so an alias bomb is an error here, not an exception.
+    mesh = (doc.toJS({ maxAliasCount: 100 }) ?? {}) as MeshConfig;
+  } catch (err) {
+    c.add('error', who, base, 'data.mesh', `YAML: ${(err as Error).message}`);
+    return { mesh: {}, pos: base };
+  }
   if (typeof mesh !== 'object' || Array.isArray(mesh)) {
     c.add('error', who, base, 'data.mesh', 'must be a mapping');
     return { mesh: {}, pos: base };
@@ -275,7 +288,7 @@ export function validate(resources: readonly Resource[]): ValidationResult {
     const schema = SCHEMAS[r.kind];
     if (schema) {
       let bad = false;
-      checkSchema(r.spec, schema, 'spec', (path, msg) => {
+      checkSchema(r.spec, schema, schemaRoot(r.kind), (path, msg) => {
         bad = true;
         err(path, msg);
       });
@@ -295,7 +308,8 @@ export function validate(resources: readonly Resource[]): ValidationResult {
   }
   const of = <T>(kind: string) => resources.filter((r) => r.kind === kind) as unknown as T[];
   const cm = of<ConfigMapResource>('ConfigMap').find((m) => m.metadata.name === 'istio' && m.metadata.namespace === 'istio-system');
-  const { mesh, pos } = parseMesh(cm, c);
+  // A malformed mesh ConfigMap has its errors already (data.mesh not a string, say).
+  const { mesh, pos } = parseMesh(cm && !malformed.has(cm) ? cm : undefined, c);
   const set: ResourceSet = {
     gateways: of('Gateway'), virtualServices: of('VirtualService'), destinationRules: of('DestinationRule'),
     serviceEntries: of('ServiceEntry'), workloadEntries: of('WorkloadEntry'), sidecars: of('Sidecar'),

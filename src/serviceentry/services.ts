@@ -7,6 +7,7 @@ import type {
   WorkloadEntrySpec,
 } from '../config/types';
 import { DEFAULT_DOMAIN_SUFFIX, resolveHost, isIP } from '../config/names';
+import { within } from '../config/compile-error';
 
 export interface PortDef {
   readonly number: number;
@@ -197,7 +198,7 @@ export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX):
     fromApi.add(def.host);
   }
   for (const svc of set.services) {
-    const def = fromKubeService(svc, set, suffix);
+    const def = within(svc, 'spec', () => fromKubeService(svc, set, suffix));
     const api = out.get(def.host);
     if (!api) out.set(def.host, def);
     else if (fromApi.has(def.host) && def.resolution === 'STATIC' && def.endpoints.length > 0) {
@@ -206,7 +207,7 @@ export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX):
     }
   }
   const ses = [...set.serviceEntries].sort((a, b) => a.order - b.order);
-  for (const se of ses) for (const def of fromServiceEntry(se, set, suffix)) if (!out.has(def.host)) out.set(def.host, def);
+  for (const se of ses) for (const def of within(se, 'spec', () => fromServiceEntry(se, set, suffix))) if (!out.has(def.host)) out.set(def.host, def);
   return out;
 }
 

@@ -9,7 +9,13 @@ import type { Logger } from 'pino';
 
 const CONFIG_FILE = /\.(ya?ml|json)$/i;
 
-function walk(p: string, out: string[], depth = 0): void {
+/**
+ * Collect the config files under `p`. Names starting with `.` are skipped, which covers a ConfigMap
+ * mounted as a directory: kubelet writes `..<timestamp>/gw.yaml`, points `..data` at it and links
+ * `gw.yaml -> ..data/gw.yaml`, so only the top-level links are read. A file met twice (through
+ * symbolic links, or named by two of the given paths) is read once: `seen` holds real paths.
+ */
+function walk(p: string, out: string[], seen: Set<string>, depth = 0): void {
   let st: fs.Stats;
   try {
     st = fs.statSync(p);
@@ -17,6 +23,14 @@ function walk(p: string, out: string[], depth = 0): void {
     return;
   }
   if (st.isFile()) {
+    let real: string;
+    try {
+      real = fs.realpathSync(p);
+    } catch {
+      real = p;
+    }
+    if (seen.has(real)) return;
+    seen.add(real);
     out.push(p);
     return;
   }
@@ -28,9 +42,9 @@ function walk(p: string, out: string[], depth = 0): void {
     return;
   }
   for (const n of names.sort()) {
-    if (n.startsWith('.') && n !== '..data') continue;
+    if (n.startsWith('.')) continue;
     const child = path.join(p, n);
-    if (CONFIG_FILE.test(n) || isDir(child)) walk(child, out, depth + 1);
+    if (CONFIG_FILE.test(n) || isDir(child)) walk(child, out, seen, depth + 1);
   }
 }
 
@@ -45,7 +59,8 @@ function isDir(p: string): boolean {
 /** Every config file under the given files and directories, in a stable order. */
 export function listConfigFiles(paths: readonly string[]): string[] {
   const files: string[] = [];
-  for (const p of paths) walk(p, files);
+  const seen = new Set<string>();
+  for (const p of paths) walk(p, files, seen);
   return files;
 }
 

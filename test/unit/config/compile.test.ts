@@ -229,3 +229,148 @@ describe('compile: exportTo of services (ServiceEntry exportTo, Service annotati
     ]);
   });
 });
+
+describe('compile: VirtualService gateway references and exportTo', () => {
+  const gw = (name: string, ns: string) => res('Gateway', name, { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 80, name: 'http', protocol: 'HTTP' }, hosts: ['*'] }] }, ns);
+  const domainsAt = (snapshot: ReturnType<typeof compile>['snapshot']) => [...(snapshot.listeners.get(80)?.routes?.exact.keys() ?? [])].sort();
+
+  it('`./name` in gateways is the VirtualService\'s own namespace (Istio resolveGatewayName)', () => {
+    const vs = res('VirtualService', 'bookinfo', { hosts: ['a.example.com'], gateways: ['./bookinfo-gateway'], http: [{ route: [{ destination: { host: 'x' } }] }] }, 'bookinfo');
+    const { snapshot } = compile(set([gw('bookinfo-gateway', 'bookinfo'), vs]), id, 1);
+    assert.deepEqual(domainsAt(snapshot), ['a.example.com']);
+    // Not the same-named Gateway of another namespace.
+    const other = compile(set([gw('bookinfo-gateway', 'default'), vs]), id, 1).snapshot;
+    assert.deepEqual(domainsAt(other), []);
+  });
+
+  it('`./name` in a match-level gateways list selects that match at the Gateway', () => {
+    const vs = res('VirtualService', 'split', {
+      hosts: ['a.example.com'], gateways: ['./gw', 'mesh'],
+      http: [
+        { match: [{ uri: { prefix: '/gw' }, gateways: ['./gw'] }, { uri: { prefix: '/mesh' }, gateways: ['mesh'] }], route: [{ destination: { host: 'x' } }] },
+      ],
+    }, 'team');
+    const { snapshot } = compile(set([gw('gw', 'team'), vs]), id, 1);
+    const routes = snapshot.listeners.get(80)!.routes!.exact.get('a.example.com')!.routes;
+    assert.deepEqual(routes.map((r) => r.match?.uri?.value), ['/gw']);
+  });
+
+  it('exportTo is checked against the proxy\'s namespace (--namespace), not the Gateway resource\'s', () => {
+    // The Gateway object lives in `edge`; this proxy runs in istio-system.
+    const vs = (name: string, exportTo: string[], ns = 'edge') => res('VirtualService', name, {
+      hosts: [`${name}.example.com`], gateways: ['edge/gw'], exportTo, http: [{ route: [{ destination: { host: 'x' } }] }],
+    }, ns);
+    const all = set([gw('gw', 'edge'), vs('own', ['.']), vs('to-proxy', ['istio-system']), vs('to-gw-ns', ['edge'], 'apps'), vs('all', ['*'], 'apps')]);
+    assert.deepEqual(domainsAt(compile(all, id, 1).snapshot), ['all.example.com', 'to-proxy.example.com']);
+    // A proxy running in `edge` sees the ones kept to `edge`.
+    assert.deepEqual(domainsAt(compile(all, { ...id, namespace: 'edge' }, 1).snapshot), ['all.example.com', 'own.example.com', 'to-gw-ns.example.com']);
+  });
+
+  it('sidecar mode: exportTo is checked against the sidecar\'s namespace, as before', () => {
+    const svc = res('Service', 'web', { selector: { app: 'web' }, ports: [{ name: 'http', port: 80 }] }, 'apps');
+    const vs = (name: string, exportTo: string[]) => res('VirtualService', name, {
+      hosts: ['web.apps.svc.cluster.local'], exportTo, http: [{ match: [{ uri: { prefix: `/${name}` } }], route: [{ destination: { host: 'web.apps.svc.cluster.local' } }] }],
+    }, 'apps');
+    const sidecar = (ns: string): GatewayIdentity => ({ labels: { app: 'sleep' }, namespace: ns, portMap: new Map(), bind: '127.0.0.1', capturePort: 15001 });
+    const routesFor = (ns: string) => {
+      const out = compile(set([svc, vs('private', ['.']), vs('shared', ['client'])]), sidecar(ns), 1).snapshot.listeners.get(15001)!.outbound!;
+      return out.http.get(80)!.exact.get('web.apps.svc.cluster.local')!.routes.map((r) => r.name);
+    };
+    assert.deepEqual(routesFor('apps'), ['apps.private.0']);
+    assert.deepEqual(routesFor('client'), ['apps.shared.0']);
+    assert.deepEqual(routesFor('other'), ['default'], 'neither is visible: the registry default route');
+  });
+});
+
+describe('compile: DestinationRule portLevelSettings (Istio MergeTrafficPolicy)', () => {
+  const svc = res('Service', 'api', { selector: { app: 'api' }, ports: [{ name: 'http', port: 80 }, { name: 'http-admin', port: 9000 }] });
+  const we = res('WorkloadEntry', 'api-1', { address: '127.0.0.1', labels: { app: 'api', version: 'v1' } });
+  const host = 'api.default.svc.cluster.local';
+  const dr = res('DestinationRule', 'api', {
+    host: 'api',
+    trafficPolicy: {
+      loadBalancer: { simple: 'ROUND_ROBIN' },
+      connectionPool: { tcp: { connectTimeout: '250ms', maxConnections: 7 } },
+      outlierDetection: { consecutive5xxErrors: 3 },
+      portLevelSettings: [
+        { port: { number: 80 }, loadBalancer: { simple: 'RANDOM' } },
+        { port: { number: 80 }, loadBalancer: { simple: 'LEAST_REQUEST' }, connectionPool: { tcp: { maxConnections: 1 } } },
+      ],
+    },
+    subsets: [
+      { name: 'plain', labels: { version: 'v1' } },
+      { name: 'tuned', labels: { version: 'v1' }, trafficPolicy: { connectionPool: { tcp: { connectTimeout: '1s' } } } },
+      {
+        name: 'ported', labels: { version: 'v1' },
+        trafficPolicy: { loadBalancer: { simple: 'RANDOM' }, portLevelSettings: [{ port: { number: 9000 }, outlierDetection: { consecutive5xxErrors: 9 } }] },
+      },
+    ],
+  });
+  const { snapshot } = compile(set([svc, we, dr]), id, 1);
+  const c = (port: number, subset = '') => snapshot.clusters.get(`outbound|${port}|${subset}|${host}`)!;
+
+  it('a matching port-level entry replaces every block: what it leaves unset gets the defaults, not the top-level value', () => {
+    const p80 = c(80);
+    assert.equal(p80.lb, 'RANDOM', 'the first matching entry wins');
+    assert.equal(p80.connectTimeoutMs, 10_000);
+    assert.equal(p80.breaker.maxConnections, 4294967295);
+    assert.equal(p80.outlier, undefined);
+  });
+
+  it('a port with no port-level entry keeps the top-level policy', () => {
+    const p9000 = c(9000);
+    assert.equal(p9000.lb, 'ROUND_ROBIN');
+    assert.equal(p9000.connectTimeoutMs, 250);
+    assert.equal(p9000.breaker.maxConnections, 7);
+    assert.equal(p9000.outlier?.consecutive5xx, 3);
+  });
+
+  it('a subset overrides the (port-merged) top level field by field', () => {
+    assert.equal(c(80, 'plain').lb, 'RANDOM');
+    assert.equal(c(80, 'plain').connectTimeoutMs, 10_000);
+    assert.equal(c(80, 'tuned').connectTimeoutMs, 1000);
+    assert.equal(c(80, 'tuned').lb, 'RANDOM');
+    assert.equal(c(9000, 'tuned').connectTimeoutMs, 1000);
+    assert.equal(c(9000, 'tuned').lb, 'ROUND_ROBIN');
+    assert.equal(c(9000, 'tuned').outlier?.consecutive5xx, 3);
+  });
+
+  it('then the subset\'s own portLevelSettings replace every block for their port', () => {
+    const p = c(9000, 'ported');
+    assert.equal(p.outlier?.consecutive5xx, 9);
+    assert.equal(p.lb, 'LEAST_REQUEST', 'not the subset\'s RANDOM, not the top level ROUND_ROBIN');
+    assert.equal(p.connectTimeoutMs, 10_000);
+    assert.equal(p.breaker.maxConnections, 4294967295);
+    assert.equal(c(80, 'ported').lb, 'RANDOM');
+    assert.equal(c(80, 'ported').outlier, undefined, 'port 80 was merged at the top level first');
+  });
+});
+
+describe('compile: which DestinationRule applies (namespaces)', () => {
+  const svc = res('Service', 'api', { selector: { app: 'api' }, ports: [{ name: 'http', port: 80 }] }, 'apps');
+  const drIn = (name: string, ns: string, lb: string, host = 'api.apps.svc.cluster.local') => res('DestinationRule', name, { host, trafficPolicy: { loadBalancer: { simple: lb } } }, ns);
+  const ruleOf = (resources: Parameters<typeof set>[0], namespace = 'istio-system') =>
+    compile(set([svc, ...resources]), { ...id, namespace }, 1).snapshot.clusters.get('outbound|80||api.apps.svc.cluster.local')!.destinationRule;
+
+  it('the proxy\'s namespace first, then the service\'s, then the root namespace, then any other', () => {
+    const root = drIn('root', 'istio-system', 'RANDOM');
+    const own = drIn('own', 'apps', 'ROUND_ROBIN');
+    const proxy = drIn('proxy', 'edge', 'LEAST_REQUEST');
+    const stranger = drIn('stranger', 'elsewhere', 'ROUND_ROBIN');
+    assert.equal(ruleOf([root, own, proxy], 'edge'), 'DestinationRule edge/proxy');
+    assert.equal(ruleOf([root, own, stranger], 'edge'), 'DestinationRule apps/own');
+    assert.equal(ruleOf([stranger, root], 'edge'), 'DestinationRule istio-system/root');
+    assert.equal(ruleOf([stranger], 'edge'), 'DestinationRule elsewhere/stranger', 'kept as before (Istio would ignore it)');
+    assert.equal(ruleOf([], 'edge'), undefined);
+  });
+
+  it('a wildcard rule in a preferred namespace beats an exact one further down; within a namespace the oldest wins a tie', () => {
+    const wildcard = drIn('wild', 'apps', 'RANDOM', '*.svc.cluster.local');
+    const exactRoot = drIn('exact-root', 'istio-system', 'ROUND_ROBIN');
+    assert.equal(ruleOf([exactRoot, wildcard], 'edge'), 'DestinationRule apps/wild');
+    const older = drIn('older', 'apps', 'RANDOM');
+    const newer = drIn('newer', 'apps', 'ROUND_ROBIN');
+    assert.equal(ruleOf([newer, older], 'edge'), 'DestinationRule apps/older');
+    assert.equal(ruleOf([older, newer], 'edge'), 'DestinationRule apps/older');
+  });
+});

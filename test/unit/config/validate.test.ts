@@ -134,6 +134,26 @@ data:
     assert.match(typo.message, /did you mean "accessLogEncoding"/);
   });
 
+  it('a `./name` gateway reference is the VirtualService\'s namespace: no "does not exist" warning', () => {
+    const gwAndVs = (ref: string) => `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: bookinfo}
+spec:
+  servers: [{port: {number: 80, protocol: HTTP, name: http}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: bookinfo}
+spec:
+  hosts: ["*"]
+  gateways: ["${ref}"]
+  http: [{route: [{destination: {host: productpage}}]}]`;
+    const gatewayWarnings = (ref: string) => check(gwAndVs(ref)).filter((l) => l.includes('spec.gateways[0]'));
+    assert.deepEqual(gatewayWarnings('./bookinfo-gateway'), []);
+    assert.deepEqual(gatewayWarnings('bookinfo/bookinfo-gateway'), []);
+    assert.deepEqual(gatewayWarnings('other/bookinfo-gateway'), ['x.yaml:12:14: VirtualService bookinfo/bookinfo: spec.gateways[0]: warning: gateway other/bookinfo-gateway does not exist']);
+  });
+
   it('never throws on junk', () => {
     const junk = ['', '---', '[]', 'kind: Gateway', 'kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: x}\nspec: 7',
       'kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: x}\nspec: {http: [null, 3, {route: "x"}], gateways: 5}',

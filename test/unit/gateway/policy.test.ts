@@ -20,8 +20,8 @@ function routesOf(http: unknown[]): CompiledRoute[] {
 }
 
 describe('route policies', () => {
-  it('faults: fractions from percentage.value or legacy percent, 100 % when absent', () => {
-    const [r] = routesOf([{ fault: { delay: { fixedDelay: '7s', percent: 10 }, abort: { httpStatus: 500 } }, route: [{ destination: { host: 'x' } }] }]);
+  it('faults: fractions from percentage.value or legacy percent (delay)', () => {
+    const [r] = routesOf([{ fault: { delay: { fixedDelay: '7s', percent: 10 }, abort: { httpStatus: 500, percentage: { value: 100 } } }, route: [{ destination: { host: 'x' } }] }]);
     assert.deepEqual(r!.fault, { delayMs: 7000, delayFraction: 0.1, abortStatus: 500, abortFraction: 1 });
     assert.deepEqual(decideFault(r!.fault, 0.05, 0.99), { delayMs: 7000, abort: { status: 500 } });
     assert.deepEqual(decideFault(r!.fault, 0.1, 0.5), { abort: { status: 500 } });
@@ -30,6 +30,23 @@ describe('route policies', () => {
     assert.deepEqual(decideFault(g!.fault, 0, 0.2), { abort: { status: 200, grpc: 14 } });
     assert.deepEqual(decideFault(g!.fault, 0, 0.3), {});
     assert.deepEqual(decideFault(undefined, 0, 0), {});
+  });
+
+  it('faults: a delay or abort without percentage (nor legacy percent) applies to no request (Istio: 0 %)', () => {
+    const [r] = routesOf([{ fault: { delay: { fixedDelay: '7s' }, abort: { httpStatus: 500 } }, route: [{ destination: { host: 'x' } }] }]);
+    assert.deepEqual(r!.fault, { delayMs: 7000, delayFraction: 0, abortStatus: 500, abortFraction: 0 });
+    // Even the smallest random draw neither delays nor aborts.
+    assert.deepEqual(decideFault(r!.fault, 0, 0), {});
+    const [g] = routesOf([{ fault: { abort: { grpcStatus: 'UNAVAILABLE' } }, route: [{ destination: { host: 'x' } }] }]);
+    assert.deepEqual(decideFault(g!.fault, 0, 0), {});
+    // An explicit percentage with no value is 0 too; an explicit 0 legacy percent likewise.
+    const [e] = routesOf([{ fault: { delay: { fixedDelay: '1s', percentage: {}, percent: 0 } }, route: [{ destination: { host: 'x' } }] }]);
+    assert.equal(e!.fault!.delayFraction, 0);
+  });
+
+  it('mirrors: no percentage still mirrors every request (unchanged by the fault default)', () => {
+    const [m] = routesOf([{ route: [{ destination: { host: 'x' } }], mirror: { host: 'y' } }]);
+    assert.equal(m!.mirrors![0]!.fraction, 1);
   });
 
   it('rewrite.uri replaces the matched prefix, the exact path, or "/" for other matches; the query stays', () => {
