@@ -9,7 +9,7 @@ import type { Snapshot } from './config/snapshot';
 import type { Dict } from './config/types';
 import { formatIssue } from './config/format';
 import { Registry } from './registry/registry';
-import { DnsResolver } from './serviceentry/dns';
+import { DnsResolver, type DnsFamily } from './serviceentry/dns';
 import { AccessLog } from './telemetry/access-log';
 import { Metrics } from './telemetry/metrics';
 import { Telemetry } from './telemetry/telemetry';
@@ -42,6 +42,8 @@ export interface AppOptions {
   readonly logLevel: string;
   readonly serverName: string;
   readonly dnsServers?: readonly string[];
+  /** Address families ServiceEntry DNS asks for (`--dns-family`): v4 (A only, the default, as Istio's V4_ONLY), v6, or both (dual stack). */
+  readonly dnsFamily?: DnsFamily;
   readonly drainMs: number;
   readonly watch: boolean;
   readonly limits?: Partial<HttpLimits>;
@@ -130,7 +132,11 @@ export class App {
       ? new KubeSource({ ...opts.kubernetes, namespace: opts.namespace, log: this.log })
       : new FileSource(opts.configPaths, opts.watch, this.log);
     this.tlsContexts = new ServerContexts(this.log);
-    this.dns = new DnsResolver({ servers: opts.dnsServers ? [...opts.dnsServers] : undefined });
+    this.dns = new DnsResolver({
+      servers: opts.dnsServers ? [...opts.dnsServers] : undefined,
+      family: opts.dnsFamily ?? 'v4',
+      onListenerError: (name, err) => this.log.error({ name, err: (err as Error)?.message ?? String(err) }, 'DNS: applying a new answer failed; the name keeps being refreshed'),
+    });
     this.registry = new Registry({
       watch: (name, onChange) => this.dns.watch(name, (addrs) => onChange(addrs)),
       current: (name) => this.dns.current(name),

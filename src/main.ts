@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { App } from './app';
+import { DNS_FAMILIES, type DnsFamily } from './serviceentry/dns';
 import { DEFAULT_IMAGE, kubeInject as inject } from './inject/inject';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
@@ -48,6 +49,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'metrics-port', env: 'MESHGATE_METRICS_PORT', help: 'Prometheus port, /stats/prometheus (0 = pick)', def: '15090' },
   { name: 'log-level', env: 'MESHGATE_LOG_LEVEL', help: 'trace, debug, info, warn, error', def: 'info' },
   { name: 'dns-server', env: 'MESHGATE_DNS_SERVER', help: 'DNS server(s) for ServiceEntry resolution, host:port[,host:port] (default: system)', def: '' },
+  { name: 'dns-family', env: 'MESHGATE_DNS_FAMILY', help: "address records ServiceEntry DNS asks for: v4 (A only, as Istio's V4_ONLY for an IPv4 proxy), v6 (AAAA only), both (A and AAAA, dual stack)", def: 'v4' },
   { name: 'server-name', env: 'MESHGATE_SERVER_NAME', help: "value of the server header on every response (default istio-envoy; envoy in sidecar mode, as Istio's outbound sidecar)", def: '' },
   { name: 'mesh-certs', env: 'MESHGATE_MESH_CERTS', help: "directory with this proxy's mesh identity for ISTIO_MUTUAL (cert-chain.pem, key.pem, root-cert.pem, as `meshgate certs --mesh` writes them)", def: '' },
   { name: 'tcp-idle-timeout', env: 'MESHGATE_TCP_IDLE_TIMEOUT', help: 'close TCP/TLS-passthrough connections idle this long (Envoy duration: 1h, 90s, 500ms; 0 = never)', def: '1h' },
@@ -235,6 +237,8 @@ async function run(argv: string[]): Promise<number> {
   }
   const samples = v['with-sample-backends'] && index === undefined ? await startSampleBackends() : undefined;
   const dns = String(v['dns-server'] ?? '');
+  const dnsFamily = String(v['dns-family'] || 'v4') as DnsFamily;
+  if (!DNS_FAMILIES.includes(dnsFamily)) throw new Error(`--dns-family: "${dnsFamily}" is not v4, v6 or both`);
   const app = new App({
     ...(index !== undefined ? {
       serve: { admin: index === 0, status: index === 0, metrics: false },
@@ -255,6 +259,7 @@ async function run(argv: string[]): Promise<number> {
     logLevel: String(v['log-level']),
     serverName: String(v['server-name'] || (sidecar ? 'envoy' : 'istio-envoy')),
     dnsServers: dns ? dns.split(',') : undefined,
+    dnsFamily,
     drainMs: Number(v['drain-seconds']) * 1000,
     tcpIdleTimeoutMs: duration(v['tcp-idle-timeout'], 'tcp-idle-timeout'),
     ...(v['mesh-certs'] ? { meshCerts: meshCertFiles(String(v['mesh-certs'])) } : {}),

@@ -15,21 +15,36 @@ export class Endpoint {
   consecutive5xx = 0;
   consecutiveGateway = 0;
   consecutiveLocal = 0;
+  /**
+   * Envoy's ejection-time multiplier: one more for each ejection (while base x multiplier stays
+   * within max_ejection_time), one less for each detection interval the endpoint spends healthy.
+   */
   ejections = 0;
   ejectedUntil = 0;
+  /** When the endpoint last came back from an ejection (the multiplier's decay counts from there). */
+  healthySince = 0;
+  /**
+   * Labels and weight change in place when a reload or DNS refresh keeps the endpoint (same
+   * address and port), as Envoy updates a host's metadata and weight: its counters and ejection stay.
+   */
   constructor(
     readonly address: string,
     readonly port: number,
-    readonly labels: Dict<string>,
-    readonly weight: number,
+    public labels: Dict<string>,
+    public weight: number,
   ) {
-    this.key = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+    this.key = endpointKey(address, port);
   }
 
   /** `ip:port` as Envoy logs %UPSTREAM_HOST%. */
   get hostPort(): string {
     return this.key;
   }
+}
+
+/** `ip:port`, `[v6]:port`: an endpoint's identity. */
+export function endpointKey(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 /** Counters named as Envoy's `cluster.<name>.<stat>` (the part after the cluster name). */
@@ -67,22 +82,61 @@ export function hash32(text: string): number {
   return h >>> 0;
 }
 
-/** A consistent-hash ring: sorted points, each owned by an endpoint. */
+/** A consistent-hash ring: sorted points, each owned by an endpoint (an index into `endpoints`). */
 interface Ring {
   readonly points: Uint32Array;
-  readonly owners: Endpoint[];
+  readonly owners: Uint32Array;
+  readonly endpoints: readonly Endpoint[];
+}
+
+/** Envoy's ring_hash maximum_ring_size default (Istio sets none). */
+export const MAX_RING_SIZE = 8 * 1024 * 1024;
+
+/** An endpoint's load-balancing weight (a weight of 0 or none counts as 1, as Envoy's minimum). */
+function weightOf(e: Endpoint): number {
+  return e.weight >= 1 ? e.weight : 1;
 }
 
 /**
- * Points per endpoint are fixed by the ring size alone (not by how many endpoints there are), so
- * an endpoint leaving moves only the keys it owned.
+ * Envoy's ring sizing (ring_hash_lb.cc): weights normalized to sum 1; the ring is scaled so that the
+ * lightest endpoint gets a whole number of points with at least `minRingSize` points in all,
+ * `scale = min(ceil(minNormalized * minRingSize) / minNormalized, maxRingSize)`, and each endpoint
+ * gets about `normalizedWeight * scale` points (running sums, as Envoy, so the total is ceil(scale)).
+ * The ring's size follows the weights' ratio, never their magnitude: 1:10000 makes ~10^4 points.
  */
-function buildRing(endpoints: readonly Endpoint[], size: number): Ring {
-  const perEndpoint = Math.max(64, Math.ceil(size / 8));
-  const pairs: [number, Endpoint][] = [];
-  for (const e of endpoints) for (let i = 0; i < perEndpoint * Math.max(1, e.weight); i++) pairs.push([hash32(`${e.key}_${i}`), e]);
-  pairs.sort((a, b) => a[0] - b[0]);
-  return { points: Uint32Array.from(pairs.map((p) => p[0])), owners: pairs.map((p) => p[1]) };
+export function buildRing(endpoints: readonly Endpoint[], minRingSize: number, maxRingSize = MAX_RING_SIZE): Ring {
+  const n = endpoints.length;
+  let sum = 0;
+  let min = Infinity;
+  for (const e of endpoints) {
+    const w = weightOf(e);
+    sum += w;
+    if (w < min) min = w;
+  }
+  const minNormalized = min / sum;
+  const scale = Math.min(Math.ceil(minNormalized * Math.max(1, minRingSize)) / minNormalized, maxRingSize);
+  // hash (32 bits) and owner index packed in one double, so that a plain numeric sort orders the ring.
+  const ownerSpace = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
+  if (ownerSpace > 2 ** 21) throw new Error(`ring hash: ${n} endpoints are more than the ring can index`);
+  const packed = new Float64Array(Math.ceil(scale) + n + 1);
+  let count = 0;
+  let current = 0;
+  let target = 0;
+  for (let i = 0; i < n; i++) {
+    const e = endpoints[i]!;
+    target += (scale * weightOf(e)) / sum;
+    for (let j = 0; current < target && count < packed.length; j++, current++) packed[count++] = hash32(`${e.key}_${j}`) * ownerSpace + i;
+  }
+  const sorted = packed.subarray(0, count).sort();
+  const points = new Uint32Array(count);
+  const owners = new Uint32Array(count);
+  for (let k = 0; k < count; k++) {
+    const v = sorted[k]!;
+    const owner = v % ownerSpace;
+    owners[k] = owner;
+    points[k] = (v - owner) / ownerSpace;
+  }
+  return { points, owners, endpoints };
 }
 
 function ringLookup(ring: Ring, h: number): Endpoint | undefined {
@@ -95,8 +149,71 @@ function ringLookup(ring: Ring, h: number): Endpoint | undefined {
     if (pts[mid]! < h) lo = mid + 1;
     else hi = mid;
   }
-  return ring.owners[lo === pts.length ? 0 : lo];
+  return ring.endpoints[ring.owners[lo === pts.length ? 0 : lo]!];
 }
+
+/**
+ * Earliest-deadline-first schedule (Envoy's EdfScheduler): each endpoint's next deadline is the
+ * schedule's time plus 1/weight, the earliest goes next, ties in the order they were queued. A weight
+ * w endpoint is picked w times as often as a weight 1 one, interleaved.
+ */
+class EdfSchedule {
+  private heap: { e: Endpoint; deadline: number; order: number }[] = [];
+  private time = 0;
+  private order = 0;
+
+  constructor(endpoints: readonly Endpoint[], weight: (e: Endpoint) => number) {
+    for (const e of endpoints) this.push(e, 1 / weight(e));
+  }
+
+  /** The next endpoint; it is queued again with the weight it has now. */
+  pick(weight: (e: Endpoint) => number): Endpoint {
+    const top = this.pop();
+    this.time = top.deadline;
+    this.push(top.e, this.time + 1 / weight(top.e));
+    return top.e;
+  }
+
+  private before(a: { deadline: number; order: number }, b: { deadline: number; order: number }): boolean {
+    return a.deadline < b.deadline || (a.deadline === b.deadline && a.order < b.order);
+  }
+
+  private push(e: Endpoint, deadline: number): void {
+    const h = this.heap;
+    const item = { e, deadline, order: this.order++ };
+    let i = h.push(item) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.before(item, h[parent]!)) break;
+      h[i] = h[parent]!;
+      i = parent;
+    }
+    h[i] = item;
+  }
+
+  private pop(): { e: Endpoint; deadline: number; order: number } {
+    const h = this.heap;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= h.length) break;
+        const r = l + 1;
+        const c = r < h.length && this.before(h[r]!, h[l]!) ? r : l;
+        if (!this.before(h[c]!, last)) break;
+        h[i] = h[c]!;
+        i = c;
+      }
+      h[i] = last;
+    }
+    return top;
+  }
+}
+
+/** Envoy's default max_ejection_time (Istio sets none): an ejection never lasts longer, unless the base time is longer. */
+export const DEFAULT_MAX_EJECTION_MS = 300_000;
 
 /** How an upstream attempt ended, as outlier detection sorts it. */
 export type AttemptOutcome = 'success' | '5xx' | 'gateway-error' | 'local-origin';
@@ -195,15 +312,18 @@ export class Cluster {
   isEjected(e: Endpoint): boolean {
     if (e.ejectedUntil === 0) return false;
     if (this.now() < e.ejectedUntil) return true;
+    e.healthySince = e.ejectedUntil;
     e.ejectedUntil = 0;
-    this.stats.inc('outlier_detection.ejections_active', -1);
+    this.healthVersion += 1;
+    if (this.members.has(e)) this.stats.inc('outlier_detection.ejections_active', -1);
     return false;
   }
 
   /** Outlier detection: count the attempt's outcome against its endpoint; eject at a threshold. */
   recordOutcome(e: Endpoint, outcome: AttemptOutcome): void {
     const o = this.def.outlier;
-    if (!o) return;
+    // An endpoint a reload or DNS refresh removed (its request was still running) is no longer watched.
+    if (!o || !this.members.has(e)) return;
     if (outcome === 'success') {
       e.consecutive5xx = e.consecutiveGateway = e.consecutiveLocal = 0;
       return;
@@ -220,6 +340,11 @@ export class Cluster {
     else if (o.consecutive5xx > 0 && e.consecutive5xx >= o.consecutive5xx) this.eject(e, 'consecutive_5xx');
   }
 
+  /**
+   * Eject as Envoy does: for base_ejection_time x the multiplier, capped at max_ejection_time
+   * (300 s, or the base time when that is longer). The multiplier grows by one per ejection while
+   * the product stays within the cap, and shrinks by one per detection interval spent healthy.
+   */
   private eject(e: Endpoint, reason: string): void {
     const o = this.def.outlier!;
     e.consecutive5xx = e.consecutiveGateway = e.consecutiveLocal = 0;
@@ -230,8 +355,14 @@ export class Cluster {
       this.stats.inc('outlier_detection.ejections_overflow');
       return;
     }
-    e.ejections += 1;
-    e.ejectedUntil = this.now() + o.baseEjectionMs * e.ejections; // grows with each ejection
+    const now = this.now();
+    if (e.ejections > 0 && o.intervalMs > 0) {
+      e.ejections = Math.max(0, e.ejections - Math.floor(Math.max(0, now - e.healthySince) / o.intervalMs));
+    }
+    const cap = Math.max(DEFAULT_MAX_EJECTION_MS, o.baseEjectionMs);
+    if (o.baseEjectionMs * (e.ejections + 1) <= cap) e.ejections += 1;
+    e.ejectedUntil = now + Math.min(o.baseEjectionMs * e.ejections, cap);
+    this.healthVersion += 1;
     this.stats.inc('outlier_detection.ejections_active');
     this.stats.inc('outlier_detection.ejections_enforced_total');
     this.stats.inc(`outlier_detection.ejections_enforced_${reason}`);
@@ -246,61 +377,112 @@ export class Cluster {
     return this.def.lb;
   }
 
-  /** Replace the endpoint list, keeping the live objects (and their counters) of endpoints that stay. */
+  /**
+   * Replace the endpoint list. An endpoint that stays (same address and port) keeps its live object,
+   * with its counters, in-flight count and ejection; new labels or weight are updated in place. One
+   * that leaves stops counting as ejected.
+   */
   setEndpoints(next: readonly { address: string; port: number; labels: Dict<string>; weight: number }[]): void {
     const old = new Map(this.endpoints.map((e) => [e.key, e]));
     this.endpoints = next.map((n) => {
-      const e = new Endpoint(n.address, n.port, n.labels, n.weight);
-      const kept = old.get(e.key);
-      return kept && JSON.stringify(kept.labels) === JSON.stringify(n.labels) && kept.weight === n.weight ? kept : e;
+      const kept = old.get(endpointKey(n.address, n.port));
+      if (!kept) return new Endpoint(n.address, n.port, n.labels, n.weight);
+      kept.labels = n.labels;
+      kept.weight = n.weight;
+      return kept;
     });
+    this.members = new Set(this.endpoints);
+    this.healthVersion += 1;
+    let ejected = 0;
+    for (const e of old.values()) {
+      if (this.members.has(e) || e.ejectedUntil === 0) continue;
+      e.healthySince = 0;
+      e.ejectedUntil = 0;
+      e.ejections = 0;
+    }
+    for (const e of this.endpoints) if (e.ejectedUntil !== 0) ejected += 1;
+    this.stats.set('outlier_detection.ejections_active', ejected);
     this.stats.set('membership_total', this.endpoints.length);
     this.stats.set('membership_healthy', this.endpoints.length);
   }
 
+  /** The live endpoint objects, for membership checks. */
+  private members = new Set<Endpoint>();
+  /** Changes whenever the set of healthy endpoints may have (names the lists schedules were built for). */
+  private healthVersion = 0;
+
+  private ring: { readonly of: readonly Endpoint[] | string; readonly ring: Ring } | undefined;
+  /** The weighted schedule of the endpoints it was built for (ROUND_ROBIN, LEAST_REQUEST). */
+  private schedule: { readonly of: readonly Endpoint[] | string; readonly equal: boolean; edf?: EdfSchedule } | undefined;
+
   /**
    * Choose an endpoint, avoiding those already tried when another exists (Envoy's previous-hosts
-   * retry predicate). LEAST_REQUEST is "power of two choices"; ROUND_ROBIN a cursor; RANDOM uniform.
+   * retry predicate). With equal weights ROUND_ROBIN is a cursor and LEAST_REQUEST "power of two
+   * choices"; with unequal weights both follow an EDF schedule (LEAST_REQUEST's weights divided by
+   * active requests + 1). RANDOM is uniform, as Envoy's random load balancer (it ignores weights).
    */
-  private ring: { readonly of: readonly Endpoint[] | string; readonly ring: Ring } | undefined;
-
   pick(tried?: ReadonlySet<Endpoint>, hashKey?: string): Endpoint | undefined {
-    let list = this.endpoints;
+    const all = this.endpoints;
+    let list = all;
     if (list.length === 0) return undefined;
     if (this.def.outlier) {
       const healthy = list.filter((e) => !this.isEjected(e));
       // Below minHealthPercent healthy, ejections are ignored (Envoy's panic threshold, as Istio sets it).
-      if ((healthy.length / list.length) * 100 >= this.def.outlier.minHealthPercent) list = healthy;
+      if (healthy.length < list.length && (healthy.length / list.length) * 100 >= this.def.outlier.minHealthPercent) list = healthy;
       if (list.length === 0) return undefined;
     }
+    // Schedules and rings are kept for the list they were built for: the endpoint array itself, or
+    // (some ejected) the healthy ones of this version of the ejections.
+    const of = (): readonly Endpoint[] | string => (list === all ? all : `healthy/${this.healthVersion}`);
     if (this.def.lb === 'RING_HASH' && hashKey !== undefined && list.length > 1) {
       // Consistent hash: the same key reaches the same endpoint while the set stays; Istio sets no
       // previous-hosts predicate with it, so a retry goes to the same endpoint too.
-      const of = list === this.endpoints ? list : list.map((e) => e.key).join(',');
-      if (this.ring?.of !== of) this.ring = { of, ring: buildRing(list, this.def.hash?.ringSize ?? 1024) };
+      const key = of();
+      if (this.ring?.of !== key) this.ring = { of: key, ring: buildRing(list, this.def.hash?.ringSize ?? 1024) };
       return ringLookup(this.ring.ring, hash32(hashKey));
     }
-    if (tried && tried.size > 0 && list.length > 1) {
-      const fresh = list.filter((e) => !tried.has(e));
-      if (fresh.length > 0) list = fresh;
-    }
     if (list.length === 1) return list[0];
-    switch (this.def.lb) {
-      case 'ROUND_ROBIN': {
-        const e = list[this.rrCursor % list.length]!;
-        this.rrCursor = (this.rrCursor + 1) % 1_000_000_007;
-        return e;
-      }
-      case 'RANDOM':
-        return list[Math.floor(this.random() * list.length)];
-      default: {
-        const i = Math.floor(this.random() * list.length);
-        let j = Math.floor(this.random() * (list.length - 1));
-        if (j >= i) j += 1;
-        const a = list[i]!;
-        const b = list[j]!;
-        return b.active < a.active ? b : a;
+    let e = this.choose(list, of);
+    if (tried && tried.size > 0 && tried.has(e)) {
+      // Envoy picks again (host_selection_retry_max_attempts: 5 in Istio); then any untried one.
+      for (let i = 0; i < 4 && tried.has(e); i++) e = this.choose(list, of);
+      if (tried.has(e)) {
+        const fresh = list.filter((x) => !tried.has(x));
+        if (fresh.length > 0) e = fresh[Math.floor(this.random() * fresh.length)]!;
       }
     }
+    return e;
+  }
+
+  private choose(list: readonly Endpoint[], of: () => readonly Endpoint[] | string): Endpoint {
+    if (this.def.lb === 'RANDOM') return list[Math.floor(this.random() * list.length)]!;
+    const lr = this.def.lb !== 'ROUND_ROBIN';
+    const key = of();
+    let s = this.schedule;
+    if (s?.of !== key) {
+      const w = weightOf(list[0]!);
+      s = this.schedule = { of: key, equal: list.every((x) => weightOf(x) === w) };
+    }
+    if (!s.equal) {
+      // Envoy builds the schedule afresh when the hosts change, starting it a random number of
+      // picks in, so that proxies do not all start on the same endpoint.
+      const weight = lr ? (x: Endpoint) => weightOf(x) / (x.active + 1) : weightOf;
+      if (!s.edf) {
+        s.edf = new EdfSchedule(list, weight);
+        for (let i = Math.floor(this.random() * list.length); i > 0; i--) s.edf.pick(weight);
+      }
+      return s.edf.pick(weight);
+    }
+    if (!lr) {
+      const e = list[this.rrCursor % list.length]!;
+      this.rrCursor = (this.rrCursor + 1) % 1_000_000_007;
+      return e;
+    }
+    const i = Math.floor(this.random() * list.length);
+    let j = Math.floor(this.random() * (list.length - 1));
+    if (j >= i) j += 1;
+    const a = list[i]!;
+    const b = list[j]!;
+    return b.active < a.active ? b : a;
   }
 }

@@ -270,6 +270,13 @@ export class H2cPool extends EventEmitter {
     for (const resolve of waiting) resolve();
   }
 
+  /** Streams open now, on every session (the registry closes an idle pool, never a busy one). */
+  get inFlight(): number {
+    let n = 0;
+    for (const live of this.all) n += live.active;
+    return n;
+  }
+
   /** Let in-flight streams finish, then close every session. */
   close(): Promise<void> {
     this.closing = true;

@@ -6,7 +6,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { H2cPool } from './h2c-pool';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
 import { isIP } from '../config/names';
-import { Cluster, Endpoint as EndpointClass, type Endpoint, type Random } from './cluster';
+import { Cluster, Endpoint as EndpointClass, endpointKey, type Endpoint, type Random } from './cluster';
 import type { UpstreamTlsOptions } from '../tls/upstream';
 
 /** What the registry needs of DNS (implemented by serviceentry/dns.ts). */
@@ -56,7 +56,30 @@ interface PoolEntry {
   readonly pool: UpstreamPool;
   readonly endpointKey: string;
   readonly stats: ConnectionStats;
+  /** Last time a request took this pool, or the sweep found it busy (Date.now()). */
+  lastUsed: number;
 }
+
+/** Requests a pool carries now (running or waiting for a connection). */
+function inFlight(pool: UpstreamPool): number {
+  if (pool instanceof H2cPool) return pool.inFlight;
+  if (pool instanceof Pool) return pool.stats.size;
+  return 0;
+}
+
+export interface RegistryOptions {
+  /**
+   * A pool of an endpoint outside every cluster (original destination: PassthroughCluster,
+   * inbound|PORT||, headless or resolution NONE services) is closed once it has carried nothing
+   * for this long (default 60 s), as Envoy's ORIGINAL_DST cluster forgets hosts it has not used.
+   */
+  readonly adHocIdleMs?: number;
+  /** At most this many such pools stay open (default 1024): beyond it the least recently used idle ones close. */
+  readonly maxIdleAdHocPools?: number;
+}
+
+const DEFAULT_AD_HOC_IDLE_MS = 60_000;
+const DEFAULT_MAX_IDLE_AD_HOC_POOLS = 1024;
 
 export interface RegistryEvents {
   onEndpointsChanged?(cluster: Cluster): void;
@@ -68,12 +91,25 @@ export class Registry {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly connStats = new Map<string, ConnectionStats>();
   private readonly dnsWatches = new Map<string, { unsubscribe: () => void; clusters: Set<string> }>();
+  /** Endpoint keys of every cluster's endpoints (pools of those leave when their endpoint does). */
+  private liveKeys = new Set<string>();
+  /** Pools of endpoints outside every cluster, least recently used first: closed when idle. */
+  private readonly adHoc = new Map<string, PoolEntry>();
+  /** When each connection-stats entry was last asked for (entries of endpoints gone are pruned). */
+  private readonly connTouched = new Map<string, number>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly adHocIdleMs: number;
+  private readonly maxIdleAdHocPools: number;
 
   constructor(
     private readonly resolver: NameResolver | undefined,
     private readonly random: Random = Math.random,
     private readonly events: RegistryEvents = {},
-  ) {}
+    options: RegistryOptions = {},
+  ) {
+    this.adHocIdleMs = options.adHocIdleMs ?? DEFAULT_AD_HOC_IDLE_MS;
+    this.maxIdleAdHocPools = options.maxIdleAdHocPools ?? DEFAULT_MAX_IDLE_AD_HOC_POOLS;
+  }
 
   get(name: string): Cluster | undefined {
     return this.clusters.get(name);
@@ -157,10 +193,20 @@ export class Registry {
     this.releaseUnusedPools();
   }
 
+  /** Pools and connection-stats entries held now (diagnostics, tests). */
+  sizes(): { pools: number; adHocPools: number; connectionStats: number; dnsWatches: number } {
+    return { pools: this.pools.size, adHocPools: this.adHoc.size, connectionStats: this.connStats.size, dnsWatches: this.dnsWatches.size };
+  }
+
   private resolveEndpoints(cluster: Cluster): void {
     const def = cluster.def;
     const names = new Set(def.endpoints.filter((e) => !isIP(e.address)).map((e) => e.address));
-    for (const [name, w] of this.dnsWatches) if (!names.has(name)) w.clusters.delete(def.name);
+    for (const [name, w] of this.dnsWatches) {
+      if (names.has(name) || !w.clusters.delete(def.name) || w.clusters.size > 0) continue;
+      // No cluster uses the name any more: stop resolving it.
+      w.unsubscribe();
+      this.dnsWatches.delete(name);
+    }
     for (const name of names) this.watchName(name, def.name);
     cluster.setEndpoints(this.expand(def));
     this.events.onEndpointsChanged?.(cluster);
@@ -191,13 +237,18 @@ export class Registry {
     const entry = { clusters: new Set([clusterName]), unsubscribe: () => {} };
     this.dnsWatches.set(name, entry);
     entry.unsubscribe = this.resolver.watch(name, () => {
+      let changed = false;
       for (const c of entry.clusters) {
         const cluster = this.clusters.get(c);
         if (!cluster) continue;
-        cluster.setEndpoints(this.expand(cluster.def));
+        const next = this.expand(cluster.def);
+        // A failed refresh reports the addresses already known: nothing to do.
+        if (sameEndpoints(cluster.endpoints, next)) continue;
+        cluster.setEndpoints(next);
         this.events.onEndpointsChanged?.(cluster);
+        changed = true;
       }
-      this.releaseUnusedPools();
+      if (changed) this.releaseUnusedPools();
     });
   }
 
@@ -255,8 +306,19 @@ export class Registry {
       pool.on('connectionError', () => {
         stats.cxConnectFail += 1;
       });
-      entry = { pool, endpointKey: endpoint.key, stats };
+      entry = { pool, endpointKey: endpoint.key, stats, lastUsed: 0 };
       this.pools.set(key, entry);
+      if (!this.liveKeys.has(endpoint.key)) {
+        this.adHoc.set(key, entry);
+        this.trimAdHoc(key);
+        this.startSweep();
+      }
+    }
+    if (!this.liveKeys.has(endpoint.key)) {
+      // Most recently used last: the least recently used idle ones are closed first.
+      entry.lastUsed = Date.now();
+      this.adHoc.delete(key);
+      this.adHoc.set(key, entry);
     }
     return entry.pool;
   }
@@ -265,23 +327,94 @@ export class Registry {
   connectionStats(endpointKey: string): ConnectionStats {
     let s = this.connStats.get(endpointKey);
     if (!s) this.connStats.set(endpointKey, s = { cxTotal: 0, cxActive: 0, cxConnectFail: 0 });
+    if (!this.liveKeys.has(endpointKey)) {
+      this.connTouched.set(endpointKey, Date.now());
+      this.startSweep();
+    }
     return s;
   }
 
+  /**
+   * After the clusters' endpoints changed: close the pools of endpoints that left (close() lets
+   * in-flight requests finish; new ones go to the new pools). Pools of endpoints outside every
+   * cluster (original destinations) are not touched: they close when idle.
+   */
   private releaseUnusedPools(): void {
     const live = new Set<string>();
     for (const c of this.clusters.values()) for (const e of c.endpoints) live.add(e.key);
     for (const [key, entry] of this.pools) {
-      if (live.has(entry.endpointKey)) continue;
-      this.pools.delete(key);
-      // close() lets in-flight requests finish; new ones go to the new pools.
-      entry.pool.close().catch(() => {});
+      if (live.has(entry.endpointKey)) {
+        this.adHoc.delete(key);
+        continue;
+      }
+      if (this.liveKeys.has(entry.endpointKey)) this.dropPool(key, entry);
+    }
+    for (const key of this.liveKeys) if (!live.has(key) && this.connStats.has(key)) this.connTouched.set(key, Date.now());
+    this.liveKeys = live;
+    this.startSweep();
+  }
+
+  private dropPool(key: string, entry: PoolEntry): void {
+    this.pools.delete(key);
+    this.adHoc.delete(key);
+    entry.pool.close().catch(() => {});
+  }
+
+  /**
+   * Over the cap, close the least recently used ad-hoc pools that are idle (busy ones stay, and the
+   * one about to be used): one pass from the oldest, so a new destination costs little.
+   */
+  private trimAdHoc(taken: string): void {
+    if (this.adHoc.size <= this.maxIdleAdHocPools) return;
+    for (const [key, entry] of this.adHoc) {
+      if (this.adHoc.size <= this.maxIdleAdHocPools) break;
+      if (key === taken || inFlight(entry.pool) > 0) continue;
+      this.dropPool(key, entry);
+    }
+  }
+
+  private startSweep(): void {
+    if (this.sweepTimer || this.stopped) return;
+    if (this.adHoc.size === 0 && this.connTouched.size === 0) return;
+    const every = Math.max(10, Math.min(5_000, Math.floor(this.adHocIdleMs / 2)));
+    this.sweepTimer = setInterval(() => this.sweep(), every);
+    this.sweepTimer.unref();
+  }
+
+  /** Close ad-hoc pools idle for adHocIdleMs; forget connection counters nothing holds any more. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const [key, entry] of [...this.adHoc]) {
+      if (now - entry.lastUsed < this.adHocIdleMs) continue;
+      if (inFlight(entry.pool) > 0) entry.lastUsed = now; // idle counts from when it is seen idle
+      else this.dropPool(key, entry);
+    }
+    const pooled = new Set<string>();
+    for (const entry of this.pools.values()) pooled.add(entry.endpointKey);
+    for (const [key, touched] of this.connTouched) {
+      const s = this.connStats.get(key);
+      if (this.liveKeys.has(key) || !s) {
+        this.connTouched.delete(key);
+        continue;
+      }
+      if (pooled.has(key) || s.cxActive > 0 || now - touched < this.adHocIdleMs) continue;
+      this.connStats.delete(key);
+      this.connTouched.delete(key);
+    }
+    if (this.adHoc.size === 0 && this.connTouched.size === 0) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
     }
   }
 
   private closing: UpstreamPool[] = [];
+  private stopped = false;
 
   async close(): Promise<void> {
+    this.stopped = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.adHoc.clear();
     for (const w of this.dnsWatches.values()) w.unsubscribe();
     this.dnsWatches.clear();
     this.closing = [...this.pools.values()].map((e) => e.pool);
@@ -293,6 +426,14 @@ export class Registry {
   async destroy(): Promise<void> {
     const all = [...this.closing, ...[...this.pools.values()].map((e) => e.pool)];
     this.pools.clear();
+    this.adHoc.clear();
     await Promise.all(all.map((p) => p.destroy().catch(() => {})));
   }
+}
+
+/** The same endpoints (address and port), whatever their order? */
+function sameEndpoints(current: readonly Endpoint[], next: readonly EndpointAddress[]): boolean {
+  if (current.length !== next.length) return false;
+  const keys = new Set(current.map((e) => e.key));
+  return next.every((n) => keys.has(endpointKey(n.address, n.port)));
 }

@@ -40,6 +40,10 @@ describe('meshgate command line', function () {
     assert.equal((await run(['validate', '--help'])).code, 0);
     const unknown = await run(['frobnicate']);
     assert.equal(unknown.code, 2);
+    assert.match(r.stdout, /--dns-family[^]*MESHGATE_DNS_FAMILY/);
+    const family = await run(['run', '--config', '/nonexistent', '--dns-family', 'v5']);
+    assert.notEqual(family.code, 0);
+    assert.match(family.stderr + family.stdout, /--dns-family: "v5" is not v4, v6 or both/);
   });
 
   describe('run', () => {

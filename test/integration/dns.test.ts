@@ -1,12 +1,66 @@
 // ServiceEntry DNS resolution against a real DNS server on loopback.
 
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import * as packet from 'dns-packet';
 import { DnsResolver } from '../../src/serviceentry/dns';
 import { TestDnsServer } from '../helpers/dns-server';
 import { startGateway } from '../helpers/gateway';
 import { httpGet, waitFor } from '../helpers/upstream';
 import { startHttpbin } from '../../src/sample/httpbin';
 import { singleRouteYaml } from '../../src/sample/configs';
+
+/**
+ * In front of the test DNS server: fails one record type of a name (the server fails whole names),
+ * forwards the rest, and counts the questions by type.
+ */
+class TypeFailingProxy {
+  private readonly socket = dgram.createSocket('udp4');
+  private readonly failing = new Map<string, 'SERVFAIL' | 'timeout'>();
+  readonly asked: string[] = [];
+  port = 0;
+  constructor(private readonly upstream: TestDnsServer) {}
+
+  async start(): Promise<this> {
+    this.socket.on('message', (msg, rinfo) => this.onQuery(msg, rinfo));
+    await new Promise<void>((resolve) => this.socket.bind(0, '127.0.0.1', () => resolve()));
+    this.port = this.socket.address().port;
+    return this;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  fail(name: string, type: 'A' | 'AAAA', mode: 'SERVFAIL' | 'timeout' | undefined): void {
+    if (mode) this.failing.set(`${name}/${type}`, mode);
+    else this.failing.delete(`${name}/${type}`);
+  }
+
+  private onQuery(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const q = packet.decode(msg);
+    const question = q.questions?.[0];
+    if (!question) return;
+    this.asked.push(`${question.name}/${question.type}`);
+    const mode = this.failing.get(`${question.name.toLowerCase()}/${question.type}`);
+    if (mode === 'timeout') return;
+    if (mode === 'SERVFAIL') {
+      const reply = packet.encode({ id: q.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | 2, questions: q.questions, answers: [] });
+      this.socket.send(reply, rinfo.port, rinfo.address);
+      return;
+    }
+    const out = dgram.createSocket('udp4');
+    out.on('message', (reply) => {
+      this.socket.send(reply, rinfo.port, rinfo.address);
+      out.close();
+    });
+    out.send(msg, this.upstream.port, '127.0.0.1');
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+}
 
 describe('DNS resolution for ServiceEntries', function () {
   this.timeout(30_000);
@@ -26,11 +80,81 @@ describe('DNS resolution for ServiceEntries', function () {
     await dns.close();
   });
 
-  it('resolves A and AAAA with the record TTL', async () => {
+  it('dual stack (family both) resolves A and AAAA with the record TTL', async () => {
     dns.setRecords('svc.test', { a: ['10.0.0.1'], aaaa: ['fd00::1'], ttl: 1 });
-    const ans = await resolver().resolveOnce('svc.test');
+    const ans = await resolver({ family: 'both' }).resolveOnce('svc.test');
     assert.deepEqual(ans.addresses, ['10.0.0.1', 'fd00::1']);
     assert.equal(ans.ttlMs, 1000);
+  });
+
+  it("asks for A only by default (Istio's V4_ONLY for an IPv4 proxy); v6 asks for AAAA only", async () => {
+    const proxy = await new TypeFailingProxy(dns).start();
+    try {
+      dns.setRecords('svc.test', { a: ['10.0.0.1'], aaaa: ['fd00::1'], ttl: 1 });
+      assert.deepEqual((await resolver({ servers: [proxy.address] }).resolveOnce('svc.test')).addresses, ['10.0.0.1']);
+      assert.deepEqual(proxy.asked, ['svc.test/A']);
+      assert.deepEqual((await resolver({ servers: [proxy.address], family: 'v6' }).resolveOnce('svc.test')).addresses, ['fd00::1']);
+      assert.deepEqual(proxy.asked, ['svc.test/A', 'svc.test/AAAA']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  for (const mode of ['SERVFAIL', 'timeout'] as const) {
+    it(`dual stack: an A query that fails (${mode}) while AAAA answers keeps the last good IPv4 addresses`, async () => {
+      const proxy = await new TypeFailingProxy(dns).start();
+      try {
+        dns.setRecords('ds.test', { a: ['10.0.0.1', '10.0.0.2'], aaaa: ['fd00::1'], ttl: 0 });
+        const r = resolver({ servers: [proxy.address], family: 'both' });
+        const seen: string[][] = [];
+        r.watch('ds.test', (addrs) => seen.push([...addrs].sort()));
+        await waitFor(() => seen.length === 1, { timeoutMs: 2000 });
+        proxy.fail('ds.test', 'A', mode);
+        dns.setRecords('ds.test', { a: ['10.0.0.1', '10.0.0.2'], aaaa: ['fd00::2'], ttl: 0 });
+        await waitFor(() => (r.current('ds.test') ?? []).includes('fd00::2'), { timeoutMs: 4000 });
+        const asked = proxy.asked.length;
+        await waitFor(() => proxy.asked.length >= asked + 4, { timeoutMs: 6000 });
+        assert.deepEqual([...r.current('ds.test')!].sort(), ['10.0.0.1', '10.0.0.2', 'fd00::2'], 'IPv4 kept, IPv6 followed');
+        assert.ok(seen.every((s) => s.includes('10.0.0.1')), JSON.stringify(seen));
+        assert.ok(r.stats()['ds.test']!.failures >= 1, 'the failed family counts as a failure');
+        // A answers again, now with no A records (NODATA): the IPv4 addresses are really gone.
+        proxy.fail('ds.test', 'A', undefined);
+        dns.setRecords('ds.test', { a: [], aaaa: ['fd00::2'], ttl: 0 });
+        await waitFor(() => r.current('ds.test')?.join() === 'fd00::2', { timeoutMs: 6000 });
+      } finally {
+        await proxy.close();
+      }
+    });
+  }
+
+  it('a watcher that throws is isolated: the others are told once, no failure is reported, refreshing goes on', async () => {
+    dns.setRecords('l.test', { a: ['10.0.0.1'], ttl: 0 });
+    const thrown: unknown[] = [];
+    const r = resolver({ onListenerError: (_name, err) => thrown.push(err) });
+    const seen: { addrs: string[]; error?: string }[] = [];
+    r.watch('l.test', () => { throw new Error('listener bug'); });
+    r.watch('l.test', (addrs, info) => seen.push({ addrs: [...addrs], ...(info.error ? { error: info.error.message } : {}) }));
+    await waitFor(() => seen.length === 1, { timeoutMs: 2000 });
+    dns.setRecords('l.test', { a: ['10.0.0.2'], ttl: 0 });
+    await waitFor(() => seen.length === 2, { timeoutMs: 3000 });
+    const q = dns.queries.get('l.test') ?? 0;
+    await waitFor(() => (dns.queries.get('l.test') ?? 0) >= q + 3, { timeoutMs: 3000 });
+    dns.setRecords('l.test', { a: ['10.0.0.3'], ttl: 0 });
+    await waitFor(() => seen.length === 3, { timeoutMs: 3000 });
+    assert.deepEqual(seen, [{ addrs: ['10.0.0.1'] }, { addrs: ['10.0.0.2'] }, { addrs: ['10.0.0.3'] }]);
+    assert.equal(r.stats()['l.test']!.failures, 0);
+    assert.equal(thrown.length, 3);
+  });
+
+  it('the gateway asks for IPv4 only unless told dual stack (dnsFamily)', async () => {
+    for (const [opts, family] of [[{}, 'v4'], [{ dnsFamily: 'both' as const }, 'both']] as const) {
+      const gw = await startGateway({}, { opts: { dnsServers: [dns.address], ...opts } });
+      try {
+        assert.equal(gw.app.dns.opts.family, family);
+      } finally {
+        await gw.stop();
+      }
+    }
   });
 
   it('clamps the TTL to the floor and the ceiling', async () => {

@@ -82,3 +82,64 @@ spec:
     assert.equal(pods.size, 1, [...pods].join(', '));
   });
 });
+
+describe('load balancing: endpoint weights', function () {
+  this.timeout(60_000);
+  let gw: TestGateway;
+  const pods: HttpbinServer[] = [];
+
+  before(async () => {
+    for (const name of ['heavy', 'light']) pods.push(await withHttpbin(name));
+    const entry = (host: string) => `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ${host.split('.')[0]}, namespace: default}
+spec:
+  hosts: [${host}]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: ${pods[0]!.port}}, weight: 9}
+  - {address: 127.0.0.1, ports: {http: ${pods[1]!.port}}, weight: 1}
+---
+`;
+    gw = await startGateway({
+      'entries.yaml': entry('rr.example.com') + entry('lr.example.com') + `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: rr, namespace: default}
+spec:
+  host: rr.example.com
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+---
+`,
+      'routes.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: weighted, namespace: default}
+spec:
+  hosts: [rr.example.com, lr.example.com]
+  gateways: [gw]
+  http:
+  - match: [{authority: {exact: rr.example.com}}]
+    route: [{destination: {host: rr.example.com, port: {number: 8000}}}]
+  - route: [{destination: {host: lr.example.com, port: {number: 8000}}}]
+`,
+    });
+  });
+  after(async () => {
+    await gw?.stop();
+    for (const p of pods) await p.close();
+  });
+
+  // Requests one at a time, so no endpoint is busier than another: both policies follow the weights.
+  for (const [policy, host] of [['ROUND_ROBIN', 'rr.example.com'], ['LEAST_REQUEST (the default)', 'lr.example.com']] as const) {
+    it(`${policy}: endpoint weights 9:1 send 90 of 100 requests to the heavy one (+- 3)`, async () => {
+      let heavy = 0;
+      for (let i = 0; i < 100; i++) {
+        const r = await curl(['-s', '-i', '-H', `Host: ${host}`, `http://127.0.0.1:${gw.port(80)}/get`]);
+        const pod = /\r\nx-served-by: (\S+)\r\n/.exec(r.stdout)?.[1];
+        assert.ok(pod === 'heavy' || pod === 'light', r.stdout.slice(0, 200));
+        if (pod === 'heavy') heavy += 1;
+      }
+      assert.ok(heavy >= 87 && heavy <= 93, `heavy got ${heavy} of 100`);
+    });
+  }
+});

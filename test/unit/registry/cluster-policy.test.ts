@@ -3,22 +3,12 @@
 
 import assert from 'node:assert/strict';
 import { Cluster } from '../../../src/registry/cluster';
-import type { ClusterDef, LbPolicy, OutlierPolicy } from '../../../src/config/snapshot';
+import { clusterDef, seeded } from '../../helpers/cluster';
+import type { OutlierPolicy } from '../../../src/config/snapshot';
 import { hashKeyOf } from '../../../src/gateway/http/policy';
 
-function def(lb: LbPolicy, extra: Partial<ClusterDef> = {}): ClusterDef {
-  return {
-    name: 'c', host: 'h', port: 80, service: { host: 'h', name: 'h', namespace: 'default' }, protocol: 'HTTP', resolution: 'STATIC', lb,
-    connectTimeoutMs: 1000, endpoints: [], policy: {},
-    breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
-    ...extra,
-  };
-}
+const def = clusterDef;
 const eps = (n: number) => Array.from({ length: n }, (_, i) => ({ address: `10.0.0.${i + 1}`, port: 80, labels: {}, weight: 1 }));
-function seeded(seed: number): () => number {
-  let s = seed;
-  return () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-}
 
 describe('cluster policies', () => {
   it('RANDOM spreads 4000 picks evenly over 4 endpoints (each 1000 +- 150)', () => {
@@ -38,7 +28,7 @@ describe('cluster policies', () => {
     assert.equal(busy, 0, 'it is never the lesser of two');
   });
 
-  it('RING_HASH: a key always reaches the same endpoint, keys spread, and removing an endpoint moves only its keys', () => {
+  it("RING_HASH: a key always reaches the same endpoint, keys spread, and removing an endpoint moves its keys and few others (Envoy's ring sizing)", () => {
     const c = new Cluster(def('RING_HASH', { hash: { header: 'x-user', ringSize: 1024 } }), seeded(3));
     c.setEndpoints(eps(4));
     const owner = new Map<string, string>();
@@ -52,7 +42,19 @@ describe('cluster policies', () => {
     }
     for (const n of counts.values()) assert.ok(n >= 300 && n <= 700, JSON.stringify([...counts]));
     c.setEndpoints(eps(3)); // 10.0.0.4 leaves
-    for (const [key, a] of owner) if (a !== '10.0.0.4') assert.equal(c.pick(undefined, key)!.address, a, key);
+    // As Envoy sizes the ring (at least minimumRingSize points over the endpoints there are), the
+    // three left get more points each, which take some keys from one another too (~13 % here).
+    let stayed = 0;
+    let others = 0;
+    for (const [key, a] of owner) {
+      const now = c.pick(undefined, key)!.address;
+      if (a === '10.0.0.4') assert.notEqual(now, '10.0.0.4', key);
+      else {
+        others += 1;
+        if (now === a) stayed += 1;
+      }
+    }
+    assert.ok(stayed / others >= 0.8, `${stayed} of ${others} keys stayed`);
   });
 
   it('hash keys: header, cookie (made when absent with a ttl), source IP, query parameter', () => {
