@@ -143,6 +143,13 @@ describe('hot reload and admin', function () {
     const stats = (await httpGet(admin, '/stats?filter=upstream_rq_200')).body;
     assert.match(stats, /^cluster\.outbound\|80\|a\|svc\.example\.internal\.upstream_rq_200: [1-9]\d*$/m);
     assert.doesNotMatch(stats, /membership/);
+    // The filter is searched in the stat's name (Envoy's own example: a full-name match), with RE2.
+    assert.equal((await httpGet(admin, `/stats?filter=${encodeURIComponent('^server\\.live$')}`)).body, 'server.live: 1\n');
+    assert.match((await httpGet(admin, `/stats?filter=${encodeURIComponent('upstream_rq_200$')}`)).body, /\.upstream_rq_200: [1-9]/);
+    // A pattern that makes a backtracking engine run for ages answers at once, and traffic goes on.
+    const t0 = Date.now();
+    assert.equal((await httpGet(admin, `/stats?filter=${encodeURIComponent('(.|.)*!')}`)).body, '\n');
+    assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
     assert.match((await httpGet(admin, '/listeners')).body, /^127\.0\.0\.1_\d+::127\.0\.0\.1:\d+$/m);
     assert.equal((await httpGet(admin, '/ready')).body, 'LIVE\n');
   });

@@ -193,6 +193,11 @@ class TcpSession {
         this.rec.responseFlags.push(ERRORS.DOWNSTREAM_DISCONNECT.flag);
         clearTimeout(this.connectTimer);
         this.upstream.destroy();
+        // Counted as Istio counts it at a gateway: opened and closed, response_flags DC.
+        if (!this.series && this.cluster) {
+          this.series = this.deps.telemetry.metrics.tcpSeries(this.cluster.def.service, ERRORS.DOWNSTREAM_DISCONNECT.flag);
+          this.series.opened += 1;
+        }
       }
       this.maybeFinish();
     });
@@ -327,14 +332,15 @@ class TcpSession {
    * caller pauses the upstream until it drains). `release` hands the chunk's buffer back once written.
    */
   private fromUpstream(chunk: Buffer, release: ((written: boolean) => void) | undefined): boolean {
-    this.rec.bytesSent += chunk.length;
-    if (this.series) this.series.sent += chunk.length;
-    this.lastActivity = Date.now();
     const down = this.downstream;
     if (down.destroyed) {
+      // The client is gone: these bytes are dropped, not sent (nor counted as sent).
       release?.(true);
       return true;
     }
+    this.rec.bytesSent += chunk.length;
+    if (this.series) this.series.sent += chunk.length;
+    this.lastActivity = Date.now();
     if (!release) return down.write(chunk);
     // Only a completed write gives the buffer back; after an error it is left to the GC.
     return down.write(chunk, (err) => release(!err));

@@ -144,28 +144,51 @@ describe('compile: TCP and TLS listeners', () => {
   });
 });
 
-describe('TCP proxy: connect timeout', () => {
-  it('closes the client and logs UF when the upstream never accepts within connectTimeout', async () => {
+describe('TCP proxy: an upstream that never accepts', () => {
+  /** A TCP proxy in front of an upstream socket that never connects (it never emits 'connect'). */
+  async function neverConnecting(connectTimeout: string) {
     const se = res('ServiceEntry', 'slow', {
       hosts: ['slow.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
     });
-    const dr = res('DestinationRule', 'slow', { host: 'slow.internal', trafficPolicy: { connectionPool: { tcp: { connectTimeout: '150ms' } } } });
+    const dr = res('DestinationRule', 'slow', { host: 'slow.internal', trafficPolicy: { connectionPool: { tcp: { connectTimeout } } } });
     const snap = compile(set([se, dr]), id, 1).snapshot;
     const registry = new Registry(undefined);
     registry.reconcile(snap);
     const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {}, reporter: 'source' }, false));
     const records: AccessRecord[] = [];
     telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
-    // An upstream socket that is never connected: it never emits 'connect'.
-    const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 },
-      () => ({ socket: new net.Socket(), ready: 'connect' }));
+    const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 }, () => {
+      const socket = new net.Socket();
+      // A real socket still connecting resets quietly; this handle-less stand-in would report an error.
+      socket.resetAndDestroy = () => socket.destroy();
+      return { socket, ready: 'connect' };
+    });
     const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
       route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||slow.internal', host: 'slow.internal', port: 9000, weight: 100 }], totalWeight: 100 },
     }));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const t0 = Date.now();
     const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
     client.on('error', () => {});
+    return { registry, telemetry, records, server, client, service: registry.get('outbound|9000||slow.internal')!.def.service };
+  }
+
+  it('a client that resets while connecting is logged DC and counted opened and closed with DC', async () => {
+    // (A FIN is a half-close and waits for the upstream, as after the connect.)
+    const { telemetry, records, server, client, service } = await neverConnecting('5s');
+    await new Promise((r) => client.once('connect', r));
+    await new Promise((r) => setTimeout(r, 50));
+    client.resetAndDestroy();
+    await new Promise((r) => setTimeout(r, 50));
+    server.close();
+    assert.equal(records.length, 1);
+    assert.deepEqual(records[0]!.responseFlags, ['DC']);
+    const series = telemetry.metrics.tcpSeries(service, 'DC');
+    assert.deepEqual([series.opened, series.closed], [1, 1]);
+  });
+
+  it('closes the client and logs UF when the upstream never accepts within connectTimeout', async () => {
+    const t0 = Date.now();
+    const { registry, records, server, client } = await neverConnecting('150ms');
     await new Promise((r) => client.once('close', r));
     const took = Date.now() - t0;
     server.close();
