@@ -161,7 +161,7 @@ spec:
     route: [{destination: {host: dead.internal}}]
   - match: [{uri: {prefix: /old}}]
     rewrite: {uri: /new, authority: ws-inside.example.com}
-    headers: {request: {set: {x-route: rewritten}, remove: [x-drop]}}
+    headers: {request: {set: {x-route: rewritten}, remove: [x-drop]}, response: {set: {x-route-response: yes}}}
     route: [{destination: {host: ws.internal}, headers: {request: {add: {x-destination: ws}}}}]
   - match: [{uri: {prefix: /tls}}]
     route: [{destination: {host: ws-tls.internal}}]
@@ -213,7 +213,9 @@ spec:
   });
 
   it('the upgrade request gets the route\'s rewrite and header operations', async () => {
-    const seen = afterHead(await tunnel(gw.port(80), '/old/chat?room=1', { extraHeaders: 'x-drop: me\r\n' })).toString('latin1');
+    const all = await tunnel(gw.port(80), '/old/chat?room=1', { extraHeaders: 'x-drop: me\r\n' });
+    assert.match(all.subarray(0, all.indexOf('\r\n\r\n')).toString('latin1'), /\r\nx-route-response: yes(\r\n|$)/, 'the 101 gets the route\'s response header operations');
+    const seen = afterHead(all).toString('latin1');
     assert.match(seen, /^plain\nGET \/new\/chat\?room=1 HTTP\/1\.1\r\n/);
     assert.match(seen, /\r\nhost: ws-inside\.example\.com\r\n/i);
     assert.match(seen, /\r\nx-route: rewritten\r\n/i);

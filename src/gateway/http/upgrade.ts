@@ -21,7 +21,8 @@ import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-
 import { downstreamResponseHeaders, joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
-import { shapeUpstreamRequest } from './policy';
+import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
+import type { HeaderOperations } from '../../config/types';
 import { requestTarget } from './path';
 import { connectUpstream, reset } from '../tcp/proxy';
 
@@ -78,6 +79,8 @@ class UpgradeExchange {
   private recorded = false;
   /** The upstream answered (101 or otherwise): the client's connection now belongs to that answer. */
   private answered = false;
+  /** Response header operations of the route and the destination. */
+  private responseOps: readonly (HeaderOperations | undefined)[] = [];
 
   constructor(
     private readonly deps: ProxyDeps,
@@ -146,6 +149,7 @@ class UpgradeExchange {
     rec.upstreamHost = endpoint.hostPort;
 
     const path = shapeUpstreamRequest(headers, decision.route, dest, target.path);
+    this.responseOps = [decision.route.headers?.response, dest.headers?.response];
     headers['connection'] = 'Upgrade';
     headers['upgrade'] = String(req.headers.upgrade);
     headers['x-envoy-attempt-count'] = '1';
@@ -196,7 +200,9 @@ class UpgradeExchange {
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
-    const list = [...downstreamResponseHeaders(res.rawHeaders, this.deps.serverName, serviceTimeMs), ...extra];
+    let list = downstreamResponseHeaders(res.rawHeaders, this.deps.serverName, serviceTimeMs);
+    for (const ops of this.responseOps) list = applyHeaderOpsFlat(list, ops);
+    list.push(...extra);
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
     for (let i = 0; i + 1 < list.length; i += 2) head += `${list[i]}: ${list[i + 1]}\r\n`;
     return `${head}\r\n`;
