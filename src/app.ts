@@ -149,7 +149,8 @@ export class App {
       },
     });
     const workload = opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate');
-    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels, reporter: 'source' });
+    // The reporter follows each request: "destination" for a sidecar's inbound, else "source".
+    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels });
     this.metrics.accessLogLosses = () => this.accessLog.losses;
     this.telemetry = new Telemetry(this.accessLog, this.metrics);
     const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random };

@@ -10,6 +10,7 @@ import type {
 } from './types';
 import { MESH, SCHEMAS, schemaRoot, type Schema } from './schema';
 import { gatewayKey, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost, hostMatches, MESH_GATEWAY } from './names';
+import { inspectFormat } from '../telemetry/access-log';
 
 type Who = { kind: string; namespace: string; name: string };
 
@@ -235,8 +236,9 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     return { file: base.file, line: base.line + p.line, col: p.col + base.col + 1 };
   };
   let mesh: MeshConfig;
+  let doc: ReturnType<typeof parseDocument>;
   try {
-    const doc = parseDocument(text, { lineCounter: lc });
+    doc = parseDocument(text, { lineCounter: lc });
     for (const e of doc.errors) c.add('error', who, at(e.pos[0]), 'data.mesh', `YAML syntax: ${e.message.split('\n')[0]}`);
     if (doc.errors.length > 0) return { mesh: {}, pos: base };
     // As the loader: a bounded alias count, so an alias bomb is an error here, not an exception.
@@ -257,6 +259,15 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
       continue;
     }
     checkSchema(v, s, `data.mesh.${k}`, (path, message) => c.add('error', who, base, path, message));
+  }
+  // Problems of the access-log format at the field's own line: what Envoy rejects is an error, an unknown operator a warning.
+  const format = mesh.accessLogFormat;
+  if (typeof format === 'string' && format !== '') {
+    const node = doc.get('accessLogFormat', true) as { range?: readonly number[] } | undefined;
+    const fieldPos = node?.range ? at(node.range[0]!) : base;
+    const { errors, warnings } = inspectFormat(format, mesh.accessLogEncoding === 'JSON' ? 'JSON' : 'TEXT');
+    for (const e of errors) c.add('error', who, fieldPos, 'data.mesh.accessLogFormat', e);
+    for (const w of warnings) c.add('warning', who, fieldPos, 'data.mesh.accessLogFormat', `warning: ${w}`);
   }
   return { mesh, pos: base };
 }

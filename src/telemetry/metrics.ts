@@ -1,6 +1,6 @@
 // Istio's standard metrics with Istio's label names and Envoy's default buckets, plus meshgate's own,
-// on a private prom-client Registry. Label sets are cached per (destination, code, flags) so the
-// per-request cost is a map look-up and four observations.
+// on a private prom-client Registry. Label sets are cached per (direction, destination, code, flags,
+// grpc-status) so the per-request cost is a map look-up and four observations.
 
 import client from 'prom-client';
 import type { Dict } from '../config/types';
@@ -22,13 +22,23 @@ export const ISTIO_LABELS = [
 export const ISTIO_TCP_LABELS = ISTIO_LABELS.filter((l) => l !== 'response_code' && l !== 'grpc_response_status');
 
 type Labels = Record<(typeof ISTIO_LABELS)[number], string>;
+type PeerLabels = Omit<Labels, 'destination_service' | 'destination_service_name' | 'destination_service_namespace' | 'response_code' | 'response_flags' | 'request_protocol' | 'grpc_response_status'>;
 
-/** This proxy, as the `source_*` labels describe it. */
+/**
+ * This proxy's workload: the `source_*` labels of what it sends (a gateway, a sidecar's outbound),
+ * the `destination_*` labels of what a sidecar receives (its inbound).
+ */
 export interface WorkloadIdentity {
   readonly workload: string;
   readonly namespace: string;
   readonly labels: Dict<string>;
-  readonly reporter: 'source' | 'destination';
+  /** Ignored: the reporter follows each observation's direction (`inbound`: destination, else source). */
+  readonly reporter?: 'source' | 'destination';
+}
+
+/** The clusters of a sidecar's inbound side: what goes through them is reported by the destination. */
+export function isInboundCluster(name: string | undefined): boolean {
+  return name !== undefined && (name === 'InboundPassthroughCluster' || name.startsWith('inbound|'));
 }
 
 export interface DestinationLabels {
@@ -45,6 +55,10 @@ export interface HttpObservation {
   readonly requestBytes: number;
   readonly responseBytes: number;
   readonly grpc: boolean;
+  /** The response's grpc-status for a gRPC request ('' when there is none, and for other requests). */
+  readonly grpcStatus?: string;
+  /** A sidecar's inbound request: reporter="destination", this workload in `destination_*`. */
+  readonly inbound?: boolean;
 }
 
 /** One histogram's state for one label set: per-bucket counts (not cumulative), sum, count. */
@@ -130,7 +144,9 @@ export class Metrics {
   readonly outlierEjections: client.Counter<'cluster' | 'reason'>;
   readonly certificateExpiry: client.Gauge<'gateway' | 'server' | 'source' | 'subject'>;
   readonly rejectedObjects: client.Gauge<'kind' | 'namespace' | 'name'>;
-  private readonly source: Omit<Labels, 'destination_service' | 'destination_service_name' | 'destination_service_namespace' | 'response_code' | 'response_flags' | 'request_protocol' | 'grpc_response_status'>;
+  /** The labels that depend only on the direction: outbound (reporter source) and inbound (reporter destination). */
+  private readonly outbound: PeerLabels;
+  private readonly inbound: PeerLabels;
   private readonly series = new Map<string, Series>();
   private readonly tcp = new Map<string, TcpSeries>();
 
@@ -183,26 +199,47 @@ export class Metrics {
 
     const l = id.labels;
     const app = l['app'] ?? id.workload;
-    this.source = {
-      reporter: id.reporter,
-      source_workload: id.workload,
-      source_canonical_service: l['service.istio.io/canonical-name'] ?? app,
-      source_canonical_revision: l['service.istio.io/canonical-revision'] ?? l['version'] ?? 'latest',
-      source_workload_namespace: id.namespace,
-      source_principal: 'unknown',
-      source_app: app,
-      source_version: l['version'] ?? 'unknown',
-      source_cluster: 'Kubernetes',
-      destination_workload: 'unknown',
-      destination_workload_namespace: 'unknown',
-      destination_principal: 'unknown',
-      destination_app: 'unknown',
-      destination_version: 'unknown',
-      destination_canonical_service: 'unknown',
-      destination_canonical_revision: 'latest',
-      destination_cluster: 'unknown',
-      connection_security_policy: 'unknown',
+    const self = {
+      workload: id.workload,
+      canonical_service: l['service.istio.io/canonical-name'] ?? app,
+      canonical_revision: l['service.istio.io/canonical-revision'] ?? l['version'] ?? 'latest',
+      workload_namespace: id.namespace,
+      // Principals come from the connection's certificates (mTLS); these connections are plaintext.
+      principal: 'unknown',
+      app,
+      version: l['version'] ?? 'unknown',
+      cluster: 'Kubernetes',
     };
+    const unknownPeer = {
+      workload: 'unknown', canonical_service: 'unknown', canonical_revision: 'latest', workload_namespace: 'unknown',
+      principal: 'unknown', app: 'unknown', version: 'unknown', cluster: 'unknown',
+    };
+    const labelsOf = (reporter: 'source' | 'destination', src: typeof self, dst: typeof self, policy: string): PeerLabels => ({
+      reporter,
+      source_workload: src.workload,
+      source_canonical_service: src.canonical_service,
+      source_canonical_revision: src.canonical_revision,
+      source_workload_namespace: src.workload_namespace,
+      source_principal: src.principal,
+      source_app: src.app,
+      source_version: src.version,
+      source_cluster: src.cluster,
+      destination_workload: dst.workload,
+      destination_workload_namespace: dst.workload_namespace,
+      destination_principal: dst.principal,
+      destination_app: dst.app,
+      destination_version: dst.version,
+      destination_canonical_service: dst.canonical_service,
+      destination_canonical_revision: dst.canonical_revision,
+      destination_cluster: dst.cluster,
+      connection_security_policy: policy,
+    });
+    // Istio: the client side (sidecar outbound, gateways) reports "source" and cannot tell the
+    // connection's security ("unknown"); the server side reports "destination", describing itself
+    // as the destination and the peer as far as its connection identifies it. Inbound connections
+    // reach this proxy in plaintext (it terminates no mTLS there): "none", the peer unknown.
+    this.outbound = labelsOf('source', self, unknownPeer, 'unknown');
+    this.inbound = labelsOf('destination', unknownPeer, self, 'none');
   }
 
   /** Set by the app: the access log's lost lines and failed writes, read at each scrape. */
@@ -210,7 +247,8 @@ export class Metrics {
 
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
-    let key = `${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}`;
+    const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
+    let key = `${o.inbound ? 'in' : 'out'}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;
     const overflow = this.series.size >= MAX_LABEL_SETS;
@@ -219,16 +257,19 @@ export class Metrics {
       s = this.series.get(key);
       if (s) return s;
     }
-    const labels: Labels = {
-      ...this.source,
+    const all: Labels = {
+      ...(o.inbound ? this.inbound : this.outbound),
       destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
       destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
       destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',
       request_protocol: o.grpc ? 'grpc' : 'http',
       response_code: overflow ? 'overflow' : String(o.responseCode),
-      grpc_response_status: '',
+      grpc_response_status: overflow ? 'overflow' : grpcStatus,
       response_flags: overflow ? 'overflow' : o.responseFlags,
     };
+    // In Istio's emission order (ISTIO_LABELS), as scraped.
+    const labels = {} as Labels;
+    for (const name of ISTIO_LABELS) labels[name] = all[name];
     s = { labels, requests: 0, duration: histogram(), requestBytes: histogram(), responseBytes: histogram() };
     this.series.set(key, s);
     return s;
@@ -244,10 +285,11 @@ export class Metrics {
 
   /**
    * The TCP series for a destination and flags (`-` when none); the caller adds to it as bytes flow,
-   * so long-lived connections show their bytes before they close.
+   * so long-lived connections show their bytes before they close. `inbound`: a sidecar's inbound
+   * connection, reported by the destination (this workload).
    */
-  tcpSeries(d: DestinationLabels, responseFlags: string): TcpSeries {
-    let key = `${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
+  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false): TcpSeries {
+    let key = `${inbound ? 'in' : 'out'}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
     let t = this.tcp.get(key);
     if (t) return t;
     const overflow = this.tcp.size >= MAX_LABEL_SETS;
@@ -258,7 +300,7 @@ export class Metrics {
     }
     const labels: Record<string, string> = {};
     const all: Record<string, string> = {
-      ...this.source,
+      ...(inbound ? this.inbound : this.outbound),
       destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
       destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
       destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',

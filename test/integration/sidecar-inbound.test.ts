@@ -13,6 +13,14 @@ import { missingForCapture, accessLogIn, sharedWorkDir } from '../helpers/netns'
 
 const POD = `mgin${process.pid}`;
 const CLIENT = `mgcl${process.pid}`;
+/** The sidecar's Prometheus port (Envoy's 15090), in the pod's own namespace. */
+const METRICS_PORT = 15090;
+
+/** The sidecar's istio_* lines for a metric, scraped from inside the pod. */
+function scrape(metric: string): string[] {
+  const text = execFileSync('ip', ['netns', 'exec', POD, 'curl', '-s', '-m', '3', `http://127.0.0.1:${METRICS_PORT}/stats/prometheus`], { encoding: 'utf8' });
+  return text.split('\n').filter((l) => l.startsWith(`${metric}{`));
+}
 
 function inClient(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -84,7 +92,7 @@ spec:
     execFileSync('ip', ['netns', 'exec', POD, process.execPath, MESHGATE_BIN, 'iptables', '--apply', '--include-inbound-ports', '*']);
     const sidecar = spawn('ip', ['netns', 'exec', POD, 'setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
       'run', '--mode', 'sidecar', '--inbound-port', '15006', '--labels', 'app=web', '--namespace', 'default', '--config', cfg,
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', String(METRICS_PORT), '--log-level', 'warn'], { stdio: 'ignore' });
     procs.push(sidecar);
     await waitFor(async () => (await inClient(['curl', '-s', '-m', '2', 'http://10.9.8.1:8080/'])).out.startsWith('app:8080'), { timeoutMs: 15_000, intervalMs: 250 });
   });
@@ -109,5 +117,29 @@ spec:
     const r = await inClient(['curl', '-s', '-m', '5', 'http://10.9.8.1:9090/']);
     assert.equal(r.out, 'app:9090 saw 127.0.0.6\n');
     await waitFor(() => /"10\.9\.8\.1:9090" InboundPassthroughCluster 127\.0\.0\.6:\d+ 10\.9\.8\.1:9090 10\.9\.8\.2:\d+ - default$/m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
+  });
+
+  // Istio: the server side reports its inbound requests, as the destination; this workload (app=web
+  // in namespace default) in destination_*, the plaintext client unknown, connection_security_policy none.
+  it('metrics: inbound requests are reported by the destination (this workload), the plaintext peer unknown', async () => {
+    await inClient(['curl', '-s', '-m', '5', 'http://10.9.8.1:8080/metrics-check']);
+    let line: string | undefined;
+    await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('destination_service="inbound|8080||"'))) !== undefined, { timeoutMs: 3000 })
+      .catch(() => assert.fail(scrape('istio_requests_total').join('\n')));
+    assert.match(line!, /^istio_requests_total\{reporter="destination",source_workload="unknown",/);
+    assert.match(line!, /source_workload_namespace="unknown",source_principal="unknown",source_app="unknown",source_version="unknown"/);
+    assert.match(line!, /destination_workload="web",destination_workload_namespace="default",destination_principal="unknown",destination_app="web",/);
+    assert.match(line!, /connection_security_policy="none"\}/);
+    assert.ok(!scrape('istio_requests_total').some((l) => l.includes('reporter="source"')), 'no inbound request is reported by the source');
+  });
+
+  it('metrics: an inbound TCP connection is reported by the destination too', async () => {
+    await inClient(['sh', '-c', "printf 'not http\\r\\n\\r\\n' | nc -w 2 10.9.8.1 9090"]);
+    let line: string | undefined;
+    await waitFor(() => (line = scrape('istio_tcp_connections_opened_total').find((l) => l.includes('destination_service="InboundPassthroughCluster"'))) !== undefined, { timeoutMs: 3000 })
+      .catch(() => assert.fail(`${scrape('istio_tcp_connections_opened_total').join('\n')}\n${log()}`));
+    assert.match(line!, /^istio_tcp_connections_opened_total\{reporter="destination",source_workload="unknown",/);
+    assert.match(line!, /destination_workload="web",destination_workload_namespace="default",/);
+    assert.match(line!, /request_protocol="tcp",response_flags="-",connection_security_policy="none"\}/);
   });
 });

@@ -9,7 +9,7 @@ import type { ClusterDef, Snapshot, CompiledRoute, RetryPolicy } from '../../con
 import type { HeaderOperations } from '../../config/types';
 import type { PoolOptions, Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
-import type { Telemetry } from '../../telemetry/telemetry';
+import { isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
@@ -91,6 +91,10 @@ class Exchange {
   private readonly requestHeaderBytes: number;
   headersSent = false;
   finished = false;
+  /** A gRPC request (content-type application/grpc or application/grpc+...). */
+  readonly grpc: boolean;
+  /** The response's grpc-status (headers, then trailers), for istio_requests_total. */
+  grpcStatus: string | undefined;
   /** Set by the forwarder: abort the upstream attempt when the client goes away. */
   onDownstreamClose: (() => void) | undefined;
   upstreamHeaders: Record<string, string | string[]>;
@@ -117,6 +121,7 @@ class Exchange {
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
     const cl = req.headers['content-length'];
     if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;
+    this.grpc = isGrpcContentType(req.headers['content-type']);
     this.rec = {
       startTime: this.startTime,
       method: req.method,
@@ -179,9 +184,9 @@ class Exchange {
     const spec = ERRORS.FAULT_ABORT;
     this.rec.responseFlags.push(spec.flag);
     this.rec.responseCodeDetails = spec.details;
-    const ct = this.req.headers['content-type'];
-    if (grpc !== undefined && typeof ct === 'string' && ct.startsWith('application/grpc')) {
-      this.localReply(200, '', { 'content-type': 'application/grpc', 'grpc-status': String(grpc), 'grpc-message': spec.body });
+    if (grpc !== undefined && this.grpc) {
+      this.grpcStatus = String(grpc);
+      this.localReply(200, '', { 'content-type': 'application/grpc', 'grpc-status': this.grpcStatus, 'grpc-message': spec.body });
     } else {
       this.localReply(status, spec.body);
     }
@@ -210,6 +215,7 @@ class Exchange {
     this.deps.telemetry.recordHttp(
       this.rec, this.destination,
       this.requestHeaderBytes + this.requestBodyBytes, this.responseHeaderBytes + this.rec.bytesSent,
+      { grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined },
     );
   }
 }
@@ -228,6 +234,14 @@ function grpcStatusOf(raw: readonly (Buffer | string)[]): string | undefined {
     if (raw[i]!.length === 11 && raw[i]!.toString('latin1').toLowerCase() === 'grpc-status') return raw[i + 1]!.toString('latin1');
   }
   return undefined;
+}
+
+/** grpc-status among response trailers: raw (undici's HTTP/1.1), an object (its HTTP/2), or none. */
+function grpcStatusOfTrailers(trailers: unknown): string | undefined {
+  if (Array.isArray(trailers)) return grpcStatusOf(trailers as (Buffer | string)[]);
+  if (trailers === null || typeof trailers !== 'object') return undefined;
+  const v = (trailers as Record<string, unknown>)['grpc-status'];
+  return v === undefined ? undefined : String(Array.isArray(v) ? v[0] : v);
 }
 
 /**
@@ -589,6 +603,7 @@ class Forwarder {
         }
         if (this.tryTimer) clearTimeout(this.tryTimer);
         resume = res;
+        if (ex.grpc) ex.grpcStatus = grpcStatusOf(raw); // a trailers-only response's
         ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started));
         return true;
       },
@@ -599,9 +614,10 @@ class Forwarder {
         ex.res.once('drain', onDrain);
         return false;
       },
-      onComplete: () => {
+      onComplete: (trailers) => {
         if (id !== this.current || !settle()) return;
         this.stopTimers();
+        if (ex.grpc) ex.grpcStatus = grpcStatusOfTrailers(trailers) ?? ex.grpcStatus;
         cluster.stats.inc('upstream_rq_completed');
         ex.res.end();
         ex.record();

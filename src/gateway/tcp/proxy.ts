@@ -13,7 +13,7 @@ import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import type { Registry } from '../../registry/registry';
 import type { Endpoint, Cluster } from '../../registry/cluster';
 import type { AccessRecord } from '../../telemetry/access-log';
-import type { TcpSeries } from '../../telemetry/metrics';
+import { isInboundCluster, type TcpSeries } from '../../telemetry/metrics';
 import type { Telemetry } from '../../telemetry/telemetry';
 import { joinHostPort } from '../http/headers';
 import { pickDestination } from '../http/route-match';
@@ -288,7 +288,7 @@ class TcpSession {
       cx.cxActive += 1;
       cluster.stats.inc('upstream_cx_active');
       this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
-      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-');
+      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', isInboundCluster(cluster.name));
       this.series.opened += 1;
       this.pipe();
     });
@@ -400,7 +400,7 @@ class TcpSession {
     if (noRoute) this.rec.responseCodeDetails = spec.details;
     else {
       // Envoy's istio_stats filter runs before tcp_proxy: routed failures are counted too.
-      const series = this.deps.telemetry.metrics.tcpSeries(this.cluster?.def.service ?? {}, spec.flag);
+      const series = this.deps.telemetry.metrics.tcpSeries(this.cluster?.def.service ?? {}, spec.flag, isInboundCluster(this.cluster?.name));
       series.opened += 1;
       this.series = series;
     }

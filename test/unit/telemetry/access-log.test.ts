@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
-import { AccessLog, compileTextFormat, formatterFor, ISTIO_TEXT_FORMAT, type AccessRecord } from '../../../src/telemetry/access-log';
+import { AccessLog, checkFormat, inspectFormat, compileTextFormat, formatterFor, ISTIO_TEXT_FORMAT, type AccessRecord } from '../../../src/telemetry/access-log';
 
 const rec: AccessRecord = {
   startTime: Date.parse('2024-01-09T15:35:47.283Z'),
@@ -47,13 +47,118 @@ describe('access log formats', () => {
     assert.equal(Object.keys(obj)[0], 'start_time');
     assert.equal(obj['response_code'], 301);
     assert.equal(obj['upstream_cluster'], 'outbound|80||edition.cnn.com');
-    assert.equal(obj['response_flags'], null);
+    assert.equal(obj['response_flags'], '-'); // Envoy's RESPONSE_FLAGS is "-" when there are none, in JSON too
     assert.equal(obj['requested_server_name'], null);
   });
 
   it('a user TEXT format gets a newline and REQ(a?b) falls back', () => {
-    const f = formatterFor({ file: 'x', encoding: 'TEXT', format: '%REQ(X-MISSING?USER-AGENT)% %UNKNOWN_OPERATOR%' });
+    const f = formatterFor({ file: 'x', encoding: 'TEXT', format: '%REQ(X-MISSING?USER-AGENT)% %REQ(X-MISSING)%' });
     assert.equal(f(rec), 'curl/7.87.0-DEV -\n');
+  });
+
+  const v6: AccessRecord = {
+    ...rec, path: '/a/b?x=1&y=2', requestHeaders: { ...rec.requestHeaders, 'x-envoy-original-path': '/orig?q' },
+    upstreamHost: '[2001:db8::5]:8080', upstreamLocalAddress: '[fd00::16]:55636',
+    downstreamLocalAddress: '[::1]:8080', downstreamRemoteAddress: '[::1]:59224',
+  };
+  const textCases: [string, AccessRecord, string][] = [
+    // Length limits: the value cut to N characters (REQ, RESP, REQ_WITHOUT_QUERY).
+    ['%REQ(USER-AGENT):4%', rec, 'curl'],
+    ['%REQ(X-MISSING?USER-AGENT):6%', rec, 'curl/7'],
+    ['%REQ(USER-AGENT):100%', rec, 'curl/7.87.0-DEV'],
+    ['%REQ(X-MISSING):3%', rec, '-'],
+    ['%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME):1%', { ...rec, responseHeaders: { 'x-envoy-upstream-service-time': '25' } }, '2'],
+    // START_TIME with an strftime-style format, in UTC.
+    ['%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%', rec, '2024-01-09T15:35:47.283Z'],
+    ['%START_TIME(%Y/%m/%d %H:%M:%S %z)%', rec, '2024/01/09 15:35:47 +0000'],
+    ['%START_TIME(%s)%', rec, '1704814547'],
+    ['%START_TIME(%s.%3f)%', rec, '1704814547.283'],
+    ['%START_TIME(%6f %9f %f %1f)%', rec, '283000 283000000 283000000 2'],
+    ['%START_TIME(%F %T)%', rec, '2024-01-09 15:35:47'],
+    ['%START_TIME(%E3S)%', rec, '47.283'],
+    ['%START_TIME(100%%)%', rec, '100%'],
+    ['%START_TIME(%Y-%m-%dT%H:%M:%S)%', { ...rec, startTime: Date.parse('1999-12-31T23:59:59.999Z') }, '1999-12-31T23:59:59'],
+    ['[%START_TIME%]', rec, '[2024-01-09T15:35:47.283Z]'],
+    // Operators the record has the data for.
+    ['%RESPONSE_DURATION%', { ...rec, responseDurationMs: 1 }, '1'],
+    ['%RESPONSE_DURATION%', rec, '-'],
+    ['%UPSTREAM_REMOTE_ADDRESS%', rec, '151.101.195.5:80'],
+    ['%REQ_WITHOUT_QUERY(:PATH)%', v6, '/a/b'],
+    ['%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%', v6, '/orig'],
+    ['%REQ_WITHOUT_QUERY(:PATH):3%', v6, '/a/'],
+    ['%REQ_WITHOUT_QUERY(X-MISSING)%', v6, '-'],
+    ['%DOWNSTREAM_REMOTE_PORT% %DOWNSTREAM_LOCAL_PORT% %UPSTREAM_REMOTE_PORT% %UPSTREAM_LOCAL_PORT%', rec, '59224 80 80 55636'],
+    ['%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%', rec, '172.30.239.55:59224'],
+    ['%HOSTNAME%', rec, os.hostname()],
+    ['%ENVIRONMENT(MESHGATE_TEST_ENV)% %ENVIRONMENT(MESHGATE_TEST_ENV):3% %ENVIRONMENT(MESHGATE_NO_SUCH_ENV)%', rec, 'value val -'],
+    // *_WITHOUT_PORT: no brackets around an IPv6 address, as Envoy.
+    ['%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%', rec, '172.30.239.55'],
+    ['%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%', v6, '::1'],
+    ['%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%', v6, '::1 2001:db8::5 fd00::16'],
+    ['%DOWNSTREAM_REMOTE_PORT% %UPSTREAM_REMOTE_PORT%', v6, '59224 8080'],
+    ['%DOWNSTREAM_REMOTE_ADDRESS% %UPSTREAM_HOST%', v6, '[::1]:59224 [2001:db8::5]:8080'],
+    // `%%` is a literal percent sign.
+    ['100%% %RESPONSE_CODE%', rec, '100% 301'],
+  ];
+  for (const [format, r, want] of textCases) {
+    it(`TEXT ${format} -> ${JSON.stringify(want)}`, () => {
+      process.env['MESHGATE_TEST_ENV'] = 'value';
+      try {
+        assert.equal(compileTextFormat(format)(r), want);
+      } finally {
+        delete process.env['MESHGATE_TEST_ENV'];
+      }
+    });
+  }
+
+  // Unknown operators are warnings (meshgate's list of Envoy's may lag): never a refused config.
+  const unknownCases: [string, 'TEXT' | 'JSON', RegExp[]][] = [
+    ['%UNKNOWN_OPERATOR%', 'TEXT', [/unknown operator %UNKNOWN_OPERATOR% at position 0: logged as -/]],
+    ['a %RESPONSE_CODE% %RESPONSE_CODES%', 'TEXT', [/unknown operator %RESPONSE_CODES% at position 18/]],
+    ['%UNKNOWN_A% %UNKNOWN_B%', 'TEXT', [/%UNKNOWN_A%/, /%UNKNOWN_B%/]],
+    ['{"a":"%RESPONSE_CODE%","b":{"c":"%NOPE%"}}', 'JSON', [/b\.c: unknown operator %NOPE%/]],
+  ];
+  for (const [format, encoding, want] of unknownCases) {
+    it(`inspectFormat ${encoding} ${JSON.stringify(format).slice(0, 60)} -> ${want.length} warning(s), no error`, () => {
+      const { errors, warnings } = inspectFormat(format, encoding);
+      assert.deepEqual(errors, []);
+      assert.equal(warnings.length, want.length, warnings.join('\n'));
+      want.forEach((re, i) => assert.match(warnings[i]!, re));
+    });
+  }
+
+  const problemCases: [string, 'TEXT' | 'JSON', RegExp[]][] = [
+    ['', 'TEXT', []],
+    [ISTIO_TEXT_FORMAT, 'TEXT', []],
+    ['%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)% %REQ(USER-AGENT):10% %REQ_WITHOUT_QUERY(:PATH)% %RESPONSE_DURATION% 100%%', 'TEXT', []],
+    ['%REQ%', 'TEXT', [/%REQ% needs a header/]],
+    ['%REQ(A?B?C)%', 'TEXT', [/more than one alternative/]],
+    ['%PROTOCOL(x)%', 'TEXT', [/%PROTOCOL\(x\)% takes no parameter/]],
+    ['%PROTOCOL%:3', 'TEXT', []], // ":3" outside the percent signs is text
+    ['%PROTOCOL:3%', 'TEXT', [/%PROTOCOL:3% does not allow a length/]],
+    ['%START_TIME(%Q)%', 'TEXT', [/START_TIME: %Q is not supported/]],
+    ['100% done', 'TEXT', [/"%" at position 3 does not start an operator/]],
+    ['{"a":"%UPSTREAM_HOST% via %UPSTREAM_CLUSTER%","n":7}', 'JSON', []],
+  ];
+  for (const [format, encoding, want] of problemCases) {
+    it(`checkFormat ${encoding} ${JSON.stringify(format).slice(0, 60)} -> ${want.length} problem(s)`, () => {
+      const got = checkFormat(format, encoding);
+      assert.equal(got.length, want.length, got.join('\n'));
+      want.forEach((re, i) => assert.match(got[i]!, re));
+    });
+  }
+
+  it('a custom JSON format fills in text mixed with operators and plain text; a lone operator keeps its type', () => {
+    const f = formatterFor({
+      file: 'x', encoding: 'JSON',
+      format: '{"via":"%UPSTREAM_HOST% via %UPSTREAM_CLUSTER%","static":"static","code":"%RESPONSE_CODE%","flags":"%RESPONSE_FLAGS%",'
+        + '"sni":"%REQUESTED_SERVER_NAME%","sni_text":"sni=%REQUESTED_SERVER_NAME%","nested":{"ua":"%REQ(USER-AGENT):4%"},"pct":"100%%"}',
+    });
+    assert.deepEqual(JSON.parse(f(rec)), {
+      via: '151.101.195.5:80 via outbound|80||edition.cnn.com', static: 'static', code: 301, flags: '-',
+      sni: null, sni_text: 'sni=-', nested: { ua: 'curl' }, pct: '100%',
+    });
+    assert.equal(JSON.parse(f({ ...rec, responseFlags: ['UF', 'URX'] })).flags, 'UF,URX');
   });
 
   it('a user JSON format is an object of key to operator', () => {
