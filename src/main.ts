@@ -286,10 +286,18 @@ async function run(argv: string[]): Promise<number> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('uncaughtException', (err) => app.log.error({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => app.log.error({ err }, 'unhandled rejection (kept running)'));
-  // Signals are handled before the first config: the Kubernetes source may wait long for its first sync.
+  // Signals are handled before the first config: the Kubernetes source may wait long for its first
+  // sync. A SIGHUP meanwhile (whose default action would end the process) reloads once started.
+  let started = false;
+  let hupWhileStarting = false;
+  process.on('SIGHUP', () => {
+    if (!started) hupWhileStarting = true;
+    else void app.reload('SIGHUP');
+  });
   const first = await app.start();
+  started = true;
   if (first.result === 'rejected') app.log.warn('the first config was rejected: serving nothing until a valid config is loaded');
-  process.on('SIGHUP', () => void app.reload('SIGHUP'));
+  if (hupWhileStarting) void app.reload('SIGHUP');
   return -1; // keep running
 }
 

@@ -29,19 +29,33 @@ export interface PrimaryOptions {
   readonly onStopped: () => Promise<void>;
 }
 
+/** A worker that lived this long was not crash-looping: its replacement starts after the shortest wait. */
+const STABLE_WORKER_MS = 60_000;
+
+/** Wait before replacing a worker after `quickDeaths` quick deaths in a row: 1 s, 2 s, 4 s ... 30 s. */
+export function restartDelayMs(quickDeaths: number): number {
+  return Math.min(30_000, 1000 * 2 ** quickDeaths);
+}
+
 /** Run as the supervising primary; resolves once the metrics server listens and workers are forked. */
 export async function runPrimary(o: PrimaryOptions): Promise<void> {
   prepareCluster();
   const byIndex = new Map<number, Worker>();
+  /** Quick deaths in a row per worker index: each doubles the wait before the next start. */
+  const failures = new Map<number, number>();
   let stopping = false;
   const fork = (index: number) => {
     const w = cluster.fork({ [WORKER_INDEX_ENV]: String(index) });
+    const bornAt = Date.now();
     byIndex.set(index, w);
     w.on('exit', (code, signal) => {
       if (byIndex.get(index) === w) byIndex.delete(index);
       if (stopping) return;
-      o.log.error({ worker: index, pid: w.process.pid, code, signal }, 'worker exited; starting a new one in 1 s');
-      setTimeout(() => { if (!stopping) fork(index); }, 1000).unref();
+      const n = Date.now() - bornAt >= STABLE_WORKER_MS ? 0 : failures.get(index) ?? 0;
+      failures.set(index, n + 1);
+      const waitMs = restartDelayMs(n);
+      o.log.error({ worker: index, pid: w.process.pid, code, signal }, `worker exited; starting a new one in ${waitMs / 1000} s`);
+      setTimeout(() => { if (!stopping) fork(index); }, waitMs).unref();
     });
   };
   for (let i = 0; i < o.workers; i++) fork(i);

@@ -40,7 +40,9 @@ export class ServerContexts {
   /** The policy for a server, or an Error saying why there is none (missing or unreadable material). */
   policyFor(settings: ServerTLSSettings | undefined, source: ServerCredentialSource, alpn: readonly string[] | undefined): ServerTlsPolicy | Error {
     if (source.kind === 'missing') return new Error(source.message);
-    const key = JSON.stringify([source, settings?.minProtocolVersion, settings?.maxProtocolVersion, settings?.cipherSuites, settings?.mode, alpn]);
+    // Everything the policy is built from is in the key: two servers sharing a certificate but not
+    // their client-SAN rules must never share a cached policy.
+    const key = JSON.stringify([source, settings?.minProtocolVersion, settings?.maxProtocolVersion, settings?.cipherSuites, settings?.mode, settings?.subjectAltNames, alpn]);
     const cached = this.cache.get(key);
     if (cached) return cached;
     try {

@@ -3,12 +3,14 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, httpGet, waitFor } from '../helpers/upstream';
 import { runMeshgate, spawnMeshgate } from '../helpers/gateway';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 import { singleRouteYaml } from '../../src/sample/configs';
+import { kubeconfigFor } from '../helpers/kube';
 
 const FIXTURES = path.resolve(__dirname, '../../../test/fixtures/config');
 
@@ -48,7 +50,7 @@ describe('meshgate command line', function () {
 
   describe('run', () => {
     let child: ChildProcess | undefined;
-    let up: HttpbinServer;
+    let up: HttpbinServer | undefined;
     let dir: string;
     afterEach(async () => {
       if (child && child.exitCode === null) child.kill('SIGKILL');
@@ -56,11 +58,32 @@ describe('meshgate command line', function () {
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     });
 
+    it('a SIGHUP while the first config is still loading does not end the process', async () => {
+      // An API server that takes connections and never answers: the Kubernetes source waits for its first sync.
+      const silent = net.createServer((c) => c.on('error', () => {}));
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+      try {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-cli-'));
+        const kubeconfig = path.join(dir, 'kubeconfig');
+        fs.writeFileSync(kubeconfig, kubeconfigFor(`http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`));
+        child = spawnMeshgate(dir, await freePort(), ['--source', 'kubernetes', '--kubeconfig', kubeconfig, '--namespace', 'istio-system']);
+        let stderr = '';
+        child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+        await waitFor(() => /admin on 127\.0\.0\.1:\d+/.test(stderr), { timeoutMs: 10_000 });
+        child.kill('SIGHUP');
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(child.signalCode, null, `the process ended on ${child.signalCode}: ${stderr}`);
+        assert.equal(child.exitCode, null);
+      } finally {
+        silent.close();
+      }
+    });
+
     it('logs the ports it picked, serves, reloads on SIGHUP, and drains in-flight work on SIGTERM, exit 0', async () => {
-      up = await startHttpbin({ name: 'up' });
+      const upstream = up = await startHttpbin({ name: 'up' });
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-cli-'));
       const port = await freePort();
-      const config = (prefix: string) => singleRouteYaml({ upstreamPort: up.port, prefix });
+      const config = (prefix: string) => singleRouteYaml({ upstreamPort: upstream.port, prefix });
       fs.writeFileSync(path.join(dir, 'c.yaml'), config('/delay'));
       child = spawnMeshgate(dir, port, ['--drain-seconds', '5']);
       let stderr = '';
