@@ -1,8 +1,9 @@
 // Where a terminating Gateway server's certificate comes from, resolved at compile time (pure):
 // `credentialName` names a Secret in the gateway's own namespace (kubernetes.io/tls keys `tls.crt`,
-// `tls.key`, `ca.crt`, or Istio's generic keys `cert`, `key`, `cacert`; for MUTUAL the CA may also
-// be in a separate `<name>-cacert` Secret), or `serverCertificate` / `privateKey` /
-// `caCertificates` name files the TLS layer reads (and re-reads when they change).
+// `tls.key`, `ca.crt`, or Istio's generic keys `cert`, `key`, `cacert`), or `serverCertificate` /
+// `privateKey` / `caCertificates` name files the TLS layer reads (and re-reads when they change).
+// The CA that checks peers comes, as in Istio, from a separate `<name>-cacert` Secret when one
+// exists, else from `<name>` itself; in either, key `cacert` wins over `ca.crt`.
 
 import type { ClientTLSSettings, SecretResource, ServerTLSSettings } from '../config/types';
 
@@ -24,7 +25,22 @@ export function secretValue(secret: SecretResource, keys: readonly string[]): st
 
 const CERT_KEYS = ['tls.crt', 'cert'];
 const KEY_KEYS = ['tls.key', 'key'];
-const CA_KEYS = ['ca.crt', 'cacert'];
+// Istio's order: the generic `cacert` before the kubernetes.io/tls `ca.crt`.
+const CA_KEYS = ['cacert', 'ca.crt'];
+
+type FindSecret = (name: string) => SecretResource | undefined;
+
+/**
+ * The CA for `credentialName` `name` as Istio resolves it: the Secret `<name>-cacert` if it exists
+ * (even when it lacks a CA key: Istio does not fall back then), else the Secret `<name>`.
+ */
+function caCertificate(find: FindSecret, namespace: string, name: string): { readonly ca?: string; readonly secret?: SecretResource; readonly from: string } {
+  const separate = find(`${name}-cacert`);
+  const secret = separate ?? find(name);
+  const from = `${namespace}/${separate ? `${name}-cacert` : name}`;
+  const ca = secret ? secretValue(secret, CA_KEYS) : undefined;
+  return { ...(ca ? { ca } : {}), ...(secret ? { secret } : {}), from };
+}
 
 export function needsClientCertificate(tls: ServerTLSSettings | undefined): boolean {
   return tls?.mode === 'MUTUAL' || tls?.mode === 'OPTIONAL_MUTUAL' || tls?.mode === 'ISTIO_MUTUAL';
@@ -52,15 +68,16 @@ export function serverCredentials(
   const mutual = needsClientCertificate(tls);
   const name = tls?.credentialName ?? tls?.credentialNames?.[0];
   if (name) {
-    const find = (n: string) => secrets.find((s) => s.metadata.name === n && s.metadata.namespace === namespace);
+    const find: FindSecret = (n) => secrets.find((s) => s.metadata.name === n && s.metadata.namespace === namespace);
     const secret = find(name);
     if (!secret) return { kind: 'missing', message: `credentialName ${name}: no Secret ${namespace}/${name}` };
     const cert = secretValue(secret, CERT_KEYS);
     const key = secretValue(secret, KEY_KEYS);
     if (!cert || !key) return { kind: 'missing', message: `Secret ${namespace}/${name} has no tls.crt/tls.key (or cert/key)` };
-    const caSecret = find(`${name}-cacert`);
-    const ca = secretValue(secret, CA_KEYS) ?? (caSecret ? secretValue(caSecret, CA_KEYS) : undefined);
-    if (mutual && !ca) return { kind: 'missing', message: `MUTUAL needs a CA: ca.crt in Secret ${namespace}/${name} or a Secret ${namespace}/${name}-cacert` };
+    const { ca, from } = caCertificate(find, namespace, name);
+    if (mutual && !ca) {
+      return { kind: 'missing', message: `MUTUAL needs a CA: Secret ${from} has no cacert or ca.crt (the CA is read from Secret ${namespace}/${name}-cacert when it exists, else from ${namespace}/${name})` };
+    }
     return { kind: 'secret', name: `${namespace}/${name}`, cert, key, ...(ca ? { ca } : {}) };
   }
   if (tls?.serverCertificate && tls.privateKey) {
@@ -103,12 +120,15 @@ export function upstreamTls(
   }
   const base = { mode: t.mode, sni: t.sni, subjectAltNames: t.subjectAltNames ?? [], insecureSkipVerify: t.insecureSkipVerify === true };
   if (t.credentialName) {
-    const secret = secrets.find((s) => s.metadata.name === t.credentialName && s.metadata.namespace === namespace);
-    if (!secret) return new Error(`credentialName ${t.credentialName}: no Secret ${namespace}/${t.credentialName}`);
-    const cert = secretValue(secret, CERT_KEYS);
-    const key = secretValue(secret, KEY_KEYS);
-    const ca = secretValue(secret, CA_KEYS);
-    if (t.mode === 'MUTUAL' && (!cert || !key)) return new Error(`MUTUAL: Secret ${namespace}/${t.credentialName} has no tls.crt/tls.key`);
+    const find: FindSecret = (n) => secrets.find((s) => s.metadata.name === n && s.metadata.namespace === namespace);
+    const secret = find(t.credentialName);
+    const { ca, secret: caSecret } = caCertificate(find, namespace, t.credentialName);
+    if (!secret && !caSecret) return new Error(`credentialName ${t.credentialName}: no Secret ${namespace}/${t.credentialName} (nor ${namespace}/${t.credentialName}-cacert)`);
+    const cert = secret ? secretValue(secret, CERT_KEYS) : undefined;
+    const key = secret ? secretValue(secret, KEY_KEYS) : undefined;
+    if (t.mode === 'MUTUAL' && (!cert || !key)) {
+      return new Error(secret ? `MUTUAL: Secret ${namespace}/${t.credentialName} has no tls.crt/tls.key (or cert/key)` : `MUTUAL: no Secret ${namespace}/${t.credentialName} for the client certificate`);
+    }
     return { ...base, material: { kind: 'secret', name: `${namespace}/${t.credentialName}`, ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) } };
   }
   if (t.mode === 'MUTUAL' && (!t.clientCertificate || !t.privateKey)) return new Error('MUTUAL needs clientCertificate and privateKey (or credentialName)');

@@ -21,9 +21,43 @@ function pem(kind: 'secret' | 'files', value: string | undefined): string | unde
   return kind === 'secret' ? value : fs.readFileSync(value, 'utf8');
 }
 
-/** The SANs a certificate carries, without their type prefixes. */
-function sansOf(cert: tls.PeerCertificate): string[] {
-  return (cert.subjectaltname ?? '').split(',').map((p) => p.trim().replace(/^(DNS|URI|IP Address|email):/, '')).filter(Boolean);
+export interface San {
+  readonly type: string;
+  readonly value: string;
+}
+
+/** The SANs a certificate carries, with their types (`DNS`, `URI`, `IP Address`, `email`). */
+function sansOf(cert: tls.PeerCertificate): San[] {
+  const sans: San[] = [];
+  for (const part of (cert.subjectaltname ?? '').split(',')) {
+    const entry = part.trim();
+    if (!entry) continue;
+    const m = /^(DNS|URI|IP Address|email|othername):(.*)$/.exec(entry);
+    sans.push(m ? { type: m[1]!, value: m[2]! } : { type: '', value: entry });
+  }
+  return sans;
+}
+
+/**
+ * Whether DNS SAN `san` names host `name`, as Envoy's SAN matcher checks DNS SANs (RFC 6125): case
+ * aside, equal, or `san` is `*.REST` (the wildcard the whole left-most label) and `name` is one
+ * non-empty label followed by `.REST`. A partial-label wildcard (`a*.example.com`) only matches itself.
+ */
+export function dnsSanMatches(san: string, name: string): boolean {
+  const s = san.toLowerCase();
+  const n = name.toLowerCase();
+  if (s === n) return true;
+  if (!s.startsWith('*.')) return false;
+  const rest = s.slice(1); // ".example.com"
+  if (rest.length < 2 || rest.includes('*')) return false;
+  if (!n.endsWith(rest)) return false;
+  const label = n.slice(0, n.length - rest.length);
+  return label.length > 0 && !label.includes('.') && !label.includes('*');
+}
+
+/** Whether one of the certificate's SANs satisfies `wanted`: DNS SANs by the wildcard rule, others exactly. */
+export function sanMatches(sans: readonly San[], wanted: string): boolean {
+  return sans.some((s) => (s.type === 'DNS' ? dnsSanMatches(s.value, wanted) : s.value === wanted));
 }
 
 /** tls.connect options for an upstream of `host`; an Error when the material cannot be read. */
@@ -46,12 +80,12 @@ export function upstreamTlsOptions(t: UpstreamTls, host: string): UpstreamTlsOpt
         if (t.insecureSkipVerify) return undefined;
         if (t.subjectAltNames.length > 0) {
           const sans = sansOf(peer);
-          return t.subjectAltNames.some((w) => sans.includes(w)) ? undefined
-            : new Error(`upstream certificate SANs ${sans.join(', ')} match none of ${t.subjectAltNames.join(', ')}`);
+          return t.subjectAltNames.some((w) => sanMatches(sans, w)) ? undefined
+            : new Error(`upstream certificate SANs ${sans.map((s) => s.value).join(', ')} match none of ${t.subjectAltNames.join(', ')}`);
         }
         if (t.mode === 'ISTIO_MUTUAL') {
           // A mesh peer is named by its SPIFFE identity, not by the host it serves.
-          return sansOf(peer).some((s) => s.startsWith('spiffe://')) ? undefined
+          return sansOf(peer).some((s) => s.value.startsWith('spiffe://')) ? undefined
             : new Error('the mesh peer presented no spiffe:// identity');
         }
         return tls.checkServerIdentity(servername ?? name, peer);

@@ -1,6 +1,6 @@
 // TLS origination from DestinationRule trafficPolicy.tls (the egress TLS-origination task: plain HTTP
 // in, HTTPS out): SIMPLE with a CA file, MUTUAL with a Secret, SNI, verification failures as 503 UF,
-// subjectAltNames, and a TCP route whose upstream speaks TLS.
+// subjectAltNames (DNS wildcard SANs cover one label), and a TCP route whose upstream speaks TLS.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -23,6 +23,7 @@ describe('TLS origination (DestinationRule tls)', function () {
   let web: https.Server;
   let mtlsWeb: https.Server;
   let echo: tls.Server;
+  let wildWeb: https.Server;
   const sniSeen: string[] = [];
   const clientSeen: string[] = [];
 
@@ -43,7 +44,9 @@ describe('TLS origination (DestinationRule tls)', function () {
       res.end('mutual hello\n');
     });
     echo = tls.createServer({ cert: leaf.cert, key: leaf.key }, (s) => s.pipe(s));
-    await Promise.all([listen(web), listen(mtlsWeb), listen(echo)]);
+    const wildLeaf = await makeLeaf(dir, ca, 'wild', ['*.wild.example.com']);
+    wildWeb = https.createServer({ cert: wildLeaf.cert, key: wildLeaf.key }, (req, res) => res.end(`wild hello ${req.url}\n`));
+    await Promise.all([listen(web), listen(mtlsWeb), listen(echo), listen(wildWeb)]);
     const client = await makeLeaf(dir, ca, 'gateway-client', ['gateway.example.com'], true);
     const se = loopbackServiceEntryYaml;
     const dr = (name: string, host: string, tlsYaml: string) => `apiVersion: networking.istio.io/v1
@@ -65,12 +68,18 @@ spec:
         + se('skip', 'skip.example.com', 443, 'HTTPS', port(web))
         + se('mtls', 'mtls.example.com', 443, 'HTTPS', port(mtlsWeb))
         + se('echo', 'echo.example.com', 443, 'TLS', port(echo))
+        + se('wild-one', 'wild-one.example.com', 443, 'HTTPS', port(wildWeb))
+        + se('wild-two', 'wild-two.example.com', 443, 'HTTPS', port(wildWeb))
+        + se('wild-apex', 'wild-apex.example.com', 443, 'HTTPS', port(wildWeb))
         + dr('api', 'api.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}}`)
         + dr('wrong-ca', 'other.example.com', `{mode: SIMPLE, caCertificates: ${ca2.certFile}}`)
         + dr('san', 'san.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, sni: api.example.com, subjectAltNames: [spiffe://nope]}`)
         + dr('skip', 'skip.example.com', '{mode: SIMPLE, insecureSkipVerify: true}')
         + dr('mtls', 'mtls.example.com', '{mode: MUTUAL, credentialName: client-credential, sni: api.example.com}')
-        + dr('echo', 'echo.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, sni: api.example.com}`),
+        + dr('echo', 'echo.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, sni: api.example.com}`)
+        + dr('wild-one', 'wild-one.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, subjectAltNames: [api.wild.example.com]}`)
+        + dr('wild-two', 'wild-two.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, subjectAltNames: [a.b.wild.example.com]}`)
+        + dr('wild-apex', 'wild-apex.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, subjectAltNames: [wild.example.com]}`),
       'routes.yaml': `apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: default}
@@ -84,9 +93,15 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: origination, namespace: default}
 spec:
-  hosts: [api.example.com, other.example.com, san.example.com, skip.example.com, mtls.example.com]
+  hosts: [api.example.com, other.example.com, san.example.com, skip.example.com, mtls.example.com, wild-one.example.com, wild-two.example.com, wild-apex.example.com]
   gateways: [gw]
   http:
+  - match: [{authority: {exact: wild-one.example.com}}]
+    route: [{destination: {host: wild-one.example.com, port: {number: 443}}}]
+  - match: [{authority: {exact: wild-two.example.com}}]
+    route: [{destination: {host: wild-two.example.com, port: {number: 443}}}]
+  - match: [{authority: {exact: wild-apex.example.com}}]
+    route: [{destination: {host: wild-apex.example.com, port: {number: 443}}}]
   - match: [{authority: {exact: api.example.com}}]
     route: [{destination: {host: api.example.com, port: {number: 443}}}]
   - match: [{authority: {exact: other.example.com}}]
@@ -112,6 +127,7 @@ spec:
     web?.close();
     mtlsWeb?.close();
     echo?.close();
+    wildWeb?.close();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -135,6 +151,15 @@ spec:
   it('subjectAltNames the certificate does not carry: 503 UF', async () => {
     const r = await get('san.example.com');
     assert.match(r.stdout, /^HTTP\/1\.1 503 /);
+  });
+
+  it('subjectAltNames against a wildcard certificate: *.wild.example.com covers one label only', async () => {
+    const one = await get('wild-one.example.com');
+    assert.match(one.stdout, /^HTTP\/1\.1 200 OK\r\n[\s\S]*wild hello \/politics\n$/);
+    const two = await get('wild-two.example.com');
+    assert.match(two.stdout, /^HTTP\/1\.1 503 /);
+    const apex = await get('wild-apex.example.com');
+    assert.match(apex.stdout, /^HTTP\/1\.1 503 /);
   });
 
   it('insecureSkipVerify: an upstream nobody vouches for is still reached', async () => {
