@@ -202,6 +202,7 @@ class Exchange {
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
+    this.rec.responseDurationMs = Math.round(performance.now() - this.t0); // %RESPONSE_DURATION%: to the response's first byte
     this.rec.responseHeaders = { 'x-envoy-upstream-service-time': String(serviceTimeMs) };
     this.responseHeaderBytes = rawHeaderBytes(headers) + 17;
     this.res.writeHead(status, headers);
