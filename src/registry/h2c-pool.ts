@@ -168,6 +168,16 @@ export class H2cPool extends EventEmitter {
       if (!bodyless && cl !== undefined && /^\d+$/.test(String(cl))) expected = Number(cl);
       if (guard(() => handler.onHeaders?.(status, raw as unknown as Buffer[], () => s.resume(), '')) === false) s.pause();
     });
+    // Response trailers (gRPC's grpc-status, grpc-message): name, value, ... as the headers.
+    let trailers: string[] = [];
+    stream.on('trailers', (t: http2.IncomingHttpHeaders) => {
+      trailers = [];
+      for (const name in t) {
+        const v = t[name];
+        if (v === undefined || name.charCodeAt(0) === 58 /* : */) continue;
+        for (const one of Array.isArray(v) ? v : [v]) trailers.push(name, String(one));
+      }
+    });
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
       received += chunk.length;
@@ -188,7 +198,7 @@ export class H2cPool extends EventEmitter {
           : codedError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `response body of ${received} bytes, content-length ${expected}`));
       }
       done = true;
-      guard(() => handler.onComplete?.([]));
+      guard(() => handler.onComplete?.(trailers));
     });
     if (body !== null && body !== undefined) {
       if (typeof body === 'string' || Buffer.isBuffer(body)) s.end(body);

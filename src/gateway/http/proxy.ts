@@ -237,6 +237,25 @@ function grpcStatusOf(raw: readonly (Buffer | string)[]): string | undefined {
   return undefined;
 }
 
+/**
+ * Response trailers, from raw lists (Buffers or strings) or an object, as the object both
+ * ServerResponse.addTrailers and its HTTP/2 counterpart take; undefined when there are none.
+ */
+function trailerObject(trailers: unknown): Record<string, string | string[]> | undefined {
+  const out: Record<string, string | string[]> = {};
+  const add = (name: string, value: string) => {
+    const key = name.toLowerCase();
+    const old = out[key];
+    out[key] = old === undefined ? value : [...(Array.isArray(old) ? old : [old]), value];
+  };
+  if (Array.isArray(trailers)) {
+    for (let i = 0; i + 1 < trailers.length; i += 2) add(String(trailers[i]), String(trailers[i + 1]));
+  } else if (trailers !== null && typeof trailers === 'object') {
+    for (const [k, v] of Object.entries(trailers as Record<string, unknown>)) for (const one of Array.isArray(v) ? v : [v]) add(k, String(one));
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
 /** grpc-status among response trailers: raw (undici's HTTP/1.1), an object (its HTTP/2), or none. */
 function grpcStatusOfTrailers(trailers: unknown): string | undefined {
   if (Array.isArray(trailers)) return grpcStatusOf(trailers as (Buffer | string)[]);
@@ -620,6 +639,10 @@ class Forwarder {
         this.stopTimers();
         if (ex.grpc) ex.grpcStatus = grpcStatusOfTrailers(trailers) ?? ex.grpcStatus;
         cluster.stats.inc('upstream_rq_completed');
+        // The upstream's trailers go on to the client (gRPC's grpc-status lives there): HTTP/2, or
+        // HTTP/1.1 with a chunked response (Node drops them otherwise, as there is nowhere to put them).
+        const tail = trailerObject(trailers);
+        if (tail) ex.res.addTrailers(tail);
         ex.res.end();
         ex.record();
       },
