@@ -264,7 +264,8 @@ function compileFault(f: HTTPRoute['fault']): CompiledRoute['fault'] {
 function compileRewrite(r: HTTPRoute['rewrite'], match: CompiledMatch | undefined): CompiledRoute['rewrite'] {
   if (!r) return undefined;
   const uri = match?.uri;
-  const replaces = uri?.kind === 'exact' ? { kind: 'exact' as const, value: uri.value }
+  // A regex-matched route's rewrite.uri replaces the whole path (Envoy's prefix_rewrite on a regex route).
+  const replaces = uri?.kind === 'exact' || uri?.kind === 'regex' ? { kind: 'exact' as const, value: uri.value }
     : { kind: 'prefix' as const, value: uri?.kind === 'prefix' ? uri.value : '/' };
   const rx = r.uriRegexRewrite;
   return {

@@ -198,7 +198,10 @@ class Exchange {
     this.headersSent = true;
     let headers = downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs);
     for (const ops of this.responseOps) headers = applyHeaderOpsFlat(headers, ops);
-    headers.push(...corsResponseHeaders(this.route?.cors, this.req.headers['origin']), ...this.extraResponseHeaders);
+    // The CORS filter's headers replace the upstream's own (two allow-origin values make browsers refuse the response).
+    const cors = corsResponseHeaders(this.route?.cors, this.req.headers['origin']);
+    if (cors.length > 0) headers = withoutNames(headers, cors);
+    headers.push(...cors, ...this.extraResponseHeaders);
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
@@ -235,6 +238,15 @@ function grpcStatusOf(raw: readonly (Buffer | string)[]): string | undefined {
     if (raw[i]!.length === 11 && raw[i]!.toString('latin1').toLowerCase() === 'grpc-status') return raw[i + 1]!.toString('latin1');
   }
   return undefined;
+}
+
+/** A flat [name, value, ...] list without the names that `replacing` (same form) sets. */
+function withoutNames(list: string[], replacing: readonly string[]): string[] {
+  const names = new Set<string>();
+  for (let i = 0; i < replacing.length; i += 2) names.add(replacing[i]!.toLowerCase());
+  const out: string[] = [];
+  for (let i = 0; i + 1 < list.length; i += 2) if (!names.has(list[i]!.toLowerCase())) out.push(list[i]!, list[i + 1]!);
+  return out;
 }
 
 /**
@@ -353,12 +365,15 @@ export class HttpProxy {
       return ex.record();
     }
     const fault = decideFault(route.fault, this.deps.random(), this.deps.random());
-    if (fault.abort) return ex.faultAbort(fault.abort.status, fault.abort.grpc);
-    if (fault.delayMs === undefined) return this.act(ex, route, scheme);
+    // Envoy's fault filter delays first, then aborts (logged DI,FI when both apply).
+    const after = () => {
+      if (ex.finished) return;
+      if (fault.abort) return ex.faultAbort(fault.abort.status, fault.abort.grpc);
+      this.act(ex, route, scheme);
+    };
+    if (fault.delayMs === undefined) return after();
     ex.rec.responseFlags.push('DI');
-    const timer = setTimeout(() => {
-      if (!ex.finished) this.act(ex, route, scheme);
-    }, fault.delayMs);
+    const timer = setTimeout(after, fault.delayMs);
     res.once('close', () => clearTimeout(timer));
   }
 
@@ -516,9 +531,21 @@ class Forwarder {
       try {
         const poolOptions = poolOptionsOf(cluster.def, endpoint);
         if (poolOptions instanceof Error) continue;
+        // A mirror gets the route's timeout (Envoy's shadow requests do): one that never answers is
+        // aborted then, not left holding its connection for ever.
+        const timeoutMs = this.route.timeoutMs;
+        let timer: NodeJS.Timeout | undefined;
         this.deps.registry.pool(endpoint, poolOptions).dispatch(
           { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.body, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
-          { onConnect: () => {}, onHeaders: () => true, onData: () => true, onComplete: () => {}, onError: () => {} },
+          {
+            onConnect: (abort) => {
+              if (timeoutMs > 0) timer = setTimeout(() => abort(new GatewayError('UPSTREAM_TIMEOUT')), timeoutMs);
+            },
+            onHeaders: () => true,
+            onData: () => true,
+            onComplete: () => clearTimeout(timer),
+            onError: () => clearTimeout(timer),
+          },
         );
         cluster.stats.inc('upstream_rq_total');
       } catch {
@@ -561,6 +588,15 @@ class Forwarder {
       releaseSlot();
       return this.ex.fail('NO_HEALTHY_UPSTREAM');
     }
+    // Unusable TLS material fails the request before it takes a circuit-breaker slot.
+    const poolOptions = poolOptionsOf(this.cluster.def, endpoint);
+    if (poolOptions instanceof Error) {
+      releaseSlot();
+      this.stopTimers();
+      this.ex.rec.upstreamHost = endpoint.hostPort;
+      this.ex.rec.upstreamTransportFailureReason = poolOptions.message;
+      return this.ex.fail('CONNECT_FAILURE');
+    }
     if (this.cluster.admit() === 'overflow') {
       releaseSlot();
       this.stopTimers();
@@ -572,11 +608,6 @@ class Forwarder {
     const { ex, cluster } = this;
     ex.upstreamHeaders['x-envoy-attempt-count'] = String(this.attempts);
     ex.rec.upstreamHost = endpoint.hostPort;
-    const poolOptions = poolOptionsOf(cluster.def, endpoint);
-    if (poolOptions instanceof Error) {
-      ex.rec.upstreamTransportFailureReason = poolOptions.message;
-      return ex.fail('CONNECT_FAILURE');
-    }
     const pool = this.deps.registry.pool(endpoint, poolOptions);
     endpoint.active += 1;
     endpoint.rqTotal += 1;
@@ -615,11 +646,17 @@ class Forwarder {
         cluster.recordOutcome(endpoint, status < 500 ? 'success' : status >= 502 && status <= 504 ? 'gateway-error' : '5xx');
         cluster.stats.inc(`upstream_rq_${status}`);
         cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
-        if ((retryableStatus(status, this.policy) || retryableGrpc(grpcStatusOf(raw), this.policy)) && this.takeRetrySlot()) {
-          settle();
-          this.abortAttempt?.(new Error('retrying'));
-          this.retry();
-          return false;
+        if (retryableStatus(status, this.policy) || retryableGrpc(grpcStatusOf(raw), this.policy)) {
+          if (this.takeRetrySlot()) {
+            settle();
+            this.abortAttempt?.(new Error('retrying'));
+            this.retry();
+            return false;
+          }
+          // No retry left for a retriable answer: Envoy passes it on flagged URX (retries used up)
+          // or UO (the cluster's maxRetries budget refused one).
+          if (this.retryRefused === 'budget') ex.rec.responseFlags.push('UO');
+          else if (this.retryRefused === 'attempts' && this.attempts > 1) ex.rec.responseFlags.push('URX');
         }
         if (this.tryTimer) clearTimeout(this.tryTimer);
         resume = res;
@@ -686,9 +723,17 @@ class Forwarder {
   private retrySlot = false;
 
   /** May this request be retried (body replayable, attempts left, the cluster's retry budget)? Takes the slot. */
+  /** Why the last takeRetrySlot() said no. */
+  private retryRefused: 'attempts' | 'budget' | 'other' | undefined;
+
   private takeRetrySlot(): boolean {
+    this.retryRefused = this.attempts > this.policy.attempts ? 'attempts' : 'other';
     if (this.body === 'stream' || this.attempts > this.policy.attempts || this.ex.finished) return false;
-    if (!this.cluster.admitRetry()) return false;
+    if (!this.cluster.admitRetry()) {
+      this.retryRefused = 'budget';
+      return false;
+    }
+    this.retryRefused = undefined;
     this.retrySlot = true;
     return true;
   }
