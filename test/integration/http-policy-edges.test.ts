@@ -54,6 +54,10 @@ spec:
     route: [{destination: {host: bin.internal}}]
   - match: [{uri: {prefix: /badtls}}]
     route: [{destination: {host: badtls.internal}}]
+  - match: [{uri: {prefix: /corsfail}}]
+    corsPolicy: {allowOrigins: [{exact: "https://ok.example.com"}]}
+    headers: {response: {set: {x-resp: "yes"}}}
+    route: [{destination: {host: badtls.internal}}]
   - match: [{uri: {prefix: /fault}}]
     fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}, abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: bin.internal}}]
@@ -106,6 +110,13 @@ spec:
     const r = await curl(['-s', '-i', '-H', 'Origin: https://ok.example.com', url('/cors')]);
     const values = r.stdout.split('\r\n').filter((l) => /^access-control-allow-origin:/i.test(l));
     assert.deepEqual(values, ['access-control-allow-origin: https://ok.example.com']);
+  });
+
+  it('a reply the gateway makes for a routed request gets the route\'s response headers and CORS', async () => {
+    const r = await curl(['-s', '-i', '-H', 'Origin: https://ok.example.com', url('/corsfail')]);
+    assert.match(r.stdout, /^HTTP\/1\.1 503 /);
+    assert.match(r.stdout, /\r\nx-resp: yes\r\n/);
+    assert.match(r.stdout, /\r\naccess-control-allow-origin: https:\/\/ok\.example\.com\r\n/);
   });
 
   it('a retriable status after the last retry is passed on flagged URX', async () => {

@@ -159,7 +159,20 @@ class Exchange {
     if (body) headers['content-type'] = 'text/plain';
     if (extra) Object.assign(headers, extra);
     if (this.req.httpVersionMajor === 2) delete headers['connection']; // not an HTTP/2 header
-    this.res.writeHead(status, headers);
+    const route = this.route;
+    if (!route) {
+      this.res.writeHead(status, headers);
+    } else {
+      // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
+      // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
+      let list: string[] = [];
+      for (const [k, v] of Object.entries(headers)) list.push(k, String(v));
+      const ops = this.responseOps.length > 0 ? this.responseOps : [route.headers?.response];
+      for (const o of ops) list = applyHeaderOpsFlat(list, o);
+      const cors = corsResponseHeaders(route.cors, this.req.headers['origin']);
+      if (cors.length > 0) list = [...withoutNames(list, cors), ...cors];
+      this.res.writeHead(status, list);
+    }
     this.res.end(body);
     this.rec.responseCode = status;
     this.rec.bytesSent = Buffer.byteLength(body);
