@@ -52,6 +52,9 @@ spec:
     timeout: 1s
     mirror: {host: silent.internal}
     route: [{destination: {host: bin.internal}}]
+  - match: [{uri: {prefix: /anything/slowup}}]
+    timeout: 1s
+    route: [{destination: {host: bin.internal}}]
   - match: [{uri: {prefix: /badtls}}]
     route: [{destination: {host: badtls.internal}}]
   - match: [{uri: {prefix: /corsfail}}]
@@ -88,6 +91,25 @@ spec:
     const deadline = Date.now() + 5000;
     while (silentOpen.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     assert.equal(silentOpen.size, 0, 'every connection holding a mirrored request was closed');
+  });
+
+  it('the route timeout starts once the request is sent: a slow 200 KiB upload is not cut', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: gw.port(80), path: '/anything/slowup', method: 'POST', headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      let sent = 0;
+      const next = () => {
+        if (sent === 10) return void req.end();
+        sent += 1;
+        req.write(Buffer.alloc(20 * 1024, sent));
+        setTimeout(next, 150); // 10 x 20 KiB over 1.5 s, longer than the 1 s route timeout
+      };
+      next();
+    });
+    assert.equal(status, 200);
   });
 
   it('unusable TLS material answers 503 UF every time, never 503 UO (no circuit-breaker slot kept)', async () => {

@@ -522,10 +522,23 @@ class Forwarder {
       this.abortAttempt?.(new Error('downstream closed'));
     };
     if (this.route.timeoutMs > 0) {
-      this.routeTimer = setTimeout(() => this.onRouteTimeout(), this.route.timeoutMs);
+      this.whenRequestComplete(() => {
+        if (!this.ex.finished) this.routeTimer = setTimeout(() => this.onRouteTimeout(), this.route.timeoutMs);
+      });
     }
     this.attempt();
     this.mirror();
+  }
+
+  /**
+   * Run `fn` once the client has sent its whole request: Envoy starts the route and per-try timeouts
+   * there, so a slow upload of a large (streamed) body does not count against them. Small bodies are
+   * read whole before forwarding starts.
+   */
+  private whenRequestComplete(fn: () => void): void {
+    const req = this.ex.req;
+    if (this.body !== 'stream' || req.complete) fn();
+    else req.once('end', fn);
   }
 
   /** Copies to the mirror destinations: fire and forget, never touching the main request. */
@@ -636,11 +649,14 @@ class Forwarder {
     };
     if (this.policy.perTryTimeoutMs > 0) {
       if (this.tryTimer) clearTimeout(this.tryTimer);
-      this.tryTimer = setTimeout(() => {
-        if (id !== this.current || ex.headersSent) return;
-        cluster.stats.inc('upstream_rq_per_try_timeout');
-        this.abortAttempt?.(new GatewayError('UPSTREAM_PER_TRY_TIMEOUT'));
-      }, this.policy.perTryTimeoutMs);
+      this.whenRequestComplete(() => {
+        if (id !== this.current || ex.finished) return;
+        this.tryTimer = setTimeout(() => {
+          if (id !== this.current || ex.headersSent) return;
+          cluster.stats.inc('upstream_rq_per_try_timeout');
+          this.abortAttempt?.(new GatewayError('UPSTREAM_PER_TRY_TIMEOUT'));
+        }, this.policy.perTryTimeoutMs);
+      });
     }
     const started = performance.now();
     const body = this.body !== 'stream' ? this.body
