@@ -11,7 +11,7 @@ import type {
 } from './types';
 import type {
   CircuitBreakerLimits, ClusterDef, ClusterPolicy, CompiledDestination, HashPolicy, OutlierPolicy, CompiledMatch, CompiledRoute, CompiledServer, FilterChain, HeaderMatcher,
-  L4Route, LbPolicy, ListenerDef, ListenerFamily, MeshSettings, Origin, RetryPolicy, RouteAction, RouteTable, Snapshot,
+  L4Route, LbPolicy, ListenerDef, ListenerFamily, MeshSettings, Origin, OutboundCidr, OutboundDestination, RetryPolicy, RouteAction, RouteTable, Snapshot,
   StringMatcher, SubnetSet, VirtualHost,
 } from './snapshot';
 import {
@@ -721,10 +721,57 @@ function inboundListener(set: ResourceSet, id: GatewayIdentity, port: number): L
   return { name: 'virtualInbound', bind: id.bind, port, family: 'INBOUND', servers: [], inbound: { ports } };
 }
 
-/** A service's virtual IPs: ServiceEntry `addresses` (single IPs) and a Kubernetes Service's clusterIP. */
+/** A single-address CIDR (`a.b.c.d/32`, `x::y/128`) as its address; anything else unchanged. */
+function hostCidrAddress(a: string): string {
+  const m = /^(.+)\/(\d+)$/.exec(a);
+  if (!m || !isIP(m[1]!)) return a;
+  return Number(m[2]) === (m[1]!.includes(':') ? 128 : 32) ? m[1]! : a;
+}
+
+/** A service's virtual IPs: ServiceEntry `addresses` (single IPs, /32 and /128 too) and a Kubernetes Service's clusterIP. */
 function vipsOf(svc: ServiceDef, set: ResourceSet): string[] {
   const kube = set.services.find((k) => `${k.metadata.name}.${k.metadata.namespace}.svc.cluster.local` === svc.host);
-  return [...svc.addresses, kube?.spec.clusterIP ?? ''].filter((a) => isIP(a));
+  return [...new Set([...svc.addresses.map(hostCidrAddress), kube?.spec.clusterIP ?? ''].filter((a) => isIP(a)))];
+}
+
+/** A ServiceEntry's CIDR `addresses` wider than one address, with their prefix lengths. */
+function cidrsOf(svc: ServiceDef): { cidr: string; prefix: number }[] {
+  const out: { cidr: string; prefix: number }[] = [];
+  for (const a of svc.addresses.map(hostCidrAddress)) {
+    const m = /^(.+)\/(\d+)$/.exec(a);
+    if (!m || !isIP(m[1]!)) continue;
+    const prefix = Number(m[2]);
+    if (prefix >= 0 && prefix <= (m[1]!.includes(':') ? 128 : 32)) out.push({ cidr: a, prefix });
+  }
+  return out;
+}
+
+/** How the capture listener reads a service port's connections, from the declared protocol. */
+function outboundProtocol(protocol: string): OutboundDestination['protocol'] {
+  if (HTTP_PROTOCOLS.has(protocol)) return 'HTTP';
+  if (TLS_SERVICE_PROTOCOLS.has(protocol)) return 'TLS';
+  return protocol === '' ? 'AUTO' : 'TCP';
+}
+
+/**
+ * One service port at a known address (Istio's per-VIP outbound listener): opaque bytes take the mesh
+ * VirtualService `tcp` routes for the host, TLS its `tls` routes by SNI; what those leave (and any
+ * other SNI, or none) goes to the service's own cluster.
+ */
+function outboundDestination(svc: ServiceDef, port: number, protocol: string, base: Omit<ServerContext, 'server'>, origin: Origin): OutboundDestination {
+  const kind = outboundProtocol(protocol);
+  const server: CompiledServer = { gateway: 'mesh', portNumber: port, portName: `outbound-${port}`, protocol: 'TCP', hosts: [svc.host], origin };
+  const sc: ServerContext = { ...base, server };
+  const cluster = clusterName(port, undefined, svc.host);
+  const service: L4Route = {
+    name: cluster, destinationSubnets: subnetSet(undefined), origin,
+    destinations: [{ cluster, host: svc.host, port, weight: 100 }], totalWeight: 100,
+  };
+  const tcpRoutes = kind === 'HTTP' ? [] : [...compileTcpRoutes(sc), service];
+  const chains: FilterChain[] = kind === 'TLS' || kind === 'AUTO'
+    ? [...compilePassthroughChains(sc), { name: `${port}|${svc.host}`, serverNames: [], destinationSubnets: subnetSet(undefined), action: { type: 'passthrough', route: { ...service, name: svc.host } } }]
+    : [];
+  return { host: svc.host, port, protocol: kind, tcpRoutes, chains };
 }
 
 /**
@@ -834,11 +881,30 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
     }
   }
   const tcpByPort = new Map([...owners].filter(([, c]) => c.size === 1).map(([p, c]) => [p, [...c][0]!]));
+  // Per destination address: exact VIPs (the first service to claim an address and port keeps it), then CIDRs.
+  const base: Omit<ServerContext, 'server'> = { gw: pseudoGateway, gwKey: 'mesh', vss, services, mesh, proxyNamespace: id.namespace };
+  const vips = new Map<string, OutboundDestination>();
+  const cidrs: OutboundCidr[] = [];
+  for (const svc of services.values()) {
+    const vipList = vipsOf(svc, set);
+    const cidrList = cidrsOf(svc);
+    if (vipList.length + cidrList.length === 0) continue;
+    for (const sp of svc.ports) {
+      const dest = outboundDestination(svc, sp.number, sp.protocol, base, origin);
+      for (const vip of vipList) if (!vips.has(`${vip}|${sp.number}`)) vips.set(`${vip}|${sp.number}`, dest);
+      for (const c of cidrList) cidrs.push({ subnet: subnetSet([c.cidr]), prefix: c.prefix, port: sp.number, destination: dest });
+    }
+  }
+  cidrs.sort((a, b) => b.prefix - a.prefix);
+  // Ports where every service says an opaque protocol (and no mesh `tls` route listens): never sniffed.
+  const tcpPorts = new Set([...ports].filter((p) => !http.has(p) && !tls.has(p)
+    && [...services.values()].every((svc) => svc.ports.every((sp) => sp.number !== p || outboundProtocol(sp.protocol) === 'TCP'))));
   const fallback = withCatchAll(new Map());
   return {
     name: 'virtualOutbound', bind: id.bind, port, family: 'CAPTURE', servers: [],
     outbound: {
       http, fallbackHttp: buildRouteTable(port, fallback, new Map(), 'outbound-catch-all'), tls, tcp, tcpByPort, httpPorts,
+      tcpPorts, vips, cidrs,
       policy: allowAny ? 'ALLOW_ANY' : 'REGISTRY_ONLY',
     },
   };

@@ -77,7 +77,7 @@ export interface CompiledFault {
 /** VirtualService `rewrite`, with the part of the path it replaces known at compile time. */
 export interface CompiledRewrite {
   readonly uri?: string;
-  /** What `uri` replaces: the matched prefix, the exact path, or '/' for other matches. */
+  /** What `uri` replaces: the matched prefix, or the whole path (exact and regex matches); '/' without a uri match. */
   readonly replaces?: { readonly kind: 'prefix' | 'exact'; readonly value: string };
   readonly regex?: { readonly pattern: string; readonly rewrite: string; readonly re?: { replaceAll(input: string, replacement: string): string } };
   readonly authority?: string;
@@ -166,9 +166,38 @@ export interface OutboundDef {
   readonly tcp: ReadonlyMap<string, string>;
   /** Per-port capture (no original address): TCP ports that exactly one service owns, to its cluster. */
   readonly tcpByPort: ReadonlyMap<number, string>;
-  /** Ports whose services speak HTTP: no sniffing needed there. */
+  /** Ports whose services speak HTTP: no sniffing needed there (addresses no service claims). */
   readonly httpPorts: ReadonlySet<number>;
+  /** Ports every service on which declares an opaque protocol (TCP, MONGO, ...): proxied at once, unsniffed. */
+  readonly tcpPorts: ReadonlySet<number>;
+  /** Known destinations by `ip|port` (ServiceEntry addresses, /32 included; Service clusterIP): Istio's per-VIP listeners. */
+  readonly vips: ReadonlyMap<string, OutboundDestination>;
+  /** ServiceEntry CIDR `addresses` on their ports, longest prefix first (tried after `vips`). */
+  readonly cidrs: readonly OutboundCidr[];
   readonly policy: 'ALLOW_ANY' | 'REGISTRY_ONLY';
+}
+
+/** One service port reached at a known address: how its connections are read and where they go. */
+export interface OutboundDestination {
+  readonly host: string;
+  readonly port: number;
+  /**
+   * `HTTP` parsed at once (h2c or HTTP/1), `TCP` proxied at once whatever the bytes, `TLS` by
+   * ClientHello (chains, else the service), `AUTO` (no declared protocol) sniffed.
+   */
+  readonly protocol: 'HTTP' | 'TCP' | 'TLS' | 'AUTO';
+  /** Opaque bytes: the mesh VirtualService `tcp` routes for the host (first admitting wins), then the service's cluster. */
+  readonly tcpRoutes: readonly L4Route[];
+  /** TLS: mesh `tls` routes for the host by SNI, then a chain without names (any SNI, or none) to the service's cluster. */
+  readonly chains: readonly FilterChain[];
+}
+
+/** A ServiceEntry CIDR address on one of its ports. */
+export interface OutboundCidr {
+  readonly subnet: SubnetSet;
+  readonly prefix: number;
+  readonly port: number;
+  readonly destination: OutboundDestination;
 }
 
 /** A set of CIDR blocks, precompiled; empty matches every address. */

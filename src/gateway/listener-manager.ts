@@ -6,7 +6,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { ListenerDef, ListenerFamily, Snapshot } from '../config/snapshot';
+import type { ListenerDef, ListenerFamily, OutboundDef, OutboundDestination, Snapshot } from '../config/snapshot';
 import type { HttpProxy } from './http/proxy';
 import type { Telemetry } from '../telemetry/telemetry';
 import { ERRORS, type ErrorCode } from '../errors';
@@ -26,6 +26,19 @@ import { looksLikeHttp, rememberOriginalDst } from '../sidecar/capture';
  * bytes (HTTP, TLS) before treating the connection as opaque TCP (server-first protocols).
  */
 const PROTOCOL_DETECTION_MS = 1000;
+
+/** The service port that owns an original destination: the exact address first, then the longest CIDR. */
+export function outboundDestinationFor(out: OutboundDef, address: string, port: number): OutboundDestination | undefined {
+  if (!address) return undefined;
+  const exact = out.vips.get(`${address}|${port}`);
+  if (exact) return exact;
+  const plain = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  if (plain !== address) {
+    const mapped = out.vips.get(`${plain}|${port}`);
+    if (mapped) return mapped;
+  }
+  return out.cidrs.find((c) => c.port === port && c.subnet.re?.check(plain))?.destination;
+}
 
 /** Limits for downstream HTTP connections (Envoy-like defaults, settable from the CLI). */
 export interface HttpLimits {
@@ -200,8 +213,11 @@ export class ListenerManager {
   }
 
   /**
-   * Sidecar capture: the original destination (SO_ORIGINAL_DST), the loop guard, then by protocol:
-   * HTTP on ports whose services speak it (else sniffed), TLS by SNI, TCP by service address; what
+   * Sidecar capture: the original destination (SO_ORIGINAL_DST), the loop guard, then the service
+   * that owns that address and port (exact VIP, else the longest CIDR) decides the protocol, as
+   * Istio's per-VIP listeners: HTTP is parsed (h2c or HTTP/1), TCP proxied at once whatever the
+   * bytes, TLS routed by SNI and otherwise to the service. Addresses no service owns: HTTP on ports
+   * whose services speak it, TCP at once on ports only opaque services use, else sniffed; what
    * matches nothing goes to the original destination (allow_any) or nowhere (block_all).
    */
   private capture(l: Live, socket: Socket): void {
@@ -216,25 +232,45 @@ export class ListenerManager {
     rememberOriginalDst(socket, dst);
     const out = l.def.outbound!;
     const http = () => {
-      const stack = this.stack(l, `out:${dst.port}`, { port: dst.port, scheme: 'http', capturePort: l.def.port });
-      stack.http.emit('connection', socket);
-      socket.resume();
+      sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => {
+        const stack = this.stack(l, `out:${dst.port}`, { port: dst.port, scheme: 'http', capturePort: l.def.port });
+        if (protocol === 'h2c') return void stack.h2.emit('connection', socket); // reads what is buffered itself
+        stack.http.emit('connection', socket);
+        socket.resume();
+      });
+      socket.resume(); // paused after a ClientHello read: the sniffer needs the (unshifted) bytes flowing
     };
-    if (out.httpPorts.has(dst.port)) return http();
+    const passthrough = out.policy === 'ALLOW_ANY' ? PASSTHROUGH_ROUTE : BLACKHOLE_ROUTE;
+    const known = outboundDestinationFor(out, dst.address, dst.port);
+    if (known?.protocol === 'HTTP') return http();
+    if (known?.protocol === 'TCP') {
+      return this.deps.tcp.handle(socket, { route: selectTcpRoute(known.tcpRoutes, dst.address) ?? passthrough, originalDst: dst });
+    }
+    if (!known && out.httpPorts.has(dst.port)) return http();
+    if (!known && out.tcpPorts.has(dst.port)) {
+      const cluster = dst.address ? undefined : out.tcpByPort.get(dst.port);
+      const route = cluster ? { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] } : passthrough;
+      return this.deps.tcp.handle(socket, { route, originalDst: dst });
+    }
     void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
       try {
         if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy();
-        const passthrough = out.policy === 'ALLOW_ANY' ? PASSTHROUGH_ROUTE : BLACKHOLE_ROUTE;
         if (hello.status === 'hello') {
-          const chain = selectChain(l.def.outbound?.tls.get(dst.port), hello.sni, dst.address);
+          const chain = selectChain(known ? known.chains : out.tls.get(dst.port), hello.sni, dst.address);
           const route = chain?.action.type === 'passthrough' ? chain.action.route : passthrough;
           return this.deps.tcp.handle(socket, { route, sni: hello.sni, replay: hello.bytes, originalDst: dst });
         }
-        if (looksLikeHttp(hello.bytes)) {
+        // A TLS service's port: what is not a ClientHello still goes to the service (no SNI to match).
+        if (known?.protocol !== 'TLS' && looksLikeHttp(hello.bytes)) {
           socket.unshift(hello.bytes);
           return http();
         }
-        const cluster = dst.address ? out.tcp.get(`${dst.address}|${dst.port}`) : out.tcpByPort.get(dst.port);
+        if (known) {
+          const route = known.protocol === 'TLS' ? selectChain(known.chains, undefined, dst.address) : undefined;
+          const l4 = route?.action.type === 'passthrough' ? route.action.route : selectTcpRoute(known.tcpRoutes, dst.address) ?? passthrough;
+          return this.deps.tcp.handle(socket, { route: l4, replay: hello.bytes, originalDst: dst });
+        }
+        const cluster = dst.address ? undefined : out.tcpByPort.get(dst.port);
         const route = cluster ? { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] } : passthrough;
         this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst });
       } catch (err) {

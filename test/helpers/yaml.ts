@@ -16,3 +16,16 @@ ${Object.entries(labels).map(([k, v]) => `    ${k}: ${v}`).join('\n')}
 ---
 `;
 }
+
+/** The mesh config (ConfigMap istio-system/istio) of a sidecar test: the access log in `dir`, an outbound policy. */
+export function sidecarMesh(dir: string, policy: string): string {
+  return `apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: ${dir}/access.log
+    outboundTrafficPolicy:
+      mode: ${policy}
+`;
+}

@@ -12,6 +12,7 @@ import { MESHGATE_BIN } from '../helpers/gateway';
 import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
 import { missingForCapture, NetnsWorld, accessLogIn, shareFiles, sharedWorkDir } from '../helpers/netns';
+import { sidecarMesh } from '../helpers/yaml';
 
 const EXTERNAL = (cert: string, key: string) => `
 const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
@@ -22,15 +23,7 @@ https.createServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.rea
 net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000, '10.9.9.2', () => console.log('ready'));
 `;
 
-const config = (dir: string, policy: string) => `apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |-
-    accessLogFile: ${dir}/access.log
-    outboundTrafficPolicy:
-      mode: ${policy}
----
+const config = (dir: string, policy: string) => `${sidecarMesh(dir, policy)}---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: svc, namespace: default}

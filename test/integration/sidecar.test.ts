@@ -12,6 +12,7 @@ import { MESHGATE_BIN } from '../helpers/gateway';
 import { makeCa, makeLeaf, type CaPem } from '../helpers/certs';
 import { waitFor } from '../helpers/upstream';
 import { missingForCapture, NetnsWorld, accessLogIn, shareFiles, sharedWorkDir } from '../helpers/netns';
+import { sidecarMesh } from '../helpers/yaml';
 
 const world = new NetnsWorld();
 let POD = '';
@@ -31,15 +32,7 @@ http.createServer((q, r) => r.end('ratings-v1 ' + q.url + '\\n')).listen(9080, '
 net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000, '10.9.9.2', () => console.log('ready'));
 `;
 
-const mesh = (dir: string, policy: string) => `apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |-
-    accessLogFile: ${dir}/access.log
-    outboundTrafficPolicy:
-      mode: ${policy}
-`;
+const mesh = sidecarMesh;
 
 /** A YAML block of the walkthrough text, as `kubectl apply -f <name>` would take it. */
 function block(name: string): string {

@@ -49,7 +49,7 @@ describe('route policies', () => {
     assert.equal(m!.mirrors![0]!.fraction, 1);
   });
 
-  it('rewrite.uri replaces the matched prefix, the exact path, or "/" for other matches; the query stays', () => {
+  it('rewrite.uri replaces the matched prefix, the exact path, a regex match\'s whole path; the query stays', () => {
     const routes = routesOf([
       { match: [{ uri: { prefix: '/api/v1' } }, { uri: { exact: '/login' } }, { uri: { regex: '/r/.*' } }], rewrite: { uri: '/v2' }, route: [{ destination: { host: 'x' } }] },
       { match: [{ uri: { prefix: '/svc' } }], rewrite: { uriRegexRewrite: { match: '^/svc/([^/]+)(/.*)$', rewrite: '\\2/instance/\\1' }, authority: 'internal.example.com' }, route: [{ destination: { host: 'x' } }] },
@@ -58,7 +58,7 @@ describe('route policies', () => {
     const [prefix, exact, regex, rx, dollar] = routes;
     assert.equal(rewritePath('/api/v1/users?id=3', prefix!.rewrite), '/v2/users?id=3');
     assert.equal(rewritePath('/login?next=/', exact!.rewrite), '/v2?next=/');
-    assert.equal(rewritePath('/r/x', regex!.rewrite), '/v2r/x');
+    assert.equal(rewritePath('/r/x?q=1', regex!.rewrite), '/v2?q=1', 'Envoy: with regex path matching the entire path is swapped');
     assert.equal(rewritePath('/svc/foo/bar?q=1', rx!.rewrite), '/bar/instance/foo?q=1');
     assert.equal(rx!.rewrite!.authority, 'internal.example.com');
     assert.equal(rewritePath('/cost', dollar!.rewrite), '/$cost', 'a literal $ in the rewrite stays literal');
