@@ -53,13 +53,17 @@ export function applyHeaderOps(headers: HeaderMap, ops: HeaderOperations | undef
 }
 
 /**
- * A routed request on its way upstream (plain requests and upgrades alike): the route's, then the
+ * A routed request on its way upstream (plain requests and upgrades alike): the route's and the
  * destination's request header operations, then the authority and path rewrites, with the original
  * path kept in x-envoy-original-path as Envoy does. Returns the path to send.
  */
 export function shapeUpstreamRequest(headers: HeaderMap, route: CompiledRoute, dest: CompiledDestination, url: string): string {
-  applyHeaderOps(headers, route.headers?.request);
-  applyHeaderOps(headers, dest.headers?.request);
+  // One destination: Istio folds its operations into the route's, after them (the destination's win).
+  // Several (weighted clusters): Envoy applies the weighted cluster's first, then the route's (the route's win).
+  const weighted = route.action.type === 'route' && route.action.destinations.length > 1;
+  const [first, second] = weighted ? [dest.headers?.request, route.headers?.request] : [route.headers?.request, dest.headers?.request];
+  applyHeaderOps(headers, first);
+  applyHeaderOps(headers, second);
   if (route.rewrite?.authority !== undefined) headers['host'] = route.rewrite.authority;
   const path = rewritePath(url, route.rewrite);
   if (path !== url) headers['x-envoy-original-path'] = url;

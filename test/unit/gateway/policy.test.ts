@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { compile, type GatewayIdentity } from '../../../src/config/compile';
 import type { CompiledRoute } from '../../../src/config/snapshot';
 import {
-  applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, rewritePath, shadowHost,
+  applyHeaderOps, applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, rewritePath, shadowHost, shapeUpstreamRequest,
 } from '../../../src/gateway/http/policy';
 import { res, set } from '../../helpers/resources';
 import { retryableGrpc } from '../../../src/gateway/http/proxy';
@@ -18,6 +18,28 @@ function routesOf(http: unknown[]): CompiledRoute[] {
   const snap = compile(set([gw, vs]), id, 1).snapshot;
   return [...snap.listeners.get(80)!.routes!.exact.get('a.example.com')!.routes];
 }
+
+describe('request header operations: route and destination', () => {
+  const headersOf = (route: CompiledRoute, i = 0) => {
+    const h: Record<string, string | string[]> = {};
+    assert.ok(route.action.type === 'route');
+    if (route.action.type === 'route') shapeUpstreamRequest(h, route, route.action.destinations[i]!, '/');
+    return h;
+  };
+  it('one destination: its operations come after the route\'s (Istio folds them in), so its set wins', () => {
+    const [r] = routesOf([{ headers: { request: { set: { 'x-a': 'route' } } }, route: [{ destination: { host: 'x' }, headers: { request: { set: { 'x-a': 'dest' } } } }] }]);
+    assert.equal(headersOf(r!)['x-a'], 'dest');
+  });
+  it('weighted destinations: the route\'s operations come last (Envoy: weighted cluster first), so its set wins', () => {
+    const [r] = routesOf([{ headers: { request: { set: { 'x-a': 'route' } } }, route: [
+      { destination: { host: 'x' }, weight: 50, headers: { request: { set: { 'x-a': 'dest1' }, add: { 'x-b': 'one' } } } },
+      { destination: { host: 'y' }, weight: 50 },
+    ] }]);
+    const h = headersOf(r!);
+    assert.equal(h['x-a'], 'route');
+    assert.equal(h['x-b'], 'one');
+  });
+});
 
 describe('route policies', () => {
   it('faults: fractions from percentage.value or legacy percent (delay)', () => {
