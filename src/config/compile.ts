@@ -298,6 +298,7 @@ function compileCors(c: HTTPRoute['corsPolicy']): CompiledRoute['cors'] {
     ...(c.exposeHeaders?.length ? { exposeHeaders: c.exposeHeaders.join(',') } : {}),
     ...(maxAge !== undefined ? { maxAgeSeconds: Math.floor(maxAge / 1000) } : {}),
     allowCredentials: c.allowCredentials === true,
+    ...(c.unmatchedPreflights === 'IGNORE' ? { ignoreUnmatchedPreflights: true } : {}),
   };
 }
 

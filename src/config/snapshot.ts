@@ -96,6 +96,8 @@ export interface CompiledCors {
   readonly exposeHeaders?: string;
   readonly maxAgeSeconds?: number;
   readonly allowCredentials: boolean;
+  /** unmatchedPreflights IGNORE: a preflight from an origin not allowed is answered here, without CORS headers. */
+  readonly ignoreUnmatchedPreflights?: boolean;
 }
 
 export interface CompiledRoute {

@@ -58,7 +58,8 @@ export function grpcResponseStatus(grpcStatus: string | undefined, httpStatus: n
 }
 
 /** gRPC's HTTP-to-gRPC status mapping (doc/http-grpc-status-mapping.md), as Envoy applies it. */
-function httpToGrpcStatus(status: number): number {
+/** gRPC's status for an HTTP status (Envoy's Grpc::Utility::httpToGrpcStatus). */
+export function httpToGrpcStatus(status: number): number {
   switch (status) {
     case 400: return 13; // INTERNAL
     case 401: return 16; // UNAUTHENTICATED

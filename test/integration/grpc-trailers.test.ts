@@ -1,5 +1,6 @@
 // Response trailers reach the client (gRPC keeps its status there): from an HTTP/2 (h2c) upstream
-// and an HTTP/1.1 chunked one, to HTTP/2 and HTTP/1.1 clients alike.
+// and an HTTP/1.1 chunked one, to HTTP/2 and HTTP/1.1 clients alike; the gateway's own replies to
+// gRPC requests are gRPC-shaped.
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -38,6 +39,8 @@ spec:
   http:
   - match: [{uri: {prefix: /h1}}]
     route: [{destination: {host: g1.internal}}]
+  - match: [{uri: {prefix: /nowhere}}]
+    route: [{destination: {host: nowhere.internal}}]
   - route: [{destination: {host: g2.internal}}]
 `,
     });
@@ -90,6 +93,26 @@ spec:
     assert.equal(a.status, 200);
     assert.equal(a.trailers['grpc-status'], '5');
     assert.equal(a.trailers['grpc-message'], 'missing');
+  });
+
+  it('a local reply to a gRPC request is gRPC-shaped, as Envoy\'s: 200, grpc-status mapped from the HTTP status', async () => {
+    const status = await new Promise<{ status: number; headers: http2.IncomingHttpHeaders }>((resolve, reject) => {
+      const session = http2.connect(`http://127.0.0.1:${gw.port(80)}`);
+      session.on('error', reject);
+      const req = session.request({ ':method': 'POST', ':path': '/nowhere/svc.Api/Call', 'content-type': 'application/grpc', te: 'trailers' });
+      req.on('response', (h) => { resolve({ status: Number(h[':status']), headers: h }); session.close(); });
+      req.resume();
+      req.end(Buffer.from([0, 0, 0, 0, 0]));
+    });
+    assert.equal(status.status, 200);
+    assert.equal(status.headers['grpc-status'], '14', 'UNAVAILABLE for 503 NC');
+    assert.equal(status.headers['content-type'], 'application/grpc');
+    await gw.waitForLine(/"POST \/nowhere\/svc\.Api\/Call HTTP\/2" 200 NC cluster_not_found /);
+    // A plain HTTP client of the same route still gets the HTTP reply.
+    const plain = await new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: gw.port(80), path: '/nowhere/x' }, (res) => { res.resume(); resolve(res.statusCode ?? 0); }).on('error', reject);
+    });
+    assert.equal(plain, 503);
   });
 
   it('the metrics read the status from the trailers', async () => {

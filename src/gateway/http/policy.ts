@@ -93,7 +93,8 @@ export function corsPreflight(cors: CompiledCors | undefined, method: string, h:
   if (!cors || method !== 'OPTIONS') return undefined;
   const origin = typeof h['origin'] === 'string' ? h['origin'] : undefined;
   if (!origin || h['access-control-request-method'] === undefined) return undefined;
-  if (!corsOriginAllowed(cors, origin)) return undefined; // unmatched preflights are forwarded (Istio default)
+  // Unmatched preflights are forwarded (Istio's default, FORWARD), or answered without CORS headers (IGNORE).
+  if (!corsOriginAllowed(cors, origin)) return cors.ignoreUnmatchedPreflights ? {} : undefined;
   return {
     'access-control-allow-origin': origin,
     ...(cors.allowMethods ? { 'access-control-allow-methods': cors.allowMethods } : {}),

@@ -9,7 +9,7 @@ import type { ClusterDef, Snapshot, CompiledRoute, RetryPolicy } from '../../con
 import type { HeaderOperations } from '../../config/types';
 import type { PoolOptions, Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
-import { isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
+import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
@@ -154,6 +154,13 @@ class Exchange {
   /** Answer locally (404 NR, 503 UH, ...). */
   localReply(status: number, body: string, extra?: Readonly<Record<string, string>>): void {
     if (this.headersSent || this.res.destroyed) return;
+    if (this.grpc && extra?.['grpc-status'] === undefined) {
+      // A gRPC client gets Envoy's gRPC form of a local reply: 200, trailers-only, the status mapped
+      // (503 -> 14 UNAVAILABLE, 404 -> 12 UNIMPLEMENTED, ...), the text in grpc-message.
+      const grpcStatus = String(httpToGrpcStatus(status));
+      this.grpcStatus = grpcStatus;
+      return this.localReply(200, '', { ...extra, 'content-type': 'application/grpc', 'grpc-status': grpcStatus, ...(body ? { 'grpc-message': grpcMessage(body) } : {}) });
+    }
     this.headersSent = true;
     const headers: Record<string, string | number> = { server: this.deps.serverName, 'content-length': Buffer.byteLength(body) };
     if (body) headers['content-type'] = 'text/plain';
@@ -251,6 +258,13 @@ function grpcStatusOf(raw: readonly (Buffer | string)[]): string | undefined {
     if (raw[i]!.length === 11 && raw[i]!.toString('latin1').toLowerCase() === 'grpc-status') return raw[i + 1]!.toString('latin1');
   }
   return undefined;
+}
+
+/** gRPC's percent-encoding of grpc-message: bytes outside printable ASCII, and '%', as %XX. */
+function grpcMessage(text: string): string {
+  let out = '';
+  for (const b of Buffer.from(text, 'utf8')) out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  return out;
 }
 
 /** A flat [name, value, ...] list without the names that `replacing` (same form) sets. */

@@ -119,6 +119,12 @@ describe('route policies', () => {
     assert.deepEqual(corsResponseHeaders(r!.cors, 'https://evil.example.com'), []);
   });
 
+  it('CORS unmatchedPreflights IGNORE: an unmatched preflight is answered here, without CORS headers', () => {
+    const [r] = routesOf([{ corsPolicy: { allowOrigins: [{ exact: 'https://a.example.com' }], unmatchedPreflights: 'IGNORE' }, route: [{ destination: { host: 'x' } }] }]);
+    assert.deepEqual(corsPreflight(r!.cors, 'OPTIONS', { origin: 'https://evil.example.com', 'access-control-request-method': 'POST' }), {});
+    assert.equal(corsPreflight(r!.cors, 'GET', { origin: 'https://evil.example.com' }), undefined, 'not a preflight: routed as usual');
+  });
+
   it('mirrors: legacy mirror_percent, mirrorPercentage and mirrors[], resolved to clusters', () => {
     const [r] = routesOf([{
       route: [{ destination: { host: 'httpbin', subset: 'v1' } }],
