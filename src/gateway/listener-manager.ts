@@ -10,7 +10,7 @@ import type { ListenerDef, ListenerFamily, OutboundDef, OutboundDestination, Sna
 import type { HttpProxy } from './http/proxy';
 import type { Telemetry } from '../telemetry/telemetry';
 import { ERRORS, type ErrorCode } from '../errors';
-import { joinHostPort } from './http/headers';
+import { joinHostPort, rawLocalReply } from './http/headers';
 import { UpgradeProxy } from './http/upgrade';
 import { sniffPlaintext } from './sniff';
 import type { HttpEntry } from './http/route-match';
@@ -363,10 +363,7 @@ export class ListenerManager {
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'REQUEST_TIMEOUT' : 'DOWNSTREAM_PROTOCOL_ERROR';
     const spec = ERRORS[code];
     const quiet = err.code === 'ECONNRESET' || !socket.writable;
-    if (!quiet) {
-      const body = spec.body;
-      socket.end(`HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status]}\r\nserver: ${this.deps.serverName}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${body}`);
-    }
+    if (!quiet) socket.end(rawLocalReply(spec.status, spec.body, this.deps.serverName));
     socket.destroySoon?.();
     setTimeout(() => socket.destroy(), 1000).unref();
     if (err.code === 'ECONNRESET') return;

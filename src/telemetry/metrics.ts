@@ -26,14 +26,13 @@ type PeerLabels = Omit<Labels, 'destination_service' | 'destination_service_name
 
 /**
  * This proxy's workload: the `source_*` labels of what it sends (a gateway, a sidecar's outbound),
- * the `destination_*` labels of what a sidecar receives (its inbound).
+ * the `destination_*` labels of what a sidecar receives (its inbound). The reporter follows each
+ * observation's direction.
  */
 export interface WorkloadIdentity {
   readonly workload: string;
   readonly namespace: string;
   readonly labels: Dict<string>;
-  /** Ignored: the reporter follows each observation's direction (`inbound`: destination, else source). */
-  readonly reporter?: 'source' | 'destination';
 }
 
 /** The clusters of a sidecar's inbound side: what goes through them is reported by the destination. */

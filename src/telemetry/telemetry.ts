@@ -6,6 +6,8 @@ import { isInboundCluster, type DestinationLabels, type Metrics } from './metric
 
 /** What the caller knows of a request beyond its access record. */
 export interface HttpRecordExtras {
+  /** A gRPC request, when the caller has told already (else read from the request's content-type). */
+  readonly grpc?: boolean | undefined;
   /** The response's grpc-status (trailers, else headers), when it had one. */
   readonly grpcStatus?: string | undefined;
   /** A sidecar's inbound request; when not said, inbound clusters (`inbound|PORT||`, InboundPassthroughCluster) tell. */
@@ -17,7 +19,7 @@ export class Telemetry {
 
   recordHttp(rec: AccessRecord, destination: DestinationLabels, requestBytes: number, responseBytes: number, extras?: HttpRecordExtras): void {
     this.accessLog.write(rec);
-    const grpc = isGrpcContentType(rec.requestHeaders?.['content-type']);
+    const grpc = extras?.grpc ?? isGrpcContentType(rec.requestHeaders?.['content-type']);
     this.metrics.observeHttp({
       destination,
       responseCode: rec.responseCode,
@@ -57,8 +59,7 @@ export function grpcResponseStatus(grpcStatus: string | undefined, httpStatus: n
   return String(httpToGrpcStatus(httpStatus));
 }
 
-/** gRPC's HTTP-to-gRPC status mapping (doc/http-grpc-status-mapping.md), as Envoy applies it. */
-/** gRPC's status for an HTTP status (Envoy's Grpc::Utility::httpToGrpcStatus). */
+/** gRPC's status for an HTTP status (gRPC's doc/http-grpc-status-mapping.md, as Envoy's Grpc::Utility::httpToGrpcStatus). */
 export function httpToGrpcStatus(status: number): number {
   switch (status) {
     case 400: return 13; // INTERNAL

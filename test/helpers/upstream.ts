@@ -103,3 +103,13 @@ export function httpGet(port: number, path: string, headers: http.OutgoingHttpHe
     req.end();
   });
 }
+
+/** Listen on a free loopback port (127.0.0.1:0). */
+export function listenLoopback(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+}
+
+/** The port a listening server got. */
+export function portOf(server: net.Server): number {
+  return (server.address() as net.AddressInfo).port;
+}

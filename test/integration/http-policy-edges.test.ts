@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { curl } from '../helpers/upstream';
+import { curl, listenLoopback, portOf } from '../helpers/upstream';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
 
@@ -29,10 +29,9 @@ describe('routed requests at the edges of their policies', function () {
       c.on('close', () => silentOpen.delete(c));
     });
     corsUp = http.createServer((_req, res) => res.writeHead(200, { 'access-control-allow-origin': '*', 'content-length': 2 }).end('ok'));
-    await Promise.all([silent, corsUp].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
-    const port = (s: net.Server | http.Server) => (s.address() as net.AddressInfo).port;
+    await Promise.all([silent, corsUp].map(listenLoopback));
     gw = await startGateway({
-      'routes.yaml': `${httpGatewayYaml()}${loopbackServiceEntryYaml('bin', 'bin.internal', 80, 'HTTP', bin.port)}${loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', port(silent))}${loopbackServiceEntryYaml('cors', 'cors.internal', 80, 'HTTP', port(corsUp))}${loopbackServiceEntryYaml('badtls', 'badtls.internal', 80, 'HTTP', bin.port)}apiVersion: networking.istio.io/v1
+      'routes.yaml': `${httpGatewayYaml()}${loopbackServiceEntryYaml('bin', 'bin.internal', 80, 'HTTP', bin.port)}${loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', portOf(silent))}${loopbackServiceEntryYaml('cors', 'cors.internal', 80, 'HTTP', portOf(corsUp))}${loopbackServiceEntryYaml('badtls', 'badtls.internal', 80, 'HTTP', bin.port)}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: badtls, namespace: default}
 spec:

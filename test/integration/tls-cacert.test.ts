@@ -6,13 +6,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem } from '../helpers/certs';
-import { curl, withHttpbin } from '../helpers/upstream';
+import { curl, listenLoopback, portOf, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
 import { loopbackServiceEntryYaml } from '../../src/sample/configs';
 
@@ -40,8 +39,6 @@ describe('credentialName CA from <name>-cacert (Istio precedence)', function () 
   let mtlsWeb: https.Server;
   const clientSeen: string[] = [];
   const resolve = (host: string, port: number) => ['--resolve', `${host}:${port}:127.0.0.1`];
-  const port = (s: net.Server) => (s.address() as net.AddressInfo).port;
-  const listen = (s: net.Server) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-cacert-'));
@@ -56,7 +53,7 @@ describe('credentialName CA from <name>-cacert (Istio precedence)', function () 
       clientSeen.push(String((req.socket as tls.TLSSocket).getPeerCertificate().subject?.CN ?? '-'));
       res.end('mutual upstream hello\n');
     });
-    await Promise.all([listen(web), listen(mtlsWeb)]);
+    await Promise.all([listenLoopback(web), listenLoopback(mtlsWeb)]);
     const serverLeaf = await makeLeaf(dir, serverCa, 'mtls', ['mtls.example.com']);
     const gatewayClient = await makeLeaf(dir, serverCa, 'gateway-client', ['gateway.example.com'], true);
     const se = loopbackServiceEntryYaml;
@@ -77,8 +74,8 @@ spec:
         + tlsSecretYaml('upm', 'istio-system', gatewayClient, serverCa)
         + genericSecretYaml('upm-cacert', { 'ca.crt': upstreamCa.cert }),
       'upstreams.yaml': se('httpbin', 'httpbin.example.com', 8000, 'HTTP', httpbin.port)
-        + se('up', 'up.example.com', 443, 'HTTPS', port(web))
-        + se('upm', 'upm.example.com', 443, 'HTTPS', port(mtlsWeb))
+        + se('up', 'up.example.com', 443, 'HTTPS', portOf(web))
+        + se('upm', 'upm.example.com', 443, 'HTTPS', portOf(mtlsWeb))
         + dr('up', 'up.example.com', '{mode: SIMPLE, credentialName: up}')
         + dr('upm', 'upm.example.com', '{mode: MUTUAL, credentialName: upm, sni: up.example.com}'),
       'gateway.yaml': `apiVersion: networking.istio.io/v1

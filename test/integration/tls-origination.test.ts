@@ -11,7 +11,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem } from '../helpers/certs';
-import { curl } from '../helpers/upstream';
+import { curl, listenLoopback, portOf } from '../helpers/upstream';
 import { loopbackServiceEntryYaml } from '../../src/sample/configs';
 
 describe('TLS origination (DestinationRule tls)', function () {
@@ -26,9 +26,6 @@ describe('TLS origination (DestinationRule tls)', function () {
   let wildWeb: https.Server;
   const sniSeen: string[] = [];
   const clientSeen: string[] = [];
-
-  const port = (s: net.Server) => (s.address() as net.AddressInfo).port;
-  const listen = (s: net.Server) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-orig-'));
@@ -46,7 +43,7 @@ describe('TLS origination (DestinationRule tls)', function () {
     echo = tls.createServer({ cert: leaf.cert, key: leaf.key }, (s) => s.pipe(s));
     const wildLeaf = await makeLeaf(dir, ca, 'wild', ['*.wild.example.com']);
     wildWeb = https.createServer({ cert: wildLeaf.cert, key: wildLeaf.key }, (req, res) => res.end(`wild hello ${req.url}\n`));
-    await Promise.all([listen(web), listen(mtlsWeb), listen(echo), listen(wildWeb)]);
+    await Promise.all([listenLoopback(web), listenLoopback(mtlsWeb), listenLoopback(echo), listenLoopback(wildWeb)]);
     const client = await makeLeaf(dir, ca, 'gateway-client', ['gateway.example.com'], true);
     const se = loopbackServiceEntryYaml;
     const dr = (name: string, host: string, tlsYaml: string) => `apiVersion: networking.istio.io/v1
@@ -62,15 +59,15 @@ spec:
 `;
     gw = await startGateway({
       'client-secret.yaml': tlsSecretYaml('client-credential', 'istio-system', client, ca),
-      'upstreams.yaml': se('api', 'api.example.com', 443, 'HTTPS', port(web))
-        + se('wrong-ca', 'other.example.com', 443, 'HTTPS', port(web))
-        + se('san', 'san.example.com', 443, 'HTTPS', port(web))
-        + se('skip', 'skip.example.com', 443, 'HTTPS', port(web))
-        + se('mtls', 'mtls.example.com', 443, 'HTTPS', port(mtlsWeb))
-        + se('echo', 'echo.example.com', 443, 'TLS', port(echo))
-        + se('wild-one', 'wild-one.example.com', 443, 'HTTPS', port(wildWeb))
-        + se('wild-two', 'wild-two.example.com', 443, 'HTTPS', port(wildWeb))
-        + se('wild-apex', 'wild-apex.example.com', 443, 'HTTPS', port(wildWeb))
+      'upstreams.yaml': se('api', 'api.example.com', 443, 'HTTPS', portOf(web))
+        + se('wrong-ca', 'other.example.com', 443, 'HTTPS', portOf(web))
+        + se('san', 'san.example.com', 443, 'HTTPS', portOf(web))
+        + se('skip', 'skip.example.com', 443, 'HTTPS', portOf(web))
+        + se('mtls', 'mtls.example.com', 443, 'HTTPS', portOf(mtlsWeb))
+        + se('echo', 'echo.example.com', 443, 'TLS', portOf(echo))
+        + se('wild-one', 'wild-one.example.com', 443, 'HTTPS', portOf(wildWeb))
+        + se('wild-two', 'wild-two.example.com', 443, 'HTTPS', portOf(wildWeb))
+        + se('wild-apex', 'wild-apex.example.com', 443, 'HTTPS', portOf(wildWeb))
         + dr('api', 'api.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}}`)
         + dr('wrong-ca', 'other.example.com', `{mode: SIMPLE, caCertificates: ${ca2.certFile}}`)
         + dr('san', 'san.example.com', `{mode: SIMPLE, caCertificates: ${ca.certFile}, sni: api.example.com, subjectAltNames: [spiffe://nope]}`)

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { curl, freePort, waitFor, withHttpbin } from '../helpers/upstream';
+import { curl, freePort, portOf, waitFor, withHttpbin } from '../helpers/upstream';
 import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
 import type { HttpbinServer } from '../../src/sample/httpbin';
 
@@ -38,12 +38,11 @@ describe('traffic policy: faults, rewrites, headers, CORS, mirrors, retries', fu
     await new Promise<void>((r) => flaky.listen(0, '127.0.0.1', r));
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     const dead = await freePort();
-    const port = (s: net.Server | http.Server) => (s.address() as net.AddressInfo).port;
     gw = await startGateway({
       'upstreams.yaml': loopbackServiceEntryYaml('main', 'main.internal', 80, 'HTTP', main.port)
         + loopbackServiceEntryYaml('shadow', 'shadow.internal', 80, 'HTTP', shadow.port)
-        + loopbackServiceEntryYaml('flaky', 'flaky.internal', 80, 'HTTP', port(flaky))
-        + loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', port(silent))
+        + loopbackServiceEntryYaml('flaky', 'flaky.internal', 80, 'HTTP', portOf(flaky))
+        + loopbackServiceEntryYaml('silent', 'silent.internal', 80, 'HTTP', portOf(silent))
         + loopbackServiceEntryYaml('dead', 'dead.internal', 80, 'HTTP', dead),
       'routes.yaml': `${httpGatewayYaml()}apiVersion: networking.istio.io/v1
 kind: VirtualService

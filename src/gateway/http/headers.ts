@@ -3,7 +3,7 @@
 // external clients stripped, Host preserved; responses get `server` overwritten.
 
 import { randomUUID } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 
 /** RFC 9110 7.6.1 connection-specific headers, never forwarded. */
 export const HOP_BY_HOP = new Set([
@@ -116,10 +116,19 @@ export function downstreamResponseHeaders(raw: readonly Buffer[] | readonly stri
   return kept;
 }
 
-function dropNamed(flat: string[], names: ReadonlySet<string>): string[] {
+/** A flat [name, value, ...] list without the (lower-case) `names`. */
+export function dropNamed(flat: string[], names: ReadonlySet<string>): string[] {
   const out: string[] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) if (!names.has(flat[i]!.toLowerCase())) out.push(flat[i]!, flat[i + 1]!);
   return out;
+}
+
+/**
+ * A whole HTTP/1.1 local reply written straight to a socket that has left the HTTP server (a client
+ * error, an upgrade refused): Node's reason phrase, the gateway's `server`, and the connection closed.
+ */
+export function rawLocalReply(status: number, body: string, serverName: string): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nserver: ${serverName}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${body ? 'content-type: text/plain\r\n' : ''}connection: close\r\n\r\n${body}`;
 }
 
 /** Wire size of a header block as written (`Name: value\r\n` each). */

@@ -15,7 +15,7 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
 import {
-  authorityOf, downstreamResponseHeaders, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
+  authorityOf, downstreamResponseHeaders, dropNamed, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { httpsRedirectLocation, redirectLocation } from './redirect';
 import { requestTarget } from './path';
@@ -166,19 +166,14 @@ class Exchange {
     if (body) headers['content-type'] = 'text/plain';
     if (extra) Object.assign(headers, extra);
     if (this.req.httpVersionMajor === 2) delete headers['connection']; // not an HTTP/2 header
-    const route = this.route;
-    if (!route) {
+    if (!this.route) {
       this.res.writeHead(status, headers);
     } else {
       // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
       // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
-      let list: string[] = [];
+      const list: string[] = [];
       for (const [k, v] of Object.entries(headers)) list.push(k, String(v));
-      const ops = this.responseOps.length > 0 ? this.responseOps : [route.headers?.response];
-      for (const o of ops) list = applyHeaderOpsFlat(list, o);
-      const cors = corsResponseHeaders(route.cors, this.req.headers['origin']);
-      if (cors.length > 0) list = [...withoutNames(list, cors), ...cors];
-      this.res.writeHead(status, list);
+      this.res.writeHead(status, this.routeResponseHeaders(list));
     }
     this.res.end(body);
     this.rec.responseCode = status;
@@ -216,12 +211,8 @@ class Exchange {
 
   writeUpstreamHead(status: number, raw: Buffer[], serviceTimeMs: number): void {
     this.headersSent = true;
-    let headers = downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs);
-    for (const ops of this.responseOps) headers = applyHeaderOpsFlat(headers, ops);
-    // The CORS filter's headers replace the upstream's own (two allow-origin values make browsers refuse the response).
-    const cors = corsResponseHeaders(this.route?.cors, this.req.headers['origin']);
-    if (cors.length > 0) headers = withoutNames(headers, cors);
-    headers.push(...cors, ...this.extraResponseHeaders);
+    const headers = this.routeResponseHeaders(downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs));
+    headers.push(...this.extraResponseHeaders);
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
@@ -229,6 +220,23 @@ class Exchange {
     this.rec.responseHeaders = { 'x-envoy-upstream-service-time': String(serviceTimeMs) };
     this.responseHeaderBytes = rawHeaderBytes(headers) + 17;
     this.res.writeHead(status, headers);
+  }
+
+  /**
+   * The route's and the destination's response header operations (the route's alone when no
+   * destination was reached), then the CORS filter's headers, which replace any the upstream sent
+   * (two allow-origin values make browsers refuse the response).
+   */
+  private routeResponseHeaders(list: string[]): string[] {
+    const route = this.route;
+    if (!route) return list;
+    const ops = this.responseOps.length > 0 ? this.responseOps : [route.headers?.response];
+    for (const o of ops) list = applyHeaderOpsFlat(list, o);
+    const cors = corsResponseHeaders(route.cors, this.req.headers['origin']);
+    if (cors.length === 0) return list;
+    const names = new Set<string>();
+    for (let i = 0; i < cors.length; i += 2) names.add(cors[i]!);
+    return [...dropNamed(list, names), ...cors];
   }
 
   record(): void {
@@ -239,7 +247,7 @@ class Exchange {
     this.deps.telemetry.recordHttp(
       this.rec, this.destination,
       this.requestHeaderBytes + this.requestBodyBytes, this.responseHeaderBytes + this.rec.bytesSent,
-      { grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined },
+      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined },
     );
   }
 }
@@ -267,20 +275,12 @@ function grpcMessage(text: string): string {
   return out;
 }
 
-/** A flat [name, value, ...] list without the names that `replacing` (same form) sets. */
-function withoutNames(list: string[], replacing: readonly string[]): string[] {
-  const names = new Set<string>();
-  for (let i = 0; i < replacing.length; i += 2) names.add(replacing[i]!.toLowerCase());
-  const out: string[] = [];
-  for (let i = 0; i + 1 < list.length; i += 2) if (!names.has(list[i]!.toLowerCase())) out.push(list[i]!, list[i + 1]!);
-  return out;
-}
-
 /**
- * Response trailers, from raw lists (Buffers or strings) or an object, as the object both
+ * Response trailers (undici's raw list of Buffers, the h2c pool's of strings, or an object), as the object both
  * ServerResponse.addTrailers and its HTTP/2 counterpart take; undefined when there are none.
  */
 function trailerObject(trailers: unknown): Record<string, string | string[]> | undefined {
+  if (trailers == null || (Array.isArray(trailers) && trailers.length === 0)) return undefined; // the usual case: none
   const out: Record<string, string | string[]> = {};
   const add = (name: string, value: string) => {
     const key = name.toLowerCase();
@@ -289,18 +289,10 @@ function trailerObject(trailers: unknown): Record<string, string | string[]> | u
   };
   if (Array.isArray(trailers)) {
     for (let i = 0; i + 1 < trailers.length; i += 2) add(String(trailers[i]), String(trailers[i + 1]));
-  } else if (trailers !== null && typeof trailers === 'object') {
+  } else if (typeof trailers === 'object') {
     for (const [k, v] of Object.entries(trailers as Record<string, unknown>)) for (const one of Array.isArray(v) ? v : [v]) add(k, String(one));
   }
   return Object.keys(out).length > 0 ? out : undefined;
-}
-
-/** grpc-status among response trailers: raw (undici's HTTP/1.1), an object (its HTTP/2), or none. */
-function grpcStatusOfTrailers(trailers: unknown): string | undefined {
-  if (Array.isArray(trailers)) return grpcStatusOf(trailers as (Buffer | string)[]);
-  if (trailers === null || typeof trailers !== 'object') return undefined;
-  const v = (trailers as Record<string, unknown>)['grpc-status'];
-  return v === undefined ? undefined : String(Array.isArray(v) ? v[0] : v);
 }
 
 /**
@@ -690,7 +682,8 @@ class Forwarder {
         cluster.stats.inc(`upstream_rq_${status}`);
         cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
         if (retryableStatus(status, this.policy) || retryableGrpc(grpcStatusOf(raw), this.policy)) {
-          if (this.takeRetrySlot()) {
+          const verdict = this.retryVerdict();
+          if (verdict === 'taken') {
             settle();
             this.abortAttempt?.(new Error('retrying'));
             this.retry();
@@ -698,8 +691,8 @@ class Forwarder {
           }
           // No retry left for a retriable answer: Envoy passes it on flagged URX (retries used up)
           // or UO (the cluster's maxRetries budget refused one).
-          if (this.retryRefused === 'budget') ex.rec.responseFlags.push('UO');
-          else if (this.retryRefused === 'attempts' && this.attempts > 1) ex.rec.responseFlags.push('URX');
+          if (verdict === 'budget') ex.rec.responseFlags.push('UO');
+          else if (verdict === 'attempts' && this.attempts > 1) ex.rec.responseFlags.push('URX');
         }
         if (this.tryTimer) clearTimeout(this.tryTimer);
         resume = res;
@@ -717,12 +710,15 @@ class Forwarder {
       onComplete: (trailers) => {
         if (id !== this.current || !settle()) return;
         this.stopTimers();
-        if (ex.grpc) ex.grpcStatus = grpcStatusOfTrailers(trailers) ?? ex.grpcStatus;
         cluster.stats.inc('upstream_rq_completed');
         // The upstream's trailers go on to the client (gRPC's grpc-status lives there): HTTP/2, or
         // HTTP/1.1 with a chunked response (Node drops them otherwise, as there is nowhere to put them).
         const tail = trailerObject(trailers);
-        if (tail) ex.res.addTrailers(tail);
+        if (tail) {
+          const status = tail['grpc-status'];
+          if (ex.grpc && status !== undefined) ex.grpcStatus = Array.isArray(status) ? status[0] : status;
+          ex.res.addTrailers(tail);
+        }
         ex.res.end();
         ex.record();
       },
@@ -766,19 +762,17 @@ class Forwarder {
   private retrySlot = false;
 
   /** May this request be retried (body replayable, attempts left, the cluster's retry budget)? Takes the slot. */
-  /** Why the last takeRetrySlot() said no. */
-  private retryRefused: 'attempts' | 'budget' | 'other' | undefined;
-
   private takeRetrySlot(): boolean {
-    this.retryRefused = this.attempts > this.policy.attempts ? 'attempts' : 'other';
-    if (this.body === 'stream' || this.attempts > this.policy.attempts || this.ex.finished) return false;
-    if (!this.cluster.admitRetry()) {
-      this.retryRefused = 'budget';
-      return false;
-    }
-    this.retryRefused = undefined;
+    return this.retryVerdict() === 'taken';
+  }
+
+  /** takeRetrySlot, saying why not: the attempts are used up, the maxRetries budget refused, or the body or request rule it out. */
+  private retryVerdict(): 'taken' | 'attempts' | 'budget' | 'other' {
+    if (this.attempts > this.policy.attempts) return 'attempts';
+    if (this.body === 'stream' || this.ex.finished) return 'other';
+    if (!this.cluster.admitRetry()) return 'budget';
     this.retrySlot = true;
-    return true;
+    return 'taken';
   }
 
   private retry(): void {

@@ -18,7 +18,7 @@ import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import { chainKeysOf, transportFailureReason, type ProxyDeps } from './proxy';
 import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-match';
-import { downstreamResponseHeaders, joinHostPort, plainAddress, requestIdOf, upstreamRequestHeaders } from './headers';
+import { downstreamResponseHeaders, joinHostPort, plainAddress, rawLocalReply, requestIdOf, upstreamRequestHeaders } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
@@ -113,9 +113,7 @@ class UpgradeExchange {
     rec.responseCode = spec.status;
     if (spec.flag !== '-') rec.responseFlags.push(spec.flag);
     rec.responseCodeDetails = spec.details;
-    if (!this.socket.destroyed) {
-      this.socket.end(`HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nserver: ${this.deps.serverName}\r\ncontent-length: ${Buffer.byteLength(spec.body)}\r\n${spec.body ? 'content-type: text/plain\r\n' : ''}connection: close\r\n\r\n${spec.body}`);
-    }
+    if (!this.socket.destroyed) this.socket.end(rawLocalReply(spec.status, spec.body, this.deps.serverName));
     this.record();
   }
 

@@ -154,7 +154,7 @@ describe('TCP proxy: an upstream that never accepts', () => {
     const snap = compile(set([se, dr]), id, 1).snapshot;
     const registry = new Registry(undefined);
     registry.reconcile(snap);
-    const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {}, reporter: 'source' }, false));
+    const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
     const records: AccessRecord[] = [];
     telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
     const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 }, () => {

@@ -98,7 +98,7 @@ describe('LineWriter (access-log batching)', () => {
   });
 
   it('losses are scraped as meshgate_access_log_* counters', async () => {
-    const m = new Metrics({ workload: 'w', namespace: 'n', labels: {}, reporter: 'source' }, false);
+    const m = new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false);
     assert.match(await m.render(), /^meshgate_access_log_dropped_lines_total 0$/m);
     m.accessLogLosses = () => ({ dropped: 7, errors: 2 });
     const text = await m.render();
