@@ -8,9 +8,9 @@ import type { ClusterDef, Snapshot } from '../../src/config/snapshot';
 import { TestDnsServer } from '../helpers/dns-server';
 import { waitFor } from '../helpers/upstream';
 
-function snapshot(host: string): Snapshot {
+function snapshot(host: string, resolution: ClusterDef['resolution'] = 'DNS'): Snapshot {
   const def: ClusterDef = {
-    name: 'outbound|80||ext', host: 'ext', port: 80, service: { host: 'ext', name: 'ext', namespace: 'default' }, protocol: 'HTTP', resolution: 'DNS', lb: 'ROUND_ROBIN',
+    name: 'outbound|80||ext', host: 'ext', port: 80, service: { host: 'ext', name: 'ext', namespace: 'default' }, protocol: 'HTTP', resolution, lb: 'ROUND_ROBIN',
     connectTimeoutMs: 1000, endpoints: [{ address: host, port: 80, labels: {}, weight: 1 }], policy: {},
     breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
   };
@@ -43,6 +43,41 @@ describe('registry DNS watches on the real resolver', function () {
       assert.equal(dns.queries.get('b.example'), before.b, 'b.example is no longer queried');
     } finally {
       await registry.close();
+      resolver.close();
+      await dns.close();
+    }
+  });
+
+  it('DNS_ROUND_ROBIN follows the first address of a reordered answer; DNS keeps its endpoints', async () => {
+    const dns = await new TestDnsServer().start();
+    const resolver = new DnsResolver({ servers: [dns.address], timeoutMs: 300, tries: 1, deadlineMs: 800, minTtlMs: 100, maxTtlMs: 1000 });
+    const changed: string[] = [];
+    const registry = (resolution: ClusterDef['resolution']) => {
+      const r = new Registry({
+        watch: (name, onChange) => resolver.watch(name, (addrs) => onChange(addrs)),
+        current: (name) => resolver.current(name),
+      }, Math.random, { onEndpointsChanged: (c) => changed.push(`${resolution} ${c.endpoints.map((e) => e.address).join(',')}`) });
+      r.reconcile(snapshot('rr.example', resolution));
+      return r;
+    };
+    const logical = registry('DNS_ROUND_ROBIN');
+    const strict = registry('DNS');
+    try {
+      dns.setRecords('rr.example', { a: ['10.0.0.1', '10.0.0.2'], ttl: 0 });
+      const first = () => logical.get('outbound|80||ext')!.endpoints.map((e) => e.address);
+      await waitFor(() => first()[0] === '10.0.0.1', { timeoutMs: 3000 });
+      assert.deepEqual(first(), ['10.0.0.1'], 'one endpoint: the first address');
+      const strictEndpoints = strict.get('outbound|80||ext')!.endpoints;
+      assert.equal(strictEndpoints.length, 2);
+      changed.length = 0;
+      dns.setRecords('rr.example', { a: ['10.0.0.2', '10.0.0.1'], ttl: 0 });
+      await waitFor(() => first()[0] === '10.0.0.2', { timeoutMs: 3000 });
+      assert.deepEqual(first(), ['10.0.0.2']);
+      assert.equal(strict.get('outbound|80||ext')!.endpoints, strictEndpoints, 'the same set: DNS endpoints untouched');
+      assert.deepEqual(changed, ['DNS_ROUND_ROBIN 10.0.0.2']);
+    } finally {
+      await logical.close();
+      await strict.close();
       resolver.close();
       await dns.close();
     }
