@@ -707,16 +707,27 @@ function shortNames(host: string, namespace: string): string[] {
   return [m[1]!, `${m[1]}.${m[2]}`, `${m[1]}.${m[2]}.svc`];
 }
 
-/** Sidecar inbound: the target ports of the Services that select this proxy's labels. */
+/**
+ * Sidecar inbound: the target ports of the Services that select this proxy (its namespace's Services
+ * whose selector its labels match, as Kubernetes selects pods).
+ */
 function inboundListener(set: ResourceSet, id: GatewayIdentity, port: number): ListenerDef {
-  const ports = new Map<number, { http: boolean }>();
-  for (const svc of set.services) {
-    const sel = svc.spec.selector;
-    if (!sel || Object.keys(sel).length === 0 || !Object.keys(sel).every((k) => id.labels[k] === sel[k])) continue;
+  const ports = new Map<number, { http: boolean; service: ClusterDef['service'] }>();
+  const selecting = set.services
+    .filter((svc) => {
+      const sel = svc.spec.selector;
+      return svc.metadata.namespace === id.namespace && sel && Object.keys(sel).length > 0 && Object.keys(sel).every((k) => id.labels[k] === sel[k]);
+    })
+    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  for (const svc of selecting) {
+    const { name, namespace } = svc.metadata;
     for (const p of svc.spec.ports ?? []) {
       const target = typeof p.targetPort === 'number' ? p.targetPort : p.port;
       const proto = (p.name ?? '').split('-')[0]!.toLowerCase();
-      ports.set(target, { http: ['http', 'http2', 'grpc', 'grpc-web'].includes(proto) });
+      const http = ['http', 'http2', 'grpc', 'grpc-web'].includes(proto);
+      const known = ports.get(target);
+      // The first Service names the port in metrics; any that declares HTTP makes it HTTP.
+      ports.set(target, { http: http || (known?.http ?? false), service: known?.service ?? { host: `${name}.${namespace}.svc.cluster.local`, name, namespace } });
     }
   }
   return { name: 'virtualInbound', bind: id.bind, port, family: 'INBOUND', servers: [], inbound: { ports } };

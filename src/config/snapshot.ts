@@ -152,8 +152,12 @@ export type ListenerFamily = 'HTTP' | 'TCP' | 'TLS' | 'CAPTURE' | 'INBOUND';
 
 /** Sidecar inbound (virtualInbound, 15006): the ports the proxy's own Services expose. */
 export interface InboundDef {
-  /** By (target) port: whether it speaks HTTP. Other ports are InboundPassthroughCluster. */
-  readonly ports: ReadonlyMap<number, { readonly http: boolean }>;
+  /**
+   * By (target) port: whether it speaks HTTP, and the Service the port's metrics name as
+   * destination_service (the first, by namespace and name, of those exposing it). Other ports are
+   * InboundPassthroughCluster.
+   */
+  readonly ports: ReadonlyMap<number, { readonly http: boolean; readonly service: ClusterDef['service'] }>;
 }
 
 /** Sidecar mode: how the capture listener (virtualOutbound, 15001) routes what it captures. */

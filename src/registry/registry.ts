@@ -125,12 +125,19 @@ export class Registry {
    */
   private passthroughConnectTimeoutMs = 10_000;
 
+  /** `inbound|PORT||` -> the Service its metrics name (Istio's inbound cluster metadata). */
+  private inboundServices = new Map<string, ClusterDef['service']>();
+
+  private passthroughService(name: string): ClusterDef['service'] {
+    return this.inboundServices.get(name) ?? { host: name, name, namespace: 'unknown' };
+  }
+
   passthrough(name = 'PassthroughCluster'): Cluster {
     let c = this.passthroughClusters.get(name);
     if (!c) {
       c = new Cluster({
         name, host: name, port: 0, protocol: '', resolution: 'NONE', lb: 'RANDOM',
-        service: { host: name, name, namespace: 'unknown' },
+        service: this.passthroughService(name),
         connectTimeoutMs: this.passthroughConnectTimeoutMs, endpoints: [], policy: {},
         breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
       }, this.random);
@@ -170,6 +177,14 @@ export class Registry {
     if (snapshot.mesh.connectTimeoutMs !== this.passthroughConnectTimeoutMs) {
       this.passthroughConnectTimeoutMs = snapshot.mesh.connectTimeoutMs;
       this.passthroughClusters.clear();
+    }
+    this.inboundServices = new Map();
+    for (const l of snapshot.listeners.values()) {
+      for (const [port, p] of l.inbound?.ports ?? []) this.inboundServices.set(`inbound|${port}||`, p.service);
+    }
+    for (const [name, c] of this.passthroughClusters) {
+      const service = this.passthroughService(name);
+      if (JSON.stringify(service) !== JSON.stringify(c.def.service)) c.def = { ...c.def, service };
     }
     const next = new Map<string, Cluster>();
     for (const def of snapshot.clusters.values()) {

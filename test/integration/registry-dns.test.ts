@@ -14,7 +14,7 @@ function snapshot(host: string, resolution: ClusterDef['resolution'] = 'DNS'): S
     connectTimeoutMs: 1000, endpoints: [{ address: host, port: 80, labels: {}, weight: 1 }], policy: {},
     breaker: { maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295, maxRetries: 4294967295, maxRequestsPerConnection: 0, idleTimeoutMs: 3_600_000 },
   };
-  return { mesh: { connectTimeoutMs: 10_000 }, clusters: new Map([[def.name, def]]) } as unknown as Snapshot;
+  return { mesh: { connectTimeoutMs: 10_000 }, clusters: new Map([[def.name, def]]), listeners: new Map() } as unknown as Snapshot;
 }
 
 describe('registry DNS watches on the real resolver', function () {

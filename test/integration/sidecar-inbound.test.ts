@@ -73,6 +73,14 @@ metadata: {name: web, namespace: default}
 spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
+---
+# Another namespace's Service selects no pod here, whatever its selector: 9090 stays unnamed.
+apiVersion: v1
+kind: Service
+metadata: {name: elsewhere, namespace: other}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 90, targetPort: 9090}]
 `);
     execFileSync('ip', ['netns', 'add', POD]);
     execFileSync('ip', ['netns', 'add', CLIENT]);
@@ -121,15 +129,18 @@ spec:
 
   // Istio: the server side reports its inbound requests, as the destination; this workload (app=web
   // in namespace default) in destination_*, the plaintext client unknown, connection_security_policy none.
+  // destination_service names the Service of the port (Istio's inbound cluster metadata), not the cluster.
   it('metrics: inbound requests are reported by the destination (this workload), the plaintext peer unknown', async () => {
     await inClient(['curl', '-s', '-m', '5', 'http://10.9.8.1:8080/metrics-check']);
     let line: string | undefined;
-    await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('destination_service="inbound|8080||"'))) !== undefined, { timeoutMs: 3000 })
+    await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('destination_service="web.default.svc.cluster.local"'))) !== undefined, { timeoutMs: 3000 })
       .catch(() => assert.fail(scrape('istio_requests_total').join('\n')));
     assert.match(line!, /^istio_requests_total\{reporter="destination",source_workload="unknown",/);
     assert.match(line!, /source_workload_namespace="unknown",source_principal="unknown",source_app="unknown",source_version="unknown"/);
     assert.match(line!, /destination_workload="web",destination_workload_namespace="default",destination_principal="unknown",destination_app="web",/);
+    assert.match(line!, /destination_service_name="web",destination_service_namespace="default",/);
     assert.match(line!, /connection_security_policy="none"\}/);
+    assert.ok(!scrape('istio_requests_total').some((l) => l.includes('inbound|')), 'no series names the inbound cluster');
     assert.ok(!scrape('istio_requests_total').some((l) => l.includes('reporter="source"')), 'no inbound request is reported by the source');
   });
 

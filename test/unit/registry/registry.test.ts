@@ -40,7 +40,7 @@ function clusterDef(name: string, endpoints: { address: string; port: number }[]
   };
 }
 function snapshot(...defs: ClusterDef[]): Snapshot {
-  return { mesh: { connectTimeoutMs: 10_000 }, clusters: new Map(defs.map((d) => [d.name, d])) } as unknown as Snapshot;
+  return { mesh: { connectTimeoutMs: 10_000 }, clusters: new Map(defs.map((d) => [d.name, d])), listeners: new Map() } as unknown as Snapshot;
 }
 
 /** An HTTP/1.1 upstream that counts its open connections; `/slow` answers after 500 ms. */
@@ -99,6 +99,23 @@ describe('registry', function () {
     closers.push(s.close);
     return s;
   };
+
+  it("an inbound cluster is named by its port's Service in metrics, following reloads", () => {
+    const r = registry();
+    const withInbound = (service?: { host: string; name: string; namespace: string }) => ({
+      ...snapshot(),
+      listeners: new Map([[15006, { inbound: { ports: new Map(service ? [[8080, { http: true, service }]] : []) } }]]),
+    }) as unknown as Snapshot;
+    const web = { host: 'web.default.svc.cluster.local', name: 'web', namespace: 'default' };
+    r.reconcile(withInbound(web));
+    assert.deepEqual(r.passthrough('inbound|8080||').def.service, web);
+    assert.deepEqual(r.passthrough('InboundPassthroughCluster').def.service, { host: 'InboundPassthroughCluster', name: 'InboundPassthroughCluster', namespace: 'unknown' });
+    const api = { host: 'api.default.svc.cluster.local', name: 'api', namespace: 'default' };
+    r.reconcile(withInbound(api));
+    assert.deepEqual(r.passthrough('inbound|8080||').def.service, api, 'the kept cluster follows the reload');
+    r.reconcile(withInbound());
+    assert.equal(r.passthrough('inbound|8080||').def.service.host, 'inbound|8080||');
+  });
 
   describe('DNS watches', () => {
     it('a name no cluster uses any more is no longer watched (a.example -> b.example -> c.example)', () => {
