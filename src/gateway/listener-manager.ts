@@ -339,7 +339,7 @@ export class ListenerManager {
     const handler = this.deps.proxy.handler(entry);
     server.on('request', handler);
     server.on('upgrade', this.deps.upgrade.handler(entry, (socket) => server.emit('connection', socket)));
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket, entry.inboundCluster !== undefined));
     server.requestTimeout = limits.requestTimeoutMs;
     // This server never listens itself (the listener feeds it), so start the connection tracking
     // that 'listening' would: header/request timeouts and closeIdleConnections depend on it.
@@ -356,8 +356,11 @@ export class ListenerManager {
     return { http: server, h2, sessions };
   }
 
-  /** Malformed requests, oversized headers, slow clients: answer as Envoy would, log it, close. */
-  private clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  /**
+   * Malformed requests, oversized headers, slow clients: answer as Envoy would, log it, close. On a
+   * sidecar's inbound side the metrics are reported by the destination, as its other requests.
+   */
+  private clientError(err: NodeJS.ErrnoException, socket: Socket, inbound: boolean): void {
     const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW'
       ? 'HEADERS_TOO_LARGE'
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'REQUEST_TIMEOUT' : 'DOWNSTREAM_PROTOCOL_ERROR';
@@ -377,7 +380,7 @@ export class ListenerManager {
       durationMs: 0,
       downstreamLocalAddress: joinHostPort(socket.localAddress, socket.localPort),
       downstreamRemoteAddress: joinHostPort(socket.remoteAddress, socket.remotePort),
-    }, {}, 0, quiet ? 0 : spec.body.length);
+    }, {}, 0, quiet ? 0 : spec.body.length, { inbound });
   }
 
   private drain(l: Live): void {

@@ -144,6 +144,15 @@ spec:
     assert.ok(!scrape('istio_requests_total').some((l) => l.includes('reporter="source"')), 'no inbound request is reported by the source');
   });
 
+  it('metrics: a malformed inbound request (400) is reported by the destination too', async () => {
+    await inClient(['sh', '-c', "printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\nbad header\\r\\n\\r\\n' | nc -w 2 10.9.8.1 8080"]);
+    let line: string | undefined;
+    await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('response_code="400"'))) !== undefined, { timeoutMs: 3000 })
+      .catch(() => assert.fail(`${scrape('istio_requests_total').join('\n')}\n${log()}`));
+    assert.match(line!, /^istio_requests_total\{reporter="destination",/);
+    assert.match(line!, /response_flags="DPE"/);
+  });
+
   it('metrics: an inbound TCP connection is reported by the destination too', async () => {
     await inClient(['sh', '-c', "printf 'not http\\r\\n\\r\\n' | nc -w 2 10.9.8.1 9090"]);
     let line: string | undefined;
