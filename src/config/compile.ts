@@ -937,21 +937,22 @@ export const ROOT_NAMESPACE = 'istio-system';
 /**
  * The DestinationRule for a host. With `namespaces`, as Istio's PushContext.destinationRule orders
  * them: the rules in the proxy's namespace first, then those in the service's namespace, then those
- * in the root namespace; within the first namespace that has one, exact host beats wildcard, longer
- * wildcard beats shorter, and the oldest wins ties. Unlike Istio (which ignores them), a visible rule
- * in another namespace still applies when none of those three has one. Without `namespaces`, the
- * most specific over all `drs`.
+ * in the root namespace (a proxy in the root namespace, as the gateways in istio-system, looks in the
+ * service's namespace first); within the first namespace that has one, exact host beats wildcard,
+ * longer wildcard beats shorter, and the oldest wins ties. Rules in any other namespace apply to no
+ * one else, as in Istio. Without `namespaces`, the most specific over all `drs`.
  */
 export function destinationRuleFor(
   host: string, drs: readonly DestinationRuleResource[], namespaces?: { readonly proxy: string; readonly service: string },
 ): DestinationRuleResource | undefined {
   if (!namespaces) return mostSpecificRule(host, drs);
-  const preferred = [...new Set([namespaces.proxy, namespaces.service, ROOT_NAMESPACE])];
-  for (const ns of preferred) {
+  const { proxy, service } = namespaces;
+  const order = proxy === ROOT_NAMESPACE ? [service, ROOT_NAMESPACE] : [proxy, service, ROOT_NAMESPACE];
+  for (const ns of new Set(order)) {
     const found = mostSpecificRule(host, drs.filter((d) => d.metadata.namespace === ns));
     if (found) return found;
   }
-  return mostSpecificRule(host, drs.filter((d) => !preferred.includes(d.metadata.namespace)));
+  return undefined;
 }
 
 function mostSpecificRule(host: string, drs: readonly DestinationRuleResource[]): DestinationRuleResource | undefined {

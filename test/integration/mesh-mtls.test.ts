@@ -118,7 +118,8 @@ spec:
   http:
   - route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: cnn, port: {number: 80}}}]
 `,
-    }, { opts: { meshCerts: sleepId } });
+    // In namespace default, as the task's sleep pod: the DestinationRule for the egress gateway is there.
+    }, { opts: { meshCerts: sleepId, namespace: 'default' } });
   });
 
   after(async () => {

@@ -352,7 +352,7 @@ describe('compile: which DestinationRule applies (namespaces)', () => {
   const ruleOf = (resources: Parameters<typeof set>[0], namespace = 'istio-system') =>
     compile(set([svc, ...resources]), { ...id, namespace }, 1).snapshot.clusters.get('outbound|80||api.apps.svc.cluster.local')!.destinationRule;
 
-  it('the proxy\'s namespace first, then the service\'s, then the root namespace, then any other', () => {
+  it('the proxy\'s namespace first, then the service\'s, then the root namespace; no other', () => {
     const root = drIn('root', 'istio-system', 'RANDOM');
     const own = drIn('own', 'apps', 'ROUND_ROBIN');
     const proxy = drIn('proxy', 'edge', 'LEAST_REQUEST');
@@ -360,8 +360,18 @@ describe('compile: which DestinationRule applies (namespaces)', () => {
     assert.equal(ruleOf([root, own, proxy], 'edge'), 'DestinationRule edge/proxy');
     assert.equal(ruleOf([root, own, stranger], 'edge'), 'DestinationRule apps/own');
     assert.equal(ruleOf([stranger, root], 'edge'), 'DestinationRule istio-system/root');
-    assert.equal(ruleOf([stranger], 'edge'), 'DestinationRule elsewhere/stranger', 'kept as before (Istio would ignore it)');
+    assert.equal(ruleOf([stranger], 'edge'), undefined, 'a rule in an unrelated namespace is ignored, as Istio');
     assert.equal(ruleOf([], 'edge'), undefined);
+  });
+
+  // The gateways live in istio-system, often next to a mesh-wide rule (`*.local`, ISTIO_MUTUAL): the
+  // service's own rule, with its subsets, must still win there, or subset routes answer 503.
+  it('a proxy in the root namespace looks in the service\'s namespace first', () => {
+    const meshWide = drIn('mesh-wide', 'istio-system', 'RANDOM', '*.local');
+    const own = drIn('own', 'apps', 'ROUND_ROBIN');
+    assert.equal(ruleOf([meshWide, own], 'istio-system'), 'DestinationRule apps/own');
+    assert.equal(ruleOf([meshWide], 'istio-system'), 'DestinationRule istio-system/mesh-wide');
+    assert.equal(ruleOf([meshWide, own], 'edge'), 'DestinationRule apps/own');
   });
 
   it('a wildcard rule in a preferred namespace beats an exact one further down; within a namespace the oldest wins a tie', () => {
