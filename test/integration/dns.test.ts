@@ -190,6 +190,20 @@ describe('DNS resolution for ServiceEntries', function () {
     assert.deepEqual(r.current('f.test'), ['10.0.0.9']);
   });
 
+  it('a name that stops existing (NXDOMAIN) has no addresses any more, as Envoy; a failure keeps them', async () => {
+    dns.setRecords('gone.test', { a: ['10.0.0.7'], ttl: 0 });
+    const r = resolver();
+    const told: string[][] = [];
+    r.watch('gone.test', (addrs) => told.push([...addrs]));
+    await waitFor(() => r.current('gone.test')?.length === 1, { timeoutMs: 2000 });
+    dns.failWith('gone.test', 'NXDOMAIN');
+    await waitFor(() => r.current('gone.test')?.length === 0, { timeoutMs: 3000 });
+    assert.deepEqual(told.at(-1), []);
+    assert.equal(r.stats()['gone.test']?.failures, 0, 'an answer, not a failure');
+    await assert.doesNotReject(r.resolveOnce('gone.test'));
+    assert.deepEqual((await r.resolveOnce('gone.test')).addresses, []);
+  });
+
   it('bounds a lookup the server never answers', async () => {
     dns.failWith('slow.test', 'timeout');
     const t0 = Date.now();
