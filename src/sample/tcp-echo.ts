@@ -1,6 +1,7 @@
-// Like Istio's tcp-echo sample: every line received is answered `<prefix> <line>`. Half-close aware:
-// when the client ends its side, pending replies (and a last unterminated line) are still written,
-// then the server ends too. A client that does not read is not buffered for: reading pauses.
+// Like Istio's tcp-echo sample: every line received is answered `<prefix> <line>`, the line's bytes as
+// they came (not decoded, so any encoding or binary survives). Half-close aware: when the client ends
+// its side, pending replies (and a last unterminated line) are still written, then the server ends
+// too. A client that does not read is not buffered for: reading pauses until the replies drain.
 
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -21,29 +22,47 @@ export interface TcpEchoOptions {
 
 /** A line longer than this without a newline is answered as it stands rather than buffered further. */
 const MAX_LINE = 64 * 1024;
+const NEWLINE = 0x0a;
+const NEWLINE_BYTES = Buffer.from([NEWLINE]);
 
 function serve(socket: net.Socket, prefix: string): void {
-  let pending = '';
-  const reply = (line: string): void => {
-    if (!socket.write(`${prefix} ${line}\n`)) {
-      socket.pause();
-      socket.once('drain', () => socket.resume());
-    }
+  const head = Buffer.from(`${prefix} `);
+  let pending: Buffer[] = []; // the start of a line whose newline has not come yet
+  let pendingLength = 0;
+  let draining = false;
+  /** Reply to one line; `line` ends with its newline, or gets one. */
+  const reply = (line: Buffer): void => {
+    const parts = [head, line];
+    if (line[line.length - 1] !== NEWLINE) parts.push(NEWLINE_BYTES);
+    if (socket.write(Buffer.concat(parts)) || draining) return;
+    draining = true; // one listener however many writes were refused
+    socket.pause();
+    socket.once('drain', () => {
+      draining = false;
+      socket.resume();
+    });
   };
-  socket.setEncoding('utf8'); // a multi-byte character split across chunks stays whole
-  socket.on('data', (chunk: string) => {
-    pending += chunk;
-    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-      reply(pending.slice(0, nl));
-      pending = pending.slice(nl + 1);
+  const flushPending = (): void => {
+    if (pendingLength > 0) reply(Buffer.concat(pending));
+    pending = [];
+    pendingLength = 0;
+  };
+  socket.on('data', (chunk: Buffer) => {
+    let start = 0;
+    for (let nl = chunk.indexOf(NEWLINE); nl >= 0; nl = chunk.indexOf(NEWLINE, start)) {
+      pending.push(chunk.subarray(start, nl + 1));
+      pendingLength += nl + 1 - start;
+      flushPending();
+      start = nl + 1;
     }
-    if (pending.length > MAX_LINE) {
-      reply(pending);
-      pending = '';
+    if (start < chunk.length) {
+      pending.push(chunk.subarray(start));
+      pendingLength += chunk.length - start;
     }
+    if (pendingLength > MAX_LINE) flushPending();
   });
   socket.on('end', () => {
-    if (pending) reply(pending);
+    flushPending();
     socket.end(); // after everything written so far
   });
 }

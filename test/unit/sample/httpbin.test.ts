@@ -5,7 +5,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { patternByte, type HttpbinServer } from '../../../src/sample/httpbin';
+import { patternByte, startHttpbin, type HttpbinServer } from '../../../src/sample/httpbin';
 import { curl, rawHttp, waitFor, withHttpbin } from '../../helpers/upstream';
 
 interface Answer {
@@ -93,12 +93,106 @@ describe('sample httpbin', () => {
     assert.equal((await request(bin.port, '/status/abc')).status, 400);
   });
 
+  it('/status/N adds httpbin\'s headers: Location for redirects, the Fake Realm challenges', async () => {
+    for (const code of [301, 302, 303, 305, 307]) {
+      const r = await request(bin.port, `/status/${code}`);
+      assert.equal(r.status, code);
+      assert.equal(r.headers['location'], '/redirect/1');
+    }
+    const unauthorized = await request(bin.port, '/status/401');
+    assert.equal(unauthorized.headers['www-authenticate'], 'Basic realm="Fake Realm"');
+    const proxy = await request(bin.port, '/status/407');
+    assert.equal(proxy.headers['proxy-authenticate'], 'Basic realm="Fake Realm"');
+    assert.equal((await request(bin.port, '/status/200')).headers['location'], undefined);
+  });
+
+  it('/status/204 and /status/304 carry neither a body nor a content-length', async () => {
+    for (const code of [204, 304]) {
+      const raw = await rawHttp(bin.port, `GET /status/${code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, { timeoutMs: 3000 });
+      assert.match(raw, new RegExp(`^HTTP/1\\.1 ${code} `));
+      assert.doesNotMatch(raw, /content-length|transfer-encoding/i);
+      assert.ok(raw.endsWith('\r\n\r\n'), raw);
+    }
+  });
+
+  it('/status/A,B and /status/A:w,B:w pick a code at random by weight', async () => {
+    const seen = new Map<number, number>();
+    for (let i = 0; i < 200; i++) {
+      const { status } = await request(bin.port, i % 2 ? '/status/200,500' : '/status/200:0.5,500:0.5');
+      seen.set(status, (seen.get(status) ?? 0) + 1);
+    }
+    assert.deepEqual([...seen.keys()].sort(), [200, 500]);
+    for (const bad of ['200,abc', '200:x', '200:-1', '200:0,500:0', '200,100', '200,', '200:1:2']) {
+      assert.equal((await request(bin.port, `/status/${bad}`)).status, 400, bad);
+    }
+  });
+
+  it('/status picks with the injected randomness: weights are shares of [0, 1)', async () => {
+    const samples = [0, 0.24, 0.26, 0.5, 0.99];
+    let next = 0;
+    const own = await startHttpbin({ random: () => samples[next++ % samples.length]! });
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < samples.length; i++) codes.push((await request(own.port, '/status/201:1,202:3')).status);
+      assert.deepEqual(codes, [201, 201, 202, 202, 202]);
+      next = 0;
+      for (let i = 0; i < samples.length; i++) assert.equal((await request(own.port, '/status/201:0,202:1,203:0')).status, 202);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('/status/418 is the teapot (through the real curl)', async () => {
     const r = await curl(['-s', '-i', url('/status/418')]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^HTTP\/1\.1 418 /);
     assert.match(r.stdout, /x-more-info: http:\/\/tools\.ietf\.org\/html\/rfc2324/i);
     assert.match(r.stdout, /^ {4}-=\[ teapot \]=-$/m);
+    const teapot = await request(bin.port, '/status/418');
+    assert.equal(teapot.body.toString(), '\n    -=[ teapot ]=-\n\n       _...._\n     .\'  _ _ `.\n    | ."` ^ `". _,\n    \\_;`"---"`|//\n      |       ;/\n      \\_     _/\n        `"""`\n');
+  });
+
+  it('origin is the first X-Forwarded-For entry and url has X-Forwarded-Proto\'s scheme', async () => {
+    const headers = { 'x-forwarded-for': '203.0.113.7, 10.0.0.1', 'x-forwarded-proto': 'https' };
+    const j = JSON.parse((await request(bin.port, '/get?x=1', { headers })).body.toString());
+    assert.equal(j.origin, '203.0.113.7');
+    assert.equal(j.url, `https://127.0.0.1:${bin.port}/get?x=1`);
+    assert.deepEqual(JSON.parse((await request(bin.port, '/ip', { headers })).body.toString()), { origin: '203.0.113.7' });
+    const odd = JSON.parse((await request(bin.port, '/get', { headers: { 'x-forwarded-proto': 'a b' } })).body.toString());
+    assert.equal(odd.url, `http://127.0.0.1:${bin.port}/get`);
+  });
+
+  it('a repeated query key is a list in args; a single one stays a string', async () => {
+    const j = JSON.parse((await request(bin.port, '/get?a=1&a=2&b=3&__proto__=x&__proto__=y')).body.toString());
+    assert.deepEqual(j.args, { a: ['1', '2'], b: '3', ['__proto__']: ['x', 'y'] });
+  });
+
+  it('/response-headers sets each query pair as a header and echoes them', async () => {
+    const r = await request(bin.port, '/response-headers?freeform=hello&x-a=1&x-a=2&Content-Type=text/plain');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['freeform'], 'hello');
+    assert.equal(r.headers['x-a'], '1, 2');
+    assert.equal(r.headers['content-type'], 'text/plain');
+    assert.deepEqual(JSON.parse(r.body.toString()), { freeform: 'hello', 'x-a': ['1', '2'], 'Content-Type': 'text/plain' });
+    for (const bad of ['content-length=1', 'Transfer-Encoding=chunked', 'bad%20name=1', 'x=a%0db']) {
+      const refused = await request(bin.port, `/response-headers?${bad}`);
+      assert.equal(refused.status, 400, bad);
+      assert.equal(refused.headers['x'], undefined);
+    }
+  });
+
+  it('accessLog gets a gunicorn-style line per request (the mirroring task looks for the request line)', async () => {
+    const lines: string[] = [];
+    const own = await startHttpbin({ accessLog: (l) => lines.push(l) });
+    try {
+      await request(own.port, '/headers', { headers: { 'user-agent': 'curl/7.88.1' } });
+      await request(own.port, '/status/418', { headers: { referer: 'http://a/"b"' } });
+      await waitFor(() => lines.length === 2, { timeoutMs: 3000 });
+      assert.match(lines[0]!, /^127\.0\.0\.1 - - \[\d{2}\/[A-Z][a-z]{2}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/headers HTTP\/1\.1" 200 \d+ "-" "curl\/7\.88\.1"$/);
+      assert.match(lines[1]!, / "GET \/status\/418 HTTP\/1\.1" 418 \d+ "http:\/\/a\/\\x22b\\x22" "-"$/);
+    } finally {
+      await own.close();
+    }
   });
 
   it('pages: /, /productpage, /static/*, /hello, and 404 for the unknown', async () => {
@@ -157,6 +251,28 @@ describe('sample httpbin', () => {
       for (const i of [0, 250, 251, 64_255, 64_256, 64_257, n - 1]) assert.equal(b[i], patternByte(i), `byte ${i}`);
     }
     assert.equal((await request(bin.port, '/bytes/0')).body.length, 0);
+  });
+
+  it('HEAD /bytes/N and /stream-bytes/N answer at once, writing no body; N above 4 GiB is a 400', async () => {
+    const max = 4 * 1024 ** 3;
+    let writes = 0;
+    const spy = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      if (req.method !== 'HEAD') return;
+      const write = res.write.bind(res) as (...a: unknown[]) => boolean;
+      res.write = ((...a: unknown[]) => (writes++, write(...a))) as typeof res.write;
+    };
+    bin.server.prependListener('request', spy); // before the handler, which writes synchronously
+    try {
+      const fixed = await request(bin.port, `/bytes/${max}`, { method: 'HEAD' });
+      assert.equal(fixed.status, 200);
+      assert.equal(fixed.headers['content-length'], String(max));
+      assert.equal((await request(bin.port, `/stream-bytes/${max}`, { method: 'HEAD' })).status, 200);
+      assert.equal(writes, 0);
+    } finally {
+      bin.server.off('request', spy);
+    }
+    assert.equal((await request(bin.port, `/bytes/${max + 1}`)).status, 400);
+    assert.equal((await request(bin.port, `/stream-bytes/${max + 1}`, { method: 'HEAD' })).status, 400);
   });
 
   it('/stream-bytes has no small cap: 150 MiB arrive, counted as they stream', async () => {
@@ -226,6 +342,34 @@ describe('sample httpbin', () => {
     const coded = await request(bin.port, '/drip?numbytes=2&duration=0&code=503');
     assert.equal(coded.status, 503);
     assert.equal(coded.body.toString(), '**');
+    const head = await request(bin.port, '/drip?numbytes=5&duration=5', { method: 'HEAD' });
+    assert.equal(head.headers['content-length'], '5');
+    assert.equal((await request(bin.port, '/drip?numbytes=5&duration=5&code=204')).headers['content-length'], undefined);
+  });
+
+  it('/drip waits for a client that does not read, and numbytes is capped at 10 MiB', async () => {
+    const cap = 10 * 1024 * 1024;
+    let buffered = 0; // the most the server ever held for this client
+    const watch = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      if (!req.url?.startsWith('/drip')) return;
+      const timer = setInterval(() => void (buffered = Math.max(buffered, res.writableLength)), 5);
+      res.on('close', () => clearInterval(timer));
+    };
+    bin.server.on('request', watch);
+    try {
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+        http.get({ host: '127.0.0.1', port: bin.port, path: `/drip?numbytes=${2 * cap}&duration=0`, agent: false }, resolve).on('error', reject),
+      );
+      assert.equal(res.headers['content-length'], String(cap));
+      await new Promise((r) => setTimeout(r, 1500)); // not reading: without backpressure all of it would be queued by now
+      assert.ok(buffered < 256 * 1024, `${buffered} bytes buffered`);
+      let got = 0;
+      res.on('data', (c: Buffer) => void (got += c.length));
+      await new Promise((r) => res.on('end', r));
+      assert.equal(got, cap);
+    } finally {
+      bin.server.off('request', watch);
+    }
   });
 
   it('/reset closes the connection without an answer', async () => {
@@ -259,8 +403,48 @@ describe('sample httpbin', () => {
     await waitFor(() => got.endsWith('early\x00\x01 bytes \xff'), { timeoutMs: 3000 });
     sock.destroy();
 
-    const other = await rawHttp(bin.port, 'GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: a2V5\r\n\r\n', { timeoutMs: 3000 });
+    const other = await rawHttp(bin.port, 'GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Key: a2V5\r\n\r\n', { timeoutMs: 3000 });
     assert.match(other, /^HTTP\/1\.1 404 /);
+    assert.match(other, /\r\n\r\nnot found\n$/);
+  });
+
+  it('an upgrade with a target that is no URL is a 400, and the server keeps serving', async () => {
+    const ws = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: a2V5\r\n';
+    for (const target of ['http://[/ws', '*']) {
+      const out = await rawHttp(bin.port, `GET ${target} HTTP/1.1\r\nHost: x\r\n${ws}\r\n`, { timeoutMs: 3000 });
+      assert.match(out, /^HTTP\/1\.1 400 Bad Request\r\n/, target);
+      assert.match(out, /\r\nconnection: close\r\n/, target);
+    }
+    // `//[` is a path (not a host): a plain 404
+    const slashes = await rawHttp(bin.port, `GET //[ HTTP/1.1\r\nHost: x\r\n${ws.replace('Upgrade\r\n', 'Upgrade, close\r\n')}\r\n`, { timeoutMs: 3000 });
+    assert.match(slashes, /^HTTP\/1\.1 404 /);
+    assert.equal((await request(bin.port, '/status/200')).status, 200);
+  });
+
+  it('Upgrade: h2c elsewhere is answered as plain HTTP/1.1; the body and keep-alive work as usual', async () => {
+    const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n';
+    const out = await rawHttp(
+      bin.port,
+      // pipelined, so each upgrade arrives while the answers before it are still being written
+      `GET /get?q=1 HTTP/1.1\r\nHost: x\r\n${h2c}\r\n` +
+        `GET /headers HTTP/1.1\r\nHost: x\r\n${h2c}\r\n` +
+        `POST /post HTTP/1.1\r\nHost: x\r\n${h2c}Content-Length: 5\r\n\r\nhello` +
+        'GET /ip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      { timeoutMs: 3000 },
+    );
+    const answers = out.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(answers.length, 4, out);
+    for (const a of answers) assert.match(a, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(answers[0]!, /"Upgrade": "h2c"/);
+    assert.match(answers[0]!, /"url": "http:\/\/x\/get\?q=1"/);
+    assert.match(answers[1]!, /"Http2-Settings": "AAMAAABkAAQAAP__"/);
+    assert.match(answers[2]!, new RegExp(`"sha256": "${sha256([Buffer.from('hello')])}"`));
+    assert.match(answers[3]!, /"origin": "127\.0\.0\.1"/);
+    // curl --http2 on http:// asks for h2c, then takes the HTTP/1.1 answer
+    const r = await curl(['-sS', '-i', '--http2', url('/get')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(r.stdout, /"Upgrade": "h2c"/);
   });
 
   it('close() resolves with keep-alive and upgraded connections still open', async () => {
