@@ -18,7 +18,7 @@ import {
   clusterName, gatewayKey, hostMatches, intersectHosts, isIP, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { within } from './compile-error';
-import { buildServices, endpointPort, subsetMatches, type ServiceDef } from '../serviceentry/services';
+import { buildServices, portEndpoints, subsetMatches, type ServiceDef } from '../serviceentry/services';
 import type { FallbackPort } from '../sidecar/fallback';
 import { serverCredentials, upstreamTls, type MeshCertFiles, type ServerCredentialSource } from '../tls/secrets';
 
@@ -1070,9 +1070,8 @@ function compileClusters(
       const top = mergePolicy({}, dr?.spec.trafficPolicy, port.number);
       for (const sub of subsets) {
         const policy = mergePolicy(top, sub.policy, port.number);
-        const endpoints = svc.endpoints
-          .filter((e) => subsetMatches(sub.labels, e.labels))
-          .map((e) => ({ address: e.address, port: endpointPort(e, port), labels: e.labels, weight: e.weight }));
+        // An endpoint is in a port's cluster only if it serves that port (an EndpointSlice lists it).
+        const endpoints = portEndpoints(svc, port).filter((e) => subsetMatches(sub.labels, e.labels));
         const name = clusterName(port.number, sub.name, svc.host);
         const tls = upstreamTls(policy.tls, set.secrets, proxyNamespace, meshCerts, `outbound_.${port.number}_.${sub.name ?? ''}_.${svc.host}`);
         if (tls instanceof Error) notes.push({ severity: 'warning', resource: `DestinationRule ${dr?.metadata.namespace}/${dr?.metadata.name}`, message: `cluster ${name}: ${tls.message}` });

@@ -38,7 +38,7 @@ interface Named {
 
 /** The parts of a pod template the injection reads (as parsed; values may be of any type). */
 export interface PodTemplate {
-  readonly metadata?: { readonly labels?: Record<string, unknown>; readonly annotations?: Record<string, unknown> };
+  readonly metadata?: { readonly namespace?: unknown; readonly labels?: Record<string, unknown>; readonly annotations?: Record<string, unknown> };
   readonly spec?: {
     readonly hostNetwork?: unknown;
     readonly automountServiceAccountToken?: unknown;
@@ -63,26 +63,37 @@ function text(v: unknown): string | undefined {
   return v === undefined || v === null ? undefined : String(v);
 }
 
-/** Istio's reading of sidecar.istio.io/inject: y, yes, true, on inject; empty means the default; anything else opts out. */
+/**
+ * Istio's reading of sidecar.istio.io/inject: y, yes, true, on (any case) inject; empty means the
+ * default; anything else opts out. Values are not trimmed (" true " opts out, as in Istio).
+ */
 export function injectValue(v: unknown): boolean | undefined {
-  const s = text(v)?.trim().toLowerCase();
+  const s = text(v)?.toLowerCase();
   if (s === undefined || s === '') return undefined;
   return ['y', 'yes', 'true', 'on'].includes(s);
 }
 
-/** Whether a pod template gets the sidecar, and why not. The label wins over the annotation, as in Istio. */
-export function decide(t: PodTemplate): Decision {
+/** Namespaces Istio never injects into (its injector's IgnoredNamespaces). */
+export const IGNORED_NAMESPACES: readonly string[] = ['kube-system', 'kube-public', 'kube-node-lease', 'local-path-storage'];
+
+/**
+ * Whether a pod template gets the sidecar, and why not, as Istio's injectRequired decides with the
+ * policy enabled: never with hostNetwork or in one of IGNORED_NAMESPACES (the template's namespace,
+ * else `namespace`, its workload's); then the label, when present even if empty, else the annotation.
+ */
+export function decide(t: PodTemplate, namespace?: string): Decision {
   const containers = t.spec?.containers;
   if (!Array.isArray(containers) || containers.length === 0) return { inject: false, reason: 'no containers in the pod spec' };
   const names = [...containers, ...(Array.isArray(t.spec?.initContainers) ? t.spec.initContainers : [])].map((c) => c?.name);
   if (t.metadata?.annotations?.[STATUS_ANNOTATION] !== undefined || names.includes(PROXY_NAME)) return { inject: false, reason: 'already injected' };
-  for (const [where, map] of [['label', t.metadata?.labels], ['annotation', t.metadata?.annotations]] as const) {
-    const v = injectValue(map?.[INJECT_KEY]);
-    if (v === undefined) continue;
-    if (v) break;
-    return { inject: false, reason: `${where} ${INJECT_KEY}: "${text(map?.[INJECT_KEY])}"` };
-  }
   if (t.spec?.hostNetwork === true) return { inject: false, reason: "hostNetwork: capture would redirect the node's own traffic" };
+  const ns = text(t.metadata?.namespace) || namespace;
+  if (ns !== undefined && IGNORED_NAMESPACES.includes(ns)) return { inject: false, reason: `namespace ${ns}: Istio never injects there` };
+  const labels = t.metadata?.labels;
+  const [where, raw] = labels && Object.prototype.hasOwnProperty.call(labels, INJECT_KEY)
+    ? ['label', labels[INJECT_KEY]] as const
+    : ['annotation', t.metadata?.annotations?.[INJECT_KEY]] as const;
+  if (injectValue(raw) === false) return { inject: false, reason: `${where} ${INJECT_KEY}: "${text(raw)}"` };
   return { inject: true };
 }
 
@@ -104,10 +115,12 @@ export function iptablesArgs(podAnnotations: Readonly<Record<string, string>>): 
   const a = (k: string): string | undefined => podAnnotations[`traffic.sidecar.istio.io/${k}`]?.trim();
   const c = DEFAULT_CAPTURE;
   const excludeInbound = [...new Set([...c.excludeInboundPorts.map(String), ...csv(a('excludeInboundPorts'))])];
+  // Present but empty: no outbound capture at all (istio-iptables' -i ''), not the default '*'.
+  const includeCidrs = a('includeOutboundIPRanges');
   const args = ['iptables', '--apply',
     '--proxy-port', String(c.proxyPort), '--inbound-port', String(c.inboundPort),
     '--proxy-uid', String(c.uid), '--proxy-gid', String(c.gid),
-    '--include-outbound-cidrs', csv(a('includeOutboundIPRanges')).join(',') || '*'];
+    '--include-outbound-cidrs', includeCidrs === undefined ? '*' : csv(includeCidrs).join(',')];
   const excludeCidrs = csv(a('excludeOutboundIPRanges'));
   if (excludeCidrs.length > 0) args.push('--exclude-outbound-cidrs', excludeCidrs.join(','));
   const excludePorts = csv(a('excludeOutboundPorts'));
@@ -116,6 +129,25 @@ export function iptablesArgs(podAnnotations: Readonly<Record<string, string>>): 
   args.push('--include-inbound-ports', includeInbound === undefined ? '*' : csv(includeInbound).join(','));
   args.push('--exclude-inbound-ports', excludeInbound.join(','));
   return args;
+}
+
+/**
+ * Istio traffic annotations `meshgate iptables` has no equivalent for, with what ignoring them means:
+ * the injection warns about each one set to something, rather than dropping it silently.
+ */
+const UNSUPPORTED_TRAFFIC_ANNOTATIONS: Readonly<Record<string, string>> = {
+  includeOutboundPorts: 'outbound traffic to these ports is captured only when its destination is in includeOutboundIPRanges',
+  excludeInterfaces: 'traffic on these interfaces is captured like any other',
+};
+
+/** Warnings for the pod's traffic.sidecar.istio.io/* annotations that meshgate iptables cannot apply. */
+export function unsupportedTrafficAnnotations(podAnnotations: Readonly<Record<string, string>>): string[] {
+  const out: string[] = [];
+  for (const [k, effect] of Object.entries(UNSUPPORTED_TRAFFIC_ANNOTATIONS)) {
+    const v = podAnnotations[`traffic.sidecar.istio.io/${k}`];
+    if (v !== undefined && csv(v).length > 0) out.push(`annotation traffic.sidecar.istio.io/${k}: "${v}" is not supported by meshgate iptables and is ignored: ${effect}`);
+  }
+  return out;
 }
 
 function readyProbe(extra: Record<string, number>): Record<string, unknown> {
@@ -269,13 +301,14 @@ function injectObject(doc: Document, node: YAMLMap, obj: Record<string, unknown>
   const object = describe(obj);
   const tNode = path.length === 0 ? node : node.getIn(path, true);
   const t = dig(obj, path) as PodTemplate | undefined;
-  const d: Decision = isMap(tNode) && t ? decide(t) : { inject: false, reason: 'no pod template' };
+  const d: Decision = isMap(tNode) && t ? decide(t, text(dig(obj, ['metadata', 'namespace']))) : { inject: false, reason: 'no pod template' };
   if (!d.inject) {
     out.objects.push({ object, injected: false, reason: d.reason });
     return false;
   }
   injectTemplate(doc, tNode as YAMLMap, t!, o, o.nativeSidecar || RUN_TO_COMPLETION.has(kind));
   out.objects.push({ object, injected: true });
+  for (const w of unsupportedTrafficAnnotations(annotations(t!))) out.warnings.push(`${object}: ${w}`);
   if (t!.spec?.automountServiceAccountToken === false) {
     out.warnings.push(`${object}: automountServiceAccountToken is false, but the sidecar reads the Kubernetes API with the pod's service account token`);
   }

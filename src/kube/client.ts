@@ -11,7 +11,10 @@ import type { KubeConnection } from './connection';
 export interface KubeClientOptions {
   /** Headers of any request, and the whole body of a list page (default 30 s). */
   readonly requestTimeoutMs: number;
-  /** Longest silence on a watch stream before it is dropped and restarted (default 5 min + 1 min). */
+  /**
+   * Longest silence on a watch stream before it is dropped and restarted (default 10 min + 1 min: a
+   * quiet watch lasts up to twice the reflector's minimum timeoutSeconds, 2 x 5 min).
+   */
   readonly watchIdleTimeoutMs: number;
   /** Largest list page or discovery document (default 256 MiB). */
   readonly maxBodyBytes: number;
@@ -23,7 +26,7 @@ export interface KubeClientOptions {
 
 export const DEFAULT_CLIENT_OPTIONS: KubeClientOptions = {
   requestTimeoutMs: 30_000,
-  watchIdleTimeoutMs: 360_000,
+  watchIdleTimeoutMs: 660_000,
   maxBodyBytes: 256 * 1024 * 1024,
   maxEventBytes: 16 * 1024 * 1024,
   tokenRefreshMs: 60_000,
@@ -84,14 +87,34 @@ function statusMessage(status: number, text: string): { message: string; reason:
   }
 }
 
+/**
+ * A kubeconfig `server` as client-go reads it: the scheme, host and port to connect to, and a path
+ * (`https://rancher.example.com/k8s/clusters/c-abc`: an API behind a proxy) that is the base of every
+ * API path. No trailing slash on the base path ('' when there is none).
+ */
+export function splitServer(server: string): { origin: string; basePath: string } {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new Error(`the API server address ${JSON.stringify(server)} is not a URL (https://host:port[/path])`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`the API server address ${JSON.stringify(server)}: only https:// (or http://) is supported`);
+  if (url.search || url.hash) throw new Error(`the API server address ${JSON.stringify(server)} has a query or fragment`);
+  return { origin: url.origin, basePath: url.pathname.replace(/\/+$/, '') };
+}
+
 export class KubeClient {
   private readonly agent: Agent;
   private readonly opts: KubeClientOptions;
   private token: { value: string; readAt: number } | undefined;
   private readonly exec: ExecCredentialSource | undefined;
+  private readonly origin: string;
+  private readonly basePath: string;
 
   constructor(readonly connection: KubeConnection, opts: Partial<KubeClientOptions> = {}, private readonly now: () => number = Date.now) {
     this.opts = { ...DEFAULT_CLIENT_OPTIONS, ...opts };
+    ({ origin: this.origin, basePath: this.basePath } = splitServer(connection.server));
     this.exec = connection.exec ? new ExecCredentialSource(connection.exec) : undefined;
     this.agent = new Agent({
       connect: {
@@ -112,40 +135,63 @@ export class KubeClient {
   private async bearer(): Promise<string | undefined> {
     if (this.connection.token) return this.connection.token;
     if (this.exec) return this.exec.token();
-    const file = this.connection.tokenFile;
-    if (!file) return undefined;
-    if (!this.token || this.now() - this.token.readAt >= this.opts.tokenRefreshMs) {
-      try {
-        this.token = { value: fs.readFileSync(file, 'utf8').trim(), readAt: this.now() };
-      } catch {
-        // keep the previous token: the file is swapped atomically by the kubelet
-      }
-    }
+    if (!this.connection.tokenFile) return undefined;
+    if (!this.token || this.now() - this.token.readAt >= this.opts.tokenRefreshMs) this.readTokenFile();
     return this.token?.value;
   }
 
-  private async send(path: string, signal: AbortSignal | undefined, bodyTimeout: number): Promise<Dispatcher.ResponseData> {
-    let token: string | undefined;
+  /** Read the token file now; on a failure the previous token is kept (the kubelet swaps the file atomically). */
+  private readTokenFile(): void {
     try {
-      token = await this.bearer();
-    } catch (err) {
-      throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, 'ExecCredential', { cause: err });
+      this.token = { value: fs.readFileSync(this.connection.tokenFile!, 'utf8').trim(), readAt: this.now() };
+    } catch {
+      // keep the previous token
     }
-    try {
-      const res = await this.agent.request({
-        origin: this.connection.server,
-        path,
-        method: 'GET',
-        headers: { accept: 'application/json', 'user-agent': 'meshgate', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        signal: signal ?? null,
-        headersTimeout: this.opts.requestTimeoutMs,
-        bodyTimeout,
-      });
-      // A refused plugin token is run for again on the next attempt (the reflector retries with backoff).
-      if (res.statusCode === 401 && token && this.exec) this.exec.invalidate(token);
+  }
+
+  /**
+   * After a 401 for `token`: a refused plugin token is run for again on the next attempt (the
+   * reflector retries with backoff); a token file is read again at once, and true is returned when it
+   * now holds another token (rotated since it was last read), so the request can be sent again.
+   */
+  private refused(token: string): boolean {
+    if (this.exec) {
+      this.exec.invalidate(token);
+      return false;
+    }
+    if (this.connection.token || !this.connection.tokenFile) return false;
+    this.readTokenFile();
+    return this.token !== undefined && this.token.value !== token;
+  }
+
+  private async send(path: string, signal: AbortSignal | undefined, bodyTimeout: number): Promise<Dispatcher.ResponseData> {
+    for (let attempt = 0; ; attempt++) {
+      let token: string | undefined;
+      try {
+        token = await this.bearer();
+      } catch (err) {
+        throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, 'ExecCredential', { cause: err });
+      }
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.agent.request({
+          origin: this.origin,
+          path: this.basePath + path,
+          method: 'GET',
+          headers: { accept: 'application/json', 'user-agent': 'meshgate', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+          signal: signal ?? null,
+          headersTimeout: this.opts.requestTimeoutMs,
+          bodyTimeout,
+        });
+      } catch (err) {
+        throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
+      }
+      // Once only: a token file that changed again between two reads is left to the next request.
+      if (res.statusCode === 401 && token && this.refused(token) && attempt === 0) {
+        await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+        continue;
+      }
       return res;
-    } catch (err) {
-      throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
     }
   }
 

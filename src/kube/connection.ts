@@ -7,7 +7,11 @@ import { parse as parseYaml } from 'yaml';
 
 /** Everything the API client needs to connect; PEM texts, not paths. */
 export interface KubeConnection {
-  /** `https://host:port` (or `http://` for a local test server), no trailing slash. */
+  /**
+   * `https://host:port` (or `http://` for a local test server), no trailing slash; it may have a path
+   * (`https://rancher.example.com/k8s/clusters/c-abc`), which, as in client-go, is the base of every
+   * API path (the client splits it: see splitServer in client.ts).
+   */
   readonly server: string;
   readonly ca?: string;
   readonly cert?: string;

@@ -32,7 +32,11 @@ export type KubeObject = Record<string, unknown> & { metadata?: { name?: string;
 export interface ReflectorTuning {
   /** Items per list page (`limit`). */
   readonly pageSize: number;
-  /** `timeoutSeconds` asked of each watch: the server ends it then, and it is opened again. */
+  /**
+   * The shortest `timeoutSeconds` asked of a watch: each asks a random value between this and twice
+   * it (client-go's minWatchTimeout), so the watches of many proxies and kinds do not all end and
+   * reconnect together. The server ends the watch then, and it is opened again.
+   */
   readonly watchTimeoutSeconds: number;
   readonly backoffInitialMs: number;
   readonly backoffMaxMs: number;
@@ -52,6 +56,11 @@ export const DEFAULT_TUNING: ReflectorTuning = {
 export function backoffDelay(attempt: number, t: Pick<ReflectorTuning, 'backoffInitialMs' | 'backoffMaxMs'>, random: () => number = Math.random): number {
   const base = Math.min(t.backoffMaxMs, t.backoffInitialMs * 2 ** Math.min(attempt, 30));
   return Math.round(base * (0.5 + random() / 2));
+}
+
+/** A watch's `timeoutSeconds`: `min` times 1 to 2, at random (as client-go), whole seconds. */
+export function watchTimeout(min: number, random: () => number = Math.random): number {
+  return Math.max(1, Math.floor(min * (Math.min(Math.max(random(), 0), 1) + 1)));
 }
 
 /** The API path of a collection: `/api/v1[/namespaces/ns]/plural` or `/apis/group/version[...]`. */
@@ -244,7 +253,7 @@ export class Reflector {
     let delivered = 0;
     const path = this.query({
       watch: '1', resourceVersion: this.resourceVersion ?? '', allowWatchBookmarks: 'true',
-      timeoutSeconds: String(this.tuning.watchTimeoutSeconds),
+      timeoutSeconds: String(watchTimeout(this.tuning.watchTimeoutSeconds, this.random)),
     });
     try {
       await this.client.watch(path, (e) => {

@@ -1,9 +1,10 @@
 // Kubernetes Services, EndpointSlices and Pods -> registry services (pure), the way Istio's kube
 // registry builds them: host `name.namespace.svc.cluster.local`, ports with the protocol from
 // `appProtocol` or the port-name prefix, ready endpoints only, each endpoint's port taken from its
-// slice's port of the same name (so a named targetPort is already resolved), labels from the Pod the
-// endpoint refers to (for DestinationRule subsets). ExternalName Services resolve their external
-// name by DNS. The input is the API's plain JSON, read defensively.
+// slice's port of the same name (so a named targetPort is already resolved; a slice without the port
+// gives that port no endpoint), labels from the Pod the endpoint refers to (for DestinationRule
+// subsets). ExternalName Services resolve their external name by DNS. The input is the API's plain
+// JSON, read defensively.
 
 import type { Dict, KubeServicePort, KubeServiceSpec } from '../config/types';
 import { DEFAULT_DOMAIN_SUFFIX } from '../config/names';
@@ -73,36 +74,51 @@ function portDefs(ports: readonly KubeServicePort[]): PortDef[] {
     number: p.port,
     name: p.name || String(p.port),
     protocol: protocolFromPortName(p),
-    // A named targetPort is resolved per endpoint by its slice; the number is the fallback.
+    // Slice endpoints carry their own ports (a named targetPort resolved there); a numeric targetPort
+    // is for WorkloadEntries the Service selects and for a headless Service's original destination.
     ...(typeof p.targetPort === 'number' ? { targetPort: p.targetPort } : p.targetPort === undefined ? { targetPort: p.port } : {}),
   }));
 }
 
-/** Ready endpoints of one Service from its slices, sorted: one per address and ports, its ports by service port name. */
+/**
+ * Ready endpoints of one Service from its slices, sorted by address. An endpoint has the ports its
+ * slice has (by service port name) and no others (`listedPortsOnly`): Istio builds endpoints per
+ * slice port, so an endpoint whose slice lacks a port is not in that port's cluster. An address
+ * listed by several slices (a moved endpoint, host-network pods sharing their node's address) is one
+ * endpoint per address and port.
+ */
 export function endpointsOf(
   svcPorts: readonly KubeServicePort[], ns: string, slices: readonly EndpointSliceObject[],
   pods: { byName: ReadonlyMap<string, Dict<string>>; byIp: ReadonlyMap<string, Dict<string>> },
 ): EndpointDef[] {
-  const out = new Map<string, EndpointDef>();
+  const out: EndpointDef[] = [];
+  const seen = new Set<string>();
   for (const slice of slices) {
     if (slice.addressType !== undefined && slice.addressType !== 'IPv4' && slice.addressType !== 'IPv6') continue; // FQDN slices
-    const ports: Record<string, number> = {};
+    const ports: [string, number][] = [];
     for (const sp of svcPorts) {
       const match = (slice.ports ?? []).find((x) => (x?.name ?? '') === (sp.name ?? ''));
-      if (typeof match?.port === 'number') ports[sp.name || String(sp.port)] = match.port;
+      if (typeof match?.port === 'number') ports.push([sp.name || String(sp.port), match.port]);
     }
     for (const e of slice.endpoints ?? []) {
       if (e?.conditions?.ready === false) continue; // unknown (null) counts as ready, as the API says
       const address = e.addresses?.[0]; // the addresses of one endpoint are fungible
-      // One endpoint per address and ports: host-network pods share their node's address.
-      const id = `${address} ${JSON.stringify(ports)}`;
-      if (!address || out.has(id)) continue;
+      if (!address) continue;
+      const mine: Record<string, number> = {};
+      for (const [name, port] of ports) {
+        const id = `${address} ${name} ${port}`;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        mine[name] = port;
+      }
+      if (Object.keys(mine).length === 0) continue; // no port of the Service, or every one already listed
       const ref = e.targetRef?.kind === 'Pod' && e.targetRef.name ? key(e.targetRef.namespace ?? ns, e.targetRef.name) : undefined;
       const labels = (ref ? pods.byName.get(ref) : undefined) ?? pods.byIp.get(key(ns, address)) ?? {};
-      out.set(id, { address, ports, labels, weight: 1 });
+      out.push({ address, ports: mine, labels, weight: 1, listedPortsOnly: true });
     }
   }
-  return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
+  const order = (e: EndpointDef) => `${e.address} ${JSON.stringify(Object.entries(e.ports).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))}`;
+  return out.map((e) => [order(e), e] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
 }
 
 /**

@@ -27,6 +27,13 @@ export interface EndpointDef {
   readonly ports: Dict<number>;
   readonly labels: Dict<string>;
   readonly weight: number;
+  /**
+   * Only the service ports named in `ports` have this endpoint (an EndpointSlice endpoint: Istio
+   * builds endpoints per slice port, so a slice without a port adds nothing to that port's cluster).
+   * Otherwise (ServiceEntry, WorkloadEntry) a port missing from `ports` is the service port's
+   * targetPort, else its number.
+   */
+  readonly listedPortsOnly?: true;
 }
 
 export interface ServiceDef {
@@ -211,11 +218,24 @@ export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX):
   return out;
 }
 
-/** The endpoint port for a service port, as Istio picks it. */
-export function endpointPort(ep: EndpointDef, port: PortDef): number {
+/**
+ * The endpoint port for a service port, as Istio picks it; undefined when the endpoint is not one of
+ * that port (`listedPortsOnly` without an entry for it).
+ */
+export function endpointPortOf(ep: EndpointDef, port: PortDef): number | undefined {
   const byName = ep.ports[port.targetPortName ?? port.name];
   if (byName !== undefined) return byName;
-  return port.targetPort ?? port.number;
+  return ep.listedPortsOnly ? undefined : port.targetPort ?? port.number;
+}
+
+/** The endpoints of one service port, each with its port; endpoints that are not ones of the port are left out. */
+export function portEndpoints(svc: Pick<ServiceDef, 'endpoints'>, port: PortDef): { address: string; port: number; labels: Dict<string>; weight: number }[] {
+  const out: { address: string; port: number; labels: Dict<string>; weight: number }[] = [];
+  for (const e of svc.endpoints) {
+    const p = endpointPortOf(e, port);
+    if (p !== undefined) out.push({ address: e.address, port: p, labels: e.labels, weight: e.weight });
+  }
+  return out;
 }
 
 export function isStaticAddress(address: string): boolean {

@@ -52,6 +52,11 @@ export interface FakeKubeOptions {
   readonly token?: string;
   /** Serve HTTPS with this certificate. */
   readonly tls?: { readonly cert: string; readonly key: string };
+  /**
+   * Serve the API under this path only (`/k8s/clusters/c-abc`, as behind Rancher's proxy); anything
+   * else is 404. `url` then includes it, as a kubeconfig's `server` would.
+   */
+  readonly pathPrefix?: string;
 }
 
 interface Watcher {
@@ -74,7 +79,10 @@ interface HistoryEntry {
 
 export interface RequestRecord {
   readonly method: string;
+  /** The API path (without `pathPrefix`). */
   readonly path: string;
+  /** The path as the request had it (with `pathPrefix`). */
+  readonly rawPath: string;
   readonly query: Record<string, string>;
   readonly watch: boolean;
   readonly authorization?: string;
@@ -104,7 +112,7 @@ export class FakeKubeApi {
   }
 
   get url(): string {
-    return `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
+    return `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${this.port}${this.opts.pathPrefix ?? ''}`;
   }
 
   get resourceVersion(): string {
@@ -293,10 +301,15 @@ export class FakeKubeApi {
     req.on('error', () => undefined);
     res.on('error', () => undefined);
     const url = new URL(req.url ?? '/', 'http://fake');
+    const rawPath = url.pathname;
+    const prefix = this.opts.pathPrefix ?? '';
+    const outside = prefix !== '' && !rawPath.startsWith(`${prefix}/`);
+    if (prefix && !outside) url.pathname = rawPath.slice(prefix.length);
     const query = Object.fromEntries(url.searchParams);
     const watch = query['watch'] === 'true' || query['watch'] === '1';
-    const record: RequestRecord = { method: req.method ?? 'GET', path: url.pathname, query, watch, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) };
+    const record: RequestRecord = { method: req.method ?? 'GET', path: url.pathname, rawPath, query, watch, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) };
     this.requests.push(record);
+    if (outside) return this.status(res, 404, 'NotFound', `the server could not find the requested resource (not under ${prefix})`);
     const go = () => this.route(req, res, url, query, watch);
     const line = `${url.pathname}${url.search}`;
     const failure = this.failures.find((f) => f.count > 0 && f.match.test(line));

@@ -83,6 +83,20 @@ describe('meshgate kube-inject (command line)', function () {
     assert.equal(printed.stdout, natRules(DEFAULT_CAPTURE, 4));
   });
 
+  it('includeOutboundIPRanges: "" gives the real `meshgate iptables` no outbound redirect at all (istio-iptables -i \'\')', async () => {
+    const file = path.join(dir, 'pod.yaml');
+    fs.writeFileSync(file, 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    traffic.sidecar.istio.io/includeOutboundIPRanges: ""\nspec:\n  containers:\n  - name: app\n    image: app\n');
+    const out = await runMeshgate(['kube-inject', '-f', file]);
+    assert.equal(out.code, 0, out.stderr);
+    const args = (parseDocs(out.stdout)[0]!['spec']['initContainers'] as Obj[]).find((c) => c['name'] === 'istio-init')!['args'] as string[];
+    assert.equal(args[args.indexOf('--include-outbound-cidrs') + 1], '');
+    const printed = await runMeshgate(['iptables', ...args.slice(2)]);
+    assert.equal(printed.code, 0, printed.stderr);
+    assert.equal(printed.stdout, natRules({ ...DEFAULT_CAPTURE, includeOutboundCidrs: [] }, 4));
+    assert.doesNotMatch(printed.stdout, /^-A ISTIO_OUTPUT .*-j ISTIO_REDIRECT$/m);
+    assert.match(printed.stdout, /^-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT$/m, 'inbound capture stays');
+  });
+
   it('every flag the sidecar and the gateway Deployments pass to `meshgate run` is one it lists (--source: the Kubernetes source adds it)', async () => {
     const help = (await runMeshgate(['run', '--help'])).stdout;
     const sidecar = container(pod((await runMeshgate(['kube-inject', '-f', SLEEP])).stdout), 'istio-proxy')['args'] as string[];

@@ -21,8 +21,10 @@ const tmpl = (meta: PodTemplate['metadata'] = {}, spec: Obj = {}): PodTemplate =
 describe('kube-inject (pure)', () => {
   it('reads sidecar.istio.io/inject as Istio does (table)', () => {
     const cases: [unknown, boolean | undefined][] = [
-      [undefined, undefined], ['', undefined], ['  ', undefined], ['true', true], ['TRUE', true], ['y', true], ['yes', true], ['on', true],
+      [undefined, undefined], ['', undefined], ['true', true], ['TRUE', true], ['y', true], ['yes', true], ['on', true],
       ['false', false], ['no', false], ['off', false], ['n', false], ['disabled', false], [false, false], [true, true],
+      // Not trimmed, as Istio's strings.ToLower(value) switch: blanks are a value, and not a yes.
+      ['  ', false], [' true ', false], ['true\n', false],
     ];
     for (const [v, want] of cases) assert.equal(injectValue(v), want, String(v));
   });
@@ -40,8 +42,29 @@ describe('kube-inject (pure)', () => {
       ['already injected (container)', tmpl({}, { containers: [{ name: 'app' }, { name: PROXY_NAME }] }), 'already injected'],
       ['already injected (native)', tmpl({}, { initContainers: [{ name: PROXY_NAME }] }), 'already injected'],
       ['hostNetwork', tmpl({}, { hostNetwork: true }), "hostNetwork: capture would redirect the node's own traffic"],
+      // Istio's injectRequired: a label that is present wins even when empty (the default: inject).
+      ['empty label: the default, the annotation not read', tmpl({ labels: { 'sidecar.istio.io/inject': '' }, annotations: { 'sidecar.istio.io/inject': 'false' } }), true],
+      ['null label (`inject:` in YAML): the default, the annotation not read', tmpl({ labels: { 'sidecar.istio.io/inject': null }, annotations: { 'sidecar.istio.io/inject': 'false' } }), true],
+      ['no label: the annotation', tmpl({ labels: { app: 'x' }, annotations: { 'sidecar.istio.io/inject': 'false' } }), 'annotation sidecar.istio.io/inject: "false"'],
+      ['empty annotation: the default', tmpl({ annotations: { 'sidecar.istio.io/inject': '' } }), true],
+      ['a value is not trimmed', tmpl({ labels: { 'sidecar.istio.io/inject': ' true ' } }), 'label sidecar.istio.io/inject: " true "'],
+      ['the template\'s own namespace', tmpl({ namespace: 'kube-system' }), 'namespace kube-system: Istio never injects there'],
     ];
     for (const [what, t, want] of cases) assert.deepEqual(decide(t), want === true ? { inject: true } : { inject: false, reason: want }, what);
+  });
+
+  it('never injects into kube-system, kube-public, kube-node-lease or local-path-storage, even when asked to', () => {
+    const asked = tmpl({ labels: { 'sidecar.istio.io/inject': 'true' } });
+    for (const ns of ['kube-system', 'kube-public', 'kube-node-lease', 'local-path-storage']) {
+      assert.deepEqual(decide(asked, ns), { inject: false, reason: `namespace ${ns}: Istio never injects there` }, ns);
+      assert.deepEqual(decide(tmpl({ namespace: ns }), 'default'), { inject: false, reason: `namespace ${ns}: Istio never injects there` }, `template in ${ns}`);
+    }
+    for (const ns of [undefined, 'default', 'kube-systemx', 'istio-system']) assert.deepEqual(decide(asked, ns), { inject: true }, String(ns));
+    const dep = (ns: string) => `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: ${ns}\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: app\n`;
+    const r = inject(dep('kube-system'));
+    assert.equal(r.text, dep('kube-system'), 'byte for byte');
+    assert.deepEqual(r.objects, [{ object: 'Deployment kube-system/d', injected: false, reason: 'namespace kube-system: Istio never injects there' }]);
+    assert.deepEqual(inject(dep('apps')).objects, [{ object: 'Deployment apps/d', injected: true }]);
   });
 
   it('istio-init arguments: istio-iptables\' defaults, then the traffic.sidecar.istio.io annotations (table)', () => {
@@ -55,8 +78,24 @@ describe('kube-inject (pure)', () => {
       [{ [`${t}includeInboundPorts`]: '8080, 9090', [`${t}excludeInboundPorts`]: '15021,8443' },
         [...base, '--include-outbound-cidrs', '*', '--include-inbound-ports', '8080,9090', '--exclude-inbound-ports', '15090,15021,15020,8443']],
       [{ [`${t}includeInboundPorts`]: '' }, [...base, '--include-outbound-cidrs', '*', '--include-inbound-ports', '', '--exclude-inbound-ports', '15090,15021,15020']],
+      // Present but empty: istio-iptables captures no outbound traffic at all (not '*').
+      [{ [`${t}includeOutboundIPRanges`]: '' }, [...base, '--include-outbound-cidrs', '', '--include-inbound-ports', '*', '--exclude-inbound-ports', '15090,15021,15020']],
+      [{ [`${t}includeOutboundIPRanges`]: ' ' }, [...base, '--include-outbound-cidrs', '', '--include-inbound-ports', '*', '--exclude-inbound-ports', '15090,15021,15020']],
+      [{ [`${t}includeOutboundIPRanges`]: '*' }, [...base, '--include-outbound-cidrs', '*', '--include-inbound-ports', '*', '--exclude-inbound-ports', '15090,15021,15020']],
     ];
     for (const [ann, want] of cases) assert.deepEqual(iptablesArgs(ann), want, JSON.stringify(ann));
+  });
+
+  it('includeOutboundPorts and excludeInterfaces, which meshgate iptables lacks: injected with a warning for each, never silently', () => {
+    const t = 'traffic.sidecar.istio.io/';
+    const pod = (ann: string) => `apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: ns\n  annotations:\n${ann}spec:\n  containers:\n  - name: app\n    image: app\n`;
+    const r = inject(pod(`    ${t}includeOutboundPorts: "5432,6379"\n    ${t}excludeInterfaces: eth1\n`));
+    assert.deepEqual(r.objects, [{ object: 'Pod ns/p', injected: true }]);
+    assert.deepEqual(r.warnings, [
+      `Pod ns/p: annotation ${t}includeOutboundPorts: "5432,6379" is not supported by meshgate iptables and is ignored: outbound traffic to these ports is captured only when its destination is in includeOutboundIPRanges`,
+      `Pod ns/p: annotation ${t}excludeInterfaces: "eth1" is not supported by meshgate iptables and is ignored: traffic on these interfaces is captured like any other`,
+    ]);
+    assert.deepEqual(inject(pod(`    ${t}includeOutboundPorts: ""\n    ${t}excludeOutboundPorts: "5432"\n`)).warnings, [], 'empty: nothing is ignored');
   });
 
   it('the sidecar: meshgate run --mode sidecar --source kubernetes with the pod\'s labels, uid 1337, Istio\'s port names, ready on 15021', () => {

@@ -3,8 +3,9 @@
 
 import assert from 'node:assert/strict';
 import type { KubeServicePort } from '../../../src/config/types';
-import { protocolFromPortName, buildServices, endpointPort } from '../../../src/serviceentry/services';
+import { protocolFromPortName, buildServices, endpointPortOf, portEndpoints, type ServiceDef } from '../../../src/serviceentry/services';
 import { kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type PodObject } from '../../../src/kube/registry';
+import { compile } from '../../../src/config/compile';
 import { set as resourceSet, res } from '../../helpers/resources';
 
 describe('Kubernetes service port protocol (Istio ConvertProtocol)', () => {
@@ -73,13 +74,13 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
       ports: [{ number: 9080, name: 'http', protocol: 'HTTP' }],
       resolution: 'STATIC',
       endpoints: [
-        { address: '10.0.0.1', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v1' }, weight: 1 },
-        { address: '10.0.0.2', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v2' }, weight: 1 },
-        { address: '10.0.0.4', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v4' }, weight: 1 },
+        { address: '10.0.0.1', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v1' }, weight: 1, listedPortsOnly: true },
+        { address: '10.0.0.2', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v2' }, weight: 1, listedPortsOnly: true },
+        { address: '10.0.0.4', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v4' }, weight: 1, listedPortsOnly: true },
       ],
       addresses: ['10.96.0.10'], location: 'MESH_INTERNAL', exportTo: ['*'], definedBy: 'Service default/reviews',
     });
-    assert.equal(endpointPort(def!.endpoints[0]!, def!.ports[0]!), 8080, 'the named targetPort is the slice port');
+    assert.equal(endpointPortOf(def!.endpoints[0]!, def!.ports[0]!), 8080, 'the named targetPort is the slice port');
   });
 
   const cases: { what: string; services: KubeServiceObject[]; slices: EndpointSliceObject[]; pods?: PodObject[]; want: unknown }[] = [
@@ -87,7 +88,7 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
       what: 'unnamed single port: the slice port with an empty name; numeric targetPort kept as the fallback',
       services: [svc('web', { ports: [{ port: 80, targetPort: 8080 }] })],
       slices: [slice('web-1', 'web', [{ port: 8080 }], [{ addresses: ['10.1.0.1'] }])],
-      want: [{ host: 'web.default.svc.cluster.local', ports: [{ number: 80, name: '80', protocol: '', targetPort: 8080 }], endpoints: [{ address: '10.1.0.1', ports: { 80: 8080 }, labels: {}, weight: 1 }] }],
+      want: [{ host: 'web.default.svc.cluster.local', ports: [{ number: 80, name: '80', protocol: '', targetPort: 8080 }], endpoints: [{ address: '10.1.0.1', ports: { 80: 8080 }, labels: {}, weight: 1, listedPortsOnly: true }] }],
     },
     {
       what: 'two ports mapped by name; several slices merged; one address counted once',
@@ -99,7 +100,7 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
       want: [{
         host: 'api.default.svc.cluster.local',
         ports: [{ number: 80, name: 'http', protocol: 'HTTP', targetPort: 80 }, { number: 9000, name: 'grpc', protocol: 'GRPC', targetPort: 9000 }],
-        endpoints: ['10.1.0.1', '10.1.0.2', '10.1.0.3'].map((address) => ({ address, ports: { http: 8080, grpc: 9090 }, labels: {}, weight: 1 })),
+        endpoints: ['10.1.0.1', '10.1.0.2', '10.1.0.3'].map((address) => ({ address, ports: { http: 8080, grpc: 9090 }, labels: {}, weight: 1, listedPortsOnly: true })),
       }],
     },
     {
@@ -111,7 +112,7 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
         slice('a-fqdn', 'a', [{ name: 'http', port: 80 }], [{ addresses: ['a.example.com'] }], 'ns1', 'FQDN'),
         slice('a-1', 'a', [{ name: 'http', port: 80 }], [{ addresses: ['10.2.0.3'] }], 'ns1'),
       ],
-      want: [{ host: 'a.ns1.svc.cluster.local', ports: [{ number: 80, name: 'http', protocol: 'HTTP', targetPort: 80 }], endpoints: [{ address: '10.2.0.3', ports: { http: 80 }, labels: {}, weight: 1 }] }],
+      want: [{ host: 'a.ns1.svc.cluster.local', ports: [{ number: 80, name: 'http', protocol: 'HTTP', targetPort: 80 }], endpoints: [{ address: '10.2.0.3', ports: { http: 80 }, labels: {}, weight: 1, listedPortsOnly: true }] }],
     },
     {
       what: 'ExternalName: resolved by DNS, the external name as the endpoint (trailing dot dropped)',
@@ -123,7 +124,7 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
       what: 'headless Service (clusterIP None): no VIP, endpoints from its slices',
       services: [svc('db', { clusterIP: 'None', ports: [{ name: 'tcp', port: 5432 }] })],
       slices: [slice('db-1', 'db', [{ name: 'tcp', port: 5432 }], [{ addresses: ['10.3.0.1'] }])],
-      want: [{ host: 'db.default.svc.cluster.local', resolution: 'STATIC', addresses: [], endpoints: [{ address: '10.3.0.1', ports: { tcp: 5432 }, labels: {}, weight: 1 }] }],
+      want: [{ host: 'db.default.svc.cluster.local', resolution: 'STATIC', addresses: [], endpoints: [{ address: '10.3.0.1', ports: { tcp: 5432 }, labels: {}, weight: 1, listedPortsOnly: true }] }],
     },
     {
       what: 'a Service with no slice yet has no endpoints; the networking.istio.io/exportTo annotation is read',
@@ -138,6 +139,85 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
       want: [{ host: 'alpha.default.svc.cluster.local', ports: [] }, { host: 'zeta.default.svc.cluster.local', ports: [] }],
     },
   ];
+  const eps = (def: ServiceDef, port: number) => portEndpoints(def, def.ports.find((p) => p.number === port)!).map((e) => `${e.address}:${e.port}`);
+
+  it('an endpoint whose slice lacks the Service\'s port is not in that port\'s cluster (no fallback to the Service port)', () => {
+    const web = svc('web', { ports: [{ name: 'http', port: 80, targetPort: 'http-web' }] });
+    const [def] = kubeServiceDefs([web], [
+      slice('web-a', 'web', [{ name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }]),
+      slice('web-b', 'web', [], [{ addresses: ['10.1.0.2'] }]),
+    ], []);
+    assert.deepEqual(eps(def!, 80), ['10.1.0.1:8080']);
+    // The same with a numeric targetPort: a slice without the port still adds nothing.
+    const [num] = kubeServiceDefs([svc('web', { ports: [{ name: 'http', port: 80, targetPort: 8080 }] })], [
+      slice('web-a', 'web', [{ name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }]),
+      slice('web-b', 'web', [{ name: 'metrics', port: 9100 }], [{ addresses: ['10.1.0.2'] }]),
+    ], []);
+    assert.deepEqual(eps(num!, 80), ['10.1.0.1:8080']);
+  });
+
+  it('through compile: the cluster of the port has only the endpoint whose slice has the port', () => {
+    const defs = kubeServiceDefs([svc('web', { clusterIP: '10.96.0.5', ports: [{ name: 'http', port: 80, targetPort: 'http-web' }] })], [
+      slice('web-a', 'web', [{ name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }]),
+      slice('web-b', 'web', [], [{ addresses: ['10.1.0.2'] }]),
+    ], []);
+    const id = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map<number, number>(), bind: '0.0.0.0' };
+    const cluster = compile({ ...resourceSet([]), kubernetesServices: defs }, id, 1).snapshot.clusters.get('outbound|80||web.default.svc.cluster.local');
+    assert.deepEqual(cluster?.endpoints.map((e) => `${e.address}:${e.port}`), ['10.1.0.1:8080']);
+  });
+
+  it('two ports, each slice with one of them: each endpoint is in its own port\'s cluster only', () => {
+    const api = svc('api', { ports: [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'grpc', port: 9000, targetPort: 'rpc' }] });
+    const [def] = kubeServiceDefs([api], [
+      slice('api-http', 'api', [{ name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }, { addresses: ['10.1.0.2'] }]),
+      slice('api-grpc', 'api', [{ name: 'grpc', port: 9090 }], [{ addresses: ['10.1.0.2'] }, { addresses: ['10.1.0.3'] }]),
+    ], []);
+    assert.deepEqual(eps(def!, 80), ['10.1.0.1:8080', '10.1.0.2:8080']);
+    assert.deepEqual(eps(def!, 9000), ['10.1.0.2:9090', '10.1.0.3:9090']);
+  });
+
+  it('through compile, two ports: an endpoint is in the cluster of the port its slice lists only', () => {
+    const api = svc('api', { clusterIP: '10.96.0.6', ports: [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'grpc', port: 9000, targetPort: 'rpc' }] });
+    const defs = kubeServiceDefs([api], [
+      slice('api-http', 'api', [{ name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }]),
+      slice('api-grpc', 'api', [{ name: 'grpc', port: 9090 }], [{ addresses: ['10.1.0.3'] }]),
+    ], []);
+    const id = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map<number, number>(), bind: '0.0.0.0' };
+    const clusters = compile({ ...resourceSet([]), kubernetesServices: defs }, id, 1).snapshot.clusters;
+    const of = (port: number) => clusters.get(`outbound|${port}||api.default.svc.cluster.local`)?.endpoints.map((e) => `${e.address}:${e.port}`);
+    assert.deepEqual(of(80), ['10.1.0.1:8080']);
+    assert.deepEqual(of(9000), ['10.1.0.3:9090']);
+  });
+
+  it('an address listed by two slices is one endpoint per address and port (not per whole port map)', () => {
+    const api = svc('api', { ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 9000 }] });
+    const [def] = kubeServiceDefs([api], [
+      slice('api-1', 'api', [{ name: 'http', port: 8080 }, { name: 'grpc', port: 9090 }], [{ addresses: ['10.1.0.1'] }]),
+      slice('api-2', 'api', [{ name: 'http', port: 8080 }], [{ addresses: ['10.1.0.1'] }]), // the same pod, mid-move
+      slice('api-3', 'api', [{ name: 'http', port: 8081 }], [{ addresses: ['10.1.0.1'] }]), // another host-network pod on the node
+    ], []);
+    assert.deepEqual(eps(def!, 80), ['10.1.0.1:8080', '10.1.0.1:8081']);
+    assert.deepEqual(eps(def!, 9000), ['10.1.0.1:9090']);
+  });
+
+  it('ServiceEntry and WorkloadEntry endpoints without a port entry still use the targetPort, else the service port', () => {
+    const s = resourceSet([
+      res('ServiceEntry', 'ext', { hosts: ['ext.example.com'], ports: [{ number: 80, name: 'http', protocol: 'HTTP', targetPort: 8080 }, { number: 443, name: 'https', protocol: 'HTTPS' }],
+        resolution: 'STATIC', endpoints: [{ address: '192.0.2.1' }, { address: '192.0.2.2', ports: { https: 8443 } }] }),
+    ]);
+    const se = buildServices(s).get('ext.example.com')!;
+    assert.deepEqual(eps(se, 80), ['192.0.2.1:8080', '192.0.2.2:8080']);
+    assert.deepEqual(eps(se, 443), ['192.0.2.1:443', '192.0.2.2:8443']);
+    // A WorkloadEntry joining a Service from the API keeps that too, next to its slice endpoints.
+    const [kube] = kubeServiceDefs([svc('reviews', { selector: { app: 'reviews' }, ports: [{ name: 'http', port: 9080, targetPort: 'http-web' }] })],
+      [slice('r-1', 'reviews', [], [{ addresses: ['10.0.0.9'] }]), slice('r-2', 'reviews', [{ name: 'http', port: 8080 }], [{ addresses: ['10.0.0.1'] }])], []);
+    const joined = buildServices({
+      ...resourceSet([res('Service', 'reviews', { selector: { app: 'reviews' }, ports: [{ name: 'http', port: 9080 }] }), res('WorkloadEntry', 'vm-1', { address: '192.0.2.7', labels: { app: 'reviews' } })]),
+      kubernetesServices: [kube!],
+    }).get('reviews.default.svc.cluster.local')!;
+    assert.deepEqual(eps(joined, 9080), ['10.0.0.1:8080', '192.0.2.7:9080']);
+  });
+
   for (const c of cases) {
     it(c.what, () => {
       const got = kubeServiceDefs(c.services, c.slices, c.pods ?? []);
