@@ -2,7 +2,7 @@
 // consistent-hash ring sized as Envoy sizes it (minimumRingSize, capped, by the weights' ratio).
 
 import assert from 'node:assert/strict';
-import { Cluster } from '../../../src/registry/cluster';
+import { Cluster, buildRing, hash32, type Endpoint } from '../../../src/registry/cluster';
 import { clusterDef, seeded } from '../../helpers/cluster';
 
 const def = clusterDef;
@@ -90,6 +90,16 @@ describe('RING_HASH ring size', () => {
     const counts = keys(c, 20_000);
     // The light endpoint owns one point in ~10001: its share is ~0.01 %; far more than 0.5 % is wrong.
     assert.ok((counts.get('10.0.0.1') ?? 0) <= 100, JSON.stringify([...counts]));
+  });
+
+  it("the ring's points are hash32 of `<endpoint>_<n>`, sorted, each with its owner (past 10, 100, 1000 points)", () => {
+    const eps = [{ key: '10.0.0.1|80', weight: 1 }, { key: '[fd00::2]|8080', weight: 3 }] as unknown as Endpoint[];
+    const ring = buildRing(eps, 1500);
+    const want = eps.flatMap((e, i) => Array.from({ length: i === 0 ? 375 : 1125 }, (_, j) => ({ h: hash32(`${e.key}_${j}`), i })))
+      .sort((a, b) => a.h - b.h || a.i - b.i);
+    assert.equal(ring.points.length, want.length);
+    assert.deepEqual([...ring.points], want.map((w) => w.h));
+    assert.deepEqual([...ring.owners], want.map((w) => w.i));
   });
 
   it('weights 1:3 split the keys 25 % : 75 % (+- 5 %)', () => {
