@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
 import { startGateway, type TestGateway } from '../helpers/gateway';
@@ -50,6 +51,36 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     assert.equal((JSON.parse(r.stdout) as { data: { length: number } }).data.length, payload.length);
     const lines = await gw.waitForLines(2);
     assert.ok(lines.some((l) => /"POST \/post HTTP\/2" 200 - via_upstream /.test(l)), lines.join('\n'));
+  });
+
+  /** One HTTP/2 request with node:http2's client, which sends no content-length unless told. */
+  const h2request = (headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<{ status: number; body: string }> => new Promise((resolve, reject) => {
+    const session = http2.connect(url(''));
+    session.on('error', reject);
+    const stream = session.request(headers, { endStream: body === undefined });
+    const chunks: Buffer[] = [];
+    let status = 0;
+    stream.on('response', (h) => { status = Number(h[':status']); });
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      session.close();
+      resolve({ status, body: Buffer.concat(chunks).toString() });
+    });
+    stream.on('error', reject);
+    if (body !== undefined) stream.end(body);
+  });
+
+  it('forwards a request body sent without content-length (DATA frames only)', async () => {
+    const payload = Buffer.alloc(100_000, 'y');
+    const r = await h2request({ ':method': 'POST', ':path': '/post', ':authority': 'httpbin.example.com' }, payload);
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { data: { length: number } }).data.length, payload.length);
+  });
+
+  it('routes by :authority and sends it upstream as Host, not a host header the client added', async () => {
+    const r = await h2request({ ':method': 'GET', ':path': '/headers', ':authority': 'httpbin.example.com', host: 'internal-admin.example' });
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { headers: Record<string, string> }).headers['Host'], 'httpbin.example.com');
   });
 
   it('answers an unknown host with 404 NR, as on HTTP/1.1', async () => {

@@ -128,6 +128,12 @@ spec:
     assert.equal(seen.headers['host'], `127.0.0.1:${gw.port(8080)}`);
   });
 
+  it('drops a client-sent x-forwarded-client-cert at the edge: no forged identity reaches the upstream', async () => {
+    await curl(['-s', '-o', '/dev/null', '-H', 'X-Forwarded-Client-Cert: By=spiffe://x;URI=spiffe://cluster.local/ns/x/sa/admin', url('/productpage')]);
+    const seen = productpage.requests.at(-1)!;
+    assert.equal(seen.headers['x-forwarded-client-cert'], undefined);
+  });
+
   it('routes /static prefix and the exact /login, and 404s anything else with an empty body (NR)', async () => {
     assert.equal(parseCurl((await curl(['-si', url('/static/x.css')])).stdout).status, 200);
     const nr = parseCurl((await curl(['-si', url('/nothing-here')])).stdout);

@@ -283,6 +283,13 @@ spec:
     assert.match(r.stdout, /^HTTP\/1\.1 200 OK\r\n[^]*\r\nserver: istio-envoy\r\n/);
   });
 
+  it('an upgrade with an invalid Host is refused with 400, as a plain request is (never sent upstream)', async () => {
+    const before = plainSeen.length;
+    const out = await rawHttp(gw.port(80), 'GET /plain/x HTTP/1.1\r\nHost: ws.example.com@evil\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n', { timeoutMs: 3000 });
+    assert.match(out, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.equal(plainSeen.length, before);
+  });
+
   it('any other upgrade: 403 upgrade_failed', async () => {
     const out = await rawHttp(gw.port(80), 'GET /plain/x HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n', { timeoutMs: 3000 });
     assert.match(out, /^HTTP\/1\.1 403 Forbidden\r\n/);

@@ -71,13 +71,16 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
   for (const name in headers) {
     const v = headers[name];
     if (v === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || name.charCodeAt(0) === 58 /* : */) continue;
-    // External requests may not set Envoy's internal headers (Envoy strips them at the edge).
-    if (!info.outbound && name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-envoy-')) continue;
+    // External requests may not set Envoy's internal headers (Envoy strips them at the edge), nor
+    // claim a client certificate (x-forwarded-client-cert: Envoy's SANITIZE, Istio's gateway default
+    // without a verified client certificate).
+    if (!info.outbound && name.charCodeAt(0) === 120 /* x */ && (name.startsWith('x-envoy-') || name === 'x-forwarded-client-cert')) continue;
     out[name] = v;
   }
-  // HTTP/2 clients send :authority; HTTP/1.1 upstreams need it as Host.
+  // HTTP/2 clients send :authority, what the request was routed by; HTTP/1.1 upstreams need it as
+  // Host, whatever `host` header the client added too (RFC 9113 8.3.1: :authority wins).
   const authority = headers[':authority'];
-  if (typeof authority === 'string' && out['host'] === undefined) out['host'] = authority;
+  if (typeof authority === 'string') out['host'] = authority;
   out['x-request-id'] = info.requestId;
   if (info.outbound) {
     out['x-forwarded-proto'] ??= info.scheme;

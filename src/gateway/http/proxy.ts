@@ -325,7 +325,11 @@ export function chainKeysOf(socket: IncomingMessage['socket']): ChainKeys {
 function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length'];
   if (cl !== undefined) return cl !== '0';
-  return req.headers['transfer-encoding'] !== undefined;
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  // HTTP/2 frames its body in DATA frames, with or without content-length: one is coming unless the
+  // HEADERS frame ended the stream.
+  const stream = (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream;
+  return req.httpVersionMajor === 2 && stream?.endAfterHeaders === false;
 }
 
 export class HttpProxy {

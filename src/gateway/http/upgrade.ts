@@ -18,7 +18,7 @@ import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import { chainKeysOf, transportFailureReason, type ProxyDeps } from './proxy';
 import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-match';
-import { downstreamResponseHeaders, joinHostPort, plainAddress, rawLocalReply, requestIdOf, upstreamRequestHeaders } from './headers';
+import { downstreamResponseHeaders, joinHostPort, plainAddress, rawLocalReply, requestIdOf, upstreamRequestHeaders, validAuthority } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
@@ -125,6 +125,7 @@ class UpgradeExchange {
     if (target.authority !== undefined) req.headers.host = target.authority;
     rec.path = target.path;
     rec.authority = req.headers.host;
+    if (!validAuthority(req.headers.host)) return this.reply('DOWNSTREAM_PROTOCOL_ERROR');
     if (upgradeKind(req.headers.upgrade) !== 'websocket') return this.reply('UPGRADE_FAILED');
     const headers = upstreamRequestHeaders(req.headers, {
       remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers),
