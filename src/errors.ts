@@ -100,6 +100,11 @@ const CATALOGUE = {
     headers: { connection: 'close' },
     hint: 'the client sent a request that is not valid HTTP',
   },
+  UNSUPPORTED_TRANSFER_ENCODING: {
+    status: 501, body: 'Not Implemented', flag: 'DPE', details: 'http1.invalid_transfer_encoding', party: 'downstream', retryable: false,
+    headers: { connection: 'close' },
+    hint: 'the client sent a Transfer-Encoding other than chunked (gzip, ...), which the gateway cannot pass on intact',
+  },
   UPGRADE_FAILED: {
     status: 403, body: '', flag: '-', details: 'upgrade_failed', party: 'downstream', retryable: false,
     hint: 'the client asked for an upgrade other than websocket (h2c upgrades are served as HTTP/1.1 instead)',

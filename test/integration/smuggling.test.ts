@@ -370,6 +370,18 @@ spec:
       await refused(`POST /echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
     });
 
+    it('a coding before chunked (gzip) is refused with 501, as Envoy: it could not be passed on intact', async () => {
+      await refused(`POST /echo HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, 501);
+    });
+
+    it('HTTP/1.0 with Transfer-Encoding is faulty framing: refused; HTTP/0.9 is not served', async () => {
+      await refused(`POST /echo HTTP/1.0\r\n${H}Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
+      const before = rec.seen.length;
+      const { text } = await exchange(port, 'GET /echo\r\n\r\n');
+      assert.doesNotMatch(text, /^HTTP\/1\.[01] 200 /, JSON.stringify(text.slice(0, 100)));
+      assert.equal(rec.seen.length, before, 'nothing reached the upstream');
+    });
+
     it('chunked spelled with other case or whitespace is decoded and sent on as canonical chunked', async () => {
       for (const te of ['Chunked', ' chunked', '\tchunked', 'CHUNKED ']) {
         const { seen, raw } = await forwarded(`POST /echo HTTP/1.1\r\n${H}Transfer-Encoding:${te.startsWith(' ') || te.startsWith('\t') ? '' : ' '}${te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);

@@ -332,6 +332,15 @@ function hasBody(req: IncomingMessage): boolean {
   return req.httpVersionMajor === 2 && stream?.endAfterHeaders === false;
 }
 
+/**
+ * HTTP/0.9 (no headers, no Host) is not served; an HTTP/1.0 request with Transfer-Encoding has
+ * faulty framing (RFC 9112 6.1: a 1.0 hop before us may have read its body differently).
+ */
+function soundFraming(req: IncomingMessage): boolean {
+  if (req.httpVersionMajor === 0) return false;
+  return !(req.httpVersionMajor === 1 && req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined);
+}
+
 export class HttpProxy {
   constructor(private readonly deps: ProxyDeps) {}
 
@@ -369,7 +378,11 @@ export class HttpProxy {
         ex.record();
       }
     });
-    if (target.error !== undefined || !validAuthority(authorityOf(req.headers))) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
+    if (target.error !== undefined || !validAuthority(authorityOf(req.headers)) || !soundFraming(req)) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
+    // Codings before the final chunked (gzip, chunked; chunked twice) pass the parser, which decodes
+    // only the chunks: refused as Envoy does (other values the parser itself refuses with 400).
+    const te = req.headers['transfer-encoding'];
+    if (te !== undefined && te.includes(',')) return ex.fail('UNSUPPORTED_TRANSFER_ENCODING');
     const snapshot = this.deps.store.current;
     const decision = decide(routeTableFor(snapshot, entry, entry.chain === undefined ? undefined : chainKeysOf(req.socket)), this.routeInput(req, scheme));
     if (!decision) return ex.fail('NO_ROUTE');
