@@ -83,6 +83,12 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     assert.equal((JSON.parse(r.body) as { headers: Record<string, string> }).headers['Host'], 'httpbin.example.com');
   });
 
+  it('an upstream response header HTTP/2 forbids (HTTP2-Settings) is dropped, not a broken stream', async () => {
+    const r = await h2request({ ':method': 'GET', ':path': '/response-headers?HTTP2-Settings=AAMAAABkAAQAAP__&x-kept=1', ':authority': 'httpbin.example.com' });
+    assert.equal(r.status, 200, r.body);
+    assert.match(r.body, /"x-kept": "1"/);
+  });
+
   it('answers an unknown host with 404 NR, as on HTTP/1.1', async () => {
     const r = await curl(['-s', '-i', '--http2-prior-knowledge', '-H', 'Host: nowhere.example.com', url('/')]);
     assert.equal(r.code, 0, r.stderr);

@@ -97,6 +97,9 @@ const CANNED: Record<string, string> = {
   'unasked-101': 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON',
   'conn-nominates': 'HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok',
   legit: 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlegit',
+  // RFC 9110 8.6: a 304 may carry the Content-Length a 200 would have had; it has no body.
+  'not-modified-cl': 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n',
+  'no-content-cl': 'HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n',
   'ws-refused': 'HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n',
 };
 
@@ -628,6 +631,22 @@ spec:
       assert.match(first, /\r\ncontent-length: 38\r\n/i);
       assert.match(text.slice(first.length), /^HTTP\/1\.1 200 OK\r\n/, 'the next response follows the HEAD answer\'s head directly');
       assert.doesNotMatch(text, /POISON/);
+    });
+
+    it('a 304 with the Content-Length of the representation reaches the client whole (conditional GETs work)', async () => {
+      const { text, closed } = await exchange(port, [`GET /canned/not-modified-cl HTTP/1.1\r\n${H}If-None-Match: "v1"\r\n\r\n`, `GET /canned/legit HTTP/1.1\r\n${H}\r\n`],
+        { until: (t) => t.endsWith('legit'), timeoutMs: 3000 });
+      assert.match(text, /^HTTP\/1\.1 304 Not Modified\r\n/, JSON.stringify(text));
+      assert.match(text, /\r\netag: "v1"\r\n/i);
+      assert.ok(text.endsWith('legit') && !closed, `the connection goes on: ${JSON.stringify(text)}`);
+    });
+
+    it('a 204 that (wrongly) names a Content-Length reaches the client as a 204 without one', async () => {
+      const { text, closed } = await exchange(port, [`GET /canned/no-content-cl HTTP/1.1\r\n${H}\r\n`, `GET /canned/legit HTTP/1.1\r\n${H}\r\n`],
+        { until: (t) => t.endsWith('legit'), timeoutMs: 3000 });
+      assert.match(text, /^HTTP\/1\.1 204 No Content\r\n/, JSON.stringify(text));
+      assert.doesNotMatch(text.slice(0, text.indexOf('\r\n\r\n')), /content-length/i);
+      assert.ok(text.endsWith('legit') && !closed, `the connection goes on: ${JSON.stringify(text)}`);
     });
 
     it('a 103 before the final response is dropped: the client gets the 200', async () => {

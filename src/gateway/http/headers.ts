@@ -7,7 +7,7 @@ import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 
 /** RFC 9110 7.6.1 connection-specific headers, never forwarded. */
 export const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings',
   // The gateway answers `Expect: 100-continue` itself (as Envoy does) and streams the body on.
   'expect',
 ]);

@@ -211,8 +211,9 @@ class Exchange {
 
   writeUpstreamHead(status: number, raw: Buffer[], serviceTimeMs: number): void {
     this.headersSent = true;
-    const headers = this.routeResponseHeaders(downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs));
+    let headers = this.routeResponseHeaders(downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs));
     headers.push(...this.extraResponseHeaders);
+    if (status === 204) headers = dropNamed(headers, CONTENT_LENGTH); // RFC 9110 8.6: never on a 204
     this.rec.responseCode = status;
     this.rec.responseCodeDetails = 'via_upstream';
     this.rec.upstreamServiceTimeMs = serviceTimeMs;
@@ -279,6 +280,8 @@ function grpcMessage(text: string): string {
  * Response trailers (undici's raw list of Buffers, the h2c pool's of strings, or an object), as the object both
  * ServerResponse.addTrailers and its HTTP/2 counterpart take; undefined when there are none.
  */
+const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
+
 function trailerObject(trailers: unknown): Record<string, string | string[]> | undefined {
   if (trailers == null || (Array.isArray(trailers) && trailers.length === 0)) return undefined; // the usual case: none
   const out: Record<string, string | string[]> = {};
@@ -686,6 +689,22 @@ class Forwarder {
       : (ex.req.headers['content-length'] !== undefined ? ex.req : Readable.from(counted(ex.req, ex), { objectMode: false }));
     let resume: (() => void) | undefined;
     const onDrain = () => resume?.();
+    /** The answer has no body (204, 304): undici's complaint about its Content-Length is no error. */
+    let bodiless = false;
+    const complete = (trailers: Buffer[] | string[] | null): void => {
+      this.stopTimers();
+      cluster.stats.inc('upstream_rq_completed');
+      // The upstream's trailers go on to the client (gRPC's grpc-status lives there): HTTP/2, or
+      // HTTP/1.1 with a chunked response (Node drops them otherwise, as there is nowhere to put them).
+      const tail = trailerObject(trailers);
+      if (tail) {
+        const status = tail['grpc-status'];
+        if (ex.grpc && status !== undefined) ex.grpcStatus = Array.isArray(status) ? status[0] : status;
+        ex.res.addTrailers(tail);
+      }
+      ex.res.end();
+      ex.record();
+    };
     const handler: Dispatcher.DispatchHandler = {
       onConnect: (abort) => {
         if (id !== this.current) return abort(new Error('superseded'));
@@ -714,6 +733,7 @@ class Forwarder {
         if (this.tryTimer) clearTimeout(this.tryTimer);
         resume = res;
         if (ex.grpc) ex.grpcStatus = grpcStatusOf(raw); // a trailers-only response's
+        bodiless = status === 204 || status === 304;
         ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started));
         return true;
       },
@@ -726,21 +746,13 @@ class Forwarder {
       },
       onComplete: (trailers) => {
         if (id !== this.current || !settle()) return;
-        this.stopTimers();
-        cluster.stats.inc('upstream_rq_completed');
-        // The upstream's trailers go on to the client (gRPC's grpc-status lives there): HTTP/2, or
-        // HTTP/1.1 with a chunked response (Node drops them otherwise, as there is nowhere to put them).
-        const tail = trailerObject(trailers);
-        if (tail) {
-          const status = tail['grpc-status'];
-          if (ex.grpc && status !== undefined) ex.grpcStatus = Array.isArray(status) ? status[0] : status;
-          ex.res.addTrailers(tail);
-        }
-        ex.res.end();
-        ex.record();
+        complete(trailers);
       },
       onError: (err) => {
         if (!settle() || id !== this.current) return;
+        // undici refuses a 304 that names the representation's Content-Length (RFC 9110 8.6 allows
+        // it) and a 204 with one; neither has a body, so the answer is whole.
+        if (bodiless && (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return complete(null);
         if (this.tryTimer) clearTimeout(this.tryTimer);
         const gerr = fromUpstreamError(err);
         if (ERRORS[gerr.code].party === 'upstream') cluster.recordOutcome(endpoint, 'local-origin');
