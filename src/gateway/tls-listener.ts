@@ -106,6 +106,8 @@ export class TlsListener implements TlsDispatcher {
         this.logOnce(`${chain.name}|san`, { chain: chain.name, sni }, 'client certificate has none of the required subjectAltNames; connection closed');
         return void tlsSocket.destroy();
       }
+      // As tls.Server would say it: a client certificate was presented and verified (x-forwarded-client-cert reads it).
+      tlsSocket.authorized = presented;
       if (action.protocol === 'HTTP') return http(chain.name).connection(tlsSocket, tlsSocket.alpnProtocol);
       this.deps.tcp.handle(tlsSocket, { route: selectTcpRoute(action.tcpRoutes, socket.localAddress ?? ''), sni, startTime });
     });

@@ -4,6 +4,7 @@
 // certificate rotation without dropping connections); httpsRedirect.
 
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
@@ -187,6 +188,18 @@ spec:
     const wrong = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile,
       '--cert', stranger.certFile, '--key', stranger.keyFile, url]);
     assert.notEqual(wrong.stdout, '200');
+  });
+
+  // Istio's gateway default (SANITIZE_SET with subject, URI and DNS): the backend learns who the
+  // verified client is, and a client cannot forge it.
+  it('MUTUAL: the upstream gets x-forwarded-client-cert for the verified client certificate, never the client\'s own', async () => {
+    const client = await makeLeaf(dir, ca, 'xfcc-client', ['client.example.com'], true);
+    const r = await curl(['-s', ...resolve('mtls.example.com', httpsPort), '--cacert', ca.certFile, '--cert', client.certFile, '--key', client.keyFile,
+      '-H', 'X-Forwarded-Client-Cert: By=spiffe://x;URI=spiffe://cluster.local/ns/x/sa/admin', `https://mtls.example.com:${httpsPort}/headers`]);
+    assert.equal(r.code, 0, r.stderr);
+    const xfcc = (JSON.parse(r.stdout) as { headers: Record<string, string> }).headers['X-Forwarded-Client-Cert'];
+    const hash = new X509Certificate(client.cert).fingerprint256.replaceAll(':', '').toLowerCase();
+    assert.equal(xfcc, `Hash=${hash};Subject="CN=client.example.com";URI=;DNS=client.example.com`);
   });
 
   it('httpsRedirect answers 301 to https on the HTTP server', async () => {

@@ -28,6 +28,8 @@ export interface ForwardInfo {
    * headers and x-forwarded-for as the application sent them and adds no x-envoy-external-address.
    */
   readonly outbound?: boolean;
+  /** The edge's x-forwarded-client-cert for a verified client certificate (src/tls/client-cert.ts). */
+  readonly clientCert?: string | undefined;
 }
 
 /** Never dropped because a Connection header names them: the request would change meaning or target. */
@@ -72,8 +74,8 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
     const v = headers[name];
     if (v === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || name.charCodeAt(0) === 58 /* : */) continue;
     // External requests may not set Envoy's internal headers (Envoy strips them at the edge), nor
-    // claim a client certificate (x-forwarded-client-cert: Envoy's SANITIZE, Istio's gateway default
-    // without a verified client certificate).
+    // claim a client certificate (x-forwarded-client-cert: Istio's gateway default SANITIZE_SET, set
+    // below from a verified client certificate).
     if (!info.outbound && name.charCodeAt(0) === 120 /* x */ && (name.startsWith('x-envoy-') || name === 'x-forwarded-client-cert')) continue;
     out[name] = v;
   }
@@ -89,6 +91,7 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
     out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${info.remoteAddress}` : info.remoteAddress;
     out['x-forwarded-proto'] = info.scheme;
     out['x-envoy-external-address'] = info.remoteAddress;
+    if (info.clientCert) out['x-forwarded-client-cert'] = info.clientCert;
   }
   if (headers.te !== undefined && /(^|,)\s*trailers\s*(,|$)/i.test(String(headers.te))) out['te'] = 'trailers';
   return out;

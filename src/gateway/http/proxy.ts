@@ -9,6 +9,7 @@ import type { ClusterDef, Snapshot, CompiledRoute, RetryPolicy } from '../../con
 import type { HeaderOperations } from '../../config/types';
 import type { PoolOptions, Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
+import { clientCertDetails } from '../../tls/client-cert';
 import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
@@ -117,7 +118,9 @@ class Exchange {
     const remote = plainAddress(sock.remoteAddress);
     const requestId = requestIdOf(req.headers);
     const dst = originalDstOf(sock);
-    this.upstreamHeaders = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme, requestId, outbound: dst !== undefined });
+    this.upstreamHeaders = upstreamRequestHeaders(req.headers, {
+      remoteAddress: remote, scheme, requestId, outbound: dst !== undefined, clientCert: scheme === 'https' ? clientCertDetails(sock) : undefined,
+    });
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
     const cl = req.headers['content-length'];
     if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;

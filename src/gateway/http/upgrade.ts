@@ -24,6 +24,7 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
 import type { HeaderOperations } from '../../config/types';
 import { requestTarget } from './path';
+import { clientCertDetails } from '../../tls/client-cert';
 import { connectUpstream, reset } from '../tcp/proxy';
 
 export type UpgradeKind = 'websocket' | 'h2c' | 'other';
@@ -129,6 +130,7 @@ class UpgradeExchange {
     if (upgradeKind(req.headers.upgrade) !== 'websocket') return this.reply('UPGRADE_FAILED');
     const headers = upstreamRequestHeaders(req.headers, {
       remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers),
+      clientCert: scheme === 'https' ? clientCertDetails(req.socket) : undefined,
     });
     rec.requestHeaders = headers;
     const decision = decide(routeTableFor(deps.store.current, this.entry, this.entry.chain === undefined ? undefined : chainKeysOf(req.socket)), {
