@@ -59,9 +59,15 @@ function originOf(r: Resource, path: string): Origin {
   return { resource: `${r.kind} ${r.metadata.namespace}/${r.metadata.name}`, file: pos.file, line: pos.line, path };
 }
 
+/**
+ * Node's timers take at most 2^31-1 ms (about 24.8 days) and fire after 1 ms when given more: a
+ * longer duration (a `timeout: 720h`, valid in Istio) is capped there, which is as good as never.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function ms(text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
-  return parseDuration(text) ?? fallback;
+  return Math.min(parseDuration(text) ?? fallback, MAX_TIMER_MS);
 }
 
 // ------------------------------------------------------------------ mesh
@@ -247,15 +253,23 @@ const GRPC_CODES: Readonly<Record<string, number>> = {
   UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14, DATA_LOSS: 15, UNAUTHENTICATED: 16,
 };
 
+/** A gRPC status name (own keys only: not `toString`), else its number 1..16, else UNKNOWN (2). */
+function grpcCode(status: string): number {
+  if (Object.hasOwn(GRPC_CODES, status)) return GRPC_CODES[status]!;
+  const n = Number(status);
+  return Number.isInteger(n) && n >= 1 && n <= 16 ? n : 2;
+}
+
 function compileFault(f: HTTPRoute['fault']): CompiledRoute['fault'] {
   if (!f || (!f.delay && !f.abort)) return undefined;
-  const delayMs = f.delay?.fixedDelay !== undefined ? parseDuration(f.delay.fixedDelay) : undefined;
+  const fixed = f.delay?.fixedDelay !== undefined ? parseDuration(f.delay.fixedDelay) : undefined;
+  const delayMs = fixed !== undefined ? Math.min(fixed, MAX_TIMER_MS) : undefined;
   const grpc = f.abort?.grpcStatus;
   return {
     ...(delayMs !== undefined ? { delayMs } : {}),
     delayFraction: f.delay ? fraction(f.delay.percentage, f.delay.percent, 0) : 0,
     ...(f.abort?.httpStatus !== undefined ? { abortStatus: f.abort.httpStatus } : {}),
-    ...(grpc !== undefined ? { abortGrpc: GRPC_CODES[grpc] ?? (Number(grpc) || 2) } : {}),
+    ...(grpc !== undefined ? { abortGrpc: grpcCode(grpc) } : {}),
     abortFraction: f.abort ? fraction(f.abort.percentage, undefined, 0) : 0,
   };
 }

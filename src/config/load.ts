@@ -25,8 +25,25 @@ function issue(pos: SourcePos, message: string, r?: { kind: string; namespace: s
   return { severity, file: pos.file, line: pos.line, col: pos.col, kind: r?.kind ?? '', namespace: r?.namespace ?? '', name: r?.name ?? '', path, message };
 }
 
-/** Record the position of every field under `node`: a map key's position stands for its field. */
-function collectPositions(node: Node | null | undefined, path: string, out: Map<string, SourcePos>, posOf: (offset: number) => SourcePos, depth = 0): void {
+/**
+ * Where the text of a literal block scalar (`key: |`) starts: the line after its header, at its
+ * indentation. Its lines are the file's lines one for one (YAML inside YAML, as the mesh config,
+ * is reported from there). Undefined for other scalars, whose text does not map line for line.
+ */
+function blockTextStart(node: unknown, text: string, posOf: (offset: number) => SourcePos): SourcePos | undefined {
+  if (!isScalar(node) || node.type !== 'BLOCK_LITERAL' || !node.range) return undefined;
+  const nl = text.indexOf('\n', node.range[0]);
+  if (nl < 0) return undefined;
+  const indent = /(?:[ \t]*\r?\n)*( *)/y; // blank lines, then the first text line's indentation
+  indent.lastIndex = nl + 1;
+  return { ...posOf(nl + 1), col: (indent.exec(text)?.[1]?.length ?? 0) + 1 };
+}
+
+/**
+ * Record the position of every field under `node`: a map key's position stands for its field. A
+ * field holding a literal block scalar also gets `path|`: where its text starts (blockTextStart).
+ */
+function collectPositions(node: Node | null | undefined, path: string, out: Map<string, SourcePos>, posOf: (offset: number) => SourcePos, text: string, depth = 0): void {
   if (!node || depth > 64) return;
   if (isMap(node)) {
     for (const pair of node.items) {
@@ -36,20 +53,33 @@ function collectPositions(node: Node | null | undefined, path: string, out: Map<
       const keyNode = pair.key as Node | null;
       const at = keyNode?.range?.[0] ?? (pair.value as Node | null)?.range?.[0];
       if (at !== undefined) out.set(child, posOf(at));
-      collectPositions(pair.value as Node | null, child, out, posOf, depth + 1);
+      const block = blockTextStart(pair.value, text, posOf);
+      if (block) out.set(`${child}|`, block);
+      collectPositions(pair.value as Node | null, child, out, posOf, text, depth + 1);
     }
   } else if (isSeq(node)) {
     node.items.forEach((item, i) => {
       const child = `${path}[${i}]`;
       const at = (item as Node | null)?.range?.[0];
       if (at !== undefined) out.set(child, posOf(at));
-      collectPositions(item as Node | null, child, out, posOf, depth + 1);
+      collectPositions(item as Node | null, child, out, posOf, text, depth + 1);
     });
   }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A field set to null is a field left out, as the Kubernetes API server prunes it: null mapping
+ * values are dropped, recursively (list items stay, for the schema to report). Own keys only are
+ * made (`__proto__` stays a key).
+ */
+export function withoutNulls(v: unknown, depth = 0): unknown {
+  if (typeof v !== 'object' || v === null || depth > 64) return v;
+  if (Array.isArray(v)) return v.map((x) => withoutNulls(x, depth + 1));
+  return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null).map(([k, x]) => [k, withoutNulls(x, depth + 1)]));
 }
 
 /** Parse one file's text. `order` continues across files so resources keep their load order. */
@@ -95,13 +125,13 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
       listItems.forEach((item, i) => {
         const node = nodes[i] as Node | null | undefined;
         const positions = new Map<string, SourcePos>();
-        collectPositions(node, '', positions, posOf);
+        collectPositions(node, '', positions, posOf, text);
         const at = node?.range?.[0];
         items.push({ value: item, pos: at !== undefined ? posOf(at) : start, positions });
       });
     } else {
       const positions = new Map<string, SourcePos>();
-      collectPositions(doc.contents as Node, '', positions, posOf);
+      collectPositions(doc.contents as Node, '', positions, posOf, text);
       items.push({ value, pos: start, positions });
     }
     for (const it of items) {
@@ -163,7 +193,7 @@ export function toResource(
   if (kind === 'Secret' || kind === 'ConfigMap') {
     spec = { type: value['type'], data: value['data'], stringData: value['stringData'] };
   } else {
-    spec = value['spec'] ?? {};
+    spec = withoutNulls(value['spec'] ?? {});
   }
   return { kind, apiVersion, metadata, spec, source: pos, positions, order };
 }

@@ -116,10 +116,13 @@ const DURATION_UNITS: Readonly<Record<string, number>> = {
   h: 3_600_000,
 };
 
+/** Go's time.Duration is int64 nanoseconds: ParseDuration refuses anything longer (about 2562047h). */
+export const MAX_DURATION_MS = 9_223_372_036_854.775807;
+
 /**
  * Parse a duration as Istio accepts it (Go `time.ParseDuration` style, which includes the protobuf
  * JSON form `1.5s`): `10s`, `0.5s`, `3m`, `1h30m`, `250ms`. Returns milliseconds, or undefined when
- * the string is not a duration.
+ * the string is not a duration (or, as in Go, overflows int64 nanoseconds).
  */
 export function parseDuration(text: string): number | undefined {
   const s = text.trim();
@@ -136,5 +139,5 @@ export function parseDuration(text: string): number | undefined {
     pos = re.lastIndex;
     any = true;
   }
-  return any && Number.isFinite(total) ? total : undefined;
+  return any && total <= MAX_DURATION_MS ? total : undefined;
 }

@@ -1,7 +1,7 @@
 // load -> validate, as one call: what `run` reloads and `validate` checks.
 
 import type { ConfigIssue, Resource, ResourceSet } from './types';
-import { loadPaths } from './load';
+import { loadPaths, type LoadResult } from './load';
 import { positionOf, validate } from './validate';
 import { compile, type CompileResult, type GatewayIdentity } from './compile';
 import { CompileError } from './compile-error';
@@ -19,9 +19,13 @@ export interface LoadedConfig {
 }
 
 export async function loadConfig(paths: readonly string[]): Promise<LoadedConfig> {
-  const loaded = await loadPaths(paths);
+  return checkLoaded(await loadPaths(paths));
+}
+
+/** What loadConfig does once the files are read: validate, then check the served certificates. */
+export function checkLoaded(loaded: LoadResult): LoadedConfig {
   const { set, issues } = validate(loaded.resources);
-  const certs = set ? certificateIssues(set) : { issues: [], served: [] };
+  const certs = set ? certificatesOf(set, issues) : { issues: [], served: [] };
   return {
     set,
     issues: [...loaded.issues, ...issues, ...certs.issues],
@@ -49,6 +53,16 @@ export interface ValidatedObjects extends LoadedConfig {
 export const whoKey = (x: { kind: string; namespace: string; name: string }): string => `${x.kind}/${x.namespace}/${x.name}`;
 
 /**
+ * The certificate checks read Gateways in their validated shape: a Gateway with errors (no
+ * `servers`, say) has them reported already and is left out of the checks, not thrown on.
+ */
+function certificatesOf(set: ResourceSet, issues: readonly ConfigIssue[]): ReturnType<typeof certificateIssues> {
+  const bad = new Set(issues.filter((i) => i.severity === 'error' && i.kind === 'Gateway').map(whoKey));
+  if (bad.size === 0) return certificateIssues(set);
+  return certificateIssues({ ...set, gateways: set.gateways.filter((g) => !bad.has(whoKey({ kind: g.kind, namespace: g.metadata.namespace, name: g.metadata.name }))) });
+}
+
+/**
  * Per-object mode (the Kubernetes source): an object with errors is left out with its issues, and
  * the rest is validated again without it (a few rounds at most: leaving one out can only remove
  * errors). Errors that name no object stay in `issues`, and the caller rejects the whole set for
@@ -60,7 +74,7 @@ export function validateEach(resources: readonly Resource[], infos: readonly str
   let last: { set: ResourceSet; issues: ConfigIssue[]; served: ServedCertificate[] } | undefined;
   for (let round = 0; round < 4; round++) {
     const { set, issues } = validate(kept);
-    const certs = certificateIssues(set);
+    const certs = certificatesOf(set, issues);
     last = { set, issues: [...issues, ...certs.issues], served: certs.served };
     const byObject = new Map<string, ConfigIssue[]>();
     for (const i of last.issues) if (i.severity === 'error' && i.kind) byObject.set(whoKey(i), [...(byObject.get(whoKey(i)) ?? []), i]);

@@ -12,7 +12,7 @@ export type Schema =
   | { readonly t: 'obj'; readonly f: Readonly<Record<string, Schema>>; readonly req?: readonly string[]; readonly atMostOne?: readonly string[]; readonly open?: boolean }
   | { readonly t: 'arr'; readonly of: Schema }
   | { readonly t: 'map'; readonly of: Schema }
-  | { readonly t: 'intOrStr' }
+  | { readonly t: 'intOrStr'; readonly min?: number; readonly max?: number }
   | { readonly t: 'any' };
 
 const str: Schema = { t: 'str' };
@@ -207,7 +207,7 @@ const openObj = (f: Record<string, Schema>, req?: string[]): Schema => ({ t: 'ob
 export const SERVICE: Schema = openObj({
   selector: labels,
   ports: arr(obj({
-    port, name: str, targetPort: { t: 'intOrStr' }, protocol: str, appProtocol: str, nodePort: { t: 'int', min: 0, max: 65535 },
+    port, name: str, targetPort: { t: 'intOrStr', min: 1, max: 65535 }, protocol: str, appProtocol: str, nodePort: { t: 'int', min: 0, max: 65535 },
   }, ['port'])),
   type: str, clusterIP: str, externalName: str,
 });

@@ -11,6 +11,7 @@ import type {
 import { MESH, SCHEMAS, schemaRoot, type Schema } from './schema';
 import { gatewayKey, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost, hostMatches, MESH_GATEWAY } from './names';
 import { inspectFormat } from '../telemetry/access-log';
+import { withoutNulls } from './load';
 
 type Who = { kind: string; namespace: string; name: string };
 
@@ -69,7 +70,8 @@ function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  // String(v) for numbers: JSON.stringify says `null` for NaN and Infinity (`.nan`, `.inf`, 1e400).
+  return `${typeof v} ${typeof v === 'number' ? String(v) : JSON.stringify(v)}`;
 }
 
 /** `path.key`, or `key` at the top (Secret and ConfigMap fields have no `spec.` in front). */
@@ -114,7 +116,9 @@ export function checkSchema(value: unknown, s: Schema, path: string, report: (pa
       if (typeof value !== 'string' || !s.v.includes(value)) report(path, `must be one of ${s.v.join(', ')}, got ${typeName(value)}${typeof value === 'string' ? suggest(value, s.v) : ''}`);
       return;
     case 'intOrStr':
-      if (typeof value !== 'string' && typeof value !== 'number') report(path, `must be a number or a name, got ${typeName(value)}`);
+      // A number is held to the integer rules (a targetPort 0 or 1.5 is no port); a name is free.
+      if (typeof value === 'number') return checkSchema(value, { t: 'int', min: s.min, max: s.max }, path, report, depth);
+      if (typeof value !== 'string') report(path, `must be a number or a name, got ${typeName(value)}`);
       return;
     case 'arr':
       if (!Array.isArray(value)) return report(path, `must be a list, got ${typeName(value)}`);
@@ -129,7 +133,8 @@ export function checkSchema(value: unknown, s: Schema, path: string, report: (pa
       const known = Object.keys(s.f);
       const o = value as Record<string, unknown>;
       for (const [k, v] of Object.entries(o)) {
-        const fs = s.f[k];
+        // Own fields only: `constructor`, `toString` or `__proto__` is an unknown field, not Object.prototype's.
+        const fs = Object.hasOwn(s.f, k) ? s.f[k] : undefined;
         if (!fs) {
           if (!s.open) report(field(path, k), `unknown field "${k}"${suggest(k, known)}`);
         } else if (v !== null && v !== undefined) checkSchema(v, fs, field(path, k), report, depth + 1);
@@ -230,10 +235,13 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     return { mesh: {}, pos: base };
   }
   const lc = new LineCounter();
-  // Block scalars start on the line after the key: offset inner lines by that.
+  // A literal block scalar (`mesh: |`) maps line for line onto the file, from where its text starts
+  // (the loader records it as `data.mesh|`); a quoted or folded one does not: its problems are at the key.
+  const textStart = cm.positions.get('data.mesh|');
   const at = (offset: number): SourcePos => {
+    if (!textStart) return base;
     const p = lc.linePos(offset);
-    return { file: base.file, line: base.line + p.line, col: p.col + base.col + 1 };
+    return { file: base.file, line: textStart.line + p.line - 1, col: textStart.col + p.col - 1 };
   };
   let mesh: MeshConfig;
   let doc: ReturnType<typeof parseDocument>;
@@ -242,7 +250,8 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     for (const e of doc.errors) c.add('error', who, at(e.pos[0]), 'data.mesh', `YAML syntax: ${e.message.split('\n')[0]}`);
     if (doc.errors.length > 0) return { mesh: {}, pos: base };
     // As the loader: a bounded alias count, so an alias bomb is an error here, not an exception.
-    mesh = (doc.toJS({ maxAliasCount: 100 }) ?? {}) as MeshConfig;
+    // As the resources' specs: a field set to null is left out (defaulted), not handed to compile.
+    mesh = (withoutNulls(doc.toJS({ maxAliasCount: 100 })) ?? {}) as MeshConfig;
   } catch (err) {
     c.add('error', who, base, 'data.mesh', `YAML: ${(err as Error).message}`);
     return { mesh: {}, pos: base };
@@ -253,7 +262,7 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
   }
   const known = MESH.t === 'obj' ? MESH.f : {};
   for (const [k, v] of Object.entries(mesh)) {
-    const s = known[k];
+    const s = Object.hasOwn(known, k) ? known[k] : undefined;
     if (!s) {
       c.add('warning', who, base, `data.mesh.${k}`, `warning: mesh field "${k}" is not used by meshgate${suggest(k, Object.keys(known))}`);
       continue;
@@ -365,6 +374,7 @@ function crossCheckVirtualService(
     const warn = (path: string, msg: string) => c.add('warning', who, positionOf(vs, path), path, `warning: ${msg}`);
     const vsHosts = (vs.spec.hosts ?? []).map((h) => resolveHost(h, ns));
     (vs.spec.gateways ?? []).forEach((g, i) => {
+      if (typeof g !== 'string') return; // a malformed entry: its schema error says so
       const ref = parseGatewayRef(g, ns);
       if (ref.name === MESH_GATEWAY && ref.namespace === '') return;
       const gw = gateways.get(gatewayKey(ref));
@@ -378,9 +388,10 @@ function crossCheckVirtualService(
     (vs.spec.tcp ?? []).forEach((h, i) => (h.route ?? []).forEach((d, j) => dests.push({ d: d.destination, path: `spec.tcp[${i}].route[${j}].destination` })));
     (vs.spec.tls ?? []).forEach((h, i) => (h.route ?? []).forEach((d, j) => dests.push({ d: d.destination, path: `spec.tls[${i}].route[${j}].destination` })));
     for (const { d, path } of dests) {
+      if (typeof d?.host !== 'string') continue; // malformed: reported by the schema
       const host = resolveHost(d.host, ns);
       if (!known(host)) warn(`${path}.host`, `host ${host} is not in the registry (no ServiceEntry or Service): requests get 503 NC`);
-      if (d.subset) {
+      if (typeof d.subset === 'string' && d.subset) {
         const subs = subsetsOf(host);
         if (!subs?.has(d.subset)) warn(`${path}.subset`, `subset "${d.subset}" is not defined by a DestinationRule for ${host}: requests get 503 NC`);
       }

@@ -107,7 +107,9 @@ export function protocolFromPortName(port: KubeServicePort): string {
   if (app === 'kubernetes.io/ws') return 'HTTP';
   if (app === 'kubernetes.io/wss') return 'HTTPS';
   const name = (app ?? port.name ?? '').toLowerCase();
-  const found = name.startsWith('grpc-web') ? 'GRPC-WEB' : KNOWN_PROTOCOLS[name.split('-')[0]!];
+  const prefix = name.split('-')[0]!;
+  // Own keys only: a port named `constructor` or `toString` is no protocol.
+  const found = name.startsWith('grpc-web') ? 'GRPC-WEB' : Object.hasOwn(KNOWN_PROTOCOLS, prefix) ? KNOWN_PROTOCOLS[prefix] : undefined;
   if (found) return found;
   return WELL_KNOWN_TCP_PORTS.has(port.port) ? 'TCP' : '';
 }
@@ -223,7 +225,8 @@ export function buildServices(set: ResourceSet, suffix = DEFAULT_DOMAIN_SUFFIX):
  * that port (`listedPortsOnly` without an entry for it).
  */
 export function endpointPortOf(ep: EndpointDef, port: PortDef): number | undefined {
-  const byName = ep.ports[port.targetPortName ?? port.name];
+  const key = port.targetPortName ?? port.name;
+  const byName = Object.hasOwn(ep.ports, key) ? ep.ports[key] : undefined;
   if (byName !== undefined) return byName;
   return ep.listedPortsOnly ? undefined : port.targetPort ?? port.number;
 }

@@ -243,6 +243,28 @@ describe('compile: VirtualService gateway references and exportTo', () => {
     assert.deepEqual(domainsAt(other), []);
   });
 
+  it('a route timeout or fault delay longer than a Node timer holds (720h) is capped at 2^31-1 ms, not fired after 1 ms (found by the fuzz test)', () => {
+    const vs = res('VirtualService', 'slow', {
+      hosts: ['a.example.com'], gateways: ['gw'],
+      http: [{ route: [{ destination: { host: 'x' } }], timeout: '720h', retries: { attempts: 1, perTryTimeout: '2562047h' }, fault: { delay: { fixedDelay: '1000h', percentage: { value: 1 } } } }],
+    }, 'team');
+    const route = compile(set([gw('gw', 'team'), vs]), id, 1).snapshot.listeners.get(80)!.routes!.exact.get('a.example.com')!.routes[0]!;
+    assert.equal(route.timeoutMs, 2 ** 31 - 1);
+    assert.equal(route.retry.perTryTimeoutMs, 2 ** 31 - 1);
+    assert.equal(route.fault?.delayMs, 2 ** 31 - 1);
+  });
+
+  it('fault abort grpcStatus is a gRPC code name or number, never an Object.prototype member (`toString`) (found by the fuzz test)', () => {
+    const codes = ['UNAVAILABLE', '7', 'toString', 'constructor', '1e400', '99'].map((grpcStatus, i) => {
+      const vs = res('VirtualService', `abort${i}`, {
+        hosts: [`a${i}.example.com`], gateways: ['gw'],
+        http: [{ route: [{ destination: { host: 'x' } }], fault: { abort: { grpcStatus, percentage: { value: 100 } } } }],
+      }, 'team');
+      return compile(set([gw('gw', 'team'), vs]), id, 1).snapshot.listeners.get(80)!.routes!.exact.get(`a${i}.example.com`)!.routes[0]!.fault?.abortGrpc;
+    });
+    assert.deepEqual(codes, [14, 7, 2, 2, 2, 2]);
+  });
+
   it('`./name` in a match-level gateways list selects that match at the Gateway', () => {
     const vs = res('VirtualService', 'split', {
       hosts: ['a.example.com'], gateways: ['./gw', 'mesh'],

@@ -45,6 +45,10 @@ describe('validation of the Kubernetes kinds meshgate reads', () => {
       'core.yaml:10:5: Service apps/web: spec.ports[1].targetPort: must be a number or a name, got a list',
       'core.yaml:11:5: Service apps/web: spec.ports[1].protocol: must be a string, got number 6',
     ]],
+    ['Service targetPort 0 or 1.5 (a number is a port: found by the fuzz test)', service('  ports:\n  - {port: 80, targetPort: 0}\n  - {port: 81, targetPort: 1.5}'), [
+      'core.yaml:8:16: Service apps/web: spec.ports[0].targetPort: 0 is out of range 1..65535',
+      'core.yaml:9:16: Service apps/web: spec.ports[1].targetPort: must be an integer, got number 1.5',
+    ]],
     ['Service port entry with a misspelt field', service('  ports:\n  - port: 80\n    targetport: 8080'), [
       'core.yaml:9:5: Service apps/web: spec.ports[0].targetport: unknown field "targetport" (did you mean "targetPort"?)',
     ]],
@@ -194,6 +198,14 @@ ${bomb.map((l) => `    ${l}`).join('\n')}
     }
   });
 
+  it('a one-line (quoted) data.mesh is reported at its key, not on the line after it (past the end of the file)', () => {
+    const yaml = 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: \'{"accessLogFile": "/dev/stdout"} ]\'\n';
+    const loaded = loadText(yaml, 'mesh.yaml');
+    const errors = validate(loaded.resources).issues.map(formatIssue);
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.match(errors[0]!, /^mesh\.yaml:5:3: ConfigMap istio-system\/istio: data\.mesh: YAML syntax: /);
+  });
+
   it('the per-object mode reports it against the ConfigMap too', () => {
     const loaded = loadText(meshCm, 'kubernetes');
     assert.doesNotThrow(() => validateEach(loaded.resources));
@@ -217,6 +229,43 @@ describe('compile failures become rejections (compileChecked)', () => {
     assert.equal(out!.issues.length, 1);
     assert.match(formatIssue(out!.issues[0]!), /^test\.yaml:\d+:1: Service apps\/web: spec: cannot be compiled \(.*\); config rejected$/);
     assert.equal(out!.issues[0]!.severity, 'error');
+  });
+
+  it('a field set to null is left out, as the Kubernetes API prunes it: validation and compile agree (route timeout, match, mesh retry)', () => {
+    const yaml = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: istio-system}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {exact: null}, ignoreUriCase: true}]
+    route: [{destination: {host: a.example.com}}]
+    timeout: null
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    defaultHttpRetryPolicy:
+      perTryTimeout: null
+`;
+    const loaded = loadText(yaml, 'nulls.yaml');
+    const v = validate(loaded.resources);
+    assert.deepEqual(v.issues.filter((i) => i.severity === 'error').map(formatIssue), []);
+    const out = compileChecked(v.set, id, 1);
+    assert.deepEqual(out.issues.map(formatIssue), []);
+    const route = out.result!.snapshot.listeners.get(80)!.routes!.exact.get('a.example.com')!.routes[0]!;
+    assert.equal(route.timeoutMs, 0);
+    assert.equal(out.result!.snapshot.mesh.defaultRetry.perTryTimeoutMs, 0);
   });
 
   it('a good config compiles through it unchanged', () => {

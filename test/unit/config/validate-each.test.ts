@@ -33,6 +33,14 @@ describe('validateEach: per-object rejection', () => {
     assert.equal(out.set!.virtualServices.length, 1);
   });
 
+  it('a Gateway without servers is left out alone, not thrown on by the certificate checks (found by the fuzz test)', () => {
+    const noServers = res('Gateway', 'empty', { selector: { istio: 'ingressgateway' } }, 'istio-system');
+    let out: ReturnType<typeof validateEach> | undefined;
+    assert.doesNotThrow(() => { out = validateEach([gw, good, noServers]); });
+    assert.deepEqual(out!.rejected.map((r) => `${r.kind} ${r.namespace}/${r.name}: ${r.issues.map((i) => i.path).join(', ')}`), ['Gateway istio-system/empty: spec.servers']);
+    assert.deepEqual(out!.set!.gateways.map((g) => g.metadata.name), ['gw']);
+  });
+
   it('warnings (a missing host, an unknown gateway) reject nothing', () => {
     const lonely = res('VirtualService', 'lonely', { hosts: ['c.example.com'], gateways: ['nowhere'], http: [{ route: [{ destination: { host: 'nothing-here' } }] }] });
     const out = validateEach([gw, lonely]);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { loadText } from '../../../src/config/load';
 import { validate } from '../../../src/config/validate';
@@ -152,6 +153,51 @@ spec:
     assert.deepEqual(gatewayWarnings('./bookinfo-gateway'), []);
     assert.deepEqual(gatewayWarnings('bookinfo/bookinfo-gateway'), []);
     assert.deepEqual(gatewayWarnings('other/bookinfo-gateway'), ['x.yaml:12:14: VirtualService bookinfo/bookinfo: spec.gateways[0]: warning: gateway other/bookinfo-gateway does not exist']);
+  });
+
+  // Regressions found by the fuzz test (fuzz.test.ts).
+
+  it('a Gateway without servers is an error at spec.servers, not an exception out of `meshgate validate` (certificate checks)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-gw-'));
+    try {
+      const f = path.join(dir, 'gw.yaml');
+      fs.writeFileSync(f, 'apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {}\n');
+      const { output, exitCode } = await validatePaths([f]);
+      assert.equal(exitCode, 1);
+      assert.equal(output, `${f}:4:1: Gateway default/gw: spec.servers: required field "servers" is missing\n1 error, 0 warnings in 1 file\n`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a duration longer than Go\'s time.Duration holds (9999999999h, 1e21 ms) is an error at its field', () => {
+    for (const d of ['9999999999h', '999999999999999999999ms', '2562048h']) {
+      const lines = check(vs(`  - route: [{destination: {host: a}}]\n    timeout: ${d}`));
+      assert.ok(lines.some((l) => l.startsWith(`x.yaml:9:5: VirtualService default/v: spec.http[0].timeout: must be a duration such as "1s", "500ms" or "1m", got string "${d}"`)), `${d}:\n${lines.join('\n')}`);
+    }
+    assert.deepEqual(check(vs('  - route: [{destination: {host: a}}]\n    timeout: 2562047h')).filter((l) => l.includes('timeout')), []);
+  });
+
+  it('keys named like Object.prototype members (constructor, toString, __proto__) are unknown fields, in specs and in the mesh config', () => {
+    const lines = check(vs('  - route: [{destination: {host: a, constructor: 1}}]\n    toString: x\n    __proto__: {timeout: 5}'));
+    assert.ok(lines.includes('x.yaml:8:37: VirtualService default/v: spec.http[0].route[0].destination.constructor: unknown field "constructor"'), lines.join('\n'));
+    assert.ok(lines.includes('x.yaml:9:5: VirtualService default/v: spec.http[0].toString: unknown field "toString"'), lines.join('\n'));
+    assert.ok(lines.includes('x.yaml:10:5: VirtualService default/v: spec.http[0].__proto__: unknown field "__proto__"'), lines.join('\n'));
+    const mesh = check('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    hasOwnProperty: 1\n');
+    assert.deepEqual(mesh, ['x.yaml:5:3: ConfigMap istio-system/istio: data.mesh.hasOwnProperty: warning: mesh field "hasOwnProperty" is not used by meshgate']);
+  });
+
+  it('a malformed destination subset or gateway entry is its schema error only, not a warning about "[object Object]"', () => {
+    const subset = check(vs('  - route: [{destination: {host: a, subset: {v: 1}}}]'));
+    assert.deepEqual(subset.filter((l) => l.includes('subset')), ['x.yaml:8:37: VirtualService default/v: spec.http[0].route[0].destination.subset: must be a string, got a mapping']);
+    const gateway = check(vs('  - route: [{destination: {host: a}}]').replace('  hosts: [a.example.com]', '  hosts: [a.example.com]\n  gateways: [[{name: gw}]]'));
+    assert.deepEqual(gateway.filter((l) => l.includes('gateways')), ['x.yaml:7:14: VirtualService default/v: spec.gateways[0]: must be a string, got a list']);
+  });
+
+  it('NaN and infinite numbers are named in messages, not shown as "null"', () => {
+    const lines = check(vs('  - route: [{destination: {host: a}, weight: .inf}, {destination: {host: b}, weight: .nan}]'));
+    assert.ok(lines.some((l) => l.endsWith('spec.http[0].route[0].weight: must be an integer, got number Infinity')), lines.join('\n'));
+    assert.ok(lines.some((l) => l.endsWith('spec.http[0].route[1].weight: must be an integer, got number NaN')), lines.join('\n'));
   });
 
   it('never throws on junk', () => {

@@ -35,6 +35,7 @@ describe('Kubernetes service port protocol (Istio ConvertProtocol)', () => {
     ['appProtocol kubernetes.io/wss', { port: 443, appProtocol: 'kubernetes.io/wss' }, 'HTTPS'],
     ['appProtocol grpc', { name: 'http', port: 80, appProtocol: 'grpc' }, 'GRPC'],
     ['unknown appProtocol is not the name', { name: 'http', port: 80, appProtocol: 'example.com/custom' }, ''],
+    ['a name that is an Object property is no protocol', { name: 'constructor', port: 80 }, ''],
   ];
   for (const [what, port, want] of table) {
     it(`${what}: ${JSON.stringify(port)} -> ${want || "'' (sniffed)"}`, () => assert.equal(protocolFromPortName(port), want));
@@ -198,6 +199,14 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
     ], []);
     assert.deepEqual(eps(def!, 80), ['10.1.0.1:8080', '10.1.0.1:8081']);
     assert.deepEqual(eps(def!, 9000), ['10.1.0.1:9090']);
+  });
+
+  it('a port named like an Object property (constructor) maps by the endpoint\'s own ports only', () => {
+    const [def] = kubeServiceDefs([svc('odd', { ports: [{ name: 'constructor', port: 80 }] })], [
+      slice('odd-a', 'odd', [{ name: 'constructor', port: 8080 }], [{ addresses: ['10.1.0.1'] }]),
+      slice('odd-b', 'odd', [{ name: 'other', port: 9090 }], [{ addresses: ['10.1.0.2'] }]),
+    ], []);
+    assert.deepEqual(eps(def!, 80), ['10.1.0.1:8080']);
   });
 
   it('ServiceEntry and WorkloadEntry endpoints without a port entry still use the targetPort, else the service port', () => {

@@ -10,19 +10,9 @@ import path from 'node:path';
 import { parseClientHello, readClientHello, type HelloRead, type ParseResult } from '../../../src/tls/client-hello';
 import { startGateway, type TestGateway } from '../../helpers/gateway';
 import { waitFor } from '../../helpers/upstream';
+import { mulberry32 as prng } from '../../helpers/random';
 import { loopbackServiceEntryYaml } from '../../../src/sample/configs';
 
-/** Deterministic PRNG (mulberry32): a failing case is reproducible from the printed seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Captured {
   readonly name: string;
