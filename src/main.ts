@@ -11,6 +11,7 @@ import { DNS_FAMILIES, type DnsFamily } from './serviceentry/dns';
 import { DEFAULT_IMAGE, kubeInject as inject } from './inject/inject';
 import { validatePaths } from './config/format';
 import { parseDuration } from './config/names';
+import { MAX_TIMER_MS } from './config/compile';
 import { gatewayNamespace, resolveConnection } from './kube/connection';
 import { startSampleBackends } from './sample';
 import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
@@ -183,6 +184,8 @@ function duration(v: unknown, name: string): number {
   const text = String(v);
   const n = parseDuration(text);
   if (n === undefined) throw new Error(`--${name}: "${text}" is not a duration such as 1h, 90s or 500ms`);
+  // A timer takes at most 2^31-1 ms (24.8 days); a longer one would fire at once.
+  if (n > MAX_TIMER_MS) throw new Error(`--${name}: "${text}" is longer than ${MAX_TIMER_MS / 86_400_000 | 0} days`);
   return n;
 }
 

@@ -46,6 +46,10 @@ describe('meshgate command line', function () {
     const family = await run(['run', '--config', '/nonexistent', '--dns-family', 'v5']);
     assert.notEqual(family.code, 0);
     assert.match(family.stderr + family.stdout, /--dns-family: "v5" is not v4, v6 or both/);
+    // A duration no timer can hold (it would fire at once) is refused, not taken.
+    const idle = await run(['run', '--config', '/nonexistent', '--tcp-idle-timeout', '9999h']);
+    assert.notEqual(idle.code, 0);
+    assert.match(idle.stderr + idle.stdout, /--tcp-idle-timeout: "9999h" is longer than 24 days/);
   });
 
   describe('run', () => {
