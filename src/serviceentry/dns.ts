@@ -164,7 +164,11 @@ export class DnsResolver {
     return out;
   }
 
-  /** Follow a name: `onChange` gets the first answer and every change of it (addresses or their order). Returns an unsubscribe. */
+  /**
+   * Follow a name: `onChange` gets the first answer and every change of its addresses. A reordered
+   * answer is no change: DNS_ROUND_ROBIN keeps the address it connects to, and no pool churns.
+   * Returns an unsubscribe.
+   */
   watch(name: string, onChange: Listener): () => void {
     let e = this.entries.get(name);
     if (!e) {
@@ -210,10 +214,7 @@ export class DnsResolver {
         e.failures = 0;
         e.stats.lastSuccess = Date.now();
       }
-      // The order counts: DNS_ROUND_ROBIN (Envoy's LOGICAL_DNS) connects to the answer's first
-      // address, so a server that rotates its answers moves it; a watcher that wants the set alone
-      // (STRICT_DNS) compares sets itself.
-      const changed = !e.addresses || !sameList(e.addresses, addresses);
+      const changed = !e.addresses || !sameSet(e.addresses, addresses);
       if (changed) {
         e.addresses = addresses;
         for (const l of [...e.listeners]) this.tell(name, l, addresses, { ttlMs: ans.ttlMs, ...(ans.error ? { error: ans.error } : {}) });
@@ -271,6 +272,8 @@ function isNotFound(err: unknown): boolean {
   return (err as { code?: string })?.code === 'ENOTFOUND';
 }
 
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const s = new Set(a);
+  return b.every((x) => s.has(x));
 }
