@@ -107,18 +107,19 @@ export class DnsResolver {
       const records: { address: string; ttl: number }[] = [];
       const failed: ('v4' | 'v6')[] = [];
       let error: unknown;
+      let notFound: unknown;
       results.forEach((r, i) => {
         if (r.status === 'fulfilled') records.push(...r.value);
-        else if (isNoData(r.reason) || isNotFound(r.reason)) return;
+        else if (isNoData(r.reason)) return;
+        else if (isNotFound(r.reason)) notFound ??= r.reason;
         else {
           failed.push(families[i]!);
           error ??= r.reason;
         }
       });
       if (records.length === 0) {
-        // A failure fails the lookup (a watch keeps its last good answer). NXDOMAIN and "no record of
-        // this type" are answers: the name has no address now, as Envoy takes them (success, empty).
-        if (error !== undefined) throw error;
+        // Nothing known: a failure (or NXDOMAIN) fails the lookup, and a watch keeps its last good answer.
+        if (error !== undefined || notFound !== undefined) throw error ?? notFound;
         return { addresses: [], ttlMs: this.opts.minTtlMs };
       }
       const ttl = Math.min(...records.map((r) => r.ttl));
@@ -267,7 +268,7 @@ function isNoData(err: unknown): boolean {
   return (err as { code?: string })?.code === 'ENODATA';
 }
 
-/** NXDOMAIN: the name has no addresses (an answer, not a failure). */
+/** NXDOMAIN: no addresses of this family (with the other family's answer), else a failed lookup. */
 function isNotFound(err: unknown): boolean {
   return (err as { code?: string })?.code === 'ENOTFOUND';
 }

@@ -190,18 +190,18 @@ describe('DNS resolution for ServiceEntries', function () {
     assert.deepEqual(r.current('f.test'), ['10.0.0.9']);
   });
 
-  it('a name that stops existing (NXDOMAIN) has no addresses any more, as Envoy; a failure keeps them', async () => {
+  // A deliberate difference from Envoy, which empties the cluster on NXDOMAIN: a resolver that
+  // answers NXDOMAIN for a while (a broken search path, a DNS rollout) must not black-hole the service.
+  it('a name answered NXDOMAIN keeps its last good addresses, as for any failed refresh', async () => {
     dns.setRecords('gone.test', { a: ['10.0.0.7'], ttl: 0 });
     const r = resolver();
-    const told: string[][] = [];
-    r.watch('gone.test', (addrs) => told.push([...addrs]));
+    const errors: string[] = [];
+    r.watch('gone.test', (_a, info) => { if (info.error) errors.push(info.error.message); });
     await waitFor(() => r.current('gone.test')?.length === 1, { timeoutMs: 2000 });
     dns.failWith('gone.test', 'NXDOMAIN');
-    await waitFor(() => r.current('gone.test')?.length === 0, { timeoutMs: 3000 });
-    assert.deepEqual(told.at(-1), []);
-    assert.equal(r.stats()['gone.test']?.failures, 0, 'an answer, not a failure');
-    await assert.doesNotReject(r.resolveOnce('gone.test'));
-    assert.deepEqual((await r.resolveOnce('gone.test')).addresses, []);
+    await waitFor(() => errors.length >= 1, { timeoutMs: 3000 });
+    assert.deepEqual(r.current('gone.test'), ['10.0.0.7']);
+    assert.ok((r.stats()['gone.test']?.failures ?? 0) >= 1, 'counted as a failure');
   });
 
   it('bounds a lookup the server never answers', async () => {
