@@ -34,7 +34,7 @@ interface FlagSpec {
 const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable; env: comma-separated (the files source)', multiple: true },
   { name: 'source', env: 'MESHGATE_SOURCE', help: 'where the config comes from: files (--config) or kubernetes (list and watch the API)', def: 'files' },
-  { name: 'kubeconfig', env: 'KUBECONFIG', help: 'kubernetes source: a kubeconfig file (its current context); empty: in-cluster, from the service account', def: '' },
+  { name: 'kubeconfig', env: 'KUBECONFIG', help: 'kubernetes source: a kubeconfig file, or several separated by colons merged as kubectl merges them (the current context); empty: in-cluster, from the service account', def: '' },
   { name: 'watch-namespace', env: 'MESHGATE_WATCH_NAMESPACE', help: 'kubernetes source: namespaces to watch, comma-separated (default: all); Secrets are read from --namespace, the mesh config from istio-system', def: '' },
   { name: 'labels', env: 'MESHGATE_LABELS', help: "this gateway's labels, matched by Gateway selector", def: 'istio=ingressgateway' },
   { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace (default istio-system; in a pod with --source kubernetes, the service account's namespace)", def: '' },

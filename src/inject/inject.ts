@@ -32,6 +32,19 @@ export const POD_TEMPLATE_PATHS: Readonly<Record<string, readonly string[]>> = {
 /** Kinds whose pods end: a plain sidecar container would keep them running, a native one does not. */
 const RUN_TO_COMPLETION = new Set(['Job', 'CronJob']);
 
+/**
+ * Whether a pod template gets the proxy as a native sidecar: when asked (`--native-sidecar`), for the
+ * kinds whose pods run to completion, and for any template whose `spec.restartPolicy` is Never or
+ * OnFailure (a bare Pod run as a one-off task: with the proxy as a regular container, which never
+ * exits, the pod would never complete). Only templates that may end can have those policies; the
+ * others (Deployment and the like) require Always.
+ */
+export function wantsNativeSidecar(kind: string, t: PodTemplate, o: Pick<InjectOptions, 'nativeSidecar'>): boolean {
+  if (o.nativeSidecar || RUN_TO_COMPLETION.has(kind)) return true;
+  const policy = text(t.spec?.restartPolicy);
+  return policy === 'Never' || policy === 'OnFailure';
+}
+
 interface Named {
   readonly name?: unknown;
 }
@@ -42,6 +55,7 @@ export interface PodTemplate {
   readonly spec?: {
     readonly hostNetwork?: unknown;
     readonly automountServiceAccountToken?: unknown;
+    readonly restartPolicy?: unknown;
     readonly containers?: readonly Named[];
     readonly initContainers?: readonly Named[];
   };
@@ -52,7 +66,8 @@ export interface InjectOptions {
   readonly imagePullPolicy: string;
   /**
    * The proxy as an init container with restartPolicy Always (Kubernetes 1.29+): it is ready before the
-   * application starts and does not keep a Job's pod alive. Always on for Job and CronJob.
+   * application starts and does not keep a Job's pod alive. Always on for Job and CronJob, and for pod
+   * templates whose restartPolicy is Never or OnFailure (see wantsNativeSidecar).
    */
   readonly nativeSidecar: boolean;
 }
@@ -306,7 +321,7 @@ function injectObject(doc: Document, node: YAMLMap, obj: Record<string, unknown>
     out.objects.push({ object, injected: false, reason: d.reason });
     return false;
   }
-  injectTemplate(doc, tNode as YAMLMap, t!, o, o.nativeSidecar || RUN_TO_COMPLETION.has(kind));
+  injectTemplate(doc, tNode as YAMLMap, t!, o, wantsNativeSidecar(kind, t!, o));
   out.objects.push({ object, injected: true });
   for (const w of unsupportedTrafficAnnotations(annotations(t!))) out.warnings.push(`${object}: ${w}`);
   if (t!.spec?.automountServiceAccountToken === false) {

@@ -111,10 +111,13 @@ export class KubeClient {
   private readonly exec: ExecCredentialSource | undefined;
   private readonly origin: string;
   private readonly basePath: string;
+  /** kubeconfig tls-server-name: SNI and the name the server certificate is checked against. */
+  private readonly servername: string | undefined;
 
   constructor(readonly connection: KubeConnection, opts: Partial<KubeClientOptions> = {}, private readonly now: () => number = Date.now) {
     this.opts = { ...DEFAULT_CLIENT_OPTIONS, ...opts };
     ({ origin: this.origin, basePath: this.basePath } = splitServer(connection.server));
+    this.servername = this.origin.startsWith('https:') ? connection.tlsServerName : undefined;
     this.exec = connection.exec ? new ExecCredentialSource(connection.exec) : undefined;
     this.agent = new Agent({
       connect: {
@@ -122,6 +125,9 @@ export class KubeClient {
         ...(connection.cert ? { cert: connection.cert } : {}),
         ...(connection.key ? { key: connection.key } : {}),
         rejectUnauthorized: !connection.insecureSkipTlsVerify,
+        // As client-go's TLSClientConfig.ServerName: SNI and certificate verification use this name
+        // (node's tls.connect checks the certificate against servername) for an IP or a host name.
+        ...(this.servername ? { servername: this.servername } : {}),
         timeout: this.opts.requestTimeoutMs,
       },
       headersTimeout: this.opts.requestTimeoutMs,
@@ -179,12 +185,15 @@ export class KubeClient {
           path: this.basePath + path,
           method: 'GET',
           headers: { accept: 'application/json', 'user-agent': 'meshgate', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+          // The same per request: undici prefers a request's servername (or one derived from a Host
+          // header) to the connector's. The Host header itself stays the server address's, as in kubectl.
+          ...(this.servername ? { servername: this.servername } : {}),
           signal: signal ?? null,
           headersTimeout: this.opts.requestTimeoutMs,
           bodyTimeout,
         });
       } catch (err) {
-        throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
+        throw new KubeApiError(`GET ${path}: ${(err as Error).message}${this.tlsHint(err)}`, 0, (err as { code?: string }).code ?? '', { cause: err });
       }
       // Once only: a token file that changed again between two reads is left to the next request.
       if (res.statusCode === 401 && token && this.refused(token) && attempt === 0) {
@@ -193,6 +202,15 @@ export class KubeClient {
       }
       return res;
     }
+  }
+
+  /** What to do about a server certificate that does not name the host connected to. */
+  private tlsHint(err: unknown): string {
+    const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code;
+    if (code !== 'ERR_TLS_CERT_ALTNAME_INVALID') return '';
+    return this.servername
+      ? ` (the certificate was checked for tls-server-name ${this.servername}, from ${this.connection.describe})`
+      : ` (the API server's certificate does not name the host of ${this.origin}: set the cluster's tls-server-name in the kubeconfig to a name it has, as kubectl would need too)`;
   }
 
   private async failure(path: string, res: Dispatcher.ResponseData): Promise<KubeApiError> {

@@ -1,5 +1,5 @@
 // Where the Kubernetes API is and how to authenticate: in-cluster (the pod's service account) or a
-// kubeconfig file (its current context). Reading is separate from parsing so the parsers are pure.
+// kubeconfig (its current context; several files, as in KUBECONFIG, merged as kubectl merges them). Reading is separate from parsing so the parsers are pure.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +14,11 @@ export interface KubeConnection {
    */
   readonly server: string;
   readonly ca?: string;
+  /**
+   * kubeconfig `tls-server-name`: the name sent in SNI and checked against the server certificate
+   * instead of the host of `server` (an IP address or a load balancer's name the certificate lacks).
+   */
+  readonly tlsServerName?: string;
   readonly cert?: string;
   readonly key?: string;
   /** A fixed bearer token. */
@@ -73,67 +78,109 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (o: Obj | undefined, k: string): string | undefined => (typeof o?.[k] === 'string' && o[k] !== '' ? (o[k] as string) : undefined);
 
-function named(list: unknown, name: string | undefined, field: string): Obj | undefined {
-  if (!Array.isArray(list) || !name) return undefined;
-  const entry = list.find((e) => isObj(e) && e['name'] === name);
-  return isObj(entry) && isObj(entry[field]) ? (entry[field] as Obj) : undefined;
+/** One kubeconfig file's text and its path (for messages and for relative paths in it). */
+export interface KubeconfigFile {
+  readonly file: string;
+  readonly text: string;
 }
 
-/**
- * A kubeconfig's current context (or `context`): server, certificate-authority(-data),
- * client-certificate(-data), client-key(-data), token or tokenFile, an exec credential plugin (token
- * credentials), insecure-skip-tls-verify, the context's namespace. Relative file paths are relative to
- * the kubeconfig's directory. The legacy auth-provider plugins are refused with a clear error.
- */
-export function parseKubeconfig(text: string, file: string, read: (p: string) => string | undefined = readIfExists, context?: string): KubeConnection {
+/** A named entry of a merged kubeconfig (`context`, `cluster` or `user`) and the file that defined it. */
+interface Found {
+  readonly body: Obj | undefined;
+  readonly file: string;
+}
+
+function parseDoc(text: string, file: string): Obj {
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (err) {
     throw new Error(`kubeconfig ${file}: cannot parse: ${(err as Error).message}`);
   }
+  // An empty file is an empty config (kubectl skips it); anything else must be a mapping.
+  if (doc === null || doc === undefined) return {};
   if (!isObj(doc)) throw new Error(`kubeconfig ${file}: not a mapping`);
-  const ctxName = context ?? str(doc, 'current-context');
-  if (!ctxName) throw new Error(`kubeconfig ${file}: no current-context`);
-  const ctx = named(doc['contexts'], ctxName, 'context');
-  if (!ctx) throw new Error(`kubeconfig ${file}: context "${ctxName}" is not defined`);
-  const cluster = named(doc['clusters'], str(ctx, 'cluster'), 'cluster');
-  if (!cluster) throw new Error(`kubeconfig ${file}: cluster "${str(ctx, 'cluster') ?? ''}" of context "${ctxName}" is not defined`);
-  const user = named(doc['users'], str(ctx, 'user'), 'user') ?? {};
+  return doc;
+}
+
+/**
+ * A kubeconfig's current context (or `context`): server, tls-server-name, certificate-authority(-data),
+ * client-certificate(-data), client-key(-data), token or tokenFile, an exec credential plugin (token
+ * credentials), insecure-skip-tls-verify, the context's namespace. Relative file paths are relative to
+ * the kubeconfig's directory. The legacy auth-provider plugins are refused with a clear error.
+ */
+export function parseKubeconfig(text: string, file: string, read: (p: string) => string | undefined = readIfExists, context?: string): KubeConnection {
+  return parseKubeconfigs([{ file, text }], read, context);
+}
+
+/**
+ * Several kubeconfig files (a KUBECONFIG list) merged as kubectl merges them: `current-context` from
+ * the first file that sets it; a context, cluster or user from the first file that defines that name
+ * (later definitions of the same name are ignored, not merged field by field). Relative paths in a
+ * cluster or user are relative to the directory of the file that defined it, and errors name that file.
+ */
+export function parseKubeconfigs(files: readonly KubeconfigFile[], read: (p: string) => string | undefined = readIfExists, context?: string): KubeConnection {
+  if (files.length === 0) throw new Error('kubeconfig: no files');
+  const docs = files.map(({ file, text }) => ({ file, doc: parseDoc(text, file) }));
+  const all = files.map((f) => f.file).join(path.delimiter);
+  const find = (list: 'contexts' | 'clusters' | 'users', field: string, name: string | undefined): Found | undefined => {
+    if (!name) return undefined;
+    for (const { file, doc } of docs) {
+      const entries = doc[list];
+      const entry = Array.isArray(entries) ? entries.find((e) => isObj(e) && e['name'] === name) as Obj | undefined : undefined;
+      if (entry) return { body: isObj(entry[field]) ? entry[field] as Obj : undefined, file };
+    }
+    return undefined;
+  };
+  const ctxName = context ?? docs.map(({ doc }) => str(doc, 'current-context')).find((c) => c !== undefined);
+  if (!ctxName) throw new Error(`kubeconfig ${all}: no current-context`);
+  const ctxFound = find('contexts', 'context', ctxName);
+  const ctx = ctxFound?.body;
+  if (!ctxFound || !ctx) throw new Error(`kubeconfig ${ctxFound?.file ?? all}: context "${ctxName}" is not defined`);
+  const clusterName = str(ctx, 'cluster');
+  const clusterFound = find('clusters', 'cluster', clusterName);
+  const cluster = clusterFound?.body;
+  if (!clusterFound || !cluster) throw new Error(`kubeconfig ${clusterFound?.file ?? (docs.length > 1 ? all : ctxFound.file)}: cluster "${clusterName ?? ''}" of context "${ctxName}" is not defined`);
+  const userName = str(ctx, 'user');
+  const userFound = find('users', 'user', userName);
+  const user = userFound?.body ?? {};
+  const clusterFile = clusterFound.file;
+  const userFile = userFound?.file ?? ctxFound.file;
   const server = str(cluster, 'server');
-  if (!server) throw new Error(`kubeconfig ${file}: cluster "${str(ctx, 'cluster')}" has no server`);
+  if (!server) throw new Error(`kubeconfig ${clusterFile}: cluster "${clusterName}" has no server`);
   if (user['auth-provider'] !== undefined) {
-    throw new Error(`kubeconfig ${file}: user "${str(ctx, 'user')}" uses an auth-provider plugin (removed from kubectl in Kubernetes 1.26); use its exec plugin, a token or a client certificate`);
+    throw new Error(`kubeconfig ${userFile}: user "${userName}" uses an auth-provider plugin (removed from kubectl in Kubernetes 1.26); use its exec plugin, a token or a client certificate`);
   }
-  const dir = path.dirname(file);
-  const exec = user['exec'] === undefined ? undefined : parseExec(user['exec'], dir, `kubeconfig ${file}: user "${str(ctx, 'user')}" exec`);
-  const pem = (o: Obj, dataKey: string, fileKey: string): string | undefined => {
+  const exec = user['exec'] === undefined ? undefined : parseExec(user['exec'], path.dirname(userFile), `kubeconfig ${userFile}: user "${userName}" exec`);
+  const pem = (o: Obj, file: string, dataKey: string, fileKey: string): string | undefined => {
     const data = str(o, dataKey);
     if (data) return Buffer.from(data, 'base64').toString('utf8');
     const f = str(o, fileKey);
     if (!f) return undefined;
-    const p = path.resolve(dir, f);
+    const p = path.resolve(path.dirname(file), f);
     const text = read(p);
     if (text === undefined) throw new Error(`kubeconfig ${file}: cannot read ${fileKey} ${p}`);
     return text;
   };
-  const ca = pem(cluster, 'certificate-authority-data', 'certificate-authority');
-  const cert = pem(user, 'client-certificate-data', 'client-certificate');
-  const key = pem(user, 'client-key-data', 'client-key');
+  const ca = pem(cluster, clusterFile, 'certificate-authority-data', 'certificate-authority');
+  const tlsServerName = str(cluster, 'tls-server-name');
+  const cert = pem(user, userFile, 'client-certificate-data', 'client-certificate');
+  const key = pem(user, userFile, 'client-key-data', 'client-key');
   const token = str(user, 'token');
   const tokenFile = str(user, 'tokenFile');
   const namespace = str(ctx, 'namespace');
   return {
     server: server.replace(/\/+$/, ''),
     ...(ca ? { ca } : {}),
+    ...(tlsServerName ? { tlsServerName } : {}),
     ...(cert ? { cert } : {}),
     ...(key ? { key } : {}),
     ...(token ? { token } : {}),
-    ...(tokenFile ? { tokenFile: path.resolve(dir, tokenFile) } : {}),
+    ...(tokenFile ? { tokenFile: path.resolve(path.dirname(userFile), tokenFile) } : {}),
     ...(exec ? { exec } : {}),
     insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
     ...(namespace ? { namespace } : {}),
-    describe: `kubeconfig ${file} (context ${ctxName})`,
+    describe: `kubeconfig ${all} (context ${ctxName})`,
   };
 }
 
@@ -162,13 +209,27 @@ function parseExec(v: unknown, dir: string, where: string): ExecPlugin {
   };
 }
 
-/** `--kubeconfig` (or KUBECONFIG, first path) when given, else in-cluster. */
+/**
+ * `--kubeconfig` (or KUBECONFIG) when given, else in-cluster. A list of files (separated by ':', ';'
+ * on Windows) is merged as kubectl merges it (parseKubeconfigs); files of the list that do not exist
+ * are skipped, as kubectl skips them, but at least one must be there.
+ */
 export function resolveConnection(kubeconfig: string | undefined, env: NodeJS.ProcessEnv = process.env): KubeConnection {
   if (kubeconfig) {
-    const file = kubeconfig.split(path.delimiter).filter(Boolean)[0]!;
-    const text = readIfExists(file);
-    if (text === undefined) throw new Error(`kubeconfig ${file}: cannot read`);
-    return parseKubeconfig(text, file);
+    const paths = [...new Set(kubeconfig.split(path.delimiter).filter(Boolean))];
+    const files: KubeconfigFile[] = [];
+    for (const file of paths) {
+      let text: string;
+      try {
+        text = fs.readFileSync(file, 'utf8');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && paths.length > 1) continue;
+        throw new Error(`kubeconfig ${file}: cannot read: ${(err as Error).message}`);
+      }
+      files.push({ file, text });
+    }
+    if (files.length === 0) throw new Error(`kubeconfig ${kubeconfig}: cannot read: none of the files exists`);
+    return parseKubeconfigs(files);
   }
   return inClusterConnection(env);
 }

@@ -94,6 +94,8 @@ export class FakeKubeApi {
   istioVersions: string[];
   token: string | undefined;
   readonly requests: RequestRecord[] = [];
+  /** With `tls`: the SNI name of each TLS connection accepted ('' when the client sent none). */
+  readonly serverNames: string[] = [];
   private server: http.Server | undefined;
   private readonly objects = new Map<string, Map<string, KubeObj>>(); // plural -> ns/name -> object
   private rv = 1;
@@ -123,6 +125,7 @@ export class FakeKubeApi {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
     this.server = this.opts.tls ? https.createServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, handler) : http.createServer(handler);
     this.server.on('clientError', (_err, socket) => socket.destroy());
+    this.server.on('secureConnection', (socket: { servername?: string | false }) => this.serverNames.push(socket.servername || ''));
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.port = (this.server.address() as AddressInfo).port;
     if (this.opts.bookmarkIntervalMs) {

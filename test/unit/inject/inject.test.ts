@@ -189,6 +189,31 @@ describe('kube-inject (pure)', () => {
     }
   });
 
+  it('a bare Pod with restartPolicy Never or OnFailure gets the native sidecar; Always or unset keeps the regular container (table)', () => {
+    const pod = (policy: string | undefined) => `apiVersion: v1
+kind: Pod
+metadata:
+  name: task
+spec:
+${policy === undefined ? '' : `  restartPolicy: ${policy}\n`}  containers:
+  - name: app
+    image: app:1
+`;
+    const cases: [string | undefined, boolean][] = [['Never', true], ['OnFailure', true], ['Always', false], [undefined, false]];
+    for (const [policy, native] of cases) {
+      const what = `restartPolicy ${policy ?? '(unset)'}`;
+      const r = inject(pod(policy));
+      const spec = parseDocs(r.text)[0]!['spec'];
+      assert.deepEqual(names(spec['initContainers']), native ? [INIT_NAME, PROXY_NAME] : [INIT_NAME], what);
+      assert.deepEqual(names(spec['containers']), native ? ['app'] : ['app', PROXY_NAME], what);
+      const proxy = [...spec['initContainers'], ...spec['containers']].find((c: Obj) => c['name'] === PROXY_NAME);
+      assert.equal(proxy['restartPolicy'], native ? 'Always' : undefined, what);
+      assert.equal(spec['restartPolicy'], policy, `${what}: the pod's own policy stays`);
+      const status = JSON.parse(parseDocs(r.text)[0]!['metadata']['annotations'][STATUS_ANNOTATION]);
+      assert.deepEqual(status.containers, native ? [] : [PROXY_NAME], what);
+    }
+  });
+
   it('sleep.yaml: the other documents byte for byte; the Deployment keeps every line, in order, and gains only the sidecar', () => {
     const input = fs.readFileSync(path.join(SAMPLES, 'sleep/sleep.yaml'), 'utf8');
     const r = inject(input);

@@ -13,6 +13,7 @@ import { KubeApiError, KubeClient, splitServer } from '../../../src/kube/client'
 import { parseKubeconfig } from '../../../src/kube/connection';
 import { Reflector, watchTimeout, type ReflectorTuning } from '../../../src/kube/reflector';
 import { KUBE_TYPES } from '../../../src/sources/kubernetes';
+import { makeCa, makeLeaf } from '../../helpers/certs';
 import { FakeKubeApi } from '../../helpers/fake-kube-api';
 import { waitFor } from '../../helpers/upstream';
 
@@ -20,7 +21,8 @@ const log = pino({ level: process.env['MESHGATE_TEST_LOG'] ?? 'silent' });
 const FAST: ReflectorTuning = { pageSize: 500, watchTimeoutSeconds: 60, backoffInitialMs: 20, backoffMaxMs: 200, rediscoverMs: 200 };
 const PREFIX = '/k8s/clusters/c-abc';
 
-const kubeconfig = (server: string) => `apiVersion: v1
+/** A one-context kubeconfig; `clusterExtra` adds lines to the cluster (indented by the caller). */
+const kubeconfig = (server: string, clusterExtra = '') => `apiVersion: v1
 kind: Config
 current-context: c
 contexts:
@@ -30,7 +32,7 @@ clusters:
 - name: k
   cluster:
     server: ${server}
-users:
+${clusterExtra}users:
 - name: u
   user:
     token: t
@@ -98,6 +100,66 @@ describe('Kubernetes API client: a server with a path (client-go: the base of ev
       await client.close();
       await fake.close();
     }
+  });
+});
+
+describe('Kubernetes API client: kubeconfig tls-server-name (SNI and the name the certificate is checked for)', function () {
+  this.timeout(20_000);
+  const API_NAME = 'kubernetes.default.svc';
+  let dir: string;
+  let caPem: string;
+  let fake: FakeKubeApi;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-kube-sni-'));
+    const ca = await makeCa(dir, 'kube-ca');
+    // The certificate names only the in-cluster service name: not 127.0.0.1, not localhost.
+    const leaf = await makeLeaf(dir, ca, 'apiserver', [API_NAME]);
+    caPem = ca.cert;
+    fake = await new FakeKubeApi({ tls: { cert: leaf.cert, key: leaf.key } }).start();
+    fake.upsert({ kind: 'VirtualService', metadata: { name: 'a' }, spec: { hosts: ['a'] } });
+  });
+  after(async () => {
+    await fake.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const config = (server: string, tlsServerName?: string) => kubeconfig(server,
+    `    certificate-authority-data: ${Buffer.from(caPem).toString('base64')}\n${tlsServerName ? `    tls-server-name: ${tlsServerName}\n` : ''}`);
+  const list = async (server: string, tlsServerName?: string): Promise<unknown> => {
+    const client = new KubeClient(parseKubeconfig(config(server, tlsServerName), '/k/config', () => undefined), { requestTimeoutMs: 5000 });
+    try {
+      return await client.getJson('/apis/networking.istio.io/v1/virtualservices');
+    } finally {
+      await client.close();
+    }
+  };
+  const itemNames = (l: unknown) => ((l as { items: { metadata: { name: string } }[] }).items).map((i) => i.metadata.name);
+
+  it(`server https://127.0.0.1:P with tls-server-name ${API_NAME}: the list succeeds, SNI is that name`, async () => {
+    fake.serverNames.length = 0;
+    assert.deepEqual(itemNames(await list(`https://127.0.0.1:${fake.port}`, API_NAME)), ['a']);
+    assert.deepEqual([...new Set(fake.serverNames)], [API_NAME]);
+  });
+
+  it('server https://localhost:P (a host name the certificate lacks, as a load balancer\'s) with tls-server-name: the list succeeds', async () => {
+    fake.serverNames.length = 0;
+    assert.deepEqual(itemNames(await list(`https://localhost:${fake.port}`, API_NAME)), ['a']);
+    assert.deepEqual([...new Set(fake.serverNames)], [API_NAME]);
+  });
+
+  it('without tls-server-name: a hostname mismatch, with an error saying to set it', async () => {
+    await assert.rejects(list(`https://127.0.0.1:${fake.port}`), (err: unknown) => {
+      assert.ok(err instanceof KubeApiError, String(err));
+      assert.equal(err.status, 0);
+      assert.match(err.message, /does not match certificate's altnames/);
+      assert.match(err.message, /set the cluster's tls-server-name in the kubeconfig/);
+      return true;
+    });
+  });
+
+  it('a tls-server-name the certificate lacks: an error naming it', async () => {
+    await assert.rejects(list(`https://127.0.0.1:${fake.port}`, 'api.example.com'), /altnames.*checked for tls-server-name api\.example\.com/s);
   });
 });
 

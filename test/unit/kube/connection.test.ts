@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { gatewayNamespace, inClusterConnection, parseKubeconfig, resolveConnection } from '../../../src/kube/connection';
+import { gatewayNamespace, inClusterConnection, parseKubeconfig, parseKubeconfigs, resolveConnection } from '../../../src/kube/connection';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
@@ -91,16 +91,112 @@ describe('kubeconfig', () => {
     it(`a clear error: ${what}`, () => assert.throws(() => parseKubeconfig(text, '/k/config', read), re));
   }
 
-  it('resolveConnection reads --kubeconfig (the first of a KUBECONFIG list)', () => {
+  it('tls-server-name: the name for SNI and for checking the server certificate', () => {
+    const c = parseKubeconfig(kubeconfig('    server: https://10.0.0.1:6443\n    tls-server-name: kubernetes.default.svc', '    token: t'), '/k/config', read);
+    assert.equal(c.tlsServerName, 'kubernetes.default.svc');
+    assert.equal(c.server, 'https://10.0.0.1:6443');
+  });
+
+  it('resolveConnection reads --kubeconfig; files of a KUBECONFIG list that do not exist are skipped', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-kc-'));
     try {
       const file = path.join(dir, 'config');
       fs.writeFileSync(file, kubeconfig('    server: http://127.0.0.1:1', '    token: t'));
+      assert.equal(resolveConnection(file).server, 'http://127.0.0.1:1');
       assert.equal(resolveConnection(`${file}${path.delimiter}/nonexistent`).server, 'http://127.0.0.1:1');
-      assert.throws(() => resolveConnection(path.join(dir, 'nope')), /cannot read/);
+      assert.equal(resolveConnection(`/nonexistent${path.delimiter}${file}`).server, 'http://127.0.0.1:1');
+      assert.throws(() => resolveConnection(path.join(dir, 'nope')), /kubeconfig .*nope: cannot read/);
+      assert.throws(() => resolveConnection(`/nonexistent${path.delimiter}/nonexistent2`), /cannot read: none of the files exists/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('kubeconfig: several files (KUBECONFIG=a:b), merged as kubectl merges them', () => {
+  let dir: string;
+  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-kc-merge-')); });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const write = (rel: string, text: string): string => {
+    const p = path.join(dir, rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, text);
+    return p;
+  };
+
+  it('the context in the first file, its cluster and user in the second (relative paths from the second file\'s directory)', () => {
+    const first = write('a/config', `apiVersion: v1
+kind: Config
+current-context: dev
+contexts:
+- name: dev
+  context: { cluster: c1, user: u1, namespace: team-a }
+`);
+    write('b/ca.pem', 'CA-OF-B');
+    write('b/token', 'TOKEN-OF-B');
+    const second = write('b/config', `apiVersion: v1
+kind: Config
+current-context: elsewhere
+contexts:
+- name: elsewhere
+  context: { cluster: c1, user: nobody }
+clusters:
+- name: c1
+  cluster:
+    server: https://10.0.0.2:6443
+    certificate-authority: ca.pem
+    tls-server-name: kubernetes.default.svc
+users:
+- name: u1
+  user:
+    tokenFile: token
+`);
+    const c = resolveConnection([first, second].join(path.delimiter));
+    assert.deepEqual(c, {
+      server: 'https://10.0.0.2:6443', ca: 'CA-OF-B', tlsServerName: 'kubernetes.default.svc', tokenFile: path.join(dir, 'b/token'),
+      insecureSkipTlsVerify: false, namespace: 'team-a', describe: `kubeconfig ${first}${path.delimiter}${second} (context dev)`,
+    });
+  });
+
+  it('the first file that defines a name wins, whole (not merged field by field); current-context from the first file that sets it', () => {
+    const a = { file: '/a/config', text: `clusters:
+- name: c1
+  cluster: { server: https://first.example }
+users:
+- name: u1
+  user: { token: first-token }
+` };
+    const b = { file: '/b/config', text: `current-context: dev
+contexts:
+- name: dev
+  context: { cluster: c1, user: u1 }
+clusters:
+- name: c1
+  cluster: { server: https://second.example, insecure-skip-tls-verify: true }
+users:
+- name: u1
+  user: { token: second-token, client-certificate-data: ${b64('CERT')} }
+` };
+    const c = parseKubeconfigs([a, b], () => undefined);
+    assert.equal(c.server, 'https://first.example');
+    assert.equal(c.insecureSkipTlsVerify, false);
+    assert.equal(c.token, 'first-token');
+    assert.equal(c.cert, undefined);
+    assert.equal(c.describe, `kubeconfig /a/config${path.delimiter}/b/config (context dev)`);
+    // An empty file in the list is an empty config.
+    assert.equal(parseKubeconfigs([{ file: '/e/config', text: '' }, b], () => undefined).server, 'https://second.example');
+  });
+
+  it('errors name the file that defined the entry and the field', () => {
+    const ctx = { file: '/a/config', text: 'current-context: dev\ncontexts:\n- name: dev\n  context: { cluster: c1, user: u1 }\n' };
+    const cluster = (body: string) => ({ file: '/b/config', text: `clusters:\n- name: c1\n  cluster: ${body}\n` });
+    const users = { file: '/c/config', text: 'users:\n- name: u1\n  user: { client-key: key.pem }\n' };
+    assert.throws(() => parseKubeconfigs([ctx, cluster('{ insecure-skip-tls-verify: true }')], () => undefined), /^Error: kubeconfig \/b\/config: cluster "c1" has no server/);
+    assert.throws(() => parseKubeconfigs([ctx, cluster('{ server: https://x, certificate-authority: ca.pem }')], () => undefined), /kubeconfig \/b\/config: cannot read certificate-authority \/b\/ca.pem/);
+    assert.throws(() => parseKubeconfigs([ctx, cluster('{ server: https://x }'), users], () => undefined), /kubeconfig \/c\/config: cannot read client-key \/c\/key.pem/);
+    assert.throws(() => parseKubeconfigs([ctx, users], () => undefined), /cluster "c1" of context "dev" is not defined/);
+    assert.throws(() => parseKubeconfigs([cluster('{ server: https://x }'), users], () => undefined), /kubeconfig \/b\/config:\/c\/config: no current-context/);
+    assert.throws(() => parseKubeconfigs([ctx, { file: '/d/config', text: ': : :\n  - [' }], () => undefined), /kubeconfig \/d\/config: (cannot parse|not a mapping)/);
   });
 });
 
