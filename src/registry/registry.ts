@@ -58,6 +58,8 @@ interface PoolEntry {
   readonly stats: ConnectionStats;
   /** Last time a request took this pool, or the sweep found it busy (Date.now()). */
   lastUsed: number;
+  /** Requests handed this pool (ever): a pool no request takes after a reload is one of the old options. */
+  uses: number;
 }
 
 /** Requests a pool carries now (running or waiting for a connection). */
@@ -71,7 +73,8 @@ export interface RegistryOptions {
   /**
    * A pool of an endpoint outside every cluster (original destination: PassthroughCluster,
    * inbound|PORT||, headless or resolution NONE services) is closed once it has carried nothing
-   * for this long (default 60 s), as Envoy's ORIGINAL_DST cluster forgets hosts it has not used.
+   * for this long (default 60 s), as Envoy's ORIGINAL_DST cluster forgets hosts it has not used; so is
+   * a pool no request has taken since a reload changed the cluster options it was built for.
    */
   readonly adHocIdleMs?: number;
   /** At most this many such pools stay open (default 1024): beyond it the least recently used idle ones close. */
@@ -95,6 +98,12 @@ export class Registry {
   private liveKeys = new Set<string>();
   /** Pools of endpoints outside every cluster, least recently used first: closed when idle. */
   private readonly adHoc = new Map<string, PoolEntry>();
+  /**
+   * After a reload changed a cluster, the pools of live endpoints, with their use count then: one
+   * that no request takes for adHocIdleMs was built for options no cluster has any more (a
+   * DestinationRule connectionPool edit) and is closed, instead of holding its connections for good.
+   */
+  private readonly stale = new Map<string, { entry: PoolEntry; uses: number; since: number }>();
   /** When each connection-stats entry was last asked for (entries of endpoints gone are pruned). */
   private readonly connTouched = new Map<string, number>();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -187,12 +196,14 @@ export class Registry {
       if (JSON.stringify(service) !== JSON.stringify(c.def.service)) c.def = { ...c.def, service };
     }
     const next = new Map<string, Cluster>();
+    let changed = false;
     for (const def of snapshot.clusters.values()) {
       let cluster = this.clusters.get(def.name);
       if (cluster && JSON.stringify(cluster.def) === JSON.stringify(def)) {
         next.set(def.name, cluster);
         continue;
       }
+      changed = true;
       if (cluster) cluster.def = def;
       else {
         const c = new Cluster(def, this.random);
@@ -206,6 +217,15 @@ export class Registry {
     this.clusters = next;
     for (const name of removed) this.unwatchCluster(name);
     this.releaseUnusedPools();
+    if (changed) this.watchForStalePools();
+  }
+
+  private watchForStalePools(): void {
+    const now = Date.now();
+    for (const [key, entry] of this.pools) {
+      if (this.liveKeys.has(entry.endpointKey)) this.stale.set(key, { entry, uses: entry.uses, since: now });
+    }
+    this.startSweep();
   }
 
   /** Pools and connection-stats entries held now (diagnostics, tests). */
@@ -286,7 +306,8 @@ export class Registry {
     }
     const key = `${endpoint.key}/${optionsKey}`;
     let entry = this.pools.get(key);
-    if (!entry) {
+    if (entry) entry.uses += 1;
+    else {
       // h2c (prior knowledge) on node:http2 (h2c-pool.ts); HTTP/1.1, and TLS with ALPN, on undici.
       const pool: UpstreamPool = opts.http2 && !opts.tls ? new H2cPool({
         host: endpoint.address, port: endpoint.port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
@@ -321,7 +342,7 @@ export class Registry {
       pool.on('connectionError', () => {
         stats.cxConnectFail += 1;
       });
-      entry = { pool, endpointKey: endpoint.key, stats, lastUsed: 0 };
+      entry = { pool, endpointKey: endpoint.key, stats, lastUsed: 0, uses: 1 };
       this.pools.set(key, entry);
       if (!this.liveKeys.has(endpoint.key)) {
         this.adHoc.set(key, entry);
@@ -372,6 +393,7 @@ export class Registry {
   private dropPool(key: string, entry: PoolEntry): void {
     this.pools.delete(key);
     this.adHoc.delete(key);
+    this.stale.delete(key);
     entry.pool.close().catch(() => {});
   }
 
@@ -390,7 +412,7 @@ export class Registry {
 
   private startSweep(): void {
     if (this.sweepTimer || this.stopped) return;
-    if (this.adHoc.size === 0 && this.connTouched.size === 0) return;
+    if (this.adHoc.size === 0 && this.connTouched.size === 0 && this.stale.size === 0) return;
     const every = Math.max(10, Math.min(5_000, Math.floor(this.adHocIdleMs / 2)));
     this.sweepTimer = setInterval(() => this.sweep(), every);
     this.sweepTimer.unref();
@@ -404,6 +426,10 @@ export class Registry {
       if (inFlight(entry.pool) > 0) entry.lastUsed = now; // idle counts from when it is seen idle
       else this.dropPool(key, entry);
     }
+    for (const [key, s] of [...this.stale]) {
+      if (this.pools.get(key) !== s.entry || s.entry.uses !== s.uses) this.stale.delete(key); // in use: current
+      else if (now - s.since >= this.adHocIdleMs && inFlight(s.entry.pool) === 0) this.dropPool(key, s.entry);
+    }
     const pooled = new Set<string>();
     for (const entry of this.pools.values()) pooled.add(entry.endpointKey);
     for (const [key, touched] of this.connTouched) {
@@ -416,7 +442,7 @@ export class Registry {
       this.connStats.delete(key);
       this.connTouched.delete(key);
     }
-    if (this.adHoc.size === 0 && this.connTouched.size === 0) {
+    if (this.adHoc.size === 0 && this.connTouched.size === 0 && this.stale.size === 0) {
       clearInterval(this.sweepTimer);
       this.sweepTimer = undefined;
     }
@@ -430,6 +456,7 @@ export class Registry {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     this.adHoc.clear();
+    this.stale.clear();
     for (const w of this.dnsWatches.values()) w.unsubscribe();
     this.dnsWatches.clear();
     this.closing = [...this.pools.values()].map((e) => e.pool);

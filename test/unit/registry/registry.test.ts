@@ -140,6 +140,26 @@ describe('registry', function () {
     });
   });
 
+  // A DestinationRule connectionPool edit changes a cluster's pool options: the endpoint stays, so
+  // its old pool is not released with it; unused since the reload, it is closed once idle.
+  it("a reload that changes a cluster's pool options closes the old pool once idle; the one in use stays", async () => {
+    const up = await server();
+    const r = registry(undefined, { adHocIdleMs: 150 });
+    const def = clusterDef('c', [{ address: '127.0.0.1', port: up.port }]);
+    r.reconcile(snapshot(def));
+    const e = r.get('c')!.endpoints[0]!;
+    assert.equal((await get(r.pool(e, poolOptions))).status, 200);
+    r.reconcile(snapshot({ ...def, idleTimeoutMs: 30_000 }));
+    const tuned: PoolOptions = { ...poolOptions, idleTimeoutMs: 30_000 };
+    const t0 = Date.now();
+    while (Date.now() - t0 < 600) {
+      assert.equal((await get(r.pool(e, tuned))).status, 200);
+      await sleep(25);
+    }
+    assert.equal(r.sizes().pools, 1, 'the pool of the old options is gone');
+    assert.equal(up.open(), 1, 'its connection closed; the current pool keeps its own');
+  });
+
   describe('pools of original-destination endpoints', () => {
     it('close once idle for adHocIdleMs (the upstream sees the kept-alive connection closed)', async () => {
       const up = await server();
