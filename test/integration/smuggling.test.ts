@@ -100,6 +100,7 @@ const CANNED: Record<string, string> = {
   // RFC 9110 8.6: a 304 may carry the Content-Length a 200 would have had; it has no body.
   'not-modified-cl': 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n',
   'no-content-cl': 'HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n',
+  'gzip-chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
   'ws-refused': 'HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n',
 };
 
@@ -639,6 +640,13 @@ spec:
       assert.match(text, /^HTTP\/1\.1 304 Not Modified\r\n/, JSON.stringify(text));
       assert.match(text, /\r\netag: "v1"\r\n/i);
       assert.ok(text.endsWith('legit') && !closed, `the connection goes on: ${JSON.stringify(text)}`);
+    });
+
+    it('a response coded beyond chunked (gzip, chunked) is a 502 UPE, never a body passed on still coded', async () => {
+      const { text } = await exchange(port, `GET /canned/gzip-chunked HTTP/1.1\r\n${H}\r\n`, { finalCount: 1 });
+      assert.match(text, /^HTTP\/1\.1 502 /, JSON.stringify(text));
+      assert.doesNotMatch(text, /hello/);
+      await thenLegit();
     });
 
     it('a 204 that (wrongly) names a Content-Length reaches the client as a 204 without one', async () => {

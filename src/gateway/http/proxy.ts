@@ -285,6 +285,17 @@ function grpcMessage(text: string): string {
  */
 const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 
+/** A response Transfer-Encoding other than plain chunked (a coding before it, or chunked twice). */
+function codedBeyondChunks(raw: readonly (Buffer | string)[]): boolean {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 17) continue; // "transfer-encoding"
+    if (name.toString().toLowerCase() !== 'transfer-encoding') continue;
+    if (raw[i + 1]!.toString().trim().toLowerCase() !== 'chunked') return true;
+  }
+  return false;
+}
+
 function trailerObject(trailers: unknown): Record<string, string | string[]> | undefined {
   if (trailers == null || (Array.isArray(trailers) && trailers.length === 0)) return undefined; // the usual case: none
   const out: Record<string, string | string[]> = {};
@@ -717,6 +728,12 @@ class Forwarder {
       onHeaders: (status, raw, res, _text) => {
         if (id !== this.current) return false;
         if (status < 200) return true;
+        if (codedBeyondChunks(raw)) {
+          // gzip, chunked (or chunked twice): the parser removes only the chunking, so the body would
+          // reach the client still coded, with nothing saying so. Envoy answers 502 UPE.
+          this.abortAttempt?.(new GatewayError('UPSTREAM_PROTOCOL_ERROR', 'unsupported transfer-encoding'));
+          return false;
+        }
         cluster.recordOutcome(endpoint, status < 500 ? 'success' : status >= 502 && status <= 504 ? 'gateway-error' : '5xx');
         cluster.stats.inc(`upstream_rq_${status}`);
         cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
