@@ -59,6 +59,39 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   keepAliveTimeoutMs: 300_000,
 };
 
+const H2_MAX_CONCURRENT_STREAMS = 100;
+
+/**
+ * Envoy's premature-reset check: once a connection has had 100 streams, if more than half of them
+ * were reset (by either side) within a second of opening, it is an abuse of stream resets (rapid
+ * reset, CVE-2023-44487, and resets provoked from the server): the session is closed with
+ * ENHANCE_YOUR_CALM.
+ */
+function watchPrematureResets(session: http2.ServerHttp2Session): void {
+  let streams = 0;
+  let premature = 0;
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    streams += 1;
+    const opened = Date.now();
+    stream.once('close', () => {
+      if (stream.rstCode !== 0 && Date.now() - opened < 1000) premature += 1;
+      if (streams < 100 || premature * 2 <= streams || session.destroyed) return;
+      session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy();
+    });
+  });
+}
+
+/**
+ * Hand a socket to the HTTP/2 server. Half-open is off for it: the listener keeps half-open
+ * connections for TCP and HTTP/1, but node:http2 ignores a client's FIN, and a client that closed
+ * its side would hold the session (and its streams) open for ever.
+ */
+function serveH2(stack: HttpStack, socket: Socket): void {
+  socket.allowHalfOpen = false;
+  stack.h2.emit('connection', socket);
+}
+
 /** One HTTP/1 and one HTTP/2 server fed sockets by a listener (they never listen themselves). */
 interface HttpStack {
   readonly http: http.Server;
@@ -189,7 +222,7 @@ export class ListenerManager {
       case 'HTTP':
         return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => {
           const stack = this.stack(l, '');
-          if (protocol === 'h2c') return void stack.h2.emit('connection', socket); // reads what is buffered itself
+          if (protocol === 'h2c') return serveH2(stack, socket); // reads what is buffered itself
           stack.http.emit('connection', socket);
           socket.resume(); // the HTTP/1 parser takes the sniffed bytes as the first 'data' event
         });
@@ -204,7 +237,7 @@ export class ListenerManager {
           const stack = this.stack(l, chain);
           return {
             connection: (tlsSocket, alpn) => {
-              if (alpn === 'h2') stack.h2.emit('connection', tlsSocket);
+              if (alpn === 'h2') serveH2(stack, tlsSocket);
               else stack.http.emit('connection', tlsSocket);
             },
           };
@@ -234,7 +267,7 @@ export class ListenerManager {
     const http = () => {
       sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => {
         const stack = this.stack(l, `out:${dst.port}`, { port: dst.port, scheme: 'http', capturePort: l.def.port });
-        if (protocol === 'h2c') return void stack.h2.emit('connection', socket); // reads what is buffered itself
+        if (protocol === 'h2c') return serveH2(stack, socket); // reads what is buffered itself
         stack.http.emit('connection', socket);
         socket.resume();
       });
@@ -345,12 +378,26 @@ export class ListenerManager {
     // that 'listening' would: header/request timeouts and closeIdleConnections depend on it.
     server.emit('listening');
     // HTTP/2: h2c with prior knowledge on plaintext ports, ALPN h2 on terminated TLS. Same routing.
-    const h2 = http2.createServer({ maxSessionMemory: 16, settings: { maxHeaderListSize: limits.maxHeaderBytes } });
-    h2.on('request', handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    // At most 100 streams at once per connection (Envoy's edge recommendation; a client that keeps
+    // opening more is cut off), and a connection idle for the keep-alive time is closed (Envoy's
+    // stream idle timeout is 5 min): without them one connection held thousands of upstream requests,
+    // or nothing at all for ever.
+    const h2 = http2.createServer({
+      maxSessionMemory: 16, maxSessionRejectedStreams: 100,
+      settings: { maxHeaderListSize: limits.maxHeaderBytes, maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS },
+    });
+    h2.setTimeout(limits.keepAliveTimeoutMs);
+    // A request is served a turn later, and not at all if its stream is gone by then: a client that
+    // opens and at once resets streams (rapid reset) has the reset read in that turn, and costs no
+    // upstream request.
+    h2.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => setImmediate(() => {
+      if (!req.stream.destroyed) (handler as unknown as (q: http2.Http2ServerRequest, r: http2.Http2ServerResponse) => void)(req, res);
+    }));
     h2.on('session', (session: http2.ServerHttp2Session) => {
       sessions.add(session);
       session.on('error', () => {});
       session.once('close', () => sessions.delete(session));
+      watchPrematureResets(session);
     });
     h2.on('sessionError', () => {});
     return { http: server, h2, sessions };

@@ -17,6 +17,7 @@ import net from 'node:net';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { listenLoopback, portOf } from '../helpers/upstream';
 import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
+import { h2frame } from '../helpers/h2frames';
 
 interface Seen {
   readonly method: string;
@@ -212,14 +213,6 @@ function hpackLiteral(name: string, value: string): Buffer {
   return Buffer.concat([Buffer.from([0x10]), int7(n.length), n, int7(v.length), v]);
 }
 
-function h2frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, payload]);
-}
 
 const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
 
