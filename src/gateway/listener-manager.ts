@@ -76,7 +76,11 @@ function watchPrematureResets(session: http2.ServerHttp2Session): void {
     stream.once('close', () => {
       if (stream.rstCode !== 0 && Date.now() - opened < 1000) premature += 1;
       if (streams < 100 || premature * 2 <= streams || session.destroyed) return;
-      session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      try {
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      } catch {
+        // a session already closing takes no GOAWAY: destroyed all the same
+      }
       session.destroy();
     });
   });

@@ -279,10 +279,6 @@ function grpcMessage(text: string): string {
   return out;
 }
 
-/**
- * Response trailers (undici's raw list of Buffers, the h2c pool's of strings, or an object), as the object both
- * ServerResponse.addTrailers and its HTTP/2 counterpart take; undefined when there are none.
- */
 const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 
 /** A response Transfer-Encoding other than plain chunked (a coding before it, or chunked twice). */
@@ -296,6 +292,10 @@ function codedBeyondChunks(raw: readonly (Buffer | string)[]): boolean {
   return false;
 }
 
+/**
+ * Response trailers (undici's raw list of Buffers, the h2c pool's of strings, or an object), as the object both
+ * ServerResponse.addTrailers and its HTTP/2 counterpart take; undefined when there are none.
+ */
 function trailerObject(trailers: unknown): Record<string, string | string[]> | undefined {
   if (trailers == null || (Array.isArray(trailers) && trailers.length === 0)) return undefined; // the usual case: none
   const out: Record<string, string | string[]> = {};
