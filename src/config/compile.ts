@@ -15,10 +15,10 @@ import type {
   StringMatcher, SubnetSet, VirtualHost,
 } from './snapshot';
 import {
-  clusterName, gatewayKey, hostMatches, intersectHosts, isIP, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
+  clusterName, gatewayKey, hostMatches, intersectHosts, isIP, MAX_TIMER_MS, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { within } from './compile-error';
-import { buildServices, portEndpoints, subsetMatches, type ServiceDef } from '../serviceentry/services';
+import { buildServices, portEndpoints, protocolFromPortName, subsetMatches, type ServiceDef } from '../serviceentry/services';
 import type { FallbackPort } from '../sidecar/fallback';
 import { serverCredentials, upstreamTls, type MeshCertFiles, type ServerCredentialSource } from '../tls/secrets';
 
@@ -60,14 +60,16 @@ function originOf(r: Resource, path: string): Origin {
 }
 
 /**
- * Node's timers take at most 2^31-1 ms (about 24.8 days) and fire after 1 ms when given more: a
- * longer duration (a `timeout: 720h`, valid in Istio) is capped there, which is as good as never.
+ * A duration for a timer: Node's timers take at most MAX_TIMER_MS and fire after 1 ms when given
+ * more, so a longer one (a `timeout: 720h`, valid in Istio) is capped there, as good as never.
  */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
+function timerMs(text: string | undefined): number | undefined {
+  const d = text === undefined ? undefined : parseDuration(text);
+  return d === undefined ? undefined : Math.min(d, MAX_TIMER_MS);
+}
 
 function ms(text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  return Math.min(parseDuration(text) ?? fallback, MAX_TIMER_MS);
+  return timerMs(text) ?? fallback;
 }
 
 // ------------------------------------------------------------------ mesh
@@ -262,8 +264,7 @@ function grpcCode(status: string): number {
 
 function compileFault(f: HTTPRoute['fault']): CompiledRoute['fault'] {
   if (!f || (!f.delay && !f.abort)) return undefined;
-  const fixed = f.delay?.fixedDelay !== undefined ? parseDuration(f.delay.fixedDelay) : undefined;
-  const delayMs = fixed !== undefined ? Math.min(fixed, MAX_TIMER_MS) : undefined;
+  const delayMs = timerMs(f.delay?.fixedDelay);
   const grpc = f.abort?.grpcStatus;
   return {
     ...(delayMs !== undefined ? { delayMs } : {}),
@@ -737,8 +738,7 @@ function inboundListener(set: ResourceSet, id: GatewayIdentity, port: number): L
     const { name, namespace } = svc.metadata;
     for (const p of svc.spec.ports ?? []) {
       const target = typeof p.targetPort === 'number' ? p.targetPort : p.port;
-      const proto = (p.name ?? '').split('-')[0]!.toLowerCase();
-      const http = ['http', 'http2', 'grpc', 'grpc-web'].includes(proto);
+      const http = HTTP_PROTOCOLS.has(protocolFromPortName(p)); // the port name's prefix or appProtocol, as outbound
       const known = ports.get(target);
       // The first Service names the port in metrics; any that declares HTTP makes it HTTP.
       ports.set(target, { http: http || (known?.http ?? false), service: known?.service ?? { host: `${name}.${namespace}.svc.cluster.local`, name, namespace } });

@@ -116,6 +116,9 @@ const DURATION_UNITS: Readonly<Record<string, number>> = {
   h: 3_600_000,
 };
 
+/** The longest delay Node's timers take (about 24.8 days): given more, they fire after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Go's time.Duration is int64 nanoseconds: ParseDuration refuses anything longer (about 2562047h). */
 export const MAX_DURATION_MS = 9_223_372_036_854.775807;
 

@@ -105,7 +105,7 @@ export function decide(t: PodTemplate, namespace?: string): Decision {
   const ns = text(t.metadata?.namespace) || namespace;
   if (ns !== undefined && IGNORED_NAMESPACES.includes(ns)) return { inject: false, reason: `namespace ${ns}: Istio never injects there` };
   const labels = t.metadata?.labels;
-  const [where, raw] = labels && Object.prototype.hasOwnProperty.call(labels, INJECT_KEY)
+  const [where, raw] = labels && Object.hasOwn(labels, INJECT_KEY)
     ? ['label', labels[INJECT_KEY]] as const
     : ['annotation', t.metadata?.annotations?.[INJECT_KEY]] as const;
   if (injectValue(raw) === false) return { inject: false, reason: `${where} ${INJECT_KEY}: "${text(raw)}"` };

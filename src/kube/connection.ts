@@ -1,5 +1,6 @@
 // Where the Kubernetes API is and how to authenticate: in-cluster (the pod's service account) or a
-// kubeconfig (its current context; several files, as in KUBECONFIG, merged as kubectl merges them). Reading is separate from parsing so the parsers are pure.
+// kubeconfig (its current context; several files, as in KUBECONFIG, merged as kubectl merges them).
+// Reading is separate from parsing so the parsers are pure.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -140,7 +141,7 @@ export function parseKubeconfigs(files: readonly KubeconfigFile[], read: (p: str
   const clusterName = str(ctx, 'cluster');
   const clusterFound = find('clusters', 'cluster', clusterName);
   const cluster = clusterFound?.body;
-  if (!clusterFound || !cluster) throw new Error(`kubeconfig ${clusterFound?.file ?? (docs.length > 1 ? all : ctxFound.file)}: cluster "${clusterName ?? ''}" of context "${ctxName}" is not defined`);
+  if (!clusterFound || !cluster) throw new Error(`kubeconfig ${clusterFound?.file ?? all}: cluster "${clusterName ?? ''}" of context "${ctxName}" is not defined`);
   const userName = str(ctx, 'user');
   const userFound = find('users', 'user', userName);
   const user = userFound?.body ?? {};

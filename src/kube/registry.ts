@@ -117,8 +117,10 @@ export function endpointsOf(
       out.push({ address, ports: mine, labels, weight: 1, listedPortsOnly: true });
     }
   }
-  const order = (e: EndpointDef) => `${e.address} ${JSON.stringify(Object.entries(e.ports).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))}`;
-  return out.map((e) => [order(e), e] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
+  // By address, then by ports (in port-name order): the same slices give the same list.
+  const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+  const order = (e: EndpointDef) => `${e.address} ${JSON.stringify(Object.entries(e.ports).sort(([a], [b]) => cmp(a, b)))}`;
+  return out.map((e) => [order(e), e] as const).sort(([a], [b]) => cmp(a, b)).map(([, e]) => e);
 }
 
 /**

@@ -83,6 +83,24 @@ spec:
 `;
 }
 
+/**
+ * A ServiceEntry for `host` with one HTTP port (named `http`) and an endpoint on 127.0.0.1 per version,
+ * labelled `version: <name>` (DestinationRule subsets select them); ends with `---`.
+ */
+export function versionedServiceEntryYaml(name: string, host: string, port: number, versions: Readonly<Record<string, number>>): string {
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ${name}, namespace: default}
+spec:
+  hosts: [${host}]
+  ports: [{number: ${port}, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+${Object.entries(versions).map(([v, p]) => `  - {address: 127.0.0.1, ports: {http: ${p}}, labels: {version: ${v}}}`).join('\n')}
+---
+`;
+}
+
 /** Gateway `default/gw` selecting the ingress gateway, one HTTP server on port 80 for every host; ends with `---`. */
 export function httpGatewayYaml(): string {
   return `apiVersion: networking.istio.io/v1

@@ -4,29 +4,10 @@ import assert from 'node:assert/strict';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { httpGet, waitFor } from '../helpers/upstream';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
+import { httpGatewayYaml, versionedServiceEntryYaml } from '../../src/sample/configs';
 
 function routes(v1: number, v2: number, target: 'a' | 'b', extra = ''): string {
-  return `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: svc, namespace: default}
-spec:
-  hosts: [svc.example.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: ${v1}}, labels: {version: a}}
-  - {address: 127.0.0.1, ports: {http: ${v2}}, labels: {version: b}}
----
-apiVersion: networking.istio.io/v1
+  return `${httpGatewayYaml()}${versionedServiceEntryYaml('svc', 'svc.example.internal', 80, { a: v1, b: v2 })}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: svc, namespace: default}
 spec:

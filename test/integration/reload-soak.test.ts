@@ -23,6 +23,7 @@ import { httpGet } from '../helpers/upstream';
 import { patternByte, startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 import { startTcpEcho, type TcpEchoServer } from '../../src/sample/tcp-echo';
 import type { ReloadOutcome } from '../../src/app';
+import { versionedServiceEntryYaml } from '../../src/sample/configs';
 
 const RELOAD_GAP_MS = 200; // pause between one reload's effect being seen and the next write
 const STEP_TIMEOUT_MS = 3000;
@@ -52,18 +53,7 @@ ${extra === 'last' ? extraServer : ''}`;
 }
 
 function servicesYaml(a: number, b: number, echo: number): string {
-  return `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: httpbin, namespace: default}
-spec:
-  hosts: [httpbin.internal]
-  ports: [{number: 8000, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: ${a}}, labels: {version: a}}
-  - {address: 127.0.0.1, ports: {http: ${b}}, labels: {version: b}}
----
-apiVersion: networking.istio.io/v1
+  return `${versionedServiceEntryYaml('httpbin', 'httpbin.internal', 8000, { a, b })}apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: tcp-echo, namespace: default}
 spec:

@@ -10,6 +10,7 @@
 
 import assert from 'node:assert/strict';
 import { mulberry32 } from '../../helpers/random';
+import { MAX_TIMER_MS } from '../../../src/config/names';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -360,7 +361,6 @@ function checkIssue(i: ConfigIssue, files: Record<string, string>): string | und
 }
 
 /** Node's timers hold 32-bit milliseconds: a longer delay fires after 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * What the data path does with a compiled snapshot must be possible: every `...Ms` value a timer
