@@ -1,17 +1,19 @@
 // `meshgate run --workers N`: N gateway processes (node:cluster) share every listen port, so a
 // machine's cores all proxy. The primary only supervises: it forks the workers, replaces one that
-// dies, serves the Prometheus endpoint with the workers' metrics added up, and passes SIGHUP and
-// SIGTERM on. Worker 0 also serves the admin and status ports (its view of config and clusters is
-// the same as every worker's; its counters are its own share of the traffic).
+// dies, serves the Prometheus endpoint with the workers' metrics added up (counts of the workers
+// that died included, see worker-metrics.ts), and passes SIGHUP and SIGTERM on. Worker 0 also
+// serves the admin and status ports (its view of config and clusters is the same as every worker's;
+// its counters, in /stats and /stats/prometheus there, are its own share of the traffic).
 //
 // Connections are spread by the kernel (SCHED_NONE: each worker accepts from the shared socket),
 // not handed out by the primary, which would make the primary the bottleneck for new connections.
 
 import cluster, { type Worker } from 'node:cluster';
 import type http from 'node:http';
-import { AggregatorRegistry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { listenHttp } from './admin/servers';
+import { answerMetrics, WorkerMetrics } from './worker-metrics';
 
 export const WORKER_INDEX_ENV = 'MESHGATE_WORKER_INDEX';
 
@@ -44,12 +46,15 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   /** Quick deaths in a row per worker index: each doubles the wait before the next start. */
   const failures = new Map<number, number>();
   let stopping = false;
+  const workerMetrics = new WorkerMetrics();
   const fork = (index: number) => {
     const w = cluster.fork({ [WORKER_INDEX_ENV]: String(index) });
     const bornAt = Date.now();
     byIndex.set(index, w);
+    workerMetrics.add(index, w);
     w.on('exit', (code, signal) => {
       if (byIndex.get(index) === w) byIndex.delete(index);
+      workerMetrics.retire(w);
       if (stopping) return;
       const n = Date.now() - bornAt >= STABLE_WORKER_MS ? 0 : failures.get(index) ?? 0;
       failures.set(index, n + 1);
@@ -60,21 +65,23 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   };
   for (let i = 0; i < o.workers; i++) fork(i);
 
-  const aggregator = new AggregatorRegistry();
+  workerMetrics.startSnapshots();
   const metrics = await listenHttp((req: http.IncomingMessage, res: http.ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/stats/prometheus' && path !== '/metrics') {
       res.writeHead(404).end('not found\n');
       return;
     }
-    aggregator.clusterMetrics().then(
-      (text) => res.writeHead(200, { 'content-type': aggregator.contentType }).end(text),
+    workerMetrics.refresh().then(() => workerMetrics.render()).then(
+      (text) => res.writeHead(200, { 'content-type': workerMetrics.contentType }).end(text),
       (err: Error) => res.writeHead(500).end(`metrics failed: ${err.message}\n`),
     );
   }, o.metricsPort, '0.0.0.0');
   o.log.info({ workers: o.workers, metrics: metrics.port }, `primary: ${o.workers} workers, metrics of all workers on :${metrics.port}`);
 
-  process.on('SIGHUP', () => { for (const w of byIndex.values()) w.process.kill('SIGHUP'); });
+  // A worker still starting reads the config as it is anyway, and has no SIGHUP handler yet (the
+  // signal's default action would end it): it is left alone.
+  process.on('SIGHUP', () => { for (const w of byIndex.values()) if (workerMetrics.started(w)) w.process.kill('SIGHUP'); });
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -99,7 +106,6 @@ export function workerIndex(): number | undefined {
   return Number(process.env[WORKER_INDEX_ENV] ?? '0');
 }
 
-export function offerMetrics(registry: Parameters<typeof AggregatorRegistry.setRegistries>[0]): void {
-  new AggregatorRegistry(); // its constructor installs the worker's answer to the primary's requests
-  AggregatorRegistry.setRegistries(registry);
+export function offerMetrics(registry: Registry): void {
+  answerMetrics(registry);
 }
