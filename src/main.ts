@@ -103,13 +103,15 @@ const VALIDATE_FLAGS: readonly FlagSpec[] = [
   { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable', multiple: true },
 ];
 
+/** Every command's --help: the flag column is as wide as its longest flag plus two spaces (30 at least). */
 function usage(command: string, summary: string, flags: readonly FlagSpec[]): string {
-  const lines = [`usage: meshgate ${command} [flags]`, '', summary, '', 'flags:'];
-  for (const f of flags) {
+  const rows: [string, string][] = flags.map((f) => {
     const def = f.def ? ` (default ${f.def})` : '';
-    lines.push(`  ${f.short ? `-${f.short}, ` : ''}--${f.name}${f.boolean ? '' : ' VALUE'}`.padEnd(30) + `${f.help}${def}${f.env ? `; env ${f.env}` : ''}`);
-  }
-  lines.push('  --help'.padEnd(30) + 'this text');
+    return [`  ${f.short ? `-${f.short}, ` : ''}--${f.name}${f.boolean ? '' : ' VALUE'}`, `${f.help}${def}${f.env ? `; env ${f.env}` : ''}`];
+  });
+  rows.push(['  --help', 'this text']);
+  const width = Math.max(30, ...rows.map(([flag]) => flag.length + 2));
+  const lines = [`usage: meshgate ${command} [flags]`, '', summary, '', 'flags:', ...rows.map(([flag, text]) => flag.padEnd(width) + text)];
   return lines.join('\n') + '\n';
 }
 
@@ -119,12 +121,12 @@ An Istio-compatible gateway: reads Gateway, VirtualService, DestinationRule, Ser
 WorkloadEntry YAML and serves them as istio-ingressgateway / istio-egressgateway would.
 
 commands:
-  run        run the gateway on a config (files or directories, or the Kubernetes API; watched and hot-reloaded)
-  validate   check a config as run would load it; exit 1 on errors
-  certs      make a development CA and server/client certificates, and a Secret for credentialName
-  iptables   print, apply or remove the sidecar capture rules (as istio-iptables)
+  run          run the gateway on a config (files or directories, or the Kubernetes API; watched and hot-reloaded)
+  validate     check a config as run would load it; exit 1 on errors
+  certs        make a development CA and server/client certificates, and a Secret for credentialName
+  iptables     print, apply or remove the sidecar capture rules (as istio-iptables)
   kube-inject  add the meshgate sidecar to Kubernetes workload YAML (as istioctl kube-inject)
-  help       this text
+  help         this text
 
 Each command takes --help.
 `;
@@ -402,7 +404,7 @@ async function iptables(argv: string[]): Promise<number> {
 async function kubeInject(argv: string[]): Promise<number> {
   const v = parse(argv, KUBE_INJECT_FLAGS);
   if (v['help']) {
-    process.stdout.write(usage('kube-inject', "Print Kubernetes YAML with the meshgate sidecar added to every pod template (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob): a container istio-proxy (meshgate run --mode sidecar --source kubernetes, uid 1337) and an init container istio-init (meshgate iptables --apply). Other documents pass through unchanged; already injected templates and those with sidecar.istio.io/inject: \"false\" are left alone.", KUBE_INJECT_FLAGS));
+    process.stdout.write(usage('kube-inject', "Print Kubernetes YAML with the meshgate sidecar added to every pod template (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob): a container istio-proxy (meshgate run --mode sidecar --source kubernetes, uid 1337) and an init container istio-init (meshgate iptables --apply). Other documents pass through unchanged; already injected templates and those with sidecar.istio.io/inject: \"false\" are left alone.", KUBE_INJECT_FLAGS));
     return 0;
   }
   const file = String(v['filename'] ?? '');

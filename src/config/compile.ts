@@ -7,7 +7,7 @@ import { BlockList } from 'node:net';
 import { RE2JS } from 're2js';
 import type {
   Dict, DestinationRuleResource, GatewayResource, HTTPMatchRequest, HTTPRoute, ResourceSet, StringMatch,
-  TrafficPolicy, VirtualServiceResource, Resource,
+  TrafficPolicy, VirtualServiceResource, Resource, SourcePos,
 } from './types';
 import type {
   CircuitBreakerLimits, ClusterDef, ClusterPolicy, CompiledDestination, HashPolicy, OutlierPolicy, CompiledMatch, CompiledRoute, CompiledServer, FilterChain, HeaderMatcher,
@@ -18,6 +18,7 @@ import {
   clusterName, gatewayKey, hostMatches, intersectHosts, isIP, MAX_TIMER_MS, parseDuration, parseGatewayRef, parseServerHost, resolveHost,
 } from './names';
 import { within } from './compile-error';
+import { positionOf } from './validate';
 import { buildServices, portEndpoints, protocolFromPortName, subsetMatches, type ServiceDef } from '../serviceentry/services';
 import type { FallbackPort } from '../sidecar/fallback';
 import { serverCredentials, upstreamTls, type MeshCertFiles, type ServerCredentialSource } from '../tls/secrets';
@@ -43,6 +44,10 @@ export interface CompileNote {
   readonly severity: 'warning' | 'info';
   readonly resource: string;
   readonly message: string;
+  /** Where in the resource's file (a field's position), when known; printed as config issues are (formatNote). */
+  readonly at?: SourcePos;
+  /** The field the note is about (`spec.servers[0].tls.credentialName`), with `at`. */
+  readonly path?: string;
 }
 
 export interface CompileResult {
@@ -673,7 +678,13 @@ function compileListeners(
         case 'tls-terminate': {
           const credentials = serverCredentials(server.tls, set.secrets, id.namespace, id.meshCerts);
           if (credentials.kind === 'missing') {
-            notes.push({ severity: 'warning', resource: where, message: `servers[${si}].tls: ${credentials.message}; TLS handshakes on port ${server.port.number} for ${server.hosts.join(', ')} will fail` });
+            // At the field naming the Secret (else at `tls`), as the certificate warnings are.
+            const tls = `spec.servers[${si}].tls`;
+            const path = server.tls?.credentialName ? `${tls}.credentialName` : server.tls?.credentialNames?.length ? `${tls}.credentialNames[0]` : tls;
+            notes.push({
+              severity: 'warning', resource: where, at: positionOf(gw, path), path,
+              message: `warning: ${credentials.message}; TLS handshakes on port ${server.port.number} for ${server.hosts.join(', ')} will fail`,
+            });
           }
           const chain = kind === 'https-terminate' ? httpsChain(sc, port, credentials) : tlsTerminateChain(sc, credentials);
           const action = chain.action;
@@ -1167,8 +1178,10 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
     : compileListeners(set, id, services, mesh, notes);
   if (id.capturePort !== undefined && id.inboundPort !== undefined) listeners.set(id.inboundPort, inboundListener(set, id, id.inboundPort));
   const clusters = compileClusters(set, services, mesh, id.namespace, notes, id.meshCerts);
+  // Every object read, ConfigMaps (the mesh config) included: the count `meshgate validate` prints.
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
-    + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length;
+    + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length
+    + set.configMaps.length;
   const snapshot: Snapshot = {
     version,
     createdAt: now.toISOString(),

@@ -1,13 +1,24 @@
 // How config problems are printed, and the `meshgate validate` command's work.
 
 import type { ConfigIssue } from './types';
+import type { CompileNote } from './compile';
 import { loadConfig } from './pipeline';
+import { skippedKinds } from './load';
 
 /** `file:line:col: Kind namespace/name: field.path: message` */
 export function formatIssue(i: ConfigIssue): string {
   const who = i.kind ? ` ${i.kind} ${i.namespace}/${i.name}:` : '';
   const path = i.path ? ` ${i.path}:` : '';
   return `${i.file}:${i.line}:${i.col}:${who}${path} ${i.message}`;
+}
+
+/**
+ * A compile note as `run` logs it: with a position, as a config issue is printed
+ * (`file:line:col: Kind namespace/name: field.path: message`); else `Kind namespace/name: message`.
+ */
+export function formatNote(n: CompileNote): string {
+  if (!n.at) return `${n.resource}: ${n.message}`;
+  return `${n.at.file}:${n.at.line}:${n.at.col}: ${n.resource}:${n.path ? ` ${n.path}:` : ''} ${n.message}`;
 }
 
 function plural(n: number, word: string): string {
@@ -21,7 +32,9 @@ export async function validatePaths(paths: readonly string[]): Promise<{ issues:
   const warnings = issues.length - errors;
   const lines = issues.map(formatIssue);
   const files = loaded.files.length;
-  if (issues.length === 0) lines.push(`ok: ${plural(loaded.resourceCount, 'resource')} in ${plural(files, 'file')}, no problems`);
-  else lines.push(`${plural(errors, 'error')}, ${plural(warnings, 'warning')} in ${plural(files, 'file')}`);
+  // Objects of other kinds (Deployment, ServiceAccount, ...) are not resources: said in the summary, not hidden.
+  const skipped = loaded.skipped.length > 0 ? ` (${plural(loaded.skipped.length, 'other object')} skipped: ${skippedKinds(loaded.skipped)})` : '';
+  if (issues.length === 0) lines.push(`ok: ${plural(loaded.resourceCount, 'resource')} in ${plural(files, 'file')}${skipped}, no problems`);
+  else lines.push(`${plural(errors, 'error')}, ${plural(warnings, 'warning')} in ${plural(files, 'file')}${skipped}`);
   return { issues, output: lines.join('\n') + '\n', exitCode: errors > 0 ? 1 : 0 };
 }

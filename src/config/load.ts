@@ -1,5 +1,5 @@
 // YAML files -> resources with the position of every field. Multi-document files, `kind: List`,
-// directories (recursive). Kinds meshgate does not read are skipped with one info line each.
+// directories (recursive). Kinds meshgate does not read are skipped and listed (`skipped`).
 // Never throws on bad input: syntax errors become issues and the other documents still load.
 
 import fs from 'node:fs';
@@ -14,11 +14,30 @@ const CORE_KINDS = new Set(['Service', 'Secret', 'ConfigMap']);
 /** Max size of one config file: larger files are refused (bounded parsing). */
 export const MAX_FILE_BYTES = 8 * 1024 * 1024;
 
+/** An object of a kind meshgate does not read (Deployment, ServiceAccount, ...), left out. */
+export interface SkippedObject {
+  readonly file: string;
+  readonly line: number;
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+}
+
 export interface LoadResult {
   readonly resources: Resource[];
   readonly issues: ConfigIssue[];
+  /** One line per skipped object (`file:line: skipped Kind ns/name (not a kind meshgate reads)`). */
   readonly infos: string[];
+  /** The skipped objects themselves, for the summaries (skippedKinds). */
+  readonly skipped?: SkippedObject[];
   readonly files: string[];
+}
+
+/** The kinds of skipped objects with their counts, alphabetical: `Deployment x6, ServiceAccount x4`. */
+export function skippedKinds(skipped: readonly SkippedObject[]): string {
+  const counts = new Map<string, number>();
+  for (const s of skipped) counts.set(s.kind, (counts.get(s.kind) ?? 0) + 1);
+  return [...counts].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([k, n]) => `${k} x${n}`).join(', ');
 }
 
 function issue(pos: SourcePos, message: string, r?: { kind: string; namespace: string; name: string }, path = '', severity: 'error' | 'warning' = 'error'): ConfigIssue {
@@ -87,6 +106,7 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
   const resources: Resource[] = [];
   const issues: ConfigIssue[] = [];
   const infos: string[] = [];
+  const skipped: SkippedObject[] = [];
   let order = orderStart;
   const lc = new LineCounter();
   let docs;
@@ -94,7 +114,7 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
     docs = parseAllDocuments(text, { lineCounter: lc, uniqueKeys: true });
   } catch (err) {
     issues.push(issue({ file, line: 1, col: 1 }, `cannot parse YAML: ${(err as Error).message}`));
-    return { resources, issues, infos, files: [file], nextOrder: order };
+    return { resources, issues, infos, skipped, files: [file], nextOrder: order };
   }
   const posOf = (offset: number): SourcePos => {
     const p = lc.linePos(offset);
@@ -136,17 +156,17 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
     }
     for (const it of items) {
       order += 1;
-      const r = toResource(it.value, it.pos, '', it.positions, order, issues, infos);
+      const r = toResource(it.value, it.pos, '', it.positions, order, issues, infos, skipped);
       if (r) resources.push(r);
     }
   }
-  return { resources, issues, infos, files: [file], nextOrder: order };
+  return { resources, issues, infos, skipped, files: [file], nextOrder: order };
 }
 
 /** One parsed document (or API object) -> a resource, or undefined with an issue or info line. */
 export function toResource(
   value: unknown, pos: SourcePos, prefix: string, allPositions: Map<string, SourcePos>, order: number,
-  issues: ConfigIssue[], infos: string[],
+  issues: ConfigIssue[], infos: string[], skipped?: SkippedObject[],
 ): Resource | undefined {
   if (!isObject(value)) {
     issues.push(issue(pos, 'a document must be a mapping with apiVersion, kind and metadata'));
@@ -166,6 +186,7 @@ export function toResource(
   const core = CORE_KINDS.has(kind) && apiVersion === 'v1';
   if (!istio && !core) {
     infos.push(`${pos.file}:${pos.line}: skipped ${kind} ${namespace}/${name || '?'} (not a kind meshgate reads)`);
+    skipped?.push({ file: pos.file, line: pos.line, kind, namespace, name });
     return undefined;
   }
   if (istio && !ISTIO_VERSIONS.has(apiVersion)) {
@@ -203,6 +224,7 @@ export async function loadPaths(paths: readonly string[]): Promise<LoadResult> {
   const resources: Resource[] = [];
   const issues: ConfigIssue[] = [];
   const infos: string[] = [];
+  const skipped: SkippedObject[] = [];
   const files = listConfigFiles(paths);
   for (const p of paths) {
     if (!fs.existsSync(p)) issues.push(issue({ file: p, line: 1, col: 1 }, 'no such file or directory'));
@@ -226,6 +248,7 @@ export async function loadPaths(paths: readonly string[]): Promise<LoadResult> {
     resources.push(...r.resources);
     issues.push(...r.issues);
     infos.push(...r.infos);
+    skipped.push(...(r.skipped ?? []));
   }
-  return { resources, issues, infos, files };
+  return { resources, issues, infos, skipped, files };
 }

@@ -1,7 +1,7 @@
 // load -> validate, as one call: what `run` reloads and `validate` checks.
 
 import type { ConfigIssue, Resource, ResourceSet } from './types';
-import { loadPaths, type LoadResult } from './load';
+import { loadPaths, type LoadResult, type SkippedObject } from './load';
 import { positionOf, validate } from './validate';
 import { compile, type CompileResult, type GatewayIdentity } from './compile';
 import { CompileError } from './compile-error';
@@ -12,7 +12,10 @@ export interface LoadedConfig {
   readonly set?: ResourceSet;
   readonly issues: readonly ConfigIssue[];
   readonly infos: readonly string[];
+  /** Objects of kinds meshgate does not read (files only: the Kubernetes source lists only kinds it reads). */
+  readonly skipped: readonly SkippedObject[];
   readonly files: readonly string[];
+  /** The objects read (every kind in the ResourceSet, Services, Secrets and ConfigMaps included); `run` logs the same count. */
   readonly resourceCount: number;
   /** Certificates the Gateways serve, with their expiry (for the expiry gauge). */
   readonly certificates: readonly ServedCertificate[];
@@ -31,6 +34,7 @@ export function checkLoaded(loaded: LoadResult): LoadedConfig {
     issues: [...loaded.issues, ...issues, ...certs.issues],
     certificates: certs.served,
     infos: loaded.infos,
+    skipped: loaded.skipped ?? [],
     files: loaded.files,
     resourceCount: loaded.resources.length,
   };
@@ -96,6 +100,7 @@ export function validateEach(resources: readonly Resource[], infos: readonly str
     issues: last!.issues.filter((i) => !gone.has(whoKey(i))),
     certificates: last!.served,
     infos,
+    skipped: [],
     files: [],
     resourceCount: kept.length,
     rejected: [...rejected.values()],

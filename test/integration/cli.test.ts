@@ -52,6 +52,23 @@ describe('meshgate command line', function () {
     assert.match(idle.stderr + idle.stdout, /--tcp-idle-timeout: "9999h" is longer than 24 days/);
   });
 
+  it('--help of every command keeps two spaces at least between each flag and its text', async () => {
+    const top = await run(['help']);
+    const commands = [...top.stdout.matchAll(/^  ([a-z-]+) {2,}\S/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+    assert.deepEqual(commands, ['run', 'validate', 'certs', 'iptables', 'kube-inject']);
+    for (const c of commands) {
+      const h = await run([c, '--help']);
+      assert.equal(h.code, 0, c);
+      const flagLines = h.stdout.split('\n').filter((l) => /^ {2}-/.test(l));
+      assert.ok(flagLines.length >= 2, c);
+      for (const l of flagLines) assert.match(l, /^ {2}(-\w, )?--[a-z0-9-]+( VALUE)? {2,}\S/, `${c}: ${l}`);
+      // One column per command: every description starts at the same place.
+      assert.equal(new Set(flagLines.map((l) => /^ {2}\S.*? {2,}(?=\S)/.exec(l)![0].length)).size, 1, c);
+    }
+    const ipt = await run(['iptables', '--help']);
+    assert.match(ipt.stdout, /--include-outbound-cidrs VALUE {2,}CIDRs to capture/);
+  });
+
   describe('run', () => {
     let child: ChildProcess | undefined;
     let up: HttpbinServer | undefined;

@@ -44,6 +44,24 @@ describe('config validation', () => {
     assert.ok(loaded.infos.some((l) => /skipped ServiceAccount default\/bookinfo-details/.test(l)));
   });
 
+  it('validate says how many objects of other kinds it skipped, by kind; Services are read, not skipped', async () => {
+    const f = path.join(SAMPLES, 'bookinfo/platform/kube/bookinfo.yaml');
+    const { output, exitCode } = await validatePaths([f]);
+    assert.equal(exitCode, 0);
+    assert.equal(output, 'ok: 4 resources in 1 file (10 other objects skipped: Deployment x6, ServiceAccount x4), no problems\n');
+    // With problems, the summary line says it too; one object is "1 other object".
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-skipped-'));
+    try {
+      const bad = path.join(dir, 'bad.yaml');
+      fs.writeFileSync(bad, `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n---\n${vs('  - timeout: 5\n    route: [{destination: {host: a}}]')}\n`);
+      const r = await validatePaths([bad]);
+      assert.equal(r.exitCode, 1);
+      assert.match(r.output, /\n1 error, 1 warning in 1 file \(1 other object skipped: Deployment x1\)\n$/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('prints every mistake of a file with file, line, column and field path', async () => {
     const { output, exitCode } = await validatePaths([path.join(FIXTURES, 'mistakes.yaml')]);
     const f = path.join(FIXTURES, 'mistakes.yaml');
