@@ -7,7 +7,8 @@ import { ConfigStore } from './config/store';
 import type { GatewayIdentity } from './config/compile';
 import type { Snapshot } from './config/snapshot';
 import type { Dict } from './config/types';
-import { formatIssue } from './config/format';
+import { formatIssue, formatNote } from './config/format';
+import { skippedKinds, type SkippedObject } from './config/load';
 import { Registry } from './registry/registry';
 import { DnsResolver, type DnsFamily } from './serviceentry/dns';
 import { AccessLog } from './telemetry/access-log';
@@ -111,6 +112,8 @@ export class App {
   readonly source: ConfigSource;
   /** The rejection messages logged last time, so an object's errors are logged once, not per reload. */
   private loggedRejections = new Set<string>();
+  /** The skipped-objects lines logged last time: a file's line is logged once, and again when it changes. */
+  private loggedSkips = new Set<string>();
   private isReady = false;
   private stopping = false;
   private reloading: Promise<ReloadOutcome> | undefined;
@@ -148,10 +151,17 @@ export class App {
         this.log.warn({ cluster: c.name, endpoint: e.hostPort, reason, until: new Date(e.ejectedUntil).toISOString() }, 'outlier detection ejected an endpoint');
       },
     });
-    const workload = opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate');
+    // Istio's workload name: the injector's (service.istio.io/workload-name, the pod's Deployment or
+    // other controller), else the app label, else the gateway's own name.
+    const workload = opts.labels['service.istio.io/workload-name'] || (opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate'));
     // The reporter follows each request: "destination" for a sidecar's inbound, else "source".
     this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels });
     this.metrics.accessLogLosses = () => this.accessLog.losses;
+    this.metrics.serverState = () => ({
+      state: this.stopping ? 'DRAINING' : this.isReady ? 'LIVE' : 'PRE_INITIALIZING',
+      clusters: this.registry.all().length,
+      listeners: this.listeners.ports().length,
+    });
     this.telemetry = new Telemetry(this.accessLog, this.metrics);
     const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random };
     const tcp = new TcpProxy({
@@ -234,6 +244,7 @@ export class App {
   private async doReload(reason: string): Promise<ReloadOutcome> {
     const loaded = await this.source.load();
     for (const info of loaded.infos) this.log.debug(info);
+    this.reportSkipped(loaded.skipped);
     const rejectedObjects = this.reportRejected(loaded.rejected ?? []);
     const errors = loaded.issues.filter((i) => i.severity === 'error').map(formatIssue);
     const warnings = loaded.issues.filter((i) => i.severity === 'warning').map(formatIssue);
@@ -251,7 +262,7 @@ export class App {
       return this.finish({ result: 'unchanged', version: current.version, errors, warnings, rejectedObjects });
     }
     for (const w of warnings) this.log.warn(w);
-    for (const n of notes) this.log[n.severity === 'warning' ? 'warn' : 'info'](`${n.resource}: ${n.message}`);
+    for (const n of notes) this.log[n.severity === 'warning' ? 'warn' : 'info'](formatNote(n));
     // Prepare dependencies first, then publish with one assignment, then bind.
     this.registry.reconcile(snapshot);
     this.accessLog.configure({ file: snapshot.mesh.accessLogFile, encoding: snapshot.mesh.accessLogEncoding, format: snapshot.mesh.accessLogFormat });
@@ -268,6 +279,27 @@ export class App {
     this.log.info({ reason, version: snapshot.version, resources: snapshot.resourceCount, listeners: this.listeners.ports(), clusters: snapshot.clusters.size },
       `config version ${snapshot.version} applied`);
     return this.finish({ result: 'applied', version: snapshot.version, errors, warnings, rejectedObjects });
+  }
+
+  /**
+   * Objects of kinds meshgate does not read (Deployment, ServiceAccount, ...): one info line per file
+   * that has any, with the kinds and counts (each object has its own debug line above). A file's line
+   * is logged when the file is first loaded and again when what it skips changes, not on every reload.
+   */
+  private reportSkipped(skipped: readonly SkippedObject[]): void {
+    const byFile = new Map<string, SkippedObject[]>();
+    for (const s of skipped) {
+      const list = byFile.get(s.file);
+      if (list) list.push(s);
+      else byFile.set(s.file, [s]);
+    }
+    const logged = new Set<string>();
+    for (const [file, list] of byFile) {
+      const line = `${file}: skipped ${list.length} object${list.length === 1 ? ' of a kind' : 's of kinds'} meshgate does not read: ${skippedKinds(list)}`;
+      logged.add(line);
+      if (!this.loggedSkips.has(line)) this.log.info({ file, skipped: list.length }, line);
+    }
+    this.loggedSkips = logged;
   }
 
   /**

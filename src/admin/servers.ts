@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { RE2JS } from 're2js';
 import type { ConfigStore } from '../config/store';
 import type { Registry } from '../registry/registry';
-import type { Metrics } from '../telemetry/metrics';
+import { ENVOY_SERVER_STATES, type Metrics } from '../telemetry/metrics';
 import type { ListenerManager } from '../gateway/listener-manager';
 
 export interface AdminState {
@@ -92,6 +92,13 @@ export function statsText(state: AdminState, filter?: StatFilter): string {
   lines.push(`cluster_manager.active_clusters: ${state.registry.all().length}`);
   lines.push(`listener_manager.total_listeners_active: ${state.listeners.ports().length}`);
   lines.push(`server.live: ${state.ready() ? 1 : 0}`);
+  const server = state.metrics.serverState?.();
+  const memory = process.memoryUsage();
+  lines.push(`server.state: ${ENVOY_SERVER_STATES[server?.state ?? (state.ready() ? 'LIVE' : 'PRE_INITIALIZING')]}`);
+  lines.push(`server.uptime: ${state.metrics.uptimeSeconds()}`);
+  lines.push(`server.concurrency: 1`);
+  lines.push(`server.memory_allocated: ${memory.heapUsed + memory.external}`);
+  lines.push(`server.memory_heap_size: ${memory.heapTotal}`);
   lines.sort();
   return lines.filter((l) => !filter || filter(l.slice(0, l.lastIndexOf(': ')))).join('\n') + '\n';
 }

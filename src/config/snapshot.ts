@@ -6,7 +6,7 @@ import type {
   Dict, HTTPRedirect, Headers, LoadBalancerSettings, ConnectionPoolSettings, OutlierDetection, ClientTLSSettings,
   Resolution, ServerTLSSettings,
 } from './types';
-import type { ServiceDef } from '../serviceentry/services';
+import type { ServiceDef, WorkloadRef } from '../serviceentry/services';
 import type { ServerCredentialSource, UpstreamTls } from '../tls/secrets';
 
 export interface Origin {
@@ -275,6 +275,8 @@ export interface EndpointAddress {
   readonly port: number;
   readonly labels: Dict<string>;
   readonly weight: number;
+  /** The Pod's controller or the WorkloadEntry behind the endpoint, for metrics (absent when unknown). */
+  readonly workload?: WorkloadRef;
 }
 
 export type LbPolicy = 'LEAST_REQUEST' | 'ROUND_ROBIN' | 'RANDOM' | 'PASSTHROUGH' | 'RING_HASH';

@@ -393,9 +393,11 @@ export class ListenerManager {
     h2.setTimeout(limits.keepAliveTimeoutMs);
     // A request is served a turn later, and not at all if its stream is gone by then: a client that
     // opens and at once resets streams (rapid reset) has the reset read in that turn, and costs no
-    // upstream request.
+    // upstream request. Such a stream still gets its access-log line (code 0, DC).
+    const abandoned = this.deps.proxy.abandoned(entry);
+    type H2Handler = (q: http2.Http2ServerRequest, r: http2.Http2ServerResponse) => void;
     h2.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => setImmediate(() => {
-      if (!req.stream.destroyed) (handler as unknown as (q: http2.Http2ServerRequest, r: http2.Http2ServerResponse) => void)(req, res);
+      (req.stream.destroyed ? abandoned as unknown as H2Handler : handler as unknown as H2Handler)(req, res);
     }));
     h2.on('session', (session: http2.ServerHttp2Session) => {
       sessions.add(session);

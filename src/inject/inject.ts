@@ -169,10 +169,20 @@ function readyProbe(extra: Record<string, number>): Record<string, unknown> {
   return { httpGet: { path: '/healthz/ready', port: STATUS_PORT }, ...extra };
 }
 
-/** The sidecar container: `meshgate run --mode sidecar` as uid/gid 1337 with the pod's labels. */
-export function proxyContainer(o: InjectOptions, t: PodTemplate, native: boolean): Record<string, unknown> {
+/** Istio's label naming a workload (its telemetry name: source_workload, destination_workload). */
+export const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
+
+/**
+ * The sidecar container: `meshgate run --mode sidecar` as uid/gid 1337 with the pod's labels, and
+ * the workload's name (the Deployment, StatefulSet, ... the template belongs to: what Istio's
+ * injector passes as ISTIO_META_WORKLOAD_NAME) as `service.istio.io/workload-name` unless the
+ * template sets that label itself.
+ */
+export function proxyContainer(o: InjectOptions, t: PodTemplate, native: boolean, workloadName?: string): Record<string, unknown> {
   const ann = annotations(t);
-  const labels = Object.entries(t.metadata?.labels ?? {}).map(([k, v]) => `${k}=${text(v) ?? ''}`).join(',');
+  const own = t.metadata?.labels ?? {};
+  const all = workloadName && !Object.hasOwn(own, WORKLOAD_NAME_LABEL) ? { ...own, [WORKLOAD_NAME_LABEL]: workloadName } : own;
+  const labels = Object.entries(all).map(([k, v]) => `${k}=${text(v) ?? ''}`).join(',');
   const c = DEFAULT_CAPTURE;
   return {
     name: PROXY_NAME,
@@ -296,7 +306,7 @@ function insertPair(doc: Document, parent: YAMLMap, key: string, value: unknown,
 }
 
 /** Add the sidecar to one pod template node (a map with metadata and spec). */
-function injectTemplate(doc: Document, node: YAMLMap, t: PodTemplate, o: InjectOptions, native: boolean): void {
+function injectTemplate(doc: Document, node: YAMLMap, t: PodTemplate, o: InjectOptions, native: boolean, workloadName: string | undefined): void {
   const metadata = childMap(doc, node, 'metadata', 'spec');
   const ann = childMap(doc, metadata, 'annotations');
   for (const [k, v] of Object.entries(injectedAnnotations(t, native))) ann.set(k, doc.createNode(v));
@@ -304,9 +314,9 @@ function injectTemplate(doc: Document, node: YAMLMap, t: PodTemplate, o: InjectO
   const containers = isMap(spec) ? spec.get('containers', true) : undefined;
   if (!isMap(spec) || !isSeq(containers)) throw new Error('pod template without spec.containers'); // decide() saw them
   const inits = childSeq(doc, spec, 'initContainers', 'containers');
-  const first = [doc.createNode(initContainer(o, t)), ...(native ? [doc.createNode(proxyContainer(o, t, true))] : [])];
+  const first = [doc.createNode(initContainer(o, t)), ...(native ? [doc.createNode(proxyContainer(o, t, true, workloadName))] : [])];
   inits.items.unshift(...first);
-  if (!native) block(containers).items.push(doc.createNode(proxyContainer(o, t, false)));
+  if (!native) block(containers).items.push(doc.createNode(proxyContainer(o, t, false, workloadName)));
 }
 
 function injectObject(doc: Document, node: YAMLMap, obj: Record<string, unknown>, o: InjectOptions, out: { objects: ObjectReport[]; warnings: string[] }): boolean {
@@ -321,7 +331,7 @@ function injectObject(doc: Document, node: YAMLMap, obj: Record<string, unknown>
     out.objects.push({ object, injected: false, reason: d.reason });
     return false;
   }
-  injectTemplate(doc, tNode as YAMLMap, t!, o, wantsNativeSidecar(kind, t!, o));
+  injectTemplate(doc, tNode as YAMLMap, t!, o, wantsNativeSidecar(kind, t!, o), text(dig(obj, ['metadata', 'name'])));
   out.objects.push({ object, injected: true });
   for (const w of unsupportedTrafficAnnotations(annotations(t!))) out.warnings.push(`${object}: ${w}`);
   if (t!.spec?.automountServiceAccountToken === false) {

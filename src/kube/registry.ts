@@ -3,16 +3,27 @@
 // `appProtocol` or the port-name prefix, ready endpoints only, each endpoint's port taken from its
 // slice's port of the same name (so a named targetPort is already resolved; a slice without the port
 // gives that port no endpoint), labels from the Pod the endpoint refers to (for DestinationRule
-// subsets). ExternalName Services resolve their external name by DNS. The input is the API's plain
-// JSON, read defensively.
+// subsets) and the workload that Pod belongs to, named as Istio names it (for the destination_workload*
+// labels of metrics). ExternalName Services resolve their external name by DNS. The input is the
+// API's plain JSON, read defensively.
 
 import type { Dict, KubeServicePort, KubeServiceSpec } from '../config/types';
 import { DEFAULT_DOMAIN_SUFFIX } from '../config/names';
-import { protocolFromPortName, type EndpointDef, type PortDef, type ServiceDef, serviceExportTo } from '../serviceentry/services';
+import { protocolFromPortName, type EndpointDef, type PortDef, type ServiceDef, type WorkloadRef, serviceExportTo } from '../serviceentry/services';
+
+/** An owner reference of an object; only the controlling one (`controller: true`) names a Pod's workload. */
+export interface OwnerReference {
+  readonly kind?: string;
+  readonly name?: string;
+  readonly controller?: boolean | null;
+}
 
 export interface KubeMeta {
   readonly name?: string;
   readonly namespace?: string;
+  /** Set when the name was generated (by a controller): only then does Istio look at the Pod's controller. */
+  readonly generateName?: string;
+  readonly ownerReferences?: readonly (OwnerReference | null)[] | null;
   readonly labels?: Dict<string> | null;
   readonly annotations?: Dict<string> | null;
   readonly resourceVersion?: string;
@@ -55,16 +66,86 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 const key = (ns: string, name: string) => `${ns}/${name}`;
 
-/** Pods by namespace/name and by namespace/IP, for the endpoints' labels. */
-function indexPods(pods: readonly PodObject[]): { byName: Map<string, Dict<string>>; byIp: Map<string, Dict<string>> } {
-  const byName = new Map<string, Dict<string>>();
-  const byIp = new Map<string, Dict<string>>();
+/** The Pod label that names the workload in telemetry, over what the Pod's controller says (Istio 1.25+). */
+export const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
+/** A Job a CronJob created: the CronJob's name, `-`, and the scheduled time in minutes (8 to 10 digits). */
+const CRONJOB_JOB_NAME = /(.+)-\d{8,10}$/;
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+/** A label's value, or undefined when the Pod has no such label (never a property of Object.prototype). */
+function labelOf(labels: unknown, name: string): string | undefined {
+  if (typeof labels !== 'object' || labels === null || !Object.hasOwn(labels, name)) return undefined;
+  const v = (labels as Record<string, unknown>)[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/**
+ * The workload name of a Pod, as Istio names it for telemetry (istio/istio pkg/kube/util.go,
+ * GetWorkloadMetaFromPod over GetDeployMetaFromPod, which the kube registry's endpoint builder uses
+ * for the endpoints' `istio:workload` metadata):
+ * - by default the Pod's own name (a bare Pod, or one whose name was not generated);
+ * - when the name was generated (`generateName`) and an owner reference has `controller: true` (the
+ *   first such), the controller's name, except that
+ *   - a ReplicaSet whose name ends with the Pod's `pod-template-hash` label is a Deployment: the
+ *     name without `-<hash>` (likewise `rollouts-pod-template-hash`, an Argo Rollout);
+ *   - a ReplicationController of a Pod labelled `deploymentconfig` (OpenShift) is that
+ *     DeploymentConfig;
+ *   - a Job named `<name>-<8 to 10 digits>` is the CronJob `<name>`;
+ *   StatefulSets, DaemonSets, other Jobs and ReplicaSets keep their own name;
+ * - an empty result is the Pod's name;
+ * - the `service.istio.io/workload-name` label, when the Pod has it, wins over all of that.
+ * No heuristic runs on the Pod's name alone (a Pod without a controller is never taken for a
+ * Deployment). Never throws, whatever the input.
+ */
+export function workloadNameOf(pod: PodObject | null | undefined): string {
+  const meta = typeof pod === 'object' && pod !== null && typeof pod.metadata === 'object' && pod.metadata !== null ? pod.metadata : undefined;
+  const podName = str(meta?.name);
+  const labels = meta?.labels;
+  let name = podName;
+  if (str(meta?.generateName) !== '') {
+    const refs: unknown = meta?.ownerReferences;
+    const owners: readonly unknown[] = Array.isArray(refs) ? refs : [];
+    const controller = owners.find((r): r is OwnerReference => typeof r === 'object' && r !== null && (r as OwnerReference).controller === true);
+    if (controller) {
+      const kind = str(controller.kind);
+      const owner = str(controller.name);
+      name = owner;
+      const withoutHash = (h: string) => (owner.endsWith(`-${h}`) ? owner.slice(0, -(h.length + 1)) : owner);
+      const deployHash = labelOf(labels, 'pod-template-hash');
+      const rolloutHash = labelOf(labels, 'rollouts-pod-template-hash');
+      if (kind === 'ReplicaSet' && deployHash && owner.endsWith(deployHash)) name = withoutHash(deployHash);
+      else if (kind === 'ReplicaSet' && rolloutHash && owner.endsWith(rolloutHash)) name = withoutHash(rolloutHash);
+      else if (kind === 'ReplicationController' && labelOf(labels, 'deploymentconfig')) name = labelOf(labels, 'deploymentconfig')!;
+      else if (kind === 'Job') name = CRONJOB_JOB_NAME.exec(owner)?.[1] ?? owner;
+    }
+  }
+  if (name === '') name = podName;
+  return labelOf(labels, WORKLOAD_NAME_LABEL) ?? name;
+}
+
+/** What the endpoints take from their Pod: its labels (for subsets) and its workload (for metrics). */
+export interface PodInfo {
+  readonly labels: Dict<string>;
+  readonly workload: WorkloadRef;
+}
+
+/** Pods by namespace/name and by namespace/IP. */
+export interface PodIndex {
+  readonly byName: ReadonlyMap<string, PodInfo>;
+  readonly byIp: ReadonlyMap<string, PodInfo>;
+}
+
+/** Pods by namespace/name and by namespace/IP, for the endpoints' labels and workload. */
+export function indexPods(pods: readonly PodObject[]): PodIndex {
+  const byName = new Map<string, PodInfo>();
+  const byIp = new Map<string, PodInfo>();
   for (const p of pods) {
+    if (typeof p !== 'object' || p === null) continue;
     const ns = p.metadata?.namespace ?? 'default';
-    const labels = p.metadata?.labels ?? {};
-    if (p.metadata?.name) byName.set(key(ns, p.metadata.name), labels);
-    const ips = [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)];
-    for (const ip of ips) if (ip) byIp.set(key(ns, ip), labels);
+    const info: PodInfo = { labels: p.metadata?.labels ?? {}, workload: { name: workloadNameOf(p), namespace: ns } };
+    if (p.metadata?.name) byName.set(key(ns, p.metadata.name), info);
+    const ips = [p.status?.podIP, ...(Array.isArray(p.status?.podIPs) ? p.status.podIPs : []).map((x) => x?.ip)];
+    for (const ip of ips) if (ip) byIp.set(key(ns, ip), info);
   }
   return { byName, byIp };
 }
@@ -89,7 +170,7 @@ function portDefs(ports: readonly KubeServicePort[]): PortDef[] {
  */
 export function endpointsOf(
   svcPorts: readonly KubeServicePort[], ns: string, slices: readonly EndpointSliceObject[],
-  pods: { byName: ReadonlyMap<string, Dict<string>>; byIp: ReadonlyMap<string, Dict<string>> },
+  pods: PodIndex,
 ): EndpointDef[] {
   const out: EndpointDef[] = [];
   const seen = new Set<string>();
@@ -113,8 +194,8 @@ export function endpointsOf(
       }
       if (Object.keys(mine).length === 0) continue; // no port of the Service, or every one already listed
       const ref = e.targetRef?.kind === 'Pod' && e.targetRef.name ? key(e.targetRef.namespace ?? ns, e.targetRef.name) : undefined;
-      const labels = (ref ? pods.byName.get(ref) : undefined) ?? pods.byIp.get(key(ns, address)) ?? {};
-      out.push({ address, ports: mine, labels, weight: 1, listedPortsOnly: true });
+      const pod = (ref ? pods.byName.get(ref) : undefined) ?? pods.byIp.get(key(ns, address));
+      out.push({ address, ports: mine, labels: pod?.labels ?? {}, weight: 1, listedPortsOnly: true, ...(pod ? { workload: pod.workload } : {}) });
     }
   }
   // By address, then by ports (in port-name order): the same slices give the same list.

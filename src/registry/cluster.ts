@@ -2,7 +2,8 @@
 // Built from a ClusterDef (plain data); updated in place when only its endpoints change, so
 // counters and in-flight accounting survive reloads and DNS refreshes.
 
-import type { ClusterDef, LbPolicy } from '../config/snapshot';
+import type { ClusterDef, EndpointAddress, LbPolicy } from '../config/snapshot';
+import type { WorkloadRef } from '../serviceentry/services';
 import type { Dict } from '../config/types';
 
 export class Endpoint {
@@ -32,6 +33,8 @@ export class Endpoint {
     readonly port: number,
     public labels: Dict<string>,
     public weight: number,
+    /** The Pod's controller or WorkloadEntry behind it (metrics' destination_workload), when known. */
+    public workload?: WorkloadRef,
   ) {
     this.key = endpointKey(address, port);
   }
@@ -440,13 +443,14 @@ export class Cluster {
    * with its counters, in-flight count and ejection; new labels or weight are updated in place. One
    * that leaves stops counting as ejected.
    */
-  setEndpoints(next: readonly { address: string; port: number; labels: Dict<string>; weight: number }[]): void {
+  setEndpoints(next: readonly EndpointAddress[]): void {
     const old = new Map(this.endpoints.map((e) => [e.key, e]));
     this.endpoints = next.map((n) => {
       const kept = old.get(endpointKey(n.address, n.port));
-      if (!kept) return new Endpoint(n.address, n.port, n.labels, n.weight);
+      if (!kept) return new Endpoint(n.address, n.port, n.labels, n.weight, n.workload);
       kept.labels = n.labels;
       kept.weight = n.weight;
+      kept.workload = n.workload;
       return kept;
     });
     this.members = new Set(this.endpoints);

@@ -34,6 +34,18 @@ export interface EndpointDef {
    * targetPort, else its number.
    */
   readonly listedPortsOnly?: true;
+  /**
+   * The workload behind the endpoint (Istio's `istio:workload` endpoint metadata), for the
+   * destination_workload* labels of metrics when the destination does not say who it is: a Pod's
+   * Deployment (or other controller), a WorkloadEntry. Absent for ServiceEntry endpoints.
+   */
+  readonly workload?: WorkloadRef;
+}
+
+/** A workload as Istio names it in telemetry: the controller's name (Deployment, StatefulSet, ...) and namespace. */
+export interface WorkloadRef {
+  readonly name: string;
+  readonly namespace: string;
 }
 
 export interface ServiceDef {
@@ -81,10 +93,21 @@ export function subsetMatches(subsetLabels: Dict<string> | undefined, labels: Di
   return true;
 }
 
-function endpointOf(spec: WorkloadEntrySpec, fallbackAddress?: string): EndpointDef | undefined {
-  const address = spec.address ?? fallbackAddress;
+/** Istio's label naming the workload a WorkloadEntry belongs to (else the entry's own name). */
+const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
+
+/**
+ * A ServiceEntry endpoint, or a WorkloadEntry's (`entry`: its name and namespace, for the workload
+ * named in metrics).
+ */
+function endpointOf(spec: WorkloadEntrySpec, entry?: { readonly name: string; readonly namespace: string }): EndpointDef | undefined {
+  const address = spec.address;
   if (!address) return undefined;
-  return { address, ports: spec.ports ?? {}, labels: spec.labels ?? {}, weight: spec.weight ?? 1 };
+  const labels = spec.labels ?? {};
+  const ep: EndpointDef = { address, ports: spec.ports ?? {}, labels, weight: spec.weight ?? 1 };
+  if (!entry) return ep;
+  const name = Object.hasOwn(labels, WORKLOAD_NAME_LABEL) && labels[WORKLOAD_NAME_LABEL] ? labels[WORKLOAD_NAME_LABEL]! : entry.name;
+  return { ...ep, workload: { name, namespace: entry.namespace } };
 }
 
 const KNOWN_PROTOCOLS: Readonly<Record<string, string>> = {
@@ -131,7 +154,7 @@ function fromServiceEntry(se: ServiceEntryResource, set: ResourceSet, suffix: st
   if (spec.workloadSelector?.labels) {
     for (const we of set.workloadEntries) {
       if (we.metadata.namespace !== ns || !labelsMatch(spec.workloadSelector.labels, we.spec.labels)) continue;
-      const ep = endpointOf(we.spec);
+      const ep = endpointOf(we.spec, we.metadata);
       if (ep) endpoints.push(ep);
     }
   } else {
@@ -172,7 +195,7 @@ function fromKubeService(svc: ServiceResource, set: ResourceSet, suffix: string)
   const endpoints: EndpointDef[] = [];
   for (const we of set.workloadEntries) {
     if (we.metadata.namespace !== ns || !labelsMatch(svc.spec.selector, we.spec.labels)) continue;
-    const ep = endpointOf(we.spec);
+    const ep = endpointOf(we.spec, we.metadata);
     if (ep) endpoints.push(ep);
   }
   const external = svc.spec.type === 'ExternalName' && svc.spec.externalName;
@@ -231,12 +254,22 @@ export function endpointPortOf(ep: EndpointDef, port: PortDef): number | undefin
   return ep.listedPortsOnly ? undefined : port.targetPort ?? port.number;
 }
 
+/** An endpoint of one service port. */
+export interface PortEndpoint {
+  readonly address: string;
+  readonly port: number;
+  readonly labels: Dict<string>;
+  readonly weight: number;
+  readonly workload?: WorkloadRef;
+}
+
 /** The endpoints of one service port, each with its port; endpoints that are not ones of the port are left out. */
-export function portEndpoints(svc: Pick<ServiceDef, 'endpoints'>, port: PortDef): { address: string; port: number; labels: Dict<string>; weight: number }[] {
-  const out: { address: string; port: number; labels: Dict<string>; weight: number }[] = [];
+export function portEndpoints(svc: Pick<ServiceDef, 'endpoints'>, port: PortDef): PortEndpoint[] {
+  const out: PortEndpoint[] = [];
   for (const e of svc.endpoints) {
     const p = endpointPortOf(e, port);
-    if (p !== undefined) out.push({ address: e.address, port: p, labels: e.labels, weight: e.weight });
+    if (p === undefined) continue;
+    out.push(e.workload ? { address: e.address, port: p, labels: e.labels, weight: e.weight, workload: e.workload } : { address: e.address, port: p, labels: e.labels, weight: e.weight });
   }
   return out;
 }

@@ -11,7 +11,7 @@ import type { ConfigIssue, Resource } from '../config/types';
 import { KubeClient, type KubeClientOptions } from '../kube/client';
 import type { KubeConnection } from '../kube/connection';
 import { DEFAULT_TUNING, Reflector, type KubeObject, type ReflectorTuning, type ResourceType, type WatchTarget } from '../kube/reflector';
-import { kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type PodObject } from '../kube/registry';
+import { kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type OwnerReference, type PodObject } from '../kube/registry';
 import type { ConfigSource, SourceLoad } from './source';
 
 const ISTIO_VERSIONS = ['v1', 'v1beta1', 'v1alpha3'] as const;
@@ -49,10 +49,25 @@ export interface KubeSourceOptions {
   readonly debounceMs?: number;
 }
 
-/** Pods: only what endpoints need (labels, IPs). */
+/**
+ * Pods: only what endpoints need: labels and IPs, and what names the Pod's workload (the generated-name
+ * prefix, and the controlling owner reference's kind and name; see workloadNameOf).
+ */
 function slimPod(o: KubeObject): KubeObject {
   const p = o as PodObject;
-  return { metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace, labels: p.metadata?.labels ?? {} }, status: { podIP: p.status?.podIP, podIPs: p.status?.podIPs ?? [] } };
+  const refs: unknown = p.metadata?.ownerReferences;
+  const controllers = (Array.isArray(refs) ? refs as unknown[] : [])
+    .filter((r): r is OwnerReference => typeof r === 'object' && r !== null && (r as OwnerReference).controller === true)
+    .map((r) => ({ kind: typeof r.kind === 'string' ? r.kind : '', name: typeof r.name === 'string' ? r.name : '', controller: true }));
+  const generateName = p.metadata?.generateName;
+  return {
+    metadata: {
+      name: p.metadata?.name, namespace: p.metadata?.namespace, labels: p.metadata?.labels ?? {},
+      ...(typeof generateName === 'string' && generateName !== '' ? { generateName } : {}),
+      ...(controllers.length > 0 ? { ownerReferences: controllers } : {}),
+    },
+    status: { podIP: p.status?.podIP, podIPs: p.status?.podIPs ?? [] },
+  };
 }
 
 /** EndpointSlices: the addresses, readiness, pod references and ports. */

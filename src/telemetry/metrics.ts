@@ -2,8 +2,31 @@
 // on a private prom-client Registry. Label sets are cached per (direction, destination, code, flags,
 // grpc-status) so the per-request cost is a map look-up and four observations.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import client from 'prom-client';
 import type { Dict } from '../config/types';
+
+/** Envoy's server.state values. */
+export const ENVOY_SERVER_STATES = { LIVE: 0, DRAINING: 1, PRE_INITIALIZING: 2 } as const;
+
+export interface ServerState {
+  readonly state: keyof typeof ENVOY_SERVER_STATES;
+  readonly clusters: number;
+  readonly listeners: number;
+}
+
+/** This build's version (package.json at the top of the checkout or image), the `tag` of istio_build. */
+const MESHGATE_VERSION: string = packageVersion();
+
+function packageVersion(): string {
+  try {
+    // dist/src/telemetry/ -> the top: three levels up (the image keeps the same layout).
+    return (JSON.parse(fs.readFileSync(path.join(__dirname, '../../../package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 /** Envoy's default histogram buckets (source/common/stats/histogram_impl.cc). */
 export const ENVOY_BUCKETS = [
@@ -46,8 +69,53 @@ export interface DestinationLabels {
   readonly namespace?: string;
 }
 
+/**
+ * The endpoint a request or connection went to, as far as its identity is known: its labels and, for
+ * Pods and WorkloadEntries, its workload (Istio's `istio:workload` endpoint metadata). Istio's client
+ * side fills destination_workload*, destination_app/version and the canonical labels from it when
+ * the destination does not describe itself.
+ */
+export interface DestinationEndpoint {
+  readonly labels: Dict<string>;
+  readonly workload?: { readonly name: string; readonly namespace: string } | undefined;
+}
+
+/** A workload's identity labels, named as in both the source_* and destination_* sets. */
+interface PeerIdentity {
+  readonly workload: string;
+  readonly canonical_service: string;
+  readonly canonical_revision: string;
+  readonly workload_namespace: string;
+  readonly principal: string;
+  readonly app: string;
+  readonly version: string;
+  readonly cluster: string;
+}
+
+/**
+ * Istio's identity of a workload from its name, namespace and labels: the canonical service from
+ * `service.istio.io/canonical-name`, `app.kubernetes.io/name` or `app` (else the workload's name),
+ * the canonical revision from `service.istio.io/canonical-revision`, `app.kubernetes.io/version` or
+ * `version` (else "latest"); app and version from the labels of those names.
+ */
+export function peerIdentity(workload: string, namespace: string, labels: Dict<string>, principal = 'unknown'): PeerIdentity {
+  const own = (k: string) => (Object.hasOwn(labels, k) ? labels[k] : undefined);
+  return {
+    workload,
+    canonical_service: own('service.istio.io/canonical-name') ?? own('app.kubernetes.io/name') ?? own('app') ?? workload,
+    canonical_revision: own('service.istio.io/canonical-revision') ?? own('app.kubernetes.io/version') ?? own('version') ?? 'latest',
+    workload_namespace: namespace,
+    principal,
+    app: own('app') ?? 'unknown',
+    version: own('version') ?? 'unknown',
+    cluster: 'Kubernetes',
+  };
+}
+
 export interface HttpObservation {
   readonly destination: DestinationLabels;
+  /** The endpoint the request went to (its workload, when known, names the destination workload). */
+  readonly endpoint?: DestinationEndpoint | undefined;
   readonly responseCode: number;
   readonly responseFlags: string;
   readonly durationMs: number;
@@ -148,6 +216,8 @@ export class Metrics {
   private readonly inbound: PeerLabels;
   private readonly series = new Map<string, Series>();
   private readonly tcp = new Map<string, TcpSeries>();
+  /** Per endpoint (while its labels and workload stay the same objects): its destination_* labels and series-key part. */
+  private readonly endpointPeers = new WeakMap<DestinationEndpoint, { labels: Dict<string>; workload: DestinationEndpoint['workload']; peer: PeerLabels; key: string }>();
 
   constructor(id: WorkloadIdentity, withProcessMetrics = true) {
     const r = this.registry;
@@ -194,26 +264,35 @@ export class Metrics {
       name: 'meshgate_access_log_write_errors_total', help: 'Access-log writes that failed (their lines are lost)', registers: [r],
       collect() { this.reset(); this.inc(losses().errors); },
     });
+    // Istio's proxies export `istio_build` (the mesh dashboard's "Istio Component Versions") and
+    // Envoy's server, cluster-manager and listener-manager stats on this port (its default
+    // inclusion list): runbooks and alerts read envoy_server_live, envoy_server_uptime & co.
+    new client.Gauge({
+      name: 'istio_build', help: 'Istio component build info', labelNames: ['component', 'tag'], registers: [r], aggregator: 'first',
+      collect() { this.set({ component: 'proxy', tag: `meshgate-${MESHGATE_VERSION}` }, 1); },
+    });
+    const server = () => this.serverState?.() ?? { state: 'PRE_INITIALIZING' as const, clusters: 0, listeners: 0 };
+    const envoyGauge = (name: string, help: string, value: () => number, aggregator: 'first' | 'sum' = 'first') =>
+      new client.Gauge({ name, help, registers: [r], aggregator, collect() { this.set(value()); } });
+    envoyGauge('envoy_server_live', '1 once the server is serving its first config', () => (server().state === 'LIVE' ? 1 : 0));
+    envoyGauge('envoy_server_state', 'Server state: 0 LIVE, 1 DRAINING, 2 PRE_INITIALIZING', () => ENVOY_SERVER_STATES[server().state]);
+    envoyGauge('envoy_server_uptime', 'Seconds since the server started', () => this.uptimeSeconds());
+    envoyGauge('envoy_server_concurrency', 'Processes serving traffic (--workers)', () => 1, 'sum');
+    envoyGauge('envoy_server_memory_allocated', 'Bytes in use: JavaScript heap and buffers', () => { const m = process.memoryUsage(); return m.heapUsed + m.external; }, 'sum');
+    envoyGauge('envoy_server_memory_heap_size', 'Bytes the JavaScript heap reserved', () => process.memoryUsage().heapTotal, 'sum');
+    envoyGauge('envoy_cluster_manager_active_clusters', 'Clusters in the config in force', () => server().clusters);
+    envoyGauge('envoy_listener_manager_total_listeners_active', 'Listeners bound', () => server().listeners);
     if (withProcessMetrics) client.collectDefaultMetrics({ register: r });
 
-    const l = id.labels;
-    const app = l['app'] ?? id.workload;
-    const self = {
-      workload: id.workload,
-      canonical_service: l['service.istio.io/canonical-name'] ?? app,
-      canonical_revision: l['service.istio.io/canonical-revision'] ?? l['version'] ?? 'latest',
-      workload_namespace: id.namespace,
-      // Principals come from the connection's certificates (mTLS); these connections are plaintext.
-      principal: 'unknown',
-      app,
-      version: l['version'] ?? 'unknown',
-      cluster: 'Kubernetes',
-    };
-    const unknownPeer = {
+    // Principals come from the connection's certificates (mTLS); these connections are plaintext.
+    // A gateway without an `app` label (ours default to `istio=ingressgateway`) is its workload, as
+    // Istio's gateway pods are (they carry `app: istio-ingressgateway`).
+    const self: PeerIdentity = { ...peerIdentity(id.workload, id.namespace, id.labels), app: id.labels['app'] ?? id.workload };
+    const unknownPeer: PeerIdentity = {
       workload: 'unknown', canonical_service: 'unknown', canonical_revision: 'latest', workload_namespace: 'unknown',
       principal: 'unknown', app: 'unknown', version: 'unknown', cluster: 'unknown',
     };
-    const labelsOf = (reporter: 'source' | 'destination', src: typeof self, dst: typeof self, policy: string): PeerLabels => ({
+    const labelsOf = (reporter: 'source' | 'destination', src: PeerIdentity, dst: PeerIdentity, policy: string): PeerLabels => ({
       reporter,
       source_workload: src.workload,
       source_canonical_service: src.canonical_service,
@@ -239,7 +318,39 @@ export class Metrics {
     // reach this proxy in plaintext (it terminates no mTLS there): "none", the peer unknown.
     this.outbound = labelsOf('source', self, unknownPeer, 'unknown');
     this.inbound = labelsOf('destination', unknownPeer, self, 'none');
+    this.outboundTo = (dst) => labelsOf('source', self, dst, 'unknown');
   }
+
+  /** The client side's labels toward a known destination workload. */
+  private readonly outboundTo: (dst: PeerIdentity) => PeerLabels;
+
+  /**
+   * The outbound labels for a request or connection to `endpoint`, and the part of the series key
+   * that tells them apart: the unknown peer unless the endpoint has a workload. Inbound: ourselves.
+   */
+  private peerFor(endpoint: DestinationEndpoint | undefined, inbound: boolean): { peer: PeerLabels; key: string } {
+    if (inbound) return { peer: this.inbound, key: 'in' };
+    if (!endpoint?.workload) return { peer: this.outbound, key: 'out' };
+    const cached = this.endpointPeers.get(endpoint);
+    if (cached && cached.labels === endpoint.labels && cached.workload === endpoint.workload) return cached;
+    const w = endpoint.workload;
+    const id = peerIdentity(w.name, w.namespace, endpoint.labels);
+    const entry = {
+      labels: endpoint.labels, workload: w, peer: this.outboundTo(id),
+      key: `out|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}`,
+    };
+    this.endpointPeers.set(endpoint, entry);
+    return entry;
+  }
+
+  private readonly startedAt = Date.now();
+
+  uptimeSeconds(): number {
+    return Math.floor((Date.now() - this.startedAt) / 1000);
+  }
+
+  /** Set by the app: the server's state and its cluster and listener counts, read at each scrape. */
+  serverState: (() => ServerState) | undefined;
 
   /** Set by the app: the access log's lost lines and failed writes, read at each scrape. */
   accessLogLosses: (() => { dropped: number; errors: number }) | undefined;
@@ -247,7 +358,8 @@ export class Metrics {
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
     const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
-    let key = `${o.inbound ? 'in' : 'out'}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
+    const { peer, key: peerKey } = this.peerFor(o.endpoint, o.inbound === true);
+    let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;
     const overflow = this.series.size >= MAX_LABEL_SETS;
@@ -257,7 +369,7 @@ export class Metrics {
       if (s) return s;
     }
     const all: Labels = {
-      ...(o.inbound ? this.inbound : this.outbound),
+      ...(overflow ? (o.inbound ? this.inbound : this.outbound) : peer),
       destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
       destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
       destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',
@@ -287,8 +399,9 @@ export class Metrics {
    * so long-lived connections show their bytes before they close. `inbound`: a sidecar's inbound
    * connection, reported by the destination (this workload).
    */
-  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false): TcpSeries {
-    let key = `${inbound ? 'in' : 'out'}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
+  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false, endpoint?: DestinationEndpoint): TcpSeries {
+    const { peer, key: peerKey } = this.peerFor(endpoint, inbound);
+    let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
     let t = this.tcp.get(key);
     if (t) return t;
     const overflow = this.tcp.size >= MAX_LABEL_SETS;
@@ -299,7 +412,7 @@ export class Metrics {
     }
     const labels: Record<string, string> = {};
     const all: Record<string, string> = {
-      ...(inbound ? this.inbound : this.outbound),
+      ...(overflow ? (inbound ? this.inbound : this.outbound) : peer),
       destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
       destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
       destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',

@@ -2,7 +2,7 @@
 // observation each. Callers build an HttpResult and call record() once; a second call is a no-op.
 
 import type { AccessLog, AccessRecord } from './access-log';
-import { isInboundCluster, type DestinationLabels, type Metrics } from './metrics';
+import { isInboundCluster, type DestinationEndpoint, type DestinationLabels, type Metrics } from './metrics';
 
 /** What the caller knows of a request beyond its access record. */
 export interface HttpRecordExtras {
@@ -12,6 +12,8 @@ export interface HttpRecordExtras {
   readonly grpcStatus?: string | undefined;
   /** A sidecar's inbound request; when not said, inbound clusters (`inbound|PORT||`, InboundPassthroughCluster) tell. */
   readonly inbound?: boolean | undefined;
+  /** The endpoint the request went to (names the destination workload when known). */
+  readonly endpoint?: DestinationEndpoint | undefined;
 }
 
 export class Telemetry {
@@ -22,6 +24,7 @@ export class Telemetry {
     const grpc = extras?.grpc ?? isGrpcContentType(rec.requestHeaders?.['content-type']);
     this.metrics.observeHttp({
       destination,
+      endpoint: extras?.endpoint,
       responseCode: rec.responseCode,
       responseFlags: rec.responseFlags.length > 0 ? rec.responseFlags.join(',') : '-',
       durationMs: rec.durationMs,

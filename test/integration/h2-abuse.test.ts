@@ -321,6 +321,22 @@ describe('HTTP/2 abuse (h2c, raw frames)', function () {
     }
   });
 
+  it('a stream reset before it is served still gets its access-log line (code 0, DC), as Envoy logs every stream', async () => {
+    const c = await rawH2(port);
+    const path = `/anything/reset-${Date.now()}`;
+    const batch: Buffer[] = [PREFACE, settings()];
+    for (let i = 0, id = 1; i < 3; i++, id += 2) batch.push(frame(T.HEADERS, END_HEADERS | END_STREAM, id, requestBlock(path)), rstStream(id));
+    await send(c, Buffer.concat(batch));
+    await gw.waitForLine(new RegExp(`"GET ${path} HTTP/2" 0 DC downstream_remote_disconnect`));
+    await sleep(200);
+    gw.app.accessLog.flush();
+    await sleep(50);
+    const lines = gw.accessLines().filter((l) => l.includes(path));
+    assert.equal(lines.length, 3, lines.join('\n'));
+    assert.ok(lines.every((l) => l.includes('"abuse.example"')), 'the authority is logged');
+    c.socket.destroy();
+  });
+
   it('rapid reset spread over reconnects (990 streams each): each connection is closed, almost nothing reaches the upstream', async () => {
     const before = upstreamConnections;
     let streams = 0;

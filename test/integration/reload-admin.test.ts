@@ -1,6 +1,8 @@
 // Hot reload while traffic flows, rejection of a broken change, admin and health endpoints.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { httpGet, waitFor } from '../helpers/upstream';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
@@ -133,5 +135,28 @@ describe('hot reload and admin', function () {
     assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
     assert.match((await httpGet(admin, '/listeners')).body, /^127\.0\.0\.1_\d+::127\.0\.0\.1:\d+$/m);
     assert.equal((await httpGet(admin, '/ready')).body, 'LIVE\n');
+  });
+
+  it("metrics: istio_build and Envoy's server, cluster-manager and listener-manager gauges, as Istio's proxies export them", async () => {
+    const metrics = (await httpGet(gw.app.ports.metrics, '/stats/prometheus')).body;
+    const version = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../package.json'), 'utf8')) as { version: string }).version;
+    const gauge = (name: string) => {
+      const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics);
+      assert.ok(m, `${name} in\n${metrics.split('\n').filter((l) => l.startsWith('envoy_') || l.startsWith('istio_build')).join('\n')}`);
+      return Number(m[1]);
+    };
+    assert.match(metrics, new RegExp(`^istio_build\\{component="proxy",tag="meshgate-${version.replace(/\./g, '\\.')}"\\} 1$`, 'm'));
+    assert.equal(gauge('envoy_server_live'), 1);
+    assert.equal(gauge('envoy_server_state'), 0);
+    assert.ok(gauge('envoy_server_uptime') >= 0);
+    assert.equal(gauge('envoy_server_concurrency'), 1);
+    assert.ok(gauge('envoy_server_memory_allocated') > 1e6);
+    assert.ok(gauge('envoy_server_memory_heap_size') > 1e6);
+    assert.equal(gauge('envoy_cluster_manager_active_clusters'), gw.app.registry.all().length);
+    assert.equal(gauge('envoy_listener_manager_total_listeners_active'), gw.app.listeners.ports().length);
+    const stats = (await httpGet(gw.app.ports.admin, `/stats?filter=${encodeURIComponent('^server\\.')}`)).body;
+    assert.match(stats, /^server\.state: 0$/m);
+    assert.match(stats, /^server\.uptime: \d+$/m);
+    assert.match(stats, /^server\.memory_allocated: [1-9]\d+$/m);
   });
 });

@@ -12,6 +12,13 @@ export const HOP_BY_HOP = new Set([
   'expect',
 ]);
 
+/**
+ * Response headers never passed on: hop-by-hop, those the gateway sets itself, and Istio's peer
+ * metadata exchange (`x-envoy-peer-metadata`, `-id`: an Istio sidecar's workload identity, labels and
+ * IPs, which Envoy's metadata-exchange filter consumes; passed on, they would reach internet clients).
+ */
+const NOT_PASSED_ON = new Set([...HOP_BY_HOP, 'server', 'x-envoy-upstream-service-time', 'x-envoy-peer-metadata', 'x-envoy-peer-metadata-id']);
+
 /** A Host / :authority value a request may carry (RFC 3986 reg-name or IP literal, optional port). */
 const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:\d{1,5})?$/;
 
@@ -99,7 +106,8 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
 
 /**
  * Response headers for the client from undici's raw list (name, value, name, value as Buffers):
- * hop-by-hop dropped, `server` overwritten, x-envoy-upstream-service-time added. Returns Node's flat
+ * names in lower case, hop-by-hop and peer metadata dropped, `server` overwritten,
+ * x-envoy-upstream-service-time added. Returns Node's flat
  * array form for writeHead.
  */
 export function downstreamResponseHeaders(raw: readonly Buffer[] | readonly string[], serverName: string, serviceTimeMs: number): string[] {
@@ -112,9 +120,9 @@ export function downstreamResponseHeaders(raw: readonly Buffer[] | readonly stri
       extra = connectionTokens(raw[i + 1]!.toString('latin1'));
       continue;
     }
-    if (HOP_BY_HOP.has(lower) || lower === 'server' || lower === 'x-envoy-upstream-service-time') continue;
+    if (NOT_PASSED_ON.has(lower)) continue;
     const v = raw[i + 1]!;
-    out.push(name, typeof v === 'string' ? v : v.toString('latin1'));
+    out.push(lower, typeof v === 'string' ? v : v.toString('latin1')); // Envoy writes every name lower-case
   }
   // Headers the Connection header names are hop-by-hop too (rare: filtered after the one pass).
   const kept = extra ? dropNamed(out, extra) : out;
@@ -134,7 +142,20 @@ export function dropNamed(flat: string[], names: ReadonlySet<string>): string[] 
  * error, an upgrade refused): Node's reason phrase, the gateway's `server`, and the connection closed.
  */
 export function rawLocalReply(status: number, body: string, serverName: string): string {
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nserver: ${serverName}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${body ? 'content-type: text/plain\r\n' : ''}connection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nserver: ${serverName}\r\ndate: ${httpDate()}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${body ? 'content-type: text/plain\r\n' : ''}connection: close\r\n\r\n${body}`;
+}
+
+let dateSecond = -1;
+let dateValue = '';
+
+/** The `date` header's value (RFC 9110 5.6.7, IMF-fixdate), built at most once a second. */
+export function httpDate(nowMs: number = Date.now()): string {
+  const second = Math.floor(nowMs / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateValue = new Date(second * 1000).toUTCString();
+  }
+  return dateValue;
 }
 
 /** Wire size of a header block as written (`Name: value\r\n` each). */

@@ -78,8 +78,8 @@ export function applyHeaderOpsFlat(list: string[], ops: HeaderOperations | undef
   for (let i = 0; i + 1 < list.length; i += 2) {
     if (!remove.has(list[i]!.toLowerCase())) out.push(list[i]!, list[i + 1]!);
   }
-  for (const [name, value] of Object.entries(ops.set ?? {})) out.push(name, value);
-  for (const [name, value] of Object.entries(ops.add ?? {})) out.push(name, value);
+  for (const [name, value] of Object.entries(ops.set ?? {})) out.push(name.toLowerCase(), value);
+  for (const [name, value] of Object.entries(ops.add ?? {})) out.push(name.toLowerCase(), value);
   return out;
 }
 

@@ -16,7 +16,7 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
 import {
-  authorityOf, downstreamResponseHeaders, dropNamed, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
+  authorityOf, downstreamResponseHeaders, dropNamed, httpDate, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { httpsRedirectLocation, redirectLocation } from './redirect';
 import { requestTarget } from './path';
@@ -105,6 +105,8 @@ class Exchange {
   hashKey: string | undefined;
   /** Added to the upstream's response (a consistent-hash cookie). */
   readonly extraResponseHeaders: string[] = [];
+  /** The endpoint of the latest attempt (its workload names the destination in metrics). */
+  endpoint: Endpoint | undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
@@ -169,15 +171,11 @@ class Exchange {
     if (body) headers['content-type'] = 'text/plain';
     if (extra) Object.assign(headers, extra);
     if (this.req.httpVersionMajor === 2) delete headers['connection']; // not an HTTP/2 header
-    if (!this.route) {
-      this.res.writeHead(status, headers);
-    } else {
-      // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
-      // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
-      const list: string[] = [];
-      for (const [k, v] of Object.entries(headers)) list.push(k, String(v));
-      this.res.writeHead(status, this.routeResponseHeaders(list));
-    }
+    const list: string[] = [];
+    for (const [k, v] of Object.entries(headers)) list.push(k, String(v));
+    // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
+    // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
+    this.writeHead(status, this.route ? this.routeResponseHeaders(list) : list, body.length > 0);
     this.res.end(body);
     this.rec.responseCode = status;
     this.rec.bytesSent = Buffer.byteLength(body);
@@ -223,7 +221,37 @@ class Exchange {
     this.rec.responseDurationMs = Math.round(performance.now() - this.t0); // %RESPONSE_DURATION%: to the response's first byte
     this.rec.responseHeaders = { 'x-envoy-upstream-service-time': String(serviceTimeMs) };
     this.responseHeaderBytes = rawHeaderBytes(headers) + 17;
-    this.res.writeHead(status, headers);
+    this.writeHead(status, headers, status !== 204 && status !== 304 && this.req.method !== 'HEAD');
+  }
+
+  /**
+   * The head as Envoy writes it (names lower-case in `list`): a `date` when the upstream sent none,
+   * and on HTTP/1.1 no `Connection: keep-alive` / `Keep-Alive` on a connection that stays open (Node
+   * adds both; HTTP/1.0 gets `connection: keep-alive`), `connection: close` on one that does not, and
+   * `transfer-encoding: chunked` in lower case when a body without a length follows.
+   */
+  private writeHead(status: number, list: string[], body: boolean): void {
+    let date = false;
+    let connection = false;
+    let length = false;
+    for (let i = 0; i < list.length; i += 2) {
+      const name = list[i]!;
+      if (name === 'date') date = true;
+      else if (name === 'connection') connection = true;
+      else if (name === 'content-length' || name === 'transfer-encoding') length = true;
+    }
+    if (!date) list.push('date', httpDate());
+    const { req, res } = this;
+    if (req.httpVersionMajor === 1) {
+      // HTTP/1.0 keeps a connection open only when the response says so.
+      if (!connection) {
+        if (!res.shouldKeepAlive) list.push('connection', 'close');
+        else if (req.httpVersionMinor === 0) list.push('connection', 'keep-alive');
+        else res.removeHeader('connection');
+      }
+      if (!length && body && req.httpVersionMinor === 1) list.push('transfer-encoding', 'chunked');
+    }
+    res.writeHead(status, list);
   }
 
   /**
@@ -251,7 +279,7 @@ class Exchange {
     this.deps.telemetry.recordHttp(
       this.rec, this.destination,
       this.requestHeaderBytes + this.requestBodyBytes, this.responseHeaderBytes + this.rec.bytesSent,
-      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined },
+      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined, endpoint: this.endpoint },
     );
   }
 }
@@ -369,6 +397,25 @@ export class HttpProxy {
       } catch (err) {
         // A bug must cost one request, never the process.
         res.destroy(err as Error);
+      }
+    };
+  }
+
+  /**
+   * An HTTP/2 stream the client reset before it was served (the request is skipped, see the listener
+   * manager): still one access-log line and one request in the metrics, code 0 and flag DC, as Envoy
+   * logs every stream it saw.
+   */
+  abandoned(entry: HttpEntry): (req: IncomingMessage, res: ServerResponse) => void {
+    return (req, res) => {
+      try {
+        const ex = new Exchange(req, res, this.deps, entry.scheme);
+        ex.entry = entry;
+        ex.rec.responseFlags.push('DC');
+        ex.rec.responseCodeDetails = ERRORS.DOWNSTREAM_DISCONNECT.details;
+        ex.record();
+      } catch {
+        // nothing to record from a stream whose connection is gone
       }
     };
   }
@@ -674,6 +721,7 @@ class Forwarder {
     const { ex, cluster } = this;
     ex.upstreamHeaders['x-envoy-attempt-count'] = String(this.attempts);
     ex.rec.upstreamHost = endpoint.hostPort;
+    ex.endpoint = endpoint;
     const pool = this.deps.registry.pool(endpoint, poolOptions);
     endpoint.active += 1;
     endpoint.rqTotal += 1;

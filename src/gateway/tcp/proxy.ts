@@ -195,7 +195,7 @@ class TcpSession {
         this.upstream.destroy();
         // Counted as Istio counts it at a gateway: opened and closed, response_flags DC.
         if (!this.series && this.cluster) {
-          this.series = this.deps.telemetry.metrics.tcpSeries(this.cluster.def.service, ERRORS.DOWNSTREAM_DISCONNECT.flag);
+          this.series = this.deps.telemetry.metrics.tcpSeries(this.cluster.def.service, ERRORS.DOWNSTREAM_DISCONNECT.flag, false, this.endpoint);
           this.series.opened += 1;
         }
       }
@@ -288,7 +288,7 @@ class TcpSession {
       cx.cxActive += 1;
       cluster.stats.inc('upstream_cx_active');
       this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
-      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', isInboundCluster(cluster.name));
+      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', isInboundCluster(cluster.name), endpoint);
       this.series.opened += 1;
       this.pipe();
     });
@@ -400,7 +400,7 @@ class TcpSession {
     if (noRoute) this.rec.responseCodeDetails = spec.details;
     else {
       // Envoy's istio_stats filter runs before tcp_proxy: routed failures are counted too.
-      const series = this.deps.telemetry.metrics.tcpSeries(this.cluster?.def.service ?? {}, spec.flag, isInboundCluster(this.cluster?.name));
+      const series = this.deps.telemetry.metrics.tcpSeries(this.cluster?.def.service ?? {}, spec.flag, isInboundCluster(this.cluster?.name), this.endpoint);
       series.opened += 1;
       this.series = series;
     }

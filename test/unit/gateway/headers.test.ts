@@ -6,19 +6,24 @@ const raw = (...pairs: string[]) => pairs.map((x) => Buffer.from(x, 'latin1'));
 describe('response headers toward the client', () => {
   const cases: { name: string; upstream: string[]; want: string[] }[] = [
     {
-      name: 'keeps order and repeats, drops hop-by-hop, overwrites server, adds the service time',
+      name: 'keeps order and repeats, names in lower case (as Envoy writes them), drops hop-by-hop, overwrites server, adds the service time',
       upstream: ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'Keep-Alive', 'timeout=5', 'Server', 'nginx', 'set-cookie', 'b=2', 'Transfer-Encoding', 'chunked'],
-      want: ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'set-cookie', 'b=2', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+      want: ['content-type', 'text/plain', 'set-cookie', 'a=1', 'set-cookie', 'b=2', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
     },
     {
       name: 'headers the Connection header names are dropped wherever they stand',
       upstream: ['X-Private', 'p', 'Connection', 'close, X-Private, x-other', 'X-Other', 'o', 'X-Kept', 'k'],
-      want: ['X-Kept', 'k', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+      want: ['x-kept', 'k', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
     },
     {
       name: 'an upstream x-envoy-upstream-service-time is replaced by ours; latin1 values pass byte for byte',
       upstream: ['x-envoy-upstream-service-time', '999', 'X-Name', 'caf\u00e9'],
-      want: ['X-Name', 'caf\u00e9', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+      want: ['x-name', 'caf\u00e9', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
+    },
+    {
+      name: "an Istio sidecar's peer metadata (x-envoy-peer-metadata, -id) is not passed on",
+      upstream: ['x-envoy-peer-metadata', 'ChkKDkFQUF9DT05UQUlORVJT', 'X-Envoy-Peer-Metadata-Id', 'sidecar~10.0.0.1~httpbin-v1-abc.default~default.svc.cluster.local', 'x-kept', 'k'],
+      want: ['x-kept', 'k', 'server', 'istio-envoy', 'x-envoy-upstream-service-time', '7'],
     },
   ];
   for (const c of cases) {

@@ -117,6 +117,17 @@ describe('kube-inject (pure)', () => {
     assert.equal(flagValue(proxyContainer(OPTS, tmpl(), false)['args'] as string[], '--labels'), '', 'no labels: an empty --labels, not the gateway default');
   });
 
+  it("the workload's name (the Deployment's) goes to the sidecar as service.istio.io/workload-name, unless the template sets it", () => {
+    const doc = (labels: string) => `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: reviews-v2\n  namespace: ns\nspec:\n  template:\n    metadata:\n      labels:\n${labels}    spec:\n      containers:\n      - name: app\n        image: app\n`;
+    const labelsOf = (text: string) => {
+      const spec = parseDocs(inject(text).text)[0]!['spec']['template']['spec'];
+      const proxy = (spec['containers'] as Obj[]).find((c) => c['name'] === PROXY_NAME)!;
+      return flagValue(proxy['args'] as string[], '--labels');
+    };
+    assert.equal(labelsOf(doc('        app: reviews\n        version: v2\n')), 'app=reviews,version=v2,service.istio.io/workload-name=reviews-v2');
+    assert.equal(labelsOf(doc('        app: reviews\n        service.istio.io/workload-name: mine\n')), 'app=reviews,service.istio.io/workload-name=mine');
+  });
+
   it('the sidecar honours Istio\'s proxy annotations (image, CPU and memory); native mode adds restartPolicy Always and a startup probe', () => {
     const ann = { 'sidecar.istio.io/proxyImage': 'reg/meshgate:dev', 'sidecar.istio.io/proxyCPU': '200m', 'sidecar.istio.io/proxyMemory': '256Mi', 'sidecar.istio.io/proxyCPULimit': '2', 'sidecar.istio.io/proxyMemoryLimit': '1Gi' };
     const c = proxyContainer(OPTS, tmpl({ annotations: ann }), true) as Obj;

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import type { KubeServicePort } from '../../../src/config/types';
 import { protocolFromPortName, buildServices, endpointPortOf, portEndpoints, type ServiceDef } from '../../../src/serviceentry/services';
-import { kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type PodObject } from '../../../src/kube/registry';
+import { endpointsOf, indexPods, kubeServiceDefs, type EndpointSliceObject, type KubeServiceObject, type PodObject } from '../../../src/kube/registry';
 import { compile } from '../../../src/config/compile';
 import { set as resourceSet, res } from '../../helpers/resources';
 
@@ -67,7 +67,7 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
   const pods = [pod('reviews-v1', '10.0.0.1', { app: 'reviews', version: 'v1' }), pod('reviews-v2', '10.0.0.2', { app: 'reviews', version: 'v2' }),
     pod('reviews-v4', '10.0.0.4', { app: 'reviews', version: 'v4' })];
 
-  it('a ClusterIP Service: FQDN host, ports and protocol, ClusterIP, ready endpoints with their slice port and pod labels, sorted', () => {
+  it('a ClusterIP Service: FQDN host, ports and protocol, ClusterIP, ready endpoints with their slice port, pod labels and workload (bare Pods: their name), sorted', () => {
     const [def, ...rest] = kubeServiceDefs([reviews], [reviewsSlice], pods);
     assert.equal(rest.length, 0);
     assert.deepEqual(def, {
@@ -75,13 +75,71 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
       ports: [{ number: 9080, name: 'http', protocol: 'HTTP' }],
       resolution: 'STATIC',
       endpoints: [
-        { address: '10.0.0.1', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v1' }, weight: 1, listedPortsOnly: true },
-        { address: '10.0.0.2', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v2' }, weight: 1, listedPortsOnly: true },
-        { address: '10.0.0.4', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v4' }, weight: 1, listedPortsOnly: true },
+        { address: '10.0.0.1', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v1' }, weight: 1, listedPortsOnly: true, workload: { name: 'reviews-v1', namespace: 'default' } },
+        { address: '10.0.0.2', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v2' }, weight: 1, listedPortsOnly: true, workload: { name: 'reviews-v2', namespace: 'default' } },
+        { address: '10.0.0.4', ports: { http: 8080 }, labels: { app: 'reviews', version: 'v4' }, weight: 1, listedPortsOnly: true, workload: { name: 'reviews-v4', namespace: 'default' } },
       ],
       addresses: ['10.96.0.10'], location: 'MESH_INTERNAL', exportTo: ['*'], definedBy: 'Service default/reviews',
     });
     assert.equal(endpointPortOf(def!.endpoints[0]!, def!.ports[0]!), 8080, 'the named targetPort is the slice port');
+  });
+
+  describe('endpoints carry their Pod\'s workload (Istio istio:workload endpoint metadata)', () => {
+    /** A Pod a controller made, as the API (slimmed) has it. */
+    const owned = (name: string, ip: string, kind: string, owner: string, labels: Record<string, string>, ns = 'shop'): PodObject => ({
+      metadata: { name, namespace: ns, generateName: name.slice(0, name.lastIndexOf('-') + 1), labels, ownerReferences: [{ kind, name: owner, controller: true }] },
+      status: { podIP: ip, podIPs: [{ ip }] },
+    });
+    const shopPods = [
+      owned('reviews-v1-7d4b9c8f5-x2x9z', '10.4.0.1', 'ReplicaSet', 'reviews-v1-7d4b9c8f5', { app: 'reviews', version: 'v1', 'pod-template-hash': '7d4b9c8f5' }),
+      owned('reviews-v2-5c8f6d7b9-q8f2k', '10.4.0.2', 'ReplicaSet', 'reviews-v2-5c8f6d7b9', { app: 'reviews', version: 'v2', 'pod-template-hash': '5c8f6d7b9' }),
+      owned('reviews-db-0', '10.4.0.3', 'StatefulSet', 'reviews-db', { app: 'reviews' }),
+      owned('reviews-report-28462710-6kq9x', '10.4.0.4', 'Job', 'reviews-report-28462710', { app: 'reviews', 'job-name': 'reviews-report-28462710' }),
+      // The same name as a Pod of shop, in another namespace, at another address.
+      owned('reviews-v1-7d4b9c8f5-x2x9z', '10.9.0.1', 'ReplicaSet', 'elsewhere-7d4b9c8f5', { 'pod-template-hash': '7d4b9c8f5' }, 'other'),
+    ];
+    const shopSvc = svc('reviews', { ports: [{ name: 'http', port: 9080 }] }, 'shop');
+    const shopSlice = slice('reviews-1', 'reviews', [{ name: 'http', port: 9080 }], [
+      { addresses: ['10.4.0.1'], targetRef: ref('reviews-v1-7d4b9c8f5-x2x9z', 'shop') }, // by targetRef
+      { addresses: ['10.4.0.2'] }, // no targetRef: by IP
+      { addresses: ['10.4.0.3'], targetRef: ref('reviews-db-0') }, // targetRef without a namespace: the slice's
+      { addresses: ['10.4.0.4'], targetRef: { kind: 'Pod', name: 'reviews-report-28462710-6kq9x' } },
+      { addresses: ['10.4.0.9'], targetRef: ref('gone', 'shop') }, // a Pod not (yet) known: no workload
+      { addresses: ['10.4.0.10'], targetRef: { kind: 'Node', name: 'node-1' } }, // not a Pod, unknown address
+    ], 'shop');
+    const want = [
+      ['10.4.0.1', { name: 'reviews-v1', namespace: 'shop' }],
+      ['10.4.0.10', undefined],
+      ['10.4.0.2', { name: 'reviews-v2', namespace: 'shop' }],
+      ['10.4.0.3', { name: 'reviews-db', namespace: 'shop' }],
+      ['10.4.0.4', { name: 'reviews-report', namespace: 'shop' }],
+      ['10.4.0.9', undefined],
+    ];
+
+    it('kubeServiceDefs: Deployment, StatefulSet and CronJob workloads by targetRef or by IP; none when the Pod is unknown', () => {
+      const [def] = kubeServiceDefs([shopSvc], [shopSlice], shopPods);
+      assert.deepEqual(def!.endpoints.map((e) => [e.address, e.workload]), want);
+      assert.ok(def!.endpoints.filter((e) => e.workload === undefined).every((e) => !('workload' in e)), 'no workload key at all when the Pod is unknown');
+      assert.deepEqual(def!.endpoints[0], {
+        address: '10.4.0.1', ports: { http: 9080 }, labels: { app: 'reviews', version: 'v1', 'pod-template-hash': '7d4b9c8f5' }, weight: 1, listedPortsOnly: true,
+        workload: { name: 'reviews-v1', namespace: 'shop' },
+      });
+    });
+
+    it('endpointsOf over indexPods: the same, and the workload namespace is the Pod\'s', () => {
+      const got = endpointsOf([{ name: 'http', port: 9080 }], 'shop', [shopSlice], indexPods(shopPods));
+      assert.deepEqual(got.map((e) => [e.address, e.workload]), want);
+      // A targetRef into another namespace names that namespace's Pod, with its own workload.
+      const cross = endpointsOf([{ name: 'http', port: 9080 }], 'shop',
+        [slice('x', 'reviews', [{ name: 'http', port: 9080 }], [{ addresses: ['10.9.0.1'], targetRef: ref('reviews-v1-7d4b9c8f5-x2x9z', 'other') }], 'shop')], indexPods(shopPods));
+      assert.deepEqual(cross.map((e) => e.workload), [{ name: 'elsewhere', namespace: 'other' }]);
+    });
+
+    it('through buildServices, the endpoints keep their workload', () => {
+      const [kube] = kubeServiceDefs([shopSvc], [shopSlice], shopPods);
+      const eps = buildServices({ ...resourceSet([]), kubernetesServices: [kube!] }).get('reviews.shop.svc.cluster.local')!.endpoints;
+      assert.deepEqual(eps.map((e) => [e.address, e.workload]), want);
+    });
   });
 
   const cases: { what: string; services: KubeServiceObject[]; slices: EndpointSliceObject[]; pods?: PodObject[]; want: unknown }[] = [
@@ -260,6 +318,6 @@ describe('Services + EndpointSlices + Pods -> registry services', () => {
     ]);
     const eps = buildServices({ ...s, kubernetesServices: [kube!] }).get('reviews.default.svc.cluster.local')!.endpoints;
     assert.equal(eps.length, 4);
-    assert.deepEqual(eps.at(-1), { address: '192.0.2.7', ports: {}, labels: { app: 'reviews', version: 'vm' }, weight: 1 });
+    assert.deepEqual(eps.at(-1), { address: '192.0.2.7', ports: {}, labels: { app: 'reviews', version: 'vm' }, weight: 1, workload: { name: 'vm-1', namespace: 'default' } });
   });
 });

@@ -77,6 +77,31 @@ describe('istio standard metrics: reporter and peers', () => {
     assert.equal(outbound['source_workload'], 'reviews');
   });
 
+  it("outbound to an endpoint with a workload: destination_* from it (Istio's istio:workload endpoint metadata), per endpoint identity", async () => {
+    const m = new Metrics(IDENTITY, false);
+    const endpoint: { labels: Record<string, string>; workload?: { name: string; namespace: string } } = {
+      labels: { 'app.kubernetes.io/name': 'ratings-kube', 'app.kubernetes.io/version': '1.2', app: 'ratings', version: 'v1' },
+      workload: { name: 'ratings-v1', namespace: 'bookinfo' },
+    };
+    const d = { host: 'ratings.bookinfo.svc.cluster.local', name: 'ratings', namespace: 'bookinfo' };
+    m.observeHttp({ destination: d, endpoint, responseCode: 200, responseFlags: '-', durationMs: 1, requestBytes: 1, responseBytes: 1, grpc: false });
+    m.tcpSeries(d, '-', false, endpoint).opened += 1;
+    for (const s of [...await series(m, 'istio_requests_total'), ...await series(m, 'istio_tcp_connections_opened_total')]) {
+      assert.deepEqual(
+        [s['reporter'], s['destination_workload'], s['destination_workload_namespace'], s['destination_canonical_service'], s['destination_canonical_revision'], s['destination_app'], s['destination_version'], s['destination_cluster'], s['source_workload']],
+        ['source', 'ratings-v1', 'bookinfo', 'ratings-kube', '1.2', 'ratings', 'v1', 'Kubernetes', 'reviews'],
+      );
+    }
+    // The endpoint's labels change in place (a reload): new series; no workload: unknown again.
+    endpoint.labels = { app: 'ratings', version: 'v2' };
+    m.observeHttp({ destination: d, endpoint, responseCode: 200, responseFlags: '-', durationMs: 1, requestBytes: 1, responseBytes: 1, grpc: false });
+    delete endpoint.workload;
+    m.observeHttp({ destination: d, endpoint, responseCode: 200, responseFlags: '-', durationMs: 1, requestBytes: 1, responseBytes: 1, grpc: false });
+    const all = await series(m, 'istio_requests_total');
+    assert.deepEqual(all.map((s) => `${s['destination_workload']}/${s['destination_canonical_service']}/${s['destination_canonical_revision']}`).sort(),
+      ['ratings-v1/ratings-kube/1.2', 'ratings-v1/ratings/v2', 'unknown/unknown/latest']);
+  });
+
   it('Telemetry reports requests through inbound clusters as the destination', async () => {
     const m = new Metrics(IDENTITY, false);
     const t = new Telemetry(new AccessLog(), m);

@@ -1,0 +1,127 @@
+// Istio's client side names the destination workload from the endpoint it picked (the EDS endpoint's
+// `istio:workload` metadata) when the destination has no sidecar to say who it is: a gateway's
+// istio_requests_total for a WorkloadEntry (or a Pod) carries destination_workload,
+// destination_app/version and the canonical labels; a ServiceEntry's inline endpoint stays unknown.
+// Without this every workload table of Istio's mesh dashboard collapses into one `unknown` row.
+
+import assert from 'node:assert/strict';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { httpGet } from '../helpers/upstream';
+import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
+import { httpGatewayYaml } from '../../src/sample/configs';
+
+function config(v1: number, v2: number, external: number): string {
+  return `${httpGatewayYaml()}apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-vm-1, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {http: ${v1}}
+  labels: {app: reviews, version: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-vm-2, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {http: ${v2}}
+  labels: {app: reviews, version: v2, service.istio.io/workload-name: reviews-v2, service.istio.io/canonical-name: reviews-canonical}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [external.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${external}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: routes, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{headers: {x-version: {exact: v1}}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: external.example.com}}]
+`;
+}
+
+/** The labels of every istio_requests_total series, with its value. */
+async function requestSeries(gw: TestGateway): Promise<{ labels: Record<string, string>; value: number }[]> {
+  const text = (await httpGet(gw.app.ports.metrics, '/stats/prometheus')).body;
+  return text.split('\n').filter((l) => l.startsWith('istio_requests_total{')).map((l) => {
+    const labels: Record<string, string> = {};
+    for (const m of l.matchAll(/(\w+)="([^"]*)"/g)) labels[m[1]!] = m[2]!;
+    return { labels, value: Number(l.split(' ').at(-1)) };
+  });
+}
+
+describe('destination workload from the endpoint (reporter="source")', function () {
+  this.timeout(30_000);
+  let gw: TestGateway;
+  const backends: HttpbinServer[] = [];
+
+  before(async () => {
+    for (const name of ['v1', 'v2', 'external']) backends.push(await startHttpbin({ name }));
+    gw = await startGateway({ 'routes.yaml': config(backends[0]!.port, backends[1]!.port, backends[2]!.port) });
+  });
+  after(async () => {
+    await gw?.stop();
+    for (const b of backends) await b.close();
+  });
+
+  it("a WorkloadEntry's name (or its service.istio.io/workload-name), namespace, app, version and canonical labels", async () => {
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await httpGet(gw.port(80), '/get', { 'x-version': 'v1' })).status, 200);
+      assert.equal((await httpGet(gw.port(80), '/get', { 'x-version': 'v2' })).status, 200);
+    }
+    const series = await requestSeries(gw);
+    const v1 = series.find((s) => s.labels['destination_version'] === 'v1');
+    const v2 = series.find((s) => s.labels['destination_version'] === 'v2');
+    assert.ok(v1 && v2, JSON.stringify(series.map((s) => s.labels)));
+    assert.equal(v1.value, 3);
+    assert.deepEqual(
+      [v1.labels['reporter'], v1.labels['destination_workload'], v1.labels['destination_workload_namespace'], v1.labels['destination_app'],
+        v1.labels['destination_canonical_service'], v1.labels['destination_canonical_revision'], v1.labels['destination_cluster'],
+        v1.labels['destination_service'], v1.labels['source_workload']],
+      ['source', 'reviews-vm-1', 'default', 'reviews', 'reviews', 'v1', 'Kubernetes', 'reviews.default.svc.cluster.local', 'istio-ingressgateway'],
+    );
+    assert.equal(v2.value, 3);
+    assert.deepEqual(
+      [v2.labels['destination_workload'], v2.labels['destination_canonical_service'], v2.labels['destination_canonical_revision']],
+      ['reviews-v2', 'reviews-canonical', 'v2'],
+    );
+  });
+
+  it("a ServiceEntry's own endpoint names no workload: unknown, as Istio's", async () => {
+    assert.equal((await httpGet(gw.port(80), '/get', { host: 'external.example.com' })).status, 200);
+    const external = (await requestSeries(gw)).find((s) => s.labels['destination_service'] === 'external.example.com');
+    assert.ok(external);
+    assert.equal(external.labels['destination_workload'], 'unknown');
+    assert.equal(external.labels['destination_workload_namespace'], 'unknown');
+    assert.equal(external.labels['destination_app'], 'unknown');
+    assert.equal(external.labels['destination_canonical_service'], 'unknown');
+  });
+});
