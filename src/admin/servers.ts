@@ -79,28 +79,86 @@ export function clustersJson(state: AdminState): unknown {
   };
 }
 
-export function statsText(state: AdminState, filter?: StatFilter): string {
-  const lines: string[] = [];
+/** One stat of `/stats`: its Envoy name, and for a cluster's stats the cluster and the stat's own name. */
+export interface Stat {
+  readonly name: string;
+  readonly value: number;
+  readonly cluster?: { readonly name: string; readonly stat: string };
+}
+
+/** Every stat `/stats` shows, sorted by name (gauges computed now). */
+export function statEntries(state: AdminState): Stat[] {
+  const out: Stat[] = [];
   for (const c of state.registry.all()) {
     let active = 0;
     for (const e of c.endpoints) active += e.active;
     c.stats.set('upstream_rq_active', active);
     for (const [k, v] of c.breakerGauges()) c.stats.set(k, v);
-    for (const [k, v] of c.stats.entries()) lines.push(`cluster.${c.name}.${k}: ${v}`);
+    for (const [k, v] of c.stats.entries()) out.push({ name: `cluster.${c.name}.${k}`, value: v, cluster: { name: c.name, stat: k } });
   }
-  for (const [k, v] of Object.entries(state.serverStats())) lines.push(`${k}: ${v}`);
-  lines.push(`cluster_manager.active_clusters: ${state.registry.all().length}`);
-  lines.push(`listener_manager.total_listeners_active: ${state.listeners.ports().length}`);
-  lines.push(`server.live: ${state.ready() ? 1 : 0}`);
+  for (const [k, v] of Object.entries(state.serverStats())) out.push({ name: k, value: v });
   const server = state.metrics.serverState?.();
   const memory = process.memoryUsage();
-  lines.push(`server.state: ${ENVOY_SERVER_STATES[server?.state ?? (state.ready() ? 'LIVE' : 'PRE_INITIALIZING')]}`);
-  lines.push(`server.uptime: ${state.metrics.uptimeSeconds()}`);
-  lines.push(`server.concurrency: 1`);
-  lines.push(`server.memory_allocated: ${memory.heapUsed + memory.external}`);
-  lines.push(`server.memory_heap_size: ${memory.heapTotal}`);
-  lines.sort();
-  return lines.filter((l) => !filter || filter(l.slice(0, l.lastIndexOf(': ')))).join('\n') + '\n';
+  out.push(
+    { name: 'cluster_manager.active_clusters', value: state.registry.all().length },
+    { name: 'listener_manager.total_listeners_active', value: state.listeners.ports().length },
+    { name: 'server.live', value: state.ready() ? 1 : 0 },
+    { name: 'server.state', value: ENVOY_SERVER_STATES[server?.state ?? (state.ready() ? 'LIVE' : 'PRE_INITIALIZING')] },
+    { name: 'server.uptime', value: state.metrics.uptimeSeconds() },
+    { name: 'server.concurrency', value: 1 },
+    { name: 'server.memory_allocated', value: memory.heapUsed + memory.external },
+    { name: 'server.memory_heap_size', value: memory.heapTotal },
+  );
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+export function statsText(state: AdminState, filter?: StatFilter): string {
+  return statEntries(state).filter((s) => !filter || filter(s.name)).map((s) => `${s.name}: ${s.value}`).join('\n') + '\n';
+}
+
+/** Envoy's `/stats?format=json`: `{"stats": [{"name", "value"}]}`. */
+export function statsJson(state: AdminState, filter?: StatFilter): { stats: { name: string; value: number }[] } {
+  return { stats: statEntries(state).filter((s) => !filter || filter(s.name)).map((s) => ({ name: s.name, value: s.value })) };
+}
+
+/** Cluster stats Envoy keeps as gauges (the rest are counters). */
+function isGaugeStat(stat: string): boolean {
+  return stat.startsWith('circuit_breakers.') || stat.endsWith('_active') || stat.startsWith('membership_');
+}
+
+const promLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+/**
+ * The clusters' stats in Envoy's Prometheus form (admin `/stats/prometheus`): `envoy_cluster_<stat>`
+ * with the cluster in `cluster_name`, and Envoy's tag extraction for status codes
+ * (`upstream_rq_200` -> `envoy_cluster_upstream_rq{response_code="200"}`, `upstream_rq_2xx` ->
+ * `{response_code_class="2xx"}`). Server, cluster-manager and listener-manager gauges come from the
+ * metrics registry (as on :15090), not from here.
+ */
+export function clusterStatsPrometheus(stats: readonly Stat[]): string {
+  const families = new Map<string, { type: string; lines: string[] }>();
+  for (const s of stats) {
+    if (!s.cluster) continue;
+    let stat = s.cluster.stat;
+    let tag = '';
+    const code = /^(upstream_rq)_(\d{3})$/.exec(stat);
+    const cls = /^(upstream_rq)_([1-5]xx)$/.exec(stat);
+    if (code) [stat, tag] = [code[1]!, `response_code="${code[2]}",`];
+    else if (cls) [stat, tag] = [cls[1]!, `response_code_class="${cls[2]}",`];
+    const name = `envoy_cluster_${stat.replace(/[^a-zA-Z0-9_]/g, '_')}`;
+    let family = families.get(name);
+    if (!family) families.set(name, family = { type: isGaugeStat(s.cluster.stat) ? 'gauge' : 'counter', lines: [] });
+    family.lines.push(`${name}{${tag}cluster_name="${promLabel(s.cluster.name)}"} ${s.value}`);
+  }
+  let out = '';
+  for (const [name, f] of [...families].sort(([a], [b]) => (a < b ? -1 : 1))) out += `# TYPE ${name} ${f.type}\n${f.lines.join('\n')}\n`;
+  return out;
+}
+
+/** Admin `/stats/prometheus`: the metrics registry (istio_*, envoy_server_*, ...) and every cluster's stats. */
+async function adminPrometheus(state: AdminState): Promise<string> {
+  const registry = await state.metrics.render();
+  return `${registry}${registry.endsWith('\n') ? '' : '\n'}${clusterStatsPrometheus(statEntries(state))}`;
 }
 
 function send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=UTF-8'): void {
@@ -154,11 +212,17 @@ export function adminHandler(state: AdminState): http.RequestListener {
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const json = url.searchParams.get('format') === 'json';
+    const prometheus = () => void adminPrometheus(state).then((t) => send(res, 200, t, state.metrics.contentType), () => send(res, 500, 'metrics failed'));
     switch (url.pathname) {
       case '/config_dump': return send(res, 200, dumpJson(configDump(state)), 'application/json');
       case '/clusters': return json ? send(res, 200, dumpJson(clustersJson(state)), 'application/json') : send(res, 200, clustersText(state));
-      case '/stats': return send(res, 200, statsText(state, statFilter(url.searchParams.get('filter'))));
-      case '/stats/prometheus': return void state.metrics.render().then((t) => send(res, 200, t, state.metrics.contentType), () => send(res, 500, 'metrics failed'));
+      case '/stats': {
+        const filter = statFilter(url.searchParams.get('filter'));
+        if (json) return send(res, 200, JSON.stringify(statsJson(state, filter), null, 2), 'application/json');
+        if (url.searchParams.get('format') === 'prometheus') return prometheus();
+        return send(res, 200, statsText(state, filter));
+      }
+      case '/stats/prometheus': return prometheus();
       case '/listeners': {
         const ls = state.listeners.listeners();
         if (json) return send(res, 200, dumpJson(ls), 'application/json');

@@ -159,4 +159,31 @@ describe('hot reload and admin', function () {
     assert.match(stats, /^server\.uptime: \d+$/m);
     assert.match(stats, /^server\.memory_allocated: [1-9]\d+$/m);
   });
+
+  it("admin /stats?format=json and Envoy's Prometheus form of the cluster stats (/stats/prometheus, ?format=prometheus)", async () => {
+    await served();
+    const admin = gw.app.ports.admin;
+    const json = JSON.parse((await httpGet(admin, '/stats?format=json')).body) as { stats: { name: string; value: number }[] };
+    const byName = new Map(json.stats.map((x) => [x.name, x.value]));
+    assert.equal(byName.get('server.live'), 1);
+    const cluster = 'outbound|80|a|svc.example.internal';
+    const ok = byName.get(`cluster.${cluster}.upstream_rq_200`);
+    assert.ok(ok !== undefined && ok > 0, 'cluster stats in the JSON form');
+    const filtered = JSON.parse((await httpGet(admin, `/stats?format=json&filter=${encodeURIComponent('^server\\.live$')}`)).body) as { stats: unknown[] };
+    assert.deepEqual(filtered.stats, [{ name: 'server.live', value: 1 }]);
+    for (const path of ['/stats/prometheus', '/stats?format=prometheus']) {
+      const text = (await httpGet(admin, path)).body;
+      const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+      assert.equal(value(new RegExp(`^envoy_cluster_upstream_rq\\{response_code="200",cluster_name="outbound\\|80\\|a\\|svc\\.example\\.internal"\\} (\\d+)$`, 'm')), byName.get(`cluster.${cluster}.upstream_rq_200`), path);
+      assert.ok(value(new RegExp(`^envoy_cluster_upstream_rq\\{response_code_class="2xx",cluster_name="outbound\\|80\\|a\\|svc\\.example\\.internal"\\} (\\d+)$`, 'm')) > 0, path);
+      assert.match(text, /^# TYPE envoy_cluster_upstream_rq counter$/m);
+      assert.match(text, /^# TYPE envoy_cluster_upstream_rq_active gauge$/m);
+      assert.match(text, /^# TYPE envoy_cluster_circuit_breakers_default_rq_open gauge$/m);
+      assert.match(text, /^istio_requests_total\{/m, 'the istio metrics too');
+      assert.match(text, /^envoy_server_live 1$/m);
+      // One TYPE line per family: Prometheus refuses a family declared twice.
+      const types = text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]);
+      assert.equal(new Set(types).size, types.length, `duplicate families: ${types.filter((t, i) => types.indexOf(t) !== i).join(', ')}`);
+    }
+  });
 });
