@@ -2,6 +2,7 @@
 // the reload cycle (load -> validate -> compile -> prepare -> swap -> reconcile listeners).
 
 import type { Server } from 'node:http';
+import os from 'node:os';
 import pino, { type Logger } from 'pino';
 import { ConfigStore } from './config/store';
 import type { GatewayIdentity } from './config/compile';
@@ -14,6 +15,7 @@ import { DnsResolver, type DnsFamily } from './serviceentry/dns';
 import { AccessLog } from './telemetry/access-log';
 import { Metrics } from './telemetry/metrics';
 import { Telemetry } from './telemetry/telemetry';
+import { ownPeerHeaders } from './telemetry/peer-metadata';
 import { HttpProxy } from './gateway/http/proxy';
 import { UpgradeProxy } from './gateway/http/upgrade';
 import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
@@ -163,7 +165,13 @@ export class App {
       listeners: this.listeners.ports().length,
     });
     this.telemetry = new Telemetry(this.accessLog, this.metrics);
-    const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random };
+    // Istio's metadata exchange toward mesh services: who we are, as an Istio proxy says it (the pod's
+    // name is its hostname in Kubernetes). A gateway without an app label is its workload.
+    const peerHeaders = ownPeerHeaders({
+      sidecar: opts.capturePort !== undefined, ip: ownAddress(), name: os.hostname(), namespace: opts.namespace, workload,
+      labels: opts.labels['app'] === undefined ? { ...opts.labels, app: workload } : opts.labels,
+    });
+    const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random, peerHeaders };
     const tcp = new TcpProxy({
       registry: this.registry, telemetry: this.telemetry, log: this.log, random: Math.random,
       idleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,
@@ -360,4 +368,12 @@ export class App {
     }
     if (!(await this.accessLog.close())) this.log.warn('access log: its last lines were not written within 5 s (is anything reading the file or pipe?); exiting without them');
   }
+}
+
+/** This host's first non-loopback IPv4 address (the pod IP in Kubernetes), for the peer metadata's node id. */
+function ownAddress(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
 }

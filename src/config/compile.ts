@@ -1106,6 +1106,7 @@ function compileClusters(
           port: port.number,
           subset: sub.name,
           service: { host: svc.host, name: svc.name, namespace: svc.namespace },
+          ...(svc.location === 'MESH_INTERNAL' ? { meshInternal: true as const } : {}),
           protocol: port.protocol,
           resolution: svc.resolution,
           lb: lbOf(policy),

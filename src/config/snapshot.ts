@@ -327,6 +327,8 @@ export interface ClusterDef {
   readonly port: number;
   readonly subset?: string;
   readonly service: { readonly host: string; readonly name: string; readonly namespace: string };
+  /** A mesh service (Kubernetes Service, MESH_INTERNAL ServiceEntry): its workloads get this proxy's peer metadata. */
+  readonly meshInternal?: true;
   readonly protocol: string;
   readonly resolution: Resolution;
   readonly lb: LbPolicy;

@@ -116,6 +116,8 @@ export interface HttpObservation {
   readonly destination: DestinationLabels;
   /** The endpoint the request went to (its workload, when known, names the destination workload). */
   readonly endpoint?: DestinationEndpoint | undefined;
+  /** A sidecar's inbound request: the caller (its peer metadata), for source_*. */
+  readonly source?: { readonly workload: string; readonly namespace: string; readonly labels: Dict<string> } | undefined;
   readonly responseCode: number;
   readonly responseFlags: string;
   readonly durationMs: number;
@@ -319,10 +321,27 @@ export class Metrics {
     this.outbound = labelsOf('source', self, unknownPeer, 'unknown');
     this.inbound = labelsOf('destination', unknownPeer, self, 'none');
     this.outboundTo = (dst) => labelsOf('source', self, dst, 'unknown');
+    this.inboundFrom = (src) => labelsOf('destination', src, self, 'none');
   }
 
   /** The client side's labels toward a known destination workload. */
   private readonly outboundTo: (dst: PeerIdentity) => PeerLabels;
+  /** The server side's labels for a known caller. */
+  private readonly inboundFrom: (src: PeerIdentity) => PeerLabels;
+  /** Inbound labels per caller (its peer-metadata identity object, kept by the decoder's cache). */
+  private readonly sourcePeers = new WeakMap<object, { peer: PeerLabels; key: string }>();
+
+  private sourcePeer(src: NonNullable<HttpObservation['source']>): { peer: PeerLabels; key: string } {
+    let entry = this.sourcePeers.get(src);
+    if (entry) return entry;
+    const id = peerIdentity(src.workload, src.namespace, src.labels);
+    entry = {
+      peer: this.inboundFrom(id),
+      key: `in|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}`,
+    };
+    this.sourcePeers.set(src, entry);
+    return entry;
+  }
 
   /**
    * The outbound labels for a request or connection to `endpoint`, and the part of the series key
@@ -358,7 +377,7 @@ export class Metrics {
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
     const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
-    const { peer, key: peerKey } = this.peerFor(o.endpoint, o.inbound === true);
+    const { peer, key: peerKey } = o.inbound && o.source ? this.sourcePeer(o.source) : this.peerFor(o.endpoint, o.inbound === true);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;

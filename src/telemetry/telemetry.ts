@@ -3,6 +3,7 @@
 
 import type { AccessLog, AccessRecord } from './access-log';
 import { isInboundCluster, type DestinationEndpoint, type DestinationLabels, type Metrics } from './metrics';
+import type { PeerWorkload } from './peer-metadata';
 
 /** What the caller knows of a request beyond its access record. */
 export interface HttpRecordExtras {
@@ -14,6 +15,8 @@ export interface HttpRecordExtras {
   readonly inbound?: boolean | undefined;
   /** The endpoint the request went to (names the destination workload when known). */
   readonly endpoint?: DestinationEndpoint | undefined;
+  /** A sidecar's inbound request: the caller, from its peer metadata. */
+  readonly source?: PeerWorkload | undefined;
 }
 
 export class Telemetry {
@@ -25,6 +28,7 @@ export class Telemetry {
     this.metrics.observeHttp({
       destination,
       endpoint: extras?.endpoint,
+      source: extras?.source,
       responseCode: rec.responseCode,
       responseFlags: rec.responseFlags.length > 0 ? rec.responseFlags.join(',') : '-',
       durationMs: rec.durationMs,

@@ -9,6 +9,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { httpGet } from '../helpers/upstream';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 import { httpGatewayYaml } from '../../src/sample/configs';
+import { decodePeerMetadata } from '../../src/telemetry/peer-metadata';
 
 function config(v1: number, v2: number, external: number): string {
   return `${httpGatewayYaml()}apiVersion: v1
@@ -113,6 +114,27 @@ describe('destination workload from the endpoint (reporter="source")', function 
       [v2.labels['destination_workload'], v2.labels['destination_canonical_service'], v2.labels['destination_canonical_revision']],
       ['reviews-v2', 'reviews-canonical', 'v2'],
     );
+  });
+
+  it("Istio's metadata exchange: a mesh service gets the gateway's x-envoy-peer-metadata (so an Istio sidecar there names it); a MESH_EXTERNAL one does not", async () => {
+    const echoed = async (headers: Record<string, string>) => {
+      const r = await httpGet(gw.port(80), '/headers', headers);
+      assert.equal(r.status, 200);
+      const h = (JSON.parse(r.body) as { headers: Record<string, string> }).headers;
+      return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
+    };
+    const mesh = await echoed({ 'x-version': 'v1' });
+    const md = decodePeerMetadata(mesh['x-envoy-peer-metadata']);
+    assert.ok(md, JSON.stringify(mesh));
+    assert.equal(md['WORKLOAD_NAME'], 'istio-ingressgateway');
+    assert.equal(md['NAMESPACE'], 'istio-system');
+    assert.equal(md['CLUSTER_ID'], 'Kubernetes');
+    assert.deepEqual(md['LABELS'], { app: 'istio-ingressgateway', istio: 'ingressgateway' });
+    assert.match(mesh['x-envoy-peer-metadata-id']!, /^router~[\d.]+~[^~]+\.istio-system~istio-system\.svc\.cluster\.local$/);
+    // A client's own copy never passes the edge; an external service gets none at all.
+    const external = await echoed({ host: 'external.example.com', 'x-envoy-peer-metadata': mesh['x-envoy-peer-metadata']! });
+    assert.equal(external['x-envoy-peer-metadata'], undefined);
+    assert.equal(external['x-envoy-peer-metadata-id'], undefined);
   });
 
   it("a ServiceEntry's own endpoint names no workload: unknown, as Istio's", async () => {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { waitFor } from '../helpers/upstream';
 import { missingForCapture, accessLogIn, sharedWorkDir } from '../helpers/netns';
+import { encodePeerMetadata } from '../../src/telemetry/peer-metadata';
 
 const POD = `mgin${process.pid}`;
 const CLIENT = `mgcl${process.pid}`;
@@ -34,7 +35,7 @@ function inClient(args: string[]): Promise<{ code: number; out: string }> {
 const APP = `
 const http = require('http');
 for (const port of [8080, 9090]) {
-  http.createServer((q, r) => r.end('app:' + port + ' saw ' + q.socket.remoteAddress + '\\n')).listen(port, '0.0.0.0');
+  http.createServer((q, r) => r.end(q.url === '/mx' ? 'mx:' + (q.headers['x-envoy-peer-metadata'] ?? '-') + ',' + (q.headers['x-envoy-peer-metadata-id'] ?? '-') : 'app:' + port + ' saw ' + q.socket.remoteAddress + '\\n')).listen(port, '0.0.0.0');
 }
 console.log('ready');
 `;
@@ -142,6 +143,19 @@ spec:
     assert.match(line!, /connection_security_policy="none"\}/);
     assert.ok(!scrape('istio_requests_total').some((l) => l.includes('inbound|')), 'no series names the inbound cluster');
     assert.ok(!scrape('istio_requests_total').some((l) => l.includes('reporter="source"')), 'no inbound request is reported by the source');
+  });
+
+  it("metrics: a caller's Istio peer metadata names it in source_* (reporter destination); the application never sees the headers", async () => {
+    const md = encodePeerMetadata({
+      CLUSTER_ID: 'Kubernetes', NAME: 'reviews-v3-58b6479b-62rv5', NAMESPACE: 'bookinfo', WORKLOAD_NAME: 'reviews-v3',
+      LABELS: { app: 'reviews', version: 'v3', 'service.istio.io/canonical-name': 'reviews' },
+    });
+    const r = await inClient(['curl', '-s', '-m', '5', '-H', `x-envoy-peer-metadata: ${md}`, '-H', 'x-envoy-peer-metadata-id: sidecar~10.9.8.2~reviews-v3-58b6479b-62rv5.bookinfo~bookinfo.svc.cluster.local', 'http://10.9.8.1:8080/mx']);
+    assert.equal(r.out, 'mx:-,-', 'the metadata headers stop at the sidecar');
+    let line: string | undefined;
+    await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('source_workload="reviews-v3"'))) !== undefined, { timeoutMs: 3000 })
+      .catch(() => assert.fail(scrape('istio_requests_total').join('\n')));
+    assert.match(line!, /^istio_requests_total\{reporter="destination",source_workload="reviews-v3",source_canonical_service="reviews",source_canonical_revision="v3",source_workload_namespace="bookinfo",source_principal="unknown",source_app="reviews",source_version="v3",source_cluster="Kubernetes",destination_workload="web",/);
   });
 
   it('metrics: a malformed inbound request (400) is reported by the destination too', async () => {

@@ -12,6 +12,7 @@ import type { Cluster, Endpoint } from '../../registry/cluster';
 import { clientCertDetails } from '../../tls/client-cert';
 import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
+import { PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, peerWorkloadFromHeader, type OwnPeerHeaders, type PeerWorkload } from '../../telemetry/peer-metadata';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
@@ -34,6 +35,8 @@ export interface ProxyDeps {
   /** `server` header on every response (Istio gateways: istio-envoy). */
   readonly serverName: string;
   readonly random: () => number;
+  /** Istio's metadata exchange: this proxy's headers, sent to mesh services (absent: none sent). */
+  readonly peerHeaders?: OwnPeerHeaders;
 }
 
 const NO_DESTINATION: DestinationLabels = {};
@@ -107,6 +110,8 @@ class Exchange {
   readonly extraResponseHeaders: string[] = [];
   /** The endpoint of the latest attempt (its workload names the destination in metrics). */
   endpoint: Endpoint | undefined;
+  /** A sidecar's inbound request: the calling workload, from its peer metadata. */
+  source: PeerWorkload | undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
@@ -279,7 +284,7 @@ class Exchange {
     this.deps.telemetry.recordHttp(
       this.rec, this.destination,
       this.requestHeaderBytes + this.requestBodyBytes, this.responseHeaderBytes + this.rec.bytesSent,
-      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined, endpoint: this.endpoint },
+      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined, endpoint: this.endpoint, source: this.source },
     );
   }
 }
@@ -434,6 +439,13 @@ export class HttpProxy {
     }
     const ex = new Exchange(req, res, this.deps, scheme);
     ex.entry = entry;
+    if (entry.inboundCluster !== undefined) {
+      // The caller's peer metadata names it in metrics; the application never sees it (Envoy's
+      // metadata-exchange filter consumes it).
+      ex.source = peerWorkloadFromHeader(req.headers[PEER_METADATA_HEADER]);
+      delete ex.upstreamHeaders[PEER_METADATA_HEADER];
+      delete ex.upstreamHeaders[PEER_METADATA_ID_HEADER];
+    }
     res.on('close', () => {
       if (!ex.finished) {
         ex.onDownstreamClose?.();
@@ -505,6 +517,12 @@ export class HttpProxy {
     const cluster = dest && this.deps.registry.get(dest.cluster);
     if (!cluster) return ex.fail('CLUSTER_NOT_FOUND');
     ex.setDestination(cluster);
+    const peer = this.deps.peerHeaders;
+    if (peer && cluster.def.meshInternal) {
+      // Istio's metadata exchange: an Istio sidecar in front of the service names us in its metrics.
+      ex.upstreamHeaders[PEER_METADATA_HEADER] = peer.metadata;
+      ex.upstreamHeaders[PEER_METADATA_ID_HEADER] = peer.id;
+    }
     // Original-destination clusters: a sidecar goes where the application dialled; without endpoints
     // a gateway (or per-port capture) resolves the request's own host.
     const dialled = cluster.def.originalDstPort !== undefined ? originalDstOf(req.socket) : undefined;
