@@ -16,6 +16,7 @@ import { AccessLog } from './telemetry/access-log';
 import { Metrics } from './telemetry/metrics';
 import { Telemetry } from './telemetry/telemetry';
 import { ownPeerHeaders } from './telemetry/peer-metadata';
+import { WORKLOAD_NAME_LABEL } from './serviceentry/services';
 import { HttpProxy } from './gateway/http/proxy';
 import { UpgradeProxy } from './gateway/http/upgrade';
 import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
@@ -155,9 +156,12 @@ export class App {
     });
     // Istio's workload name: the injector's (service.istio.io/workload-name, the pod's Deployment or
     // other controller), else the app label, else the gateway's own name.
-    const workload = opts.labels['service.istio.io/workload-name'] || (opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate'));
+    const workload = opts.labels[WORKLOAD_NAME_LABEL] || (opts.labels['app'] ?? (opts.labels['istio'] ? `istio-${opts.labels['istio']}` : 'meshgate'));
+    // Our identity in metrics and toward mesh peers: a gateway without an `app` label (ours default
+    // to istio=ingressgateway) is its workload, as Istio's gateway pods (app: istio-ingressgateway).
+    const identityLabels = opts.labels['app'] === undefined ? { ...opts.labels, app: workload } : opts.labels;
     // The reporter follows each request: "destination" for a sidecar's inbound, else "source".
-    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: opts.labels });
+    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: identityLabels });
     this.metrics.accessLogLosses = () => this.accessLog.losses;
     this.metrics.serverState = () => ({
       state: this.stopping ? 'DRAINING' : this.isReady ? 'LIVE' : 'PRE_INITIALIZING',
@@ -166,10 +170,9 @@ export class App {
     });
     this.telemetry = new Telemetry(this.accessLog, this.metrics);
     // Istio's metadata exchange toward mesh services: who we are, as an Istio proxy says it (the pod's
-    // name is its hostname in Kubernetes). A gateway without an app label is its workload.
+    // name is its hostname in Kubernetes).
     const peerHeaders = ownPeerHeaders({
-      sidecar: opts.capturePort !== undefined, ip: ownAddress(), name: os.hostname(), namespace: opts.namespace, workload,
-      labels: opts.labels['app'] === undefined ? { ...opts.labels, app: workload } : opts.labels,
+      sidecar: opts.capturePort !== undefined, ip: ownAddress(), name: os.hostname(), namespace: opts.namespace, workload, labels: identityLabels,
     });
     const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random, peerHeaders };
     const tcp = new TcpProxy({

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { RE2JS } from 're2js';
 import type { ConfigStore } from '../config/store';
 import type { Registry } from '../registry/registry';
-import { ENVOY_SERVER_STATES, type Metrics } from '../telemetry/metrics';
+import type { Metrics } from '../telemetry/metrics';
 import type { ListenerManager } from '../gateway/listener-manager';
 
 export interface AdminState {
@@ -97,18 +97,7 @@ export function statEntries(state: AdminState): Stat[] {
     for (const [k, v] of c.stats.entries()) out.push({ name: `cluster.${c.name}.${k}`, value: v, cluster: { name: c.name, stat: k } });
   }
   for (const [k, v] of Object.entries(state.serverStats())) out.push({ name: k, value: v });
-  const server = state.metrics.serverState?.();
-  const memory = process.memoryUsage();
-  out.push(
-    { name: 'cluster_manager.active_clusters', value: state.registry.all().length },
-    { name: 'listener_manager.total_listeners_active', value: state.listeners.ports().length },
-    { name: 'server.live', value: state.ready() ? 1 : 0 },
-    { name: 'server.state', value: ENVOY_SERVER_STATES[server?.state ?? (state.ready() ? 'LIVE' : 'PRE_INITIALIZING')] },
-    { name: 'server.uptime', value: state.metrics.uptimeSeconds() },
-    { name: 'server.concurrency', value: 1 },
-    { name: 'server.memory_allocated', value: memory.heapUsed + memory.external },
-    { name: 'server.memory_heap_size', value: memory.heapTotal },
-  );
+  for (const [k, v] of Object.entries(state.metrics.envoyServerStats())) out.push({ name: k, value: v });
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 

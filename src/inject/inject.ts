@@ -7,6 +7,7 @@
 
 import { isMap, isSeq, parseAllDocuments, type Document, type ToStringOptions, type YAMLMap, type YAMLSeq } from 'yaml';
 import { DEFAULT_CAPTURE } from '../sidecar/iptables';
+import { WORKLOAD_NAME_LABEL } from '../serviceentry/services';
 
 export const PROXY_NAME = 'istio-proxy';
 export const INIT_NAME = 'istio-init';
@@ -168,9 +169,6 @@ export function unsupportedTrafficAnnotations(podAnnotations: Readonly<Record<st
 function readyProbe(extra: Record<string, number>): Record<string, unknown> {
   return { httpGet: { path: '/healthz/ready', port: STATUS_PORT }, ...extra };
 }
-
-/** Istio's label naming a workload (its telemetry name: source_workload, destination_workload). */
-export const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
 
 /**
  * The sidecar container: `meshgate run --mode sidecar` as uid/gid 1337 with the pod's labels, and

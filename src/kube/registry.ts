@@ -9,7 +9,7 @@
 
 import type { Dict, KubeServicePort, KubeServiceSpec } from '../config/types';
 import { DEFAULT_DOMAIN_SUFFIX } from '../config/names';
-import { protocolFromPortName, type EndpointDef, type PortDef, type ServiceDef, type WorkloadRef, serviceExportTo } from '../serviceentry/services';
+import { protocolFromPortName, type EndpointDef, type PortDef, type ServiceDef, type WorkloadRef, serviceExportTo, WORKLOAD_NAME_LABEL } from '../serviceentry/services';
 
 /** An owner reference of an object; only the controlling one (`controller: true`) names a Pod's workload. */
 export interface OwnerReference {
@@ -66,8 +66,6 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 const key = (ns: string, name: string) => `${ns}/${name}`;
 
-/** The Pod label that names the workload in telemetry, over what the Pod's controller says (Istio 1.25+). */
-export const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
 /** A Job a CronJob created: the CronJob's name, `-`, and the scheduled time in minutes (8 to 10 digits). */
 const CRONJOB_JOB_NAME = /(.+)-\d{8,10}$/;
 

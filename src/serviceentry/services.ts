@@ -93,8 +93,12 @@ export function subsetMatches(subsetLabels: Dict<string> | undefined, labels: Di
   return true;
 }
 
-/** Istio's label naming the workload a WorkloadEntry belongs to (else the entry's own name). */
-const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
+/**
+ * Istio's label naming a workload in telemetry (source_workload, destination_workload): on a Pod it
+ * wins over its controller's name, on a WorkloadEntry over the entry's name; meshgate's injector
+ * passes it to the sidecar with the Deployment's name.
+ */
+export const WORKLOAD_NAME_LABEL = 'service.istio.io/workload-name';
 
 /**
  * A ServiceEntry endpoint, or a WorkloadEntry's (`entry`: its name and namespace, for the workload

@@ -6,15 +6,30 @@ import fs from 'node:fs';
 import path from 'node:path';
 import client from 'prom-client';
 import type { Dict } from '../config/types';
+import type { PeerWorkload } from './peer-metadata';
 
 /** Envoy's server.state values. */
-export const ENVOY_SERVER_STATES = { LIVE: 0, DRAINING: 1, PRE_INITIALIZING: 2 } as const;
+const ENVOY_SERVER_STATES = { LIVE: 0, DRAINING: 1, PRE_INITIALIZING: 2 } as const;
 
 export interface ServerState {
   readonly state: keyof typeof ENVOY_SERVER_STATES;
   readonly clusters: number;
   readonly listeners: number;
 }
+
+/** Envoy's server stats on :15090 (Istio's default inclusion list): name, help, how --workers adds them up. */
+const ENVOY_SERVER_GAUGES = [
+  ['cluster_manager.active_clusters', 'Clusters in the config in force', 'first'],
+  ['listener_manager.total_listeners_active', 'Listeners bound', 'first'],
+  ['server.concurrency', 'Processes serving traffic (--workers)', 'sum'],
+  ['server.live', '1 once the server is serving its first config', 'first'],
+  ['server.memory_allocated', 'Bytes in use: JavaScript heap and buffers', 'sum'],
+  ['server.memory_heap_size', 'Bytes the JavaScript heap reserved', 'sum'],
+  ['server.state', 'Server state: 0 LIVE, 1 DRAINING, 2 PRE_INITIALIZING', 'first'],
+  ['server.uptime', 'Seconds since the server started', 'first'],
+] as const;
+
+type EnvoyServerStat = typeof ENVOY_SERVER_GAUGES[number][0];
 
 /** This build's version (package.json at the top of the checkout or image), the `tag` of istio_build. */
 const MESHGATE_VERSION: string = packageVersion();
@@ -80,6 +95,12 @@ export interface DestinationEndpoint {
   readonly workload?: { readonly name: string; readonly namespace: string } | undefined;
 }
 
+/** A peer's labels, and the part of a series key that tells them apart. */
+interface PeerEntry {
+  readonly peer: PeerLabels;
+  readonly key: string;
+}
+
 /** A workload's identity labels, named as in both the source_* and destination_* sets. */
 interface PeerIdentity {
   readonly workload: string;
@@ -117,7 +138,7 @@ export interface HttpObservation {
   /** The endpoint the request went to (its workload, when known, names the destination workload). */
   readonly endpoint?: DestinationEndpoint | undefined;
   /** A sidecar's inbound request: the caller (its peer metadata), for source_*. */
-  readonly source?: { readonly workload: string; readonly namespace: string; readonly labels: Dict<string> } | undefined;
+  readonly source?: PeerWorkload | undefined;
   readonly responseCode: number;
   readonly responseFlags: string;
   readonly durationMs: number;
@@ -219,7 +240,7 @@ export class Metrics {
   private readonly series = new Map<string, Series>();
   private readonly tcp = new Map<string, TcpSeries>();
   /** Per endpoint (while its labels and workload stay the same objects): its destination_* labels and series-key part. */
-  private readonly endpointPeers = new WeakMap<DestinationEndpoint, { labels: Dict<string>; workload: DestinationEndpoint['workload']; peer: PeerLabels; key: string }>();
+  private readonly endpointPeers = new WeakMap<DestinationEndpoint, PeerEntry & { labels: Dict<string>; workload: DestinationEndpoint['workload'] }>();
 
   constructor(id: WorkloadIdentity, withProcessMetrics = true) {
     const r = this.registry;
@@ -273,23 +294,14 @@ export class Metrics {
       name: 'istio_build', help: 'Istio component build info', labelNames: ['component', 'tag'], registers: [r], aggregator: 'first',
       collect() { this.set({ component: 'proxy', tag: `meshgate-${MESHGATE_VERSION}` }, 1); },
     });
-    const server = () => this.serverState?.() ?? { state: 'PRE_INITIALIZING' as const, clusters: 0, listeners: 0 };
-    const envoyGauge = (name: string, help: string, value: () => number, aggregator: 'first' | 'sum' = 'first') =>
-      new client.Gauge({ name, help, registers: [r], aggregator, collect() { this.set(value()); } });
-    envoyGauge('envoy_server_live', '1 once the server is serving its first config', () => (server().state === 'LIVE' ? 1 : 0));
-    envoyGauge('envoy_server_state', 'Server state: 0 LIVE, 1 DRAINING, 2 PRE_INITIALIZING', () => ENVOY_SERVER_STATES[server().state]);
-    envoyGauge('envoy_server_uptime', 'Seconds since the server started', () => this.uptimeSeconds());
-    envoyGauge('envoy_server_concurrency', 'Processes serving traffic (--workers)', () => 1, 'sum');
-    envoyGauge('envoy_server_memory_allocated', 'Bytes in use: JavaScript heap and buffers', () => { const m = process.memoryUsage(); return m.heapUsed + m.external; }, 'sum');
-    envoyGauge('envoy_server_memory_heap_size', 'Bytes the JavaScript heap reserved', () => process.memoryUsage().heapTotal, 'sum');
-    envoyGauge('envoy_cluster_manager_active_clusters', 'Clusters in the config in force', () => server().clusters);
-    envoyGauge('envoy_listener_manager_total_listeners_active', 'Listeners bound', () => server().listeners);
+    const stats = () => this.envoyServerStats();
+    for (const [stat, help, aggregator] of ENVOY_SERVER_GAUGES) {
+      new client.Gauge({ name: `envoy_${stat.replace(/\./g, '_')}`, help, registers: [r], aggregator, collect() { this.set(stats()[stat]); } });
+    }
     if (withProcessMetrics) client.collectDefaultMetrics({ register: r });
 
     // Principals come from the connection's certificates (mTLS); these connections are plaintext.
-    // A gateway without an `app` label (ours default to `istio=ingressgateway`) is its workload, as
-    // Istio's gateway pods are (they carry `app: istio-ingressgateway`).
-    const self: PeerIdentity = { ...peerIdentity(id.workload, id.namespace, id.labels), app: id.labels['app'] ?? id.workload };
+    const self = peerIdentity(id.workload, id.namespace, id.labels);
     const unknownPeer: PeerIdentity = {
       workload: 'unknown', canonical_service: 'unknown', canonical_revision: 'latest', workload_namespace: 'unknown',
       principal: 'unknown', app: 'unknown', version: 'unknown', cluster: 'unknown',
@@ -329,43 +341,56 @@ export class Metrics {
   /** The server side's labels for a known caller. */
   private readonly inboundFrom: (src: PeerIdentity) => PeerLabels;
   /** Inbound labels per caller (its peer-metadata identity object, kept by the decoder's cache). */
-  private readonly sourcePeers = new WeakMap<object, { peer: PeerLabels; key: string }>();
-
-  private sourcePeer(src: NonNullable<HttpObservation['source']>): { peer: PeerLabels; key: string } {
-    let entry = this.sourcePeers.get(src);
-    if (entry) return entry;
-    const id = peerIdentity(src.workload, src.namespace, src.labels);
-    entry = {
-      peer: this.inboundFrom(id),
-      key: `in|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}`,
-    };
-    this.sourcePeers.set(src, entry);
-    return entry;
-  }
+  private readonly sourcePeers = new WeakMap<PeerWorkload, PeerEntry>();
 
   /**
-   * The outbound labels for a request or connection to `endpoint`, and the part of the series key
-   * that tells them apart: the unknown peer unless the endpoint has a workload. Inbound: ourselves.
+   * The peer labels of a request or connection, and the part of the series key that tells them
+   * apart: outbound, the destination the endpoint's workload names; inbound, the caller its peer
+   * metadata names; else the unknown peer. Kept per endpoint (while its labels and workload stay the
+   * same objects) and per caller.
    */
-  private peerFor(endpoint: DestinationEndpoint | undefined, inbound: boolean): { peer: PeerLabels; key: string } {
-    if (inbound) return { peer: this.inbound, key: 'in' };
-    if (!endpoint?.workload) return { peer: this.outbound, key: 'out' };
+  private peerFor(inbound: boolean, endpoint: DestinationEndpoint | undefined, source: PeerWorkload | undefined): PeerEntry {
+    if (inbound) {
+      if (!source) return { peer: this.inbound, key: 'in' };
+      let entry = this.sourcePeers.get(source);
+      if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels)));
+      return entry;
+    }
+    const w = endpoint?.workload;
+    if (!endpoint || !w) return { peer: this.outbound, key: 'out' };
     const cached = this.endpointPeers.get(endpoint);
-    if (cached && cached.labels === endpoint.labels && cached.workload === endpoint.workload) return cached;
-    const w = endpoint.workload;
-    const id = peerIdentity(w.name, w.namespace, endpoint.labels);
-    const entry = {
-      labels: endpoint.labels, workload: w, peer: this.outboundTo(id),
-      key: `out|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}`,
-    };
+    if (cached && cached.labels === endpoint.labels && cached.workload === w) return cached;
+    const entry = { labels: endpoint.labels, workload: w, ...this.peerEntry('out', peerIdentity(w.name, w.namespace, endpoint.labels)) };
     this.endpointPeers.set(endpoint, entry);
     return entry;
   }
 
+  private peerEntry(direction: 'in' | 'out', id: PeerIdentity): PeerEntry {
+    return {
+      peer: direction === 'out' ? this.outboundTo(id) : this.inboundFrom(id),
+      key: `${direction}|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}`,
+    };
+  }
+
   private readonly startedAt = Date.now();
 
-  uptimeSeconds(): number {
-    return Math.floor((Date.now() - this.startedAt) / 1000);
+  /**
+   * Envoy's server, cluster-manager and listener-manager stats by Envoy's names: admin `/stats`
+   * shows them, and :15090 as envoy_server_live & co. (ENVOY_SERVER_GAUGES).
+   */
+  envoyServerStats(): Readonly<Record<EnvoyServerStat, number>> {
+    const s = this.serverState?.() ?? { state: 'PRE_INITIALIZING', clusters: 0, listeners: 0 };
+    const m = process.memoryUsage();
+    return {
+      'cluster_manager.active_clusters': s.clusters,
+      'listener_manager.total_listeners_active': s.listeners,
+      'server.concurrency': 1,
+      'server.live': s.state === 'LIVE' ? 1 : 0,
+      'server.memory_allocated': m.heapUsed + m.external,
+      'server.memory_heap_size': m.heapTotal,
+      'server.state': ENVOY_SERVER_STATES[s.state],
+      'server.uptime': Math.floor((Date.now() - this.startedAt) / 1000),
+    };
   }
 
   /** Set by the app: the server's state and its cluster and listener counts, read at each scrape. */
@@ -377,7 +402,7 @@ export class Metrics {
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
     const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
-    const { peer, key: peerKey } = o.inbound && o.source ? this.sourcePeer(o.source) : this.peerFor(o.endpoint, o.inbound === true);
+    const { peer, key: peerKey } = this.peerFor(o.inbound === true, o.endpoint, o.source);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;
@@ -419,7 +444,7 @@ export class Metrics {
    * connection, reported by the destination (this workload).
    */
   tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false, endpoint?: DestinationEndpoint): TcpSeries {
-    const { peer, key: peerKey } = this.peerFor(endpoint, inbound);
+    const { peer, key: peerKey } = this.peerFor(inbound, endpoint, undefined);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
     let t = this.tcp.get(key);
     if (t) return t;

@@ -98,6 +98,11 @@ function fieldsOf(buf: Buffer): { field: number; bytes?: Buffer }[] | undefined 
   return out;
 }
 
+/** obj[key] = value as data, whatever the key (`__proto__` included). */
+function put<T>(obj: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function decodeStruct(buf: Buffer, depth: number): Record<string, string | Dict<string>> | undefined {
   const fields = fieldsOf(buf);
   if (!fields) return undefined;
@@ -114,13 +119,13 @@ function decodeStruct(buf: Buffer, depth: number): Record<string, string | Dict<
     const str = parts.find((f) => f.field === 3 && f.bytes);
     const sub = parts.find((f) => f.field === 5 && f.bytes);
     if (str) {
-      Object.defineProperty(out, key, { value: str.bytes!.toString('utf8'), enumerable: true, writable: true, configurable: true });
+      put(out, key, str.bytes!.toString('utf8'));
     } else if (sub && depth < MAX_DEPTH) {
       const nested = decodeStruct(sub.bytes!, depth + 1);
       if (!nested) return undefined;
       const strings: Record<string, string> = {};
-      for (const [k, v] of Object.entries(nested)) if (typeof v === 'string') Object.defineProperty(strings, k, { value: v, enumerable: true, writable: true, configurable: true });
-      Object.defineProperty(out, key, { value: strings, enumerable: true, writable: true, configurable: true });
+      for (const [k, v] of Object.entries(nested)) if (typeof v === 'string') put(strings, k, v);
+      put(out, key, strings);
     }
     // numbers, booleans, lists: not used by the exchange's identity fields
   }
@@ -180,7 +185,7 @@ export function ownPeerHeaders(o: { readonly sidecar: boolean; readonly ip: stri
 }
 
 /** This proxy's own metadata, as an Istio proxy sends it (the fields Istio's stats read). */
-export function ownPeerMetadata(o: { readonly name: string; readonly namespace: string; readonly workload: string; readonly labels: Dict<string> }): PeerMetadata {
+function ownPeerMetadata(o: { readonly name: string; readonly namespace: string; readonly workload: string; readonly labels: Dict<string> }): PeerMetadata {
   return {
     CLUSTER_ID: 'Kubernetes',
     LABELS: o.labels,

@@ -200,6 +200,13 @@ class Exchange {
     this.record();
   }
 
+  /** The client went away before the response was complete (Envoy's DC), or reset its stream before it was served. */
+  disconnected(): void {
+    this.rec.responseFlags.push(ERRORS.DOWNSTREAM_DISCONNECT.flag);
+    this.rec.responseCodeDetails ??= ERRORS.DOWNSTREAM_DISCONNECT.details;
+    this.record();
+  }
+
   /** A VirtualService fault.abort: the configured status (or grpc-status for gRPC requests), flag FI. */
   faultAbort(status: number, grpc: number | undefined): void {
     const spec = ERRORS.FAULT_ABORT;
@@ -416,9 +423,7 @@ export class HttpProxy {
       try {
         const ex = new Exchange(req, res, this.deps, entry.scheme);
         ex.entry = entry;
-        ex.rec.responseFlags.push('DC');
-        ex.rec.responseCodeDetails = ERRORS.DOWNSTREAM_DISCONNECT.details;
-        ex.record();
+        ex.disconnected();
       } catch {
         // nothing to record from a stream whose connection is gone
       }
@@ -449,9 +454,7 @@ export class HttpProxy {
     res.on('close', () => {
       if (!ex.finished) {
         ex.onDownstreamClose?.();
-        ex.rec.responseFlags.push('DC');
-        ex.rec.responseCodeDetails ??= ERRORS.DOWNSTREAM_DISCONNECT.details;
-        ex.record();
+        ex.disconnected();
       }
     });
     if (target.error !== undefined || !validAuthority(authorityOf(req.headers)) || !soundFraming(req)) return ex.fail('DOWNSTREAM_PROTOCOL_ERROR');
