@@ -32,10 +32,13 @@ COPY --from=build /app/native/origdst/build/Release ./native/origdst/build/Relea
 COPY package.json ./
 COPY bin ./bin
 COPY config ./config
+# meshgate, and `pilot-agent` (request, wait: src/pilot-agent.ts) so Istio runbooks and hooks keep working.
 RUN ln -s /app/bin/meshgate /usr/local/bin/meshgate \
+ && ln -s /app/bin/pilot-agent /usr/local/bin/pilot-agent \
  && groupadd --gid 1337 istio-proxy && useradd --uid 1337 --gid 1337 --no-create-home istio-proxy
 USER 1337:1337
-# Gateway listeners (Service targetPorts), sidecar capture outbound and inbound, status, metrics.
+# Gateway listeners (Service targetPorts), sidecar capture outbound and inbound, status, metrics (the agent port
+# 15020, which Prometheus annotations name, is not declared by the manifests either, as in Istio).
 # (The admin port 15000 listens on loopback only.)
 EXPOSE 8080 8443 31400 15001 15006 15021 15090
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \

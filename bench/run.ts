@@ -140,7 +140,7 @@ interface Target { readonly name: string; readonly port: number; readonly proc?:
 /** `meshgate run` on a config, Gateway port 80 on `port`, pinned to the proxy core; resolves once it answers. */
 async function startMeshgate(config: string, port: number): Promise<Proc> {
   const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
-    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
   await waitHttp(port);
   return proc;
 }

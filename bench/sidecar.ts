@@ -177,12 +177,12 @@ export async function runSidecarBench(o: SidecarBenchOptions): Promise<{ rows: S
     // The egress gateway is another pod: it gets the other core (with the light C load generator and
     // the upstream), not a share of the sidecar's.
     const egress = inNs(EXT, undefined, [process.execPath, ...NODE_FLAGS, main, 'run', '--config', cfg, '--labels', 'istio=egressgateway', '--port-map', '80=8080',
-      '--bind', EXT_IP, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], o.loadCore);
+      '--bind', EXT_IP, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], o.loadCore);
     sh(['ip', 'netns', 'exec', POD, process.execPath, main, 'iptables', '--apply']);
     const sidecar = inNs(POD, 1337, [process.execPath, ...NODE_FLAGS, main, 'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg,
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], o.proxyCore);
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], o.proxyCore);
     const gateway = inNs(POD, 1337, [process.execPath, ...NODE_FLAGS, main, 'run', '--config', cfg, '--port-map', '80=8090', '--bind', '127.0.0.1',
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn'], o.proxyCore);
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], o.proxyCore);
     // Ready when each path answers.
     const deadline = Date.now() + 20_000;
     for (const [uid, port, target, host] of [[1337, UP_PORT, EXT_IP, 'bench'], [0, UP_PORT, EXT_IP, 'bench'], [1337, 8090, '127.0.0.1', 'bench'], [0, UP_PORT, EXT_IP, 'egw.bench']] as const) {

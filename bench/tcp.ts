@@ -69,7 +69,7 @@ function meshgate(o: TcpBenchOptions, name: string, yaml: string, listen: number
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'bench.yaml'), yaml);
   return start(process.execPath, [...NODE_FLAGS, path.join(o.root, 'dist/src/main.js'), 'run', '--config', dir, '--port-map', `80=${listen},443=${listen}`,
-    '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', '--log-level', 'warn',
+    '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn',
     '--workers', String(workers)], { core: workers > 1 ? undefined : o.proxyCore });
 }
 

@@ -26,7 +26,8 @@ import { ServerContexts } from './tls/server-context';
 import type { MeshCertFiles } from './tls/secrets';
 import type { FallbackPort } from './sidecar/fallback';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
-import { adminHandler, listenHttp, metricsHandler, statusHandler, type AdminState } from './admin/servers';
+import { adminHandler, envoyLevel, listenHttp, metricsHandler, pinoLevel, statusHandler, type AdminState } from './admin/servers';
+import { agentHandler, appScrapeTarget, type AppScrapeTarget } from './admin/agent';
 import { FileSource, type ConfigSource } from './sources/source';
 import { KubeSource, type KubeSourceOptions } from './sources/kubernetes';
 import { compileChecked, type RejectedObject } from './config/pipeline';
@@ -43,6 +44,14 @@ export interface AppOptions {
   readonly adminPort: number;
   readonly statusPort: number;
   readonly metricsPort: number;
+  /** The agent port (Istio's 15020: merged metrics, /quitquitquit); none when undefined. */
+  readonly agentPort?: number;
+  /** ISTIO_PROMETHEUS_ANNOTATIONS: where the application's own metrics are, for the agent port to merge. */
+  readonly prometheusAnnotations?: string;
+  /** Drain and exit (admin and agent /quitquitquit); the CLI sends itself SIGTERM. */
+  readonly onQuit?: () => void;
+  /** The log level was changed (admin /logging): --workers passes it to every worker. */
+  readonly onLogLevel?: (pinoLevel: string) => void;
   readonly logLevel: string;
   readonly serverName: string;
   readonly dnsServers?: readonly string[];
@@ -60,7 +69,7 @@ export interface AppOptions {
   /** Time a TLS client has to send its ClientHello (Envoy's listener filter timeout, 15 s). */
   readonly tlsHelloTimeoutMs?: number;
   /** Which of the admin, status and metrics servers this process runs (all by default; workers share them). */
-  readonly serve?: { readonly admin: boolean; readonly status: boolean; readonly metrics: boolean };
+  readonly serve?: { readonly admin: boolean; readonly status: boolean; readonly metrics: boolean; readonly agent?: boolean };
   /** Sidecar mode, per-port capture (no SO_ORIGINAL_DST addon): application port -> listener. */
   readonly fallback?: readonly FallbackPort[];
   /** The mesh identity for ISTIO_MUTUAL (`--mesh-certs`): cert-chain.pem, key.pem, root-cert.pem. */
@@ -118,12 +127,14 @@ export class App {
   /** The skipped-objects lines logged last time: a file's line is logged once, and again when it changes. */
   private loggedSkips = new Set<string>();
   private isReady = false;
+  /** Envoy's /healthcheck/fail: readiness fails while traffic is still served (taken out of a load balancer). */
+  private healthFailed = false;
   private stopping = false;
   private reloading: Promise<ReloadOutcome> | undefined;
   private reloadAgain = false;
   private lastOutcome: ReloadOutcome | undefined;
   private readonly counters = { applied: 0, rejected: 0, unchanged: 0 };
-  ports = { admin: 0, status: 0, metrics: 0 };
+  ports = { admin: 0, status: 0, metrics: 0, agent: 0 };
 
   constructor(readonly opts: AppOptions) {
     this.log = opts.logger ?? pino({ level: opts.logLevel, base: { component: 'meshgate' } }, pino.destination(2));
@@ -164,7 +175,7 @@ export class App {
     this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: identityLabels });
     this.metrics.accessLogLosses = () => this.accessLog.losses;
     this.metrics.serverState = () => ({
-      state: this.stopping ? 'DRAINING' : this.isReady ? 'LIVE' : 'PRE_INITIALIZING',
+      state: this.stopping || this.healthFailed ? 'DRAINING' : this.isReady ? 'LIVE' : 'PRE_INITIALIZING',
       clusters: this.registry.all().length,
       listeners: this.listeners.ports().length,
     });
@@ -199,8 +210,9 @@ export class App {
     return this.lastOutcome;
   }
 
+  /** Ready to be sent traffic: the first config applied and bound, and the health checks not failed by hand. */
   ready(): boolean {
-    return this.isReady;
+    return this.isReady && !this.healthFailed;
   }
 
   /** Start admin servers, apply the first config, bind listeners, start watching. */
@@ -210,7 +222,7 @@ export class App {
       registry: this.registry,
       metrics: this.metrics,
       listeners: this.listeners,
-      ready: () => this.isReady,
+      ready: () => this.ready(),
       serverStats: () => ({
         'meshgate.config.reloads_applied': this.counters.applied,
         'meshgate.config.reloads_rejected': this.counters.rejected,
@@ -218,17 +230,36 @@ export class App {
         'meshgate.config.version': this.store.current.version,
       }),
       dumpExtras: () => ({ lastReload: this.lastOutcome, ...this.source.describe() }),
+      logging: {
+        levels: () => ({ meshgate: envoyLevel(this.log.level) }),
+        set: (_name, level) => {
+          this.log.level = pinoLevel(level);
+          this.opts.onLogLevel?.(this.log.level);
+        },
+      },
+      failHealthChecks: (fail) => {
+        if (fail !== this.healthFailed) this.log.warn(fail ? 'admin /healthcheck/fail: readiness now fails (traffic is still served)' : 'admin /healthcheck/ok: readiness restored');
+        this.healthFailed = fail;
+      },
+      quit: this.opts.onQuit,
     };
-    const serve = this.opts.serve ?? { admin: true, status: true, metrics: true };
+    const serve = this.opts.serve ?? { admin: true, status: true, metrics: true, agent: this.opts.agentPort !== undefined };
     const none = { server: undefined, port: 0 };
     const admin = serve.admin ? await listenHttp(adminHandler(state), this.opts.adminPort, '127.0.0.1') : none;
     const status = serve.status ? await listenHttp(statusHandler(state), this.opts.statusPort, '0.0.0.0') : none;
     const metrics = serve.metrics ? await listenHttp(metricsHandler(state), this.opts.metricsPort, '0.0.0.0') : none;
-    for (const x of [admin, status, metrics]) if (x.server) this.servers.push(x.server);
-    this.ports = { admin: admin.port, status: status.port, metrics: metrics.port };
-    if (serve.admin || serve.status || serve.metrics) {
-      this.log.info(this.ports, `admin on 127.0.0.1:${admin.port}, status on :${status.port}, metrics on :${metrics.port}`);
-    }
+    const agent = serve.agent && this.opts.agentPort !== undefined ? await listenHttp(agentHandler({
+      render: async () => ({ text: await this.metrics.render(), contentType: this.metrics.contentType }),
+      ready: () => this.ready(),
+      quit: this.opts.onQuit ?? (() => this.log.warn('/quitquitquit: this process is not ended from its agent port')),
+      app: this.appScrape(),
+      log: this.log,
+    }), this.opts.agentPort, '0.0.0.0') : none;
+    for (const x of [admin, status, metrics, agent]) if (x.server) this.servers.push(x.server);
+    this.ports = { admin: admin.port, status: status.port, metrics: metrics.port, agent: agent.port };
+    const served = [admin.server && `admin on 127.0.0.1:${admin.port}`, status.server && `status on :${status.port}`,
+      metrics.server && `metrics on :${metrics.port}`, agent.server && `agent (merged metrics) on :${agent.port}`].filter(Boolean);
+    if (served.length > 0) this.log.info(this.ports, served.join(', '));
     // Kubernetes: readiness stays false until every watched kind has been listed once.
     this.source.start((reason) => void this.reload(reason));
     await this.source.whenSynced();
@@ -270,6 +301,7 @@ export class App {
     }
     const { snapshot, notes } = compiled.result;
     if (snapshot.fingerprint === current.fingerprint) {
+      this.log.debug({ reason, version: current.version }, `config unchanged: still version ${current.version}`);
       return this.finish({ result: 'unchanged', version: current.version, errors, warnings, rejectedObjects });
     }
     for (const w of warnings) this.log.warn(w);
@@ -344,6 +376,17 @@ export class App {
     this.metrics.reloads.inc({ result: o.result });
     this.lastOutcome = o;
     return o;
+  }
+
+  /** The application's metrics to merge on the agent port (ISTIO_PROMETHEUS_ANNOTATIONS), if any. */
+  private appScrape(): AppScrapeTarget | undefined {
+    const t = appScrapeTarget(this.opts.prometheusAnnotations, this.opts.agentPort ?? 0);
+    if (t instanceof Error) {
+      this.log.error(`${t.message}: the application's metrics are not merged`);
+      return undefined;
+    }
+    if (t) this.log.info(`agent: merging the application's metrics from localhost:${t.port}${t.path}`);
+    return t;
   }
 
   /** SIGTERM: stop accepting, finish in-flight work up to the drain deadline, close everything. */

@@ -16,7 +16,7 @@ import { startSampleBackends } from './sample';
 import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
 import { captureAvailable } from './sidecar/original-dst';
 import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
-import { offerMetrics, runPrimary, workerIndex } from './workers';
+import { followLogLevel, offerMetrics, PROMETHEUS_ANNOTATIONS_ENV, runPrimary, shareLogLevel, workerIndex } from './workers';
 import { lowerHelperThreads, parseHelperNice } from './helper-threads';
 import { tuneV8 } from './v8-tuning';
 
@@ -47,6 +47,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'admin-port', env: 'MESHGATE_ADMIN_PORT', help: 'admin port on 127.0.0.1 (0 = pick a free port)', def: '15000' },
   { name: 'status-port', env: 'MESHGATE_STATUS_PORT', help: 'health port, /healthz/ready (0 = pick)', def: '15021' },
   { name: 'metrics-port', env: 'MESHGATE_METRICS_PORT', help: 'Prometheus port, /stats/prometheus (0 = pick)', def: '15090' },
+  { name: 'agent-port', env: 'MESHGATE_AGENT_PORT', help: "Istio's agent port: /stats/prometheus with the application's own metrics merged in (from ISTIO_PROMETHEUS_ANNOTATIONS, as kube-inject sets it), /quitquitquit (0 = pick)", def: '15020' },
   { name: 'log-level', env: 'MESHGATE_LOG_LEVEL', help: 'trace, debug, info, warn, error', def: 'info' },
   { name: 'dns-server', env: 'MESHGATE_DNS_SERVER', help: 'DNS server(s) for ServiceEntry resolution, host:port[,host:port] (default: system)', def: '' },
   { name: 'dns-family', env: 'MESHGATE_DNS_FAMILY', help: "address records ServiceEntry DNS asks for: v4 (A only, as Istio's V4_ONLY for an IPv4 proxy), v6 (AAAA only), both (A and AAAA, dual stack)", def: 'v4' },
@@ -230,7 +231,8 @@ async function run(argv: string[]): Promise<number> {
     const log = pino({ level: String(v['log-level']), base: { component: 'meshgate', role: 'primary' } }, pino.destination(2));
     if (samples) for (const line of samples.describe()) log.info(line);
     await runPrimary({
-      workers, metricsPort: port(v['metrics-port'], 'metrics-port'), drainMs: Number(v['drain-seconds']) * 1000, log,
+      workers, metricsPort: port(v['metrics-port'], 'metrics-port'), agentPort: port(v['agent-port'], 'agent-port'),
+      prometheusAnnotations: process.env[PROMETHEUS_ANNOTATIONS_ENV], drainMs: Number(v['drain-seconds']) * 1000, log,
       onStopped: async () => {
         await samples?.close();
         log.info('stopped');
@@ -245,7 +247,8 @@ async function run(argv: string[]): Promise<number> {
   if (!DNS_FAMILIES.includes(dnsFamily)) throw new Error(`--dns-family: "${dnsFamily}" is not v4, v6 or both`);
   const app = new App({
     ...(index !== undefined ? {
-      serve: { admin: index === 0, status: index === 0, metrics: false },
+      serve: { admin: index === 0, status: index === 0, metrics: false, agent: false },
+      onLogLevel: shareLogLevel,
       logger: pino({ level: String(v['log-level']), base: { component: 'meshgate', worker: index } }, pino.destination(2)),
     } : {}),
     configPaths,
@@ -260,6 +263,10 @@ async function run(argv: string[]): Promise<number> {
     adminPort: port(v['admin-port'], 'admin-port'),
     statusPort: port(v['status-port'], 'status-port'),
     metricsPort: port(v['metrics-port'], 'metrics-port'),
+    agentPort: port(v['agent-port'], 'agent-port'),
+    ...(process.env[PROMETHEUS_ANNOTATIONS_ENV] ? { prometheusAnnotations: process.env[PROMETHEUS_ANNOTATIONS_ENV] } : {}),
+    // /quitquitquit ends the process as SIGTERM does (with --workers: every worker, through the primary).
+    onQuit: () => process.kill(index !== undefined ? process.ppid : process.pid, 'SIGTERM'),
     logLevel: String(v['log-level']),
     serverName: String(v['server-name'] || (sidecar ? 'envoy' : 'istio-envoy')),
     dnsServers: dns ? dns.split(',') : undefined,
@@ -274,7 +281,10 @@ async function run(argv: string[]): Promise<number> {
   if (sidecar && !v['fallback-ports'] && !captureAvailable()) {
     app.log.error('sidecar mode: the SO_ORIGINAL_DST addon is not built, so captured connections cannot be routed; rebuild it (npm install with python3, make, g++) or use per-port capture (--fallback-ports, with the same list for meshgate iptables)');
   }
-  if (index !== undefined) offerMetrics(app.metrics.registry);
+  if (index !== undefined) {
+    offerMetrics(app.metrics.registry);
+    followLogLevel((level) => { app.log.level = level; });
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

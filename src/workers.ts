@@ -13,9 +13,33 @@ import type http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { listenHttp } from './admin/servers';
+import { agentHandler, appScrapeTarget } from './admin/agent';
 import { answerMetrics, WorkerMetrics } from './worker-metrics';
 
 export const WORKER_INDEX_ENV = 'MESHGATE_WORKER_INDEX';
+/** Where the application's own metrics are, as Istio's injector writes it (the agent port merges them). */
+export const PROMETHEUS_ANNOTATIONS_ENV = 'ISTIO_PROMETHEUS_ANNOTATIONS';
+/** A log level change (admin /logging on worker 0), passed through the primary to every worker. */
+const LOG_LEVEL = 'meshgate:log-level';
+
+interface LogLevelMessage {
+  readonly type: typeof LOG_LEVEL;
+  readonly level: string;
+}
+
+function isLogLevelMessage(m: unknown): m is LogLevelMessage {
+  return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === LOG_LEVEL && typeof (m as { level?: unknown }).level === 'string';
+}
+
+/** In a worker: tell the primary that this worker's log level changed (it tells the others). */
+export function shareLogLevel(level: string): void {
+  if (process.connected) process.send?.({ type: LOG_LEVEL, level } satisfies LogLevelMessage, undefined, {}, () => {});
+}
+
+/** In a worker: apply log level changes the primary passes on. */
+export function followLogLevel(apply: (level: string) => void): void {
+  process.on('message', (m: unknown) => { if (isLogLevelMessage(m)) apply(m.level); });
+}
 
 /** Set before the first fork: let the kernel spread connections over the workers. */
 export function prepareCluster(): void {
@@ -25,6 +49,10 @@ export function prepareCluster(): void {
 export interface PrimaryOptions {
   readonly workers: number;
   readonly metricsPort: number;
+  /** The agent port (merged metrics, /quitquitquit), served here with every worker's metrics. */
+  readonly agentPort?: number;
+  /** ISTIO_PROMETHEUS_ANNOTATIONS: the application's metrics to merge on the agent port. */
+  readonly prometheusAnnotations?: string | undefined;
   readonly drainMs: number;
   readonly log: Logger;
   /** Called once every worker has exited after SIGTERM. */
@@ -52,6 +80,11 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     const bornAt = Date.now();
     byIndex.set(index, w);
     workerMetrics.add(index, w);
+    w.on('message', (m: unknown) => {
+      if (!isLogLevelMessage(m)) return;
+      o.log.level = m.level;
+      for (const other of byIndex.values()) if (other !== w && other.isConnected()) other.send(m, undefined, () => {});
+    });
     w.on('exit', (code, signal) => {
       if (byIndex.get(index) === w) byIndex.delete(index);
       workerMetrics.retire(w);
@@ -63,6 +96,28 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
       setTimeout(() => { if (!stopping) fork(index); }, waitMs).unref();
     });
   };
+  const servers: http.Server[] = [];
+  // The signals are handled before anything is awaited: a SIGHUP while the ports are still being
+  // bound would otherwise end the primary (the signal's default action). A worker still starting
+  // reads the config as it is anyway, and has no SIGHUP handler yet (the default action would end
+  // it): it is left alone.
+  process.on('SIGHUP', () => { for (const w of byIndex.values()) if (workerMetrics.started(w)) w.process.kill('SIGHUP'); });
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    o.log.info(`${signal}: draining ${byIndex.size} workers`);
+    for (const w of byIndex.values()) w.process.kill('SIGTERM');
+    const deadline = setTimeout(() => { for (const w of byIndex.values()) w.process.kill('SIGKILL'); }, o.drainMs + 5000);
+    const check = setInterval(() => {
+      if (byIndex.size > 0) return;
+      clearInterval(check);
+      clearTimeout(deadline);
+      for (const s of servers) s.close();
+      void o.onStopped();
+    }, 100);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   for (let i = 0; i < o.workers; i++) fork(i);
 
   workerMetrics.startSnapshots();
@@ -77,27 +132,23 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
       (err: Error) => res.writeHead(500).end(`metrics failed: ${err.message}\n`),
     );
   }, o.metricsPort, '0.0.0.0');
-  o.log.info({ workers: o.workers, metrics: metrics.port }, `primary: ${o.workers} workers, metrics of all workers on :${metrics.port}`);
-
-  // A worker still starting reads the config as it is anyway, and has no SIGHUP handler yet (the
-  // signal's default action would end it): it is left alone.
-  process.on('SIGHUP', () => { for (const w of byIndex.values()) if (workerMetrics.started(w)) w.process.kill('SIGHUP'); });
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    o.log.info(`${signal}: draining ${byIndex.size} workers`);
-    for (const w of byIndex.values()) w.process.kill('SIGTERM');
-    const deadline = setTimeout(() => { for (const w of byIndex.values()) w.process.kill('SIGKILL'); }, o.drainMs + 5000);
-    const check = setInterval(() => {
-      if (byIndex.size > 0) return;
-      clearInterval(check);
-      clearTimeout(deadline);
-      metrics.server.close();
-      void o.onStopped();
-    }, 100);
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  servers.push(metrics.server);
+  let agentPort = 0;
+  if (o.agentPort !== undefined) {
+    const target = appScrapeTarget(o.prometheusAnnotations, o.agentPort);
+    if (target instanceof Error) o.log.error(`${target.message}: the application's metrics are not merged`);
+    const agent = await listenHttp(agentHandler({
+      render: () => workerMetrics.refresh().then(() => workerMetrics.render()).then((text) => ({ text, contentType: workerMetrics.contentType })),
+      // Ready while every worker that should run is running and listening.
+      ready: () => !stopping && byIndex.size === o.workers && [...byIndex.values()].every((w) => workerMetrics.started(w)),
+      quit: () => process.kill(process.pid, 'SIGTERM'),
+      app: target instanceof Error ? undefined : target,
+      log: o.log,
+    }), o.agentPort, '0.0.0.0');
+    servers.push(agent.server);
+    agentPort = agent.port;
+  }
+  o.log.info({ workers: o.workers, metrics: metrics.port, agent: agentPort }, `primary: ${o.workers} workers, metrics of all workers on :${metrics.port}${o.agentPort !== undefined ? `, agent (merged metrics) on :${agentPort}` : ''}`);
 }
 
 /** In a worker: its index (0 serves admin and status), and its metrics offered to the primary. */

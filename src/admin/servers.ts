@@ -21,6 +21,70 @@ export interface AdminState {
   serverStats(): Record<string, number>;
   /** Extra sections for the config dump (resource origins, last reload outcome). */
   dumpExtras(): Record<string, unknown>;
+  /** Envoy's /logging: this process's loggers and their levels. */
+  readonly logging: LogLevels;
+  /** Envoy's /healthcheck/fail and /healthcheck/ok: fail (or pass again) the readiness checks, keep serving. */
+  failHealthChecks(fail: boolean): void;
+  /** Envoy's /quitquitquit: drain and exit. Absent where the process is not the gateway's own (in-process tests). */
+  readonly quit?: (() => void) | undefined;
+}
+
+/** Loggers by name, with Envoy's level names (trace debug info warning error critical off). */
+export interface LogLevels {
+  levels(): Readonly<Record<string, EnvoyLevel>>;
+  /** Set one logger, or every logger when `name` is undefined. */
+  set(name: string | undefined, level: EnvoyLevel): void;
+}
+
+export const ENVOY_LEVELS = ['trace', 'debug', 'info', 'warning', 'error', 'critical', 'off'] as const;
+export type EnvoyLevel = (typeof ENVOY_LEVELS)[number];
+const PINO_OF: Record<EnvoyLevel, string> = { trace: 'trace', debug: 'debug', info: 'info', warning: 'warn', error: 'error', critical: 'fatal', off: 'silent' };
+
+/** pino's level name for an Envoy level (warning -> warn, critical -> fatal, off -> silent). */
+export function pinoLevel(level: EnvoyLevel): string {
+  return PINO_OF[level];
+}
+
+/** Envoy's level name for a pino level. */
+export function envoyLevel(pino: string): EnvoyLevel {
+  return (Object.keys(PINO_OF) as EnvoyLevel[]).find((k) => PINO_OF[k] === pino) ?? 'info';
+}
+
+function isEnvoyLevel(v: string): v is EnvoyLevel {
+  return (ENVOY_LEVELS as readonly string[]).includes(v);
+}
+
+const LOGGING_USAGE = [
+  'usage: /logging?<name>=<level> (change single level)',
+  '/logging?paths=name1:level1,name2:level2,... (change multiple levels)',
+  '/logging?level=<level> (change all levels)',
+  `levels: ${ENVOY_LEVELS.join(' ')}`,
+  '',
+].join('\n');
+
+/**
+ * Envoy's POST /logging: no query lists the loggers; `level=L` sets all, `NAME=L` one,
+ * `paths=NAME:L,...` several. A name this process does not have (Envoy's `http`, `router`, ...) or a
+ * level Envoy does not know changes nothing and answers 404 with the usage, as Envoy does.
+ */
+export function applyLogging(logging: LogLevels, query: URLSearchParams): { status: number; body: string } {
+  const list = () => `active loggers:\n${Object.entries(logging.levels()).sort(([a], [b]) => a.localeCompare(b)).map(([n, l]) => `  ${n}: ${l}\n`).join('')}`;
+  const entries = [...query.entries()];
+  if (entries.length === 0) return { status: 200, body: list() };
+  const changes: [string | undefined, string][] = [];
+  if (entries.length !== 1) return { status: 404, body: LOGGING_USAGE + list() };
+  const [key, value] = entries[0]!;
+  if (key === 'level') changes.push([undefined, value]);
+  else if (key === 'paths') for (const part of value.split(',')) {
+    const at = part.lastIndexOf(':');
+    changes.push([part.slice(0, at < 0 ? part.length : at), at < 0 ? '' : part.slice(at + 1)]);
+  }
+  else changes.push([key, value]);
+  const known = logging.levels();
+  const ok = changes.every(([name, level]) => isEnvoyLevel(level) && (name === undefined || Object.hasOwn(known, name)));
+  if (!ok) return { status: 404, body: LOGGING_USAGE + list() };
+  for (const [name, level] of changes) logging.set(name, level as EnvoyLevel);
+  return { status: 200, body: list() };
 }
 
 /** JSON for the config dump: Maps become objects, precompiled regexes are dropped, private keys redacted (as Envoy does). */
@@ -197,11 +261,21 @@ export function memoryJson(): Record<string, string | Record<string, string>> {
   };
 }
 
+/** Envoy's server state: LIVE, DRAINING (stopping, or /healthcheck/fail), PRE_INITIALIZING. */
+function serverState(state: AdminState): string {
+  return state.metrics.serverState?.().state ?? (state.ready() ? 'LIVE' : 'PRE_INITIALIZING');
+}
+
+/** Admin paths that change the server: POST only, as Envoy's. */
+const MUTATING = new Set(['/logging', '/healthcheck/fail', '/healthcheck/ok', '/quitquitquit']);
+const ADMIN_PATHS = ['/config_dump', '/clusters', '/stats', '/stats/prometheus', '/listeners', '/memory', '/ready', '/server_info', ...MUTATING];
+
 export function adminHandler(state: AdminState): http.RequestListener {
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const json = url.searchParams.get('format') === 'json';
     const prometheus = () => void adminPrometheus(state).then((t) => send(res, 200, t, state.metrics.contentType), () => send(res, 500, 'metrics failed'));
+    if (MUTATING.has(url.pathname) && req.method !== 'POST') return send(res, 405, `Method ${req.method ?? ''} not allowed, POST required.`);
     switch (url.pathname) {
       case '/config_dump': return send(res, 200, dumpJson(configDump(state)), 'application/json');
       case '/clusters': return json ? send(res, 200, dumpJson(clustersJson(state)), 'application/json') : send(res, 200, clustersText(state));
@@ -217,10 +291,27 @@ export function adminHandler(state: AdminState): http.RequestListener {
         if (json) return send(res, 200, dumpJson(ls), 'application/json');
         return send(res, 200, ls.map((l) => `${l.name}::${l.bind}:${l.port}`).join('\n') + '\n');
       }
-      case '/ready': return state.ready() ? send(res, 200, 'LIVE\n') : send(res, 503, 'PRE_INITIALIZING\n');
+      case '/ready': {
+        const st = serverState(state);
+        return send(res, st === 'LIVE' ? 200 : 503, `${st}\n`);
+      }
       case '/memory': return send(res, 200, dumpJson(memoryJson()), 'application/json');
-      case '/server_info': return send(res, 200, dumpJson({ state: state.ready() ? 'LIVE' : 'PRE_INITIALIZING', version: state.store.current.version }), 'application/json');
-      case '/': return send(res, 200, ['/config_dump', '/clusters', '/stats', '/stats/prometheus', '/listeners', '/memory', '/ready', '/server_info'].join('\n') + '\n');
+      case '/server_info': return send(res, 200, dumpJson({ state: serverState(state), version: state.store.current.version }), 'application/json');
+      case '/logging': {
+        const r = applyLogging(state.logging, url.searchParams);
+        return send(res, r.status, r.body);
+      }
+      case '/healthcheck/fail':
+      case '/healthcheck/ok':
+        state.failHealthChecks(url.pathname === '/healthcheck/fail');
+        return send(res, 200, 'OK\n');
+      case '/quitquitquit': {
+        const quit = state.quit;
+        if (!quit) return send(res, 501, 'this process is not ended from its admin port\n');
+        res.once('finish', quit);
+        return send(res, 200, 'OK\n');
+      }
+      case '/': return send(res, 200, [...ADMIN_PATHS].join('\n') + '\n');
       default: return send(res, 404, 'not found\n');
     }
   };

@@ -5,7 +5,7 @@
 // byte for byte; injected ones are edited in place in the parsed document, so their comments and field
 // order stay. The decision (decide) and the containers (proxyContainer, initContainer) are plain data.
 
-import { isMap, isSeq, parseAllDocuments, type Document, type ToStringOptions, type YAMLMap, type YAMLSeq } from 'yaml';
+import { isMap, isScalar, isSeq, parseAllDocuments, visit, type Document, type ToStringOptions, type YAMLMap, type YAMLSeq } from 'yaml';
 import { DEFAULT_CAPTURE } from '../sidecar/iptables';
 import { WORKLOAD_NAME_LABEL } from '../serviceentry/services';
 
@@ -17,6 +17,18 @@ export const INJECT_KEY = 'sidecar.istio.io/inject';
 export const DEFAULT_IMAGE = 'meshgate:0.1.0';
 export const STATUS_PORT = 15021;
 export const METRICS_PORT = 15090;
+/**
+ * The agent's port (Istio's status port): its `/stats/prometheus` serves the proxy's metrics merged
+ * with the application's, which is what Prometheus scrapes when metrics merging is on.
+ */
+export const AGENT_PORT = 15020;
+/** The proxy's environment variable holding the application's own prometheus.io annotations (JSON). */
+export const PROMETHEUS_ANNOTATIONS_ENV = 'ISTIO_PROMETHEUS_ANNOTATIONS';
+/** `"false"` turns metrics merging off for a pod (Istio's annotation; the mesh default is on). */
+export const MERGE_METRICS_KEY = 'prometheus.istio.io/merge-metrics';
+const SCRAPE_KEY = 'prometheus.io/scrape';
+const PATH_KEY = 'prometheus.io/path';
+const PORT_KEY = 'prometheus.io/port';
 
 /** Where each workload kind keeps its pod template (the map holding metadata and spec). */
 export const POD_TEMPLATE_PATHS: Readonly<Record<string, readonly string[]>> = {
@@ -174,7 +186,8 @@ function readyProbe(extra: Record<string, number>): Record<string, unknown> {
  * The sidecar container: `meshgate run --mode sidecar` as uid/gid 1337 with the pod's labels, and
  * the workload's name (the Deployment, StatefulSet, ... the template belongs to: what Istio's
  * injector passes as ISTIO_META_WORKLOAD_NAME) as `service.istio.io/workload-name` unless the
- * template sets that label itself.
+ * template sets that label itself; with metrics merging, the application's prometheus.io annotations
+ * in ISTIO_PROMETHEUS_ANNOTATIONS (see prometheusMerge).
  */
 export function proxyContainer(o: InjectOptions, t: PodTemplate, native: boolean, workloadName?: string): Record<string, unknown> {
   const ann = annotations(t);
@@ -182,6 +195,7 @@ export function proxyContainer(o: InjectOptions, t: PodTemplate, native: boolean
   const all = workloadName && !Object.hasOwn(own, WORKLOAD_NAME_LABEL) ? { ...own, [WORKLOAD_NAME_LABEL]: workloadName } : own;
   const labels = Object.entries(all).map(([k, v]) => `${k}=${text(v) ?? ''}`).join(',');
   const c = DEFAULT_CAPTURE;
+  const { scrapeConfig } = prometheusMerge(t);
   return {
     name: PROXY_NAME,
     image: ann['sidecar.istio.io/proxyImage'] ?? o.image,
@@ -189,7 +203,10 @@ export function proxyContainer(o: InjectOptions, t: PodTemplate, native: boolean
     ...(native ? { restartPolicy: 'Always' } : {}),
     args: ['run', '--mode', 'sidecar', '--source', 'kubernetes', '--labels', labels,
       '--capture-port', String(c.proxyPort), '--inbound-port', String(c.inboundPort)],
-    env: [{ name: 'MESHGATE_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }],
+    env: [
+      { name: 'MESHGATE_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      ...(scrapeConfig === undefined ? [] : [{ name: PROMETHEUS_ANNOTATIONS_ENV, value: scrapeConfig }]),
+    ],
     ports: [
       { name: 'tcp-outbound', containerPort: c.proxyPort, protocol: 'TCP' },
       { name: 'tcp-inbound', containerPort: c.inboundPort, protocol: 'TCP' },
@@ -226,9 +243,62 @@ export function initContainer(o: InjectOptions, t: PodTemplate): Record<string, 
 }
 
 /**
- * The annotations the injection adds to the pod template: the status Istio checks for (so a second
+ * Go's strconv.ParseBool, which Istio reads these annotations with: 1, t, T, TRUE, true, True and
+ * 0, f, F, FALSE, false, False; anything else (or absent) is undefined, and the caller's default holds.
+ */
+export function parseGoBool(v: string | undefined): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(v)) return false;
+  return undefined;
+}
+
+/**
+ * JSON as Go's json.Marshal writes it: JSON.stringify's, with Go's escapes of <, >, &, U+2028 and
+ * U+2029, and `\ufffd` for what Go would see as invalid UTF-8 (JSON.stringify escapes a lone surrogate
+ * as itself). An escaped backslash is matched first, so what follows it is never read as an escape.
+ */
+function goJson(value: unknown): string {
+  return JSON.stringify(value).replace(/\\\\|\\ud[89a-f][0-9a-f]{2}|[<>&\u2028\u2029]/g, (m) =>
+    m === '\\\\' ? m : m.startsWith('\\') ? '\\ufffd' : `\\u${m.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+export interface PrometheusMerge {
+  /** Annotations to set on the pod template, overwriting the application's values. */
+  readonly annotations: Readonly<Record<string, string>>;
+  /** The value of ISTIO_PROMETHEUS_ANNOTATIONS for the proxy, when the application had its own annotations. */
+  readonly scrapeConfig?: string;
+}
+
+/**
+ * Istio's metrics merging (its injector's applyPrometheusMerge, with the mesh's enablePrometheusMerge
+ * at its default, on): unless the template turns it off with prometheus.istio.io/merge-metrics (read as
+ * a Go bool) or opts out of scraping with prometheus.io/scrape (likewise; absent or unparsable means
+ * scrape), Prometheus is pointed at the agent's :15020/stats/prometheus, and the application's own
+ * scrape, path and port go to the proxy as ISTIO_PROMETHEUS_ANNOTATIONS (all three keys, in that order,
+ * missing ones empty), where the agent finds what to scrape and merge. A port already 15020 (re-injected,
+ * or set by the user) changes nothing. Otherwise meshgate's older rule: the proxy's :15090 metrics are
+ * announced when the application has no prometheus.io annotations of its own.
+ */
+export function prometheusMerge(t: PodTemplate): PrometheusMerge {
+  const ann = annotations(t);
+  const merge = parseGoBool(ann[MERGE_METRICS_KEY]) ?? true;
+  if (merge && (parseGoBool(ann[SCRAPE_KEY]) ?? true)) {
+    if (ann[PORT_KEY] === String(AGENT_PORT)) return { annotations: {} };
+    const app = { scrape: ann[SCRAPE_KEY] ?? '', path: ann[PATH_KEY] ?? '', port: ann[PORT_KEY] ?? '' };
+    return {
+      annotations: { [SCRAPE_KEY]: 'true', [PORT_KEY]: String(AGENT_PORT), [PATH_KEY]: '/stats/prometheus' },
+      ...(app.scrape !== '' || app.path !== '' || app.port !== '' ? { scrapeConfig: goJson(app) } : {}),
+    };
+  }
+  if (Object.keys(ann).some((k) => k.startsWith('prometheus.io/'))) return { annotations: {} };
+  return { annotations: { [SCRAPE_KEY]: 'true', [PORT_KEY]: String(METRICS_PORT), [PATH_KEY]: '/stats/prometheus' } };
+}
+
+/**
+ * The annotations the injection sets on the pod template: the status Istio checks for (so a second
  * run is a no-op), kubectl's default container (the application, not the proxy), and Prometheus
- * scraping of the proxy's metrics unless the application already has its own scrape annotations.
+ * scraping as prometheusMerge decides (these may replace the application's values).
  */
 export function injectedAnnotations(t: PodTemplate, native: boolean): Record<string, string> {
   const ann = annotations(t);
@@ -244,10 +314,7 @@ export function injectedAnnotations(t: PodTemplate, native: boolean): Record<str
   if (app !== undefined) {
     for (const k of ['kubectl.kubernetes.io/default-container', 'kubectl.kubernetes.io/default-logs-container']) if (ann[k] === undefined) out[k] = app;
   }
-  if (!Object.keys(ann).some((k) => k.startsWith('prometheus.io/'))) {
-    Object.assign(out, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(METRICS_PORT), 'prometheus.io/path': '/stats/prometheus' });
-  }
-  return out;
+  return { ...out, ...prometheusMerge(t).annotations };
 }
 
 export interface ObjectReport {
@@ -303,11 +370,36 @@ function insertPair(doc: Document, parent: YAMLMap, key: string, value: unknown,
   return pair.value;
 }
 
+/**
+ * Set `key` to the string `value`. An existing scalar keeps its node, so its comments and quoting
+ * style stay (the stringifier quotes where a plain value would read as another type, e.g. a number);
+ * any other existing value is replaced in its place, and a new key goes last. An anchored value that
+ * aliases elsewhere use moves, unchanged, to the first of those aliases, so they keep reading it.
+ */
+function setValue(doc: Document, map: YAMLMap, key: string, value: string): void {
+  const cur = map.get(key, true);
+  if (isScalar(cur) && !cur.anchor) {
+    cur.value = value;
+    cur.tag = undefined;
+    return;
+  }
+  map.set(key, doc.createNode(value));
+  if (!isScalar(cur) || !cur.anchor) return;
+  let moved = false;
+  visit(doc, {
+    Alias: (_k, alias) => {
+      if (moved || alias.source !== cur.anchor) return undefined;
+      moved = true;
+      return cur;
+    },
+  });
+}
+
 /** Add the sidecar to one pod template node (a map with metadata and spec). */
 function injectTemplate(doc: Document, node: YAMLMap, t: PodTemplate, o: InjectOptions, native: boolean, workloadName: string | undefined): void {
   const metadata = childMap(doc, node, 'metadata', 'spec');
   const ann = childMap(doc, metadata, 'annotations');
-  for (const [k, v] of Object.entries(injectedAnnotations(t, native))) ann.set(k, doc.createNode(v));
+  for (const [k, v] of Object.entries(injectedAnnotations(t, native))) setValue(doc, ann, k, v);
   const spec = node.get('spec', true);
   const containers = isMap(spec) ? spec.get('containers', true) : undefined;
   if (!isMap(spec) || !isSeq(containers)) throw new Error('pod template without spec.containers'); // decide() saw them

@@ -142,7 +142,7 @@ export function runMeshgate(args: string[], input?: string): Promise<{ code: num
 /** Start `meshgate run` as a child process on a config dir, port 80 mapped to `port`, free admin ports. */
 export function spawnMeshgate(dir: string, port: number, extra: string[] = [], stdio: 'ignore' | 'pipe' = 'pipe', prefix: readonly string[] = []): ChildProcess {
   const args = [process.execPath, ...NODE_FLAGS, MESHGATE_BIN, 'run', '--config', dir, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
-    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--no-watch', ...extra];
+    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', ...extra];
   // `prefix` runs it under another command (e.g. `taskset -c 0` to give it one core).
   const [cmd, ...rest] = [...prefix, ...args];
   return spawn(cmd!, rest, { stdio: ['ignore', stdio, stdio] });

@@ -60,6 +60,29 @@ describe('meshgate kube-inject (command line)', function () {
     assert.deepEqual(spec['containers'].map((c: Obj) => c['name']), ['sleep']);
   });
 
+  it('metrics merging: Prometheus pointed at the agent (:15020/stats/prometheus), the application\'s own annotations in the proxy\'s env', async () => {
+    const template = (yamlText: string) => parseDocs(yamlText).find((o) => o['kind'] === 'Deployment')!['spec']['template'];
+    const prom = (t: Obj) => Object.fromEntries(Object.entries(t['metadata']['annotations']).filter(([k]) => k.startsWith('prometheus.io/')));
+    const envOf = (t: Obj) => (container(t['spec'], 'istio-proxy')['env'] as Obj[]).map((e) => [e['name'], e['value']]);
+    const agent = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15020', 'prometheus.io/path': '/stats/prometheus' };
+    const plain = template((await runMeshgate(['kube-inject', '-f', SLEEP])).stdout);
+    assert.deepEqual(prom(plain), agent);
+    assert.deepEqual(envOf(plain), [['MESHGATE_NAMESPACE', undefined]]);
+
+    const file = path.join(dir, 'jvm.yaml');
+    const deployment = (ann: string) => `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: orders\nspec:\n  template:\n    metadata:\n      annotations:\n${ann}    spec:\n      containers:\n      - name: orders\n        image: orders:1\n`;
+    fs.writeFileSync(file, deployment('        prometheus.io/scrape: "true"\n        prometheus.io/path: /manage/prometheus\n        prometheus.io/port: "8383"\n'));
+    const jvm = await runMeshgate(['kube-inject', '-f', file]);
+    assert.equal(jvm.code, 0, jvm.stderr);
+    assert.deepEqual(prom(template(jvm.stdout)), agent);
+    assert.deepEqual(envOf(template(jvm.stdout)), [['MESHGATE_NAMESPACE', undefined], ['ISTIO_PROMETHEUS_ANNOTATIONS', '{"scrape":"true","path":"/manage/prometheus","port":"8383"}']]);
+
+    fs.writeFileSync(file, deployment('        prometheus.istio.io/merge-metrics: "false"\n        prometheus.io/port: "8383"\n'));
+    const off = template((await runMeshgate(['kube-inject', '-f', file])).stdout);
+    assert.deepEqual(prom(off), { 'prometheus.io/port': '8383' });
+    assert.deepEqual(envOf(off), [['MESHGATE_NAMESPACE', undefined]]);
+  });
+
   it('--help names the flags; no -f, a missing file or bad YAML exit 2 with the reason', async () => {
     const help = await runMeshgate(['kube-inject', '--help']);
     assert.equal(help.code, 0);

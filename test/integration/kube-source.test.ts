@@ -35,7 +35,7 @@ function seed(fake: FakeKubeApi, v1: HttpbinServer): void {
 /** `meshgate run --source kubernetes --kubeconfig F` as a real process, once its first config is applied. */
 async function runOnKube(kubeconfig: string, port: number): Promise<{ child: ChildProcess; stderr: () => string }> {
   const child = spawn(process.execPath, [MESHGATE_BIN, 'run', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--watch-namespace', 'default,istio-system',
-    '--port-map', `80=${port}`, '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--port-map', `80=${port}`, '--bind', '127.0.0.1', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
   try {

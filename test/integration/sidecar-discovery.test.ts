@@ -108,7 +108,7 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
     fs.writeFileSync(path.join(cfg, 'dns.yaml'), DNS_ENTRY);
     world.spawn(pod, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
       'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--dns-server', `127.0.0.1:${dnsPort}`,
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--log-level', 'warn']);
     await waitFor(async () => (await inPod(['curl', '-s', '-m', '2', 'http://10.9.9.11/'])).out.startsWith('nginx'), { timeoutMs: 15_000, intervalMs: 250 });
     await waitFor(() => /PassthroughCluster/.test(log()), { timeoutMs: 3000 }); // the sidecar is the one answering
   });

@@ -87,7 +87,7 @@ describe('sidecar per-port capture (the fallback without SO_ORIGINAL_DST; netns)
     fs.writeFileSync(path.join(cfg, 'config.yaml'), config(dir, 'ALLOW_ANY'));
     world.spawn(pod, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
       'run', '--mode', 'sidecar', ...fallback, '--namespace', 'default', '--config', cfg, '--dns-server', `127.0.0.1:${dnsPort}`,
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--log-level', 'warn']);
     await waitFor(async () => (await inPod(['curl', '-s', '-m', '2', '--resolve', 'svc.internal:80:10.9.9.77', 'http://svc.internal/ready'])).out.startsWith('external'), { timeoutMs: 15_000, intervalMs: 250 });
   });
 

@@ -111,7 +111,7 @@ describe('sidecar outbound by destination address (netns, REGISTRY_ONLY)', funct
     assert.equal(applied.code, 0, applied.err);
     fs.writeFileSync(path.join(cfg, 'all.yaml'), CONFIG(dir));
     const mg = world.spawn(POD, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
-      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
+      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--log-level', 'warn']);
     mg.stderr!.on('data', (c: Buffer) => process.stderr.write(`[meshgate] ${c}`));
     // Up once an unknown address is answered by block_all (502 from the sidecar).
     await waitFor(async () => (await inPod(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '2', 'http://10.9.9.99/'])).out === '502', { timeoutMs: 15_000, intervalMs: 250 });

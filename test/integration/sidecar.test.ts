@@ -94,7 +94,7 @@ describe('sidecar mode: capture, ALLOW_ANY, REGISTRY_ONLY, ServiceEntry (netns)'
     assert.equal(applied.code, 0, applied.err);
     fs.writeFileSync(path.join(cfg, 'mesh.yaml'), mesh(dir, 'ALLOW_ANY'));
     world.spawn(POD, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
-      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--dns-server', `127.0.0.1:${dnsPort}`, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
+      'run', '--mode', 'sidecar', '--namespace', 'default', '--config', cfg, '--dns-server', `127.0.0.1:${dnsPort}`, '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--log-level', 'warn']);
     await waitFor(async () => (await inPod(['curl', '-s', '-m', '2', 'http://10.9.9.2/ready'])).out.startsWith('external'), { timeoutMs: 15_000, intervalMs: 250 });
   });
 
@@ -161,7 +161,7 @@ spec:
     fs.writeFileSync(path.join(eg, 'mesh.yaml'), mesh(eg, 'ALLOW_ANY'));
     fs.writeFileSync(path.join(eg, 'all.yaml'), EGRESS_SERVICE + site + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
     world.spawn(EXT, [process.execPath, MESHGATE_BIN, 'run', '--config', eg, '--labels', 'istio=egressgateway',
-      '--bind', '10.9.9.2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--log-level', 'warn']);
+      '--bind', '10.9.9.2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--log-level', 'warn']);
     // The sidecar's side: the same VirtualService (its mesh half), the egress gateway's Service and pod.
     fs.writeFileSync(path.join(cfg, 'egress.yaml'), EGRESS_SERVICE + block('cnn-egress-gateway.yaml') + block('cnn-virtual.yaml'));
     const egressLog = () => { try { return fs.readFileSync(path.join(eg, 'access.log'), 'utf8'); } catch { return ''; } };

@@ -107,7 +107,7 @@ describe('meshgate run --workers: metrics when a worker dies', function () {
     fs.writeFileSync(path.join(dir, 'c.yaml'), singleRouteYaml({ upstreamPort: portOf(upstream) }));
     const port = await freePort();
     const [admin, status, metrics] = [await freePort(), await freePort(), await freePort()];
-    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', String(admin), '--status-port', String(status), '--metrics-port', String(metrics)], 'ignore');
+    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', String(admin), '--status-port', String(status), '--metrics-port', String(metrics), '--agent-port', '0'], 'ignore');
     const primary = child.pid!;
     const ready = () => waitFor(async () => (await httpGet(status, '/healthz/ready').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 15_000 });
     /** Worker index -> pid, once the primary has two workers (and none is `without`). */
@@ -230,7 +230,7 @@ describe('meshgate run --workers: SIGHUP while workers start', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-workers-hup-'));
     fs.writeFileSync(path.join(dir, 'c.yaml'), singleRouteYaml({ upstreamPort: 9 }));
     const port = await freePort();
-    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0'], 'ignore');
+    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0'], 'ignore');
     const primary = child.pid!;
     // As soon as both workers exist, and while at least one does not catch SIGHUP yet.
     let pids: number[] = [];
@@ -242,5 +242,77 @@ describe('meshgate run --workers: SIGHUP while workers start', function () {
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(pids.map(alive), [true, true], 'both first workers still run');
     assert.deepEqual(children(primary).sort(), [...pids].sort(), 'no worker was replaced');
+  });
+});
+
+describe('meshgate run --workers: the agent port, admin /logging and /quitquitquit', function () {
+  this.timeout(60_000);
+  let child: ChildProcess | undefined;
+  let dir: string | undefined;
+  let upstream: http.Server | undefined;
+
+  after(() => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      for (const pid of children(child.pid!)) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      child.kill('SIGKILL');
+    }
+    upstream?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the primary merges every worker\'s metrics on the agent port; a level set on worker 0 reaches worker 1; /quitquitquit ends them all', async () => {
+    upstream = http.createServer((_req, res) => res.end('ok'));
+    await listenLoopback(upstream);
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-workers-agent-'));
+    fs.writeFileSync(path.join(dir, 'c.yaml'), singleRouteYaml({ upstreamPort: portOf(upstream) }));
+    const port = await freePort();
+    const [admin, status, agent] = [await freePort(), await freePort(), await freePort()];
+    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', String(admin), '--status-port', String(status), '--agent-port', String(agent), '--log-level', 'info'], 'pipe');
+    const primary = child.pid!;
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.stdout!.resume();
+    await waitFor(async () => (await httpGet(status, '/healthz/ready').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 15_000 });
+    await waitFor(async () => (await httpGet(agent, '/healthz/ready').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 15_000 });
+
+    const N = 30;
+    await send(port, N);
+    await waitFor(async () => total((await httpGet(agent, '/stats/prometheus')).body, 'istio_requests_total') === N, { timeoutMs: 5000 });
+    assert.match((await httpGet(agent, '/stats/prometheus')).body, /^istio_agent_scrapes_total \d+$/m);
+
+    // A reload that changes nothing is logged at debug level only: not seen at info.
+    const unchanged = (worker: number) => stderr.split('\n').filter((l) => l.includes('"msg":"config unchanged') && l.includes(`"worker":${worker}`)).length;
+    const hup = async () => {
+      await waitFor(() => children(primary).every(catchesSighup), { timeoutMs: 10_000 });
+      process.kill(primary, 'SIGHUP');
+    };
+    await hup();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.deepEqual([unchanged(0), unchanged(1)], [0, 0]);
+
+    const set = await new Promise<string>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: admin, method: 'POST', path: '/logging?level=debug' }, (res) => {
+        let b = '';
+        res.on('data', (c: Buffer) => { b += c.toString(); });
+        res.on('end', () => resolve(b));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(set, 'active loggers:\n  meshgate: debug\n');
+    await new Promise((r) => setTimeout(r, 300)); // passed on by the primary
+    await hup();
+    await waitFor(() => unchanged(0) === 1 && unchanged(1) === 1, { timeoutMs: 5000 }).catch(() => assert.fail(`debug lines per worker: ${unchanged(0)}, ${unchanged(1)}`));
+
+    const all = [primary, ...children(primary)];
+    const exited = new Promise<number | null>((resolve) => child!.once('exit', (c) => resolve(c)));
+    const quit = await new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: agent, method: 'POST', path: '/quitquitquit' }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(quit, 200);
+    assert.equal(await exited, 0);
+    await waitFor(() => all.every((pid) => !alive(pid)), { timeoutMs: 5000 });
   });
 });

@@ -54,7 +54,7 @@ describe('meshgate run --workers', function () {
     fs.writeFileSync(path.join(dir, 'c.yaml'), singleRouteYaml({ upstreamPort: echo.port, protocol: 'TCP' }));
     const port = await freePort();
     const [admin, status, metrics] = [await freePort(), await freePort(), await freePort()];
-    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', String(admin), '--status-port', String(status), '--metrics-port', String(metrics)], 'ignore');
+    child = spawnMeshgate(dir, port, ['--workers', '2', '--admin-port', String(admin), '--status-port', String(status), '--metrics-port', String(metrics), '--agent-port', '0'], 'ignore');
     await waitFor(async () => (await httpGet(status, '/healthz/ready').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 15_000 });
     await waitFor(() => children(child!.pid!).length === 2, { timeoutMs: 10_000 });
 

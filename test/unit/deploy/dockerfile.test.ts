@@ -1,7 +1,7 @@
 // The Dockerfile, checked against the repository and what `npm ci && npm run build` does (docker cannot
 // build on this machine): two stages, the addon built by npm ci and copied, every COPY source present,
-// uid 1337, ENTRYPOINT meshgate on PATH, the health check on 15021, the ports the manifests use, and the
-// image name the README, deploy/ and kube-inject share.
+// uid 1337, ENTRYPOINT meshgate on PATH (and the pilot-agent shim), the health check on 15021, the ports
+// the manifests use, and the image name the README, deploy/ and kube-inject share.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -81,6 +81,20 @@ describe('Dockerfile', () => {
     assert.ok(copied.some((c) => !c.from && c.sources.includes('bin')));
     assert.ok(copied.some((c) => c.from === 'build' && c.dest === './dist/src'));
     assert.equal(ops(runtime, 'WORKDIR').at(-1)!.args, '/app');
+  });
+
+  it('pilot-agent (Istio runbooks: request, wait) linked onto PATH; its script is executable, finds dist/src/pilot-agent.js, and is not in package.json bin', () => {
+    assert.ok(ops(runtime, 'RUN').some((i) => i.args.includes('ln -s /app/bin/pilot-agent /usr/local/bin/pilot-agent')));
+    const script = path.join(REPO, 'bin/pilot-agent');
+    const st = fs.statSync(script);
+    assert.ok(st.isFile());
+    assert.ok((st.mode & 0o111) === 0o111, `bin/pilot-agent mode ${(st.mode & 0o777).toString(8)}: not executable`);
+    const body = fs.readFileSync(script, 'utf8');
+    assert.match(body, /^#!\/usr\/bin\/env (-S )?node\b/);
+    assert.match(body, /require\('\.\.\/dist\/src\/pilot-agent\.js'\)/);
+    assert.ok(fs.existsSync(path.join(REPO, 'dist/src/pilot-agent.js')));
+    const bin = (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
+    assert.ok(!('pilot-agent' in bin), 'pilot-agent in package.json bin would shadow a real Istio install');
   });
 
   it('runs as uid/gid 1337, made in the image; iptables installed for the init container', () => {

@@ -103,13 +103,13 @@ describe('deploy/ manifests', () => {
         for (const [port, listen] of map) assert.ok(g.ports.some(([, p, t]) => p === port && t === listen), `${port}=${listen}`);
       });
 
-      it('readiness and liveness probes on 15021; Prometheus scrape annotations for 15090', () => {
+      it("readiness and liveness probes on 15021; Prometheus scrape annotations for the agent port 15020 (as Istio's gateways), 15090 declared", () => {
         assert.deepEqual(container!['readinessProbe']['httpGet'], { path: '/healthz/ready', port: 15021 });
         assert.deepEqual(container!['livenessProbe']['httpGet'], { path: '/healthz/live', port: 15021 });
         assert.ok(containerPorts.includes(15021) && containerPorts.includes(15090));
         assert.deepEqual(
           Object.fromEntries(Object.entries(pod['metadata']['annotations']).filter(([k]) => k.startsWith('prometheus.io/'))),
-          { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15090', 'prometheus.io/path': '/stats/prometheus' });
+          { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15020', 'prometheus.io/path': '/stats/prometheus' });
         assert.equal(pod['metadata']['annotations']['sidecar.istio.io/inject'], 'false');
       });
 

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  DEFAULT_IMAGE, INIT_NAME, PROXY_NAME, STATUS_ANNOTATION, decide, initContainer, injectValue, injectedAnnotations,
-  iptablesArgs, kubeInject, proxyContainer, styleOf, type InjectOptions, type PodTemplate,
+  AGENT_PORT, DEFAULT_IMAGE, INIT_NAME, PROXY_NAME, STATUS_ANNOTATION, decide, initContainer, injectValue, injectedAnnotations,
+  iptablesArgs, kubeInject, parseGoBool, prometheusMerge, proxyContainer, styleOf, type InjectOptions, type PodTemplate,
 } from '../../../src/inject/inject';
 import { flagValue, parseDocs, type Obj } from '../../helpers/manifests';
 
@@ -148,18 +148,156 @@ describe('kube-inject (pure)', () => {
     assert.deepEqual((c['args'] as string[]).slice(0, 2), ['iptables', '--apply']);
   });
 
-  it('annotations: the status, kubectl\'s default container, Prometheus for 15090 unless the application has its own (table)', () => {
-    const prom = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15090', 'prometheus.io/path': '/stats/prometheus' };
+  it('annotations: the status, kubectl\'s default container, Prometheus pointed at the agent (15020) or, without merging, at 15090 (table)', () => {
+    const merged = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15020', 'prometheus.io/path': '/stats/prometheus' };
+    const proxy = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15090', 'prometheus.io/path': '/stats/prometheus' };
     const dflt = { 'kubectl.kubernetes.io/default-container': 'app', 'kubectl.kubernetes.io/default-logs-container': 'app' };
     const status = (native: boolean) => JSON.stringify({ initContainers: native ? [INIT_NAME, PROXY_NAME] : [INIT_NAME], containers: native ? [] : [PROXY_NAME], volumes: [], imagePullSecrets: null, revision: 'meshgate' });
+    const off = { 'prometheus.istio.io/merge-metrics': 'false' };
     const cases: [string, PodTemplate, boolean, Record<string, string>][] = [
-      ['plain', tmpl(), false, { [STATUS_ANNOTATION]: status(false), ...dflt, ...prom }],
-      ['native', tmpl(), true, { [STATUS_ANNOTATION]: status(true), ...dflt, ...prom }],
-      ['own scrape', tmpl({ annotations: { 'prometheus.io/port': '9090' } }), false, { [STATUS_ANNOTATION]: status(false), ...dflt }],
+      ['plain', tmpl(), false, { [STATUS_ANNOTATION]: status(false), ...dflt, ...merged }],
+      ['native', tmpl(), true, { [STATUS_ANNOTATION]: status(true), ...dflt, ...merged }],
+      ['own port: replaced by the agent\'s', tmpl({ annotations: { 'prometheus.io/port': '9090' } }), false, { [STATUS_ANNOTATION]: status(false), ...dflt, ...merged }],
+      ['merging off, no own annotations: the proxy\'s 15090', tmpl({ annotations: off }), false, { [STATUS_ANNOTATION]: status(false), ...dflt, ...proxy }],
+      ['merging off, own annotations: kept', tmpl({ annotations: { ...off, 'prometheus.io/port': '9090' } }), false, { [STATUS_ANNOTATION]: status(false), ...dflt }],
       ['own default container', tmpl({ annotations: { 'kubectl.kubernetes.io/default-container': 'x' } }), false,
-        { [STATUS_ANNOTATION]: status(false), 'kubectl.kubernetes.io/default-logs-container': 'app', ...prom }],
+        { [STATUS_ANNOTATION]: status(false), 'kubectl.kubernetes.io/default-logs-container': 'app', ...merged }],
     ];
     for (const [what, t, native, want] of cases) assert.deepEqual(injectedAnnotations(t, native), want, what);
+  });
+
+  it('reads prometheus.istio.io/merge-metrics and prometheus.io/scrape as Go\'s strconv.ParseBool, as Istio does (table)', () => {
+    const cases: [string | undefined, boolean | undefined][] = [
+      ['true', true], ['True', true], ['TRUE', true], ['t', true], ['T', true], ['1', true],
+      ['false', false], ['False', false], ['FALSE', false], ['f', false], ['F', false], ['0', false],
+      [undefined, undefined], ['', undefined], ['yes', undefined], ['no', undefined], ['tRUE', undefined], [' false', undefined],
+    ];
+    for (const [v, want] of cases) assert.equal(parseGoBool(v), want, String(v));
+  });
+
+  it('metrics merging, as Istio\'s applyPrometheusMerge: the pod\'s prometheus.io annotations and the proxy\'s ISTIO_PROMETHEUS_ANNOTATIONS (table)', () => {
+    const agent = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(AGENT_PORT), 'prometheus.io/path': '/stats/prometheus' };
+    const proxy = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15090', 'prometheus.io/path': '/stats/prometheus' };
+    const jvm = { 'prometheus.io/scrape': 'true', 'prometheus.io/path': '/manage/prometheus', 'prometheus.io/port': '8383' };
+    const off = { 'prometheus.istio.io/merge-metrics': 'false' };
+    const cases: [string, Record<string, string>, Record<string, string>, string | undefined][] = [
+      ['no annotations: Prometheus to the agent, nothing to carry', {}, agent, undefined],
+      ['the application\'s scrape, path and port (a JVM\'s): carried to the agent', jvm, agent, '{"scrape":"true","path":"/manage/prometheus","port":"8383"}'],
+      ['only a port: the others empty', { 'prometheus.io/port': '9090' }, agent, '{"scrape":"","path":"","port":"9090"}'],
+      ['only a path', { 'prometheus.io/path': '/metrics' }, agent, '{"scrape":"","path":"/metrics","port":""}'],
+      ['only scrape "true"', { 'prometheus.io/scrape': 'true' }, agent, '{"scrape":"true","path":"","port":""}'],
+      ['scrape "false": left alone', { 'prometheus.io/scrape': 'false', 'prometheus.io/port': '8080' }, {}, undefined],
+      ['scrape "False" (a Go false too): left alone', { 'prometheus.io/scrape': 'False' }, {}, undefined],
+      ['scrape "0" (a Go false too): left alone', { 'prometheus.io/scrape': '0' }, {}, undefined],
+      ['scrape "yes" (not a Go bool: scrape): merged, and carried as written', { 'prometheus.io/scrape': 'yes' }, agent, '{"scrape":"yes","path":"","port":""}'],
+      ['merge-metrics "false", no annotations: the proxy\'s 15090 as before', off, proxy, undefined],
+      ['merge-metrics "false" with the application\'s: kept', { ...off, ...jvm }, {}, undefined],
+      ['merge-metrics "0": off too', { 'prometheus.istio.io/merge-metrics': '0', ...jvm }, {}, undefined],
+      ['merge-metrics "true": merged', { 'prometheus.istio.io/merge-metrics': 'true', ...jvm }, agent, '{"scrape":"true","path":"/manage/prometheus","port":"8383"}'],
+      ['merge-metrics not a Go bool: the default, merged', { 'prometheus.istio.io/merge-metrics': 'nope' }, agent, undefined],
+      ['port already 15020 (re-injected, or the user\'s): nothing changes', { 'prometheus.io/port': '15020', 'prometheus.io/path': '/custom' }, {}, undefined],
+      ['port 15020 but scraping off: left alone', { 'prometheus.io/port': '15020', 'prometheus.io/scrape': 'false' }, {}, undefined],
+      ['present but empty: nothing to carry (Istio compares with the empty struct)', { 'prometheus.io/port': '', 'prometheus.io/path': '' }, agent, undefined],
+    ];
+    for (const [what, ann, wantAnn, wantEnv] of cases) {
+      const t = tmpl({ annotations: ann });
+      assert.deepEqual(prometheusMerge(t), { annotations: wantAnn, ...(wantEnv === undefined ? {} : { scrapeConfig: wantEnv }) }, what);
+      const got = injectedAnnotations(t, false);
+      for (const [k, v] of Object.entries(wantAnn)) assert.equal(got[k], v, `${what}: ${k}`);
+      for (const k of ['prometheus.io/scrape', 'prometheus.io/port', 'prometheus.io/path']) if (!(k in wantAnn)) assert.equal(got[k], undefined, `${what}: ${k} not set`);
+      for (const native of [false, true]) {
+        const env = proxyContainer(OPTS, t, native)['env'] as Obj[];
+        assert.deepEqual(env, [
+          { name: 'MESHGATE_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+          ...(wantEnv === undefined ? [] : [{ name: 'ISTIO_PROMETHEUS_ANNOTATIONS', value: wantEnv }]),
+        ], `${what} (native ${native})`);
+      }
+    }
+  });
+
+  it('ISTIO_PROMETHEUS_ANNOTATIONS is Go\'s json.Marshal of Istio\'s struct: scrape, path, port in that order, all present, escaped as Go does', () => {
+    const env = (ann: Record<string, string>) => prometheusMerge(tmpl({ annotations: ann })).scrapeConfig;
+    // The template's order does not matter; the struct's does.
+    assert.equal(env({ 'prometheus.io/port': '8383', 'prometheus.io/path': '/m', 'prometheus.io/scrape': 'true' }), '{"scrape":"true","path":"/m","port":"8383"}');
+    assert.equal(env({ 'prometheus.io/path': '/m' }), '{"scrape":"","path":"/m","port":""}');
+    const odd = '/metrics?a=1&b=<2>"\\\u2028';
+    const json = env({ 'prometheus.io/path': odd })!;
+    assert.equal(json, '{"scrape":"","path":"/metrics?a=1\\u0026b=\\u003c2\\u003e\\"\\\\\\u2028","port":""}');
+    assert.deepEqual(JSON.parse(json), { scrape: '', path: odd, port: '' });
+    // A lone surrogate (invalid UTF-8 to Go) is Go's \ufffd; a backslash before "ud800" is only a backslash.
+    assert.equal(env({ 'prometheus.io/port': '\ud800x\\ud800' }), '{"scrape":"","path":"","port":"\\ufffdx\\\\ud800"}');
+  });
+
+  it('a JVM Deployment: its prometheus.io values overwritten in place with their comments and order, its own in the proxy\'s env', () => {
+    const input = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: orders
+  namespace: shop
+spec:
+  template:
+    metadata:
+      labels:
+        app: orders
+      annotations:
+        # scraped by the cluster's Prometheus
+        prometheus.io/port: "8383" # Spring's management port
+        team: payments
+        prometheus.io/scrape: 'true'
+        prometheus.io/path: /manage/prometheus # actuator
+    spec:
+      containers:
+      - name: orders # the application
+        image: orders:1
+`;
+    const r = inject(input);
+    assert.deepEqual(r.objects, [{ object: 'Deployment shop/orders', injected: true }]);
+    const block = r.text.slice(r.text.indexOf('      annotations:\n'), r.text.indexOf('    spec:\n'));
+    assert.equal(block.split('\n').slice(0, 6).join('\n'), `      annotations:
+        # scraped by the cluster's Prometheus
+        prometheus.io/port: "15020" # Spring's management port
+        team: payments
+        prometheus.io/scrape: 'true'
+        prometheus.io/path: /stats/prometheus # actuator`);
+    assert.match(r.text, /^ {6}- name: orders # the application$/m);
+    const t = parseDocs(r.text)[0]!['spec']['template'];
+    assert.deepEqual(Object.entries(t['metadata']['annotations']).filter(([k]) => k.startsWith('prometheus.io/')),
+      [['prometheus.io/port', '15020'], ['prometheus.io/scrape', 'true'], ['prometheus.io/path', '/stats/prometheus']]);
+    const env = (t['spec']['containers'] as Obj[]).find((c) => c['name'] === PROXY_NAME)!['env'];
+    assert.deepEqual(env.map((e: Obj) => e['name']), ['MESHGATE_NAMESPACE', 'ISTIO_PROMETHEUS_ANNOTATIONS']);
+    assert.equal(env[1]['value'], '{"scrape":"true","path":"/manage/prometheus","port":"8383"}');
+  });
+
+  it('overwritten values that were not strings become strings; an anchored one moves to its first alias, which keeps its value', () => {
+    const pod = (ann: string, env = '') => `apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n${ann}spec:\n  containers:\n  - name: app\n    image: app\n${env}`;
+    const typed = inject(pod('    prometheus.io/scrape: true\n    prometheus.io/port: 8383\n    prometheus.io/path:\n')).text;
+    assert.match(typed, /^ {4}prometheus\.io\/scrape: "true"\n {4}prometheus\.io\/port: "15020"\n {4}prometheus\.io\/path: \/stats\/prometheus\n/m);
+    const out = parseDocs(typed)[0]!;
+    assert.deepEqual([out['metadata']['annotations']['prometheus.io/scrape'], out['metadata']['annotations']['prometheus.io/port']], ['true', '15020']);
+    const proxyEnv = (o: Obj) => (o['spec']['containers'] as Obj[]).find((c) => c['name'] === PROXY_NAME)!['env'][1]['value'];
+    // A null path is absent, as Istio reads it; the others as strings.
+    assert.equal(proxyEnv(out), '{"scrape":"true","path":"","port":"8383"}');
+    const tagged = inject(pod('    prometheus.io/port: !!int 8383\n    prometheus.io/scrape: !!bool true\n')).text;
+    assert.match(tagged, /^ {4}prometheus\.io\/port: "15020"\n {4}prometheus\.io\/scrape: "true"\n/m, 'explicit tags dropped with the old values');
+    assert.deepEqual(Object.values(parseDocs(tagged)[0]!['metadata']['annotations']).filter((v) => typeof v !== 'string'), []);
+
+    const anchored = parseDocs(inject(pod('    prometheus.io/port: &port "8383"\n', '    env:\n    - name: PORT\n      value: *port\n    - name: AGAIN\n      value: *port\n')).text)[0]!;
+    assert.equal(anchored['metadata']['annotations']['prometheus.io/port'], '15020');
+    assert.deepEqual(anchored['spec']['containers'][0]['env'], [{ name: 'PORT', value: '8383' }, { name: 'AGAIN', value: '8383' }]);
+    assert.equal(proxyEnv(anchored), '{"scrape":"","path":"","port":"8383"}');
+  });
+
+  it('merge-metrics "false", scrape "false" and a port already 15020: the application\'s prometheus.io annotations come out as they were', () => {
+    const pod = (ann: string) => `apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n${ann}spec:\n  containers:\n  - name: app\n    image: app\n`;
+    for (const ann of [
+      '    prometheus.istio.io/merge-metrics: "false"\n    prometheus.io/port: "8383" # mine\n',
+      '    prometheus.io/scrape: "false" # not scraped\n    prometheus.io/port: "8383"\n',
+      '    prometheus.io/port: "15020" # the agent\n    prometheus.io/path: /custom\n',
+    ]) {
+      const r = inject(pod(ann)).text;
+      assert.ok(r.includes(`  annotations:\n${ann}    sidecar.istio.io/status: `), ann);
+      assert.doesNotMatch(r, /ISTIO_PROMETHEUS_ANNOTATIONS|\/stats\/prometheus/, ann);
+    }
   });
 
   it('finds the pod template of each workload kind; other kinds pass through (table)', () => {
