@@ -1013,6 +1013,19 @@ function mergePolicy(base: ClusterPolicy, over: TrafficPolicy | undefined, port:
   };
 }
 
+/** Where the tls block mergePolicy takes for a port comes from: the subset's, else the rule's; port-level first. */
+function tlsPolicyPath(top: TrafficPolicy | undefined, subset: TrafficPolicy | undefined, subsetPath: string | undefined, port: number): string | undefined {
+  const within = (policy: TrafficPolicy | undefined, base: string): string | undefined | null => {
+    if (!policy) return null;
+    const j = policy.portLevelSettings?.findIndex((p) => p.port?.number === port) ?? -1;
+    if (j >= 0) return policy.portLevelSettings![j]!.tls ? `${base}.portLevelSettings[${j}].tls` : undefined;
+    return policy.tls ? `${base}.tls` : null;
+  };
+  const fromSubset = subsetPath ? within(subset, subsetPath) : null;
+  if (fromSubset !== null) return fromSubset;
+  return within(top, 'spec.trafficPolicy') ?? undefined;
+}
+
 const UNLIMITED = 4294967295;
 
 function breakerOf(policy: ClusterPolicy): CircuitBreakerLimits {
@@ -1089,8 +1102,8 @@ function compileClusters(
   return out;
 
   function addClusters(svc: ServiceDef, dr: DestinationRuleResource | undefined): void {
-    const subsets: { name?: string; labels?: Dict<string>; policy?: TrafficPolicy }[] = [{}];
-    for (const s of dr?.spec.subsets ?? []) subsets.push({ name: s.name, labels: s.labels, policy: s.trafficPolicy });
+    const subsets: { name?: string; labels?: Dict<string>; policy?: TrafficPolicy; path?: string }[] = [{}];
+    (dr?.spec.subsets ?? []).forEach((s, i) => subsets.push({ name: s.name, labels: s.labels, policy: s.trafficPolicy, path: `spec.subsets[${i}].trafficPolicy` }));
     for (const port of svc.ports) {
       const top = mergePolicy({}, dr?.spec.trafficPolicy, port.number);
       for (const sub of subsets) {
@@ -1099,7 +1112,15 @@ function compileClusters(
         const endpoints = portEndpoints(svc, port).filter((e) => subsetMatches(sub.labels, e.labels));
         const name = clusterName(port.number, sub.name, svc.host);
         const tls = upstreamTls(policy.tls, set.secrets, proxyNamespace, meshCerts, `outbound_.${port.number}_.${sub.name ?? ''}_.${svc.host}`);
-        if (tls instanceof Error) notes.push({ severity: 'warning', resource: `DestinationRule ${dr?.metadata.namespace}/${dr?.metadata.name}`, message: `cluster ${name}: ${tls.message}` });
+        if (tls instanceof Error && dr) {
+          // At the tls block in force for this port and subset (its credentialName when it names one).
+          const at = tlsPolicyPath(dr.spec.trafficPolicy, sub.policy, sub.path, port.number);
+          const path = at && policy.tls?.credentialName ? `${at}.credentialName` : at;
+          notes.push({
+            severity: 'warning', resource: `DestinationRule ${dr.metadata.namespace}/${dr.metadata.name}`, message: `cluster ${name}: ${tls.message}`,
+            ...(path ? { path, at: positionOf(dr, path) } : {}),
+          });
+        }
         out.set(name, {
           name,
           host: svc.host,

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LineWriter } from './line-writer';
+import type { UpstreamTls } from '../registry/upstream-socket';
 
 /** Everything an access-log line can show about one request or connection. */
 export interface AccessRecord {
@@ -30,6 +31,8 @@ export interface AccessRecord {
   upstreamHost?: string;
   upstreamCluster?: string;
   upstreamLocalAddress?: string;
+  /** The upstream connection's certificate identities, when it was TLS. */
+  upstreamTls?: UpstreamTls;
   downstreamLocalAddress?: string;
   downstreamRemoteAddress?: string;
   requestedServerName?: string;
@@ -222,6 +225,7 @@ function requestHeader(arg: string | undefined, problems: string[]): (r: AccessR
 }
 
 const field = (get: Getter): Spec => ({ make: () => get });
+const joinedOrUndefined = (list: readonly string[] | undefined): string | undefined => (list && list.length > 0 ? list.join(',') : undefined);
 
 const OPERATORS: Readonly<Record<string, Spec>> = {
   START_TIME: {
@@ -277,6 +281,9 @@ const OPERATORS: Readonly<Record<string, Spec>> = {
   UPSTREAM_CLUSTER_RAW: field((r) => r.upstreamCluster),
   REQUESTED_SERVER_NAME: field((r) => r.requestedServerName),
   ROUTE_NAME: field((r) => r.routeName),
+  // A TLS upstream connection's certificates (mesh mTLS: the SPIFFE identities), Envoy's comma-joined list.
+  UPSTREAM_PEER_URI_SAN: field((r) => joinedOrUndefined(r.upstreamTls?.peerUriSans)),
+  UPSTREAM_LOCAL_URI_SAN: field((r) => joinedOrUndefined(r.upstreamTls?.localUriSans)),
   ...addressOperators('UPSTREAM_REMOTE', (r) => r.upstreamHost),
   ...addressOperators('UPSTREAM_LOCAL', (r) => r.upstreamLocalAddress),
   ...addressOperators('DOWNSTREAM_LOCAL', (r) => r.downstreamLocalAddress),
@@ -299,8 +306,8 @@ const UNRECORDED: Readonly<Record<string, Spec>> = (() => {
     'DOWNSTREAM_WIRE_BYTES_SENT', 'DOWNSTREAM_WIRE_BYTES_RECEIVED', 'DOWNSTREAM_HEADER_BYTES_SENT', 'DOWNSTREAM_HEADER_BYTES_RECEIVED',
     'DOWNSTREAM_LOCAL_ADDRESS_ENDPOINT_ID', 'DOWNSTREAM_DIRECT_LOCAL_ADDRESS', 'DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT',
     'DOWNSTREAM_DIRECT_LOCAL_PORT', 'UPSTREAM_TLS_CIPHER', 'UPSTREAM_TLS_VERSION', 'UPSTREAM_TLS_SESSION_ID',
-    'UPSTREAM_PEER_ISSUER', 'UPSTREAM_PEER_CERT', 'UPSTREAM_PEER_SUBJECT', 'UPSTREAM_PEER_URI_SAN', 'UPSTREAM_PEER_DNS_SAN',
-    'UPSTREAM_PEER_IP_SAN', 'UPSTREAM_PEER_CERT_V_START', 'UPSTREAM_PEER_CERT_V_END', 'UPSTREAM_LOCAL_URI_SAN',
+    'UPSTREAM_PEER_ISSUER', 'UPSTREAM_PEER_CERT', 'UPSTREAM_PEER_SUBJECT', 'UPSTREAM_PEER_DNS_SAN',
+    'UPSTREAM_PEER_IP_SAN', 'UPSTREAM_PEER_CERT_V_START', 'UPSTREAM_PEER_CERT_V_END',
     'UPSTREAM_LOCAL_DNS_SAN', 'UPSTREAM_LOCAL_IP_SAN', 'UPSTREAM_LOCAL_SUBJECT', 'DOWNSTREAM_TLS_CIPHER', 'DOWNSTREAM_TLS_VERSION',
     'DOWNSTREAM_TLS_SESSION_ID', 'DOWNSTREAM_PEER_ISSUER', 'DOWNSTREAM_PEER_CERT', 'DOWNSTREAM_PEER_SUBJECT',
     'DOWNSTREAM_PEER_URI_SAN', 'DOWNSTREAM_PEER_DNS_SAN', 'DOWNSTREAM_PEER_IP_SAN', 'DOWNSTREAM_PEER_EMAIL_SAN',

@@ -7,6 +7,7 @@ import path from 'node:path';
 import client from 'prom-client';
 import type { Dict } from '../config/types';
 import type { PeerWorkload } from './peer-metadata';
+import type { UpstreamTls } from '../registry/upstream-socket';
 
 /** Envoy's server.state values. */
 const ENVOY_SERVER_STATES = { LIVE: 0, DRAINING: 1, PRE_INITIALIZING: 2 } as const;
@@ -101,6 +102,16 @@ interface PeerEntry {
   readonly key: string;
 }
 
+/** The namespace of an identity (`spiffe://<trust domain>/ns/<namespace>/sa/<account>`): what follows the first `/ns/`, as Istio reads it. */
+export function spiffeNamespace(san: string): string | undefined {
+  const at = san.indexOf('/ns/');
+  if (at < 0) return undefined;
+  const begin = at + 4;
+  const end = san.indexOf('/', begin);
+  const ns = end < 0 ? san.slice(begin) : san.slice(begin, end);
+  return ns === '' ? undefined : ns;
+}
+
 /** A workload's identity labels, named as in both the source_* and destination_* sets. */
 interface PeerIdentity {
   readonly workload: string;
@@ -139,6 +150,10 @@ export interface HttpObservation {
   readonly endpoint?: DestinationEndpoint | undefined;
   /** A sidecar's inbound request: the caller (its peer metadata), for source_*. */
   readonly source?: PeerWorkload | undefined;
+  /** The upstream's answer to the metadata exchange: names the destination before the endpoint does (as Istio's). */
+  readonly upstreamPeer?: PeerWorkload | undefined;
+  /** A TLS upstream connection's identities: source_principal and destination_principal. */
+  readonly upstreamTls?: UpstreamTls | undefined;
   readonly responseCode: number;
   readonly responseFlags: string;
   readonly durationMs: number;
@@ -342,6 +357,10 @@ export class Metrics {
   private readonly inboundFrom: (src: PeerIdentity) => PeerLabels;
   /** Inbound labels per caller (its peer-metadata identity object, kept by the decoder's cache). */
   private readonly sourcePeers = new WeakMap<PeerWorkload, PeerEntry>();
+  /** Outbound labels per upstream that answered the exchange (its identity object, as sourcePeers). */
+  private readonly upstreamPeers = new WeakMap<PeerWorkload, PeerEntry>();
+  /** Outbound labels with the TLS identities added, by entry key and identity pair. */
+  private readonly principalPeers = new Map<string, PeerEntry>();
 
   /**
    * The peer labels of a request or connection, and the part of the series key that tells them
@@ -349,11 +368,23 @@ export class Metrics {
    * metadata names; else the unknown peer. Kept per endpoint (while its labels and workload stay the
    * same objects) and per caller.
    */
-  private peerFor(inbound: boolean, endpoint: DestinationEndpoint | undefined, source: PeerWorkload | undefined): PeerEntry {
+  private peerFor(inbound: boolean, endpoint: DestinationEndpoint | undefined, source: PeerWorkload | undefined,
+    upstreamPeer?: PeerWorkload, upstreamTls?: UpstreamTls): PeerEntry {
     if (inbound) {
       if (!source) return { peer: this.inbound, key: 'in' };
       let entry = this.sourcePeers.get(source);
       if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels)));
+      return entry;
+    }
+    const entry = this.destinationPeer(endpoint, upstreamPeer);
+    return upstreamTls ? this.withPrincipals(entry, upstreamTls) : entry;
+  }
+
+  /** Istio's order: the upstream's own metadata (exchange), else the endpoint's workload, else unknown. */
+  private destinationPeer(endpoint: DestinationEndpoint | undefined, upstreamPeer: PeerWorkload | undefined): PeerEntry {
+    if (upstreamPeer) {
+      let entry = this.upstreamPeers.get(upstreamPeer);
+      if (!entry) this.upstreamPeers.set(upstreamPeer, entry = this.peerEntry('out', peerIdentity(upstreamPeer.workload, upstreamPeer.namespace, upstreamPeer.labels)));
       return entry;
     }
     const w = endpoint?.workload;
@@ -363,6 +394,27 @@ export class Metrics {
     const entry = { labels: endpoint.labels, workload: w, ...this.peerEntry('out', peerIdentity(w.name, w.namespace, endpoint.labels)) };
     this.endpointPeers.set(endpoint, entry);
     return entry;
+  }
+
+  /**
+   * The client side over TLS, as Istio's: source_principal is our certificate's first URI SAN,
+   * destination_principal the upstream's, and the upstream's SPIFFE namespace names
+   * destination_workload_namespace. Kept per peer entry and identity pair (a few per mesh peer).
+   */
+  private withPrincipals(entry: PeerEntry, t: UpstreamTls): PeerEntry {
+    const local = t.localUriSans[0] ?? 'unknown';
+    const remote = t.peerUriSans[0] ?? 'unknown';
+    const key = `${entry.key}|${local}|${remote}`;
+    let out = this.principalPeers.get(key);
+    if (out) return out;
+    if (this.principalPeers.size >= MAX_LABEL_SETS) this.principalPeers.clear();
+    const ns = spiffeNamespace(remote);
+    out = {
+      key,
+      peer: { ...entry.peer, source_principal: local, destination_principal: remote, ...(ns ? { destination_workload_namespace: ns } : {}) },
+    };
+    this.principalPeers.set(key, out);
+    return out;
   }
 
   private peerEntry(direction: 'in' | 'out', id: PeerIdentity): PeerEntry {
@@ -402,7 +454,7 @@ export class Metrics {
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
     const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
-    const { peer, key: peerKey } = this.peerFor(o.inbound === true, o.endpoint, o.source);
+    const { peer, key: peerKey } = this.peerFor(o.inbound === true, o.endpoint, o.source, o.upstreamPeer, o.upstreamTls);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;
@@ -443,8 +495,8 @@ export class Metrics {
    * so long-lived connections show their bytes before they close. `inbound`: a sidecar's inbound
    * connection, reported by the destination (this workload).
    */
-  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false, endpoint?: DestinationEndpoint): TcpSeries {
-    const { peer, key: peerKey } = this.peerFor(inbound, endpoint, undefined);
+  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false, endpoint?: DestinationEndpoint, upstreamTls?: UpstreamTls): TcpSeries {
+    const { peer, key: peerKey } = this.peerFor(inbound, endpoint, undefined, undefined, upstreamTls);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
     let t = this.tcp.get(key);
     if (t) return t;

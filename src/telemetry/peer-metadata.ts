@@ -167,6 +167,20 @@ export function peerWorkloadFromHeader(value: string | string[] | undefined): Pe
   return w;
 }
 
+/**
+ * The upstream's answer to the exchange: the peer metadata in a response's raw headers (undici's
+ * `[name, value, ...]` buffers), decoded through the same cache. Undefined when there is none.
+ */
+export function peerWorkloadFromRaw(raw: readonly Buffer[]): PeerWorkload | undefined {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === PEER_METADATA_HEADER.length && name.toString('latin1').toLowerCase() === PEER_METADATA_HEADER) {
+      return peerWorkloadFromHeader(raw[i + 1]!.toString('latin1'));
+    }
+  }
+  return undefined;
+}
+
 /** The two headers a proxy sends its mesh peers: its metadata and its node id. */
 export interface OwnPeerHeaders {
   readonly metadata: string;

@@ -17,6 +17,8 @@ export interface HttpRecordExtras {
   readonly endpoint?: DestinationEndpoint | undefined;
   /** A sidecar's inbound request: the caller, from its peer metadata. */
   readonly source?: PeerWorkload | undefined;
+  /** The upstream's peer metadata from its response (the exchange's answer). */
+  readonly upstreamPeer?: PeerWorkload | undefined;
 }
 
 export class Telemetry {
@@ -29,6 +31,8 @@ export class Telemetry {
       destination,
       endpoint: extras?.endpoint,
       source: extras?.source,
+      upstreamPeer: extras?.upstreamPeer,
+      upstreamTls: rec.upstreamTls,
       responseCode: rec.responseCode,
       responseFlags: rec.responseFlags.length > 0 ? rec.responseFlags.join(',') : '-',
       durationMs: rec.durationMs,

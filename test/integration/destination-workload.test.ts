@@ -9,7 +9,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { httpGet } from '../helpers/upstream';
 import { startHttpbin, type HttpbinServer } from '../../src/sample/httpbin';
 import { httpGatewayYaml } from '../../src/sample/configs';
-import { decodePeerMetadata } from '../../src/telemetry/peer-metadata';
+import { decodePeerMetadata, encodePeerMetadata } from '../../src/telemetry/peer-metadata';
 
 function config(v1: number, v2: number, external: number): string {
   return `${httpGatewayYaml()}apiVersion: v1
@@ -55,6 +55,16 @@ spec:
   endpoints: [{address: 127.0.0.1, ports: {http: ${external}}}]
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings-mesh, namespace: default}
+spec:
+  hosts: [ratings.mesh.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${external}}}]
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: routes, namespace: default}
 spec:
@@ -65,6 +75,8 @@ spec:
     route: [{destination: {host: reviews, subset: v1}}]
   - match: [{headers: {x-version: {exact: v2}}}]
     route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{headers: {x-version: {exact: mesh}}}]
+    route: [{destination: {host: ratings.mesh.internal}}]
   - route: [{destination: {host: external.example.com}}]
 `;
 }
@@ -135,6 +147,32 @@ describe('destination workload from the endpoint (reporter="source")', function 
     const external = await echoed({ host: 'external.example.com', 'x-envoy-peer-metadata': mesh['x-envoy-peer-metadata']! });
     assert.equal(external['x-envoy-peer-metadata'], undefined);
     assert.equal(external['x-envoy-peer-metadata-id'], undefined);
+  });
+
+  it("the exchange's answer: a mesh service's sidecar naming itself in its response is the destination workload; the client never sees the headers", async () => {
+    const md = encodePeerMetadata({
+      CLUSTER_ID: 'Kubernetes', NAME: 'ratings-v1-7dc98c7588-x2b4n', NAMESPACE: 'bookinfo', WORKLOAD_NAME: 'ratings-v1',
+      LABELS: { app: 'ratings', version: 'v1', 'service.istio.io/canonical-name': 'ratings' },
+    });
+    const q = new URLSearchParams({ 'x-envoy-peer-metadata': md, 'x-envoy-peer-metadata-id': 'sidecar~10.1.2.3~ratings-v1-7dc98c7588-x2b4n.bookinfo~bookinfo.svc.cluster.local' });
+    for (let i = 0; i < 2; i++) {
+      const r = await httpGet(gw.port(80), `/response-headers?${q}`, { 'x-version': 'mesh' });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['x-envoy-peer-metadata'], undefined);
+      assert.equal(r.headers['x-envoy-peer-metadata-id'], undefined);
+    }
+    const s = (await requestSeries(gw)).find((x) => x.labels['destination_service'] === 'ratings.mesh.internal');
+    assert.ok(s, JSON.stringify((await requestSeries(gw)).map((x) => x.labels)));
+    assert.equal(s.value, 2);
+    assert.deepEqual(
+      [s.labels['destination_workload'], s.labels['destination_workload_namespace'], s.labels['destination_app'], s.labels['destination_version'],
+        s.labels['destination_canonical_service'], s.labels['destination_canonical_revision']],
+      ['ratings-v1', 'bookinfo', 'ratings', 'v1', 'ratings', 'v1'],
+    );
+    // A MESH_EXTERNAL service's answer is not read (the exchange is not offered there).
+    assert.equal((await httpGet(gw.port(80), `/response-headers?${q}`, { host: 'external.example.com' })).status, 200);
+    const ext = (await requestSeries(gw)).find((x) => x.labels['destination_service'] === 'external.example.com');
+    assert.equal(ext?.labels['destination_workload'], 'unknown');
   });
 
   it("a ServiceEntry's own endpoint names no workload: unknown, as Istio's", async () => {

@@ -139,6 +139,22 @@ spec:
     assert.match(sc[0]!, /"GET \/politics HTTP\/1\.1" 200 .* outbound\|80\|cnn\|istio-egressgateway\.istio-system\.svc\.cluster\.local /);
   });
 
+  it('the client side names both mesh identities in its metrics (source_principal, destination_principal), as Istio\'s', async () => {
+    const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Host: edition.cnn.com', `http://127.0.0.1:${sidecar.port(80)}/principals`]);
+    assert.equal(r.stdout, '200');
+    const line = (await sidecar.app.metrics.render()).split('\n').find((l) => l.startsWith('istio_requests_total{') && l.includes('destination_service="istio-egressgateway.istio-system.svc.cluster.local"'));
+    assert.ok(line, 'a series for the hop to the egress gateway');
+    assert.match(line, /source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep"/);
+    assert.match(line, /destination_principal="spiffe:\/\/cluster\.local\/ns\/istio-system\/sa\/istio-egressgateway-service-account"/);
+    assert.match(line, /destination_workload_namespace="istio-system"/);
+    assert.match(line, /connection_security_policy="unknown"/);
+    // The egress gateway's hop to the site is SIMPLE TLS with a certificate that has no URI SAN: unknown.
+    const site = (await egress.app.metrics.render()).split('\n').find((l) => l.startsWith('istio_requests_total{') && l.includes('destination_service="edition.cnn.com"'));
+    assert.ok(site);
+    assert.match(site, /source_principal="unknown",/);
+    assert.match(site, /destination_principal="unknown",/);
+  });
+
   it('the egress gateway refuses a client without a mesh certificate, or with one from another CA', async () => {
     const meshRoot = path.join(dir, 'egress', MESH_CERT_NAMES.ca);
     const none = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', meshRoot, '-k', '--resolve', `edition.cnn.com:${egressPort}:127.0.0.1`, `https://edition.cnn.com:${egressPort}/`]);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { waitFor } from '../helpers/upstream';
 import { missingForCapture, accessLogIn, sharedWorkDir } from '../helpers/netns';
-import { encodePeerMetadata } from '../../src/telemetry/peer-metadata';
+import { decodePeerMetadata, encodePeerMetadata } from '../../src/telemetry/peer-metadata';
 
 const POD = `mgin${process.pid}`;
 const CLIENT = `mgcl${process.pid}`;
@@ -101,7 +101,7 @@ spec:
     execFileSync('ip', ['netns', 'exec', POD, process.execPath, MESHGATE_BIN, 'iptables', '--apply', '--include-inbound-ports', '*']);
     const sidecar = spawn('ip', ['netns', 'exec', POD, 'setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
       'run', '--mode', 'sidecar', '--inbound-port', '15006', '--labels', 'app=web', '--namespace', 'default', '--config', cfg,
-      '--admin-port', '0', '--status-port', '0', '--metrics-port', String(METRICS_PORT), '--log-level', 'warn'], { stdio: 'ignore' });
+      '--admin-port', '0', '--status-port', '0', '--metrics-port', String(METRICS_PORT), '--agent-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
     procs.push(sidecar);
     await waitFor(async () => (await inClient(['curl', '-s', '-m', '2', 'http://10.9.8.1:8080/'])).out.startsWith('app:8080'), { timeoutMs: 15_000, intervalMs: 250 });
   });
@@ -156,6 +156,23 @@ spec:
     await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('source_workload="reviews-v3"'))) !== undefined, { timeoutMs: 3000 })
       .catch(() => assert.fail(scrape('istio_requests_total').join('\n')));
     assert.match(line!, /^istio_requests_total\{reporter="destination",source_workload="reviews-v3",source_canonical_service="reviews",source_canonical_revision="v3",source_workload_namespace="bookinfo",source_principal="unknown",source_app="reviews",source_version="v3",source_cluster="Kubernetes",destination_workload="web",/);
+  });
+
+  it("the exchange's answer: a caller that sent its peer metadata gets this workload's in the response; other callers get none", async () => {
+    const md = encodePeerMetadata({ NAME: 'reviews-v3-58b6479b-62rv5', NAMESPACE: 'bookinfo', WORKLOAD_NAME: 'reviews-v3', LABELS: { app: 'reviews' } });
+    const headersOf = (out: string) => Object.fromEntries(out.split('\r\n\r\n')[0]!.split('\r\n').slice(1).map((l) => {
+      const i = l.indexOf(':');
+      return [l.slice(0, i).toLowerCase(), l.slice(i + 1).trim()];
+    }));
+    const mesh = headersOf((await inClient(['curl', '-s', '-i', '-m', '5', '-H', `x-envoy-peer-metadata: ${md}`, 'http://10.9.8.1:8080/'])).out);
+    const answer = decodePeerMetadata(mesh['x-envoy-peer-metadata']);
+    assert.ok(answer, JSON.stringify(mesh));
+    assert.equal(answer['WORKLOAD_NAME'], 'web');
+    assert.equal(answer['NAMESPACE'], 'default');
+    assert.match(mesh['x-envoy-peer-metadata-id']!, /^sidecar~/);
+    const plain = headersOf((await inClient(['curl', '-s', '-i', '-m', '5', 'http://10.9.8.1:8080/'])).out);
+    assert.equal(plain['x-envoy-peer-metadata'], undefined);
+    assert.equal(plain['x-envoy-peer-metadata-id'], undefined);
   });
 
   it('metrics: a malformed inbound request (400) is reported by the destination too', async () => {

@@ -112,4 +112,40 @@ describe('run logs what it loads as validate counts it', () => {
       + 'warning: credentialName httpbin-credential: no Secret istio-system/httpbin-credential; TLS handshakes on port 443 for httpbin.example.com will fail'),
       JSON.stringify(warnings));
   });
+
+  it("a DestinationRule's credentialName naming no Secret is a warning at the tls block in force (subset, port level)", async () => {
+    fs.writeFileSync(path.join(dir, 'mesh.yaml'), MESH);
+    fs.writeFileSync(path.join(dir, 'rule.yaml'), `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: nginx, namespace: istio-system}
+spec:
+  hosts: [my-nginx.mesh-external.svc.cluster.local]
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: originate-mtls-for-nginx, namespace: istio-system}
+spec:
+  host: my-nginx.mesh-external.svc.cluster.local
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls:
+        mode: MUTUAL
+        credentialName: client-credential
+  subsets:
+  - name: other
+    trafficPolicy:
+      tls: {mode: SIMPLE, credentialName: other-credential}
+`);
+    const a = await start();
+    assert.equal((await a.reload('start')).result, 'applied');
+    const warnings = logs.filter((l) => l.level === 40).map((l) => l.msg);
+    const at = (text: string) => warnings.find((w) => w.includes(text));
+    assert.match(at('outbound|443||my-nginx')!, new RegExp(`^${dir}/rule\\.yaml:20:9: DestinationRule istio-system/originate-mtls-for-nginx: spec\\.trafficPolicy\\.portLevelSettings\\[0\\]\\.tls\\.credentialName: cluster outbound\\|443\\|\\|my-nginx`), JSON.stringify(warnings));
+    assert.match(at('outbound|443|other|my-nginx')!, new RegExp(`^${dir}/rule\\.yaml:24:\\d+: DestinationRule istio-system/originate-mtls-for-nginx: spec\\.subsets\\[0\\]\\.trafficPolicy\\.tls\\.credentialName: `), JSON.stringify(warnings));
+    assert.equal(at('outbound|80||my-nginx'), undefined, 'port 80 has no tls');
+  });
 });

@@ -12,7 +12,7 @@ import type { Cluster, Endpoint } from '../../registry/cluster';
 import { clientCertDetails } from '../../tls/client-cert';
 import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
-import { PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, peerWorkloadFromHeader, type OwnPeerHeaders, type PeerWorkload } from '../../telemetry/peer-metadata';
+import { PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, peerWorkloadFromHeader, peerWorkloadFromRaw, type OwnPeerHeaders, type PeerWorkload } from '../../telemetry/peer-metadata';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
@@ -112,6 +112,8 @@ class Exchange {
   endpoint: Endpoint | undefined;
   /** A sidecar's inbound request: the calling workload, from its peer metadata. */
   source: PeerWorkload | undefined;
+  /** A mesh service's answer to the metadata exchange: the workload that served (destination_* in metrics). */
+  upstreamPeer: PeerWorkload | undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
@@ -291,7 +293,7 @@ class Exchange {
     this.deps.telemetry.recordHttp(
       this.rec, this.destination,
       this.requestHeaderBytes + this.requestBodyBytes, this.responseHeaderBytes + this.rec.bytesSent,
-      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined, endpoint: this.endpoint, source: this.source },
+      { grpc: this.grpc, grpcStatus: this.grpcStatus, inbound: this.entry?.inboundCluster !== undefined, endpoint: this.endpoint, source: this.source, upstreamPeer: this.upstreamPeer },
     );
   }
 }
@@ -450,6 +452,10 @@ export class HttpProxy {
       ex.source = peerWorkloadFromHeader(req.headers[PEER_METADATA_HEADER]);
       delete ex.upstreamHeaders[PEER_METADATA_HEADER];
       delete ex.upstreamHeaders[PEER_METADATA_ID_HEADER];
+      // The exchange's answer, to a caller that took part in it (never to one outside the mesh):
+      // who served it, for the caller's destination_* labels.
+      const own = this.deps.peerHeaders;
+      if (ex.source && own) ex.extraResponseHeaders.push(PEER_METADATA_HEADER, own.metadata, PEER_METADATA_ID_HEADER, own.id);
     }
     res.on('close', () => {
       if (!ex.finished) {
@@ -820,6 +826,7 @@ class Forwarder {
           else if (verdict === 'attempts' && this.attempts > 1) ex.rec.responseFlags.push('URX');
         }
         if (this.tryTimer) clearTimeout(this.tryTimer);
+        if (cluster.def.meshInternal) ex.upstreamPeer = peerWorkloadFromRaw(raw);
         resume = res;
         if (ex.grpc) ex.grpcStatus = grpcStatusOf(raw); // a trailers-only response's
         bodiless = status === 204 || status === 304;

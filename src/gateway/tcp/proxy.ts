@@ -16,6 +16,7 @@ import type { AccessRecord } from '../../telemetry/access-log';
 import { isInboundCluster, type TcpSeries } from '../../telemetry/metrics';
 import type { Telemetry } from '../../telemetry/telemetry';
 import { joinHostPort } from '../http/headers';
+import { upstreamTlsOf } from '../../registry/upstream-socket';
 import { pickDestination } from '../http/route-match';
 import { upstreamTlsOptions } from '../../tls/upstream';
 import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
@@ -288,7 +289,9 @@ class TcpSession {
       cx.cxActive += 1;
       cluster.stats.inc('upstream_cx_active');
       this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
-      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', isInboundCluster(cluster.name), endpoint);
+      const identities = upstreamTlsOf(up);
+      if (identities) this.rec.upstreamTls = identities;
+      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', isInboundCluster(cluster.name), endpoint, identities);
       this.series.opened += 1;
       this.pipe();
     });
