@@ -23,8 +23,9 @@ FROM node:20-bookworm-slim AS runtime
 # under load at the same throughput (docs/benchmarks.md).
 ENV NODE_ENV=production NODE_OPTIONS=--max-semi-space-size=2
 WORKDIR /app
-# iptables for `meshgate iptables --apply` (the sidecar's init step, run with NET_ADMIN).
-RUN apt-get update && apt-get install -y --no-install-recommends iptables && rm -rf /var/lib/apt/lists/*
+# iptables for `meshgate iptables --apply` (the sidecar's init step, run with NET_ADMIN); curl because
+# Istio's proxy image has it and runbooks use it (`kubectl exec POD -c istio-proxy -- curl localhost:15000/stats`).
+RUN apt-get update && apt-get install -y --no-install-recommends iptables curl ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
 # The addon (sidecar capture); the directory exists even if it did not build, which only sidecar mode needs.

@@ -101,6 +101,8 @@ describe('Dockerfile', () => {
     assert.equal(ops(runtime, 'USER').at(-1)!.args, '1337:1337');
     assert.ok(ops(runtime, 'RUN').some((i) => /useradd --uid 1337 --gid 1337/.test(i.args) && /groupadd --gid 1337/.test(i.args)));
     assert.ok(ops(runtime, 'RUN').some((i) => /apt-get install .*\biptables\b/.test(i.args)));
+    // Runbooks run curl in the proxy container, as Istio's image has it.
+    assert.ok(ops(runtime, 'RUN').some((i) => /apt-get install .*\bcurl\b/.test(i.args)));
   });
 
   it('HEALTHCHECK asks 15021/healthz/ready; EXPOSE lists every port the manifests and the sidecar use, and not the loopback admin port', () => {
