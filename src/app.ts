@@ -185,7 +185,7 @@ export class App {
     const peerHeaders = ownPeerHeaders({
       sidecar: opts.capturePort !== undefined, ip: ownAddress(), name: os.hostname(), namespace: opts.namespace, workload, labels: identityLabels,
     });
-    const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random, peerHeaders };
+    const deps = { store: this.store, registry: this.registry, telemetry: this.telemetry, serverName: opts.serverName, random: Math.random, peerHeaders, log: this.log };
     const tcp = new TcpProxy({
       registry: this.registry, telemetry: this.telemetry, log: this.log, random: Math.random,
       idleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,

@@ -7,6 +7,8 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway, spawnMeshgate, type TestGateway } from '../helpers/gateway';
@@ -176,6 +178,27 @@ describe('agent port (15020): merged metrics, quitquitquit; admin logging and he
     assert.equal((await request(admin, 'POST', '/logging?level=loud')).status, 404);
     await request(admin, 'POST', `/logging?level=${original}`);
     assert.equal(envoyLevel(gw.app.log.level), original);
+  });
+
+  it('at debug level (admin /logging), each failed upstream attempt is logged: endpoint, error, retried or not', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
+    const closed = await freePort();
+    const dead = await startGateway({ 'routes.yaml': singleRouteYaml({ upstreamPort: closed }) }, { opts: { logger: pino({ level: 'info' }, sink) } });
+    try {
+      const attempts = () => lines.filter((l) => l.includes('upstream attempt'));
+      assert.equal((await httpGet(dead.port(80), '/')).status, 503);
+      assert.deepEqual(attempts(), [], 'nothing at info level');
+      assert.equal((await request(dead.app.ports.admin, 'POST', '/logging?level=debug')).status, 200);
+      assert.equal((await httpGet(dead.port(80), '/')).status, 503);
+      const got = attempts().map((l) => JSON.parse(l) as { msg: string; endpoint: string; attempt: number; of: number; cluster: string });
+      // Istio's default retry policy: 2 retries on connect-failure, so 3 attempts, the last given up.
+      assert.deepEqual(got.map((g) => [g.attempt, g.of, g.endpoint, g.cluster]), [1, 2, 3].map((n) => [n, 3, `127.0.0.1:${closed}`, 'outbound|80||upstream.internal']));
+      assert.match(got[0]!.msg, /^upstream attempt 1 to 127\.0\.0\.1:\d+ in outbound\|80\|\|upstream\.internal: CONNECT_FAILURE: .*ECONNREFUSED.*; retrying$/);
+      assert.match(got[2]!.msg, /; giving up$/);
+    } finally {
+      await dead.stop();
+    }
   });
 
   it('admin /healthcheck/fail fails readiness while traffic is still served; /healthcheck/ok restores it', async () => {

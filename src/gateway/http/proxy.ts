@@ -37,6 +37,12 @@ export interface ProxyDeps {
   readonly random: () => number;
   /** Istio's metadata exchange: this proxy's headers, sent to mesh services (absent: none sent). */
   readonly peerHeaders?: OwnPeerHeaders;
+  /**
+   * Debug lines for upstream attempts that failed or were retried (what the access log's one line
+   * per request cannot show: each attempt's endpoint and error). A no-op unless the level is debug
+   * (admin /logging?level=debug switches it at run time); called on those paths only.
+   */
+  readonly log?: { debug(obj: object, msg: string): void };
 }
 
 const NO_DESTINATION: DestinationLabels = {};
@@ -814,6 +820,7 @@ class Forwarder {
         cluster.stats.inc(`upstream_rq_${Math.floor(status / 100)}xx`);
         if (retryableStatus(status, this.policy) || retryableGrpc(grpcStatusOf(raw), this.policy)) {
           const verdict = this.retryVerdict();
+          this.debugAttempt(endpoint.hostPort, `answered ${status}`, verdict === 'taken' ? 'retrying' : `not retried (${verdict})`);
           if (verdict === 'taken') {
             settle();
             this.abortAttempt?.(new Error('retrying'));
@@ -865,7 +872,9 @@ class Forwarder {
           ex.record();
           return;
         }
-        if (retryableError(gerr.code, this.policy) && this.takeRetrySlot()) return this.retry();
+        const again = retryableError(gerr.code, this.policy) && this.takeRetrySlot();
+        this.debugAttempt(endpoint.hostPort, `${gerr.code}: ${(err as Error).message}`, again ? 'retrying' : 'giving up');
+        if (again) return this.retry();
         this.stopTimers();
         const retried = this.attempts > 1;
         const flags = retried && retryableError(gerr.code, this.policy) ? ['URX'] : [];
@@ -881,6 +890,14 @@ class Forwarder {
       headersTimeout: 0,
       bodyTimeout: 0,
     }, handler);
+  }
+
+  /** A debug line for an attempt that failed or will be retried. */
+  private debugAttempt(endpoint: string, outcome: string, next: string): void {
+    this.deps.log?.debug({
+      cluster: this.cluster.name, endpoint, attempt: this.attempts, of: this.policy.attempts + 1,
+      requestId: this.ex.upstreamHeaders['x-request-id'], authority: this.ex.rec.authority,
+    }, `upstream attempt ${this.attempts} to ${endpoint} in ${this.cluster.name}: ${outcome}; ${next}`);
   }
 
   /** A maxRetries slot taken for the next attempt (handed to it by attempt()). */
