@@ -50,6 +50,8 @@ export interface AppOptions {
   readonly prometheusAnnotations?: string;
   /** Drain and exit (admin and agent /quitquitquit); the CLI sends itself SIGTERM. */
   readonly onQuit?: () => void;
+  /** ready() changed: --workers tells the primary, whose agent port answers /healthz/ready for every worker. */
+  readonly onReadyChange?: (ready: boolean) => void;
   /** The log level was changed (admin /logging): --workers passes it to every worker. */
   readonly onLogLevel?: (pinoLevel: string) => void;
   readonly logLevel: string;
@@ -215,6 +217,16 @@ export class App {
     return this.isReady && !this.healthFailed;
   }
 
+  private reportedReady = false;
+
+  /** Tell opts.onReadyChange when ready() has changed (--workers: the primary's agent port answers for all). */
+  private readinessMayHaveChanged(): void {
+    const now = this.ready();
+    if (now === this.reportedReady) return;
+    this.reportedReady = now;
+    this.opts.onReadyChange?.(now);
+  }
+
   /** Start admin servers, apply the first config, bind listeners, start watching. */
   async start(): Promise<ReloadOutcome> {
     const state: AdminState = {
@@ -240,6 +252,7 @@ export class App {
       failHealthChecks: (fail) => {
         if (fail !== this.healthFailed) this.log.warn(fail ? 'admin /healthcheck/fail: readiness now fails (traffic is still served)' : 'admin /healthcheck/ok: readiness restored');
         this.healthFailed = fail;
+        this.readinessMayHaveChanged();
       },
       quit: this.opts.onQuit,
     };
@@ -251,7 +264,7 @@ export class App {
     const agent = serve.agent && this.opts.agentPort !== undefined ? await listenHttp(agentHandler({
       render: async () => ({ text: await this.metrics.render(), contentType: this.metrics.contentType }),
       ready: () => this.ready(),
-      quit: this.opts.onQuit ?? (() => this.log.warn('/quitquitquit: this process is not ended from its agent port')),
+      quit: this.opts.onQuit,
       app: this.appScrape(),
       log: this.log,
     }), this.opts.agentPort, '0.0.0.0') : none;
@@ -319,6 +332,7 @@ export class App {
     }
     for (const f of failed) errors.push(`listener port ${f.port}: ${f.error}`);
     this.isReady = failed.length === 0 || this.isReady;
+    this.readinessMayHaveChanged();
     this.log.info({ reason, version: snapshot.version, resources: snapshot.resourceCount, listeners: this.listeners.ports(), clusters: snapshot.clusters.size },
       `config version ${snapshot.version} applied`);
     return this.finish({ result: 'applied', version: snapshot.version, errors, warnings, rejectedObjects });
@@ -392,7 +406,8 @@ export class App {
   /** SIGTERM: stop accepting, finish in-flight work up to the drain deadline, close everything. */
   async stop(): Promise<void> {
     this.isReady = false;
-    this.stopping = true; // no reload (a watch event, a coalesced one) binds anything from now on
+    this.stopping = true;
+    this.readinessMayHaveChanged(); // no reload (a watch event, a coalesced one) binds anything from now on
     await this.source.stop();
     await this.reloading?.catch(() => undefined);
     const deadline = Date.now() + this.opts.drainMs;

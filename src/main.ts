@@ -16,7 +16,7 @@ import { startSampleBackends } from './sample';
 import { fallbackPorts, type FallbackPort } from './sidecar/fallback';
 import { captureAvailable } from './sidecar/original-dst';
 import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
-import { followLogLevel, offerMetrics, PROMETHEUS_ANNOTATIONS_ENV, runPrimary, shareLogLevel, workerIndex } from './workers';
+import { followLogLevel, offerMetrics, PROMETHEUS_ANNOTATIONS_ENV, runPrimary, shareLogLevel, shareReadiness, workerIndex } from './workers';
 import { lowerHelperThreads, parseHelperNice } from './helper-threads';
 import { tuneV8 } from './v8-tuning';
 
@@ -249,6 +249,7 @@ async function run(argv: string[]): Promise<number> {
     ...(index !== undefined ? {
       serve: { admin: index === 0, status: index === 0, metrics: false, agent: false },
       onLogLevel: shareLogLevel,
+      onReadyChange: shareReadiness,
       logger: pino({ level: String(v['log-level']), base: { component: 'meshgate', worker: index } }, pino.destination(2)),
     } : {}),
     configPaths,

@@ -21,19 +21,39 @@ export const WORKER_INDEX_ENV = 'MESHGATE_WORKER_INDEX';
 export const PROMETHEUS_ANNOTATIONS_ENV = 'ISTIO_PROMETHEUS_ANNOTATIONS';
 /** A log level change (admin /logging on worker 0), passed through the primary to every worker. */
 const LOG_LEVEL = 'meshgate:log-level';
+/** A worker's readiness changed (its first config bound, /healthcheck/fail|ok, draining). */
+const READY = 'meshgate:ready';
 
 interface LogLevelMessage {
   readonly type: typeof LOG_LEVEL;
   readonly level: string;
 }
 
+interface ReadyMessage {
+  readonly type: typeof READY;
+  readonly ready: boolean;
+}
+
 function isLogLevelMessage(m: unknown): m is LogLevelMessage {
   return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === LOG_LEVEL && typeof (m as { level?: unknown }).level === 'string';
 }
 
+function isReadyMessage(m: unknown): m is ReadyMessage {
+  return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === READY && typeof (m as { ready?: unknown }).ready === 'boolean';
+}
+
+function tell(m: LogLevelMessage | ReadyMessage): void {
+  if (process.connected) process.send?.(m, undefined, {}, () => {});
+}
+
 /** In a worker: tell the primary that this worker's log level changed (it tells the others). */
 export function shareLogLevel(level: string): void {
-  if (process.connected) process.send?.({ type: LOG_LEVEL, level } satisfies LogLevelMessage, undefined, {}, () => {});
+  tell({ type: LOG_LEVEL, level });
+}
+
+/** In a worker: tell the primary whether this worker is ready. */
+export function shareReadiness(ready: boolean): void {
+  tell({ type: READY, ready });
 }
 
 /** In a worker: apply log level changes the primary passes on. */
@@ -75,17 +95,38 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   const failures = new Map<number, number>();
   let stopping = false;
   const workerMetrics = new WorkerMetrics();
+  /** Workers that said they are ready (the agent port's /healthz/ready). */
+  const readyWorkers = new Set<Worker>();
+  /** The log level each worker was last told (or started with), so a worker that missed a change catches up. */
+  const levels = new Map<Worker, string>();
+  const startLevel = o.log.level;
+  const tellLevel = (w: Worker) => {
+    if (levels.get(w) === o.log.level || !w.isConnected()) return;
+    levels.set(w, o.log.level);
+    w.send({ type: LOG_LEVEL, level: o.log.level } satisfies LogLevelMessage, undefined, () => {});
+  };
   const fork = (index: number) => {
     const w = cluster.fork({ [WORKER_INDEX_ENV]: String(index) });
     const bornAt = Date.now();
     byIndex.set(index, w);
     workerMetrics.add(index, w);
+    levels.set(w, startLevel);
     w.on('message', (m: unknown) => {
-      if (!isLogLevelMessage(m)) return;
-      o.log.level = m.level;
-      for (const other of byIndex.values()) if (other !== w && other.isConnected()) other.send(m, undefined, () => {});
+      if (isReadyMessage(m)) {
+        if (m.ready) readyWorkers.add(w);
+        else readyWorkers.delete(w);
+      } else if (isLogLevelMessage(m)) {
+        o.log.level = m.level;
+        levels.set(w, m.level);
+        for (const other of byIndex.values()) if (workerMetrics.started(other)) tellLevel(other);
+      }
+      // A worker listens once it has spoken (its first metrics answer): one started, or replaced,
+      // after a level change learns it now.
+      tellLevel(w);
     });
     w.on('exit', (code, signal) => {
+      readyWorkers.delete(w);
+      levels.delete(w);
       if (byIndex.get(index) === w) byIndex.delete(index);
       workerMetrics.retire(w);
       if (stopping) return;
@@ -139,8 +180,8 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     if (target instanceof Error) o.log.error(`${target.message}: the application's metrics are not merged`);
     const agent = await listenHttp(agentHandler({
       render: () => workerMetrics.refresh().then(() => workerMetrics.render()).then((text) => ({ text, contentType: workerMetrics.contentType })),
-      // Ready while every worker that should run is running and listening.
-      ready: () => !stopping && byIndex.size === o.workers && [...byIndex.values()].every((w) => workerMetrics.started(w)),
+      // Ready while every worker that should run is ready (its config bound, its health checks not failed).
+      ready: () => !stopping && byIndex.size === o.workers && [...byIndex.values()].every((w) => readyWorkers.has(w)),
       quit: () => process.kill(process.pid, 'SIGTERM'),
       app: target instanceof Error ? undefined : target,
       log: o.log,

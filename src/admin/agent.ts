@@ -1,5 +1,5 @@
 // The agent port (:15020), as Istio's pilot-agent serves it next to Envoy:
-// - `/stats/prometheus`: Istio's metrics merging. The injector points the pod's prometheus.io
+// - `/stats/prometheus` (and `/metrics`): Istio's metrics merging. The injector points the pod's prometheus.io
 //   annotations here and keeps the application's own in ISTIO_PROMETHEUS_ANNOTATIONS; one scrape
 //   returns the agent's scrape counters, the proxy's istio_* and envoy_* metrics, then the
 //   application's metrics (last: an OpenMetrics answer ends with `# EOF`). A failed application
@@ -42,8 +42,10 @@ export function appScrapeTarget(value: string | undefined, agentPort: number): A
   };
   const port = field('port');
   const path = field('path');
+  const scrape = field('scrape');
   if (port instanceof Error) return port;
   if (path instanceof Error) return path;
+  if (scrape === 'false') return undefined; // as Istio's agent: the application asked not to be scraped
   const p = port === '' ? '80' : port;
   const n = Number(p);
   if (!/^\d+$/.test(p) || n < 1 || n > 65535) return new Error(`ISTIO_PROMETHEUS_ANNOTATIONS: port "${p}" is not a port`);
@@ -58,8 +60,8 @@ export interface AgentState {
   /** This proxy's metrics in Prometheus text: the same as the metrics port serves. */
   render(): Promise<{ readonly text: string; readonly contentType: string }>;
   ready(): boolean;
-  /** Drain and exit (SIGTERM to the process that owns the listeners). */
-  quit(): void;
+  /** Drain and exit (SIGTERM to the process that owns the listeners); absent where the process is not ours to end. */
+  readonly quit?: (() => void) | undefined;
   readonly app?: AppScrapeTarget | undefined;
   readonly log: { warn(obj: object, msg: string): void; info(msg: string): void };
 }
@@ -177,6 +179,7 @@ export function agentHandler(state: AgentState): http.RequestListener {
     const path = (req.url ?? '/').split('?')[0];
     switch (path) {
       case '/stats/prometheus':
+      case '/metrics': // Istio's agent serves both
         void stats(req, res).catch(() => { if (!res.headersSent) send(res, 500, 'metrics failed\n'); else res.destroy(); });
         return;
       case '/healthz/ready':
@@ -184,9 +187,10 @@ export function agentHandler(state: AgentState): http.RequestListener {
       case '/quitquitquit':
         if (!isLoopback(req.socket.remoteAddress)) return send(res, 403, 'Only requests from localhost are allowed\n');
         if (req.method !== 'POST') return send(res, 405, 'Method Not Allowed\n');
+        if (!state.quit) return send(res, 501, 'this process is not ended from its agent port\n');
         send(res, 200, 'OK');
         state.log.info('handling /quitquitquit: draining and exiting');
-        res.once('finish', () => state.quit());
+        res.once('finish', state.quit);
         return;
       default:
         return send(res, 404, 'not found\n');

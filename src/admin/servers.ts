@@ -69,7 +69,7 @@ const LOGGING_USAGE = [
  */
 export function applyLogging(logging: LogLevels, query: URLSearchParams): { status: number; body: string } {
   const list = () => `active loggers:\n${Object.entries(logging.levels()).sort(([a], [b]) => a.localeCompare(b)).map(([n, l]) => `  ${n}: ${l}\n`).join('')}`;
-  const entries = [...query.entries()];
+  const entries = [...query.entries()].filter(([, v]) => v !== ''); // Envoy ignores empty values
   if (entries.length === 0) return { status: 200, body: list() };
   const changes: [string | undefined, string][] = [];
   if (entries.length !== 1) return { status: 404, body: LOGGING_USAGE + list() };

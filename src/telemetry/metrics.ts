@@ -128,19 +128,20 @@ interface PeerIdentity {
  * Istio's identity of a workload from its name, namespace and labels: the canonical service from
  * `service.istio.io/canonical-name`, `app.kubernetes.io/name` or `app` (else the workload's name),
  * the canonical revision from `service.istio.io/canonical-revision`, `app.kubernetes.io/version` or
- * `version` (else "latest"); app and version from the labels of those names.
+ * `version` (else "latest"); app and version from the labels of those names; the cluster as the
+ * peer's metadata names it (CLUSTER_ID: `unknown` when it does not), Kubernetes for our endpoints.
  */
-export function peerIdentity(workload: string, namespace: string, labels: Dict<string>, principal = 'unknown'): PeerIdentity {
+export function peerIdentity(workload: string, namespace: string, labels: Dict<string>, cluster = 'Kubernetes'): PeerIdentity {
   const own = (k: string) => (Object.hasOwn(labels, k) ? labels[k] : undefined);
   return {
     workload,
     canonical_service: own('service.istio.io/canonical-name') ?? own('app.kubernetes.io/name') ?? own('app') ?? workload,
     canonical_revision: own('service.istio.io/canonical-revision') ?? own('app.kubernetes.io/version') ?? own('version') ?? 'latest',
     workload_namespace: namespace,
-    principal,
+    principal: 'unknown',
     app: own('app') ?? 'unknown',
     version: own('version') ?? 'unknown',
-    cluster: 'Kubernetes',
+    cluster,
   };
 }
 
@@ -373,7 +374,7 @@ export class Metrics {
     if (inbound) {
       if (!source) return { peer: this.inbound, key: 'in' };
       let entry = this.sourcePeers.get(source);
-      if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels)));
+      if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels, source.cluster ?? 'unknown')));
       return entry;
     }
     const entry = this.destinationPeer(endpoint, upstreamPeer);
@@ -384,7 +385,7 @@ export class Metrics {
   private destinationPeer(endpoint: DestinationEndpoint | undefined, upstreamPeer: PeerWorkload | undefined): PeerEntry {
     if (upstreamPeer) {
       let entry = this.upstreamPeers.get(upstreamPeer);
-      if (!entry) this.upstreamPeers.set(upstreamPeer, entry = this.peerEntry('out', peerIdentity(upstreamPeer.workload, upstreamPeer.namespace, upstreamPeer.labels)));
+      if (!entry) this.upstreamPeers.set(upstreamPeer, entry = this.peerEntry('out', peerIdentity(upstreamPeer.workload, upstreamPeer.namespace, upstreamPeer.labels, upstreamPeer.cluster ?? 'unknown')));
       return entry;
     }
     const w = endpoint?.workload;
@@ -420,7 +421,7 @@ export class Metrics {
   private peerEntry(direction: 'in' | 'out', id: PeerIdentity): PeerEntry {
     return {
       peer: direction === 'out' ? this.outboundTo(id) : this.inboundFrom(id),
-      key: `${direction}|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}`,
+      key: `${direction}|${id.workload}|${id.workload_namespace}|${id.canonical_service}|${id.canonical_revision}|${id.app}|${id.version}|${id.cluster}`,
     };
   }
 

@@ -143,6 +143,8 @@ export interface PeerWorkload {
   readonly workload: string;
   readonly namespace: string;
   readonly labels: Dict<string>;
+  /** CLUSTER_ID, when the peer says it (source_cluster / destination_cluster). */
+  readonly cluster?: string;
 }
 
 export function peerWorkloadOf(md: PeerMetadata | undefined): PeerWorkload | undefined {
@@ -152,7 +154,8 @@ export function peerWorkloadOf(md: PeerMetadata | undefined): PeerWorkload | und
   const workload = text('WORKLOAD_NAME') || text('NAME');
   const namespace = text('NAMESPACE');
   if (!workload || !namespace) return undefined;
-  return { workload, namespace, labels };
+  const cluster = text('CLUSTER_ID');
+  return cluster ? { workload, namespace, labels, cluster } : { workload, namespace, labels };
 }
 
 const decoded = new Map<string, PeerWorkload | undefined>();

@@ -151,6 +151,10 @@ describe('agent port (15020): merged metrics, quitquitquit; admin logging and he
       assert.doesNotMatch(r.body, /type="application"/);
       assert.equal((await request(lone.app.ports.agent, 'GET', '/healthz/ready')).status, 200);
       assert.equal((await request(lone.app.ports.agent, 'GET', '/quitquitquit')).status, 405);
+      assert.equal((await request(lone.app.ports.agent, 'POST', '/quitquitquit')).status, 501, 'an in-process gateway is not ended');
+      const alias = await request(lone.app.ports.agent, 'GET', '/metrics');
+      assert.equal(alias.status, 200);
+      assert.match(alias.body, /istio_build\{component="proxy"/, '/metrics, as Istio\'s agent');
       assert.equal((await request(lone.app.ports.agent, 'GET', '/nothing')).status, 404);
     } finally {
       await lone.stop();

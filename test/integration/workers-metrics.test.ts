@@ -304,6 +304,26 @@ describe('meshgate run --workers: the agent port, admin /logging and /quitquitqu
     await hup();
     await waitFor(() => unchanged(0) === 1 && unchanged(1) === 1, { timeoutMs: 5000 }).catch(() => assert.fail(`debug lines per worker: ${unchanged(0)}, ${unchanged(1)}`));
 
+    // A worker started after the change (a replacement) takes the level too.
+    const old1 = children(primary).find((p) => workerIndexOf(p) === 1)!;
+    process.kill(old1, 'SIGKILL');
+    await waitFor(() => { const now = children(primary); return now.length === 2 && !now.includes(old1) && now.every((p) => workerIndexOf(p) !== undefined); }, { timeoutMs: 10_000 });
+    await waitFor(async () => (await httpGet(agent, '/healthz/ready').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 15_000 });
+    await hup();
+    await waitFor(() => unchanged(1) === 2, { timeoutMs: 5000 }).catch(() => assert.fail(`the replacement worker logged no debug line: ${unchanged(1)}`));
+
+    // The agent port is ready only while every worker is: worker 0's /healthcheck/fail takes it out.
+    const post = (port: number, p: string) => new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: p }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+      req.on('error', reject);
+      req.end();
+    });
+    const agentReady = async () => (await httpGet(agent, '/healthz/ready')).status;
+    assert.equal(await post(admin, '/healthcheck/fail'), 200);
+    await waitFor(async () => (await agentReady()) === 503, { timeoutMs: 3000 }).catch(() => assert.fail('the agent port stayed ready'));
+    assert.equal(await post(admin, '/healthcheck/ok'), 200);
+    await waitFor(async () => (await agentReady()) === 200, { timeoutMs: 3000 }).catch(() => assert.fail('the agent port did not come back'));
+
     const all = [primary, ...children(primary)];
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (c) => resolve(c)));
     const quit = await new Promise<number>((resolve, reject) => {

@@ -15,6 +15,8 @@ describe('agent: ISTIO_PROMETHEUS_ANNOTATIONS', () => {
       ['{"scrape":"true"}', { port: '80', path: '/metrics' }],
       ['{"path":"stats","port":"9000"}', { port: '9000', path: '/stats' }],
       ['{"path":"/m?x=1","port":"9000"}', { port: '9000', path: '/m?x=1' }],
+      ['{"scrape":"false","path":"/m","port":"8080"}', undefined], // as Istio's agent: not scraped
+      ['{"scrape":"False","path":"/m","port":"8080"}', { port: '8080', path: '/m' }], // the agent compares with "false" exactly
     ];
     for (const [env, want] of cases) assert.deepEqual(appScrapeTarget(env, 15020), want, String(env));
   });
@@ -74,7 +76,8 @@ describe('admin /logging', () => {
       ['level=critical', 200, 'critical'],
       ['level=off', 200, 'off'],
       ['level=warn', 404, 'info'], // Envoy's name is warning
-      ['level=', 404, 'info'],
+      ['level=', 200, 'info'], // an empty value is ignored, as Envoy does: the list
+      ['level=&meshgate=debug', 200, 'debug'],
       ['http=debug', 404, 'info'], // a logger this process does not have
       ['paths=meshgate:debug,router:debug', 404, 'info'], // all or nothing
       ['paths=meshgate', 404, 'info'],

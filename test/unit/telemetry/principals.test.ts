@@ -80,6 +80,17 @@ describe('principals and the exchange\'s answer (client side)', () => {
     assert.equal(byWorkload['reviews-vm']!['destination_workload_namespace'], 'vms');
   });
 
+  it('destination_cluster is the CLUSTER_ID the answer names (unknown without one); the endpoint\'s is Kubernetes', async () => {
+    const m = new Metrics(IDENTITY, false);
+    const east = peerWorkloadFromHeader(encodePeerMetadata({ NAME: 'p', NAMESPACE: 'bookinfo', WORKLOAD_NAME: 'ratings-v1', CLUSTER_ID: 'east', LABELS: {} }))!;
+    const none = peerWorkloadFromHeader(encodePeerMetadata({ NAME: 'p', NAMESPACE: 'bookinfo', WORKLOAD_NAME: 'ratings-v1', LABELS: {} }))!;
+    m.observeHttp({ ...base, upstreamPeer: east });
+    m.observeHttp({ ...base, upstreamPeer: none });
+    m.observeHttp({ ...base, endpoint: { labels: {}, workload: { name: 'ratings-v1', namespace: 'bookinfo' } } });
+    const clusters = (await series(m)).map((x) => x['destination_cluster']).sort();
+    assert.deepEqual(clusters, ['Kubernetes', 'east', 'unknown'], 'three series, told apart by the cluster');
+  });
+
   it('over TLS: source_principal ours, destination_principal and its namespace the upstream\'s; the policy stays unknown', async () => {
     const m = new Metrics(IDENTITY, false);
     m.observeHttp({ ...base, upstreamTls: { localUriSans: [SLEEP], peerUriSans: [EGRESS, 'spiffe://x/ns/y/sa/z'] } });
