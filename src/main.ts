@@ -9,7 +9,12 @@ import pino from 'pino';
 import { App } from './app';
 import { DNS_FAMILIES, type DnsFamily } from './serviceentry/dns';
 import { DEFAULT_IMAGE, kubeInject as inject } from './inject/inject';
-import { validatePaths } from './config/format';
+import { plural, validatePaths, validationReport } from './config/format';
+import { loadPaths } from './config/load';
+import { checkForValidate, overlay } from './config/pipeline';
+import type { Resource } from './config/types';
+import type { KubeObject } from './kube/reflector';
+import { listClusterOnce, referencedSecrets } from './sources/kubernetes';
 import { MAX_TIMER_MS, parseDuration } from './config/names';
 import { gatewayNamespace, resolveConnection } from './kube/connection';
 import { startSampleBackends } from './sample';
@@ -30,13 +35,22 @@ interface FlagSpec {
   readonly short?: string;
 }
 
+/** How `run` and `validate` reach the Kubernetes API. */
+const KUBE_FLAGS: readonly FlagSpec[] = [
+  { name: 'kubeconfig', env: 'KUBECONFIG', help: 'kubernetes source: a kubeconfig file, or several separated by colons merged as kubectl merges them (the current context); empty: in-cluster, from the service account', def: '' },
+  { name: 'watch-namespace', env: 'MESHGATE_WATCH_NAMESPACE', help: 'kubernetes source: namespaces to watch, comma-separated (default: all); Secrets are read from --namespace, the mesh config from istio-system', def: '' },
+];
+const NAMESPACE_FLAG: FlagSpec = {
+  name: 'namespace', env: 'MESHGATE_NAMESPACE', def: '',
+  help: "the gateway's namespace, where its credentialName Secrets are (default istio-system; in a pod with --source kubernetes, the service account's namespace)",
+};
+
 const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable; env: comma-separated (the files source)', multiple: true },
   { name: 'source', env: 'MESHGATE_SOURCE', help: 'where the config comes from: files (--config) or kubernetes (list and watch the API)', def: 'files' },
-  { name: 'kubeconfig', env: 'KUBECONFIG', help: 'kubernetes source: a kubeconfig file, or several separated by colons merged as kubectl merges them (the current context); empty: in-cluster, from the service account', def: '' },
-  { name: 'watch-namespace', env: 'MESHGATE_WATCH_NAMESPACE', help: 'kubernetes source: namespaces to watch, comma-separated (default: all); Secrets are read from --namespace, the mesh config from istio-system', def: '' },
+  ...KUBE_FLAGS,
   { name: 'labels', env: 'MESHGATE_LABELS', help: "this gateway's labels, matched by Gateway selector", def: 'istio=ingressgateway' },
-  { name: 'namespace', env: 'MESHGATE_NAMESPACE', help: "the gateway's namespace (default istio-system; in a pod with --source kubernetes, the service account's namespace)", def: '' },
+  NAMESPACE_FLAG,
   { name: 'port-map', env: 'MESHGATE_PORT_MAP', help: 'listen port per Gateway server port, e.g. 80=8080,443=8443', def: '' },
   { name: 'mode', env: 'MESHGATE_MODE', help: "gateway (Gateway listeners) or sidecar (capture listener for iptables-redirected traffic)", def: 'gateway' },
   { name: 'capture-port', env: 'MESHGATE_CAPTURE_PORT', help: 'sidecar mode: the capture listener (iptables REDIRECT target)', def: '15001' },
@@ -101,7 +115,11 @@ const KUBE_INJECT_FLAGS: readonly FlagSpec[] = [
 ];
 
 const VALIDATE_FLAGS: readonly FlagSpec[] = [
-  { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable', multiple: true },
+  { name: 'config', env: 'MESHGATE_CONFIG', help: 'YAML file or directory (recursive); repeatable; with --source kubernetes, applied over the cluster\'s objects (a file\'s object replaces the one of the same kind, namespace and name)', multiple: true },
+  { name: 'source', env: 'MESHGATE_SOURCE', help: 'files (--config), or kubernetes: the config in the cluster\'s API, as `run --source kubernetes` reads it', def: 'files' },
+  ...KUBE_FLAGS,
+  NAMESPACE_FLAG,
+  { name: 'timeout', env: 'MESHGATE_VALIDATE_TIMEOUT', help: 'kubernetes source: how long listing may take (Envoy duration: 30s, 1m)', def: '30s' },
 ];
 
 /** Every command's --help: the flag column is as wide as its longest flag plus two spaces (30 at least). */
@@ -123,7 +141,7 @@ WorkloadEntry YAML and serves them as istio-ingressgateway / istio-egressgateway
 
 commands:
   run          run the gateway on a config (files or directories, or the Kubernetes API; watched and hot-reloaded)
-  validate     check a config as run would load it; exit 1 on errors
+  validate     check a config (files, or the cluster's) as run would load it; exit 1 on errors
   certs        make a development CA and server/client certificates, and a Secret for credentialName
   iptables     print, apply or remove the sidecar capture rules (as istio-iptables)
   kube-inject  add the meshgate sidecar to Kubernetes workload YAML (as istioctl kube-inject)
@@ -319,14 +337,40 @@ async function run(argv: string[]): Promise<number> {
 async function validate(argv: string[]): Promise<number> {
   const v = parse(argv, VALIDATE_FLAGS);
   if (v['help']) {
-    process.stdout.write(usage('validate', 'Check a config as run would load it. Prints file:line:col: Kind namespace/name: field.path: message per problem; exit 1 on errors, 0 when clean or warnings only.', VALIDATE_FLAGS));
+    process.stdout.write(usage('validate', 'Check a config as run would load and compile it: files (--config), or the cluster\'s (--source kubernetes) with --config files applied over it. Prints file:line:col: Kind namespace/name: field.path: message per problem; exit 1 on errors, 0 when clean or warnings only, 2 when the config cannot be read.', VALIDATE_FLAGS));
     return 0;
   }
   const paths = (v['config'] as string[] | undefined) ?? [];
-  if (paths.length === 0) throw new Error('validate: --config PATH is required');
-  const { output, exitCode } = await validatePaths(paths);
+  const source = String(v['source']);
+  if (source !== 'files' && source !== 'kubernetes') throw new Error(`--source: "${source}" is not files or kubernetes`);
+  if (source === 'files') {
+    if (paths.length === 0) throw new Error('validate: --config PATH is required (or --source kubernetes)');
+    const { output, exitCode } = await validatePaths(paths, String(v['namespace'] || 'istio-system'));
+    process.stdout.write(output);
+    return exitCode;
+  }
+  // The cluster's config, with the local files applied over it: "what would the gateways make of
+  // the cluster after `kubectl apply -f` of these?"
+  const kubeconfig = String(v['kubeconfig'] ?? '') || undefined;
+  const connection = resolveConnection(kubeconfig);
+  const namespace = gatewayNamespace(String(v['namespace'] ?? ''), kubeconfig ? undefined : connection);
+  const files = paths.length > 0 ? await loadPaths(paths) : { resources: [], issues: [], infos: [], skipped: [], files: [] };
+  const log = pino({ level: 'warn', base: { component: 'meshgate' } }, pino.destination(2));
+  const cluster = await listClusterOnce(
+    { connection, watchNamespaces: list(v['watch-namespace']), namespace, log },
+    duration(v['timeout'], 'timeout'), secretsNamedBy(files.resources),
+  );
+  const loaded = checkForValidate(overlay(cluster, files), namespace);
+  const where = `in the cluster (${connection.server})${files.files.length > 0 ? ` and ${plural(files.files.length, 'file')}` : ''}`;
+  const { output, exitCode } = validationReport(loaded, where);
   process.stdout.write(output);
   return exitCode;
+}
+
+/** The Secrets the Gateways and DestinationRules among these resources name (credentialName). */
+function secretsNamedBy(resources: readonly Resource[]): Set<string> {
+  const of = (kind: string) => resources.filter((r) => r.kind === kind).map((r) => ({ spec: r.spec }) as unknown as KubeObject);
+  return referencedSecrets(of('Gateway'), of('DestinationRule'));
 }
 
 async function certs(argv: string[]): Promise<number> {

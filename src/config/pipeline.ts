@@ -1,6 +1,6 @@
 // load -> validate, as one call: what `run` reloads and `validate` checks.
 
-import type { ConfigIssue, Resource, ResourceSet } from './types';
+import type { ConfigIssue, Dict, Resource, ResourceSet } from './types';
 import { loadPaths, type LoadResult, type SkippedObject } from './load';
 import { positionOf, validate } from './validate';
 import { compile, type CompileResult, type GatewayIdentity } from './compile';
@@ -133,4 +133,70 @@ export function compileChecked(set: ResourceSet, id: GatewayIdentity, version: n
       issues: [{ severity: 'error', file: '(compile)', line: 1, col: 1, kind: '', namespace: '', name: '', path: '', message: `the config cannot be compiled (${why}); config rejected` }],
     };
   }
+}
+
+/** Warnings that depend on how `run` is started, not on the config (its mesh certificates): validate leaves them out. */
+const STARTUP_DEPENDENT = /mesh certificates|--mesh-certs/;
+
+/**
+ * What `run` adds to validation when it compiles the config for a gateway: compile errors, and the
+ * warnings it logs (a credentialName naming no Secret, servers that cannot share a port, SNI names
+ * served twice, ...). `validate` compiles once per distinct Gateway selector (each as a gateway with
+ * those labels in `namespace`, where its credential Secrets live), or once as the default ingress
+ * gateway when there is no Gateway; the notes come back as config issues, each once.
+ */
+export function compileIssues(set: ResourceSet, resources: readonly Resource[], namespace: string): ConfigIssue[] {
+  const selectors = new Map<string, Dict<string>>();
+  for (const g of set.gateways) {
+    const labels = g.spec.selector ?? {};
+    selectors.set(JSON.stringify(Object.entries(labels).sort()), labels);
+  }
+  if (selectors.size === 0) selectors.set('default', { istio: 'ingressgateway' });
+  const byWho = new Map(resources.map((r) => [`${r.kind} ${r.metadata.namespace}/${r.metadata.name}`, r]));
+  const out = new Map<string, ConfigIssue>();
+  for (const labels of selectors.values()) {
+    const { result, issues } = compileChecked(set, { labels, namespace, portMap: new Map(), bind: '0.0.0.0' }, 1);
+    for (const i of issues) out.set(`${i.file}:${i.line}:${i.col}:${i.path}:${i.message}`, i);
+    for (const n of result?.notes ?? []) {
+      if (n.severity !== 'warning' || STARTUP_DEPENDENT.test(n.message)) continue;
+      const r = byWho.get(n.resource);
+      const at = n.at ?? r?.source ?? { file: '(compile)', line: 1, col: 1 };
+      const issue: ConfigIssue = {
+        severity: 'warning', file: at.file, line: at.line, col: at.col,
+        kind: r?.kind ?? '', namespace: r?.metadata.namespace ?? '', name: r?.metadata.name ?? '', path: n.path ?? '',
+        message: n.message.startsWith('warning: ') ? n.message : `warning: ${n.message}`,
+      };
+      out.set(`${issue.file}:${issue.line}:${issue.col}:${issue.path}:${issue.message}`, issue);
+    }
+  }
+  return [...out.values()];
+}
+
+/**
+ * `meshgate validate`: what loadConfig checks, then, when that found no error (run would reject the
+ * config before compiling it), what compiling adds (compileIssues).
+ */
+export function checkForValidate(loaded: LoadResult, namespace: string): LoadedConfig {
+  const checked = checkLoaded(loaded);
+  if (!checked.set || checked.issues.some((i) => i.severity === 'error')) return checked;
+  return { ...checked, issues: [...checked.issues, ...compileIssues(checked.set, loaded.resources, namespace)] };
+}
+
+/**
+ * The cluster's objects with local files applied over them, as `kubectl apply` would: a file's
+ * object replaces the cluster's of the same kind, namespace and name (its problems too), and counts
+ * as the newest (conflicts are won by older objects, as in Istio).
+ */
+export function overlay(cluster: { readonly resources: readonly Resource[]; readonly issues: readonly ConfigIssue[]; readonly infos: readonly string[] }, files: LoadResult): LoadResult {
+  const key = (r: Resource) => whoKey({ kind: r.kind, namespace: r.metadata.namespace, name: r.metadata.name });
+  const local = new Set(files.resources.map(key));
+  const kept = cluster.resources.filter((r) => !local.has(key(r)));
+  const base = kept.reduce((m, r) => Math.max(m, r.order), 0) + 1;
+  return {
+    resources: [...kept, ...files.resources.map((r) => ({ ...r, order: base + r.order }))],
+    issues: [...cluster.issues.filter((i) => !i.kind || !local.has(whoKey(i))), ...files.issues],
+    infos: [...cluster.infos, ...files.infos],
+    skipped: files.skipped ?? [],
+    files: files.files,
+  };
 }

@@ -186,10 +186,16 @@ export class KubeSource implements ConfigSource {
     return type.group ? `${type.group}/${v}` : v;
   }
 
-  async load(): Promise<SourceLoad> {
+  /**
+   * The objects read so far as config resources (each one's "file" is `kubernetes:ns/Kind/name`), the
+   * problems found turning them into resources, and the registry services of Services, EndpointSlices
+   * and Pods. `meshgate validate --source kubernetes` checks these; load() validates them object by object.
+   */
+  resources(alsoSecrets: ReadonlySet<string> = new Set()): { resources: Resource[]; issues: ConfigIssue[]; infos: string[] } {
     const issues: ConfigIssue[] = [];
     const infos: string[] = [];
     const secretNames = referencedSecrets(this.objectsOf('Gateway'), this.objectsOf('DestinationRule'));
+    for (const n of alsoSecrets) secretNames.add(n);
     const entries: { kind: keyof typeof KUBE_TYPES; obj: KubeObject }[] = [];
     for (const kind of [...ISTIO_KINDS, 'Service', 'ConfigMap'] as const) for (const obj of this.objectsOf(kind)) entries.push({ kind, obj });
     for (const obj of this.objectsOf('Secret')) if (secretNames.has(obj.metadata?.name ?? '')) entries.push({ kind: 'Secret', obj });
@@ -202,6 +208,11 @@ export class KubeSource implements ConfigSource {
       const r = toResource({ ...obj, kind, apiVersion: this.versionOf(kind) }, pos, '', new Map(), i + 1, issues, infos);
       if (r) resources.push(r);
     });
+    return { resources, issues, infos };
+  }
+
+  async load(): Promise<SourceLoad> {
+    const { resources, issues, infos } = this.resources();
     const v = this.withLastGood(resources, infos);
     const kubernetesServices = kubeServiceDefs(
       this.objectsOf('Service') as KubeServiceObject[], this.objectsOf('EndpointSlice') as EndpointSliceObject[], this.objectsOf('Pod') as PodObject[],
@@ -262,5 +273,30 @@ export class KubeSource implements ConfigSource {
         kind: r.target.type.kind, namespace: r.target.namespace ?? '*', version: r.version ?? null, synced: r.synced, objects: r.objects.size, ...r.stats,
       })),
     };
+  }
+}
+
+/**
+ * List the cluster's config once, as the gateway would read it (`meshgate validate --source
+ * kubernetes`): every watched kind listed, then the watches stopped. `alsoSecrets`: Secrets of the
+ * gateway namespace to read besides those the cluster's own objects name (local files may name others).
+ */
+export async function listClusterOnce(
+  opts: Omit<KubeSourceOptions, 'debounceMs'>, timeoutMs: number, alsoSecrets: ReadonlySet<string>,
+): Promise<{ resources: Resource[]; issues: ConfigIssue[]; infos: string[] }> {
+  const source = new KubeSource(opts);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    source.start(() => {});
+    await Promise.race([
+      source.whenSynced(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the Kubernetes API at ${opts.connection.server} did not list everything within ${timeoutMs / 1000} s (the warnings above say why)`)), timeoutMs);
+      }),
+    ]);
+    return source.resources(alsoSecrets);
+  } finally {
+    if (timer) clearTimeout(timer);
+    await source.stop();
   }
 }

@@ -1,0 +1,105 @@
+// `meshgate validate --source kubernetes`: the cluster's config checked as the gateways would read it
+// (the fake API server here), with local files applied over it as `kubectl apply` would; what
+// compiling adds (a credentialName naming no Secret) for files and the cluster alike.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FakeKubeApi, type KubeObj } from '../helpers/fake-kube-api';
+import { runMeshgate } from '../helpers/gateway';
+import { gatewayObj, kubeconfigFor, serviceObj, virtualServiceObj } from '../helpers/kube';
+import { freePort } from '../helpers/upstream';
+
+const HTTPS_GATEWAY: KubeObj = {
+  kind: 'Gateway', apiVersion: 'networking.istio.io/v1', metadata: { name: 'mygateway', namespace: 'istio-system' },
+  spec: {
+    selector: { istio: 'ingressgateway' },
+    servers: [{ port: { number: 443, name: 'https', protocol: 'HTTPS' }, hosts: ['httpbin.example.com'], tls: { mode: 'SIMPLE', credentialName: 'httpbin-credential' } }],
+  },
+};
+
+describe('meshgate validate --source kubernetes', function () {
+  this.timeout(30_000);
+  let fake: FakeKubeApi;
+  let dir: string;
+  let kubeconfig: string;
+
+  before(async () => {
+    fake = await new FakeKubeApi().start();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-validate-kube-'));
+    kubeconfig = path.join(dir, 'kubeconfig');
+    fs.writeFileSync(kubeconfig, kubeconfigFor(fake.url));
+    fake.upsert(gatewayObj('httpbin-gateway', ['httpbin.example.com']));
+    fake.upsert(HTTPS_GATEWAY);
+    fake.upsert(serviceObj('httpbin', [{ name: 'http', port: 8000 }]));
+    // A typo kubectl accepts (the CRD keeps unknown fields): `rout`.
+    fake.upsert(virtualServiceObj('httpbin', ['httpbin.example.com'], 'istio-system/httpbin-gateway', [{ rout: [{ destination: { host: 'httpbin' } }] }]));
+  });
+  after(async () => {
+    await fake?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const validate = (...extra: string[]) => runMeshgate(['validate', '--source', 'kubernetes', '--kubeconfig', kubeconfig, ...extra]);
+
+  it('reports the cluster\'s problems by object and field path, exit 1 on errors', async () => {
+    const r = await validate();
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.ok(lines.includes('kubernetes:default/VirtualService/httpbin:1:1: VirtualService default/httpbin: spec.http[0].rout: unknown field "rout" (did you mean "route"?)'), r.stdout);
+    assert.match(lines.at(-1)!, new RegExp(`^1 error, \\d+ warnings? in the cluster \\(${fake.url.replace(/[.:/]/g, '\\$&')}\\)$`));
+    // Compiling is only checked once nothing is in error (run would reject the config first).
+    assert.doesNotMatch(r.stdout, /credentialName/);
+  });
+
+  it('applies local files over the cluster: a fixed object replaces the broken one, and compile warnings appear', async () => {
+    const fixed = path.join(dir, 'fix.yaml');
+    fs.writeFileSync(fixed, `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [istio-system/httpbin-gateway]
+  http:
+  - route: [{destination: {host: httpbin, port: {number: 8000}}}]
+`);
+    const r = await validate('--config', fixed);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stdout, /rout:/);
+    // The HTTPS server's Secret is not in the cluster: what `run` would warn, validate says too.
+    assert.ok(r.stdout.includes('kubernetes:istio-system/Gateway/mygateway:1:1: Gateway istio-system/mygateway: spec.servers[0].tls.credentialName: '
+      + 'warning: credentialName httpbin-credential: no Secret istio-system/httpbin-credential; TLS handshakes on port 443 for httpbin.example.com will fail'), r.stdout);
+    assert.match(r.stdout.trim().split('\n').at(-1)!, / in the cluster \(.*\) and 1 file$/);
+  });
+
+  it('reads the Secrets a local file names, though nothing in the cluster names them', async () => {
+    fake.upsert({ kind: 'Secret', apiVersion: 'v1', metadata: { name: 'other-credential', namespace: 'istio-system' }, type: 'kubernetes.io/tls', data: { 'tls.crt': '', 'tls.key': '' } });
+    const gw = path.join(dir, 'gw.yaml');
+    fs.writeFileSync(gw, `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: mygateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [httpbin.example.com]
+    tls: {mode: SIMPLE, credentialName: other-credential}
+`);
+    const r = await validate('--config', gw, '--config', path.join(dir, 'fix.yaml'));
+    assert.doesNotMatch(r.stdout, /no Secret istio-system\/other-credential/, r.stdout);
+    assert.doesNotMatch(r.stdout, /httpbin-credential/, 'the cluster\'s Gateway was replaced by the file\'s');
+  });
+
+  it('an API that cannot be reached fails within --timeout with the reason, exit 2', async () => {
+    const closed = await freePort();
+    const unreachable = path.join(dir, 'unreachable');
+    fs.writeFileSync(unreachable, kubeconfigFor(`http://127.0.0.1:${closed}`));
+    const t0 = Date.now();
+    const r = await runMeshgate(['validate', '--source', 'kubernetes', '--kubeconfig', unreachable, '--timeout', '2s']);
+    assert.equal(r.code, 2);
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.match(r.stderr, new RegExp(`the Kubernetes API at http://127\\.0\\.0\\.1:${closed} did not list everything within 2 s`));
+    assert.equal(r.stdout, '');
+  });
+});
