@@ -755,7 +755,8 @@ function inboundListener(set: ResourceSet, id: GatewayIdentity, port: number): L
       ports.set(target, { http: http || (known?.http ?? false), service: known?.service ?? { host: `${name}.${namespace}.svc.cluster.local`, name, namespace } });
     }
   }
-  return { name: 'virtualInbound', bind: id.bind, port, family: 'INBOUND', servers: [], inbound: { ports } };
+  const mtls = id.meshCerts ? { mtls: { kind: 'files' as const, ...id.meshCerts } } : {};
+  return { name: 'virtualInbound', bind: id.bind, port, family: 'INBOUND', servers: [], inbound: { ports, ...mtls } };
 }
 
 /** A single-address CIDR (`a.b.c.d/32`, `x::y/128`) as its address; anything else unchanged. */

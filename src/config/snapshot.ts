@@ -158,6 +158,11 @@ export interface InboundDef {
    * InboundPassthroughCluster.
    */
   readonly ports: ReadonlyMap<number, { readonly http: boolean; readonly service: ClusterDef['service'] }>;
+  /**
+   * With a mesh identity (`--mesh-certs`): mesh peers' mTLS is terminated here (Istio's inbound
+   * filter chain for ISTIO_MUTUAL clients, PERMISSIVE: plaintext and other TLS still pass).
+   */
+  readonly mtls?: ServerCredentialSource;
 }
 
 /** Sidecar mode: how the capture listener (virtualOutbound, 15001) routes what it captures. */

@@ -5,6 +5,7 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type Socket } from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerDef, ListenerFamily, OutboundDef, OutboundDestination, Snapshot } from '../config/snapshot';
 import type { HttpProxy } from './http/proxy';
@@ -13,12 +14,15 @@ import { ERRORS, type ErrorCode } from '../errors';
 import { joinHostPort, rawLocalReply } from './http/headers';
 import { UpgradeProxy } from './http/upgrade';
 import { sniffPlaintext } from './sniff';
+import { bindSession, serveH2Socket } from './http/connection';
 import type { HttpEntry } from './http/route-match';
 import type { TcpProxy } from './tcp/proxy';
 import { selectChain, selectTcpRoute } from './tcp/match';
 import { BLACKHOLE_ROUTE, PASSTHROUGH_ROUTE } from './tcp/proxy';
 import { readClientHello } from '../tls/client-hello';
-import { isOwnListener, originalDestination } from '../sidecar/original-dst';
+import type { ServerCredentialSource } from '../tls/secrets';
+import { isMeshHello } from './tls-listener';
+import { isOwnListener, originalDestination, type OriginalDestination } from '../sidecar/original-dst';
 import { looksLikeHttp, rememberOriginalDst } from '../sidecar/capture';
 
 /**
@@ -26,6 +30,8 @@ import { looksLikeHttp, rememberOriginalDst } from '../sidecar/capture';
  * bytes (HTTP, TLS) before treating the connection as opaque TCP (server-first protocols).
  */
 const PROTOCOL_DETECTION_MS = 1000;
+/** The start of HTTP/2's connection preface (h2c with prior knowledge, or h2 inside mesh mTLS without ALPN). */
+const H2_PREFACE_START = Buffer.from('PRI * HTTP/2.0', 'latin1');
 
 /** The service port that owns an original destination: the exact address first, then the longest CIDR. */
 export function outboundDestinationFor(out: OutboundDef, address: string, port: number): OutboundDestination | undefined {
@@ -93,7 +99,7 @@ function watchPrematureResets(session: http2.ServerHttp2Session): void {
  */
 function serveH2(stack: HttpStack, socket: Socket): void {
   socket.allowHalfOpen = false;
-  stack.h2.emit('connection', socket);
+  serveH2Socket(stack.h2, socket);
 }
 
 /** One HTTP/1 and one HTTP/2 server fed sockets by a listener (they never listen themselves). */
@@ -130,6 +136,8 @@ export interface ListenerManagerDeps {
 /** Hands a TLS listener's connection on once its ClientHello is read (gateway/tls-listener.ts). */
 export interface TlsDispatcher {
   dispatch(socket: Socket, def: () => ListenerDef, http: (chain: string) => HttpStackEntry): void;
+  /** A sidecar's inbound mTLS from a mesh peer: terminate with the mesh identity, then `onSecure`. */
+  acceptMesh(socket: Socket, credentials: ServerCredentialSource, sni: string | undefined, onSecure: (tlsSocket: tls.TLSSocket) => void): void;
 }
 
 /** What TLS termination needs of an HTTP stack: where to hand a decrypted socket. */
@@ -327,19 +335,42 @@ export class ListenerManager {
     if (dst instanceof Error) return void socket.destroy();
     if (isOwnListener(dst, socket, new Set([l.def.port]))) return void socket.destroy();
     rememberOriginalDst(socket, dst);
+    this.inbound(l, socket, dst, l.def.inbound?.mtls);
+  }
+
+  /**
+   * Route an inbound connection (or, after mesh mTLS, its decrypted stream): HTTP to the port's
+   * stack, anything else to the application as TCP. `mtls`: the mesh identity, while a mesh peer's
+   * ClientHello may still come (Istio's PERMISSIVE: plaintext and the application's own TLS pass too).
+   */
+  private inbound(l: Live, socket: Socket, dst: OriginalDestination, mtls: ServerCredentialSource | undefined): void {
     const known = l.def.inbound?.ports.get(dst.port);
     const cluster = known ? `inbound|${dst.port}||` : 'InboundPassthroughCluster';
-    const http = () => {
+    const http = (alpn?: string | false | null) => {
       const stack = this.stack(l, `in:${dst.port}`, { port: dst.port, scheme: 'http', inboundCluster: cluster });
+      if (alpn === 'h2' || alpn === 'istio-h2') return serveH2(stack, socket);
       stack.http.emit('connection', socket);
       socket.resume();
     };
-    if (known?.http) return http();
+    const decrypted = socket instanceof tls.TLSSocket;
+    if (known?.http && !mtls) {
+      // Decrypted: HTTP/2 if ALPN said so, else the bytes tell (an Istio client's istio-http/1.1, or none).
+      if (!decrypted || socket.alpnProtocol === 'h2' || socket.alpnProtocol === 'istio-h2') return http(decrypted ? socket.alpnProtocol : undefined);
+      return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => http(protocol === 'h2c' ? 'h2' : undefined));
+    }
     void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
       try {
         if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy();
-        if (hello.status !== 'hello' && looksLikeHttp(hello.bytes)) {
+        if (mtls && hello.status === 'hello' && isMeshHello(hello.sni, hello.alpn)) {
+          socket.unshift(hello.bytes); // the TLS layer reads the ClientHello again
+          return this.deps.tls!.acceptMesh(socket, mtls, hello.sni, (tlsSocket) => {
+            rememberOriginalDst(tlsSocket, dst);
+            this.inbound(l, tlsSocket, dst, undefined);
+          });
+        }
+        if (hello.status !== 'hello' && (known?.http || looksLikeHttp(hello.bytes))) {
           socket.unshift(hello.bytes);
+          if (hello.bytes.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) return http('h2');
           return http();
         }
         const route = { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] };
@@ -400,6 +431,7 @@ export class ListenerManager {
       (req.stream.destroyed ? abandoned as unknown as H2Handler : handler as unknown as H2Handler)(req, res);
     }));
     h2.on('session', (session: http2.ServerHttp2Session) => {
+      bindSession(session);
       sessions.add(session);
       session.on('error', () => {});
       session.once('close', () => sessions.delete(session));

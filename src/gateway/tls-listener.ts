@@ -8,7 +8,8 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { FilterChain, ListenerDef } from '../config/snapshot';
 import { readClientHello } from '../tls/client-hello';
-import { peerHasSan, type ServerContexts } from '../tls/server-context';
+import { peerHasSan, type ServerContexts, type ServerTlsPolicy } from '../tls/server-context';
+import type { ServerCredentialSource } from '../tls/secrets';
 import type { HttpStackEntry, TlsDispatcher } from './listener-manager';
 import { selectChain, selectTcpRoute } from './tcp/match';
 import type { TcpProxy } from './tcp/proxy';
@@ -21,6 +22,19 @@ export interface TlsListenerDeps {
   readonly helloTimeoutMs: number;
   /** The TLS handshake itself, once the chain is known. */
   readonly handshakeTimeoutMs: number;
+}
+
+/**
+ * What a sidecar's inbound mTLS offers: HTTP/2 and HTTP/1.1 (meshgate clients), and the protocols Istio
+ * clients ask for on ISTIO_MUTUAL (`istio-h2`, `istio-http/1.x` for HTTP, `istio` for TCP). Not
+ * `istio-peer-exchange`: choosing it would promise Istio's TCP metadata exchange, which meshgate does
+ * not speak; a client offering it also offers `istio`.
+ */
+export const MESH_ALPN: readonly string[] = ['h2', 'http/1.1', 'istio-h2', 'istio-http/1.1', 'istio-http/1.0', 'istio'];
+
+/** Does a ClientHello come from a mesh peer's ISTIO_MUTUAL (its SNI `outbound_.PORT_.SUBSET_.HOST`, or Istio's ALPN)? */
+export function isMeshHello(sni: string | undefined, alpn: readonly string[]): boolean {
+  return (sni !== undefined && sni.startsWith('outbound_.')) || alpn.some((p) => p === 'istio' || p.startsWith('istio-'));
 }
 
 /** Handshake failures are logged once per chain and reason per minute, not once per connection. */
@@ -75,17 +89,39 @@ export class TlsListener implements TlsDispatcher {
       this.logOnce(chain.name, { chain: chain.name, sni, err: policy.message }, 'no usable certificate; TLS connection closed');
       return void socket.destroy();
     }
+    this.handshake(socket, policy, alpn, chain.name, sni, (tlsSocket) => {
+      if (action.protocol === 'HTTP') return http(chain.name).connection(tlsSocket, tlsSocket.alpnProtocol);
+      this.deps.tcp.handle(tlsSocket, { route: selectTcpRoute(action.tcpRoutes, socket.localAddress ?? ''), sni, startTime });
+    });
+  }
+
+  /**
+   * A sidecar's inbound mTLS for mesh peers (Istio's inbound filter chain for ISTIO_MUTUAL clients):
+   * the mesh identity, a client certificate from the mesh CA required. The decrypted stream goes to
+   * `onSecure`, which routes it as a plaintext inbound connection.
+   */
+  acceptMesh(socket: Socket, credentials: ServerCredentialSource, sni: string | undefined, onSecure: (tlsSocket: tls.TLSSocket) => void): void {
+    const policy = this.deps.contexts.policyFor({ mode: 'ISTIO_MUTUAL' }, credentials, MESH_ALPN);
+    if (policy instanceof Error) {
+      this.logOnce('virtualInbound', { chain: 'virtualInbound', sni, err: policy.message }, 'no usable mesh certificate; inbound mTLS connection closed');
+      return void socket.destroy();
+    }
+    this.handshake(socket, policy, MESH_ALPN, 'virtualInbound', sni, onSecure);
+  }
+
+  /** Terminate TLS with a policy; the client's certificate is checked as the policy says before `onSecure`. */
+  private handshake(socket: Socket, policy: ServerTlsPolicy, alpn: readonly string[] | undefined, name: string, sni: string | undefined, onSecure: (tlsSocket: tls.TLSSocket) => void): void {
     const tlsSocket = new tls.TLSSocket(socket, {
       isServer: true,
       secureContext: policy.context,
       requestCert: policy.requestCert,
       rejectUnauthorized: policy.rejectUnauthorized,
-      ...(alpn ? { ALPNProtocols: alpn } : {}),
+      ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
     });
     const timer = setTimeout(() => tlsSocket.destroy(), this.deps.handshakeTimeoutMs);
     tlsSocket.on('error', (err: Error) => {
       clearTimeout(timer);
-      this.logOnce(`${chain.name}|${err.message}`, { chain: chain.name, sni, err: err.message }, 'TLS handshake failed');
+      this.logOnce(`${name}|${err.message}`, { chain: name, sni, err: err.message }, 'TLS handshake failed');
       tlsSocket.destroy();
     });
     tlsSocket.once('secure', () => {
@@ -99,17 +135,16 @@ export class TlsListener implements TlsDispatcher {
       // verify against the CA. OPTIONAL_MUTUAL: none is fine, an unverifiable one is not.
       const invalid = presented ? peerVerifyError(tlsSocket) : undefined;
       if (invalid) {
-        this.logOnce(`${chain.name}|${invalid}`, { chain: chain.name, sni, err: invalid }, 'client certificate rejected');
+        this.logOnce(`${name}|${invalid}`, { chain: name, sni, err: invalid }, 'client certificate rejected');
         return void tlsSocket.destroy();
       }
       if (presented && !peerHasSan(peer, policy.subjectAltNames)) {
-        this.logOnce(`${chain.name}|san`, { chain: chain.name, sni }, 'client certificate has none of the required subjectAltNames; connection closed');
+        this.logOnce(`${name}|san`, { chain: name, sni }, 'client certificate has none of the required subjectAltNames; connection closed');
         return void tlsSocket.destroy();
       }
       // As tls.Server would say it: a client certificate was presented and verified (x-forwarded-client-cert reads it).
       tlsSocket.authorized = presented;
-      if (action.protocol === 'HTTP') return http(chain.name).connection(tlsSocket, tlsSocket.alpnProtocol);
-      this.deps.tcp.handle(tlsSocket, { route: selectTcpRoute(action.tcpRoutes, socket.localAddress ?? ''), sni, startTime });
+      onSecure(tlsSocket);
     });
   }
 

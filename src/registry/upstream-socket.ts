@@ -10,57 +10,13 @@
 // the next one.
 import diagnosticsChannel from 'node:diagnostics_channel';
 import type net from 'node:net';
-import tls from 'node:tls';
 import { joinHostPort } from '../gateway/http/headers';
-
-/** The URI SANs of a TLS connection's two certificates (with mesh mTLS, the SPIFFE identities). */
-export interface UpstreamTls {
-  readonly localUriSans: readonly string[];
-  readonly peerUriSans: readonly string[];
-}
+import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
 
 /** What a claim fills in: the access-log record's fields. */
 export interface SocketClaim {
   upstreamLocalAddress?: string;
-  upstreamTls?: UpstreamTls;
-}
-
-/** The URI entries of a certificate's subjectaltname as Node gives it (`DNS:a, URI:spiffe://..., URI:"quoted, if needed"`). */
-export function uriSans(subjectaltname: string | undefined): string[] {
-  if (!subjectaltname) return [];
-  const out: string[] = [];
-  // Entries are `, `-separated; Node quotes (JSON) a value that holds a comma or a quote.
-  const re = /(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g;
-  for (let m = re.exec(subjectaltname); m; m = re.exec(subjectaltname)) {
-    if (m[1] !== 'URI') continue;
-    const raw = m[2]!;
-    if (!raw.startsWith('"')) out.push(raw);
-    else {
-      try {
-        out.push(JSON.parse(raw) as string);
-      } catch {
-        // not a value Node would write: left out
-      }
-    }
-  }
-  return out;
-}
-
-const tlsOfSocket = new WeakMap<net.Socket, UpstreamTls | null>();
-
-/** A TLS socket's certificate identities, read once per connection; undefined for plaintext. */
-export function upstreamTlsOf(socket: net.Socket): UpstreamTls | undefined {
-  if (!(socket instanceof tls.TLSSocket)) return undefined;
-  let info = tlsOfSocket.get(socket);
-  if (info === undefined) {
-    const local = socket.getCertificate();
-    const peer = socket.getPeerCertificate();
-    const localSans = local && 'subjectaltname' in local ? uriSans(local.subjectaltname) : [];
-    const peerSans = peer && 'subjectaltname' in peer ? uriSans(peer.subjectaltname) : [];
-    info = localSans.length + peerSans.length > 0 ? { localUriSans: localSans, peerUriSans: peerSans } : null;
-    tlsOfSocket.set(socket, info);
-  }
-  return info ?? undefined;
+  upstreamIdentities?: TlsIdentities;
 }
 
 let pending: SocketClaim | undefined;
@@ -89,6 +45,6 @@ sendHeaders.subscribe((message) => {
   if (!claim) return;
   const socket = (message as { socket: net.Socket }).socket;
   claim.upstreamLocalAddress = localAddressOf(socket);
-  const info = upstreamTlsOf(socket);
-  if (info) claim.upstreamTls = info;
+  const info = tlsIdentitiesOf(socket);
+  if (info) claim.upstreamIdentities = info;
 });

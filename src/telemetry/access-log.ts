@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LineWriter } from './line-writer';
-import type { UpstreamTls } from '../registry/upstream-socket';
+import type { TlsIdentities } from '../tls/identities';
 
 /** Everything an access-log line can show about one request or connection. */
 export interface AccessRecord {
@@ -32,7 +32,9 @@ export interface AccessRecord {
   upstreamCluster?: string;
   upstreamLocalAddress?: string;
   /** The upstream connection's certificate identities, when it was TLS. */
-  upstreamTls?: UpstreamTls;
+  upstreamIdentities?: TlsIdentities;
+  /** The downstream connection's, when this proxy terminated its TLS. */
+  downstreamIdentities?: TlsIdentities;
   downstreamLocalAddress?: string;
   downstreamRemoteAddress?: string;
   requestedServerName?: string;
@@ -282,8 +284,10 @@ const OPERATORS: Readonly<Record<string, Spec>> = {
   REQUESTED_SERVER_NAME: field((r) => r.requestedServerName),
   ROUTE_NAME: field((r) => r.routeName),
   // A TLS upstream connection's certificates (mesh mTLS: the SPIFFE identities), Envoy's comma-joined list.
-  UPSTREAM_PEER_URI_SAN: field((r) => joinedOrUndefined(r.upstreamTls?.peerUriSans)),
-  UPSTREAM_LOCAL_URI_SAN: field((r) => joinedOrUndefined(r.upstreamTls?.localUriSans)),
+  UPSTREAM_PEER_URI_SAN: field((r) => joinedOrUndefined(r.upstreamIdentities?.peerUriSans)),
+  UPSTREAM_LOCAL_URI_SAN: field((r) => joinedOrUndefined(r.upstreamIdentities?.localUriSans)),
+  DOWNSTREAM_PEER_URI_SAN: field((r) => joinedOrUndefined(r.downstreamIdentities?.peerUriSans)),
+  DOWNSTREAM_LOCAL_URI_SAN: field((r) => joinedOrUndefined(r.downstreamIdentities?.localUriSans)),
   ...addressOperators('UPSTREAM_REMOTE', (r) => r.upstreamHost),
   ...addressOperators('UPSTREAM_LOCAL', (r) => r.upstreamLocalAddress),
   ...addressOperators('DOWNSTREAM_LOCAL', (r) => r.downstreamLocalAddress),
@@ -310,10 +314,10 @@ const UNRECORDED: Readonly<Record<string, Spec>> = (() => {
     'UPSTREAM_PEER_IP_SAN', 'UPSTREAM_PEER_CERT_V_START', 'UPSTREAM_PEER_CERT_V_END',
     'UPSTREAM_LOCAL_DNS_SAN', 'UPSTREAM_LOCAL_IP_SAN', 'UPSTREAM_LOCAL_SUBJECT', 'DOWNSTREAM_TLS_CIPHER', 'DOWNSTREAM_TLS_VERSION',
     'DOWNSTREAM_TLS_SESSION_ID', 'DOWNSTREAM_PEER_ISSUER', 'DOWNSTREAM_PEER_CERT', 'DOWNSTREAM_PEER_SUBJECT',
-    'DOWNSTREAM_PEER_URI_SAN', 'DOWNSTREAM_PEER_DNS_SAN', 'DOWNSTREAM_PEER_IP_SAN', 'DOWNSTREAM_PEER_EMAIL_SAN',
+    'DOWNSTREAM_PEER_DNS_SAN', 'DOWNSTREAM_PEER_IP_SAN', 'DOWNSTREAM_PEER_EMAIL_SAN',
     'DOWNSTREAM_PEER_OTHERNAME_SAN', 'DOWNSTREAM_PEER_FINGERPRINT_256', 'DOWNSTREAM_PEER_FINGERPRINT_1', 'DOWNSTREAM_PEER_SERIAL',
     'DOWNSTREAM_PEER_CERT_V_START', 'DOWNSTREAM_PEER_CERT_V_END', 'DOWNSTREAM_PEER_CHAIN_FINGERPRINTS_256',
-    'DOWNSTREAM_PEER_CHAIN_FINGERPRINTS_1', 'DOWNSTREAM_PEER_CHAIN_SERIALS', 'DOWNSTREAM_LOCAL_URI_SAN', 'DOWNSTREAM_LOCAL_DNS_SAN',
+    'DOWNSTREAM_PEER_CHAIN_FINGERPRINTS_1', 'DOWNSTREAM_PEER_CHAIN_SERIALS', 'DOWNSTREAM_LOCAL_DNS_SAN',
     'DOWNSTREAM_LOCAL_IP_SAN', 'DOWNSTREAM_LOCAL_EMAIL_SAN', 'DOWNSTREAM_LOCAL_OTHERNAME_SAN', 'DOWNSTREAM_LOCAL_SUBJECT',
   ];
   for (const n of plain) out[n] = {};

@@ -7,7 +7,7 @@ import path from 'node:path';
 import client from 'prom-client';
 import type { Dict } from '../config/types';
 import type { PeerWorkload } from './peer-metadata';
-import type { UpstreamTls } from '../registry/upstream-socket';
+import type { TlsIdentities } from '../tls/identities';
 
 /** Envoy's server.state values. */
 const ENVOY_SERVER_STATES = { LIVE: 0, DRAINING: 1, PRE_INITIALIZING: 2 } as const;
@@ -154,7 +154,9 @@ export interface HttpObservation {
   /** The upstream's answer to the metadata exchange: names the destination before the endpoint does (as Istio's). */
   readonly upstreamPeer?: PeerWorkload | undefined;
   /** A TLS upstream connection's identities: source_principal and destination_principal. */
-  readonly upstreamTls?: UpstreamTls | undefined;
+  readonly upstreamIdentities?: TlsIdentities | undefined;
+  /** A sidecar's inbound request over mesh mTLS: the downstream connection's identities (and mutual_tls). */
+  readonly downstreamIdentities?: TlsIdentities | undefined;
   readonly responseCode: number;
   readonly responseFlags: string;
   readonly durationMs: number;
@@ -370,15 +372,17 @@ export class Metrics {
    * same objects) and per caller.
    */
   private peerFor(inbound: boolean, endpoint: DestinationEndpoint | undefined, source: PeerWorkload | undefined,
-    upstreamPeer?: PeerWorkload, upstreamTls?: UpstreamTls): PeerEntry {
+    upstreamPeer?: PeerWorkload, identities?: TlsIdentities): PeerEntry {
     if (inbound) {
-      if (!source) return { peer: this.inbound, key: 'in' };
-      let entry = this.sourcePeers.get(source);
-      if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels, source.cluster ?? 'unknown')));
-      return entry;
+      let entry: PeerEntry | undefined = { peer: this.inbound, key: 'in' };
+      if (source) {
+        entry = this.sourcePeers.get(source);
+        if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels, source.cluster ?? 'unknown')));
+      }
+      return identities ? this.withPrincipals(entry, identities, true) : entry;
     }
     const entry = this.destinationPeer(endpoint, upstreamPeer);
-    return upstreamTls ? this.withPrincipals(entry, upstreamTls) : entry;
+    return identities ? this.withPrincipals(entry, identities, false) : entry;
   }
 
   /** Istio's order: the upstream's own metadata (exchange), else the endpoint's workload, else unknown. */
@@ -398,11 +402,14 @@ export class Metrics {
   }
 
   /**
-   * The client side over TLS, as Istio's: source_principal is our certificate's first URI SAN,
-   * destination_principal the upstream's, and the upstream's SPIFFE namespace names
-   * destination_workload_namespace. Kept per peer entry and identity pair (a few per mesh peer).
+   * Over TLS, as Istio's istio_stats: on the client side source_principal is our certificate's first
+   * URI SAN and destination_principal the upstream's (whose SPIFFE namespace names
+   * destination_workload_namespace), the policy unknown; on a sidecar's inbound side (mesh mTLS)
+   * source_principal is the caller's and destination_principal ours, the caller's SPIFFE namespace
+   * names source_workload_namespace, and the policy is mutual_tls when both certificates name one.
+   * Kept per peer entry and identity pair (a few per mesh peer).
    */
-  private withPrincipals(entry: PeerEntry, t: UpstreamTls): PeerEntry {
+  private withPrincipals(entry: PeerEntry, t: TlsIdentities, inbound: boolean): PeerEntry {
     const local = t.localUriSans[0] ?? 'unknown';
     const remote = t.peerUriSans[0] ?? 'unknown';
     const key = `${entry.key}|${local}|${remote}`;
@@ -410,10 +417,13 @@ export class Metrics {
     if (out) return out;
     if (this.principalPeers.size >= MAX_LABEL_SETS) this.principalPeers.clear();
     const ns = spiffeNamespace(remote);
-    out = {
-      key,
-      peer: { ...entry.peer, source_principal: local, destination_principal: remote, ...(ns ? { destination_workload_namespace: ns } : {}) },
-    };
+    const peer: PeerLabels = inbound
+      ? {
+        ...entry.peer, source_principal: remote, destination_principal: local, ...(ns ? { source_workload_namespace: ns } : {}),
+        connection_security_policy: t.localUriSans.length > 0 && t.peerUriSans.length > 0 ? 'mutual_tls' : 'none',
+      }
+      : { ...entry.peer, source_principal: local, destination_principal: remote, ...(ns ? { destination_workload_namespace: ns } : {}) };
+    out = { key, peer };
     this.principalPeers.set(key, out);
     return out;
   }
@@ -455,7 +465,7 @@ export class Metrics {
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
     const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
-    const { peer, key: peerKey } = this.peerFor(o.inbound === true, o.endpoint, o.source, o.upstreamPeer, o.upstreamTls);
+    const { peer, key: peerKey } = this.peerFor(o.inbound === true, o.endpoint, o.source, o.upstreamPeer, o.inbound ? o.downstreamIdentities : o.upstreamIdentities);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;
@@ -496,8 +506,8 @@ export class Metrics {
    * so long-lived connections show their bytes before they close. `inbound`: a sidecar's inbound
    * connection, reported by the destination (this workload).
    */
-  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false, endpoint?: DestinationEndpoint, upstreamTls?: UpstreamTls): TcpSeries {
-    const { peer, key: peerKey } = this.peerFor(inbound, endpoint, undefined, undefined, upstreamTls);
+  tcpSeries(d: DestinationLabels, responseFlags: string, inbound = false, endpoint?: DestinationEndpoint, identities?: TlsIdentities): TcpSeries {
+    const { peer, key: peerKey } = this.peerFor(inbound, endpoint, undefined, undefined, identities);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${responseFlags}`;
     let t = this.tcp.get(key);
     if (t) return t;

@@ -9,8 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MESHGATE_BIN } from '../helpers/gateway';
 import { waitFor } from '../helpers/upstream';
-import { missingForCapture, accessLogIn, sharedWorkDir } from '../helpers/netns';
+import { missingForCapture, accessLogIn, shareFiles, sharedWorkDir } from '../helpers/netns';
 import { decodePeerMetadata, encodePeerMetadata } from '../../src/telemetry/peer-metadata';
+import { writeMeshCertificates } from '../../src/tls/dev-certs';
 
 const POD = `mgin${process.pid}`;
 const CLIENT = `mgcl${process.pid}`;
@@ -35,9 +36,33 @@ function inClient(args: string[]): Promise<{ code: number; out: string }> {
 const APP = `
 const http = require('http');
 for (const port of [8080, 9090]) {
-  http.createServer((q, r) => r.end(q.url === '/mx' ? 'mx:' + (q.headers['x-envoy-peer-metadata'] ?? '-') + ',' + (q.headers['x-envoy-peer-metadata-id'] ?? '-') : 'app:' + port + ' saw ' + q.socket.remoteAddress + '\\n')).listen(port, '0.0.0.0');
+  http.createServer((q, r) => r.end(q.url === '/mx' ? 'mx:' + (q.headers['x-envoy-peer-metadata'] ?? '-') + ',' + (q.headers['x-envoy-peer-metadata-id'] ?? '-')
+    : q.url === '/xfcc' ? 'xfcc:' + (q.headers['x-forwarded-client-cert'] ?? '-') : 'app:' + port + ' saw ' + q.socket.remoteAddress + '\\n')).listen(port, '0.0.0.0');
 }
 console.log('ready');
+`;
+
+/**
+ * A mesh peer's ISTIO_MUTUAL request, from the client namespace: node mtls-client.js DIR PATH SNI ALPN [h2|http1] [nocert].
+ * Prints the response body, or `error: <message>`.
+ */
+const MTLS_CLIENT = `
+const [dir, reqPath, sni, alpn, proto, nocert] = process.argv.slice(2);
+const fs = require('fs'); const tls = require('tls'); const http2 = require('http2');
+const id = nocert ? {} : { cert: fs.readFileSync(dir + '/cert-chain.pem'), key: fs.readFileSync(dir + '/key.pem') };
+const opts = { host: '10.9.8.1', port: 8080, servername: sni, ca: fs.readFileSync(dir + '/root-cert.pem'), ALPNProtocols: alpn.split(','), checkServerIdentity: () => undefined, ...id };
+const fail = (e) => { console.log('error: ' + e.message); process.exit(0); };
+setTimeout(() => fail(new Error('timeout')), 5000).unref();
+if (proto === 'h2') {
+  const s = http2.connect('https://10.9.8.1:8080', { createConnection: () => tls.connect(opts) });
+  s.on('error', fail);
+  const r = s.request({ ':path': reqPath, ':authority': 'web.default.svc.cluster.local' });
+  let body = ''; let status = 0; r.on('response', (h) => { status = h[':status']; });
+  r.setEncoding('utf8'); r.on('data', (c) => { body += c; }); r.on('end', () => { console.log(body || 'status ' + status); s.close(); }); r.on('error', fail); r.end();
+} else {
+  const c = tls.connect(opts, () => c.write('GET ' + reqPath + ' HTTP/1.1\\r\\nHost: web.default.svc.cluster.local\\r\\nConnection: close\\r\\n\\r\\n'));
+  let out = ''; c.setEncoding('utf8'); c.on('data', (d) => { out += d; }); c.on('end', () => { const body = out.split('\\r\\n\\r\\n').slice(1).join(''); console.log(body || 'raw: ' + JSON.stringify(out)); }); c.on('error', fail);
+}
 `;
 
 describe('sidecar inbound: D1 (a Service port) and D2 (any other port)', function () {
@@ -98,9 +123,17 @@ spec:
       const t = setTimeout(() => reject(new Error('app did not start')), 10_000);
       app.stdout!.on('data', (c: Buffer) => { if (c.toString().includes('ready')) { clearTimeout(t); resolve(); } });
     });
+    // Mesh identities from one mesh CA: the sidecar's (web) and a caller's (sleep), for inbound mTLS.
+    const caDir = path.join(dir, 'mesh-ca');
+    for (const [who, sa] of [['web', 'web'], ['sleep', 'sleep']] as const) {
+      await writeMeshCertificates({ out: path.join(dir, who), caDir, identity: `spiffe://cluster.local/ns/default/sa/${sa}`, dnsNames: [], caName: 'test mesh CA', days: 1, newCa: false });
+      fs.chmodSync(path.join(dir, who), 0o755);
+      shareFiles(path.join(dir, who));
+    }
+    fs.writeFileSync(path.join(dir, 'mtls-client.js'), MTLS_CLIENT, { mode: 0o644 });
     execFileSync('ip', ['netns', 'exec', POD, process.execPath, MESHGATE_BIN, 'iptables', '--apply', '--include-inbound-ports', '*']);
     const sidecar = spawn('ip', ['netns', 'exec', POD, 'setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, MESHGATE_BIN,
-      'run', '--mode', 'sidecar', '--inbound-port', '15006', '--labels', 'app=web', '--namespace', 'default', '--config', cfg,
+      'run', '--mode', 'sidecar', '--inbound-port', '15006', '--labels', 'app=web', '--namespace', 'default', '--config', cfg, '--mesh-certs', path.join(dir, 'web'),
       '--admin-port', '0', '--status-port', '0', '--metrics-port', String(METRICS_PORT), '--agent-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
     procs.push(sidecar);
     await waitFor(async () => (await inClient(['curl', '-s', '-m', '2', 'http://10.9.8.1:8080/'])).out.startsWith('app:8080'), { timeoutMs: 15_000, intervalMs: 250 });
@@ -173,6 +206,29 @@ spec:
     const plain = headersOf((await inClient(['curl', '-s', '-i', '-m', '5', 'http://10.9.8.1:8080/'])).out);
     assert.equal(plain['x-envoy-peer-metadata'], undefined);
     assert.equal(plain['x-envoy-peer-metadata-id'], undefined);
+  });
+
+  // Istio's inbound for ISTIO_MUTUAL peers: the mesh mTLS is terminated by the sidecar (PERMISSIVE:
+  // the plaintext requests above still pass), the application sees plain HTTP from 127.0.0.6 and the
+  // caller in x-forwarded-client-cert; metrics say mutual_tls with both principals.
+  it("inbound mesh mTLS: a mesh peer's ISTIO_MUTUAL (SNI outbound_..., or Istio's ALPN) is terminated; HTTP/1.1 and HTTP/2; mutual_tls in metrics", async () => {
+    const client = (reqPath: string, sni: string, alpn: string, ...more: string[]) => inClient([process.execPath, path.join(dir, 'mtls-client.js'), path.join(dir, 'sleep'), reqPath, sni, alpn, ...more]);
+    const meshSni = 'outbound_.80_._.web.default.svc.cluster.local';
+    assert.equal((await client('/', meshSni, 'http/1.1')).out, 'app:8080 saw 127.0.0.6\n\n');
+    assert.equal((await client('/', meshSni, 'h2', 'h2')).out, 'app:8080 saw 127.0.0.6\n\n');
+    // An Istio sidecar's client: its ALPN says mesh mTLS whatever the SNI.
+    assert.equal((await client('/', 'web.default.svc.cluster.local', 'istio-http/1.1')).out, 'app:8080 saw 127.0.0.6\n\n');
+    const xfcc = (await client('/xfcc', meshSni, 'http/1.1')).out;
+    assert.match(xfcc, /^xfcc:By=spiffe:\/\/cluster\.local\/ns\/default\/sa\/web;Hash=[0-9a-f]{64};Subject="[^"]*";URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep\n$/);
+    // No client certificate: refused in the handshake.
+    assert.match((await client('/', meshSni, 'http/1.1', 'http1', 'nocert')).out, /^error: /);
+    let line: string | undefined;
+    await waitFor(() => (line = scrape('istio_requests_total').find((l) => l.includes('connection_security_policy="mutual_tls"'))) !== undefined, { timeoutMs: 3000 })
+      .catch(() => assert.fail(scrape('istio_requests_total').join('\n')));
+    assert.match(line!, /reporter="destination"/);
+    assert.match(line!, /source_workload_namespace="default",source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep"/);
+    assert.match(line!, /destination_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/web"/);
+    assert.ok(scrape('istio_requests_total').some((l) => l.includes('connection_security_policy="none"')), 'plaintext requests stay none');
   });
 
   it('metrics: a malformed inbound request (400) is reported by the destination too', async () => {

@@ -2,6 +2,7 @@
 // timeouts, streaming both bodies with backpressure, and record the outcome exactly once.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
@@ -10,6 +11,8 @@ import type { HeaderOperations } from '../../config/types';
 import type { PoolOptions, Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
 import { clientCertDetails } from '../../tls/client-cert';
+import { tlsIdentitiesOf } from '../../tls/identities';
+import { connectionOf } from './connection';
 import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import { PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, peerWorkloadFromHeader, peerWorkloadFromRaw, type OwnPeerHeaders, type PeerWorkload } from '../../telemetry/peer-metadata';
@@ -132,10 +135,15 @@ class Exchange {
     const sock = req.socket;
     const remote = plainAddress(sock.remoteAddress);
     const requestId = requestIdOf(req.headers);
-    const dst = originalDstOf(sock);
+    // A terminated TLS connection (an HTTPS server, a sidecar's inbound mesh mTLS): its client
+    // certificate for x-forwarded-client-cert, its identities for the access log and metrics.
+    const conn = connectionOf(req);
+    const dst = originalDstOf(conn);
+    const secure = conn instanceof tls.TLSSocket;
     this.upstreamHeaders = upstreamRequestHeaders(req.headers, {
-      remoteAddress: remote, scheme, requestId, outbound: dst !== undefined, clientCert: scheme === 'https' ? clientCertDetails(sock) : undefined,
+      remoteAddress: remote, scheme, requestId, outbound: dst !== undefined, clientCert: secure ? clientCertDetails(conn) : undefined,
     });
+    const identities = secure ? tlsIdentitiesOf(conn) : undefined;
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
     const cl = req.headers['content-length'];
     if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;
@@ -156,6 +164,7 @@ class Exchange {
       downstreamLocalAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
       requestedServerName: (sock as { servername?: string | false }).servername || undefined,
+      ...(identities ? { downstreamIdentities: identities } : {}),
     };
   }
 
@@ -520,7 +529,7 @@ export class HttpProxy {
     }
     if (action.type === 'passthrough') {
       // Sidecar allow_any: straight to where the application was connecting (PassthroughCluster).
-      const dst = originalDstOf(req.socket);
+      const dst = originalDstOf(connectionOf(req));
       if (!dst) return ex.fail('NO_ROUTE');
       const passthrough = this.deps.registry.passthrough(ex.entry?.inboundCluster);
       ex.setDestination(passthrough);
@@ -540,7 +549,7 @@ export class HttpProxy {
     }
     // Original-destination clusters: a sidecar goes where the application dialled; without endpoints
     // a gateway (or per-port capture) resolves the request's own host.
-    const dialled = cluster.def.originalDstPort !== undefined ? originalDstOf(req.socket) : undefined;
+    const dialled = cluster.def.originalDstPort !== undefined ? originalDstOf(connectionOf(req)) : undefined;
     const toDialled = dialled !== undefined && dialled.address !== '';
     const resolveHost = !toDialled && cluster.def.originalDstPort !== undefined && cluster.endpoints.length === 0;
     if (cluster.endpoints.length === 0 && !toDialled && !resolveHost) return ex.fail('NO_HEALTHY_UPSTREAM');

@@ -16,7 +16,7 @@ import type { AccessRecord } from '../../telemetry/access-log';
 import { isInboundCluster, type TcpSeries } from '../../telemetry/metrics';
 import type { Telemetry } from '../../telemetry/telemetry';
 import { joinHostPort } from '../http/headers';
-import { upstreamTlsOf } from '../../registry/upstream-socket';
+import { tlsIdentitiesOf } from '../../tls/identities';
 import { pickDestination } from '../http/route-match';
 import { upstreamTlsOptions } from '../../tls/upstream';
 import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
@@ -143,7 +143,9 @@ function passEnd(from: Socket, to: Socket): void {
 }
 
 function baseRecord(socket: Socket, startTime: number, sni: string | undefined): AccessRecord {
+  const identities = tlsIdentitiesOf(socket); // a terminated TLS connection (gateway TLS servers, sidecar inbound mTLS)
   return {
+    ...(identities ? { downstreamIdentities: identities } : {}),
     startTime,
     responseCode: 0,
     responseFlags: [],
@@ -289,9 +291,13 @@ class TcpSession {
       cx.cxActive += 1;
       cluster.stats.inc('upstream_cx_active');
       this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
-      const identities = upstreamTlsOf(up);
-      if (identities) this.rec.upstreamTls = identities;
-      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', isInboundCluster(cluster.name), endpoint, identities);
+      const identities = tlsIdentitiesOf(up);
+      if (identities) this.rec.upstreamIdentities = identities;
+      // A sidecar's inbound side names the peers by its downstream's certificates (mesh mTLS); the
+      // client side by the upstream connection's.
+      const inbound = isInboundCluster(cluster.name);
+      const downstream = this.rec.downstreamIdentities;
+      this.series = this.deps.telemetry.metrics.tcpSeries(cluster.def.service, '-', inbound, endpoint, inbound ? downstream : identities);
       this.series.opened += 1;
       this.pipe();
     });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { compileTextFormat, type AccessRecord } from '../../../src/telemetry/access-log';
 import { Metrics, spiffeNamespace, type HttpObservation } from '../../../src/telemetry/metrics';
 import { encodePeerMetadata, peerWorkloadFromHeader, peerWorkloadFromRaw } from '../../../src/telemetry/peer-metadata';
-import { uriSans } from '../../../src/registry/upstream-socket';
+import { uriSans } from '../../../src/tls/identities';
 
 const IDENTITY = { workload: 'productpage-v1', namespace: 'bookinfo', labels: { app: 'productpage', version: 'v1' } };
 const SLEEP = 'spiffe://cluster.local/ns/default/sa/sleep';
@@ -93,8 +93,8 @@ describe('principals and the exchange\'s answer (client side)', () => {
 
   it('over TLS: source_principal ours, destination_principal and its namespace the upstream\'s; the policy stays unknown', async () => {
     const m = new Metrics(IDENTITY, false);
-    m.observeHttp({ ...base, upstreamTls: { localUriSans: [SLEEP], peerUriSans: [EGRESS, 'spiffe://x/ns/y/sa/z'] } });
-    m.observeHttp({ ...base, upstreamTls: { localUriSans: [], peerUriSans: [EGRESS] } }); // no client certificate (SIMPLE)
+    m.observeHttp({ ...base, upstreamIdentities: { localUriSans: [SLEEP], peerUriSans: [EGRESS, 'spiffe://x/ns/y/sa/z'] } });
+    m.observeHttp({ ...base, upstreamIdentities: { localUriSans: [], peerUriSans: [EGRESS] } }); // no client certificate (SIMPLE)
     m.observeHttp(base);
     const s = await series(m);
     assert.equal(s.length, 3);
@@ -121,7 +121,7 @@ describe('principals and the exchange\'s answer (client side)', () => {
   it('%UPSTREAM_PEER_URI_SAN% and %UPSTREAM_LOCAL_URI_SAN% (comma-joined, - without TLS)', () => {
     const rec: AccessRecord = { startTime: 0, responseCode: 200, responseFlags: [], bytesReceived: 0, bytesSent: 0, durationMs: 1 };
     const f = compileTextFormat('%UPSTREAM_PEER_URI_SAN% %UPSTREAM_LOCAL_URI_SAN%\n');
-    assert.equal(f({ ...rec, upstreamTls: { localUriSans: [SLEEP], peerUriSans: [EGRESS, 'spiffe://b'] } }), `${EGRESS},spiffe://b ${SLEEP}\n`);
+    assert.equal(f({ ...rec, upstreamIdentities: { localUriSans: [SLEEP], peerUriSans: [EGRESS, 'spiffe://b'] } }), `${EGRESS},spiffe://b ${SLEEP}\n`);
     assert.equal(f(rec), '- -\n');
   });
 });

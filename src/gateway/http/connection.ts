@@ -1,0 +1,33 @@
+// The connection under a request. node:http2 hands out proxies for a session's socket
+// (`req.socket`, `session.socket`), never the socket itself, while what we remember about a
+// connection (its original destination, its TLS identities) is keyed by the socket the listener
+// accepted. The HTTP/2 server creates a session synchronously while its 'connection' event runs, so
+// serving a socket through serveH2Socket ties the session to it.
+
+import type http2 from 'node:http2';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+
+const socketOfSession = new WeakMap<object, Socket>();
+let arriving: Socket | undefined;
+
+/** Hand a socket to an HTTP/2 server, remembering which session it becomes. */
+export function serveH2Socket(server: http2.Http2Server, socket: Socket): void {
+  arriving = socket;
+  try {
+    server.emit('connection', socket);
+  } finally {
+    arriving = undefined;
+  }
+}
+
+/** From the HTTP/2 server's 'session' event: the session of the socket being served. */
+export function bindSession(session: http2.Http2Session): void {
+  if (arriving) socketOfSession.set(session, arriving);
+}
+
+/** The socket a request came on: its own (HTTP/1), or its HTTP/2 session's. */
+export function connectionOf(req: IncomingMessage): Socket {
+  const session = (req as { stream?: { session?: object } }).stream?.session;
+  return (session && socketOfSession.get(session)) ?? req.socket;
+}
