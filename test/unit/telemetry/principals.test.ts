@@ -109,6 +109,26 @@ describe('principals and the exchange\'s answer (client side)', () => {
     assert.equal(plain['destination_workload_namespace'], 'unknown');
   });
 
+  it('a sidecar\'s inbound side over mesh mTLS: the caller\'s principal and namespace, ours, and mutual_tls', async () => {
+    const m = new Metrics(IDENTITY, false);
+    const inbound = { ...base, destination: { host: 'inbound|9080||' }, inbound: true };
+    m.observeHttp({ ...inbound, downstreamIdentities: { localUriSans: [EGRESS], peerUriSans: [SLEEP] } });
+    m.observeHttp(inbound);
+    // Upstream identities never name an inbound request's peers.
+    m.observeHttp({ ...inbound, upstreamIdentities: { localUriSans: ['spiffe://x/ns/a/sa/b'], peerUriSans: ['spiffe://x/ns/c/sa/d'] } });
+    const s = await series(m);
+    const mtls = s.filter((x) => x['connection_security_policy'] === 'mutual_tls');
+    assert.equal(mtls.length, 1);
+    assert.equal(mtls[0]!['reporter'], 'destination');
+    assert.equal(mtls[0]!['source_principal'], SLEEP);
+    assert.equal(mtls[0]!['source_workload_namespace'], 'default');
+    assert.equal(mtls[0]!['destination_principal'], EGRESS);
+    const plain = s.filter((x) => x['connection_security_policy'] === 'none');
+    assert.equal(plain.length, 1, 'the two plaintext observations are one series');
+    assert.equal(plain[0]!['value'], '2');
+    assert.equal(plain[0]!['source_principal'], 'unknown');
+  });
+
   it('TCP over TLS: the same principals', async () => {
     const m = new Metrics(IDENTITY, false);
     const t = m.tcpSeries({ host: 'db.example.com' }, '-', false, undefined, { localUriSans: [SLEEP], peerUriSans: [EGRESS] });
