@@ -7,7 +7,7 @@ import { H2cPool } from './h2c-pool';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
 import { isIP } from '../config/names';
 import { Cluster, Endpoint as EndpointClass, endpointKey, type Endpoint, type Random } from './cluster';
-import type { UpstreamTlsOptions } from '../tls/upstream';
+import { meshConnector, type UpstreamTlsOptions } from '../tls/upstream';
 
 /** What the registry needs of DNS (implemented by serviceentry/dns.ts). */
 export interface NameResolver {
@@ -317,10 +317,12 @@ export class Registry {
       }) : new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
         connections: opts.maxConnections ?? null,
         pipelining: 1,
-        connect: {
-          timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
-          ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
-        },
+        connect: opts.tls?.mesh
+          ? meshConnector(opts.tls.connect, { timeoutMs: opts.connectTimeoutMs, h2: opts.http2 === true, keepaliveMs: opts.keepaliveMs })
+          : {
+            timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
+            ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
+          },
         connectTimeout: opts.connectTimeoutMs,
         keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
         keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),

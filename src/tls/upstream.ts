@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import tls from 'node:tls';
+import type { buildConnector } from 'undici';
 import { isIP } from '../config/names';
 import type { UpstreamTls } from './secrets';
 
@@ -12,6 +13,57 @@ export interface UpstreamTlsOptions {
   /** Distinguishes pools that differ only in TLS settings. */
   readonly key: string;
   readonly connect: tls.ConnectionOptions;
+  /** ISTIO_MUTUAL: offer Istio's ALPN too (meshAlpn), as Istio's own clients do. */
+  readonly mesh?: boolean;
+}
+
+/**
+ * What a client offers by ALPN on ISTIO_MUTUAL: HTTP/2 (when the cluster speaks it) and HTTP/1.1,
+ * and Istio's own protocols, which an Istio sidecar's inbound listener (PERMISSIVE) uses to tell
+ * mesh mTLS from the application's own TLS: `istio-h2`/`istio-http/1.1` for HTTP, `istio` for TCP.
+ * The server still chooses h2 or http/1.1 from its list (Envoy's, and meshgate's inbound).
+ */
+export function meshAlpn(protocol: 'h2' | 'http1' | 'tcp'): string[] {
+  if (protocol === 'tcp') return ['istio'];
+  return protocol === 'h2' ? ['h2', 'http/1.1', 'istio-h2', 'istio-http/1.1'] : ['http/1.1', 'istio-http/1.1'];
+}
+
+/**
+ * An undici connector for ISTIO_MUTUAL pools: undici's own sets the ALPN list itself (h2 and
+ * http/1.1 only), so this one connects with Istio's list (meshAlpn) and otherwise as undici would:
+ * the connect timeout as undici's error (UND_ERR_CONNECT_TIMEOUT), no delay, TCP keep-alive when asked.
+ */
+export function meshConnector(connect: tls.ConnectionOptions, o: { readonly timeoutMs: number; readonly h2: boolean; readonly keepaliveMs?: number | undefined }): buildConnector.connector {
+  return (opts, callback) => {
+    const servername = connect.servername ?? (opts.servername || (isIP(opts.hostname) ? undefined : opts.hostname));
+    const socket = tls.connect({
+      ...connect,
+      host: opts.hostname,
+      port: Number(opts.port) || 443,
+      ...(servername ? { servername } : {}),
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      ALPNProtocols: meshAlpn(o.h2 ? 'h2' : 'http1'),
+    });
+    socket.setNoDelay(true);
+    if (o.keepaliveMs !== undefined) socket.setKeepAlive(true, o.keepaliveMs);
+    let settled = false;
+    const settle = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('secureConnect', onSecure);
+      socket.off('error', onError);
+      if (err) {
+        socket.destroy();
+        callback(err, null);
+      } else callback(null, socket);
+    };
+    const onSecure = () => settle(null);
+    const onError = (err: Error) => settle(err);
+    const timer = setTimeout(() => settle(Object.assign(new Error('Connect Timeout Error'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), o.timeoutMs);
+    socket.once('secureConnect', onSecure);
+    socket.once('error', onError);
+  };
 }
 
 const built = new WeakMap<UpstreamTls, UpstreamTlsOptions | Error>();
@@ -92,7 +144,7 @@ export function upstreamTlsOptions(t: UpstreamTls, host: string): UpstreamTlsOpt
       },
     };
     const poolKey = createHash('sha256').update(JSON.stringify([t, ca, cert])).digest('hex').slice(0, 16);
-    result = { key: poolKey, connect };
+    result = { key: poolKey, connect, ...(t.mode === 'ISTIO_MUTUAL' ? { mesh: true } : {}) };
   } catch (err) {
     result = new Error(`cannot read upstream TLS material: ${(err as Error).message}`);
   }

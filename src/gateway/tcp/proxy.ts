@@ -18,7 +18,7 @@ import type { Telemetry } from '../../telemetry/telemetry';
 import { joinHostPort } from '../http/headers';
 import { tlsIdentitiesOf } from '../../tls/identities';
 import { pickDestination } from '../http/route-match';
-import { upstreamTlsOptions } from '../../tls/upstream';
+import { meshAlpn, upstreamTlsOptions } from '../../tls/upstream';
 import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
 import { ReadBuffers, userReads, type UserReads } from './read-buffers';
 
@@ -119,7 +119,7 @@ export function connectUpstream(endpoint: Endpoint, cluster: Cluster, reads?: Us
     process.nextTick(() => failed.destroy(opts));
     return { socket: failed, ready: 'connect' };
   }
-  return { socket: tls.connect({ ...base, ...opts.connect }), ready: 'secureConnect' };
+  return { socket: tls.connect({ ...base, ...opts.connect, ...(opts.mesh ? { ALPNProtocols: meshAlpn('tcp') } : {}) }), ready: 'secureConnect' };
 }
 
 /** Reset (RST) where the socket can, else close: a TLS socket has no TCP handle of its own to reset. */
