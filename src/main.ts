@@ -360,7 +360,7 @@ async function validate(argv: string[]): Promise<number> {
     { connection, watchNamespaces: list(v['watch-namespace']), namespace, log },
     duration(v['timeout'], 'timeout'), secretsNamedBy(files.resources),
   );
-  const loaded = checkForValidate(overlay(cluster, files), namespace);
+  const loaded = checkForValidate(overlay(cluster, files), namespace, true);
   const where = `in the cluster (${connection.server})${files.files.length > 0 ? ` and ${plural(files.files.length, 'file')}` : ''}`;
   const { output, exitCode } = validationReport(loaded, where);
   process.stdout.write(output);

@@ -174,9 +174,24 @@ export function compileIssues(set: ResourceSet, resources: readonly Resource[], 
 
 /**
  * `meshgate validate`: what loadConfig checks, then, when that found no error (run would reject the
- * config before compiling it), what compiling adds (compileIssues).
+ * config before compiling it), what compiling adds (compileIssues). `perObject`: as the Kubernetes
+ * source reads the config, object by object (one object's errors leave the rest to compile).
  */
-export function checkForValidate(loaded: LoadResult, namespace: string): LoadedConfig {
+export function checkForValidate(loaded: LoadResult, namespace: string, perObject = false): LoadedConfig {
+  if (perObject) {
+    // The Kubernetes source leaves out an object with errors and applies the rest (validateEach):
+    // every object's errors are reported, and the rest is compiled as `run` would compile it.
+    const v = validateEach(loaded.resources, loaded.infos);
+    const rejected = v.rejected.flatMap((r) => r.issues);
+    const global = v.issues.some((i) => i.severity === 'error'); // errors naming no object reject everything
+    return {
+      ...v,
+      issues: [...loaded.issues, ...rejected, ...v.issues, ...(v.set && !global ? compileIssues(v.set, loaded.resources, namespace) : [])],
+      skipped: loaded.skipped ?? [],
+      files: loaded.files,
+      resourceCount: loaded.resources.length,
+    };
+  }
   const checked = checkLoaded(loaded);
   if (!checked.set || checked.issues.some((i) => i.severity === 'error')) return checked;
   return { ...checked, issues: [...checked.issues, ...compileIssues(checked.set, loaded.resources, namespace)] };

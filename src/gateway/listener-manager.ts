@@ -346,17 +346,26 @@ export class ListenerManager {
   private inbound(l: Live, socket: Socket, dst: OriginalDestination, mtls: ServerCredentialSource | undefined): void {
     const known = l.def.inbound?.ports.get(dst.port);
     const cluster = known ? `inbound|${dst.port}||` : 'InboundPassthroughCluster';
-    const http = (alpn?: string | false | null) => {
+    const http = (h2: boolean) => {
       const stack = this.stack(l, `in:${dst.port}`, { port: dst.port, scheme: 'http', inboundCluster: cluster });
-      if (alpn === 'h2' || alpn === 'istio-h2') return serveH2(stack, socket);
+      if (h2) {
+        // node:http2 refuses a TLS socket whose ALPN chose nothing (or an Istio protocol name it does
+        // not know as HTTP/2): what it carries was established as HTTP/2 here.
+        if (socket instanceof tls.TLSSocket && socket.alpnProtocol !== 'h2') (socket as { alpnProtocol: string | false | null }).alpnProtocol = 'h2';
+        return serveH2(stack, socket);
+      }
       stack.http.emit('connection', socket);
       socket.resume();
     };
-    const decrypted = socket instanceof tls.TLSSocket;
+    const route = () => ({ ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] });
+    const alpn = socket instanceof tls.TLSSocket ? socket.alpnProtocol : undefined;
+    // Mesh mTLS negotiated the protocol: HTTP/2, or Istio's TCP (no detection wait: a server-first
+    // protocol such as MySQL would stall on it, and Istio picks its TCP chain by ALPN alone).
+    if (alpn === 'h2' || alpn === 'istio-h2') return http(true);
+    if (alpn === 'istio') return this.deps.tcp.handle(socket, { route: route(), originalDst: dst });
     if (known?.http && !mtls) {
-      // Decrypted: HTTP/2 if ALPN said so, else the bytes tell (an Istio client's istio-http/1.1, or none).
-      if (!decrypted || socket.alpnProtocol === 'h2' || socket.alpnProtocol === 'istio-h2') return http(decrypted ? socket.alpnProtocol : undefined);
-      return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => http(protocol === 'h2c' ? 'h2' : undefined));
+      // h2c with prior knowledge or HTTP/1, from the first bytes (gRPC callers speak the former).
+      return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => http(protocol === 'h2c'));
     }
     void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
       try {
@@ -370,11 +379,9 @@ export class ListenerManager {
         }
         if (hello.status !== 'hello' && (known?.http || looksLikeHttp(hello.bytes))) {
           socket.unshift(hello.bytes);
-          if (hello.bytes.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) return http('h2');
-          return http();
+          return http(hello.bytes.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START));
         }
-        const route = { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] };
-        this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst, ...(hello.status === 'hello' && hello.sni ? { sni: hello.sni } : {}) });
+        this.deps.tcp.handle(socket, { route: route(), replay: hello.bytes, originalDst: dst, ...(hello.status === 'hello' && hello.sni ? { sni: hello.sni } : {}) });
       } catch (err) {
         this.deps.log.error({ err: (err as Error).message }, 'inbound dispatch failed; connection closed');
         socket.destroy();

@@ -28,24 +28,38 @@ export function meshAlpn(protocol: 'h2' | 'http1' | 'tcp'): string[] {
   return protocol === 'h2' ? ['h2', 'http/1.1', 'istio-h2', 'istio-http/1.1'] : ['http/1.1', 'istio-http/1.1'];
 }
 
+/** TLS sessions kept per connector (one per pool): the peers it has recently connected to. */
+const MAX_SESSIONS = 100;
+
 /**
  * An undici connector for ISTIO_MUTUAL pools: undici's own sets the ALPN list itself (h2 and
  * http/1.1 only), so this one connects with Istio's list (meshAlpn) and otherwise as undici would:
- * the connect timeout as undici's error (UND_ERR_CONNECT_TIMEOUT), no delay, TCP keep-alive when asked.
+ * the connect timeout as undici's error (UND_ERR_CONNECT_TIMEOUT), no delay, TCP keep-alive, resumed sessions.
  */
 export function meshConnector(connect: tls.ConnectionOptions, o: { readonly timeoutMs: number; readonly h2: boolean; readonly keepaliveMs?: number | undefined }): buildConnector.connector {
+  // TLS sessions to resume, per peer (as undici's connector keeps them): a resumed handshake is
+  // one round trip and no certificate checks.
+  const sessions = new Map<string, Buffer>();
   return (opts, callback) => {
     const servername = connect.servername ?? (opts.servername || (isIP(opts.hostname) ? undefined : opts.hostname));
+    const key = `${servername ?? ''}|${opts.hostname}|${opts.port}`;
+    const session = sessions.get(key);
     const socket = tls.connect({
       ...connect,
       host: opts.hostname,
       port: Number(opts.port) || 443,
       ...(servername ? { servername } : {}),
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      ...(session ? { session } : {}),
       ALPNProtocols: meshAlpn(o.h2 ? 'h2' : 'http1'),
     });
+    socket.on('session', (s: Buffer) => {
+      if (sessions.size >= MAX_SESSIONS && !sessions.has(key)) sessions.delete(sessions.keys().next().value as string);
+      sessions.set(key, s);
+    });
     socket.setNoDelay(true);
-    if (o.keepaliveMs !== undefined) socket.setKeepAlive(true, o.keepaliveMs);
+    // TCP keep-alive as undici's default (60 s) unless the DestinationRule sets it.
+    socket.setKeepAlive(true, o.keepaliveMs ?? 60_000);
     let settled = false;
     const settle = (err: Error | null) => {
       if (settled) return;

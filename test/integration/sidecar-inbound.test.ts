@@ -36,8 +36,10 @@ function inClient(args: string[]): Promise<{ code: number; out: string }> {
 const APP = `
 const http = require('http');
 for (const port of [8080, 9090]) {
-  http.createServer((q, r) => r.end(q.url === '/mx' ? 'mx:' + (q.headers['x-envoy-peer-metadata'] ?? '-') + ',' + (q.headers['x-envoy-peer-metadata-id'] ?? '-')
-    : q.url === '/xfcc' ? 'xfcc:' + (q.headers['x-forwarded-client-cert'] ?? '-') : 'app:' + port + ' saw ' + q.socket.remoteAddress + '\\n')).listen(port, '0.0.0.0');
+  const server = http.createServer((q, r) => r.end(q.url === '/mx' ? 'mx:' + (q.headers['x-envoy-peer-metadata'] ?? '-') + ',' + (q.headers['x-envoy-peer-metadata-id'] ?? '-')
+    : q.url === '/xfcc' ? 'xfcc:' + (q.headers['x-forwarded-client-cert'] ?? '-') : 'app:' + port + ' saw ' + q.socket.remoteAddress + '\\n'));
+  server.on('upgrade', (q, socket) => socket.end('HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\nws:' + port + ' from ' + q.socket.remoteAddress + ' xfcc=' + (q.headers['x-forwarded-client-cert'] ? 'yes' : 'no')));
+  server.listen(port, '0.0.0.0');
 }
 console.log('ready');
 `;
@@ -50,7 +52,7 @@ const MTLS_CLIENT = `
 const [dir, reqPath, sni, alpn, proto, nocert] = process.argv.slice(2);
 const fs = require('fs'); const tls = require('tls'); const http2 = require('http2');
 const id = nocert ? {} : { cert: fs.readFileSync(dir + '/cert-chain.pem'), key: fs.readFileSync(dir + '/key.pem') };
-const opts = { host: '10.9.8.1', port: 8080, servername: sni, ca: fs.readFileSync(dir + '/root-cert.pem'), ALPNProtocols: alpn.split(','), checkServerIdentity: () => undefined, ...id };
+const opts = { host: '10.9.8.1', port: 8080, servername: sni, ca: fs.readFileSync(dir + '/root-cert.pem'), ...(alpn === 'none' ? {} : { ALPNProtocols: alpn.split(',') }), checkServerIdentity: () => undefined, ...id };
 const fail = (e) => { console.log('error: ' + e.message); process.exit(0); };
 setTimeout(() => fail(new Error('timeout')), 5000).unref();
 if (proto === 'h2') {
@@ -60,7 +62,8 @@ if (proto === 'h2') {
   let body = ''; let status = 0; r.on('response', (h) => { status = h[':status']; });
   r.setEncoding('utf8'); r.on('data', (c) => { body += c; }); r.on('end', () => { console.log(body || 'status ' + status); s.close(); }); r.on('error', fail); r.end();
 } else {
-  const c = tls.connect(opts, () => c.write('GET ' + reqPath + ' HTTP/1.1\\r\\nHost: web.default.svc.cluster.local\\r\\nConnection: close\\r\\n\\r\\n'));
+  const upgrade = proto === 'ws' ? 'Upgrade: websocket\\r\\nConnection: Upgrade\\r\\n' : 'Connection: close\\r\\n';
+  const c = tls.connect(opts, () => c.write('GET ' + reqPath + ' HTTP/1.1\\r\\nHost: web.default.svc.cluster.local\\r\\n' + upgrade + '\\r\\n'));
   let out = ''; c.setEncoding('utf8'); c.on('data', (d) => { out += d; }); c.on('end', () => { const body = out.split('\\r\\n\\r\\n').slice(1).join(''); console.log(body || 'raw: ' + JSON.stringify(out)); }); c.on('error', fail);
 }
 `;
@@ -220,6 +223,11 @@ spec:
     assert.equal((await client('/', 'web.default.svc.cluster.local', 'istio-http/1.1')).out, 'app:8080 saw 127.0.0.6\n\n');
     const xfcc = (await client('/xfcc', meshSni, 'http/1.1')).out;
     assert.match(xfcc, /^xfcc:By=spiffe:\/\/cluster\.local\/ns\/default\/sa\/web;Hash=[0-9a-f]{64};Subject="[^"]*";URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep\n$/);
+    // HTTP/2 with no ALPN at all (the bytes say it), and Istio's TCP ALPN (to the application as TCP at once).
+    assert.equal((await client('/', meshSni, 'none', 'h2')).out, 'app:8080 saw 127.0.0.6\n\n');
+    assert.equal((await client('/', 'web', 'istio', 'http1')).out, 'app:8080 saw 127.0.0.6\n\n');
+    // WebSocket over mesh mTLS: the upgrade reaches the application, with the caller's certificate.
+    assert.match((await client('/ws', meshSni, 'http/1.1', 'ws')).out, /^ws:8080 from 127\.0\.0\.6 xfcc=yes\n$/);
     // No client certificate: refused in the handshake.
     assert.match((await client('/', meshSni, 'http/1.1', 'http1', 'nocert')).out, /^error: /);
     let line: string | undefined;
@@ -229,6 +237,25 @@ spec:
     assert.match(line!, /source_workload_namespace="default",source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep"/);
     assert.match(line!, /destination_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/web"/);
     assert.ok(scrape('istio_requests_total').some((l) => l.includes('connection_security_policy="none"')), 'plaintext requests stay none');
+  });
+
+  it('h2c with prior knowledge (gRPC callers) on a Service port reaches the application', async () => {
+    const r = await inClient(['curl', '-s', '-m', '5', '--http2-prior-knowledge', 'http://10.9.8.1:8080/']);
+    assert.equal(r.out, 'app:8080 saw 127.0.0.6\n');
+  });
+
+  it('a plaintext caller cannot claim an identity: its x-forwarded-client-cert is dropped', async () => {
+    const r = await inClient(['curl', '-s', '-m', '5', '-H', 'x-forwarded-client-cert: By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/prod/sa/admin', 'http://10.9.8.1:8080/xfcc']);
+    assert.equal(r.out, 'xfcc:-');
+  });
+
+  it('WebSocket upgrades reach the application on Service and other ports (inbound|PORT||, InboundPassthroughCluster)', async () => {
+    for (const port of [8080, 9090]) {
+      const r = await inClient(['sh', '-c', `printf 'GET /ws HTTP/1.1\\r\\nHost: web\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n' | nc -w 2 10.9.8.1 ${port}`]);
+      assert.match(r.out, /^HTTP\/1\.1 101 /, `port ${port}: ${r.out}`);
+      assert.ok(r.out.endsWith(`ws:${port} from 127.0.0.6 xfcc=no`), r.out);
+    }
+    await waitFor(() => /"GET \/ws HTTP\/1\.1" 101 .* InboundPassthroughCluster 127\.0\.0\.6:\d+ 10\.9\.8\.1:9090 /m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
   });
 
   it('metrics: a malformed inbound request (400) is reported by the destination too', async () => {

@@ -94,11 +94,11 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, info: Forwa
   if (info.outbound) {
     out['x-forwarded-proto'] ??= info.scheme;
     // A sidecar's inbound mesh mTLS: the caller's certificate appended to what came (Istio's
-    // inbound APPEND_FORWARD); a sidecar's outbound side terminates no TLS and has none.
-    if (info.clientCert) {
-      const had = out['x-forwarded-client-cert'];
-      out['x-forwarded-client-cert'] = had ? `${Array.isArray(had) ? had.join(',') : had},${info.clientCert}` : info.clientCert;
-    }
+    // inbound APPEND_FORWARD). Without a verified client certificate (plaintext, the outbound side)
+    // the header is dropped, as Envoy does: else any plaintext caller could claim any identity.
+    const had = out['x-forwarded-client-cert'];
+    if (!info.clientCert) delete out['x-forwarded-client-cert'];
+    else out['x-forwarded-client-cert'] = had ? `${Array.isArray(had) ? had.join(',') : had},${info.clientCert}` : info.clientCert;
   } else {
     const xff = headers['x-forwarded-for'];
     out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${info.remoteAddress}` : info.remoteAddress;

@@ -24,7 +24,12 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
 import type { HeaderOperations } from '../../config/types';
 import { requestTarget } from './path';
+import tls from 'node:tls';
 import { clientCertDetails } from '../../tls/client-cert';
+import { tlsIdentitiesOf } from '../../tls/identities';
+import { originalDstOf } from '../../sidecar/capture';
+import type { Cluster, Endpoint } from '../../registry/cluster';
+import { connectionOf } from './connection';
 import { connectUpstream, reset } from '../tcp/proxy';
 
 export type UpgradeKind = 'websocket' | 'h2c' | 'other';
@@ -91,11 +96,13 @@ class UpgradeExchange {
     private readonly head: Buffer,
   ) {
     const sock = req.socket;
+    const dst = originalDstOf(connectionOf(req));
     this.rec = {
       startTime: this.start0, method: req.method, path: req.url, protocol: `HTTP/${req.httpVersion}`,
       responseCode: 0, responseFlags: [], bytesReceived: 0, bytesSent: 0, durationMs: 0,
       requestHeaders: {}, authority: req.headers.host,
-      downstreamLocalAddress: joinHostPort(sock.localAddress, sock.localPort),
+      // Captured by a sidecar, the local address is where the connection was going (as proxy.ts).
+      downstreamLocalAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
     };
   }
@@ -128,10 +135,17 @@ class UpgradeExchange {
     rec.authority = req.headers.host;
     if (!validAuthority(req.headers.host)) return this.reply('DOWNSTREAM_PROTOCOL_ERROR');
     if (upgradeKind(req.headers.upgrade) !== 'websocket') return this.reply('UPGRADE_FAILED');
+    // As proxy.ts: a sidecar's connections (captured, with an original destination) keep the
+    // sidecar's header rules; a terminated TLS connection names its client and identities.
+    const conn = connectionOf(req);
+    const dst = originalDstOf(conn);
+    const secure = conn instanceof tls.TLSSocket;
     const headers = upstreamRequestHeaders(req.headers, {
-      remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers),
-      clientCert: scheme === 'https' ? clientCertDetails(req.socket) : undefined,
+      remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers), outbound: dst !== undefined,
+      clientCert: secure ? clientCertDetails(conn) : undefined,
     });
+    const identities = secure ? tlsIdentitiesOf(conn) : undefined;
+    if (identities) rec.downstreamIdentities = identities;
     rec.requestHeaders = headers;
     const decision = decide(routeTableFor(deps.store.current, this.entry, this.entry.chain === undefined ? undefined : chainKeysOf(req.socket)), {
       authority: req.headers.host ?? '', path: target.path, method: req.method ?? 'GET', scheme, headers: req.headers,
@@ -139,18 +153,30 @@ class UpgradeExchange {
     if (!decision || decision.requireTls) return this.reply('NO_ROUTE');
     rec.routeName = decision.route.name;
     const action = decision.route.action;
-    if (action.type !== 'route') return this.reply('NO_ROUTE');
-    const dest = pickDestination(action.destinations, action.totalWeight, deps.random());
-    const cluster = dest && deps.registry.get(dest.cluster);
-    if (!cluster) return this.reply('CLUSTER_NOT_FOUND');
+    let cluster: Cluster | undefined;
+    let endpoint: Endpoint | undefined;
+    let path = target.path;
+    if (action.type === 'passthrough') {
+      // A sidecar's allow_any, or its inbound side: to where the connection was going. Per-port
+      // capture (no address known) has no passthrough for upgrades.
+      if (!dst?.address) return this.reply('NO_ROUTE');
+      cluster = deps.registry.passthrough(this.entry.inboundCluster);
+      endpoint = deps.registry.endpointFor(dst.address, dst.port);
+      this.responseOps = [decision.route.headers?.response];
+    } else {
+      if (action.type !== 'route') return this.reply('NO_ROUTE');
+      const dest = pickDestination(action.destinations, action.totalWeight, deps.random());
+      cluster = dest && deps.registry.get(dest.cluster);
+      if (!dest || !cluster) return this.reply('CLUSTER_NOT_FOUND');
+      endpoint = cluster.pick();
+      if (endpoint) path = shapeUpstreamRequest(headers, decision.route, dest, target.path);
+      this.responseOps = [decision.route.headers?.response, dest.headers?.response];
+    }
     rec.upstreamCluster = cluster.name;
     this.destination = cluster.def.service;
-    const endpoint = cluster.pick();
     if (!endpoint) return this.reply('NO_HEALTHY_UPSTREAM');
     rec.upstreamHost = endpoint.hostPort;
 
-    const path = shapeUpstreamRequest(headers, decision.route, dest, target.path);
-    this.responseOps = [decision.route.headers?.response, dest.headers?.response];
     headers['connection'] = 'Upgrade';
     headers['upgrade'] = String(req.headers.upgrade);
     headers['x-envoy-attempt-count'] = '1';

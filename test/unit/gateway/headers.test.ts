@@ -47,7 +47,7 @@ describe('request headers toward the upstream', () => {
     });
   });
 
-  it('x-forwarded-client-cert: set at the edge (the client\'s own dropped), appended on a sidecar\'s inbound mesh mTLS (table)', () => {
+  it('x-forwarded-client-cert: set at the edge (the client\'s own dropped), appended on a sidecar\'s inbound mesh mTLS, dropped without a verified certificate (table)', () => {
     const ours = 'By=spiffe://cluster.local/ns/default/sa/web;Hash=ab;Subject="";URI=spiffe://cluster.local/ns/default/sa/sleep';
     const cases: [Record<string, string>, boolean, string | undefined, string | undefined][] = [
       [{}, false, ours, ours], // a gateway: SANITIZE_SET
@@ -55,7 +55,7 @@ describe('request headers toward the upstream', () => {
       [{ 'x-forwarded-client-cert': 'forged' }, false, undefined, undefined], // no verified certificate: none
       [{}, true, ours, ours], // a sidecar's inbound: APPEND_FORWARD
       [{ 'x-forwarded-client-cert': 'By=a;URI=b' }, true, ours, `By=a;URI=b,${ours}`],
-      [{ 'x-forwarded-client-cert': 'By=a;URI=b' }, true, undefined, 'By=a;URI=b'], // plaintext: passed as it came
+      [{ 'x-forwarded-client-cert': 'By=a;URI=b' }, true, undefined, undefined], // plaintext: dropped (a forged identity), as Envoy
     ];
     for (const [headers, outbound, clientCert, want] of cases) {
       const out = upstreamRequestHeaders({ host: 'a', ...headers }, { remoteAddress: '10.0.0.2', scheme: 'http', requestId: 'r', outbound, clientCert });

@@ -43,14 +43,24 @@ describe('ISTIO_MUTUAL client: Istio\'s ALPN', () => {
 
     const ca = await makeCa(dir, 'ca');
     const leaf = await makeLeaf(dir, ca, 'server', ['server.example']);
-    const server = tls.createServer({ cert: leaf.cert, key: leaf.key, ALPNProtocols: ['h2', 'http/1.1'] }, (s) => s.end());
+    const server = tls.createServer({ cert: leaf.cert, key: leaf.key, ALPNProtocols: ['h2', 'http/1.1'] }, (s) => s.end('bye'));
     server.on('tlsClientError', () => {});
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
-      const r2 = await connectWith(meshConnector({ ca: ca.cert, servername: 'server.example' }, { timeoutMs: 2000, h2: true }), (server.address() as net.AddressInfo).port);
+      const connector = meshConnector({ ca: ca.cert, servername: 'server.example' }, { timeoutMs: 2000, h2: true });
+      const port = (server.address() as net.AddressInfo).port;
+      const r2 = await connectWith(connector, port);
       assert.equal(r2.err, null);
-      assert.equal((r2.socket as tls.TLSSocket).alpnProtocol, 'h2');
-      r2.socket!.destroy();
+      const first = r2.socket as tls.TLSSocket;
+      assert.equal(first.alpnProtocol, 'h2');
+      assert.equal(first.isSessionReused(), false);
+      // The server answers and closes; reading to the end takes in its session ticket.
+      await new Promise<void>((resolve) => { first.resume(); first.once('close', () => resolve()); });
+      // The next connection to the same peer resumes that session (as undici's own connector does).
+      const r3 = await connectWith(connector, port);
+      assert.equal(r3.err, null);
+      assert.equal((r3.socket as tls.TLSSocket).isSessionReused(), true);
+      r3.socket!.destroy();
     } finally {
       server.close();
     }
