@@ -16,7 +16,9 @@ import { missingForCapture, NetnsWorld, accessLogIn, shareFiles, sharedWorkDir }
 const PODS = (cert: string, key: string) => `
 const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
 for (const ip of ['10.9.9.11', '10.9.9.12']) {
-  http.createServer((q, r) => r.end('nginx ' + ip + '\\n')).listen(80, ip);
+  http.createServer((q, r) => r.end('nginx ' + ip + '\\n'))
+    .on('upgrade', (q, s) => s.end('HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\nws ' + ip))
+    .listen(80, ip);
   net.createServer((s) => { s.on('error', () => {}); s.end('tcp ' + ip + '\\n'); }).listen(9000, ip);
 }
 https.createServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.readFileSync(${JSON.stringify(key)}) },
@@ -122,6 +124,13 @@ describe('sidecar service discovery: D3-D5 and DNS ServiceEntries (netns)', func
     const r = await inPod(['curl', '-s', '-m', '5', 'http://10.9.9.12/']);
     assert.equal(r.out, 'nginx 10.9.9.12\n');
     await waitFor(() => /"GET \/ HTTP\/1\.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ "-" "curl\/[^"]+" "[^"]+" "10\.9\.9\.12" "10\.9\.9\.12:80" PassthroughCluster \S+ 10\.9\.9\.12:80 10\.9\.9\.1:\d+ - allow_any$/m.test(log()), { timeoutMs: 3000 });
+  });
+
+  it('D3 for WebSocket: an upgrade to a pod IP goes where it was addressed too (PassthroughCluster)', async () => {
+    const r = await inPod(['sh', '-c', "printf 'GET /ws HTTP/1.1\\r\\nHost: 10.9.9.12\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n' | nc -w 2 10.9.9.12 80"]);
+    assert.match(r.out, /^HTTP\/1\.1 101 /, r.out);
+    assert.ok(r.out.endsWith('ws 10.9.9.12'), r.out);
+    await waitFor(() => /"GET \/ws HTTP\/1\.1" 101 .* PassthroughCluster \S+ 10\.9\.9\.12:80 10\.9\.9\.1:\d+ - allow_any$/m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
   });
 
   it('D4: the Service IP is load balanced over its pods as outbound|80||my-nginx.default.svc.cluster.local; other TCP too', async () => {
