@@ -981,13 +981,22 @@ export function destinationRuleFor(
   return undefined;
 }
 
+/** A DestinationRule without a workloadSelector applies to every proxy; one with applies only to the proxies it selects in its own namespace. */
+function selectsProxy(dr: DestinationRuleResource, proxyNamespace: string, proxyLabels: Dict<string>): boolean {
+  const sel = dr.spec.workloadSelector?.matchLabels;
+  if (!dr.spec.workloadSelector) return true;
+  if (dr.metadata.namespace !== proxyNamespace) return false;
+  return Object.entries(sel ?? {}).every(([k, v]) => Object.hasOwn(proxyLabels, k) && proxyLabels[k] === v);
+}
+
 function mostSpecificRule(host: string, drs: readonly DestinationRuleResource[]): DestinationRuleResource | undefined {
   let best: DestinationRuleResource | undefined;
   let bestScore = -1;
   for (const dr of drs) {
     const h = resolveHost(dr.spec.host, dr.metadata.namespace);
     if (!hostMatches(h, host)) continue;
-    const score = h === host ? 1_000_000 : h.length;
+    // For the same host, a rule that selects this proxy (workloadSelector) comes before one for every proxy, as in Istio.
+    const score = (h === host ? 1_000_000 : h.length) * 2 + (dr.spec.workloadSelector ? 1 : 0);
     if (score > bestScore || (score === bestScore && best && dr.order < best.order)) {
       best = dr;
       bestScore = score;
@@ -1091,10 +1100,14 @@ function lbOf(policy: ClusterPolicy): LbPolicy {
 
 function compileClusters(
   set: ResourceSet, services: ReadonlyMap<string, ServiceDef>, mesh: MeshSettings, proxyNamespace: string, notes: CompileNote[], meshCerts?: MeshCertFiles,
+  proxyLabels: Dict<string> = {},
 ): Map<string, ClusterDef> {
   const out = new Map<string, ClusterDef>();
-  // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace).
-  const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace));
+  // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace), and
+  // of those with a workloadSelector only the ones in its namespace that select it (Istio's rule:
+  // selectors do not cross namespaces).
+  const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace)
+    && selectsProxy(d, proxyNamespace, proxyLabels));
   for (const svc of services.values()) {
     const dr = destinationRuleFor(svc.host, visibleRules, { proxy: proxyNamespace, service: svc.namespace });
     if (dr) within(dr, 'spec', () => addClusters(svc, dr));
@@ -1200,7 +1213,7 @@ export function compile(set: ResourceSet, id: GatewayIdentity, version: number, 
     ? captureListeners(set, id, id.capturePort, services, mesh)
     : compileListeners(set, id, services, mesh, notes);
   if (id.capturePort !== undefined && id.inboundPort !== undefined) listeners.set(id.inboundPort, inboundListener(set, id, id.inboundPort));
-  const clusters = compileClusters(set, services, mesh, id.namespace, notes, id.meshCerts);
+  const clusters = compileClusters(set, services, mesh, id.namespace, notes, id.meshCerts, id.labels);
   // Every object read, ConfigMaps (the mesh config) included: the count `meshgate validate` prints.
   const resourceCount = set.gateways.length + set.virtualServices.length + set.destinationRules.length
     + set.serviceEntries.length + set.workloadEntries.length + set.sidecars.length + set.services.length + set.secrets.length

@@ -406,3 +406,29 @@ describe('compile: which DestinationRule applies (namespaces)', () => {
     assert.equal(ruleOf([older, newer], 'edge'), 'DestinationRule apps/older');
   });
 });
+
+describe('compile: DestinationRule workloadSelector', () => {
+  // istio.io egress TLS origination (mTLS variant): a rule for the sleep workload only.
+  const se = res('ServiceEntry', 'nginx', {
+    hosts: ['my-nginx.mesh-external.svc.cluster.local'], ports: [{ number: 443, name: 'https', protocol: 'HTTPS' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
+  });
+  const forSleep = res('DestinationRule', 'originate-tls-for-sleep', {
+    host: 'my-nginx.mesh-external.svc.cluster.local', workloadSelector: { matchLabels: { app: 'sleep' } },
+    trafficPolicy: { loadBalancer: { simple: 'RANDOM' } },
+  });
+  const forAll = res('DestinationRule', 'everyone', { host: 'my-nginx.mesh-external.svc.cluster.local', trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' } } });
+  const lbFor = (labels: Record<string, string>, namespace: string, rules = [forSleep, forAll]) =>
+    compile(set([se, ...rules]), { labels, namespace, portMap: new Map(), bind: '0.0.0.0' }, 1).snapshot.clusters.get('outbound|443||my-nginx.mesh-external.svc.cluster.local')?.lb;
+
+  it('applies only to the proxies it selects, in its namespace; before a rule for every proxy (table)', () => {
+    const cases: [Record<string, string>, string, unknown[], string | undefined][] = [
+      [{ app: 'sleep', version: 'v1' }, 'default', [forSleep, forAll], 'RANDOM'], // selected: the selector's rule wins
+      [{ app: 'sleep' }, 'default', [forAll, forSleep], 'RANDOM'], // whatever the order
+      [{ app: 'other' }, 'default', [forSleep, forAll], 'ROUND_ROBIN'], // not selected: the rule for everyone
+      [{ app: 'other' }, 'default', [forSleep], 'LEAST_REQUEST'], // not selected, nothing else: no rule
+      [{ app: 'sleep' }, 'other-ns', [forSleep], 'LEAST_REQUEST'], // selectors do not cross namespaces
+      [{ istio: 'ingressgateway' }, 'istio-system', [forSleep], 'LEAST_REQUEST'],
+    ];
+    for (const [labels, namespace, rules, want] of cases) assert.equal(lbFor(labels, namespace, rules as typeof forAll[]), want, JSON.stringify([labels, namespace]));
+  });
+});
