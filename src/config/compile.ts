@@ -165,6 +165,8 @@ interface RouteContext {
   readonly serverPort: number;
   readonly services: ReadonlyMap<string, ServiceDef>;
   readonly mesh: MeshSettings;
+  /** This proxy's labels and namespace: what match `sourceLabels` and `sourceNamespace` select. */
+  readonly proxy: { readonly labels: Dict<string>; readonly namespace: string };
 }
 
 function destinationPort(host: string, explicit: number | undefined, ctx: RouteContext): number {
@@ -209,11 +211,22 @@ function routeName(route: HTTPRoute, index: number, match: HTTPMatchRequest | un
 /** Does a match block apply to this gateway and server port (Istio filters these when building)? */
 function matchApplies(m: HTTPMatchRequest, ctx: RouteContext): boolean {
   if (m.port !== undefined && m.port !== ctx.serverPort) return false;
-  if (m.gateways && m.gateways.length > 0) {
-    const ns = ctx.vs.metadata.namespace;
-    if (!m.gateways.some((g) => gatewayKey(parseGatewayRef(g, ns)) === ctx.gateway)) return false;
-  }
-  return true;
+  return sourceApplies(m, ctx.vs, ctx.gateway, ctx.proxy);
+}
+
+/**
+ * Istio's source match (sourceMatchHTTP / sourceMatchTCP): a block naming `gateways` applies to those
+ * gateways (its source labels are not looked at); one that does not applies to this proxy when its
+ * `sourceLabels` are among the proxy's labels and its `sourceNamespace`, if any, is the proxy's.
+ */
+function sourceApplies(
+  m: { readonly gateways?: readonly string[]; readonly sourceLabels?: Dict<string>; readonly sourceNamespace?: string },
+  vs: VirtualServiceResource, gateway: string, proxy: { readonly labels: Dict<string>; readonly namespace: string },
+): boolean {
+  if (m.gateways && m.gateways.length > 0) return m.gateways.some((g) => gatewayKey(parseGatewayRef(g, vs.metadata.namespace)) === gateway);
+  const labels = m.sourceLabels ?? {};
+  if (!Object.entries(labels).every(([k, v]) => Object.hasOwn(proxy.labels, k) && proxy.labels[k] === v)) return false;
+  return !m.sourceNamespace || m.sourceNamespace === proxy.namespace;
 }
 
 function compileHttpRoutes(ctx: RouteContext): CompiledRoute[] {
@@ -457,6 +470,8 @@ interface ServerContext {
   readonly mesh: MeshSettings;
   /** The namespace this proxy runs in (GatewayIdentity.namespace): what `exportTo` is checked against. */
   readonly proxyNamespace: string;
+  /** This proxy's labels (`--labels`): what match `sourceLabels` select. */
+  readonly proxyLabels: Dict<string>;
 }
 
 /** VirtualServices bound to the server's Gateway and visible to it, with their hosts the server admits. */
@@ -485,7 +500,7 @@ function collectHttpVhosts(sc: ServerContext, vhosts: Map<string, VhostAcc>, ser
   let bound = 0;
   for (const { vs, domains } of boundVirtualServices(sc)) {
     if (!vs.spec.http || vs.spec.http.length === 0) continue;
-    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
+    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh, proxy: { labels: sc.proxyLabels, namespace: sc.proxyNamespace } };
     const routes = within(vs, 'spec.http', () => compileHttpRoutes(ctx));
     const vsKey = `${vs.metadata.namespace}/${vs.metadata.name}`;
     for (const domain of domains) {
@@ -517,19 +532,16 @@ function compileL4Destinations(route: { route?: readonly { destination: { host: 
 }
 
 /** Does an L4 match block apply to this gateway and server port? (destinationSubnets is per connection.) */
-function l4MatchApplies(m: { port?: number; gateways?: readonly string[] }, vs: VirtualServiceResource, sc: ServerContext): boolean {
+function l4MatchApplies(m: { port?: number; gateways?: readonly string[]; sourceLabels?: Dict<string>; sourceNamespace?: string }, vs: VirtualServiceResource, sc: ServerContext): boolean {
   if (m.port !== undefined && m.port !== sc.server.portNumber) return false;
-  if (m.gateways && m.gateways.length > 0) {
-    if (!m.gateways.some((g) => gatewayKey(parseGatewayRef(g, vs.metadata.namespace)) === sc.gwKey)) return false;
-  }
-  return true;
+  return sourceApplies(m, vs, sc.gwKey, { labels: sc.proxyLabels, namespace: sc.proxyNamespace });
 }
 
 /** VirtualService `tcp` routes for a TCP (or TLS-terminating) server, in order; each match block is one route. */
 function compileTcpRoutes(sc: ServerContext): L4Route[] {
   const out: L4Route[] = [];
   for (const { vs } of boundVirtualServices(sc)) {
-    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
+    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh, proxy: { labels: sc.proxyLabels, namespace: sc.proxyNamespace } };
     (vs.spec.tcp ?? []).forEach((route, index) => within(vs, `spec.tcp[${index}]`, () => {
       const { destinations, totalWeight } = compileL4Destinations(route, ctx);
       const base = { name: `${vs.metadata.namespace}.${vs.metadata.name}.${index}`, destinations, totalWeight, origin: originOf(vs, `spec.tcp[${index}]`) };
@@ -554,7 +566,7 @@ function compilePassthroughChains(sc: ServerContext): FilterChain[] {
   const out: FilterChain[] = [];
   const serverHosts = sc.server.hosts.map((h) => parseServerHost(h).host);
   for (const { vs } of boundVirtualServices(sc)) {
-    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh };
+    const ctx: RouteContext = { vs, gateway: sc.gwKey, serverPort: sc.server.portNumber, services: sc.services, mesh: sc.mesh, proxy: { labels: sc.proxyLabels, namespace: sc.proxyNamespace } };
     (vs.spec.tls ?? []).forEach((route, index) => within(vs, `spec.tls[${index}]`, () => {
       const { destinations, totalWeight } = compileL4Destinations(route, ctx);
       route.match.forEach((m, mi) => {
@@ -656,7 +668,7 @@ function compileListeners(
         origin: originOf(gw, `spec.servers[${si}]`),
       };
       acc.servers.push(compiled);
-      const sc: ServerContext = { gw, gwKey, server: compiled, vss, services, mesh, proxyNamespace: id.namespace };
+      const sc: ServerContext = { gw, gwKey, server: compiled, vss, services, mesh, proxyNamespace: id.namespace, proxyLabels: id.labels };
       const unbound = (what: string) => notes.push({ severity: 'info', resource: where, message: `servers[${si}] (port ${server.port.number}): no VirtualService ${what}` });
       switch (kind) {
         case 'http':
@@ -865,7 +877,7 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
   const httpPorts = new Set<number>();
   for (const p of [...ports].sort((a, b) => a - b)) {
     const server: CompiledServer = { gateway: 'mesh', portNumber: p, portName: `outbound-${p}`, protocol: 'HTTP', hosts: ['*'], origin };
-    const sc: ServerContext = { gw: pseudoGateway, gwKey: 'mesh', server, vss, services, mesh, proxyNamespace: id.namespace };
+    const sc: ServerContext = { gw: pseudoGateway, gwKey: 'mesh', server, vss, services, mesh, proxyNamespace: id.namespace, proxyLabels: id.labels };
     const onPort = [...services.values()].filter((svc) => svc.ports.some((sp) => sp.number === p));
     const httpish = onPort.filter((svc) => { const sp = svc.ports.find((x) => x.number === p)!; return HTTP_PROTOCOLS.has(sp.protocol) || sp.protocol === ''; });
     if (httpish.length > 0) {
@@ -920,7 +932,7 @@ function captureListener(set: ResourceSet, id: GatewayIdentity, port: number, al
   }
   const tcpByPort = new Map([...owners].filter(([, c]) => c.size === 1).map(([p, c]) => [p, [...c][0]!]));
   // Per destination address: exact VIPs (the first service to claim an address and port keeps it), then CIDRs.
-  const base: Omit<ServerContext, 'server'> = { gw: pseudoGateway, gwKey: 'mesh', vss, services, mesh, proxyNamespace: id.namespace };
+  const base: Omit<ServerContext, 'server'> = { gw: pseudoGateway, gwKey: 'mesh', vss, services, mesh, proxyNamespace: id.namespace, proxyLabels: id.labels };
   const vips = new Map<string, OutboundDestination>();
   const cidrs: OutboundCidr[] = [];
   for (const svc of services.values()) {

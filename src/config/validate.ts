@@ -9,6 +9,7 @@ import type {
   ServiceEntryResource, ServiceResource, SourcePos, VirtualServiceResource,
 } from './types';
 import { MESH, SCHEMAS, schemaRoot, type Schema } from './schema';
+import { unsupportedFields } from './unsupported';
 import { gatewayKey, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost, hostMatches, MESH_GATEWAY } from './names';
 import { inspectFormat } from '../telemetry/access-log';
 import { withoutNulls } from './load';
@@ -322,6 +323,8 @@ export function validate(resources: readonly Resource[]): ValidationResult {
       else if (r.kind === 'DestinationRule') checkDestinationRule(r as DestinationRuleResource, err, warn);
       else if (r.kind === 'Gateway') checkGateway(r as GatewayResource, err, warn);
       else if (r.kind === 'ServiceEntry') checkServiceEntry(r as ServiceEntryResource, err);
+      // Istio fields meshgate accepts without acting on them: said, not silently ignored.
+      for (const u of unsupportedFields(r.kind, r.spec)) warn(u.path, u.message);
     } catch (e) {
       err('spec', `cannot be checked: ${(e as Error).message}`);
     }

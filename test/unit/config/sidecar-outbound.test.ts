@@ -7,6 +7,7 @@ import { compile } from '../../../src/config/compile';
 import type { OutboundDef } from '../../../src/config/snapshot';
 import { outboundDestinationFor } from '../../../src/gateway/listener-manager';
 import { selectChain, selectTcpRoute } from '../../../src/gateway/tcp/match';
+import { decide } from '../../../src/gateway/http/route-match';
 import { res, set } from '../../helpers/resources';
 
 const id = { labels: { app: 'sleep' }, namespace: 'default', portMap: new Map<number, number>(), bind: '::', capturePort: 15001 };
@@ -83,5 +84,32 @@ describe('sidecar outbound compile: destinations by address', () => {
     assert.equal(chainTo('10.9.9.10', 8443, undefined), 'outbound|8443||websecure.default.svc.cluster.local');
     assert.equal(chainTo('10.9.9.2', 443, 'edition.cnn.test'), 'outbound|443||c.test');
     assert.equal(chainTo('10.9.9.2', 443, 'c.test'), 'outbound|443|v2|c.test');
+  });
+});
+
+describe('sidecar outbound compile: match sourceLabels and sourceNamespace (Istio\'s source match)', () => {
+  const svc = res('Service', 'reviews', { selector: { app: 'reviews' }, ports: [{ name: 'http', port: 9080, targetPort: 9080 }] });
+  const vs = res('VirtualService', 'reviews', {
+    hosts: ['reviews'],
+    http: [
+      { name: 'from-productpage', match: [{ sourceLabels: { app: 'productpage' } }], route: [{ destination: { host: 'reviews', subset: 'v2' } }] },
+      { name: 'from-bookinfo-ns', match: [{ sourceNamespace: 'bookinfo' }], route: [{ destination: { host: 'reviews', subset: 'v3' } }] },
+      { name: 'everyone', route: [{ destination: { host: 'reviews', subset: 'v1' } }] },
+    ],
+  });
+  const routeFor = (labels: Record<string, string>, namespace: string) => {
+    const snap = compile(set([svc, vs]), { labels, namespace, portMap: new Map(), bind: '::', capturePort: 15001 }, 1).snapshot;
+    const table = snap.listeners.get(15001)!.outbound!.http.get(9080);
+    return decide(table, { authority: 'reviews.default.svc.cluster.local', path: '/', method: 'GET', scheme: 'http', headers: {} })?.route?.name;
+  };
+
+  it('a block applies only to the proxies its source labels and namespace name (table)', () => {
+    const cases: [Record<string, string>, string, string][] = [
+      [{ app: 'productpage', version: 'v1' }, 'default', 'from-productpage'],
+      [{ app: 'ratings' }, 'default', 'everyone'],
+      [{ app: 'ratings' }, 'bookinfo', 'from-bookinfo-ns'],
+      [{ app: 'productpage' }, 'bookinfo', 'from-productpage'], // the first block that applies
+    ];
+    for (const [labels, ns, want] of cases) assert.equal(routeFor(labels, ns), want, JSON.stringify([labels, ns]));
   });
 });
