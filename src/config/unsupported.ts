@@ -72,6 +72,13 @@ const FIELDS: Readonly<Record<string, readonly Unsupported[]>> = {
     { path: 'locality', effect: 'endpoints are balanced without regard to locality' },
     { path: 'serviceAccount', effect: 'ISTIO_MUTUAL accepts any identity from the mesh root' },
   ],
+  /** The mesh config (ConfigMap istio-system/istio, data.mesh). */
+  MeshConfig: [
+    { path: 'dnsRefreshRate', effect: 'names are re-resolved on their DNS TTL (between 1 s and 60 s)' },
+    { path: 'protocolDetectionTimeout', effect: 'protocol detection waits 1 s for a client\'s first bytes' },
+    { path: 'outboundTrafficPolicy.egressProxy', effect: 'unknown traffic goes to its original destination (ALLOW_ANY) or nowhere' },
+    { path: 'outboundTrafficPolicy.mode', effect: 'ALLOW_ANY_DYNAMIC_DNS works as ALLOW_ANY', when: (v) => v === 'ALLOW_ANY_DYNAMIC_DNS' },
+  ],
   Sidecar: [
     { path: 'ingress', effect: 'the inbound side serves the ports of the Services selecting the proxy (--inbound-port)' },
     { path: 'egress[].port', effect: 'the egress hosts apply to every port' },
@@ -82,11 +89,11 @@ const FIELDS: Readonly<Record<string, readonly Unsupported[]>> = {
   ],
 };
 
-/** Each concrete path (`spec.servers[1].bind`) where an unsupported field of this kind is set, with what meshgate does instead. */
-export function unsupportedFields(kind: string, spec: unknown): { path: string; message: string }[] {
+/** Each concrete path (`spec.servers[1].bind`; `root` for the mesh config) where an unsupported field of this kind is set, with what meshgate does instead. */
+export function unsupportedFields(kind: string, spec: unknown, root = 'spec'): { path: string; message: string }[] {
   const out: { path: string; message: string }[] = [];
   for (const f of FIELDS[kind] ?? []) {
-    for (const { path, value } of valuesAt(spec, f.path.split('.'), 'spec')) {
+    for (const { path, value } of valuesAt(spec, f.path.split('.'), root)) {
       if (!(f.when ?? always)(value)) continue;
       const name = f.path.slice(f.path.lastIndexOf('.') + 1).replace('[]', '');
       const shown = f.when ? `${name}: ${JSON.stringify(value)}` : name;

@@ -270,6 +270,12 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     }
     checkSchema(v, s, `data.mesh.${k}`, (path, message) => c.add('error', who, base, path, message));
   }
+  // Fields meshgate reads without acting on them, at their own line.
+  for (const u of unsupportedFields('MeshConfig', mesh, 'data.mesh')) {
+    const top = u.path.split('.')[2]!;
+    const node = doc.get(top, true) as { range?: readonly number[] } | undefined;
+    c.add('warning', who, node?.range ? at(node.range[0]!) : base, u.path, u.message);
+  }
   // Problems of the access-log format at the field's own line: what Envoy rejects is an error, an unknown operator a warning.
   const format = mesh.accessLogFormat;
   if (typeof format === 'string' && format !== '') {

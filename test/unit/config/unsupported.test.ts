@@ -29,6 +29,9 @@ describe('config: fields meshgate does not support', () => {
       ['Sidecar', { ingress: [{}], egress: [{ port: { number: 80 }, hosts: ['./*'] }], outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } }, ['spec.ingress', 'spec.egress[0].port']],
       ['Sidecar', { egress: [{ hosts: ['./*'] }] }, []],
       ['Service', { ports: [{ port: 80 }] }, []],
+      ['MeshConfig', { dnsRefreshRate: '30s', outboundTrafficPolicy: { mode: 'ALLOW_ANY' } }, ['spec.dnsRefreshRate']],
+      ['MeshConfig', { outboundTrafficPolicy: { mode: 'ALLOW_ANY_DYNAMIC_DNS', egressProxy: { host: 'x' } }, accessLogFile: '/dev/stdout' },
+        ['spec.outboundTrafficPolicy.mode', 'spec.outboundTrafficPolicy.egressProxy']],
     ];
     for (const [kind, spec, want] of cases) {
       const got = unsupportedFields(kind, spec);
@@ -36,6 +39,20 @@ describe('config: fields meshgate does not support', () => {
       for (const u of got) assert.match(u.message, /^warning: .+ is not supported by meshgate: \S/);
     }
     assert.match(unsupportedFields('DestinationRule', { trafficPolicy: { loadBalancer: { simple: 'PASSTHROUGH' } } })[0]!.message, /^warning: simple: "PASSTHROUGH" is not supported by meshgate: PASSTHROUGH balances as LEAST_REQUEST/);
+  });
+
+  it('the mesh config\'s, at their line in data.mesh', () => {
+    const loaded = loadText(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: /dev/stdout
+    protocolDetectionTimeout: 5s
+`, 'mesh.yaml');
+    const { issues } = validate(loaded.resources);
+    assert.deepEqual(issues.map((i) => [i.severity, i.line, i.path]), [['warning', 7, 'data.mesh.protocolDetectionTimeout']]);
+    assert.match(issues[0]!.message, /protocolDetectionTimeout is not supported by meshgate: protocol detection waits 1 s/);
   });
 
   it('validation reports them as warnings at the field\'s line; the config stays valid', () => {
