@@ -113,3 +113,24 @@ describe('sidecar outbound compile: match sourceLabels and sourceNamespace (Isti
     for (const [labels, ns, want] of cases) assert.equal(routeFor(labels, ns), want, JSON.stringify([labels, ns]));
   });
 });
+
+describe('sidecar outbound compile: TCP match sourceLabels', () => {
+  it('a tcp block applies only when its source labels are the proxy\'s (this proxy: app=sleep)', () => {
+    const routeWith = (sourceLabels: Record<string, string>) => {
+      const out = outbound([
+        se('db', 'db.test', ['10.9.9.20'], [tcp(5432)]),
+        se('db-replica', 'db-replica.test', ['10.9.9.21'], [tcp(5432)]),
+        res('VirtualService', 'db', {
+          hosts: ['db.test'],
+          tcp: [
+            { match: [{ port: 5432, sourceLabels }], route: [{ destination: { host: 'db-replica.test' } }] },
+            { route: [{ destination: { host: 'db.test' } }] },
+          ],
+        }),
+      ]);
+      return clusterOf(selectTcpRoute(outboundDestinationFor(out, '10.9.9.20', 5432)!.tcpRoutes, '10.9.9.20'));
+    };
+    assert.equal(routeWith({ app: 'sleep' }), 'outbound|5432||db-replica.test:100');
+    assert.equal(routeWith({ app: 'other' }), 'outbound|5432||db.test:100');
+  });
+});
