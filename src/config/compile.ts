@@ -224,9 +224,7 @@ function sourceApplies(
   vs: VirtualServiceResource, gateway: string, proxy: { readonly labels: Dict<string>; readonly namespace: string },
 ): boolean {
   if (m.gateways && m.gateways.length > 0) return m.gateways.some((g) => gatewayKey(parseGatewayRef(g, vs.metadata.namespace)) === gateway);
-  const labels = m.sourceLabels ?? {};
-  if (!Object.entries(labels).every(([k, v]) => Object.hasOwn(proxy.labels, k) && proxy.labels[k] === v)) return false;
-  return !m.sourceNamespace || m.sourceNamespace === proxy.namespace;
+  return labelsSelect(m.sourceLabels, proxy.labels) && (!m.sourceNamespace || m.sourceNamespace === proxy.namespace);
 }
 
 function compileHttpRoutes(ctx: RouteContext): CompiledRoute[] {
@@ -531,10 +529,16 @@ function compileL4Destinations(route: { route?: readonly { destination: { host: 
   return action.type === 'route' ? { destinations: [...action.destinations], totalWeight: action.totalWeight } : { destinations: [], totalWeight: 0 };
 }
 
-/** Does an L4 match block apply to this gateway and server port? (destinationSubnets is per connection.) */
+/**
+ * Does an L4 match block apply to this gateway and server port? (destinationSubnets is per
+ * connection.) At a gateway, Istio looks at the port and `gateways` only; at a sidecar (matchTCP /
+ * matchTLS) `gateways`, `sourceLabels` and `sourceNamespace` must all hold.
+ */
 function l4MatchApplies(m: { port?: number; gateways?: readonly string[]; sourceLabels?: Dict<string>; sourceNamespace?: string }, vs: VirtualServiceResource, sc: ServerContext): boolean {
   if (m.port !== undefined && m.port !== sc.server.portNumber) return false;
-  return sourceApplies(m, vs, sc.gwKey, { labels: sc.proxyLabels, namespace: sc.proxyNamespace });
+  if (m.gateways && m.gateways.length > 0 && !m.gateways.some((g) => gatewayKey(parseGatewayRef(g, vs.metadata.namespace)) === sc.gwKey)) return false;
+  if (sc.gwKey !== 'mesh') return true;
+  return labelsSelect(m.sourceLabels, sc.proxyLabels) && (!m.sourceNamespace || m.sourceNamespace === sc.proxyNamespace);
 }
 
 /** VirtualService `tcp` routes for a TCP (or TLS-terminating) server, in order; each match block is one route. */
@@ -981,40 +985,50 @@ export const ROOT_NAMESPACE = 'istio-system';
  * one else, as in Istio. Without `namespaces`, the most specific over all `drs`.
  */
 export function destinationRuleFor(
-  host: string, drs: readonly DestinationRuleResource[], namespaces?: { readonly proxy: string; readonly service: string },
+  host: string, drs: readonly DestinationRuleResource[], namespaces?: { readonly proxy: string; readonly service: string }, proxyLabels: Dict<string> = {},
 ): DestinationRuleResource | undefined {
-  if (!namespaces) return mostSpecificRule(host, drs);
+  if (!namespaces) return mostSpecificRules(host, drs)[0];
   const { proxy, service } = namespaces;
-  const order = proxy === ROOT_NAMESPACE ? [service, ROOT_NAMESPACE] : [proxy, service, ROOT_NAMESPACE];
-  for (const ns of new Set(order)) {
-    const found = mostSpecificRule(host, drs.filter((d) => d.metadata.namespace === ns));
-    if (found) return found;
+  const inNs = (ns: string) => drs.filter((d) => d.metadata.namespace === ns);
+  // Rules with a workloadSelector are private to their namespace (Istio forces them so).
+  const local = (d: DestinationRuleResource) => d.spec.workloadSelector !== undefined || (d.spec.exportTo?.length === 1 && d.spec.exportTo[0] === '.');
+  const shared = (d: DestinationRuleResource) => !local(d);
+  // Istio's PushContext.destinationRule: the proxy's namespace (for a proxy in the root namespace,
+  // the rules private to it, so a mesh-wide *.local rule there does not hide a service's own), then
+  // the service's namespace, then the root namespace.
+  const steps = proxy === ROOT_NAMESPACE
+    ? [inNs(ROOT_NAMESPACE).filter(local), inNs(service).filter(shared), inNs(ROOT_NAMESPACE).filter(shared)]
+    : [inNs(proxy), inNs(service).filter(shared), inNs(ROOT_NAMESPACE).filter(shared)];
+  for (const step of steps) {
+    const rules = mostSpecificRules(host, step);
+    if (rules.length === 0) continue;
+    // Istio's SidecarScope.DestinationRule among the rules for that host: one that selects this
+    // proxy, else one for every proxy, else none (a rule for other workloads hides the levels below).
+    return rules.find((d) => d.spec.workloadSelector && d.metadata.namespace === proxy && labelsSelect(d.spec.workloadSelector.matchLabels, proxyLabels))
+      ?? rules.find((d) => !d.spec.workloadSelector);
   }
   return undefined;
 }
 
-/** A DestinationRule without a workloadSelector applies to every proxy; one with applies only to the proxies it selects in its own namespace. */
-function selectsProxy(dr: DestinationRuleResource, proxyNamespace: string, proxyLabels: Dict<string>): boolean {
-  const sel = dr.spec.workloadSelector?.matchLabels;
-  if (!dr.spec.workloadSelector) return true;
-  if (dr.metadata.namespace !== proxyNamespace) return false;
-  return Object.entries(sel ?? {}).every(([k, v]) => Object.hasOwn(proxyLabels, k) && proxyLabels[k] === v);
+/** Are these labels (a selector's) all among `labels`? An empty selector selects everything. */
+function labelsSelect(matchLabels: Dict<string> | undefined, labels: Dict<string>): boolean {
+  return Object.entries(matchLabels ?? {}).every(([k, v]) => Object.hasOwn(labels, k) && labels[k] === v);
 }
 
-function mostSpecificRule(host: string, drs: readonly DestinationRuleResource[]): DestinationRuleResource | undefined {
-  let best: DestinationRuleResource | undefined;
+/** The rules for the most specific host that matches (exact, else the longest wildcard), oldest first. */
+function mostSpecificRules(host: string, drs: readonly DestinationRuleResource[]): DestinationRuleResource[] {
+  let best: DestinationRuleResource[] = [];
   let bestScore = -1;
   for (const dr of drs) {
     const h = resolveHost(dr.spec.host, dr.metadata.namespace);
     if (!hostMatches(h, host)) continue;
-    // For the same host, a rule that selects this proxy (workloadSelector) comes before one for every proxy, as in Istio.
-    const score = (h === host ? 1_000_000 : h.length) * 2 + (dr.spec.workloadSelector ? 1 : 0);
-    if (score > bestScore || (score === bestScore && best && dr.order < best.order)) {
-      best = dr;
+    const score = h === host ? 1_000_000 : h.length;
+    if (score > bestScore) {
+      best = [dr];
       bestScore = score;
-    }
+    } else if (score === bestScore) best.push(dr);
   }
-  return best;
+  return best.sort((a, b) => a.order - b.order);
 }
 
 /**
@@ -1115,13 +1129,11 @@ function compileClusters(
   proxyLabels: Dict<string> = {},
 ): Map<string, ClusterDef> {
   const out = new Map<string, ClusterDef>();
-  // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace), and
-  // of those with a workloadSelector only the ones in its namespace that select it (Istio's rule:
-  // selectors do not cross namespaces).
-  const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace)
-    && selectsProxy(d, proxyNamespace, proxyLabels));
+  // DestinationRules this proxy may see (exportTo honoured against the gateway's own namespace);
+  // destinationRuleFor picks among them as Istio does, workload selectors included.
+  const visibleRules = set.destinationRules.filter((d) => visibleIn(d.spec.exportTo, d.metadata.namespace, proxyNamespace));
   for (const svc of services.values()) {
-    const dr = destinationRuleFor(svc.host, visibleRules, { proxy: proxyNamespace, service: svc.namespace });
+    const dr = destinationRuleFor(svc.host, visibleRules, { proxy: proxyNamespace, service: svc.namespace }, proxyLabels);
     if (dr) within(dr, 'spec', () => addClusters(svc, dr));
     else addClusters(svc, undefined);
   }

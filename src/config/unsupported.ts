@@ -23,8 +23,8 @@ function policyFields(prefix: string): Unsupported[] {
     { path: 'loadBalancer.consistentHash.maglev', effect: 'a ring hash is used instead of Maglev (keys map to endpoints as consistently, by other points)' },
     { path: 'loadBalancer.simple', effect: 'PASSTHROUGH balances as LEAST_REQUEST over the known endpoints', when: (v) => v === 'PASSTHROUGH' },
     { path: 'connectionPool.tcp.maxConnectionDuration', effect: 'connections are not closed after a maximum age' },
-    { path: 'connectionPool.tcp.tcpKeepalive.probes', effect: 'only tcpKeepalive.time is applied; probes and interval are the kernel\'s' },
-    { path: 'connectionPool.tcp.tcpKeepalive.interval', effect: 'only tcpKeepalive.time is applied; probes and interval are the kernel\'s' },
+    { path: 'connectionPool.tcp.tcpKeepalive.probes', effect: 'only tcpKeepalive.time is applied; probes are 10, 1 s apart (Node\'s)' },
+    { path: 'connectionPool.tcp.tcpKeepalive.interval', effect: 'only tcpKeepalive.time is applied; probes are 10, 1 s apart (Node\'s)' },
     { path: 'connectionPool.http.useClientProtocol', effect: 'the upstream protocol follows the port and h2UpgradePolicy, not the client\'s' },
     { path: 'connectionPool.http.maxConcurrentStreams', effect: 'HTTP/2 upstream connections take as many streams as the server allows' },
     { path: 'tls.caCrl', effect: 'upstream certificates are not checked against a revocation list' },
@@ -52,8 +52,9 @@ const FIELDS: Readonly<Record<string, readonly Unsupported[]>> = {
   VirtualService: [
     { path: 'http[].delegate', effect: 'delegate VirtualServices are not followed: the route answers 503 (NC)' },
     { path: 'http[].match[].statPrefix', effect: 'no per-match stats' },
-    { path: 'http[].retries.retryRemoteLocalities', effect: 'retries are not locality-aware' },
+    { path: 'http[].retries.retryRemoteLocalities', effect: 'retries are not locality-aware', when: (v) => v === true },
     { path: 'http[].retries.backoff', effect: 'retries back off from 25 ms up to 250 ms, Envoy\'s default' },
+    { path: 'http[].retries.retryIgnorePreviousHosts', effect: 'a retry always goes to another endpoint first, when there is one', when: (v) => v === false },
     { path: 'http[].fault.delay.exponentialDelay', effect: 'only fixedDelay is applied (Istio does not implement it either)' },
     { path: 'http[].fault.abort.http2Error', effect: 'only httpStatus and grpcStatus aborts are applied (Istio does not implement it either)' },
     { path: 'tcp[].match[].sourceSubnet', effect: 'connections are not matched by their source address' },
@@ -74,13 +75,15 @@ const FIELDS: Readonly<Record<string, readonly Unsupported[]>> = {
   ],
   /** The mesh config (ConfigMap istio-system/istio, data.mesh). */
   MeshConfig: [
-    { path: 'dnsRefreshRate', effect: 'names are re-resolved on their DNS TTL (between 1 s and 60 s)' },
     { path: 'protocolDetectionTimeout', effect: 'protocol detection waits 1 s for a client\'s first bytes' },
+    { path: 'enableAutoMtls', effect: 'mTLS is originated only where a DestinationRule says tls.mode ISTIO_MUTUAL', when: (v) => v === true },
+    { path: 'enableTracing', effect: 'no traces are reported', when: (v) => v === true },
+    { path: 'defaultHttpRetryPolicy.retryRemoteLocalities', effect: 'retries are not locality-aware', when: (v) => v === true },
     { path: 'outboundTrafficPolicy.egressProxy', effect: 'unknown traffic goes to its original destination (ALLOW_ANY) or nowhere' },
     { path: 'outboundTrafficPolicy.mode', effect: 'ALLOW_ANY_DYNAMIC_DNS works as ALLOW_ANY', when: (v) => v === 'ALLOW_ANY_DYNAMIC_DNS' },
   ],
   Sidecar: [
-    { path: 'ingress', effect: 'the inbound side serves the ports of the Services selecting the proxy (--inbound-port)' },
+    { path: 'ingress', effect: 'the inbound side serves the ports of the Services selecting the proxy (--inbound-port)', when: (v) => !Array.isArray(v) || v.length > 0 },
     { path: 'egress[].port', effect: 'the egress hosts apply to every port' },
     { path: 'egress[].bind', effect: 'outbound traffic is captured on the capture port only' },
     { path: 'egress[].captureMode', effect: 'outbound traffic is captured by the iptables rules only' },
@@ -96,7 +99,7 @@ export function unsupportedFields(kind: string, spec: unknown, root = 'spec'): {
     for (const { path, value } of valuesAt(spec, f.path.split('.'), root)) {
       if (!(f.when ?? always)(value)) continue;
       const name = f.path.slice(f.path.lastIndexOf('.') + 1).replace('[]', '');
-      const shown = f.when ? `${name}: ${JSON.stringify(value)}` : name;
+      const shown = f.when && typeof value !== 'object' ? `${name}: ${JSON.stringify(value)}` : name;
       out.push({ path, message: `warning: ${shown} is not supported by meshgate: ${f.effect}` });
     }
   }

@@ -272,8 +272,7 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
   }
   // Fields meshgate reads without acting on them, at their own line.
   for (const u of unsupportedFields('MeshConfig', mesh, 'data.mesh')) {
-    const top = u.path.split('.')[2]!;
-    const node = doc.get(top, true) as { range?: readonly number[] } | undefined;
+    const node = doc.getIn(u.path.split('.').slice(2), true) as { range?: readonly number[] } | undefined;
     c.add('warning', who, node?.range ? at(node.range[0]!) : base, u.path, u.message);
   }
   // Problems of the access-log format at the field's own line: what Envoy rejects is an error, an unknown operator a warning.

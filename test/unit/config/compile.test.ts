@@ -408,27 +408,41 @@ describe('compile: which DestinationRule applies (namespaces)', () => {
 });
 
 describe('compile: DestinationRule workloadSelector', () => {
-  // istio.io egress TLS origination (mTLS variant): a rule for the sleep workload only.
-  const se = res('ServiceEntry', 'nginx', {
-    hosts: ['my-nginx.mesh-external.svc.cluster.local'], ports: [{ number: 443, name: 'https', protocol: 'HTTPS' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
-  });
-  const forSleep = res('DestinationRule', 'originate-tls-for-sleep', {
-    host: 'my-nginx.mesh-external.svc.cluster.local', workloadSelector: { matchLabels: { app: 'sleep' } },
-    trafficPolicy: { loadBalancer: { simple: 'RANDOM' } },
-  });
-  const forAll = res('DestinationRule', 'everyone', { host: 'my-nginx.mesh-external.svc.cluster.local', trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' } } });
-  const lbFor = (labels: Record<string, string>, namespace: string, rules = [forSleep, forAll]) =>
-    compile(set([se, ...rules]), { labels, namespace, portMap: new Map(), bind: '0.0.0.0' }, 1).snapshot.clusters.get('outbound|443||my-nginx.mesh-external.svc.cluster.local')?.lb;
+  // istio.io egress TLS origination (mTLS variant): a rule for the sleep workload only. The rule for
+  // every proxy is made first (older), so precedence, not age, decides below.
+  const host = 'my-nginx.mesh-external.svc.cluster.local';
+  const forAll = res('DestinationRule', 'everyone', { host, trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' } } });
+  const se = res('ServiceEntry', 'nginx', { hosts: [host], ports: [{ number: 443, name: 'https', protocol: 'HTTPS' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
+  const forSleep = res('DestinationRule', 'originate-tls-for-sleep', { host, workloadSelector: { matchLabels: { app: 'sleep' } }, trafficPolicy: { loadBalancer: { simple: 'RANDOM' } } });
+  const wildcard = res('DestinationRule', 'wide', { host: '*.mesh-external.svc.cluster.local', trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' } } });
+  const inNs2 = res('DestinationRule', 'ns2-for-sleep', { host, workloadSelector: { matchLabels: { app: 'sleep' } }, trafficPolicy: { loadBalancer: { simple: 'RANDOM' } } }, 'ns2');
+  const forEgress = res('DestinationRule', 'egress-only', { host, workloadSelector: { matchLabels: { istio: 'egressgateway' } }, trafficPolicy: { loadBalancer: { simple: 'RANDOM' } } }, 'istio-system');
+  const lbFor = (labels: Record<string, string>, namespace: string, rules: typeof forAll[]) =>
+    compile(set([se, ...rules]), { labels, namespace, portMap: new Map(), bind: '0.0.0.0' }, 1).snapshot.clusters.get(`outbound|443||${host}`)?.lb;
 
-  it('applies only to the proxies it selects, in its namespace; before a rule for every proxy (table)', () => {
-    const cases: [Record<string, string>, string, unknown[], string | undefined][] = [
-      [{ app: 'sleep', version: 'v1' }, 'default', [forSleep, forAll], 'RANDOM'], // selected: the selector's rule wins
-      [{ app: 'sleep' }, 'default', [forAll, forSleep], 'RANDOM'], // whatever the order
-      [{ app: 'other' }, 'default', [forSleep, forAll], 'ROUND_ROBIN'], // not selected: the rule for everyone
+  it('as Istio picks: the namespace and the most specific host first, then the rule selecting the proxy, else the one for every proxy (table)', () => {
+    const cases: [Record<string, string>, string, typeof forAll[], string][] = [
+      [{ app: 'sleep', version: 'v1' }, 'default', [forAll, forSleep], 'RANDOM'], // selected: its rule, though newer
+      [{ app: 'other' }, 'default', [forAll, forSleep], 'ROUND_ROBIN'], // not selected: the rule for every proxy
       [{ app: 'other' }, 'default', [forSleep], 'LEAST_REQUEST'], // not selected, nothing else: no rule
+      [{ app: 'other' }, 'default', [wildcard, forSleep], 'LEAST_REQUEST'], // the exact host's rules hide the wildcard's
       [{ app: 'sleep' }, 'other-ns', [forSleep], 'LEAST_REQUEST'], // selectors do not cross namespaces
-      [{ istio: 'ingressgateway' }, 'istio-system', [forSleep], 'LEAST_REQUEST'],
+      [{ app: 'other' }, 'ns2', [inNs2, forAll], 'LEAST_REQUEST'], // the proxy's namespace has a rule for the host: levels below are hidden
+      [{ app: 'sleep' }, 'ns2', [inNs2, forAll], 'RANDOM'],
+      [{ istio: 'egressgateway' }, 'istio-system', [forAll, forEgress], 'RANDOM'], // the root namespace's private rules come first for its proxies
+      [{ istio: 'ingressgateway' }, 'istio-system', [forAll, forEgress], 'LEAST_REQUEST'],
+      [{ istio: 'ingressgateway' }, 'istio-system', [forAll], 'ROUND_ROBIN'], // the service's namespace
     ];
-    for (const [labels, namespace, rules, want] of cases) assert.equal(lbFor(labels, namespace, rules as typeof forAll[]), want, JSON.stringify([labels, namespace]));
+    for (const [labels, namespace, rules, want] of cases) assert.equal(lbFor(labels, namespace, rules), want, JSON.stringify([labels, namespace, rules.map((r) => r.metadata.name)]));
+  });
+});
+
+describe('compile: L4 match source fields', () => {
+  it('a gateway looks at a tcp block\'s port and gateways only, as Istio (sourceLabels do not drop the route)', () => {
+    const gw = res('Gateway', 'gw', { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 31400, name: 'tcp', protocol: 'TCP' }, hosts: ['*'] }] });
+    const echo = res('ServiceEntry', 'echo', { hosts: ['echo.test'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
+    const vs = res('VirtualService', 'echo', { hosts: ['*'], gateways: ['gw'], tcp: [{ match: [{ port: 31400, sourceLabels: { app: 'sleep' }, sourceNamespace: 'elsewhere' }], route: [{ destination: { host: 'echo.test', port: { number: 9000 } } }] }] });
+    const l = compile(set([gw, echo, vs]), id, 1).snapshot.listeners.get(31400)!;
+    assert.equal(l.tcpRoutes?.length, 1);
   });
 });

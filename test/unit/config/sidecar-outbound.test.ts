@@ -114,23 +114,33 @@ describe('sidecar outbound compile: match sourceLabels and sourceNamespace (Isti
   });
 });
 
-describe('sidecar outbound compile: TCP match sourceLabels', () => {
-  it('a tcp block applies only when its source labels are the proxy\'s (this proxy: app=sleep)', () => {
-    const routeWith = (sourceLabels: Record<string, string>) => {
-      const out = outbound([
-        se('db', 'db.test', ['10.9.9.20'], [tcp(5432)]),
-        se('db-replica', 'db-replica.test', ['10.9.9.21'], [tcp(5432)]),
-        res('VirtualService', 'db', {
-          hosts: ['db.test'],
-          tcp: [
-            { match: [{ port: 5432, sourceLabels }], route: [{ destination: { host: 'db-replica.test' } }] },
-            { route: [{ destination: { host: 'db.test' } }] },
-          ],
-        }),
-      ]);
-      return clusterOf(selectTcpRoute(outboundDestinationFor(out, '10.9.9.20', 5432)!.tcpRoutes, '10.9.9.20'));
-    };
-    assert.equal(routeWith({ app: 'sleep' }), 'outbound|5432||db-replica.test:100');
-    assert.equal(routeWith({ app: 'other' }), 'outbound|5432||db.test:100');
+describe('sidecar outbound compile: TCP match source fields (Istio\'s matchTCP)', () => {
+  /** Where a connection to db.test goes when the first tcp block has this match (this proxy: app=sleep). */
+  const routeWith = (match: Record<string, unknown>) => {
+    const out = outbound([
+      se('db', 'db.test', ['10.9.9.20'], [tcp(5432)]),
+      se('db-replica', 'db-replica.test', ['10.9.9.21'], [tcp(5432)]),
+      res('VirtualService', 'db', {
+        hosts: ['db.test'],
+        tcp: [
+          { match: [match], route: [{ destination: { host: 'db-replica.test' } }] },
+          { route: [{ destination: { host: 'db.test' } }] },
+        ],
+      }),
+    ]);
+    return clusterOf(selectTcpRoute(outboundDestinationFor(out, '10.9.9.20', 5432)!.tcpRoutes, '10.9.9.20'));
+  };
+
+  it('a block applies when its source labels are the proxy\'s, and with gateways: [mesh] only when they hold too (table)', () => {
+    const replica = 'outbound|5432||db-replica.test:100';
+    const primary = 'outbound|5432||db.test:100';
+    const cases: [Record<string, unknown>, string][] = [
+      [{ port: 5432, sourceLabels: { app: 'sleep' } }, replica],
+      [{ port: 5432, sourceLabels: { app: 'other' } }, primary],
+      [{ gateways: ['mesh'], sourceLabels: { app: 'productpage' } }, primary],
+      [{ gateways: ['mesh'], sourceLabels: { app: 'sleep' } }, replica],
+      [{ sourceNamespace: 'elsewhere' }, primary],
+    ];
+    for (const [match, want] of cases) assert.equal(routeWith(match), want, JSON.stringify(match));
   });
 });

@@ -29,7 +29,12 @@ describe('config: fields meshgate does not support', () => {
       ['Sidecar', { ingress: [{}], egress: [{ port: { number: 80 }, hosts: ['./*'] }], outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } }, ['spec.ingress', 'spec.egress[0].port']],
       ['Sidecar', { egress: [{ hosts: ['./*'] }] }, []],
       ['Service', { ports: [{ port: 80 }] }, []],
-      ['MeshConfig', { dnsRefreshRate: '30s', outboundTrafficPolicy: { mode: 'ALLOW_ANY' } }, ['spec.dnsRefreshRate']],
+      ['MeshConfig', { dnsRefreshRate: '30s', outboundTrafficPolicy: { mode: 'ALLOW_ANY' }, enableAutoMtls: false }, []], // DNS TTLs are respected, as Istio's
+      ['MeshConfig', { enableAutoMtls: true, enableTracing: true, defaultHttpRetryPolicy: { retryRemoteLocalities: true } },
+        ['spec.enableAutoMtls', 'spec.enableTracing', 'spec.defaultHttpRetryPolicy.retryRemoteLocalities']],
+      ['Sidecar', { ingress: [] }, []],
+      ['VirtualService', { http: [{ retries: { retryIgnorePreviousHosts: true, retryRemoteLocalities: false } }] }, []],
+      ['VirtualService', { http: [{ retries: { retryIgnorePreviousHosts: false } }] }, ['spec.http[0].retries.retryIgnorePreviousHosts']],
       ['MeshConfig', { outboundTrafficPolicy: { mode: 'ALLOW_ANY_DYNAMIC_DNS', egressProxy: { host: 'x' } }, accessLogFile: '/dev/stdout' },
         ['spec.outboundTrafficPolicy.mode', 'spec.outboundTrafficPolicy.egressProxy']],
     ];
@@ -49,9 +54,14 @@ data:
   mesh: |-
     accessLogFile: /dev/stdout
     protocolDetectionTimeout: 5s
+    outboundTrafficPolicy:
+      mode: ALLOW_ANY
+      egressProxy: {host: squid.example, port: {number: 3128}}
 `, 'mesh.yaml');
     const { issues } = validate(loaded.resources);
-    assert.deepEqual(issues.map((i) => [i.severity, i.line, i.path]), [['warning', 7, 'data.mesh.protocolDetectionTimeout']]);
+    assert.deepEqual(issues.map((i) => [i.severity, i.line, i.path]), [
+      ['warning', 7, 'data.mesh.protocolDetectionTimeout'], ['warning', 10, 'data.mesh.outboundTrafficPolicy.egressProxy'],
+    ]);
     assert.match(issues[0]!.message, /protocolDetectionTimeout is not supported by meshgate: protocol detection waits 1 s/);
   });
 
