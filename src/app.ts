@@ -5,7 +5,7 @@ import type { Server } from 'node:http';
 import os from 'node:os';
 import pino, { type Logger } from 'pino';
 import { ConfigStore } from './config/store';
-import type { GatewayIdentity } from './config/compile';
+import { DEFAULT_PROTOCOL_DETECTION_MS, type GatewayIdentity } from './config/compile';
 import type { Snapshot } from './config/snapshot';
 import type { Dict } from './config/types';
 import { formatIssue, formatNote } from './config/format';
@@ -100,7 +100,7 @@ function emptySnapshot(): Snapshot {
     createdAt: new Date(0).toISOString(),
     mesh: {
       accessLogFile: '', accessLogEncoding: 'TEXT', accessLogFormat: '', connectTimeoutMs: 10_000,
-      outboundPolicy: 'ALLOW_ANY', dnsRefreshRateMs: 60_000, disableShadowHostSuffix: false,
+      outboundPolicy: 'ALLOW_ANY', dnsRefreshRateMs: 60_000, protocolDetectionMs: DEFAULT_PROTOCOL_DETECTION_MS, disableShadowHostSuffix: false,
       defaultRetry: { attempts: 2, perTryTimeoutMs: 0, retryOn: [], retriableStatusCodes: [] },
     },
     listeners: new Map(),

@@ -79,6 +79,9 @@ function ms(text: string | undefined, fallback: number): number {
 
 // ------------------------------------------------------------------ mesh
 
+/** How long protocol detection waits for a client's first bytes unless the mesh config says otherwise. */
+export const DEFAULT_PROTOCOL_DETECTION_MS = 1000;
+
 export function compileMesh(set: ResourceSet): MeshSettings {
   const m = set.mesh;
   const retry = m.defaultHttpRetryPolicy;
@@ -89,6 +92,9 @@ export function compileMesh(set: ResourceSet): MeshSettings {
     connectTimeoutMs: ms(m.connectTimeout, 10_000),
     outboundPolicy: m.outboundTrafficPolicy?.mode ?? 'ALLOW_ANY',
     dnsRefreshRateMs: ms(m.dnsRefreshRate, 60_000),
+    // Istio's 0 (its default) means "no timeout": a connection that shows nothing would wait for ever;
+    // meshgate keeps its 1 s then (a validation warning says so).
+    protocolDetectionMs: ms(m.protocolDetectionTimeout, 0) > 0 ? ms(m.protocolDetectionTimeout, 0) : DEFAULT_PROTOCOL_DETECTION_MS,
     disableShadowHostSuffix: String((m.defaultConfig?.['proxyMetadata'] as Dict<unknown> | undefined)?.['DISABLE_SHADOW_HOST_SUFFIX'] ?? '').toLowerCase() === 'true',
     defaultRetry: compileRetry(retry, {
       attempts: 2, perTryTimeoutMs: 0, retryOn: DEFAULT_RETRY_ON, retriableStatusCodes: [],

@@ -374,6 +374,8 @@ export interface MeshSettings {
   readonly connectTimeoutMs: number;
   readonly outboundPolicy: 'REGISTRY_ONLY' | 'ALLOW_ANY' | 'ALLOW_ANY_DYNAMIC_DNS';
   readonly dnsRefreshRateMs: number;
+  /** How long a captured or inbound connection may take to show its protocol (mesh protocolDetectionTimeout; 1 s when unset or 0). */
+  readonly protocolDetectionMs: number;
   readonly defaultRetry: RetryPolicy;
   /** Mirrors keep the Host as is (Istio 1.28+: DISABLE_SHADOW_HOST_SUFFIX, here in defaultConfig.proxyMetadata). */
   readonly disableShadowHostSuffix: boolean;

@@ -75,7 +75,7 @@ const FIELDS: Readonly<Record<string, readonly Unsupported[]>> = {
   ],
   /** The mesh config (ConfigMap istio-system/istio, data.mesh). */
   MeshConfig: [
-    { path: 'protocolDetectionTimeout', effect: 'protocol detection waits 1 s for a client\'s first bytes' },
+    { path: 'protocolDetectionTimeout', effect: '0 (no timeout) is not taken: protocol detection waits 1 s for a client\'s first bytes', when: (v) => typeof v === 'string' && /^0+(\.0*)?[a-z]*$/.test(v) },
     { path: 'enableAutoMtls', effect: 'mTLS is originated only where a DestinationRule says tls.mode ISTIO_MUTUAL', when: (v) => v === true },
     { path: 'enableTracing', effect: 'no traces are reported', when: (v) => v === true },
     { path: 'defaultHttpRetryPolicy.retryRemoteLocalities', effect: 'retries are not locality-aware', when: (v) => v === true },

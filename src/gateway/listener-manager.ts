@@ -20,6 +20,7 @@ import type { TcpProxy } from './tcp/proxy';
 import { selectChain, selectTcpRoute } from './tcp/match';
 import { BLACKHOLE_ROUTE, PASSTHROUGH_ROUTE } from './tcp/proxy';
 import { readClientHello } from '../tls/client-hello';
+import { DEFAULT_PROTOCOL_DETECTION_MS } from '../config/compile';
 import type { ServerCredentialSource } from '../tls/secrets';
 import { isMeshHello } from './tls-listener';
 import { isOwnListener, originalDestination, type OriginalDestination } from '../sidecar/original-dst';
@@ -29,7 +30,6 @@ import { looksLikeHttp, rememberOriginalDst } from '../sidecar/capture';
  * On a captured port whose protocol no service declares, how long to wait for the client's first
  * bytes (HTTP, TLS) before treating the connection as opaque TCP (server-first protocols).
  */
-const PROTOCOL_DETECTION_MS = 1000;
 /** The start of HTTP/2's connection preface (h2c with prior knowledge, or h2 inside mesh mTLS without ALPN). */
 const H2_PREFACE_START = Buffer.from('PRI * HTTP/2.0', 'latin1');
 
@@ -162,7 +162,11 @@ export class ListenerManager {
   }
 
   /** Bind what is new, drain what is gone. Resolves once every new port is bound (or failed). */
+  /** The mesh config's protocolDetectionTimeout (1 s unless set), for the capture and inbound listeners. */
+  private protocolDetectionMs = DEFAULT_PROTOCOL_DETECTION_MS;
+
   async reconcile(snapshot: Snapshot): Promise<{ bound: number[]; failed: { port: number; error: string }[] }> {
+    this.protocolDetectionMs = snapshot.mesh.protocolDetectionMs;
     const bound: number[] = [];
     const failed: { port: number; error: string }[] = [];
     for (const [port, l] of [...this.live]) {
@@ -297,7 +301,7 @@ export class ListenerManager {
       const route = cluster ? { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] } : passthrough;
       return this.deps.tcp.handle(socket, { route, originalDst: dst });
     }
-    void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
+    void readClientHello(socket, { timeoutMs: this.protocolDetectionMs }).then((hello) => {
       try {
         if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy();
         if (hello.status === 'hello') {
@@ -367,7 +371,7 @@ export class ListenerManager {
       // h2c with prior knowledge or HTTP/1, from the first bytes (gRPC callers speak the former).
       return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => http(protocol === 'h2c'));
     }
-    void readClientHello(socket, { timeoutMs: PROTOCOL_DETECTION_MS }).then((hello) => {
+    void readClientHello(socket, { timeoutMs: this.protocolDetectionMs }).then((hello) => {
       try {
         if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy();
         if (mtls && hello.status === 'hello' && isMeshHello(hello.sni, hello.alpn)) {

@@ -95,6 +95,7 @@ metadata: {name: istio, namespace: istio-system}
 data:
   mesh: |-
     accessLogFile: ${dir}/access.log
+    protocolDetectionTimeout: 200ms
 ---
 apiVersion: v1
 kind: Service
@@ -237,6 +238,13 @@ spec:
     assert.match(line!, /source_workload_namespace="default",source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep"/);
     assert.match(line!, /destination_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/web"/);
     assert.ok(scrape('istio_requests_total').some((l) => l.includes('connection_security_policy="none"')), 'plaintext requests stay none');
+  });
+
+  it('the mesh config\'s protocolDetectionTimeout (200ms here): a caller silent for longer is carried as TCP', async () => {
+    const r = await inClient(['sh', '-c', "(sleep 0.6; printf 'GET /late HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n'; sleep 1) | nc -w 3 10.9.8.1 9090"]);
+    assert.match(r.out, /app:9090 saw 127\.0\.0\.6/, 'the bytes still reach the application');
+    await waitFor(() => /"- - -" 0 - - - "-" \d+ \d+ \d+ - "-" "-" "-" "-" "10\.9\.8\.1:9090" InboundPassthroughCluster /m.test(log()), { timeoutMs: 3000 }).catch(() => assert.fail(log()));
+    assert.doesNotMatch(log(), /"GET \/late /, 'not parsed as HTTP: detection had given up');
   });
 
   it('h2c with prior knowledge (gRPC callers) on a Service port reaches the application', async () => {

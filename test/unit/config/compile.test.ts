@@ -446,3 +446,11 @@ describe('compile: L4 match source fields', () => {
     assert.equal(l.tcpRoutes?.length, 1);
   });
 });
+
+describe('compile: mesh protocolDetectionTimeout', () => {
+  it('is taken when positive; unset or 0 (Istio\'s "no timeout") keeps 1 s (table)', async () => {
+    const { compileMesh } = await import('../../../src/config/compile');
+    const cases: [string | undefined, number][] = [[undefined, 1000], ['5s', 5000], ['100ms', 100], ['0s', 1000], ['0', 1000]];
+    for (const [v, want] of cases) assert.equal(compileMesh(set([], v === undefined ? {} : { protocolDetectionTimeout: v })).protocolDetectionMs, want, String(v));
+  });
+});

@@ -29,6 +29,8 @@ describe('config: fields meshgate does not support', () => {
       ['Sidecar', { ingress: [{}], egress: [{ port: { number: 80 }, hosts: ['./*'] }], outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } }, ['spec.ingress', 'spec.egress[0].port']],
       ['Sidecar', { egress: [{ hosts: ['./*'] }] }, []],
       ['Service', { ports: [{ port: 80 }] }, []],
+      ['MeshConfig', { protocolDetectionTimeout: '5s' }, []], // honoured
+      ['MeshConfig', { protocolDetectionTimeout: '0s' }, ['spec.protocolDetectionTimeout']],
       ['MeshConfig', { dnsRefreshRate: '30s', outboundTrafficPolicy: { mode: 'ALLOW_ANY' }, enableAutoMtls: false }, []], // DNS TTLs are respected, as Istio's
       ['MeshConfig', { enableAutoMtls: true, enableTracing: true, defaultHttpRetryPolicy: { retryRemoteLocalities: true } },
         ['spec.enableAutoMtls', 'spec.enableTracing', 'spec.defaultHttpRetryPolicy.retryRemoteLocalities']],
@@ -53,7 +55,7 @@ metadata: {name: istio, namespace: istio-system}
 data:
   mesh: |-
     accessLogFile: /dev/stdout
-    protocolDetectionTimeout: 5s
+    protocolDetectionTimeout: 0s
     outboundTrafficPolicy:
       mode: ALLOW_ANY
       egressProxy: {host: squid.example, port: {number: 3128}}
@@ -62,7 +64,7 @@ data:
     assert.deepEqual(issues.map((i) => [i.severity, i.line, i.path]), [
       ['warning', 7, 'data.mesh.protocolDetectionTimeout'], ['warning', 10, 'data.mesh.outboundTrafficPolicy.egressProxy'],
     ]);
-    assert.match(issues[0]!.message, /protocolDetectionTimeout is not supported by meshgate: protocol detection waits 1 s/);
+    assert.match(issues[0]!.message, /protocolDetectionTimeout: "0s" is not supported by meshgate: 0 \(no timeout\) is not taken: protocol detection waits 1 s/);
   });
 
   it('validation reports them as warnings at the field\'s line; the config stays valid', () => {
