@@ -4,7 +4,7 @@
 // status and the API's own Status reason, never as a crash.
 
 import fs from 'node:fs';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, ProxyAgent, type Dispatcher } from 'undici';
 import { ExecCredentialSource } from './exec-credential';
 import type { KubeConnection } from './connection';
 
@@ -105,7 +105,7 @@ export function splitServer(server: string): { origin: string; basePath: string 
 }
 
 export class KubeClient {
-  private readonly agent: Agent;
+  private readonly agent: Agent | ProxyAgent;
   private readonly opts: KubeClientOptions;
   private token: { value: string; readAt: number } | undefined;
   private readonly exec: ExecCredentialSource | undefined;
@@ -119,22 +119,26 @@ export class KubeClient {
     ({ origin: this.origin, basePath: this.basePath } = splitServer(connection.server));
     this.servername = this.origin.startsWith('https:') ? connection.tlsServerName : undefined;
     this.exec = connection.exec ? new ExecCredentialSource(connection.exec) : undefined;
-    this.agent = new Agent({
-      connect: {
-        ...(connection.ca ? { ca: connection.ca } : {}),
-        ...(connection.cert ? { cert: connection.cert } : {}),
-        ...(connection.key ? { key: connection.key } : {}),
-        rejectUnauthorized: !connection.insecureSkipTlsVerify,
-        // As client-go's TLSClientConfig.ServerName: SNI and certificate verification use this name
-        // (node's tls.connect checks the certificate against servername) for an IP or a host name.
-        ...(this.servername ? { servername: this.servername } : {}),
-        timeout: this.opts.requestTimeoutMs,
-      },
+    const tlsOptions = {
+      ...(connection.ca ? { ca: connection.ca } : {}),
+      ...(connection.cert ? { cert: connection.cert } : {}),
+      ...(connection.key ? { key: connection.key } : {}),
+      rejectUnauthorized: !connection.insecureSkipTlsVerify,
+      // As client-go's TLSClientConfig.ServerName: SNI and certificate verification use this name
+      // (node's tls.connect checks the certificate against servername) for an IP or a host name.
+      ...(this.servername ? { servername: this.servername } : {}),
+      timeout: this.opts.requestTimeoutMs,
+    };
+    const common = {
       headersTimeout: this.opts.requestTimeoutMs,
       keepAliveTimeout: 30_000,
       // No connection limit: each watch holds one HTTP/1.1 connection for minutes, and a limit
       // would leave lists queued behind them.
-    });
+    };
+    // kubeconfig proxy-url: a tunnel (CONNECT) through the proxy; TLS to the API server inside it.
+    this.agent = connection.proxyUrl
+      ? new ProxyAgent({ uri: connection.proxyUrl, requestTls: tlsOptions, proxyTunnel: true, ...common })
+      : new Agent({ connect: tlsOptions, ...common });
   }
 
   /** The bearer token: fixed, the token file as of at most `tokenRefreshMs` ago, or the exec plugin's. */

@@ -29,6 +29,8 @@ export interface KubeConnection {
   /** A kubeconfig exec credential plugin (aws eks get-token, gke-gcloud-auth-plugin, kubelogin, ...). */
   readonly exec?: ExecPlugin;
   readonly insecureSkipTlsVerify: boolean;
+  /** kubeconfig `proxy-url`: an HTTP(S) proxy the API is reached through (CONNECT), as kubectl does. */
+  readonly proxyUrl?: string;
   /** The namespace of the context or of the service account, when known. */
   readonly namespace?: string;
   /** For messages: where this came from. */
@@ -165,6 +167,17 @@ export function parseKubeconfigs(files: readonly KubeconfigFile[], read: (p: str
   };
   const ca = pem(cluster, clusterFile, 'certificate-authority-data', 'certificate-authority');
   const tlsServerName = str(cluster, 'tls-server-name');
+  const proxyUrl = str(cluster, 'proxy-url');
+  if (proxyUrl !== undefined) {
+    let scheme = '';
+    try {
+      scheme = new URL(proxyUrl).protocol;
+    } catch {
+      throw new Error(`kubeconfig ${clusterFile}: cluster proxy-url ${JSON.stringify(proxyUrl)} is not a URL`);
+    }
+    // client-go also speaks socks5; meshgate reaches the API through HTTP(S) proxies (CONNECT) only.
+    if (scheme !== 'http:' && scheme !== 'https:') throw new Error(`kubeconfig ${clusterFile}: cluster proxy-url ${JSON.stringify(proxyUrl)}: only http:// and https:// proxies are supported`);
+  }
   const cert = pem(user, userFile, 'client-certificate-data', 'client-certificate');
   const key = pem(user, userFile, 'client-key-data', 'client-key');
   const token = str(user, 'token');
@@ -180,6 +193,7 @@ export function parseKubeconfigs(files: readonly KubeconfigFile[], read: (p: str
     ...(tokenFile ? { tokenFile: path.resolve(path.dirname(userFile), tokenFile) } : {}),
     ...(exec ? { exec } : {}),
     insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
+    ...(proxyUrl ? { proxyUrl } : {}),
     ...(namespace ? { namespace } : {}),
     describe: `kubeconfig ${all} (context ${ctxName})`,
   };

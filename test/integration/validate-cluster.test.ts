@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { FakeKubeApi, type KubeObj } from '../helpers/fake-kube-api';
@@ -93,6 +94,39 @@ spec:
     // Read: its (empty) contents are what is wrong with it now.
     assert.match(r.stdout, /credentialName: warning: Secret istio-system\/other-credential has no tls\.crt\/tls\.key/);
     assert.doesNotMatch(r.stdout, /httpbin-credential/, 'the cluster\'s Gateway was replaced by the file\'s');
+  });
+
+  it('reaches the API through the kubeconfig\'s proxy-url (CONNECT), as kubectl does; a socks5 proxy is refused clearly', async () => {
+    const tunnels: string[] = [];
+    const proxy = net.createServer((client) => {
+      client.on('error', () => {});
+      client.once('data', (head: Buffer) => {
+        const m = /^CONNECT (\S+) HTTP\/1\.1\r\n/.exec(head.toString('latin1'));
+        if (!m) return void client.end('HTTP/1.1 405 Method Not Allowed\r\n\r\n');
+        tunnels.push(m[1]!);
+        const [host, port] = [m[1]!.slice(0, m[1]!.lastIndexOf(':')), Number(m[1]!.slice(m[1]!.lastIndexOf(':') + 1))];
+        const upstream = net.connect(port, host, () => {
+          client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+          upstream.pipe(client).pipe(upstream);
+        });
+        upstream.on('error', () => client.destroy());
+      });
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const viaProxy = path.join(dir, 'via-proxy');
+      fs.writeFileSync(viaProxy, kubeconfigFor(fake.url).replace(`server: ${fake.url}`, `server: ${fake.url}\n    proxy-url: http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`));
+      const r = await runMeshgate(['validate', '--source', 'kubernetes', '--kubeconfig', viaProxy, '--timeout', '10s']);
+      assert.ok(r.stdout.includes('VirtualService default/httpbin: spec.http[0].rout: unknown field'), r.stdout + r.stderr);
+      assert.ok(tunnels.length > 0 && tunnels.every((t) => t === `127.0.0.1:${fake.port}`), JSON.stringify(tunnels));
+    } finally {
+      proxy.close();
+    }
+    const socks = path.join(dir, 'socks');
+    fs.writeFileSync(socks, kubeconfigFor(fake.url).replace(`server: ${fake.url}`, `server: ${fake.url}\n    proxy-url: socks5://127.0.0.1:1080`));
+    const s = await runMeshgate(['validate', '--source', 'kubernetes', '--kubeconfig', socks]);
+    assert.equal(s.code, 2);
+    assert.match(s.stderr, /proxy-url "socks5:\/\/127\.0\.0\.1:1080": only http:\/\/ and https:\/\/ proxies are supported/);
   });
 
   it('an API that cannot be reached fails within --timeout with the reason, exit 2', async () => {
