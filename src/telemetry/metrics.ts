@@ -252,9 +252,9 @@ export class Metrics {
   readonly outlierEjections: client.Counter<'cluster' | 'reason'>;
   readonly certificateExpiry: client.Gauge<'gateway' | 'server' | 'source' | 'subject'>;
   readonly rejectedObjects: client.Gauge<'kind' | 'namespace' | 'name'>;
-  /** The labels that depend only on the direction: outbound (reporter source) and inbound (reporter destination). */
-  private readonly outbound: PeerLabels;
-  private readonly inbound: PeerLabels;
+  /** The unknown peer's entries: outbound (reporter source) and inbound (reporter destination). */
+  private readonly outbound: PeerEntry;
+  private readonly inbound: PeerEntry;
   private readonly series = new Map<string, Series>();
   private readonly tcp = new Map<string, TcpSeries>();
   /** Per endpoint (while its labels and workload stay the same objects): its destination_* labels and series-key part. */
@@ -318,7 +318,7 @@ export class Metrics {
     }
     if (withProcessMetrics) client.collectDefaultMetrics({ register: r });
 
-    // Principals come from the connection's certificates (mTLS); these connections are plaintext.
+    // Principals come from a connection's certificates (withPrincipals); these entries are plaintext's.
     const self = peerIdentity(id.workload, id.namespace, id.labels);
     const unknownPeer: PeerIdentity = {
       workload: 'unknown', canonical_service: 'unknown', canonical_revision: 'latest', workload_namespace: 'unknown',
@@ -346,10 +346,10 @@ export class Metrics {
     });
     // Istio: the client side (sidecar outbound, gateways) reports "source" and cannot tell the
     // connection's security ("unknown"); the server side reports "destination", describing itself
-    // as the destination and the peer as far as its connection identifies it. Inbound connections
-    // reach this proxy in plaintext (it terminates no mTLS there): "none", the peer unknown.
-    this.outbound = labelsOf('source', self, unknownPeer, 'unknown');
-    this.inbound = labelsOf('destination', unknownPeer, self, 'none');
+    // as the destination and the peer as far as its connection identifies it: a plaintext caller
+    // is "none" and unknown (mesh mTLS adds its principal and mutual_tls, withPrincipals).
+    this.outbound = { peer: labelsOf('source', self, unknownPeer, 'unknown'), key: 'out' };
+    this.inbound = { peer: labelsOf('destination', unknownPeer, self, 'none'), key: 'in' };
     this.outboundTo = (dst) => labelsOf('source', self, dst, 'unknown');
     this.inboundFrom = (src) => labelsOf('destination', src, self, 'none');
   }
@@ -358,42 +358,40 @@ export class Metrics {
   private readonly outboundTo: (dst: PeerIdentity) => PeerLabels;
   /** The server side's labels for a known caller. */
   private readonly inboundFrom: (src: PeerIdentity) => PeerLabels;
-  /** Inbound labels per caller (its peer-metadata identity object, kept by the decoder's cache). */
-  private readonly sourcePeers = new WeakMap<PeerWorkload, PeerEntry>();
-  /** Outbound labels per upstream that answered the exchange (its identity object, as sourcePeers). */
-  private readonly upstreamPeers = new WeakMap<PeerWorkload, PeerEntry>();
-  /** Outbound labels with the TLS identities added, by entry key and identity pair. */
-  private readonly principalPeers = new Map<string, PeerEntry>();
+  /**
+   * Entries per peer that named itself in the metadata exchange (a caller inbound, an answering
+   * upstream outbound), by its identity object (kept by the decoder's cache), one map per direction.
+   */
+  private readonly exchangePeers = { in: new WeakMap<PeerWorkload, PeerEntry>(), out: new WeakMap<PeerWorkload, PeerEntry>() };
+  /** Entries with a TLS connection's identities added, per entry and identities object (one per connection, kept by tlsIdentitiesOf). */
+  private readonly principalPeers = new WeakMap<PeerEntry, WeakMap<TlsIdentities, PeerEntry>>();
 
   /**
    * The peer labels of a request or connection, and the part of the series key that tells them
-   * apart: outbound, the destination the endpoint's workload names; inbound, the caller its peer
-   * metadata names; else the unknown peer. Kept per endpoint (while its labels and workload stay the
-   * same objects) and per caller.
+   * apart: outbound, the upstream's answer to the metadata exchange, else the endpoint's workload;
+   * inbound, the caller its peer metadata names; else the unknown peer; over TLS, with the
+   * connection's principals. Kept per endpoint (while its labels and workload stay the same
+   * objects), per exchange peer and per connection's identities: no per-request work once known.
    */
   private peerFor(inbound: boolean, endpoint: DestinationEndpoint | undefined, source: PeerWorkload | undefined,
     upstreamPeer?: PeerWorkload, identities?: TlsIdentities): PeerEntry {
-    if (inbound) {
-      let entry: PeerEntry | undefined = { peer: this.inbound, key: 'in' };
-      if (source) {
-        entry = this.sourcePeers.get(source);
-        if (!entry) this.sourcePeers.set(source, entry = this.peerEntry('in', peerIdentity(source.workload, source.namespace, source.labels, source.cluster ?? 'unknown')));
-      }
-      return identities ? this.withPrincipals(entry, identities, true) : entry;
-    }
-    const entry = this.destinationPeer(endpoint, upstreamPeer);
-    return identities ? this.withPrincipals(entry, identities, false) : entry;
+    // Istio's order on the client side: the upstream's own metadata, else the endpoint's workload.
+    const entry = inbound
+      ? source ? this.exchangePeer('in', source) : this.inbound
+      : upstreamPeer ? this.exchangePeer('out', upstreamPeer) : this.endpointPeer(endpoint);
+    return identities ? this.withPrincipals(entry, identities, inbound) : entry;
   }
 
-  /** Istio's order: the upstream's own metadata (exchange), else the endpoint's workload, else unknown. */
-  private destinationPeer(endpoint: DestinationEndpoint | undefined, upstreamPeer: PeerWorkload | undefined): PeerEntry {
-    if (upstreamPeer) {
-      let entry = this.upstreamPeers.get(upstreamPeer);
-      if (!entry) this.upstreamPeers.set(upstreamPeer, entry = this.peerEntry('out', peerIdentity(upstreamPeer.workload, upstreamPeer.namespace, upstreamPeer.labels, upstreamPeer.cluster ?? 'unknown')));
-      return entry;
-    }
+  private exchangePeer(direction: 'in' | 'out', w: PeerWorkload): PeerEntry {
+    const cache = this.exchangePeers[direction];
+    let entry = cache.get(w);
+    if (!entry) cache.set(w, entry = this.peerEntry(direction, peerIdentity(w.workload, w.namespace, w.labels, w.cluster ?? 'unknown')));
+    return entry;
+  }
+
+  private endpointPeer(endpoint: DestinationEndpoint | undefined): PeerEntry {
     const w = endpoint?.workload;
-    if (!endpoint || !w) return { peer: this.outbound, key: 'out' };
+    if (!endpoint || !w) return this.outbound;
     const cached = this.endpointPeers.get(endpoint);
     if (cached && cached.labels === endpoint.labels && cached.workload === w) return cached;
     const entry = { labels: endpoint.labels, workload: w, ...this.peerEntry('out', peerIdentity(w.name, w.namespace, endpoint.labels)) };
@@ -410,12 +408,13 @@ export class Metrics {
    * Kept per peer entry and identity pair (a few per mesh peer).
    */
   private withPrincipals(entry: PeerEntry, t: TlsIdentities, inbound: boolean): PeerEntry {
+    let byIdentities = this.principalPeers.get(entry);
+    if (!byIdentities) this.principalPeers.set(entry, byIdentities = new WeakMap());
+    let out = byIdentities.get(t);
+    if (out) return out;
     const local = t.localUriSans[0] ?? 'unknown';
     const remote = t.peerUriSans[0] ?? 'unknown';
     const key = `${entry.key}|${local}|${remote}`;
-    let out = this.principalPeers.get(key);
-    if (out) return out;
-    if (this.principalPeers.size >= MAX_LABEL_SETS) this.principalPeers.clear();
     const ns = spiffeNamespace(remote);
     const peer: PeerLabels = inbound
       ? {
@@ -424,7 +423,7 @@ export class Metrics {
       }
       : { ...entry.peer, source_principal: local, destination_principal: remote, ...(ns ? { destination_workload_namespace: ns } : {}) };
     out = { key, peer };
-    this.principalPeers.set(key, out);
+    byIdentities.set(t, out);
     return out;
   }
 
@@ -476,7 +475,7 @@ export class Metrics {
       if (s) return s;
     }
     const all: Labels = {
-      ...(overflow ? (o.inbound ? this.inbound : this.outbound) : peer),
+      ...(overflow ? (o.inbound ? this.inbound : this.outbound).peer : peer),
       destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
       destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
       destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',
@@ -519,7 +518,7 @@ export class Metrics {
     }
     const labels: Record<string, string> = {};
     const all: Record<string, string> = {
-      ...(overflow ? (inbound ? this.inbound : this.outbound) : peer),
+      ...(overflow ? (inbound ? this.inbound : this.outbound).peer : peer),
       destination_service: overflow ? 'overflow' : d.host ?? 'unknown',
       destination_service_name: overflow ? 'overflow' : d.name ?? 'unknown',
       destination_service_namespace: overflow ? 'overflow' : d.namespace ?? 'unknown',
