@@ -26,8 +26,8 @@ import { ServerContexts } from './tls/server-context';
 import type { MeshCertFiles } from './tls/secrets';
 import type { FallbackPort } from './sidecar/fallback';
 import { DEFAULT_HTTP_LIMITS, ListenerManager, type HttpLimits } from './gateway/listener-manager';
-import { adminHandler, envoyLevel, listenHttp, metricsHandler, pinoLevel, statusHandler, type AdminState } from './admin/servers';
-import { agentHandler, appScrapeTarget, type AppScrapeTarget } from './admin/agent';
+import { adminHandler, envoyLevel, listenHttp, metricsHandler, pinoLevel, statusHandler, type AdminState, type MetricsSource } from './admin/servers';
+import { agentHandler, mergedApplication } from './admin/agent';
 import { FileSource, type ConfigSource } from './sources/source';
 import { KubeSource, type KubeSourceOptions } from './sources/kubernetes';
 import { compileChecked, type RejectedObject } from './config/pipeline';
@@ -260,14 +260,16 @@ export class App {
     const none = { server: undefined, port: 0 };
     const admin = serve.admin ? await listenHttp(adminHandler(state), this.opts.adminPort, '127.0.0.1') : none;
     const status = serve.status ? await listenHttp(statusHandler(state), this.opts.statusPort, '0.0.0.0') : none;
-    const metrics = serve.metrics ? await listenHttp(metricsHandler(state), this.opts.metricsPort, '0.0.0.0') : none;
-    const agent = serve.agent && this.opts.agentPort !== undefined ? await listenHttp(agentHandler({
-      render: async () => ({ text: await this.metrics.render(), contentType: this.metrics.contentType }),
+    const own: MetricsSource = async () => ({ text: await this.metrics.render(), contentType: this.metrics.contentType });
+    const metrics = serve.metrics ? await listenHttp(metricsHandler(own), this.opts.metricsPort, '0.0.0.0') : none;
+    const agentPort = this.opts.agentPort;
+    const agent = serve.agent && agentPort !== undefined ? await listenHttp(agentHandler({
+      render: own,
       ready: () => this.ready(),
       quit: this.opts.onQuit,
-      app: this.appScrape(),
+      app: mergedApplication(this.opts.prometheusAnnotations, agentPort, this.log),
       log: this.log,
-    }), this.opts.agentPort, '0.0.0.0') : none;
+    }), agentPort, '0.0.0.0') : none;
     for (const x of [admin, status, metrics, agent]) if (x.server) this.servers.push(x.server);
     this.ports = { admin: admin.port, status: status.port, metrics: metrics.port, agent: agent.port };
     const served = [admin.server && `admin on 127.0.0.1:${admin.port}`, status.server && `status on :${status.port}`,
@@ -392,22 +394,11 @@ export class App {
     return o;
   }
 
-  /** The application's metrics to merge on the agent port (ISTIO_PROMETHEUS_ANNOTATIONS), if any. */
-  private appScrape(): AppScrapeTarget | undefined {
-    const t = appScrapeTarget(this.opts.prometheusAnnotations, this.opts.agentPort ?? 0);
-    if (t instanceof Error) {
-      this.log.error(`${t.message}: the application's metrics are not merged`);
-      return undefined;
-    }
-    if (t) this.log.info(`agent: merging the application's metrics from localhost:${t.port}${t.path}`);
-    return t;
-  }
-
   /** SIGTERM: stop accepting, finish in-flight work up to the drain deadline, close everything. */
   async stop(): Promise<void> {
     this.isReady = false;
-    this.stopping = true;
-    this.readinessMayHaveChanged(); // no reload (a watch event, a coalesced one) binds anything from now on
+    this.stopping = true; // no reload (a watch event, a coalesced one) binds anything from now on
+    this.readinessMayHaveChanged();
     await this.source.stop();
     await this.reloading?.catch(() => undefined);
     const deadline = Date.now() + this.opts.drainMs;

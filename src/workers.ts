@@ -12,8 +12,8 @@ import cluster, { type Worker } from 'node:cluster';
 import type http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import { listenHttp } from './admin/servers';
-import { agentHandler, appScrapeTarget } from './admin/agent';
+import { listenHttp, metricsHandler, type MetricsSource } from './admin/servers';
+import { agentHandler, mergedApplication } from './admin/agent';
 import { answerMetrics, WorkerMetrics } from './worker-metrics';
 
 export const WORKER_INDEX_ENV = 'MESHGATE_WORKER_INDEX';
@@ -162,28 +162,18 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   for (let i = 0; i < o.workers; i++) fork(i);
 
   workerMetrics.startSnapshots();
-  const metrics = await listenHttp((req: http.IncomingMessage, res: http.ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/stats/prometheus' && path !== '/metrics') {
-      res.writeHead(404).end('not found\n');
-      return;
-    }
-    workerMetrics.refresh().then(() => workerMetrics.render()).then(
-      (text) => res.writeHead(200, { 'content-type': workerMetrics.contentType }).end(text),
-      (err: Error) => res.writeHead(500).end(`metrics failed: ${err.message}\n`),
-    );
-  }, o.metricsPort, '0.0.0.0');
+  // Every worker's metrics, added up: the metrics port, and the agent port's own part.
+  const all: MetricsSource = () => workerMetrics.refresh().then(() => workerMetrics.render()).then((text) => ({ text, contentType: workerMetrics.contentType }));
+  const metrics = await listenHttp(metricsHandler(all), o.metricsPort, '0.0.0.0');
   servers.push(metrics.server);
   let agentPort = 0;
   if (o.agentPort !== undefined) {
-    const target = appScrapeTarget(o.prometheusAnnotations, o.agentPort);
-    if (target instanceof Error) o.log.error(`${target.message}: the application's metrics are not merged`);
     const agent = await listenHttp(agentHandler({
-      render: () => workerMetrics.refresh().then(() => workerMetrics.render()).then((text) => ({ text, contentType: workerMetrics.contentType })),
+      render: all,
       // Ready while every worker that should run is ready (its config bound, its health checks not failed).
       ready: () => !stopping && byIndex.size === o.workers && [...byIndex.values()].every((w) => readyWorkers.has(w)),
       quit: () => process.kill(process.pid, 'SIGTERM'),
-      app: target instanceof Error ? undefined : target,
+      app: mergedApplication(o.prometheusAnnotations, o.agentPort, o.log),
       log: o.log,
     }), o.agentPort, '0.0.0.0');
     servers.push(agent.server);

@@ -9,6 +9,7 @@
 //   sidecar (`curl -X POST localhost:15020/quitquitquit`).
 
 import http from 'node:http';
+import { send, type MetricsSource } from './servers';
 
 /** Where the application's metrics are (ISTIO_PROMETHEUS_ANNOTATIONS: the pod's own prometheus.io annotations). */
 export interface AppScrapeTarget {
@@ -56,9 +57,23 @@ export function appScrapeTarget(value: string | undefined, agentPort: number): A
   return { port: String(n), path: q };
 }
 
+/**
+ * ISTIO_PROMETHEUS_ANNOTATIONS for the agent port: the application to merge, or none. A value that
+ * cannot be used is logged (and nothing merged), as is the target taken.
+ */
+export function mergedApplication(value: string | undefined, agentPort: number, log: { error(msg: string): void; info(msg: string): void }): AppScrapeTarget | undefined {
+  const t = appScrapeTarget(value, agentPort);
+  if (t instanceof Error) {
+    log.error(`${t.message}: the application's metrics are not merged`);
+    return undefined;
+  }
+  if (t) log.info(`agent: merging the application's metrics from localhost:${t.port}${t.path}`);
+  return t;
+}
+
 export interface AgentState {
-  /** This proxy's metrics in Prometheus text: the same as the metrics port serves. */
-  render(): Promise<{ readonly text: string; readonly contentType: string }>;
+  /** This proxy's metrics: the same as the metrics port serves. */
+  readonly render: MetricsSource;
   ready(): boolean;
   /** Drain and exit (SIGTERM to the process that owns the listeners); absent where the process is not ours to end. */
   readonly quit?: (() => void) | undefined;
@@ -131,11 +146,6 @@ export function isLoopback(address: string | undefined): boolean {
   if (!address) return false;
   const a = address.startsWith('::ffff:') ? address.slice(7) : address;
   return a === '::1' || a.startsWith('127.');
-}
-
-function send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
-  res.end(body);
 }
 
 export function agentHandler(state: AgentState): http.RequestListener {

@@ -214,7 +214,8 @@ async function adminPrometheus(state: AdminState): Promise<string> {
   return `${registry}${registry.endsWith('\n') ? '' : '\n'}${clusterStatsPrometheus(statEntries(state))}`;
 }
 
-function send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=UTF-8'): void {
+/** A plain answer with its length, as Envoy's admin writes them. */
+export function send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=UTF-8'): void {
   res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), server: 'envoy' });
   res.end(body);
 }
@@ -311,7 +312,7 @@ export function adminHandler(state: AdminState): http.RequestListener {
         res.once('finish', quit);
         return send(res, 200, 'OK\n');
       }
-      case '/': return send(res, 200, [...ADMIN_PATHS].join('\n') + '\n');
+      case '/': return send(res, 200, ADMIN_PATHS.join('\n') + '\n');
       default: return send(res, 404, 'not found\n');
     }
   };
@@ -326,11 +327,15 @@ export function statusHandler(state: AdminState): http.RequestListener {
   };
 }
 
-export function metricsHandler(state: AdminState): http.RequestListener {
+/** What a Prometheus endpoint serves: the rendered text and its content type. */
+export type MetricsSource = () => Promise<{ readonly text: string; readonly contentType: string }>;
+
+/** The metrics port's handler (`/stats/prometheus`, `/metrics`): this process's registry, or with --workers every worker's. */
+export function metricsHandler(source: MetricsSource): http.RequestListener {
   return (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/stats/prometheus' && path !== '/metrics') return send(res, 404, 'not found\n');
-    state.metrics.render().then((t) => send(res, 200, t, state.metrics.contentType), () => send(res, 500, 'metrics failed\n'));
+    source().then(({ text, contentType }) => send(res, 200, text, contentType), (err: Error) => send(res, 500, `metrics failed: ${err.message}\n`));
   };
 }
 
