@@ -7,6 +7,12 @@
 import type http2 from 'node:http2';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import { originalDstOf } from '../../sidecar/capture';
+import type { OriginalDestination } from '../../sidecar/original-dst';
+import { clientCertDetails } from '../../tls/client-cert';
+import { tlsIdentitiesOf, type TlsIdentities } from '../../tls/identities';
+import { joinHostPort } from './headers';
 
 const socketOfSession = new WeakMap<object, Socket>();
 let arriving: Socket | undefined;
@@ -30,4 +36,28 @@ export function bindSession(session: http2.Http2Session): void {
 export function connectionOf(req: IncomingMessage): Socket {
   const session = (req as { stream?: { session?: object } }).stream?.session;
   return (session && socketOfSession.get(session)) ?? req.socket;
+}
+
+/** What a request's connection says about the request (the proxy's and the upgrade path's alike). */
+export interface Downstream {
+  /** Where a sidecar's captured connection was going. */
+  readonly dst: OriginalDestination | undefined;
+  /** x-forwarded-client-cert, when this proxy terminated TLS and the client's certificate verified. */
+  readonly clientCert: string | undefined;
+  /** The certificates' identities, when this proxy terminated TLS (access log, metrics principals). */
+  readonly identities: TlsIdentities | undefined;
+  /** %DOWNSTREAM_LOCAL_ADDRESS%: where a captured connection was going (Envoy's original dst), else the socket's own end. */
+  readonly localAddress: string | undefined;
+}
+
+export function downstreamOf(req: IncomingMessage): Downstream {
+  const conn = connectionOf(req);
+  const dst = originalDstOf(conn);
+  const secure = conn instanceof tls.TLSSocket;
+  return {
+    dst,
+    clientCert: secure ? clientCertDetails(conn) : undefined,
+    identities: secure ? tlsIdentitiesOf(conn) : undefined,
+    localAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(req.socket.localAddress, req.socket.localPort),
+  };
 }

@@ -2,7 +2,6 @@
 // timeouts, streaming both bodies with backpressure, and record the outcome exactly once.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
@@ -10,9 +9,8 @@ import type { ClusterDef, Snapshot, CompiledRoute, RetryPolicy } from '../../con
 import type { HeaderOperations } from '../../config/types';
 import type { PoolOptions, Registry } from '../../registry/registry';
 import type { Cluster, Endpoint } from '../../registry/cluster';
-import { clientCertDetails } from '../../tls/client-cert';
-import { tlsIdentitiesOf } from '../../tls/identities';
-import { connectionOf } from './connection';
+import { downstreamOf } from './connection';
+import type { OriginalDestination } from '../../sidecar/original-dst';
 import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telemetry/telemetry';
 import type { AccessRecord } from '../../telemetry/access-log';
 import { PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, peerWorkloadFromHeader, peerWorkloadFromRaw, type OwnPeerHeaders, type PeerWorkload } from '../../telemetry/peer-metadata';
@@ -24,7 +22,7 @@ import {
 } from './headers';
 import { httpsRedirectLocation, redirectLocation } from './redirect';
 import { requestTarget } from './path';
-import { inboundSourceAddress, originalDstOf } from '../../sidecar/capture';
+import { inboundSourceAddress } from '../../sidecar/capture';
 import { hostWithoutPort } from '../../config/names';
 import { applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, hashKeyOf, shadowHost, shapeUpstreamRequest } from './policy';
 import { randomBytes } from 'node:crypto';
@@ -121,6 +119,8 @@ class Exchange {
   endpoint: Endpoint | undefined;
   /** A sidecar's inbound request: the calling workload, from its peer metadata. */
   source: PeerWorkload | undefined;
+  /** Where a sidecar's captured connection was going (passthrough and original-destination clusters). */
+  readonly dst: OriginalDestination | undefined;
   /** A mesh service's answer to the metadata exchange: the workload that served (destination_* in metrics). */
   upstreamPeer: PeerWorkload | undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
@@ -135,15 +135,11 @@ class Exchange {
     const sock = req.socket;
     const remote = plainAddress(sock.remoteAddress);
     const requestId = requestIdOf(req.headers);
-    // A terminated TLS connection (an HTTPS server, a sidecar's inbound mesh mTLS): its client
-    // certificate for x-forwarded-client-cert, its identities for the access log and metrics.
-    const conn = connectionOf(req);
-    const dst = originalDstOf(conn);
-    const secure = conn instanceof tls.TLSSocket;
+    const down = downstreamOf(req);
+    this.dst = down.dst;
     this.upstreamHeaders = upstreamRequestHeaders(req.headers, {
-      remoteAddress: remote, scheme, requestId, outbound: dst !== undefined, clientCert: secure ? clientCertDetails(conn) : undefined,
+      remoteAddress: remote, scheme, requestId, outbound: down.dst !== undefined, clientCert: down.clientCert,
     });
-    const identities = secure ? tlsIdentitiesOf(conn) : undefined;
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
     const cl = req.headers['content-length'];
     if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;
@@ -160,11 +156,10 @@ class Exchange {
       durationMs: 0,
       requestHeaders: this.upstreamHeaders,
       authority: authorityOf(req.headers),
-      // Captured by a sidecar, the local address is where the application was connecting (Envoy's original dst).
-      downstreamLocalAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
+      downstreamLocalAddress: down.localAddress,
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
       requestedServerName: (sock as { servername?: string | false }).servername || undefined,
-      ...(identities ? { downstreamIdentities: identities } : {}),
+      ...(down.identities ? { downstreamIdentities: down.identities } : {}),
     };
   }
 
@@ -529,7 +524,7 @@ export class HttpProxy {
     }
     if (action.type === 'passthrough') {
       // Sidecar allow_any: straight to where the application was connecting (PassthroughCluster).
-      const dst = originalDstOf(connectionOf(req));
+      const dst = ex.dst;
       if (!dst) return ex.fail('NO_ROUTE');
       const passthrough = this.deps.registry.passthrough(ex.entry?.inboundCluster);
       ex.setDestination(passthrough);
@@ -549,7 +544,7 @@ export class HttpProxy {
     }
     // Original-destination clusters: a sidecar goes where the application dialled; without endpoints
     // a gateway (or per-port capture) resolves the request's own host.
-    const dialled = cluster.def.originalDstPort !== undefined ? originalDstOf(connectionOf(req)) : undefined;
+    const dialled = cluster.def.originalDstPort !== undefined ? ex.dst : undefined;
     const toDialled = dialled !== undefined && dialled.address !== '';
     const resolveHost = !toDialled && cluster.def.originalDstPort !== undefined && cluster.endpoints.length === 0;
     if (cluster.endpoints.length === 0 && !toDialled && !resolveHost) return ex.fail('NO_HEALTHY_UPSTREAM');

@@ -24,12 +24,8 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
 import type { HeaderOperations } from '../../config/types';
 import { requestTarget } from './path';
-import tls from 'node:tls';
-import { clientCertDetails } from '../../tls/client-cert';
-import { tlsIdentitiesOf } from '../../tls/identities';
-import { originalDstOf } from '../../sidecar/capture';
 import type { Cluster, Endpoint } from '../../registry/cluster';
-import { connectionOf } from './connection';
+import { downstreamOf, type Downstream } from './connection';
 import { connectUpstream, reset } from '../tcp/proxy';
 
 export type UpgradeKind = 'websocket' | 'h2c' | 'other';
@@ -87,6 +83,7 @@ class UpgradeExchange {
   private answered = false;
   /** Response header operations of the route and the destination. */
   private responseOps: readonly (HeaderOperations | undefined)[] = [];
+  private readonly down: Downstream;
 
   constructor(
     private readonly deps: ProxyDeps,
@@ -96,13 +93,12 @@ class UpgradeExchange {
     private readonly head: Buffer,
   ) {
     const sock = req.socket;
-    const dst = originalDstOf(connectionOf(req));
+    this.down = downstreamOf(req);
     this.rec = {
       startTime: this.start0, method: req.method, path: req.url, protocol: `HTTP/${req.httpVersion}`,
       responseCode: 0, responseFlags: [], bytesReceived: 0, bytesSent: 0, durationMs: 0,
       requestHeaders: {}, authority: req.headers.host,
-      // Captured by a sidecar, the local address is where the connection was going (as proxy.ts).
-      downstreamLocalAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(sock.localAddress, sock.localPort),
+      downstreamLocalAddress: this.down.localAddress,
       downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
     };
   }
@@ -137,14 +133,10 @@ class UpgradeExchange {
     if (upgradeKind(req.headers.upgrade) !== 'websocket') return this.reply('UPGRADE_FAILED');
     // As proxy.ts: a sidecar's connections (captured, with an original destination) keep the
     // sidecar's header rules; a terminated TLS connection names its client and identities.
-    const conn = connectionOf(req);
-    const dst = originalDstOf(conn);
-    const secure = conn instanceof tls.TLSSocket;
+    const { dst, clientCert, identities } = this.down;
     const headers = upstreamRequestHeaders(req.headers, {
-      remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers), outbound: dst !== undefined,
-      clientCert: secure ? clientCertDetails(conn) : undefined,
+      remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers), outbound: dst !== undefined, clientCert,
     });
-    const identities = secure ? tlsIdentitiesOf(conn) : undefined;
     if (identities) rec.downstreamIdentities = identities;
     rec.requestHeaders = headers;
     const decision = decide(routeTableFor(deps.store.current, this.entry, this.entry.chain === undefined ? undefined : chainKeysOf(req.socket)), {
