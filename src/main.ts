@@ -369,7 +369,7 @@ async function validate(argv: string[]): Promise<number> {
 
 /** The Secrets the Gateways and DestinationRules among these resources name (credentialName). */
 function secretsNamedBy(resources: readonly Resource[]): Set<string> {
-  const of = (kind: string) => resources.filter((r) => r.kind === kind).map((r) => ({ spec: r.spec }) as unknown as KubeObject);
+  const of = (kind: string) => resources.filter((r) => r.kind === kind).map((r): KubeObject => ({ spec: r.spec }));
   return referencedSecrets(of('Gateway'), of('DestinationRule'));
 }
 
