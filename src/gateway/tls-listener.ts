@@ -119,13 +119,16 @@ export class TlsListener implements TlsDispatcher {
       ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
     });
     const timer = setTimeout(() => tlsSocket.destroy(), this.deps.handshakeTimeoutMs);
+    let secured = false;
     tlsSocket.on('error', (err: Error) => {
       clearTimeout(timer);
-      this.logOnce(`${name}|${err.message}`, { chain: name, sni, err: err.message }, 'TLS handshake failed');
+      // After the handshake an error is the connection's (a client's reset), not a TLS failure to report.
+      if (!secured) this.logOnce(`${name}|${err.message}`, { chain: name, sni, err: err.message }, 'TLS handshake failed');
       tlsSocket.destroy();
     });
     tlsSocket.once('secure', () => {
       clearTimeout(timer);
+      secured = true;
       // tls.Server clears this flag itself on its sockets; ours would stay "connecting" and an HTTP/2
       // session waits for a 'secureConnect' a server socket never emits.
       (tlsSocket as unknown as { secureConnecting: boolean }).secureConnecting = false;

@@ -8,8 +8,12 @@ import { X509Certificate } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
+import tls from 'node:tls';
+import pino from 'pino';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem, type Pem } from '../helpers/certs';
 import { curl, waitFor, withHttpbin } from '../helpers/upstream';
@@ -328,5 +332,55 @@ spec:
     const other = await makeLeaf(dir, ca, 'other', ['other.client'], true);
     assert.equal(await code('san.example.com', ['--cacert', ca.certFile, '--cert', allowed.certFile, '--key', allowed.keyFile]), '200');
     assert.equal(await code('san.example.com', ['--cacert', ca.certFile, '--cert', other.certFile, '--key', other.keyFile]), '000');
+  });
+});
+
+describe('TLS gateway log: a failed handshake is reported, a reset of an established connection is not', function () {
+  this.timeout(30_000);
+
+  it('logs "TLS handshake failed" for a MUTUAL client without a certificate, not for a client resetting after its handshake', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tls-log-'));
+    const lines: string[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
+    const ca = await makeCa(dir, 'ca');
+    const g = await startGateway({
+      'secrets.yaml': tlsSecretYaml('simple-credential', 'istio-system', await makeLeaf(dir, ca, 'simple', ['simple.example.com']))
+        + tlsSecretYaml('mtls-credential', 'istio-system', await makeLeaf(dir, ca, 'mtls', ['mtls.example.com']), ca),
+      'gateway.yaml': `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https-simple, protocol: HTTPS}
+    hosts: [simple.example.com]
+    tls: {mode: SIMPLE, credentialName: simple-credential}
+  - port: {number: 8443, name: https-mtls, protocol: HTTPS}
+    hosts: [mtls.example.com]
+    tls: {mode: MUTUAL, credentialName: mtls-credential}
+`,
+    }, { serverPorts: [8443], opts: { logger: pino({ level: 'warn' }, sink) } });
+    const port = g.port(8443);
+    const failures = () => lines.filter((l) => l.includes('TLS handshake failed')).map((l) => JSON.parse(l) as { chain: string; sni: string; err: string });
+    try {
+      // A completed handshake, then a reset in the middle of a request's head.
+      await new Promise<void>((done, fail) => {
+        const tcp = net.connect(port, '127.0.0.1');
+        const s = tls.connect({ socket: tcp, servername: 'simple.example.com', ca: ca.cert }, () => {
+          s.write('GET / HTTP/1.1\r\nhost: simple.example.com\r\n');
+          setTimeout(() => { tcp.resetAndDestroy(); done(); }, 200);
+        });
+        s.on('error', fail);
+      });
+      // A handshake that fails on the server: MUTUAL, and the client has no certificate.
+      const r = await curl(['-s', '--resolve', `mtls.example.com:${port}:127.0.0.1`, '--cacert', ca.certFile, `https://mtls.example.com:${port}/`]);
+      assert.notEqual(r.code, 0);
+      await waitFor(() => failures().length > 0, { timeoutMs: 5000 });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(failures().map((f) => f.sni), ['mtls.example.com'], JSON.stringify(failures()));
+    } finally {
+      await g.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
