@@ -569,7 +569,7 @@ export class AccessLog {
         const fd = s.file === '/dev/stdout' ? 1 : s.file === '/dev/stderr' ? 2 : openAppend(s.file);
         if (fd === undefined) return; // cannot be opened: no access log
         // Lines are buffered (a write per line costs a thread-pool hop and ~1 ms of latency at low
-        // load) and written when 8 KiB are waiting or every 250 ms, whichever comes first.
+        // load) and written when a 64 KiB batch is full or every 250 ms, whichever comes first.
         const out = new LineWriter(fd);
         this.out = out;
         this.timer = setInterval(() => out.flush(), 250);

@@ -461,10 +461,32 @@ export class Metrics {
   /** Set by the app: the access log's lost lines and failed writes, read at each scrape. */
   accessLogLosses: (() => { dropped: number; errors: number }) | undefined;
 
+  /**
+   * The series of the usual request (no response flags, not gRPC) by destination, peer entry and
+   * status code: found without building and hashing the string key. A memo in front of `series`
+   * (whose entries are never removed); destination and peer objects replaced by a reload fall back
+   * to the string key, which finds the same series.
+   */
+  private readonly plainSeries = new WeakMap<DestinationLabels, WeakMap<PeerEntry, Map<number, Series>>>();
+
   private seriesFor(o: HttpObservation): Series {
     const d = o.destination;
+    const entry = this.peerFor(o.inbound === true, o.endpoint, o.source, o.upstreamPeer, o.inbound ? o.downstreamIdentities : o.upstreamIdentities);
+    if (o.grpc || o.responseFlags !== '-') return this.seriesByKey(o, entry);
+    let byPeer = this.plainSeries.get(d);
+    if (!byPeer) this.plainSeries.set(d, byPeer = new WeakMap());
+    let byCode = byPeer.get(entry);
+    if (!byCode) byPeer.set(entry, byCode = new Map());
+    let s = byCode.get(o.responseCode);
+    if (s) return s;
+    s = this.seriesByKey(o, entry);
+    if (s.labels.response_code !== 'overflow') byCode.set(o.responseCode, s);
+    return s;
+  }
+
+  private seriesByKey(o: HttpObservation, { peer, key: peerKey }: PeerEntry): Series {
+    const d = o.destination;
     const grpcStatus = o.grpc ? o.grpcStatus ?? '' : '';
-    const { peer, key: peerKey } = this.peerFor(o.inbound === true, o.endpoint, o.source, o.upstreamPeer, o.inbound ? o.downstreamIdentities : o.upstreamIdentities);
     let key = `${peerKey}|${d.host ?? ''}|${d.name ?? ''}|${d.namespace ?? ''}|${o.responseCode}|${o.responseFlags}|${o.grpc ? 1 : 0}|${grpcStatus}`;
     let s = this.series.get(key);
     if (s) return s;

@@ -12,8 +12,10 @@ export interface FaultDecision {
 }
 
 /** Envoy's fault filter: each of delay and abort applies to a `fraction` of requests (`rand` in [0, 1)). */
+const NO_FAULT: FaultDecision = {};
+
 export function decideFault(f: CompiledFault | undefined, randDelay: number, randAbort: number): FaultDecision {
-  if (!f) return {};
+  if (!f) return NO_FAULT;
   const delay = f.delayMs !== undefined && randDelay < f.delayFraction ? f.delayMs : undefined;
   const aborts = (f.abortStatus !== undefined || f.abortGrpc !== undefined) && randAbort < f.abortFraction;
   return {
@@ -105,13 +107,15 @@ export function corsPreflight(cors: CompiledCors | undefined, method: string, h:
 }
 
 /** CORS headers added to an actual response for an allowed origin. */
-export function corsResponseHeaders(cors: CompiledCors | undefined, origin: string | string[] | undefined): string[] {
-  if (!cors || typeof origin !== 'string' || !corsOriginAllowed(cors, origin)) return [];
+export function corsResponseHeaders(cors: CompiledCors | undefined, origin: string | string[] | undefined): readonly string[] {
+  if (!cors || typeof origin !== 'string' || !corsOriginAllowed(cors, origin)) return NO_HEADERS;
   const out = ['access-control-allow-origin', origin];
   if (cors.exposeHeaders) out.push('access-control-expose-headers', cors.exposeHeaders);
   if (cors.allowCredentials) out.push('access-control-allow-credentials', 'true');
   return out;
 }
+
+const NO_HEADERS: readonly string[] = [];
 
 /** Envoy's shadow host: `-shadow` appended to the host part (`httpbin:8000` -> `httpbin-shadow:8000`). */
 export function shadowHost(authority: string): string {

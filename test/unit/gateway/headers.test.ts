@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../../src/gateway/http/headers';
+import { downstreamResponseHeaders, newRequestId, requestIdOf, upstreamRequestHeaders } from '../../../src/gateway/http/headers';
 
 const raw = (...pairs: string[]) => pairs.map((x) => Buffer.from(x, 'latin1'));
 
@@ -77,5 +77,31 @@ describe('request headers toward the upstream', () => {
       { remoteAddress: '127.0.0.1', scheme: 'http', requestId: 'rid', outbound: true },
     );
     assert.deepEqual(out, { host: 'b', 'x-envoy-retry-on': '5xx', 'x-forwarded-for': '10.0.0.1', 'x-request-id': 'rid', 'x-forwarded-proto': 'http' });
+  });
+});
+
+describe('x-request-id', () => {
+  it('a new id is a random version-4 UUID, a fresh one each time (past many refills of its random pool)', () => {
+    const seen = new Set<string>();
+    const digits = new Map<string, number>();
+    for (let i = 0; i < 20_000; i++) {
+      const id = newRequestId();
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      seen.add(id);
+      const d = id[0]!;
+      digits.set(d, (digits.get(d) ?? 0) + 1);
+    }
+    assert.equal(seen.size, 20_000);
+    // The first hex digit is uniform over 16 values: 1250 expected each; 900..1600 fails ~1e-20 of the time.
+    assert.equal(digits.size, 16);
+    for (const [d, n] of digits) assert.ok(n > 900 && n < 1600, `digit ${d}: ${n}`);
+  });
+
+  it('a request without one gets a new id; a sane one it sent is kept', () => {
+    const fresh = requestIdOf({});
+    assert.match(fresh, /^[0-9a-f-]{36}$/);
+    assert.notEqual(requestIdOf({}), fresh);
+    assert.equal(requestIdOf({ 'x-request-id': 'abc' }), 'abc');
+    assert.match(requestIdOf({ 'x-request-id': 'x'.repeat(257) }), /^[0-9a-f-]{36}$/);
   });
 });

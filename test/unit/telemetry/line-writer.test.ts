@@ -15,10 +15,10 @@ describe('LineWriter (access-log batching)', () => {
   beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-lw-')); });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('writes every line, in order, in batches of at least flushChars (UTF-8 intact)', async () => {
+  it('writes every line, in order, in batches (UTF-8 intact)', async () => {
     const file = path.join(dir, 'a.log');
     const fd = fs.openSync(file, 'a');
-    const w = new LineWriter(fd, { flushChars: 4096, maxPendingChars: 1 << 24, retryMs: 5 });
+    const w = new LineWriter(fd, { batchBytes: 4096, maxPendingBytes: 1 << 24, retryMs: 5 });
     const all = lines(5000, 'a');
     for (const l of all) w.write(l);
     // Below the threshold nothing is forced out until flush/drained.
@@ -29,10 +29,21 @@ describe('LineWriter (access-log batching)', () => {
     assert.equal(w.errors, 0);
   });
 
+  it('a line longer than a batch goes out in its turn, between the lines around it', async () => {
+    const file = path.join(dir, 'long.log');
+    const fd = fs.openSync(file, 'a');
+    const w = new LineWriter(fd, { batchBytes: 256, maxPendingBytes: 1 << 24, retryMs: 5 });
+    const all = [...lines(30, 'before'), `${'é'.repeat(1000)}\n`, ...lines(30, 'after')];
+    for (const l of all) w.write(l);
+    await w.close();
+    fs.closeSync(fd);
+    assert.equal(fs.readFileSync(file, 'utf8'), all.join(''));
+  });
+
   it('holds a short tail until flush() and writes it then', async () => {
     const file = path.join(dir, 'b.log');
     const fd = fs.openSync(file, 'a');
-    const w = new LineWriter(fd, { flushChars: 1 << 20, maxPendingChars: 1 << 24, retryMs: 5 });
+    const w = new LineWriter(fd, { batchBytes: 1 << 20, maxPendingBytes: 1 << 24, retryMs: 5 });
     w.write('one\n');
     w.write('two\n');
     await new Promise((r) => setTimeout(r, 30));
@@ -50,7 +61,7 @@ describe('LineWriter (access-log batching)', () => {
     const child = spawn('sh', ['-c', `sleep 0.4; cat > ${JSON.stringify(out)}`], { stdio: ['pipe', 'ignore', 'ignore'] });
     const fd = (child.stdin as unknown as { _handle: { fd: number } })._handle.fd;
     assert.ok(fd > 2);
-    const w = new LineWriter(fd, { flushChars: 8192, maxPendingChars: 1 << 24, retryMs: 5 });
+    const w = new LineWriter(fd, { batchBytes: 8192, maxPendingBytes: 1 << 24, retryMs: 5 });
     const all = lines(20_000, 'c'); // ~1.3 MB
     for (const l of all) w.write(l);
     await w.drained();
@@ -60,13 +71,13 @@ describe('LineWriter (access-log batching)', () => {
     assert.equal(w.dropped, 0);
   });
 
-  it('a file that does not keep up costs bounded memory: lines past maxPendingChars are dropped and counted', async function () {
+  it('a file that does not keep up costs bounded memory: lines past maxPendingBytes are dropped and counted', async function () {
     this.timeout(15_000);
     const out = path.join(dir, 'd.log');
     const child = spawn('sh', ['-c', `sleep 0.5; cat > ${JSON.stringify(out)}`], { stdio: ['pipe', 'ignore', 'ignore'] });
     const fd = (child.stdin as unknown as { _handle: { fd: number } })._handle.fd;
-    const w = new LineWriter(fd, { flushChars: 1024, maxPendingChars: 64 * 1024, retryMs: 5 });
-    // More than the pipe buffer plus maxPendingChars, written at once while nobody reads.
+    const w = new LineWriter(fd, { batchBytes: 1024, maxPendingBytes: 64 * 1024, retryMs: 5 });
+    // More than the pipe buffer plus maxPendingBytes, written at once while nobody reads.
     const all = lines(20_000, 'd');
     for (const l of all) w.write(l);
     assert.ok(w.dropped > 0, 'some lines were dropped');
@@ -88,7 +99,7 @@ describe('LineWriter (access-log batching)', () => {
   it('a descriptor that fails counts errors and never throws', async () => {
     fs.writeFileSync(path.join(dir, 'e.log'), '');
     const fd = fs.openSync(path.join(dir, 'e.log'), 'r'); // read-only: writes fail with EBADF
-    const w = new LineWriter(fd, { flushChars: 10, maxPendingChars: 1 << 20, retryMs: 5 });
+    const w = new LineWriter(fd, { batchBytes: 10, maxPendingBytes: 1 << 20, retryMs: 5 });
     w.write('a line longer than ten\n');
     await w.drained();
     w.write('another line longer than ten\n');

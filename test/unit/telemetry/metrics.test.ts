@@ -159,3 +159,35 @@ describe('istio standard metrics: gRPC', () => {
     assert.equal(grpcResponseStatus('x', 200), '-1');
   });
 });
+
+describe('istio standard metrics: series lookup', () => {
+  /** istio_requests_total's value per response code and flags. */
+  async function totals(m: Metrics): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const line of (await m.render()).split('\n')) {
+      if (!line.startsWith('istio_requests_total{')) continue;
+      const code = /response_code="([^"]*)"/.exec(line)![1]!;
+      const flags = /response_flags="([^"]*)"/.exec(line)![1]!;
+      const service = /destination_service_name="([^"]*)"/.exec(line)![1]!;
+      out[`${service} ${code} ${flags}`] = Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return out;
+  }
+
+  it('counts each request once in its series, whether found by the quick path (no flags, not gRPC) or by key, and across a reload', async () => {
+    const m = new Metrics(IDENTITY, false);
+    const ratings = { host: 'ratings.bookinfo.svc.cluster.local', name: 'ratings', namespace: 'bookinfo' };
+    const details = { host: 'details.bookinfo.svc.cluster.local', name: 'details', namespace: 'bookinfo' };
+    const observe = (destination: typeof ratings, responseCode: number, responseFlags = '-') =>
+      m.observeHttp({ destination, responseCode, responseFlags, durationMs: 1, requestBytes: 1, responseBytes: 1, grpc: false });
+    for (let i = 0; i < 5; i++) observe(ratings, 200);
+    for (let i = 0; i < 3; i++) observe(ratings, 503, 'UF');
+    for (let i = 0; i < 2; i++) observe(ratings, 404);
+    observe(details, 200);
+    // A reload builds new destination objects with the same labels: the same series go on counting.
+    const ratingsAgain = { ...ratings };
+    for (let i = 0; i < 4; i++) observe(ratingsAgain, 200);
+    observe(ratingsAgain, 503, 'UF');
+    assert.deepEqual(await totals(m), { 'ratings 200 -': 9, 'ratings 503 UF': 4, 'ratings 404 -': 2, 'details 200 -': 1 });
+  });
+});
