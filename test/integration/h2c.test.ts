@@ -97,6 +97,52 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     assert.ok(lines.some((l) => /"GET \/ HTTP\/2" 404 NR route_not_found /.test(l)), lines.join('\n'));
   });
 
+  /**
+   * The frames of stream 1 for one GET, read off the wire by hand (no HTTP/2 library between): the
+   * preface, an empty SETTINGS, and a HEADERS frame in HPACK's plainest form (indexed :method GET
+   * and :scheme http, literal :path and :authority, no Huffman).
+   */
+  const rawFrames = (pathname: string, authority: string): Promise<{ type: number; flags: number; length: number }[]> => new Promise((resolve, reject) => {
+    const literal = (index: number, value: string) => Buffer.concat([Buffer.from([index, value.length]), Buffer.from(value, 'latin1')]);
+    const block = Buffer.concat([Buffer.from([0x82, 0x86]), literal(0x04, pathname), literal(0x01, authority)]);
+    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+      const h = Buffer.alloc(9);
+      h.writeUIntBE(payload.length, 0, 3);
+      h[3] = type;
+      h[4] = flags;
+      h.writeUInt32BE(stream, 5);
+      return Buffer.concat([h, payload]);
+    };
+    const frames: { type: number; flags: number; length: number }[] = [];
+    let pending = Buffer.alloc(0);
+    const sock = net.connect(gw.port(80), '127.0.0.1', () => {
+      sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(4, 0, 0, Buffer.alloc(0)), frame(1, 0x5 /* END_STREAM|END_HEADERS */, 1, block)]));
+    });
+    sock.on('data', (c: Buffer) => {
+      pending = Buffer.concat([pending, c]);
+      while (pending.length >= 9) {
+        const length = pending.readUIntBE(0, 3);
+        if (pending.length < 9 + length) break;
+        const [type, flags] = [pending[3]!, pending[4]!];
+        if ((pending.readUInt32BE(5) & 0x7fffffff) === 1) frames.push({ type, flags, length });
+        pending = pending.subarray(9 + length);
+        if ((flags & 0x1) !== 0 && (type === 0 || type === 1) && frames.length > 0) return sock.destroy(), resolve(frames);
+      }
+    });
+    sock.on('error', reject);
+    sock.setTimeout(5000, () => { sock.destroy(); reject(new Error(`no END_STREAM on stream 1; frames: ${JSON.stringify(frames)}`)); });
+  });
+
+  it("a response with a length ends its stream on its last DATA frame, not in an empty frame of its own a turn later (Node's compatibility default)", async () => {
+    const frames = await rawFrames('/bytes/1000', 'httpbin.example.com');
+    const data = frames.filter((f) => f.type === 0);
+    assert.equal(frames[0]!.type, 1, JSON.stringify(frames)); // HEADERS first
+    assert.equal(data.reduce((n, f) => n + f.length, 0), 1000, JSON.stringify(frames));
+    const last = frames[frames.length - 1]!;
+    assert.equal(last.type, 0, JSON.stringify(frames));
+    assert.ok(last.length > 0 && (last.flags & 0x1) !== 0, `END_STREAM in an empty frame: ${JSON.stringify(frames)}`);
+  });
+
   it('still serves HTTP/1.1 on the same port, including a request split before the sniffer decides', async () => {
     const r = await curl(['-s', '-i', '-H', 'Host: httpbin.example.com', url('/get')]);
     assert.match(r.stdout, /^HTTP\/1\.1 200 OK\r\n/);

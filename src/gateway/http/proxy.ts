@@ -207,7 +207,7 @@ class Exchange {
     for (const [k, v] of Object.entries(headers)) list.push(k, String(v));
     // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
     // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
-    this.writeHead(status, this.route ? this.routeResponseHeaders(list) : list, body.length > 0);
+    this.writeHead(status, this.route ? this.routeResponseHeaders(list) : list, body.length > 0, false);
     this.res.end(body);
     this.rec.responseCode = status;
     this.rec.bytesSent = Buffer.byteLength(body);
@@ -249,7 +249,8 @@ class Exchange {
     this.record();
   }
 
-  writeUpstreamHead(status: number, raw: Buffer[], serviceTimeMs: number): void {
+  /** `trailersMayFollow`: false when the upstream's framing rules trailers out (HTTP/1.1 with a Content-Length). */
+  writeUpstreamHead(status: number, raw: Buffer[], serviceTimeMs: number, trailersMayFollow: boolean): void {
     this.headersSent = true;
     let headers = this.routeResponseHeaders(downstreamResponseHeaders(raw, this.deps.serverName, serviceTimeMs));
     headers.push(...this.extraResponseHeaders);
@@ -260,7 +261,7 @@ class Exchange {
     this.rec.responseDurationMs = Math.round(performance.now() - this.t0); // %RESPONSE_DURATION%: to the response's first byte
     this.rec.responseHeaders = { 'x-envoy-upstream-service-time': String(serviceTimeMs) };
     this.responseHeaderBytes = rawHeaderBytes(headers) + 17;
-    this.writeHead(status, headers, status !== 204 && status !== 304 && this.req.method !== 'HEAD');
+    this.writeHead(status, headers, status !== 204 && status !== 304 && this.req.method !== 'HEAD', trailersMayFollow);
   }
 
   /**
@@ -269,7 +270,7 @@ class Exchange {
    * adds both; HTTP/1.0 gets `connection: keep-alive`), `connection: close` on one that does not, and
    * `transfer-encoding: chunked` in lower case when a body without a length follows.
    */
-  private writeHead(status: number, list: string[], body: boolean): void {
+  private writeHead(status: number, list: string[], body: boolean, trailersMayFollow: boolean): void {
     let date = false;
     let connection = false;
     let length = false;
@@ -289,6 +290,8 @@ class Exchange {
         else res.removeHeader('connection');
       }
       if (!length && body && req.httpVersionMinor === 1) list.push('transfer-encoding', 'chunked');
+    } else if (!trailersMayFollow) {
+      withoutTrailers(res);
     }
     res.writeHead(status, list);
   }
@@ -347,6 +350,36 @@ function grpcMessage(text: string): string {
 }
 
 const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
+
+/** A Content-Length among raw response headers, and no Transfer-Encoding (HTTP/1.1: then no trailers can come). */
+function hasLength(raw: readonly (Buffer | string)[]): boolean {
+  let length = false;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const n = raw[i]!.length;
+    if (n !== 14 && n !== 17) continue;
+    const name = raw[i]!.toString().toLowerCase();
+    if (name === 'transfer-encoding') return false;
+    if (name === 'content-length') length = true;
+  }
+  return length;
+}
+
+/**
+ * Node's HTTP/2 compatibility response always opens the stream waiting for trailers, so the end of
+ * the stream goes in a frame of its own, sent a loop turn after the body: a second write, and a
+ * second wake-up of the client, for every response (measured on the sidecar -> egress gateway hop).
+ * Where no trailers can follow, the stream is opened without that wait and the last DATA frame
+ * carries END_STREAM. (HTTP/2 responses only: `res.stream` is the compatibility layer's stream.)
+ */
+function withoutTrailers(res: ServerResponse): void {
+  const stream = (res as unknown as { stream?: { respond: (headers: object, options?: object) => void; headersSent: boolean } }).stream;
+  if (!stream || stream.headersSent) return;
+  const respond = stream.respond;
+  stream.respond = (headers, options) => {
+    stream.respond = respond;
+    respond.call(stream, headers, { ...options, waitForTrailers: false });
+  };
+}
 
 /** A response Transfer-Encoding other than plain chunked (a coding before it, or chunked twice). */
 function codedBeyondChunks(raw: readonly (Buffer | string)[]): boolean {
@@ -860,7 +893,7 @@ class Forwarder {
         resume = res;
         if (ex.grpc) ex.grpcStatus = grpcStatusOf(raw); // a trailers-only response's
         bodiless = status === 204 || status === 304;
-        ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started));
+        ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started), cluster.def.http2 === true || !hasLength(raw));
         return true;
       },
       onData: (chunk) => {
