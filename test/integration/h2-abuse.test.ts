@@ -12,9 +12,8 @@ import { withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
 import { singleRouteYaml } from '../../src/sample/configs';
 import { execFileSync } from 'node:child_process';
-import { h2frame } from '../helpers/h2frames';
+import { H2_PREFACE as PREFACE, h2frame, hpackLiteral } from '../helpers/h2frames';
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const T = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, CONTINUATION: 9 } as const;
 const END_STREAM = 0x1;
 const END_HEADERS = 0x4;
@@ -22,18 +21,7 @@ const ENHANCE_YOUR_CALM = 11;
 
 const frame = h2frame;
 
-/** HPACK integer with an n-bit prefix (RFC 7541 5.1). */
-function hpackInt(bits: number, first: number, n: number): Buffer {
-  const max = (1 << bits) - 1;
-  if (n < max) return Buffer.from([first | n]);
-  const out = [first | max];
-  for (n -= max; n >= 128; n >>= 7) out.push((n & 127) | 128);
-  out.push(n);
-  return Buffer.from(out);
-}
-const hpackString = (s: string): Buffer => Buffer.concat([hpackInt(7, 0, Buffer.byteLength(s)), Buffer.from(s)]);
-/** Literal header field without indexing, new name (0x00), or with incremental indexing (0x40). */
-const literal = (name: string, value: string, indexing = false): Buffer => Buffer.concat([Buffer.from([indexing ? 0x40 : 0]), hpackString(name), hpackString(value)]);
+const literal = hpackLiteral;
 const requestBlock = (path: string, extra: Buffer[] = []): Buffer => Buffer.concat([
   literal(':method', 'GET'), literal(':scheme', 'http'), literal(':path', path), literal(':authority', 'abuse.example'), ...extra,
 ]);

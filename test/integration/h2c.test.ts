@@ -10,6 +10,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { curl, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
 import { singleRouteYaml } from '../../src/sample/configs';
+import { H2_PREFACE, h2frame, hpackLiteral } from '../helpers/h2frames';
 
 describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
   this.timeout(20_000);
@@ -97,26 +98,13 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     assert.ok(lines.some((l) => /"GET \/ HTTP\/2" 404 NR route_not_found /.test(l)), lines.join('\n'));
   });
 
-  /**
-   * The frames of stream 1 for one GET, read off the wire by hand (no HTTP/2 library between): the
-   * preface, an empty SETTINGS, and a HEADERS frame in HPACK's plainest form (indexed :method GET
-   * and :scheme http, literal :path and :authority, no Huffman).
-   */
+  /** The frames of stream 1 for one GET, read off the wire by hand (no HTTP/2 library between). */
   const rawFrames = (pathname: string, authority: string): Promise<{ type: number; flags: number; length: number }[]> => new Promise((resolve, reject) => {
-    const literal = (index: number, value: string) => Buffer.concat([Buffer.from([index, value.length]), Buffer.from(value, 'latin1')]);
-    const block = Buffer.concat([Buffer.from([0x82, 0x86]), literal(0x04, pathname), literal(0x01, authority)]);
-    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
-      const h = Buffer.alloc(9);
-      h.writeUIntBE(payload.length, 0, 3);
-      h[3] = type;
-      h[4] = flags;
-      h.writeUInt32BE(stream, 5);
-      return Buffer.concat([h, payload]);
-    };
+    const block = Buffer.concat([hpackLiteral(':method', 'GET'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', pathname), hpackLiteral(':authority', authority)]);
     const frames: { type: number; flags: number; length: number }[] = [];
     let pending = Buffer.alloc(0);
     const sock = net.connect(gw.port(80), '127.0.0.1', () => {
-      sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(4, 0, 0, Buffer.alloc(0)), frame(1, 0x5 /* END_STREAM|END_HEADERS */, 1, block)]));
+      sock.write(Buffer.concat([H2_PREFACE, h2frame(4, 0, 0), h2frame(1, 0x5 /* END_STREAM|END_HEADERS */, 1, block)]));
     });
     sock.on('data', (c: Buffer) => {
       pending = Buffer.concat([pending, c]);
