@@ -98,9 +98,9 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     assert.ok(lines.some((l) => /"GET \/ HTTP\/2" 404 NR route_not_found /.test(l)), lines.join('\n'));
   });
 
-  /** The frames of stream 1 for one GET, read off the wire by hand (no HTTP/2 library between). */
-  const rawFrames = (pathname: string, authority: string): Promise<{ type: number; flags: number; length: number }[]> => new Promise((resolve, reject) => {
-    const block = Buffer.concat([hpackLiteral(':method', 'GET'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', pathname), hpackLiteral(':authority', authority)]);
+  /** The frames of stream 1 for one request without a body, read off the wire by hand (no HTTP/2 library between). */
+  const rawFrames = (pathname: string, authority: string, method = 'GET'): Promise<{ type: number; flags: number; length: number }[]> => new Promise((resolve, reject) => {
+    const block = Buffer.concat([hpackLiteral(':method', method), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', pathname), hpackLiteral(':authority', authority)]);
     const frames: { type: number; flags: number; length: number }[] = [];
     let pending = Buffer.alloc(0);
     const sock = net.connect(gw.port(80), '127.0.0.1', () => {
@@ -129,6 +129,24 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     const last = frames[frames.length - 1]!;
     assert.equal(last.type, 0, JSON.stringify(frames));
     assert.ok(last.length > 0 && (last.flags & 0x1) !== 0, `END_STREAM in an empty frame: ${JSON.stringify(frames)}`);
+  });
+
+  it('a reply without a body (404 NR) is one HEADERS frame that ends the stream, as Envoy sends it', async () => {
+    const frames = await rawFrames('/', 'nowhere.example.com');
+    assert.deepEqual(frames.map((f) => [f.type, f.flags & 0x5]), [[1, 0x5]], JSON.stringify(frames));
+    const r = await curl(['-s', '-i', '--http2-prior-knowledge', '-H', 'Host: nowhere.example.com', url('/')]);
+    assert.match(r.stdout, /^HTTP\/2 404 ?\r\n/);
+    assert.match(r.stdout, /\r\nserver: istio-envoy\r\n/);
+    assert.match(r.stdout, /\r\ncontent-length: 0\r\n/);
+    assert.match(r.stdout, /\r\ndate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n/);
+  });
+
+  it('a bodiless upstream answer (HEAD) also ends the stream on its HEADERS frame', async () => {
+    const frames = await rawFrames('/get', 'httpbin.example.com', 'HEAD');
+    assert.deepEqual(frames.map((f) => [f.type, f.flags & 0x5]), [[1, 0x5]], JSON.stringify(frames));
+    const r = await curl(['-s', '-I', '--http2-prior-knowledge', '-H', 'Host: httpbin.example.com', url('/get')]);
+    assert.match(r.stdout, /^HTTP\/2 200 ?\r\n/);
+    assert.match(r.stdout, /\r\nx-envoy-upstream-service-time: \d+\r\n/);
   });
 
   it('still serves HTTP/1.1 on the same port, including a request split before the sniffer decides', async () => {

@@ -208,7 +208,8 @@ class Exchange {
     // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
     // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
     this.writeHead(status, this.route ? this.routeResponseHeaders(list) : list, body.length > 0, false);
-    this.res.end(body);
+    if (body) this.res.end(body);
+    else this.res.end(); // (end('') would send the head before the end: a separate empty DATA frame on HTTP/2)
     this.rec.responseCode = status;
     this.rec.bytesSent = Buffer.byteLength(body);
     this.responseHeaderBytes = 64;
@@ -290,6 +291,16 @@ class Exchange {
         else res.removeHeader('connection');
       }
       if (!length && body && req.httpVersionMinor === 1) list.push('transfer-encoding', 'chunked');
+    } else if (!body) {
+      // HTTP/2 with no body to follow: the head waits for end() and goes out as one HEADERS frame
+      // that ends the stream, as Envoy sends it (not HEADERS, then an empty DATA frame).
+      res.statusCode = status;
+      for (let i = 0; i + 1 < list.length; i += 2) {
+        const [name, value] = [list[i]!, list[i + 1]!];
+        const had = res.getHeader(name);
+        res.setHeader(name, had === undefined ? value : [...(Array.isArray(had) ? had : [String(had)]), value]);
+      }
+      return;
     } else if (!trailersMayFollow) {
       withoutTrailers(res);
     }
