@@ -41,6 +41,8 @@ export class LineWriter {
   private pendingBytes = 0;
   private readonly spares: Buffer[] = [];
   private writing = false;
+  /** flush() was called while a write was in flight: the batch in progress goes out after it. */
+  private flushWanted = false;
   private closed = false;
   /** Lines dropped because the file did not keep up. */
   dropped = 0;
@@ -74,10 +76,17 @@ export class LineWriter {
     this.pendingBytes += n;
   }
 
-  /** Start writing what is waiting (a write in flight continues with it when it ends). */
+  /**
+   * Start writing what is waiting. While a write is in flight the batch in progress stays open (it
+   * goes out when that write ends): a file that does not keep up then fills whole batches rather
+   * than leaving a new, mostly empty 64 KiB buffer behind at every timer tick.
+   */
   flush(): void {
+    if (this.writing) {
+      this.flushWanted = true;
+      return;
+    }
     this.rotate();
-    this.startWrite();
   }
 
   /** Resolves once everything written so far has reached the file descriptor (or failed). */
@@ -126,6 +135,10 @@ export class LineWriter {
       this.pendingBytes -= buf.length;
       if (batch && this.spares.length < SPARE_BATCHES) this.spares.push(batch);
       this.writing = false;
+      if (this.queue.length === 0 && (this.flushWanted || this.onIdle.length > 0)) {
+        this.flushWanted = false;
+        this.rotate(); // the batch in progress, asked for while this write was in flight
+      }
       this.startWrite();
     });
   }

@@ -168,3 +168,43 @@ describe('h2c (HTTP/2 prior knowledge) on a plaintext port', function () {
     assert.match(out, /"length": 2,/);
   });
 });
+
+describe('h2c: a bodiless answer whose head node:http2 refuses', function () {
+  this.timeout(20_000);
+  let gw: TestGateway;
+  let upstream: net.Server;
+
+  before(async () => {
+    // An HTTP/1.1 upstream that names content-type twice (HTTP/2 allows one): fine on HTTP/1.1,
+    // refused by node:http2 when the head is sent.
+    upstream = net.createServer((s) => {
+      s.on('error', () => {});
+      s.on('data', () => s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-type: text/html\r\ncontent-length: 5\r\n\r\n'));
+    });
+    upstream.listen(0, '127.0.0.1');
+    await new Promise((r) => upstream.once('listening', r));
+    const port = (upstream.address() as net.AddressInfo).port;
+    gw = await startGateway({ 'gw.yaml': singleRouteYaml({ upstreamPort: port, host: 'dup.example.com', routeHosts: ['dup.example.com'] }) });
+  });
+  after(async () => {
+    await gw?.stop();
+    upstream?.close();
+  });
+
+  it('a HEAD is reset at once and logged UC, never left hanging', async () => {
+    const t0 = Date.now();
+    const outcome = await new Promise<string>((resolve) => {
+      const session = http2.connect(`http://127.0.0.1:${gw.port(80)}`);
+      session.on('error', () => {});
+      const stream = session.request({ ':method': 'HEAD', ':path': '/', ':authority': 'dup.example.com' });
+      stream.on('error', () => {});
+      stream.on('response', (h) => resolve(`response ${h[':status']}`));
+      stream.on('close', () => resolve(`closed, code ${stream.rstCode}`));
+      setTimeout(() => resolve('hung'), 3000);
+    }).finally(() => undefined);
+    assert.match(outcome, /^closed/, outcome); // no head reaches the client: its stream is reset
+    assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
+    const lines = await gw.waitForLines(1);
+    assert.ok(lines.some((l) => /"HEAD \/ HTTP\/2" 200 UC /.test(l)), lines.join('\n'));
+  });
+});

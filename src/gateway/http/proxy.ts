@@ -291,9 +291,10 @@ class Exchange {
         else res.removeHeader('connection');
       }
       if (!length && body && req.httpVersionMinor === 1) list.push('transfer-encoding', 'chunked');
-    } else if (!body) {
-      // HTTP/2 with no body to follow: the head waits for end() and goes out as one HEADERS frame
-      // that ends the stream, as Envoy sends it (not HEADERS, then an empty DATA frame).
+    } else if (!body && !trailersMayFollow) {
+      // HTTP/2 with nothing to follow: the head waits for end() (the same turn: a local reply, or an
+      // HTTP/1.1 upstream's bodiless answer, complete with its head) and goes out as one HEADERS
+      // frame that ends the stream, as Envoy sends it (not HEADERS, then an empty DATA frame).
       res.statusCode = status;
       for (let i = 0; i + 1 < list.length; i += 2) {
         const [name, value] = [list[i]!, list[i + 1]!];
@@ -864,7 +865,14 @@ class Forwarder {
         if (ex.grpc && status !== undefined) ex.grpcStatus = Array.isArray(status) ? status[0] : status;
         ex.res.addTrailers(tail);
       }
-      ex.res.end();
+      try {
+        ex.res.end();
+      } catch {
+        // An HTTP/2 head held for end() that node:http2 refuses there (a single-value header the
+        // upstream sent twice): reset the client, as when a head is refused at once (UC).
+        ex.rec.responseFlags.push('UC');
+        ex.res.destroy();
+      }
       ex.record();
     };
     const handler: Dispatcher.DispatchHandler = {

@@ -96,6 +96,29 @@ describe('LineWriter (access-log batching)', () => {
     }
   });
 
+  it('a file that stalls while the timer keeps flushing holds whole batches, not a new buffer per flush', async function () {
+    this.timeout(15_000);
+    const out = path.join(dir, 'stall.log');
+    const child = spawn('sh', ['-c', `sleep 1; cat > ${JSON.stringify(out)}`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const fd = (child.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+    const w = new LineWriter(fd, { batchBytes: 64 * 1024, maxPendingBytes: 1 << 24, retryMs: 5 });
+    const before = process.memoryUsage().arrayBuffers;
+    // A light load against a stalled pipe: one short line per flush (the access log's timer), 3000 times.
+    const all = lines(3000, 's');
+    for (const l of all) {
+      w.write(l);
+      w.flush();
+    }
+    const grown = process.memoryUsage().arrayBuffers - before;
+    // ~160 KB of lines: a few 64 KiB batches. One buffer per flush would be 3000 x 64 KiB (~190 MiB).
+    assert.ok(grown < 8 * 1024 * 1024, `${(grown / 1048576).toFixed(1)} MiB of buffers held`);
+    await w.drained();
+    child.stdin!.end();
+    await new Promise((r) => child.once('exit', r));
+    assert.equal(fs.readFileSync(out, 'utf8'), all.join(''));
+    assert.equal(w.dropped, 0);
+  });
+
   it('a descriptor that fails counts errors and never throws', async () => {
     fs.writeFileSync(path.join(dir, 'e.log'), '');
     const fd = fs.openSync(path.join(dir, 'e.log'), 'r'); // read-only: writes fail with EBADF
