@@ -363,19 +363,6 @@ function grpcMessage(text: string): string {
 
 const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 
-/** A Content-Length among raw response headers, and no Transfer-Encoding (HTTP/1.1: then no trailers can come). */
-function hasLength(raw: readonly (Buffer | string)[]): boolean {
-  let length = false;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const n = raw[i]!.length;
-    if (n !== 14 && n !== 17) continue;
-    const name = raw[i]!.toString().toLowerCase();
-    if (name === 'transfer-encoding') return false;
-    if (name === 'content-length') length = true;
-  }
-  return length;
-}
-
 /**
  * Node's HTTP/2 compatibility response always opens the stream waiting for trailers, so the end of
  * the stream goes in a frame of its own, sent a loop turn after the body: a second write, and a
@@ -393,15 +380,25 @@ function withoutTrailers(res: ServerResponse): void {
   };
 }
 
-/** A response Transfer-Encoding other than plain chunked (a coding before it, or chunked twice). */
-function codedBeyondChunks(raw: readonly (Buffer | string)[]): boolean {
+/**
+ * How a response's body is framed, from its raw headers: `coded` when its Transfer-Encoding is more
+ * than plain chunked (a coding before it, or chunked twice), `chunked`, `length` (a Content-Length
+ * and no Transfer-Encoding: on HTTP/1.1 no trailers can follow), or `none`.
+ */
+function framingOf(raw: readonly (Buffer | string)[]): 'coded' | 'chunked' | 'length' | 'none' {
+  let framing: 'chunked' | 'length' | 'none' = 'none';
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length !== 17) continue; // "transfer-encoding"
-    if (name.toString().toLowerCase() !== 'transfer-encoding') continue;
-    if (raw[i + 1]!.toString().trim().toLowerCase() !== 'chunked') return true;
+    const n = raw[i]!.length;
+    if (n !== 17 && n !== 14) continue; // "transfer-encoding", "content-length"
+    const name = raw[i]!.toString().toLowerCase();
+    if (name === 'transfer-encoding') {
+      if (raw[i + 1]!.toString().trim().toLowerCase() !== 'chunked') return 'coded';
+      framing = 'chunked';
+    } else if (name === 'content-length' && framing === 'none') {
+      framing = 'length';
+    }
   }
-  return false;
+  return framing;
 }
 
 /**
@@ -884,7 +881,8 @@ class Forwarder {
       onHeaders: (status, raw, res, _text) => {
         if (id !== this.current) return false;
         if (status < 200) return true;
-        if (codedBeyondChunks(raw)) {
+        const framing = framingOf(raw);
+        if (framing === 'coded') {
           // gzip, chunked (or chunked twice): the parser removes only the chunking, so the body would
           // reach the client still coded, with nothing saying so. Envoy answers 502 UPE.
           this.abortAttempt?.(new GatewayError('UPSTREAM_PROTOCOL_ERROR', 'unsupported transfer-encoding'));
@@ -912,7 +910,7 @@ class Forwarder {
         resume = res;
         if (ex.grpc) ex.grpcStatus = grpcStatusOf(raw); // a trailers-only response's
         bodiless = status === 204 || status === 304;
-        ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started), cluster.def.http2 === true || !hasLength(raw));
+        ex.writeUpstreamHead(status, raw, Math.round(performance.now() - started), cluster.def.http2 === true || framing !== 'length');
         return true;
       },
       onData: (chunk) => {
