@@ -4,11 +4,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { App, type AppOptions } from '../../src/app';
 import type { FakeKubeApi, KubeObj } from './fake-kube-api';
 import { freePort } from './upstream';
+import { capturedLogger } from './log';
 
 export function meshConfigMap(accessLogFile: string): KubeObj {
   return { kind: 'ConfigMap', apiVersion: 'v1', metadata: { name: 'istio', namespace: 'istio-system' }, data: { mesh: `accessLogFile: ${accessLogFile}\n` } };
@@ -82,8 +81,7 @@ export async function startKubeGateway(fake: FakeKubeApi, opts: Partial<AppOptio
   const accessLogPath = path.join(dir, 'access.log');
   fake.upsert(meshConfigMap(accessLogPath));
   const port = await freePort();
-  const logs: string[] = [];
-  const sink = new Writable({ write(chunk: Buffer, _enc, done) { logs.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
+  const { logger, lines: logs } = capturedLogger('info');
   const app = new App({
     configPaths: [],
     kubernetes: {
@@ -101,7 +99,7 @@ export async function startKubeGateway(fake: FakeKubeApi, opts: Partial<AppOptio
     serverName: 'istio-envoy',
     drainMs: 1000,
     watch: true,
-    logger: pino({ level: 'info' }, sink),
+    logger,
     ...opts,
   });
   const started = app.start();

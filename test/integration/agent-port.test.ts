@@ -7,11 +7,10 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway, spawnMeshgate, type TestGateway } from '../helpers/gateway';
+import { capturedLogger } from '../helpers/log';
 import { freePort, httpGet, listenLoopback, portOf, waitFor } from '../helpers/upstream';
 import { httpGatewayYaml, singleRouteYaml } from '../../src/sample/configs';
 import { envoyLevel } from '../../src/admin/servers';
@@ -185,10 +184,9 @@ describe('agent port (15020): merged metrics, quitquitquit; admin logging and he
   });
 
   it('at debug level (admin /logging), each failed upstream attempt is logged: endpoint, error, retried or not', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
+    const { logger, lines } = capturedLogger('info');
     const closed = await freePort();
-    const dead = await startGateway({ 'routes.yaml': singleRouteYaml({ upstreamPort: closed }) }, { opts: { logger: pino({ level: 'info' }, sink) } });
+    const dead = await startGateway({ 'routes.yaml': singleRouteYaml({ upstreamPort: closed }) }, { opts: { logger } });
     try {
       const attempts = () => lines.filter((l) => l.includes('upstream attempt'));
       assert.equal((await httpGet(dead.port(80), '/')).status, 503);

@@ -11,10 +11,9 @@ import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import tls from 'node:tls';
-import pino from 'pino';
 import { startGateway, type TestGateway } from '../helpers/gateway';
+import { capturedLogger } from '../helpers/log';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem, type Pem } from '../helpers/certs';
 import { curl, waitFor, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
@@ -340,8 +339,7 @@ describe('TLS gateway log: a failed handshake is reported, a reset of an establi
 
   it('logs "TLS handshake failed" for a MUTUAL client without a certificate, not for a client resetting after its handshake', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tls-log-'));
-    const lines: string[] = [];
-    const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
+    const { logger, lines } = capturedLogger('warn');
     const ca = await makeCa(dir, 'ca');
     const g = await startGateway({
       'secrets.yaml': tlsSecretYaml('simple-credential', 'istio-system', await makeLeaf(dir, ca, 'simple', ['simple.example.com']))
@@ -359,7 +357,7 @@ spec:
     hosts: [mtls.example.com]
     tls: {mode: MUTUAL, credentialName: mtls-credential}
 `,
-    }, { serverPorts: [8443], opts: { logger: pino({ level: 'warn' }, sink) } });
+    }, { serverPorts: [8443], opts: { logger } });
     const port = g.port(8443);
     const failures = () => lines.filter((l) => l.includes('TLS handshake failed')).map((l) => JSON.parse(l) as { chain: string; sni: string; err: string });
     try {
