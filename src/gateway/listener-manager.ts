@@ -25,6 +25,7 @@ import type { ServerCredentialSource } from '../tls/secrets';
 import { isMeshHello } from './tls-listener';
 import { isOwnListener, originalDestination, type OriginalDestination } from '../sidecar/original-dst';
 import { looksLikeHttp, rememberOriginalDst } from '../sidecar/capture';
+import { H1Connection } from './http/h1-lane';
 
 /**
  * On a captured port whose protocol no service declares, how long to wait for the client's first
@@ -56,6 +57,8 @@ export interface HttpLimits {
   readonly requestTimeoutMs: number;
   /** Idle keep-alive connections are closed after this. */
   readonly keepAliveTimeoutMs: number;
+  /** Serve plain HTTP/1.1 requests on the lean lane (h1-lane.ts); false: node:http serves every one. */
+  readonly http1Lane: boolean;
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
@@ -63,6 +66,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   headersTimeoutMs: 15_000,
   requestTimeoutMs: 300_000,
   keepAliveTimeoutMs: 300_000,
+  http1Lane: true,
 };
 
 const H2_MAX_CONCURRENT_STREAMS = 100;
@@ -102,9 +106,16 @@ function serveH2(stack: HttpStack, socket: Socket): void {
   serveH2Socket(stack.h2, socket);
 }
 
-/** One HTTP/1 and one HTTP/2 server fed sockets by a listener (they never listen themselves). */
+/**
+ * One HTTP/1 and one HTTP/2 server fed sockets by a listener (they never listen themselves), and
+ * the HTTP/1.1 lane in front of the former.
+ */
 interface HttpStack {
   readonly http: http.Server;
+  /** Serve an HTTP/1 connection: on the lane, which hands it to `http` at a request it leaves to node. */
+  readonly serveHttp1: (socket: Socket) => void;
+  /** Connections on the lane now. */
+  readonly lane: Set<H1Connection>;
   readonly h2: http2.Http2Server;
   readonly sessions: Set<http2.ServerHttp2Session>;
 }
@@ -239,7 +250,7 @@ export class ListenerManager {
         return sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => {
           const stack = this.stack(l, '');
           if (protocol === 'h2c') return serveH2(stack, socket); // reads what is buffered itself
-          stack.http.emit('connection', socket);
+          stack.serveHttp1(socket);
           socket.resume(); // the HTTP/1 parser takes the sniffed bytes as the first 'data' event
         });
       case 'TCP':
@@ -254,7 +265,7 @@ export class ListenerManager {
           return {
             connection: (tlsSocket, alpn) => {
               if (alpn === 'h2') serveH2(stack, tlsSocket);
-              else stack.http.emit('connection', tlsSocket);
+              else stack.serveHttp1(tlsSocket);
             },
           };
         });
@@ -284,7 +295,7 @@ export class ListenerManager {
       sniffPlaintext(socket, this.deps.limits.headersTimeoutMs, (protocol) => {
         const stack = this.stack(l, `out:${dst.port}`, { port: dst.port, scheme: 'http', capturePort: l.def.port });
         if (protocol === 'h2c') return serveH2(stack, socket); // reads what is buffered itself
-        stack.http.emit('connection', socket);
+        stack.serveHttp1(socket);
         socket.resume();
       });
       socket.resume(); // paused after a ClientHello read: the sniffer needs the (unshifted) bytes flowing
@@ -358,7 +369,7 @@ export class ListenerManager {
         if (socket instanceof tls.TLSSocket && socket.alpnProtocol !== 'h2') (socket as { alpnProtocol: string | false | null }).alpnProtocol = 'h2';
         return serveH2(stack, socket);
       }
-      stack.http.emit('connection', socket);
+      stack.serveHttp1(socket);
       socket.resume();
     };
     const route = () => ({ ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] });
@@ -449,7 +460,13 @@ export class ListenerManager {
       watchPrematureResets(session);
     });
     h2.on('sessionError', () => {});
-    return { http: server, h2, sessions };
+    const lane = new Set<H1Connection>();
+    const toNode = (socket: Socket) => server.emit('connection', socket);
+    const laneHandler = this.deps.proxy.laneHandler(entry);
+    const serveHttp1 = limits.http1Lane
+      ? (socket: Socket) => void new H1Connection(socket, limits, laneHandler, toNode, lane)
+      : toNode;
+    return { http: server, h2, sessions, serveHttp1, lane };
   }
 
   /**
@@ -486,7 +503,10 @@ export class ListenerManager {
       resolve();
     })));
     const closeIdle = () => {
-      for (const stack of l.stacks.values()) stack.http.closeIdleConnections();
+      for (const stack of l.stacks.values()) {
+        stack.http.closeIdleConnections();
+        for (const c of stack.lane) if (c.idle) c.destroy();
+      }
     };
     closeIdle();
     for (const stack of l.stacks.values()) for (const s of stack.sessions) s.close(); // GOAWAY: streams in flight finish
@@ -513,6 +533,7 @@ export class ListenerManager {
     for (const l of all) {
       for (const stack of l.stacks.values()) {
         stack.http.closeAllConnections();
+        for (const c of stack.lane) c.destroy();
         for (const s of stack.sessions) s.destroy();
       }
       for (const s of l.sockets) s.destroy();

@@ -33,7 +33,7 @@ export function bindSession(session: http2.Http2Session): void {
 }
 
 /** The socket a request came on: its own (HTTP/1), or its HTTP/2 session's. */
-export function connectionOf(req: IncomingMessage): Socket {
+export function connectionOf(req: Pick<IncomingMessage, 'socket'>): Socket {
   const session = (req as { stream?: { session?: object } }).stream?.session;
   return (session && socketOfSession.get(session)) ?? req.socket;
 }
@@ -50,7 +50,7 @@ export interface Downstream {
   readonly localAddress: string | undefined;
 }
 
-export function downstreamOf(req: IncomingMessage): Downstream {
+export function downstreamOf(req: Pick<IncomingMessage, 'socket'>): Downstream {
   const conn = connectionOf(req);
   const dst = originalDstOf(conn);
   const secure = conn instanceof tls.TLSSocket;

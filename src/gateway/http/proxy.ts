@@ -28,6 +28,7 @@ import { applyHeaderOpsFlat, corsPreflight, corsResponseHeaders, decideFault, ha
 import { randomBytes } from 'node:crypto';
 import { upstreamTlsOptions } from '../../tls/upstream';
 import { claimUpstreamSocket } from '../../registry/upstream-socket';
+import type { H1Request, H1Response } from './h1-lane';
 
 export interface ProxyDeps {
   readonly store: { readonly current: Snapshot };
@@ -92,6 +93,33 @@ export function backoffMs(retryNumber: number, rand: number): number {
   return Math.floor(rand * ceiling);
 }
 
+/**
+ * What the proxy reads of a downstream request: node:http's IncomingMessage, node:http2's
+ * compatibility request, or the HTTP/1.1 lane's (h1-lane.ts).
+ */
+export type DownstreamRequest = Pick<IncomingMessage,
+  'method' | 'url' | 'headers' | 'rawHeaders' | 'httpVersion' | 'httpVersionMajor' | 'httpVersionMinor' | 'socket' | 'complete'>;
+
+/** What the proxy does with a downstream response: node's (HTTP/1 and HTTP/2) or the HTTP/1.1 lane's. */
+export interface DownstreamResponse {
+  readonly shouldKeepAlive: boolean;
+  readonly destroyed: boolean;
+  writeHead(status: number, headers: string[]): unknown;
+  write(chunk: Buffer): boolean;
+  end(chunk?: string): unknown;
+  destroy(err?: Error): unknown;
+  addTrailers(trailers: Record<string, string | string[]>): void;
+  removeHeader(name: string): void;
+  on(event: 'close', fn: () => void): unknown;
+  once(event: 'close' | 'drain', fn: () => void): unknown;
+}
+
+/** node's own request and response, for what only they do: bodies, and HTTP/2's stream. */
+interface NodeIo {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+}
+
 /** State of one downstream request while it is in flight. */
 class Exchange {
   readonly startTime = Date.now();
@@ -129,8 +157,10 @@ class Exchange {
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
   constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
+    readonly req: DownstreamRequest,
+    readonly res: DownstreamResponse,
+    /** Set when node:http or node:http2 parsed the request (absent: the HTTP/1.1 lane's, never with a body). */
+    readonly node: NodeIo | undefined,
     readonly deps: ProxyDeps,
     scheme: 'http' | 'https',
   ) {
@@ -291,19 +321,20 @@ class Exchange {
         else res.removeHeader('connection');
       }
       if (!length && body && req.httpVersionMinor === 1) list.push('transfer-encoding', 'chunked');
-    } else if (!body && !trailersMayFollow) {
+    } else if (!body && !trailersMayFollow && this.node) {
       // HTTP/2 with nothing to follow: the head waits for end() (the same turn: a local reply, or an
       // HTTP/1.1 upstream's bodiless answer, complete with its head) and goes out as one HEADERS
       // frame that ends the stream, as Envoy sends it (not HEADERS, then an empty DATA frame).
-      res.statusCode = status;
+      const h2 = this.node.res;
+      h2.statusCode = status;
       for (let i = 0; i + 1 < list.length; i += 2) {
         const [name, value] = [list[i]!, list[i + 1]!];
-        const had = res.getHeader(name);
-        res.setHeader(name, had === undefined ? value : [...(Array.isArray(had) ? had : [String(had)]), value]);
+        const had = h2.getHeader(name);
+        h2.setHeader(name, had === undefined ? value : [...(Array.isArray(had) ? had : [String(had)]), value]);
       }
       return;
-    } else if (!trailersMayFollow) {
-      withoutTrailers(res);
+    } else if (!trailersMayFollow && this.node) {
+      withoutTrailers(this.node.res);
     }
     res.writeHead(status, list);
   }
@@ -448,7 +479,7 @@ export function chainKeysOf(socket: IncomingMessage['socket']): ChainKeys {
   return { sni: servername || undefined, localAddress: plainAddress(socket.localAddress) };
 }
 
-function hasBody(req: IncomingMessage): boolean {
+function hasBody(req: DownstreamRequest): boolean {
   const cl = req.headers['content-length'];
   if (cl !== undefined) return cl !== '0';
   if (req.headers['transfer-encoding'] !== undefined) return true;
@@ -462,7 +493,7 @@ function hasBody(req: IncomingMessage): boolean {
  * HTTP/0.9 (no headers, no Host) is not served; an HTTP/1.0 request with Transfer-Encoding has
  * faulty framing (RFC 9112 6.1: a 1.0 hop before us may have read its body differently).
  */
-function soundFraming(req: IncomingMessage): boolean {
+function soundFraming(req: DownstreamRequest): boolean {
   if (req.httpVersionMajor === 0) return false;
   return !(req.httpVersionMajor === 1 && req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined);
 }
@@ -474,7 +505,7 @@ export class HttpProxy {
   handler(entry: HttpEntry): (req: IncomingMessage, res: ServerResponse) => void {
     return (req, res) => {
       try {
-        this.serve(req, res, entry);
+        this.serve(req, res, { req, res }, entry);
       } catch (err) {
         // A bug must cost one request, never the process.
         res.destroy(err as Error);
@@ -490,7 +521,7 @@ export class HttpProxy {
   abandoned(entry: HttpEntry): (req: IncomingMessage, res: ServerResponse) => void {
     return (req, res) => {
       try {
-        const ex = new Exchange(req, res, this.deps, entry.scheme);
+        const ex = new Exchange(req, res, { req, res }, this.deps, entry.scheme);
         ex.entry = entry;
         ex.disconnected();
       } catch {
@@ -499,11 +530,22 @@ export class HttpProxy {
     };
   }
 
-  routeInput(req: IncomingMessage, scheme: 'http' | 'https'): RouteInput {
+  /** The request listener of the HTTP/1.1 lane for one entry. */
+  laneHandler(entry: HttpEntry): (req: H1Request, res: H1Response) => void {
+    return (req, res) => {
+      try {
+        this.serve(req, res, undefined, entry);
+      } catch (err) {
+        res.destroy(err as Error); // a bug must cost one request, never the process
+      }
+    };
+  }
+
+  routeInput(req: DownstreamRequest, scheme: 'http' | 'https'): RouteInput {
     return { authority: authorityOf(req.headers) ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
   }
 
-  private serve(req: IncomingMessage, res: ServerResponse, entry: HttpEntry): void {
+  private serve(req: DownstreamRequest, res: DownstreamResponse, node: NodeIo | undefined, entry: HttpEntry): void {
     const scheme = entry.scheme;
     // Routing, the upstream and the access log see the normalized path (and an absolute-form target's authority).
     const target = requestTarget(req.url ?? '/');
@@ -511,7 +553,7 @@ export class HttpProxy {
       req.url = target.path;
       if (target.authority !== undefined) req.headers.host = target.authority;
     }
-    const ex = new Exchange(req, res, this.deps, scheme);
+    const ex = new Exchange(req, res, node, this.deps, scheme);
     ex.entry = entry;
     if (entry.inboundCluster !== undefined) {
       // The caller's peer metadata names it in metrics; the application never sees it (Envoy's
@@ -631,10 +673,11 @@ export class HttpProxy {
   }
 
   private forward(ex: Exchange, route: CompiledRoute, cluster: Cluster, path: string, endpoint: Endpoint | undefined): void {
-    const req = ex.req;
-    if (!hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path, endpoint).start();
+    // Only node's servers pass on requests with a body (the HTTP/1.1 lane hands those connections to node:http).
+    const req = ex.node?.req;
+    if (!req || !hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path, endpoint).start();
     const length = Number(req.headers['content-length']);
-    if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, 'stream', path, endpoint).start();
+    if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, req, path, endpoint).start();
     // A small body is read whole first, so a retry or a mirror can send it again.
     readBody(req, REPLAYABLE_BODY_BYTES).then((body) => {
       if (ex.finished) return;
@@ -688,15 +731,19 @@ class Forwarder {
     private readonly ex: Exchange,
     private readonly route: CompiledRoute,
     private readonly cluster: Cluster,
-    /** null: no body; a Buffer: small, read whole (replayable); 'stream': streamed once, never retried. */
-    private readonly body: Buffer | 'stream' | null,
+    /** null: no body; a Buffer: small, read whole (replayable); the request itself: streamed once, never retried. */
+    private readonly body: Buffer | IncomingMessage | null,
     path: string,
     /** An original-destination endpoint, used for every attempt instead of the load balancer. */
     private readonly fixed?: Endpoint,
   ) {
     this.policy = route.retry;
     this.path = path;
+    this.streamed = body === null || Buffer.isBuffer(body) ? undefined : body;
   }
+
+  /** The request whose body streams upstream once (not replayable). */
+  private readonly streamed: IncomingMessage | undefined;
 
   start(): void {
     this.ex.onDownstreamClose = () => {
@@ -719,15 +766,15 @@ class Forwarder {
    * read whole before forwarding starts.
    */
   private whenRequestComplete(fn: () => void): void {
-    const req = this.ex.req;
-    if (this.body !== 'stream' || req.complete) fn();
+    const req = this.streamed;
+    if (!req || req.complete) fn();
     else req.once('end', fn);
   }
 
   /** Copies to the mirror destinations: fire and forget, never touching the main request. */
   private mirror(): void {
     const mirrors = this.route.mirrors;
-    if (!mirrors || this.body === 'stream') return; // a streamed body cannot be sent twice
+    if (!mirrors || this.streamed) return; // a streamed body cannot be sent twice
     for (const m of mirrors) {
       if (this.deps.random() >= m.fraction) continue;
       const cluster = this.deps.registry.get(m.cluster);
@@ -845,8 +892,9 @@ class Forwarder {
       });
     }
     const started = performance.now();
-    const body = this.body !== 'stream' ? this.body
-      : (ex.req.headers['content-length'] !== undefined ? ex.req : Readable.from(counted(ex.req, ex), { objectMode: false }));
+    const streamed = this.streamed;
+    const body = !streamed ? this.body as Buffer | null
+      : (streamed.headers['content-length'] !== undefined ? streamed : Readable.from(counted(streamed, ex), { objectMode: false }));
     let resume: (() => void) | undefined;
     const onDrain = () => resume?.();
     /** The answer has no body (204, 304): undici's complaint about its Content-Length is no error. */
@@ -984,7 +1032,7 @@ class Forwarder {
   /** takeRetrySlot, saying why not: the attempts are used up, the maxRetries budget refused, or the body or request rule it out. */
   private retryVerdict(): 'taken' | 'attempts' | 'budget' | 'other' {
     if (this.attempts > this.policy.attempts) return 'attempts';
-    if (this.body === 'stream' || this.ex.finished) return 'other';
+    if (this.streamed || this.ex.finished) return 'other';
     if (!this.cluster.admitRetry()) return 'budget';
     this.retrySlot = true;
     return 'taken';

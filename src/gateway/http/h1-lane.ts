@@ -1,0 +1,447 @@
+// The fast lane for plain HTTP/1.1. Node's HTTP server costs about a third of the CPU of a proxied
+// request (an IncomingMessage and a ServerResponse stream each, header validation twice, a parser
+// callback per header), most of it for cases a keep-alive GET never meets. This lane serves the
+// common request itself: an HTTP/1.1 head that arrived whole, with a method it knows, no body, no
+// upgrade, no duplicate header and nothing it is unsure of. Anything else, at a request boundary,
+// hands the connection (with every unread byte) to node:http for the rest of its life, and node
+// answers it as before: errors (400, 431), bodies, Expect, HTTP/1.0, upgrades, pipelined oddities.
+// So this parser only has to recognise the simple case exactly; it never has to reject anything.
+//
+// One request is served at a time per connection, as node:http does; pipelined requests wait in
+// the buffer (bounded: reading pauses past it) and are taken when the response before them ends.
+
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+
+export interface H1LaneLimits {
+  /** A head larger than this goes to node:http, which answers 431. */
+  readonly maxHeaderBytes: number;
+  /** An idle keep-alive connection is closed after this. */
+  readonly keepAliveTimeoutMs: number;
+}
+
+/** A request head this lane serves itself. */
+export interface ParsedHead {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: string[];
+  /** No `close` among the Connection header's tokens. */
+  readonly keepAlive: boolean;
+  /** Bytes of the head, final blank line included. */
+  readonly length: number;
+}
+
+/** Why a head is not served here: incomplete (more bytes may come), or for node:http. */
+export type NotLane = 'partial' | 'node';
+
+const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
+/** Methods whose bodiless requests the lane serves (others, CONNECT among them, go to node:http). */
+const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
+/** A control character other than HTAB, CR and LF, or a CR or LF that is not part of a CRLF. */
+const BAD_HEAD_BYTES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
+const TARGET = /^[\x21-\x7e]+$/;
+/** Requests whose framing or meaning node:http handles: bodies, upgrades, Expect. */
+const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', '__proto__']);
+const MAX_HEADERS = 100;
+
+/** RFC 9110 token characters (header names). */
+const TOKEN = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
+
+function isToken(s: string): boolean {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 127 || TOKEN[c] === 0) return false;
+  }
+  return true;
+}
+
+/** Strip optional whitespace (SP, HTAB) at both ends: String.trim would also take latin1 NBSP. */
+function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+/** Does a Connection header value list `close` (tokens, any case)? Undefined when it lists `upgrade`. */
+function connectionKeepsAlive(value: string): boolean | undefined {
+  let keep = true;
+  for (const t of value.split(',')) {
+    const token = trimOws(t).toLowerCase();
+    if (token === 'close') keep = false;
+    else if (token === 'upgrade') return undefined;
+  }
+  return keep;
+}
+
+/**
+ * The request head at the start of `buf`, when this lane serves it. Pure: reads `buf` only.
+ * 'partial': no complete head yet (and not over the size limit); 'node': node:http serves it.
+ */
+export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHead | NotLane {
+  const scan = buf.length > maxHeaderBytes ? buf.subarray(0, maxHeaderBytes) : buf;
+  const end = scan.indexOf(CRLFCRLF);
+  if (end < 0) return buf.length >= maxHeaderBytes ? 'node' : 'partial';
+  const head = buf.toString('latin1', 0, end);
+  if (BAD_HEAD_BYTES.test(head)) return 'node';
+  const lines = head.split('\r\n');
+  if (lines.length - 1 > MAX_HEADERS) return 'node';
+  const first = lines[0]!;
+  const sp1 = first.indexOf(' ');
+  const sp2 = first.indexOf(' ', sp1 + 1);
+  if (sp1 < 0 || sp2 < 0) return 'node';
+  const method = first.slice(0, sp1);
+  const url = first.slice(sp1 + 1, sp2);
+  if (!METHODS.has(method) || first.slice(sp2 + 1) !== 'HTTP/1.1' || !TARGET.test(url)) return 'node';
+  const headers: IncomingHttpHeaders = {};
+  const rawHeaders: string[] = [];
+  let keepAlive = true;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    if (colon <= 0) return 'node';
+    const name = line.slice(0, colon);
+    if (!isToken(name)) return 'node'; // obs-fold, whitespace before the colon, ...
+    const lower = name.toLowerCase();
+    const value = trimOws(line.slice(colon + 1));
+    if (NODE_HEADERS.has(lower)) return 'node';
+    if (lower === 'content-length') {
+      if (value !== '0') return 'node'; // a body: node:http reads it
+    } else if (lower === 'connection') {
+      const keep = connectionKeepsAlive(value);
+      if (keep === undefined) return 'node';
+      keepAlive = keep;
+    }
+    // Node joins some repeated headers, keeps the first of others and makes arrays of a few: the
+    // lane leaves every repeat to it rather than copy those rules (and any name Object.prototype has).
+    if (headers[lower] !== undefined) return 'node';
+    headers[lower] = value;
+    rawHeaders.push(name, value);
+  }
+  if (headers.host === undefined) return 'node'; // HTTP/1.1 requires one: node:http answers 400
+  return { method, url, headers, rawHeaders, keepAlive, length: end + 4 };
+}
+
+/** What the proxy reads of a request the lane parsed (the subset of IncomingMessage it uses). */
+export class H1Request {
+  readonly httpVersion = '1.1';
+  readonly httpVersionMajor = 1;
+  readonly httpVersionMinor = 1;
+  /** The lane's requests have no body: whole once parsed. */
+  readonly complete = true;
+  readonly method: string;
+  url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: string[];
+
+  constructor(head: ParsedHead, readonly socket: Socket) {
+    this.method = head.method;
+    this.url = head.url;
+    this.headers = head.headers;
+    this.rawHeaders = head.rawHeaders;
+  }
+}
+
+const HEADER_VALUE_BAD = /[^\t\x20-\x7e\x80-\xff]/;
+/** Above this, a body chunk is written after the head (writev), not copied next to it. */
+const COPY_LIMIT = 16 * 1024;
+
+function headerError(name: string): Error {
+  return Object.assign(new TypeError(`invalid response header ${JSON.stringify(name)}`), { code: 'ERR_INVALID_CHAR' });
+}
+
+/**
+ * The response to an H1Request: the part of ServerResponse the proxy uses. The head waits for the
+ * first body bytes (or the end) and goes out with them in one write, as node:http sends it.
+ * 'close' is emitted only when the connection goes before the response ended.
+ */
+export class H1Response {
+  headersSent = false;
+  destroyed = false;
+  finished = false;
+  private head: string | undefined;
+  private chunked = false;
+  private body = true;
+  private closeFns: (() => void)[] | undefined;
+  private drainFns: (() => void)[] | undefined;
+  private trailers = '';
+
+  constructor(private readonly conn: H1Connection, readonly shouldKeepAlive: boolean, private readonly isHead: boolean) {}
+
+  /** The lane adds no headers of its own (no Connection: keep-alive): nothing to remove. */
+  removeHeader(_name: string): void {}
+
+  /** `list`: flat [name, value, ...]. Throws, as ServerResponse does, on a name or value that cannot be sent. */
+  writeHead(status: number, list: readonly string[]): this {
+    if (this.headersSent) throw new Error('headers already sent');
+    let text = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+    let length = false;
+    for (let i = 0; i + 1 < list.length; i += 2) {
+      const name = list[i]!;
+      const value = list[i + 1]!;
+      if (!isToken(name)) throw headerError(name);
+      if (HEADER_VALUE_BAD.test(value)) throw headerError(name);
+      const n = name.length;
+      if (n === 14 || n === 17 || n === 10) {
+        const lower = name.toLowerCase();
+        if (lower === 'content-length') length = true;
+        else if (lower === 'transfer-encoding') this.chunked = /(^|,)[\t ]*chunked[\t ]*$/i.test(value);
+        else if (lower === 'connection' && connectionKeepsAlive(value) === false) this.conn.closeAfterResponse();
+      }
+      text += `${name}: ${value}\r\n`;
+    }
+    this.head = `${text}\r\n`;
+    this.headersSent = true;
+    // Node's rules: no body on HEAD, 1xx, 204, 304.
+    this.body = !this.isHead && status >= 200 && status !== 204 && status !== 304;
+    // A body framed by neither length nor chunks ends with the connection.
+    if (this.body && !length && !this.chunked) this.conn.closeAfterResponse();
+    return this;
+  }
+
+  write(chunk: Buffer | string): boolean {
+    if (this.destroyed || this.finished) return false;
+    if (!this.headersSent) this.writeHead(200, []);
+    if (!this.body) return true;
+    const data = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    if (data.length === 0) return true;
+    return this.send(data, false);
+  }
+
+  end(chunk?: Buffer | string): void {
+    if (this.destroyed || this.finished) return;
+    if (!this.headersSent) this.writeHead(200, []);
+    const data = chunk === undefined || !this.body ? undefined : typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    this.finished = true;
+    this.send(data !== undefined && data.length > 0 ? data : undefined, true);
+    this.conn.responseEnded(this);
+  }
+
+  /** Trailers for a chunked body (ignored otherwise, as node:http does). */
+  addTrailers(trailers: Readonly<Record<string, string | readonly string[]>>): void {
+    for (const [name, v] of Object.entries(trailers)) {
+      for (const value of typeof v === 'string' ? [v] : v) {
+        if (!isToken(name) || HEADER_VALUE_BAD.test(value)) throw headerError(name);
+        this.trailers += `${name}: ${value}\r\n`;
+      }
+    }
+  }
+
+  destroy(_err?: Error): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.conn.destroy();
+  }
+
+  on(event: 'close' | 'drain', fn: () => void): this {
+    if (event === 'close') (this.closeFns ??= []).push(fn);
+    else (this.drainFns ??= []).push(fn);
+    return this;
+  }
+
+  once(event: 'close' | 'drain', fn: () => void): this {
+    return this.on(event, fn);
+  }
+
+  /** The connection closed before this response ended. */
+  closed(): void {
+    this.destroyed = true;
+    if (this.finished) return;
+    const fns = this.closeFns;
+    this.closeFns = undefined;
+    if (fns) for (const fn of fns) fn();
+  }
+
+  drained(): void {
+    const fns = this.drainFns;
+    this.drainFns = undefined;
+    if (fns) for (const fn of fns) fn();
+  }
+
+  /** One write: the head if it is still waiting, the body bytes (chunk-framed), and the end. */
+  private send(data: Buffer | undefined, last: boolean): boolean {
+    const head = this.head ?? '';
+    this.head = undefined;
+    let before = head;
+    let after = '';
+    if (this.chunked && this.body) {
+      if (data) {
+        before += `${data.length.toString(16)}\r\n`;
+        after = '\r\n';
+      }
+      if (last) after += `0\r\n${this.trailers}\r\n`;
+    }
+    const socket = this.conn.socket;
+    if (!data) return before.length + after.length === 0 ? true : socket.write(before + after, 'latin1');
+    if (before.length + after.length === 0) return socket.write(data);
+    if (data.length <= COPY_LIMIT) {
+      const out = Buffer.allocUnsafe(before.length + data.length + after.length);
+      out.write(before, 0, 'latin1');
+      data.copy(out, before.length);
+      if (after.length > 0) out.write(after, before.length + data.length, 'latin1');
+      return socket.write(out);
+    }
+    socket.cork();
+    if (before.length > 0) socket.write(before, 'latin1');
+    socket.write(data);
+    const ok = after.length > 0 ? socket.write(after, 'latin1') : socket.writableLength < socket.writableHighWaterMark;
+    socket.uncork();
+    return ok;
+  }
+}
+
+/** Bytes a connection may hold unread while a response is in flight before reading pauses. */
+const PIPELINE_BUFFER = 64 * 1024;
+
+/**
+ * One client connection on the lane: reads heads, serves one request at a time, hands the
+ * connection to node:http at the first request it does not serve itself.
+ */
+export class H1Connection {
+  private buffered: Buffer | undefined;
+  private current: H1Response | undefined;
+  private pumping = false;
+  private keepAlive = true;
+  private gone = false;
+  private lastActive = Date.now();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly onData = (chunk: Buffer) => this.data(chunk);
+  private readonly onEnd = () => this.clientEnded();
+  private readonly onClose = () => this.socketClosed();
+  private readonly onDrain = () => this.current?.drained();
+
+  constructor(
+    readonly socket: Socket,
+    private readonly limits: H1LaneLimits,
+    private readonly serve: (req: H1Request, res: H1Response) => void,
+    /** Give the socket (its unread bytes unshifted) to node:http. */
+    private readonly handOff: (socket: Socket) => void,
+    private readonly live: Set<H1Connection>,
+  ) {
+    live.add(this);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+    this.armIdle(limits.keepAliveTimeoutMs);
+  }
+
+  /** Idle: no response in flight and nothing waiting to be read (drain closes these). */
+  get idle(): boolean {
+    return this.current === undefined && this.buffered === undefined;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** The response in flight says the connection ends with it (Connection: close, or no framing). */
+  closeAfterResponse(): void {
+    this.keepAlive = false;
+  }
+
+  /** From the response in flight: it has been written whole. */
+  responseEnded(res: H1Response): void {
+    if (res !== this.current) return;
+    this.current = undefined;
+    this.lastActive = Date.now();
+    if (!this.keepAlive) {
+      this.detach();
+      this.socket.end();
+      return;
+    }
+    if (this.socket.isPaused()) this.socket.resume();
+    // A pipelined request waiting: served after the caller of end() has finished with the one before
+    // (its access-log line first), not inside that call.
+    if (this.buffered !== undefined) process.nextTick(this.pumpLater);
+  }
+
+  private readonly pumpLater = () => this.pump();
+
+  private data(chunk: Buffer): void {
+    this.buffered = this.buffered === undefined ? chunk : Buffer.concat([this.buffered, chunk]);
+    if (this.current) {
+      if (this.buffered.length > PIPELINE_BUFFER) this.socket.pause();
+      return;
+    }
+    this.pump();
+  }
+
+  /** Serve what is buffered, one request at a time (re-entered from a response ending in the same turn: a loop, not recursion). */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.current === undefined && this.buffered !== undefined && !this.gone) {
+        const head = parseRequestHead(this.buffered, this.limits.maxHeaderBytes);
+        if (head === 'partial' || head === 'node') return this.toNode();
+        this.buffered = head.length === this.buffered.length ? undefined : this.buffered.subarray(head.length);
+        this.keepAlive = head.keepAlive;
+        const res = new H1Response(this, head.keepAlive, head.method === 'HEAD');
+        this.current = res;
+        this.serve(new H1Request(head, this.socket), res);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** node:http takes the connection from here on, unread bytes first. */
+  private toNode(): void {
+    const rest = this.buffered;
+    this.buffered = undefined;
+    this.detach();
+    this.socket.pause();
+    if (rest) this.socket.unshift(rest);
+    this.handOff(this.socket);
+    this.socket.resume();
+  }
+
+  private detach(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.live.delete(this);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onClose);
+    this.socket.off('drain', this.onDrain);
+  }
+
+  /**
+   * The client's FIN. A request in flight is abandoned, as node:http does it (and Envoy, which logs
+   * it DC): the answer is not sent, and the connection ends.
+   */
+  private clientEnded(): void {
+    const res = this.current;
+    this.current = undefined;
+    this.detach();
+    this.socket.end();
+    res?.closed();
+  }
+
+  private socketClosed(): void {
+    const res = this.current;
+    this.current = undefined;
+    this.detach();
+    res?.closed();
+  }
+
+  /**
+   * One timer per connection: when it fires, a connection idle for the keep-alive time is closed;
+   * otherwise it is set again for the time left (no timer work per request).
+   */
+  private armIdle(ms: number): void {
+    this.idleTimer = setTimeout(() => {
+      if (this.gone) return;
+      const left = this.lastActive + this.limits.keepAliveTimeoutMs - Date.now();
+      if (this.current !== undefined || left > 0) return this.armIdle(this.current !== undefined ? this.limits.keepAliveTimeoutMs : left);
+      this.socket.destroy();
+    }, ms);
+    this.idleTimer.unref();
+  }
+}
