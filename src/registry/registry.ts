@@ -4,6 +4,7 @@
 
 import { Pool, type Dispatcher } from 'undici';
 import { H2cPool } from './h2c-pool';
+import { H1Pool } from './h1-pool';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
 import { isIP } from '../config/names';
 import { Cluster, Endpoint as EndpointClass, endpointKey, type Endpoint, type Random } from './cluster';
@@ -62,9 +63,47 @@ interface PoolEntry {
   uses: number;
 }
 
+/** undici's Pool toward an endpoint: TLS upstreams, and plain ones' streamed uploads. */
+function undiciPool(endpoint: Endpoint, opts: PoolOptions): Pool {
+  return new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
+    connections: opts.maxConnections ?? null,
+    pipelining: 1,
+    connect: opts.tls?.mesh
+      ? meshConnector(opts.tls.connect, { timeoutMs: opts.connectTimeoutMs, h2: opts.http2 === true, keepaliveMs: opts.keepaliveMs })
+      : {
+        timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
+        ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
+      },
+    connectTimeout: opts.connectTimeoutMs,
+    keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
+    keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),
+    ...(opts.maxRequestsPerConnection ? { maxRequestsPerClient: opts.maxRequestsPerConnection } : {}),
+    ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+    ...(opts.http2 ? { allowH2: true } : {}),
+    headersTimeout: 0,
+    bodyTimeout: 0,
+    strictContentLength: true,
+  });
+}
+
+/** Count a pool's connections in the endpoint's stats (upstream_cx_total, _active, _connect_fail). */
+function countConnections<P extends UpstreamPool>(pool: P, stats: ConnectionStats): P {
+  pool.on('connect', () => {
+    stats.cxTotal += 1;
+    stats.cxActive += 1;
+  });
+  pool.on('disconnect', () => {
+    stats.cxActive = Math.max(0, stats.cxActive - 1);
+  });
+  pool.on('connectionError', () => {
+    stats.cxConnectFail += 1;
+  });
+  return pool;
+}
+
 /** Requests a pool carries now (running or waiting for a connection). */
 function inFlight(pool: UpstreamPool): number {
-  if (pool instanceof H2cPool) return pool.inFlight;
+  if (pool instanceof H2cPool || pool instanceof H1Pool) return pool.inFlight;
   if (pool instanceof Pool) return pool.stats.size;
   return 0;
 }
@@ -308,42 +347,23 @@ export class Registry {
     let entry = this.pools.get(key);
     if (entry) entry.uses += 1;
     else {
-      // h2c (prior knowledge) on node:http2 (h2c-pool.ts); HTTP/1.1, and TLS with ALPN, on undici.
+      // h2c (prior knowledge) on node:http2 (h2c-pool.ts); plain HTTP/1.1 on ours (h1-pool.ts, its
+      // streamed uploads on undici); TLS, with ALPN, on undici.
+      const stats = this.connectionStats(endpoint.key);
       const pool: UpstreamPool = opts.http2 && !opts.tls ? new H2cPool({
         host: endpoint.address, port: endpoint.port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
         ...(opts.maxRequestsPerConnection ? { maxRequestsPerConnection: opts.maxRequestsPerConnection } : {}),
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
         ...(opts.keepaliveMs !== undefined ? { keepaliveMs: opts.keepaliveMs } : {}),
-      }) : new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
-        connections: opts.maxConnections ?? null,
-        pipelining: 1,
-        connect: opts.tls?.mesh
-          ? meshConnector(opts.tls.connect, { timeoutMs: opts.connectTimeoutMs, h2: opts.http2 === true, keepaliveMs: opts.keepaliveMs })
-          : {
-            timeout: opts.connectTimeoutMs, ...opts.tls?.connect,
-            ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
-          },
-        connectTimeout: opts.connectTimeoutMs,
-        keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
-        keepAliveMaxTimeout: Math.max(opts.idleTimeoutMs ?? 0, 3_600_000),
-        ...(opts.maxRequestsPerConnection ? { maxRequestsPerClient: opts.maxRequestsPerConnection } : {}),
+      }) : !opts.tls ? new H1Pool({
+        host: endpoint.address, port: endpoint.port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
+        ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
+        ...(opts.maxRequestsPerConnection ? { maxRequestsPerConnection: opts.maxRequestsPerConnection } : {}),
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-        ...(opts.http2 ? { allowH2: true } : {}),
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        strictContentLength: true,
-      });
-      const stats = this.connectionStats(endpoint.key);
-      pool.on('connect', () => {
-        stats.cxTotal += 1;
-        stats.cxActive += 1;
-      });
-      pool.on('disconnect', () => {
-        stats.cxActive = Math.max(0, stats.cxActive - 1);
-      });
-      pool.on('connectionError', () => {
-        stats.cxConnectFail += 1;
-      });
+        ...(opts.keepaliveMs !== undefined ? { keepaliveMs: opts.keepaliveMs } : {}),
+        streamingPool: () => countConnections(undiciPool(endpoint, opts), stats),
+      }) : undiciPool(endpoint, opts);
+      countConnections(pool, stats);
       entry = { pool, endpointKey: endpoint.key, stats, lastUsed: 0, uses: 1 };
       this.pools.set(key, entry);
       if (!this.liveKeys.has(endpoint.key)) {

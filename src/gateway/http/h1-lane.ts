@@ -12,6 +12,7 @@
 
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
+import { BAD_HEAD_BYTES, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from './wire';
 
 export interface H1LaneLimits {
   /** A head larger than this goes to node:http, which answers 431. */
@@ -35,37 +36,12 @@ export interface ParsedHead {
 /** Why a head is not served here: incomplete (more bytes may come), or for node:http. */
 export type NotLane = 'partial' | 'node';
 
-const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 /** Methods whose bodiless requests the lane serves (others, CONNECT among them, go to node:http). */
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
-/** A control character other than HTAB, CR and LF, or a CR or LF that is not part of a CRLF. */
-const BAD_HEAD_BYTES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 const TARGET = /^[\x21-\x7e]+$/;
 /** Requests whose framing or meaning node:http handles: bodies, upgrades, Expect. */
 const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', '__proto__']);
 const MAX_HEADERS = 100;
-
-/** RFC 9110 token characters (header names). */
-const TOKEN = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
-
-function isToken(s: string): boolean {
-  if (s.length === 0) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 127 || TOKEN[c] === 0) return false;
-  }
-  return true;
-}
-
-/** Strip optional whitespace (SP, HTAB) at both ends: String.trim would also take latin1 NBSP. */
-function trimOws(s: string): string {
-  let a = 0;
-  let b = s.length;
-  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
-  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
-  return a === 0 && b === s.length ? s : s.slice(a, b);
-}
 
 /** Does a Connection header value list `close` (tokens, any case)? Undefined when it lists `upgrade`. */
 function connectionKeepsAlive(value: string): boolean | undefined {
@@ -105,7 +81,7 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
     const colon = line.indexOf(':');
     if (colon <= 0) return 'node';
     const name = line.slice(0, colon);
-    if (!isToken(name)) return 'node'; // obs-fold, whitespace before the colon, ...
+    if (!TOKEN.test(name)) return 'node'; // obs-fold, whitespace before the colon, ...
     const lower = name.toLowerCase();
     const value = trimOws(line.slice(colon + 1));
     if (NODE_HEADERS.has(lower)) return 'node';
@@ -146,7 +122,6 @@ export class H1Request {
   }
 }
 
-const HEADER_VALUE_BAD = /[^\t\x20-\x7e\x80-\xff]/;
 /** Above this, a body chunk is written after the head (writev), not copied next to it. */
 const COPY_LIMIT = 16 * 1024;
 
@@ -183,7 +158,7 @@ export class H1Response {
     for (let i = 0; i + 1 < list.length; i += 2) {
       const name = list[i]!;
       const value = list[i + 1]!;
-      if (!isToken(name)) throw headerError(name);
+      if (!TOKEN.test(name)) throw headerError(name);
       if (HEADER_VALUE_BAD.test(value)) throw headerError(name);
       const n = name.length;
       if (n === 14 || n === 17 || n === 10) {
@@ -225,7 +200,7 @@ export class H1Response {
   addTrailers(trailers: Readonly<Record<string, string | readonly string[]>>): void {
     for (const [name, v] of Object.entries(trailers)) {
       for (const value of typeof v === 'string' ? [v] : v) {
-        if (!isToken(name) || HEADER_VALUE_BAD.test(value)) throw headerError(name);
+        if (!TOKEN.test(name) || HEADER_VALUE_BAD.test(value)) throw headerError(name);
         this.trailers += `${name}: ${value}\r\n`;
       }
     }
@@ -307,8 +282,7 @@ export class H1Connection {
   private pumping = false;
   private keepAlive = true;
   private gone = false;
-  private lastActive = Date.now();
-  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly idleTimer: IdleTimer;
   private readonly onData = (chunk: Buffer) => this.data(chunk);
   private readonly onEnd = () => this.clientEnded();
   private readonly onClose = () => this.socketClosed();
@@ -327,7 +301,7 @@ export class H1Connection {
     socket.on('end', this.onEnd);
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
-    this.armIdle(limits.keepAliveTimeoutMs);
+    this.idleTimer = new IdleTimer(limits.keepAliveTimeoutMs, () => this.current !== undefined, () => socket.destroy());
   }
 
   /** Idle: no response in flight and nothing waiting to be read (drain closes these). */
@@ -348,7 +322,7 @@ export class H1Connection {
   responseEnded(res: H1Response): void {
     if (res !== this.current) return;
     this.current = undefined;
-    this.lastActive = Date.now();
+    this.idleTimer.touch();
     if (!this.keepAlive) {
       this.detach();
       this.socket.end();
@@ -405,7 +379,7 @@ export class H1Connection {
     if (this.gone) return;
     this.gone = true;
     this.live.delete(this);
-    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer.stop();
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onClose);
@@ -429,19 +403,5 @@ export class H1Connection {
     this.current = undefined;
     this.detach();
     res?.closed();
-  }
-
-  /**
-   * One timer per connection: when it fires, a connection idle for the keep-alive time is closed;
-   * otherwise it is set again for the time left (no timer work per request).
-   */
-  private armIdle(ms: number): void {
-    this.idleTimer = setTimeout(() => {
-      if (this.gone) return;
-      const left = this.lastActive + this.limits.keepAliveTimeoutMs - Date.now();
-      if (this.current !== undefined || left > 0) return this.armIdle(this.current !== undefined ? this.limits.keepAliveTimeoutMs : left);
-      this.socket.destroy();
-    }, ms);
-    this.idleTimer.unref();
   }
 }
