@@ -463,9 +463,13 @@ export class ListenerManager {
     const lane = new Set<H1Connection>();
     const toNode = (socket: Socket) => server.emit('connection', socket);
     const laneHandler = this.deps.proxy.laneHandler(entry);
-    const serveHttp1 = limits.http1Lane
-      ? (socket: Socket) => void new H1Connection(socket, limits, laneHandler, toNode, lane)
-      : toNode;
+    const inbound = entry.inboundCluster !== undefined;
+    const hooks = {
+      serve: laneHandler,
+      handOff: toNode,
+      headTimeout: (socket: Socket) => this.clientError(Object.assign(new Error('headers timeout'), { code: 'ERR_HTTP_HEADERS_TIMEOUT' }), socket, inbound),
+    };
+    const serveHttp1 = limits.http1Lane ? (socket: Socket) => void new H1Connection(socket, limits, hooks, lane) : toNode;
     return { http: server, h2, sessions, serveHttp1, lane };
   }
 

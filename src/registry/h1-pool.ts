@@ -83,6 +83,8 @@ interface Job {
   readonly handler: Dispatcher.DispatchHandler;
   readonly body: Buffer | undefined;
   done: boolean;
+  /** Its bytes went to the upstream (an abort before that leaves the connection usable). */
+  sent: boolean;
   /** The access-log record's claim on the socket (taken right after onConnect, filled in at send). */
   claim?: SocketClaim;
 }
@@ -126,45 +128,51 @@ class Conn {
       pool.emit('connect');
       pool.spare.delete(this);
       const job = this.job;
-      if (job) this.send(job);
-      else pool.release(this); // its request was aborted while it connected
+      if (!job || !this.send(job)) pool.release(this); // its request went away while it connected
     });
     this.socket.on('data', (chunk: Buffer) => this.data(chunk));
     this.socket.on('error', (err: NodeJS.ErrnoException) => { this.failure ??= err; });
+    // The upstream's FIN: whatever it still sends ends this connection's use.
+    this.socket.on('end', () => { this.reusable = false; });
     this.socket.once('close', () => this.closed());
   }
 
-  /** Take a request: sent now if connected, else once the connection is made. */
-  run(job: Job): void {
+  /**
+   * Take a request: sent now if connected, else once the connection is made. False when the
+   * request ended without using the connection (aborted from onConnect, or unwritable): the
+   * caller gives it to the next request.
+   */
+  run(job: Job): boolean {
     this.job = job;
     this.inHead = true;
     this.buf = undefined;
     try {
       job.handler.onConnect?.((reason?: Error) => this.abort(job, reason));
     } catch (err) {
-      return this.fail(job, err as Error, true);
+      this.fail(job, err as Error, false);
+      return false;
     }
     const claim = takeUpstreamClaim();
     if (claim) job.claim = claim;
     if (job.done) {
       // Aborted from onConnect, before a byte went: the connection is as good as before.
       this.job = undefined;
-      if (this.connected) this.pool.release(this);
-      else this.pool.spare.add(this); // still connecting: the next request may have it
-      return;
+      return false;
     }
-    if (this.connected) this.send(job);
+    return this.connected ? this.send(job) : true;
   }
 
-  private send(job: Job): void {
+  /** Write the request; false when it cannot be written (the request has failed, nothing was sent). */
+  private send(job: Job): boolean {
     if (job.claim) job.claim.upstreamLocalAddress = this.localAddress;
     const o = job.opts;
     const host = this.o.host.includes(':') ? `[${this.o.host}]:${this.o.port}` : `${this.o.host}:${this.o.port}`;
     const head = requestHead(o.method, o.path, (o.headers ?? {}) as Record<string, unknown>, job.body?.length, host);
     if (head instanceof Error) {
       this.fail(job, head, false);
-      return this.pool.release(this); // nothing was sent: the connection is as good as before
+      return false;
     }
+    job.sent = true;
     this.served += 1;
     if (!job.body || job.body.length === 0) this.socket.write(head, 'latin1');
     else {
@@ -173,17 +181,18 @@ class Conn {
       this.socket.write(job.body);
       this.socket.uncork();
     }
+    return true;
   }
 
   /** Idle and healthy: may take the next request. */
   get usable(): boolean {
-    return this.connected && !this.gone && this.job === undefined && this.reusable && !this.socket.destroyed;
+    return this.connected && !this.gone && this.job === undefined && this.reusable && this.socket.writable && !this.idleTimer?.expired();
   }
 
   private abort(job: Job, reason?: Error): void {
     if (job.done) return;
     // A request cut mid-way leaves the connection in an unknown state: it goes.
-    if (this.job === job && this.connected) this.socket.destroy();
+    if (this.job === job && job.sent) this.socket.destroy();
     this.fail(job, reason ?? codedError('UND_ERR_ABORTED', 'request aborted'), false);
   }
 
@@ -271,6 +280,15 @@ class Conn {
         } else if (lower === 'transfer-encoding') {
           coded = true;
           chunked = /(^|,)[\t ]*chunked[\t ]*$/i.test(value);
+        } else if (lower === 'keep-alive') {
+          // The upstream's own idle limit (`timeout=5`: Node's default): stop reusing the connection
+          // 2 s before it, as undici does, rather than race its close with the next request.
+          const t = /(?:^|[,;\s])timeout=(\d+)/i.exec(value);
+          if (t) {
+            const ms = Number(t[1]) * 1000 - 2000;
+            if (ms <= 0) this.reusable = false;
+            else this.idleTimer?.limit(ms);
+          }
         } else if (lower === 'connection') {
           for (const t of value.split(',')) {
             const token = trimOws(t).toLowerCase();
@@ -449,7 +467,7 @@ export class H1Pool extends EventEmitter {
       this.streaming ??= this.opts.streamingPool();
       return this.streaming.dispatch(opts, handler);
     }
-    const job: Job = { opts, handler, body: typeof body === 'string' ? Buffer.from(body) : body ?? undefined, done: false };
+    const job: Job = { opts, handler, body: typeof body === 'string' ? Buffer.from(body) : body ?? undefined, done: false, sent: false };
     if (this.closing) {
       job.done = true;
       handler.onError?.(codedError('UND_ERR_CLOSED', 'the pool is closed'));
@@ -461,9 +479,14 @@ export class H1Pool extends EventEmitter {
       conn = this.spare.values().next().value as Conn;
       this.spare.delete(conn);
     }
-    if (conn) conn.run(job);
-    else if (this.opts.maxConnections === undefined || this.all.size < this.opts.maxConnections) this.open().run(job);
-    else this.waiting.push(job);
+    if (!conn) {
+      if (this.opts.maxConnections !== undefined && this.all.size >= this.opts.maxConnections) {
+        this.waiting.push(job);
+        return true;
+      }
+      conn = this.open();
+    }
+    if (!conn.run(job)) this.release(conn);
     return true;
   }
 
@@ -475,10 +498,11 @@ export class H1Pool extends EventEmitter {
 
   /** A connection finished its request and may take another. */
   release(conn: Conn): void {
-    const next = this.waiting.shift();
-    if (next) return conn.run(next);
-    if (this.closing) return conn.close();
-    this.idle.push(conn);
+    // A loop, not recursion: each waiting request may end at once (aborted from onConnect).
+    for (let next = this.waiting.shift(); next; next = this.waiting.shift()) if (conn.run(next)) return;
+    if (!conn.connected) this.spare.add(conn); // still connecting: the next request may have it
+    else if (this.closing) conn.close();
+    else this.idle.push(conn);
   }
 
   /** A connection closed: a waiting request may take its place. */
@@ -487,8 +511,7 @@ export class H1Pool extends EventEmitter {
     this.spare.delete(conn);
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
-    const next = this.waiting.shift();
-    if (next) this.open().run(next);
+    if (this.waiting.length > 0) this.release(this.open());
     this.checkEmpty();
   }
 

@@ -19,6 +19,17 @@ export interface H1LaneLimits {
   readonly maxHeaderBytes: number;
   /** An idle keep-alive connection is closed after this. */
   readonly keepAliveTimeoutMs: number;
+  /** A connection that has not sent its first whole head by then gets a 408 (node:http's headersTimeout). */
+  readonly headersTimeoutMs: number;
+}
+
+/** Where a lane connection's requests, and the connections it gives up, go. */
+export interface H1LaneHooks {
+  readonly serve: (req: H1Request, res: H1Response) => void;
+  /** Give the socket (its unread bytes unshifted) to node:http. */
+  readonly handOff: (socket: Socket) => void;
+  /** No first head within headersTimeoutMs: answer 408 and close (as node:http's clientError path). */
+  readonly headTimeout: (socket: Socket) => void;
 }
 
 /** A request head this lane serves itself. */
@@ -283,6 +294,8 @@ export class H1Connection {
   private keepAlive = true;
   private gone = false;
   private readonly idleTimer: IdleTimer;
+  /** Until the first head is read (a slowloris holds a connection without one). */
+  private headTimer: NodeJS.Timeout | undefined;
   private readonly onData = (chunk: Buffer) => this.data(chunk);
   private readonly onEnd = () => this.clientEnded();
   private readonly onClose = () => this.socketClosed();
@@ -291,9 +304,7 @@ export class H1Connection {
   constructor(
     readonly socket: Socket,
     private readonly limits: H1LaneLimits,
-    private readonly serve: (req: H1Request, res: H1Response) => void,
-    /** Give the socket (its unread bytes unshifted) to node:http. */
-    private readonly handOff: (socket: Socket) => void,
+    private readonly hooks: H1LaneHooks,
     private readonly live: Set<H1Connection>,
   ) {
     live.add(this);
@@ -302,7 +313,13 @@ export class H1Connection {
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
     this.idleTimer = new IdleTimer(limits.keepAliveTimeoutMs, () => this.current !== undefined, () => socket.destroy());
+    this.headTimer = setTimeout(() => {
+      this.detach();
+      hooks.headTimeout(socket);
+    }, limits.headersTimeoutMs);
+    this.headTimer.unref();
   }
+
 
   /** Idle: no response in flight and nothing waiting to be read (drain closes these). */
   get idle(): boolean {
@@ -325,7 +342,7 @@ export class H1Connection {
     this.idleTimer.touch();
     if (!this.keepAlive) {
       this.detach();
-      this.socket.end();
+      this.socket.destroySoon(); // FIN after the answer, then closed (no half-open socket left)
       return;
     }
     if (this.socket.isPaused()) this.socket.resume();
@@ -355,9 +372,11 @@ export class H1Connection {
         if (head === 'partial' || head === 'node') return this.toNode();
         this.buffered = head.length === this.buffered.length ? undefined : this.buffered.subarray(head.length);
         this.keepAlive = head.keepAlive;
+        if (this.headTimer) clearTimeout(this.headTimer);
+        this.headTimer = undefined;
         const res = new H1Response(this, head.keepAlive, head.method === 'HEAD');
         this.current = res;
-        this.serve(new H1Request(head, this.socket), res);
+        this.hooks.serve(new H1Request(head, this.socket), res);
       }
     } finally {
       this.pumping = false;
@@ -371,7 +390,7 @@ export class H1Connection {
     this.detach();
     this.socket.pause();
     if (rest) this.socket.unshift(rest);
-    this.handOff(this.socket);
+    this.hooks.handOff(this.socket);
     this.socket.resume();
   }
 
@@ -380,6 +399,7 @@ export class H1Connection {
     this.gone = true;
     this.live.delete(this);
     this.idleTimer.stop();
+    if (this.headTimer) clearTimeout(this.headTimer);
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onClose);
@@ -394,7 +414,7 @@ export class H1Connection {
     const res = this.current;
     this.current = undefined;
     this.detach();
-    this.socket.end();
+    this.socket.destroySoon();
     res?.closed();
   }
 

@@ -27,12 +27,22 @@ export class IdleTimer {
   private lastActive = Date.now();
   private timer: NodeJS.Timeout;
 
-  constructor(private readonly ms: number, private readonly busy: () => boolean, private readonly close: () => void) {
+  constructor(private ms: number, private readonly busy: () => boolean, private readonly close: () => void) {
     this.timer = this.arm(ms);
   }
 
   touch(): void {
     this.lastActive = Date.now();
+  }
+
+  /** Lower the idle limit (an upstream's Keep-Alive timeout hint). */
+  limit(ms: number): void {
+    this.ms = Math.min(this.ms, ms);
+  }
+
+  /** Idle for the limit already (the timer may not have fired yet). */
+  expired(): boolean {
+    return Date.now() - this.lastActive >= this.ms;
   }
 
   stop(): void {

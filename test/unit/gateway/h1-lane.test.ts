@@ -118,14 +118,20 @@ class LaneServer {
     });
   });
   readonly server: net.Server;
+  readonly sockets: net.Socket[] = [];
 
-  constructor(serve: (req: H1Request, res: H1Response) => void, keepAliveTimeoutMs = 60_000) {
+  constructor(serve: (req: H1Request, res: H1Response) => void, keepAliveTimeoutMs = 60_000, headersTimeoutMs = 60_000) {
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      this.sockets.push(socket);
       socket.on('error', () => {});
-      new H1Connection(socket, { maxHeaderBytes: 4096, keepAliveTimeoutMs }, (req, res) => {
-        this.laneSeen.push(`${req.method} ${req.url}`);
-        serve(req, res);
-      }, (s) => this.node.emit('connection', s), this.lane);
+      new H1Connection(socket, { maxHeaderBytes: 4096, keepAliveTimeoutMs, headersTimeoutMs }, {
+        serve: (req, res) => {
+          this.laneSeen.push(`${req.method} ${req.url}`);
+          serve(req, res);
+        },
+        handOff: (s) => this.node.emit('connection', s),
+        headTimeout: (s) => s.end('HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'),
+      }, this.lane);
     });
   }
 
@@ -250,6 +256,38 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
     await c.until(() => c.ended);
     assert.equal(c.count('bye'), 1);
     assert.deepEqual(srv.laneSeen, ['GET /1']);
+  });
+
+  it('Connection: close from a client that keeps its side open: the server still closes the socket', async () => {
+    srv = new LaneServer(ok('bye'));
+    const port = await srv.start();
+    const c = new Raw(port);
+    raws.push(c);
+    c.socket.setNoDelay(true);
+    (c.socket as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true; // never answers the FIN
+    await new Promise((resolve) => c.socket.once('connect', resolve));
+    c.socket.write('GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    await c.until(() => c.ended);
+    const server = srv.sockets[0]!;
+    await c.until(() => server.destroyed, 2000);
+    assert.equal(c.count('bye'), 1);
+  });
+
+  it('no first head within the headers timeout: the head-timeout hook answers (408); a connection that sent one in time is not affected', async () => {
+    srv = new LaneServer(ok('ok'), 60_000, 200);
+    const port = await srv.start();
+    const silent = await client(port);
+    const prompt = await client(port);
+    prompt.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    await prompt.until(() => prompt.count('ok') === 1);
+    const t0 = Date.now();
+    await silent.until(() => silent.ended, 2000);
+    assert.match(silent.text, /^HTTP\/1\.1 408 /);
+    assert.ok(Date.now() - t0 < 1000);
+    await new Promise((r) => setTimeout(r, 100)); // past the headers timeout for the prompt one too
+    prompt.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    await prompt.until(() => prompt.count('ok') === 2);
+    assert.equal(prompt.closed, false);
   });
 
   it("a client's FIN abandons the request in flight, as node:http and Envoy (DC) do: close, no answer, the end", async () => {

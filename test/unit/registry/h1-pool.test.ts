@@ -278,6 +278,58 @@ describe('HTTP/1.1 upstream pool', () => {
     assert.ok(!canned.conns[1]!.text.includes('/early'), 'nothing sent for the early abort');
   });
 
+  it('a queued request abandoned in onConnect leaves the connection to the next one (it was never written)', async () => {
+    await make({ maxConnections: 1 });
+    canned.answers = [(s) => setTimeout(() => s.write(OK), 30), OK];
+    const a = request(pool, { path: '/a' });
+    const b = new Promise<string>((resolve) => {
+      pool.dispatch({ path: '/b', method: 'GET', headers: {} }, {
+        onConnect: (abort) => abort(new Error('superseded')),
+        onHeaders: () => true, onData: () => true,
+        onComplete: () => resolve('complete'),
+        onError: (e) => resolve(e.message),
+      });
+    });
+    const c = request(pool, { path: '/c' });
+    assert.equal((await a).body, 'ok');
+    assert.equal(await b, 'superseded');
+    assert.equal((await c).body, 'ok', JSON.stringify(await c));
+    assert.equal(canned.conns.length, 1);
+    assert.ok(!canned.conns[0]!.text.includes('/b'));
+  });
+
+  it('thousands of queued requests abandoned at once: no recursion, the one after them is served', async () => {
+    await make({ maxConnections: 1 });
+    canned.answers = [(s) => setTimeout(() => s.write(OK), 30), OK];
+    const first = request(pool, { path: '/first' });
+    let abandoned = 0;
+    for (let i = 0; i < 20_000; i++) {
+      pool.dispatch({ path: '/gone', method: 'GET', headers: {} }, {
+        onConnect: (abort) => abort(new Error('superseded')),
+        onHeaders: () => true, onData: () => true, onComplete: () => {},
+        onError: () => { abandoned++; },
+      });
+    }
+    const last = request(pool, { path: '/last' });
+    assert.equal((await first).body, 'ok');
+    assert.equal((await last).body, 'ok');
+    assert.equal(abandoned, 20_000);
+    assert.equal(pool.inFlight, 0);
+  });
+
+  it("the upstream's Keep-Alive timeout: reuse stops 2 s before it (timeout=2: never reused)", async () => {
+    await make();
+    canned.answers = ['HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok', 'HTTP/1.1 200 OK\r\nKeep-Alive: timeout=3\r\nContent-Length: 2\r\n\r\nok', OK, OK];
+    await request(pool);
+    await request(pool); // timeout=2: a new connection; it says timeout=3, so 1 s of reuse
+    assert.equal(canned.conns.length, 2);
+    await request(pool); // at once: reused
+    assert.equal(canned.conns.length, 2);
+    await new Promise((r) => setTimeout(r, 1100));
+    await request(pool); // idle over 1 s: a new connection
+    assert.equal(canned.conns.length, 3);
+  });
+
   it('a handler that throws costs its request and connection, never the process', async () => {
     await make();
     canned.answers = [OK, OK];
