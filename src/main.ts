@@ -70,7 +70,7 @@ const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'tcp-idle-timeout', env: 'MESHGATE_TCP_IDLE_TIMEOUT', help: 'close TCP/TLS-passthrough connections idle this long (Envoy duration: 1h, 90s, 500ms; 0 = never)', def: '1h' },
   { name: 'drain-seconds', env: 'MESHGATE_DRAIN_SECONDS', help: 'on SIGTERM, how long in-flight work may take', def: '20' },
   { name: 'no-watch', env: 'MESHGATE_NO_WATCH', help: 'do not watch the config files (SIGHUP still reloads)', boolean: true },
-  { name: 'no-http1-lane', env: 'MESHGATE_NO_HTTP1_LANE', help: "serve every HTTP/1 request with node:http (by default plain keep-alive HTTP/1.1 requests without a body take a leaner path; the answers are the same)", boolean: true },
+  { name: 'no-http1-lane', env: 'MESHGATE_NO_HTTP1_LANE', help: "serve every HTTP/1 request with node:http (by default plain HTTP/1.1 requests with no body, or a small one that came with the head, take a leaner path; the answers are the same)", boolean: true },
   { name: 'workers', env: 'MESHGATE_WORKERS', help: "gateway processes sharing the listen ports (node:cluster); 'auto' = one per core", def: '1' },
   { name: 'helper-nice', env: 'MESHGATE_HELPER_NICE', help: "nice value for the runtime's helper threads (garbage collector, compiler, file and DNS pool) so they yield the core to the event loop (Linux; 0 leaves them)", def: '10' },
   { name: 'with-sample-backends', env: 'MESHGATE_SAMPLE_BACKENDS', help: 'also start the sample httpbin, helloworld and tcp-echo backends the default config routes to', boolean: true },

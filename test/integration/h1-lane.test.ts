@@ -2,7 +2,8 @@
 // pipelined requests through a gateway with the lane and one without (node:http for every
 // request) give the same bytes back, the same requests upstream and the same access-log lines,
 // once dates, request ids, timings and ports are masked. The requests span what the lane serves
-// itself (GET, HEAD, bodiless POST, Connection: close) and what it hands over mid-connection.
+// itself (GET, HEAD, POST with and without a small body, Connection: close) and what it hands over
+// mid-connection (a chunked body).
 
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -28,8 +29,9 @@ const PIPELINE = [
   `GET / HTTP/1.1\r\nHost: nowhere.example\r\n\r\n`,
   `GET /plain HTTP/1.1\r\n${H}Connection: x-private\r\nX-Private: drop me\r\nX-Envoy-Foo: edge strips it\r\n\r\n`,
   `GET /upstream-close HTTP/1.1\r\n${H}\r\n`,
-  // From here node:http would have the connection if the lane served the requests above.
   `POST /plain HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nhello`,
+  // From here node:http has the connection (a chunked body) if the lane served the requests above.
+  `POST /plain HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n7\r\nchunked\r\n0\r\n\r\n`,
   `GET /plain HTTP/1.1\r\n${H}Connection: close\r\n\r\n`,
 ].join('');
 
@@ -98,27 +100,28 @@ spec:
     for (const g of gateways) {
       seen.length = 0;
       const answer = await rawHttp(g.port(80), PIPELINE, { timeoutMs: 5000 });
-      const log = await g.waitForLines(12);
+      const log = await g.waitForLines(13);
       runs.push({ answer: mask(answer), upstream: [...seen], log: log.map(mask) });
     }
     const [lane, node] = runs as [typeof runs[0], typeof runs[0]];
-    assert.equal(lane.answer.split('HTTP/1.1 ').length - 1, 12, `twelve answers: ${lane.answer}`);
+    assert.equal(lane.answer.split('HTTP/1.1 ').length - 1, 13, `thirteen answers: ${lane.answer}`);
     assert.equal(lane.answer, node.answer);
-    assert.deepEqual(lane.upstream, node.upstream);
+    assert.deepEqual([...lane.upstream].sort(), [...node.upstream].sort()); // (node's pipelining reorders them)
     // The same lines; node:http starts pipelined requests at once (local replies are logged before the
     // proxied ones ahead of them), the lane one after another, as Envoy does: compared as sets.
     assert.deepEqual([...lane.log].sort(), [...node.log].sort());
-    // ...which shows the lane served the first ten: their lines are in request order (the last two
-    // are node's again, after the hand-over).
-    const order = (log: string[]) => log.slice(0, 10).map((l) => /"(\S+ \S+) HTTP/.exec(l)?.[1]).join(', ');
-    assert.equal(order(lane.log), PIPELINE.split(/\r\n\r\n(?:hello)?/).slice(0, 10).map((r) => r.split(' ').slice(0, 2).join(' ')).join(', '));
+    // ...which shows the lane served the first eleven: their lines are in request order (the last two
+    // are node's, after the hand-over).
+    const order = (log: string[]) => log.slice(0, 11).map((l) => /"(\S+ \S+) HTTP/.exec(l)?.[1]).join(', ');
+    assert.equal(order(lane.log), 'GET /plain?q=1, HEAD /plain, GET /chunked, GET /nocontent, POST /plain, GET /redirect, GET /direct, GET /, GET /plain, GET /upstream-close, POST /plain');
     assert.notEqual(order(node.log), order(lane.log));
     // The comparison has teeth: the answers carry what each case is about.
     for (const want of ['HTTP/1.1 204 No Content', 'HTTP/1.1 301 Moved Permanently', 'HTTP/1.1 418 ', 'HTTP/1.1 404 Not Found', 'x-sum: 42', 'connection: close', 'set-cookie: d=2']) {
       assert.ok(lane.answer.includes(want), `${want} in ${lane.answer}`);
     }
     assert.ok(!lane.answer.toLowerCase().includes('keep-alive'), 'no Connection: keep-alive / Keep-Alive on HTTP/1.1 (Envoy sends none)');
-    assert.ok(lane.upstream.some((r) => r.startsWith('POST /plain') && r.endsWith('hello')), 'the body after the hand-over reached the upstream');
+    assert.ok(lane.upstream.some((r) => r.startsWith('POST /plain') && r.endsWith('hello')), 'the lane\'s body reached the upstream');
+    assert.ok(lane.upstream.some((r) => r.startsWith('POST /plain') && r.endsWith('chunked')), 'the body after the hand-over reached the upstream');
     assert.ok(!lane.upstream.join('').includes('X-Private') && !lane.upstream.join('').includes('X-Envoy-Foo'));
   });
 });

@@ -1,10 +1,11 @@
 // The fast lane for plain HTTP/1.1. Node's HTTP server costs about a third of the CPU of a proxied
 // request (an IncomingMessage and a ServerResponse stream each, header validation twice, a parser
 // callback per header), most of it for cases a keep-alive GET never meets. This lane serves the
-// common request itself: an HTTP/1.1 head that arrived whole, with a method it knows, no body, no
-// upgrade, no duplicate header and nothing it is unsure of. Anything else, at a request boundary,
-// hands the connection (with every unread byte) to node:http for the rest of its life, and node
-// answers it as before: errors (400, 431), bodies, Expect, HTTP/1.0, upgrades, pipelined oddities.
+// common request itself: an HTTP/1.1 request that arrived whole (its head, and a Content-Length body
+// up to 64 KiB if it has one), with a method it knows, no upgrade, no duplicate header and nothing
+// it is unsure of. Anything else, at a request boundary, hands the connection (with every unread
+// byte) to node:http for the rest of its life, and node answers it as before: errors (400, 431),
+// chunked or larger or late bodies, Expect, HTTP/1.0, upgrades, pipelined oddities.
 // So this parser only has to recognise the simple case exactly; it never has to reject anything.
 //
 // One request is served at a time per connection, as node:http does; pipelined requests wait in
@@ -40,19 +41,24 @@ export interface ParsedHead {
   readonly rawHeaders: string[];
   /** No `close` among the Connection header's tokens. */
   readonly keepAlive: boolean;
-  /** Bytes of the head, final blank line included. */
+  /** A Content-Length body, whole (it came with the head). */
+  readonly body: Buffer | undefined;
+  /** Bytes of the request: the head, its final blank line and the body. */
   readonly length: number;
 }
 
 /** Why a head is not served here: incomplete (more bytes may come), or for node:http. */
 export type NotLane = 'partial' | 'node';
 
-/** Methods whose bodiless requests the lane serves (others, CONNECT among them, go to node:http). */
+/** Methods the lane serves (others, CONNECT among them, go to node:http). */
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
 const TARGET = /^[\x21-\x7e]+$/;
 /** Requests whose framing or meaning node:http handles: bodies, upgrades, Expect. */
 const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', '__proto__']);
 const MAX_HEADERS = 100;
+/** Bodies up to this size that came whole with their head are served here (the proxy reads such bodies whole anyway). */
+const MAX_BODY = 64 * 1024;
+const CONTENT_LENGTH = /^(0|[1-9]\d{0,5})$/;
 
 /** Does a Connection header value list `close` (tokens, any case)? Undefined when it lists `upgrade`. */
 function connectionKeepsAlive(value: string): boolean | undefined {
@@ -87,6 +93,7 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
   const headers: IncomingHttpHeaders = {};
   const rawHeaders: string[] = [];
   let keepAlive = true;
+  let bodyLength = 0;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     const colon = line.indexOf(':');
@@ -97,7 +104,8 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
     const value = trimOws(line.slice(colon + 1));
     if (NODE_HEADERS.has(lower)) return 'node';
     if (lower === 'content-length') {
-      if (value !== '0') return 'node'; // a body: node:http reads it
+      if (!CONTENT_LENGTH.test(value) || Number(value) > MAX_BODY) return 'node';
+      bodyLength = Number(value);
     } else if (lower === 'connection') {
       const keep = connectionKeepsAlive(value);
       if (keep === undefined) return 'node';
@@ -110,7 +118,9 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
     rawHeaders.push(name, value);
   }
   if (headers.host === undefined) return 'node'; // HTTP/1.1 requires one: node:http answers 400
-  return { method, url, headers, rawHeaders, keepAlive, length: end + 4 };
+  const length = end + 4 + bodyLength;
+  if (buf.length < length) return 'partial'; // the body is still coming: node:http reads it
+  return { method, url, headers, rawHeaders, keepAlive, body: bodyLength > 0 ? buf.subarray(end + 4, length) : undefined, length };
 }
 
 /** What the proxy reads of a request the lane parsed (the subset of IncomingMessage it uses). */
@@ -118,18 +128,20 @@ export class H1Request {
   readonly httpVersion = '1.1';
   readonly httpVersionMajor = 1;
   readonly httpVersionMinor = 1;
-  /** The lane's requests have no body: whole once parsed. */
+  /** The lane's requests are whole once parsed (a body came with its head). */
   readonly complete = true;
   readonly method: string;
   url: string;
   readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: string[];
+  readonly body: Buffer | undefined;
 
   constructor(head: ParsedHead, readonly socket: Socket) {
     this.method = head.method;
     this.url = head.url;
     this.headers = head.headers;
     this.rawHeaders = head.rawHeaders;
+    this.body = head.body;
   }
 }
 

@@ -153,6 +153,8 @@ class Exchange {
   readonly dst: OriginalDestination | undefined;
   /** A mesh service's answer to the metadata exchange: the workload that served (destination_* in metrics). */
   upstreamPeer: PeerWorkload | undefined;
+  /** The body of an HTTP/1.1 lane request, whole (node's requests stream theirs from `node.req`). */
+  laneBody: Buffer | undefined = undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
@@ -534,7 +536,7 @@ export class HttpProxy {
   laneHandler(entry: HttpEntry): (req: H1Request, res: H1Response) => void {
     return (req, res) => {
       try {
-        this.serve(req, res, undefined, entry);
+        this.serve(req, res, undefined, entry, req.body);
       } catch (err) {
         res.destroy(err as Error); // a bug must cost one request, never the process
       }
@@ -545,7 +547,8 @@ export class HttpProxy {
     return { authority: authorityOf(req.headers) ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
   }
 
-  private serve(req: DownstreamRequest, res: DownstreamResponse, node: NodeIo | undefined, entry: HttpEntry): void {
+  /** `laneBody`: the whole body of a request the HTTP/1.1 lane parsed (node's requests stream theirs). */
+  private serve(req: DownstreamRequest, res: DownstreamResponse, node: NodeIo | undefined, entry: HttpEntry, laneBody?: Buffer): void {
     const scheme = entry.scheme;
     // Routing, the upstream and the access log see the normalized path (and an absolute-form target's authority).
     const target = requestTarget(req.url ?? '/');
@@ -555,6 +558,7 @@ export class HttpProxy {
     }
     const ex = new Exchange(req, res, node, this.deps, scheme);
     ex.entry = entry;
+    ex.laneBody = laneBody;
     if (entry.inboundCluster !== undefined) {
       // The caller's peer metadata names it in metrics; the application never sees it (Envoy's
       // metadata-exchange filter consumes it).
@@ -673,9 +677,10 @@ export class HttpProxy {
   }
 
   private forward(ex: Exchange, route: CompiledRoute, cluster: Cluster, path: string, endpoint: Endpoint | undefined): void {
-    // Only node's servers pass on requests with a body (the HTTP/1.1 lane hands those connections to node:http).
+    // The HTTP/1.1 lane's requests come whole (a small body read with the head); node's stream theirs.
     const req = ex.node?.req;
-    if (!req || !hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path, endpoint).start();
+    if (!req) return new Forwarder(this.deps, ex, route, cluster, ex.laneBody ?? null, path, endpoint).start();
+    if (!hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path, endpoint).start();
     const length = Number(req.headers['content-length']);
     if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, req, path, endpoint).start();
     // A small body is read whole first, so a retry or a mirror can send it again.

@@ -39,7 +39,10 @@ describe('HTTP/1.1 lane: request heads it serves', () => {
     { name: 'a tab in the target', text: 'GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n', want: 'node' },
     { name: 'a latin1 byte in the target', text: 'GET /caf\u00e9 HTTP/1.1\r\nHost: a\r\n\r\n', want: 'node' },
     { name: 'no Host (node:http answers 400)', text: 'GET / HTTP/1.1\r\nAccept: */*\r\n\r\n', want: 'node' },
-    { name: 'a body by Content-Length', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello', want: 'node' },
+    { name: 'a Content-Length body not all here yet (node:http reads the rest)', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nhello', want: 'partial' },
+    { name: 'a Content-Length body over 64 KiB', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\nx', want: 'node' },
+    { name: 'a signed Content-Length', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello', want: 'node' },
+    { name: 'a Content-Length list', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello', want: 'node' },
     { name: 'Content-Length: 0', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n', want: { keepAlive: true } },
     { name: 'Content-Length: 00', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n', want: 'node' },
     { name: 'Transfer-Encoding', text: 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', want: 'node' },
@@ -73,6 +76,13 @@ describe('HTTP/1.1 lane: request heads it serves', () => {
       else assert.equal((got as ParsedHead).keepAlive, c.want.keepAlive);
     });
   }
+
+  it('a Content-Length body that came with its head: served, the body whole, the next request after it untouched', () => {
+    const text = 'POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello';
+    const got = head(`${text}GET / HTTP/1.1\r\n`) as ParsedHead;
+    assert.equal(got.body?.toString(), 'hello');
+    assert.equal(got.length, Buffer.byteLength(text));
+  });
 
   it('value whitespace: SP and HTAB are trimmed, a latin1 no-break space (0xa0) is not', () => {
     const got = head('GET / HTTP/1.1\r\nHost: a\r\nX-A: \t v \u00a0\t \r\n\r\n') as ParsedHead;
@@ -226,7 +236,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   it('a request it does not serve hands the connection to node:http with every unread byte, for good', async () => {
     srv = new LaneServer(ok('lane'));
     const c = await client(await srv.start());
-    // A lane request, then (in the same write) a POST with a body: the body must reach node intact.
+    // A lane request, then (in the same write) a POST whose body is not all there: node reads it, intact.
     c.socket.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\nPOST /y HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel');
     await c.until(() => c.count('lane') === 1);
     c.socket.write('lo');
@@ -236,6 +246,20 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
     assert.deepEqual(srv.laneSeen, ['GET /x']);
     assert.deepEqual(srv.nodeSeen, ['POST /y hello', 'GET /z ']);
     assert.equal(srv.lane.size, 0, 'the connection left the lane');
+  });
+
+  it('a small body that came with its head is served on the lane, whole, and the connection stays', async () => {
+    const bodies: string[] = [];
+    srv = new LaneServer((req, res) => {
+      bodies.push(req.body?.toString() ?? '-');
+      ok('k')(req, res);
+    });
+    const c = await client(await srv.start());
+    c.socket.write('POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello worldGET /g HTTP/1.1\r\nHost: a\r\n\r\n');
+    await c.until(() => c.count('k') === 2);
+    assert.deepEqual(srv.laneSeen, ['POST /b', 'GET /g']);
+    assert.deepEqual(bodies, ['hello world', '-']);
+    assert.deepEqual(srv.nodeSeen, []);
   });
 
   it('a head that arrives in pieces goes to node:http, which waits for the rest', async () => {
