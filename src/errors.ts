@@ -167,6 +167,14 @@ export function isTlsHandshakeCode(code: string): boolean {
 }
 
 /**
+ * An error shaped as undici's (`code` set), made by our own upstream pools (h1-pool.ts, h2c-pool.ts)
+ * so that fromUpstreamError below maps every client alike.
+ */
+export function undiciShapedError(code: string, message: string, cause?: unknown): Error {
+  return Object.assign(new Error(message, cause ? { cause } : undefined), { code });
+}
+
+/**
  * The one place foreign errors become gateway errors. `phase` says whether the request was already
  * written to a connection: a reset before that is a connect failure, after it a termination.
  */

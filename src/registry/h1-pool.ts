@@ -19,7 +19,9 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
 import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
-import { BAD_HEAD_BYTES, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
+import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
+import { undiciShapedError } from '../errors';
+import { endpointKey } from './cluster';
 
 export interface H1PoolOptions {
   readonly host: string;
@@ -35,12 +37,7 @@ export interface H1PoolOptions {
   readonly streamingPool: () => Pool;
 }
 
-/** Errors shaped as undici's, so fromUpstreamError maps every client alike. */
-function codedError(code: string, message: string, cause?: unknown): Error {
-  return Object.assign(new Error(message, cause ? { cause } : undefined), { code });
-}
-
-const protocolError = (message: string) => codedError('HPE_INVALID', `upstream response: ${message}`);
+const protocolError = (message: string) => undiciShapedError('HPE_INVALID', `upstream response: ${message}`);
 
 const MAX_HEAD = 64 * 1024;
 const MAX_CHUNK_LINE = 1024;
@@ -54,7 +51,7 @@ const EXPECTS_BODY: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH']);
 
 /** The request head as undici writes it: host first, then connection, the headers, the length. */
 export function requestHead(method: string, path: string, headers: Readonly<Record<string, unknown>>, bodyLength: number | undefined, defaultHost: string): string | Error {
-  if (!TOKEN.test(method) || /[^\x21-\xff]/.test(path)) return codedError('UND_ERR_INVALID_ARG', 'invalid request line');
+  if (!TOKEN.test(method) || /[^\x21-\xff]/.test(path)) return undiciShapedError('UND_ERR_INVALID_ARG', 'invalid request line');
   let host = defaultHost;
   let rest = '';
   for (const name in headers) {
@@ -66,14 +63,14 @@ export function requestHead(method: string, path: string, headers: Readonly<Reco
       continue;
     }
     if (NOT_WRITTEN.has(lower)) continue;
-    if (!TOKEN.test(name)) return codedError('UND_ERR_INVALID_ARG', `invalid header name ${JSON.stringify(name)}`);
+    if (!TOKEN.test(name)) return undiciShapedError('UND_ERR_INVALID_ARG', `invalid header name ${JSON.stringify(name)}`);
     for (const one of Array.isArray(v) ? v : [v]) {
       const value = String(one);
-      if (HEADER_VALUE_BAD.test(value)) return codedError('UND_ERR_INVALID_ARG', `invalid ${name} header`);
+      if (HEADER_VALUE_BAD.test(value)) return undiciShapedError('UND_ERR_INVALID_ARG', `invalid ${name} header`);
       rest += `${name}: ${value}\r\n`;
     }
   }
-  if (HEADER_VALUE_BAD.test(host)) return codedError('UND_ERR_INVALID_ARG', 'invalid host header');
+  if (HEADER_VALUE_BAD.test(host)) return undiciShapedError('UND_ERR_INVALID_ARG', 'invalid host header');
   const length = bodyLength !== undefined ? `content-length: ${bodyLength}\r\n` : EXPECTS_BODY.has(method) ? 'content-length: 0\r\n' : '';
   return `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\nconnection: keep-alive\r\n${rest}${length}\r\n`;
 }
@@ -117,7 +114,7 @@ class Conn {
       ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
     });
     this.connectTimer = setTimeout(() => {
-      this.failure = codedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${o.connectTimeoutMs} ms`);
+      this.failure = undiciShapedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${o.connectTimeoutMs} ms`);
       this.socket.destroy();
     }, o.connectTimeoutMs);
     this.socket.once('connect', () => {
@@ -166,8 +163,7 @@ class Conn {
   private send(job: Job): boolean {
     if (job.claim) job.claim.upstreamLocalAddress = this.localAddress;
     const o = job.opts;
-    const host = this.o.host.includes(':') ? `[${this.o.host}]:${this.o.port}` : `${this.o.host}:${this.o.port}`;
-    const head = requestHead(o.method, o.path, (o.headers ?? {}) as Record<string, unknown>, job.body?.length, host);
+    const head = requestHead(o.method, o.path, (o.headers ?? {}) as Record<string, unknown>, job.body?.length, this.pool.authority);
     if (head instanceof Error) {
       this.fail(job, head, false);
       return false;
@@ -193,7 +189,7 @@ class Conn {
     if (job.done) return;
     // A request cut mid-way leaves the connection in an unknown state: it goes.
     if (this.job === job && job.sent) this.socket.destroy();
-    this.fail(job, reason ?? codedError('UND_ERR_ABORTED', 'request aborted'), false);
+    this.fail(job, reason ?? undiciShapedError('UND_ERR_ABORTED', 'request aborted'), false);
   }
 
   /** End a request with an error (once); `destroy`: the connection goes too. */
@@ -241,13 +237,12 @@ class Conn {
         if (rest === undefined) return; // failed
         buf = buf.subarray(end + 4);
         if (rest === 'interim') continue;
-        if (this.state === 'none') {
-          this.complete(job, buf.length > 0);
-          return;
-        }
+        if (this.state === 'none') return this.complete(job, buf.length > 0);
         continue;
       }
-      buf = this.body(job, buf) ?? Buffer.alloc(0);
+      const rest = this.body(job, buf);
+      if (rest === undefined) return;
+      buf = rest;
     }
   }
 
@@ -279,7 +274,7 @@ class Conn {
           length = value;
         } else if (lower === 'transfer-encoding') {
           coded = true;
-          chunked = /(^|,)[\t ]*chunked[\t ]*$/i.test(value);
+          chunked = CHUNKED_LAST.test(value);
         } else if (lower === 'keep-alive') {
           // The upstream's own idle limit (`timeout=5`: Node's default): stop reusing the connection
           // 2 s before it, as undici does, rather than race its close with the next request.
@@ -424,20 +419,15 @@ class Conn {
     this.idleTimer?.stop();
     const job = this.job;
     this.job = undefined;
+    this.pool.emit(this.connected ? 'disconnect' : 'connectionError', this.failure);
     if (job && !job.done) {
-      if (!this.connected) {
-        this.pool.emit('connectionError', this.failure);
-        this.fail(job, this.failure ?? codedError('ECONNREFUSED', 'upstream connection failed'), false);
-      } else if (this.state === 'close' && !this.inHead) {
-        this.complete(job, false); // the body ran to the end of the connection
-      } else {
+      if (!this.connected) this.fail(job, this.failure ?? undiciShapedError('ECONNREFUSED', 'upstream connection failed'), false);
+      else if (this.state === 'close' && !this.inHead) this.complete(job, false); // the body ran to the end of the connection
+      else {
         const err = this.failure as NodeJS.ErrnoException | undefined;
-        this.fail(job, codedError('UND_ERR_SOCKET', err?.message ?? 'other side closed', err), false);
+        this.fail(job, undiciShapedError('UND_ERR_SOCKET', err?.message ?? 'other side closed', err), false);
       }
-    } else if (!this.connected) {
-      this.pool.emit('connectionError', this.failure);
     }
-    if (this.connected) this.pool.emit('disconnect');
     this.pool.gone(this);
   }
 
@@ -456,9 +446,12 @@ export class H1Pool extends EventEmitter {
   private streaming: Pool | undefined;
   private closing = false;
   private onEmpty: (() => void)[] = [];
+  /** `ip:port` (`[v6]:port`): the Host of a request that names none. */
+  readonly authority: string;
 
   constructor(private readonly opts: H1PoolOptions) {
     super();
+    this.authority = endpointKey(opts.host, opts.port);
   }
 
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
@@ -470,7 +463,7 @@ export class H1Pool extends EventEmitter {
     const job: Job = { opts, handler, body: typeof body === 'string' ? Buffer.from(body) : body ?? undefined, done: false, sent: false };
     if (this.closing) {
       job.done = true;
-      handler.onError?.(codedError('UND_ERR_CLOSED', 'the pool is closed'));
+      handler.onError?.(undiciShapedError('UND_ERR_CLOSED', 'the pool is closed'));
       return false;
     }
     let conn = this.idle.pop();
@@ -544,7 +537,7 @@ export class H1Pool extends EventEmitter {
     this.closing = true;
     for (const job of this.waiting.splice(0)) {
       job.done = true;
-      job.handler.onError?.(codedError('UND_ERR_DESTROYED', 'the pool was destroyed'));
+      job.handler.onError?.(undiciShapedError('UND_ERR_DESTROYED', 'the pool was destroyed'));
     }
     for (const c of [...this.all]) c.socket.destroy();
     await this.streaming?.destroy();

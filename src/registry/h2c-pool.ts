@@ -22,6 +22,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { HOP_BY_HOP } from '../gateway/http/headers';
 import { localAddressOf, takeUpstreamClaim } from './upstream-socket';
+import { undiciShapedError } from '../errors';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -33,11 +34,6 @@ export interface H2cPoolOptions {
   readonly keepaliveMs?: number;
 }
 
-
-/** Errors shaped as undici's, so fromUpstreamError maps both clients alike. */
-function codedError(code: string, message: string, cause?: unknown): Error {
-  return Object.assign(new Error(message, cause ? { cause } : undefined), { code });
-}
 
 interface Live {
   readonly session: http2.ClientHttp2Session;
@@ -84,7 +80,7 @@ export class H2cPool extends EventEmitter {
       }
     };
     if (this.closing) {
-      fail(codedError('UND_ERR_CLOSED', 'the pool is closed'));
+      fail(undiciShapedError('UND_ERR_CLOSED', 'the pool is closed'));
       return false;
     }
     const live = this.session();
@@ -114,7 +110,7 @@ export class H2cPool extends EventEmitter {
         this.retire(live);
         return this.dispatch(opts, handler, true);
       }
-      fail(codedError('UND_ERR_SOCKET', (err as Error).message, err));
+      fail(undiciShapedError('UND_ERR_SOCKET', (err as Error).message, err));
       return false;
     }
     live.streams += 1;
@@ -128,13 +124,13 @@ export class H2cPool extends EventEmitter {
     // Why a stream ended before its response did: the connection failed, the upstream refused or
     // reset the stream, or the connection went away under it.
     const earlyEnd = (err?: Error & { cause?: NodeJS.ErrnoException }): Error => {
-      if (!live.connected) return live.failure ?? (err?.cause?.code ? err.cause : codedError('ECONNREFUSED', err?.message ?? 'upstream connection failed', err));
+      if (!live.connected) return live.failure ?? (err?.cause?.code ? err.cause : undiciShapedError('ECONNREFUSED', err?.message ?? 'upstream connection failed', err));
       const rst = s.rstCode ?? 0;
       // REFUSED_STREAM (7): the server did not process it; safe to retry (Envoy's refused-stream).
-      if (rst === http2.constants.NGHTTP2_REFUSED_STREAM) return codedError('UND_ERR_REFUSED_STREAM', 'upstream refused the stream', err);
+      if (rst === http2.constants.NGHTTP2_REFUSED_STREAM) return undiciShapedError('UND_ERR_REFUSED_STREAM', 'upstream refused the stream', err);
       // A RST_STREAM of the upstream's (Envoy: remote reset); a lost connection is a termination.
-      if (rst !== 0 && !live.session.destroyed) return codedError('UND_ERR_H2_RESET', `upstream reset the stream (code ${rst})`, err);
-      return codedError('UND_ERR_SOCKET', err?.message ?? 'upstream connection closed before the response ended', err);
+      if (rst !== 0 && !live.session.destroyed) return undiciShapedError('UND_ERR_H2_RESET', `upstream reset the stream (code ${rst})`, err);
+      return undiciShapedError('UND_ERR_SOCKET', err?.message ?? 'upstream connection closed before the response ended', err);
     };
     stream.once('close', () => {
       live.active -= 1;
@@ -146,7 +142,7 @@ export class H2cPool extends EventEmitter {
     guard(() => handler.onConnect?.((reason?: Error) => {
       if (done) return;
       s.close(http2.constants.NGHTTP2_CANCEL);
-      fail(reason ?? codedError('UND_ERR_ABORTED', 'request aborted'));
+      fail(reason ?? undiciShapedError('UND_ERR_ABORTED', 'request aborted'));
     }));
     const claim = takeUpstreamClaim();
     stream.on('response', (h) => {
@@ -194,8 +190,8 @@ export class H2cPool extends EventEmitter {
       if (short) {
         const got = expected !== undefined ? ` (${received} of ${expected} body bytes)` : '';
         return fail(s.destroyed
-          ? codedError('UND_ERR_SOCKET', `upstream connection closed before the response ended${got}`)
-          : codedError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `response body of ${received} bytes, content-length ${expected}`));
+          ? undiciShapedError('UND_ERR_SOCKET', `upstream connection closed before the response ended${got}`)
+          : undiciShapedError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `response body of ${received} bytes, content-length ${expected}`));
       }
       done = true;
       guard(() => handler.onComplete?.(trailers));
@@ -230,7 +226,7 @@ export class H2cPool extends EventEmitter {
     this.live = live;
     this.all.add(live);
     const timer = setTimeout(() => {
-      live.failure = codedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${o.connectTimeoutMs} ms`);
+      live.failure = undiciShapedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${o.connectTimeoutMs} ms`);
       session.destroy(live.failure);
     }, o.connectTimeoutMs);
     session.once('connect', () => {

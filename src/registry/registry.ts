@@ -350,19 +350,18 @@ export class Registry {
       // h2c (prior knowledge) on node:http2 (h2c-pool.ts); plain HTTP/1.1 on ours (h1-pool.ts, its
       // streamed uploads on undici); TLS, with ALPN, on undici.
       const stats = this.connectionStats(endpoint.key);
-      const pool: UpstreamPool = opts.http2 && !opts.tls ? new H2cPool({
+      // What both of our pools take (plaintext: no TLS options).
+      const plain = {
         host: endpoint.address, port: endpoint.port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
         ...(opts.maxRequestsPerConnection ? { maxRequestsPerConnection: opts.maxRequestsPerConnection } : {}),
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
         ...(opts.keepaliveMs !== undefined ? { keepaliveMs: opts.keepaliveMs } : {}),
-      }) : !opts.tls ? new H1Pool({
-        host: endpoint.address, port: endpoint.port, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
+      };
+      const pool: UpstreamPool = opts.tls ? undiciPool(endpoint, opts) : opts.http2 ? new H2cPool(plain) : new H1Pool({
+        ...plain,
         ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
-        ...(opts.maxRequestsPerConnection ? { maxRequestsPerConnection: opts.maxRequestsPerConnection } : {}),
-        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-        ...(opts.keepaliveMs !== undefined ? { keepaliveMs: opts.keepaliveMs } : {}),
         streamingPool: () => countConnections(undiciPool(endpoint, opts), stats),
-      }) : undiciPool(endpoint, opts);
+      });
       countConnections(pool, stats);
       entry = { pool, endpointKey: endpoint.key, stats, lastUsed: 0, uses: 1 };
       this.pools.set(key, entry);

@@ -8,12 +8,14 @@
 // chunked or larger or late bodies, Expect, HTTP/1.0, upgrades, pipelined oddities.
 // So this parser only has to recognise the simple case exactly; it never has to reject anything.
 //
-// One request is served at a time per connection, as node:http does; pipelined requests wait in
-// the buffer (bounded: reading pauses past it) and are taken when the response before them ends.
+// One request is served at a time per connection, as Envoy does (node:http starts pipelined
+// requests at once); pipelined requests wait in the buffer (bounded: reading pauses past it) and
+// are taken when the response before them ends.
 
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import { BAD_HEAD_BYTES, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from './wire';
+import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from './wire';
+import { REPLAYABLE_BODY_BYTES } from './proxy';
 
 export interface H1LaneLimits {
   /** A head larger than this goes to node:http, which answers 431. */
@@ -56,8 +58,6 @@ const TARGET = /^[\x21-\x7e]+$/;
 /** Requests whose framing or meaning node:http handles: bodies, upgrades, Expect. */
 const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', '__proto__']);
 const MAX_HEADERS = 100;
-/** Bodies up to this size that came whole with their head are served here (the proxy reads such bodies whole anyway). */
-const MAX_BODY = 64 * 1024;
 const CONTENT_LENGTH = /^(0|[1-9]\d{0,5})$/;
 
 /** Does a Connection header value list `close` (tokens, any case)? Undefined when it lists `upgrade`. */
@@ -104,7 +104,8 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
     const value = trimOws(line.slice(colon + 1));
     if (NODE_HEADERS.has(lower)) return 'node';
     if (lower === 'content-length') {
-      if (!CONTENT_LENGTH.test(value) || Number(value) > MAX_BODY) return 'node';
+      // Bodies the proxy would read whole anyway (replayable), when they came with their head.
+      if (!CONTENT_LENGTH.test(value) || Number(value) > REPLAYABLE_BODY_BYTES) return 'node';
       bodyLength = Number(value);
     } else if (lower === 'connection') {
       const keep = connectionKeepsAlive(value);
@@ -187,7 +188,7 @@ export class H1Response {
       if (n === 14 || n === 17 || n === 10) {
         const lower = name.toLowerCase();
         if (lower === 'content-length') length = true;
-        else if (lower === 'transfer-encoding') this.chunked = /(^|,)[\t ]*chunked[\t ]*$/i.test(value);
+        else if (lower === 'transfer-encoding') this.chunked = CHUNKED_LAST.test(value);
         else if (lower === 'connection' && connectionKeepsAlive(value) === false) this.conn.closeAfterResponse();
       }
       text += `${name}: ${value}\r\n`;
@@ -235,14 +236,16 @@ export class H1Response {
     this.conn.destroy();
   }
 
-  on(event: 'close' | 'drain', fn: () => void): this {
-    if (event === 'close') (this.closeFns ??= []).push(fn);
-    else (this.drainFns ??= []).push(fn);
+  /** 'close' comes at most once: on() and once() are the same for it. */
+  on(event: 'close', fn: () => void): this {
+    (this.closeFns ??= []).push(fn);
     return this;
   }
 
   once(event: 'close' | 'drain', fn: () => void): this {
-    return this.on(event, fn);
+    if (event === 'close') return this.on(event, fn);
+    (this.drainFns ??= []).push(fn);
+    return this;
   }
 
   /** The connection closed before this response ended. */
@@ -302,7 +305,6 @@ const PIPELINE_BUFFER = 64 * 1024;
 export class H1Connection {
   private buffered: Buffer | undefined;
   private current: H1Response | undefined;
-  private pumping = false;
   private keepAlive = true;
   private gone = false;
   private readonly idleTimer: IdleTimer;
@@ -331,7 +333,6 @@ export class H1Connection {
     }, limits.headersTimeoutMs);
     this.headTimer.unref();
   }
-
 
   /** Idle: no response in flight and nothing waiting to be read (drain closes these). */
   get idle(): boolean {
@@ -374,24 +375,21 @@ export class H1Connection {
     this.pump();
   }
 
-  /** Serve what is buffered, one request at a time (re-entered from a response ending in the same turn: a loop, not recursion). */
+  /**
+   * Serve what is buffered, one request at a time: a request answered within serve() (a local
+   * reply) lets the loop take the next; one answered later schedules pumpLater.
+   */
   private pump(): void {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (this.current === undefined && this.buffered !== undefined && !this.gone) {
-        const head = parseRequestHead(this.buffered, this.limits.maxHeaderBytes);
-        if (head === 'partial' || head === 'node') return this.toNode();
-        this.buffered = head.length === this.buffered.length ? undefined : this.buffered.subarray(head.length);
-        this.keepAlive = head.keepAlive;
-        if (this.headTimer) clearTimeout(this.headTimer);
-        this.headTimer = undefined;
-        const res = new H1Response(this, head.keepAlive, head.method === 'HEAD');
-        this.current = res;
-        this.hooks.serve(new H1Request(head, this.socket), res);
-      }
-    } finally {
-      this.pumping = false;
+    while (this.current === undefined && this.buffered !== undefined && !this.gone) {
+      const head = parseRequestHead(this.buffered, this.limits.maxHeaderBytes);
+      if (head === 'partial' || head === 'node') return this.toNode();
+      this.buffered = head.length === this.buffered.length ? undefined : this.buffered.subarray(head.length);
+      this.keepAlive = head.keepAlive;
+      if (this.headTimer) clearTimeout(this.headTimer);
+      this.headTimer = undefined;
+      const res = new H1Response(this, head.keepAlive, head.method === 'HEAD');
+      this.current = res;
+      this.hooks.serve(new H1Request(head, this.socket), res);
     }
   }
 

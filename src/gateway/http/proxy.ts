@@ -98,7 +98,10 @@ export function backoffMs(retryNumber: number, rand: number): number {
  * compatibility request, or the HTTP/1.1 lane's (h1-lane.ts).
  */
 export type DownstreamRequest = Pick<IncomingMessage,
-  'method' | 'url' | 'headers' | 'rawHeaders' | 'httpVersion' | 'httpVersionMajor' | 'httpVersionMinor' | 'socket' | 'complete'>;
+  'method' | 'url' | 'headers' | 'rawHeaders' | 'httpVersion' | 'httpVersionMajor' | 'httpVersionMinor' | 'socket' | 'complete'> & {
+  /** A body read whole with the head (the lane's); node's requests stream theirs (`Exchange.node`). */
+  readonly body?: Buffer | undefined;
+};
 
 /** What the proxy does with a downstream response: node's (HTTP/1 and HTTP/2) or the HTTP/1.1 lane's. */
 export interface DownstreamResponse {
@@ -153,15 +156,13 @@ class Exchange {
   readonly dst: OriginalDestination | undefined;
   /** A mesh service's answer to the metadata exchange: the workload that served (destination_* in metrics). */
   upstreamPeer: PeerWorkload | undefined;
-  /** The body of an HTTP/1.1 lane request, whole (node's requests stream theirs from `node.req`). */
-  laneBody: Buffer | undefined = undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
   responseOps: readonly (HeaderOperations | undefined)[] = [];
 
   constructor(
     readonly req: DownstreamRequest,
     readonly res: DownstreamResponse,
-    /** Set when node:http or node:http2 parsed the request (absent: the HTTP/1.1 lane's, never with a body). */
+    /** Set when node:http or node:http2 parsed the request (absent: the HTTP/1.1 lane's, whose body is `req.body`). */
     readonly node: NodeIo | undefined,
     readonly deps: ProxyDeps,
     scheme: 'http' | 'https',
@@ -481,7 +482,7 @@ export function chainKeysOf(socket: IncomingMessage['socket']): ChainKeys {
   return { sni: servername || undefined, localAddress: plainAddress(socket.localAddress) };
 }
 
-function hasBody(req: DownstreamRequest): boolean {
+function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length'];
   if (cl !== undefined) return cl !== '0';
   if (req.headers['transfer-encoding'] !== undefined) return true;
@@ -536,7 +537,7 @@ export class HttpProxy {
   laneHandler(entry: HttpEntry): (req: H1Request, res: H1Response) => void {
     return (req, res) => {
       try {
-        this.serve(req, res, undefined, entry, req.body);
+        this.serve(req, res, undefined, entry);
       } catch (err) {
         res.destroy(err as Error); // a bug must cost one request, never the process
       }
@@ -547,8 +548,7 @@ export class HttpProxy {
     return { authority: authorityOf(req.headers) ?? '', path: req.url ?? '/', method: req.method ?? 'GET', scheme, headers: req.headers };
   }
 
-  /** `laneBody`: the whole body of a request the HTTP/1.1 lane parsed (node's requests stream theirs). */
-  private serve(req: DownstreamRequest, res: DownstreamResponse, node: NodeIo | undefined, entry: HttpEntry, laneBody?: Buffer): void {
+  private serve(req: DownstreamRequest, res: DownstreamResponse, node: NodeIo | undefined, entry: HttpEntry): void {
     const scheme = entry.scheme;
     // Routing, the upstream and the access log see the normalized path (and an absolute-form target's authority).
     const target = requestTarget(req.url ?? '/');
@@ -558,7 +558,6 @@ export class HttpProxy {
     }
     const ex = new Exchange(req, res, node, this.deps, scheme);
     ex.entry = entry;
-    ex.laneBody = laneBody;
     if (entry.inboundCluster !== undefined) {
       // The caller's peer metadata names it in metrics; the application never sees it (Envoy's
       // metadata-exchange filter consumes it).
@@ -679,7 +678,7 @@ export class HttpProxy {
   private forward(ex: Exchange, route: CompiledRoute, cluster: Cluster, path: string, endpoint: Endpoint | undefined): void {
     // The HTTP/1.1 lane's requests come whole (a small body read with the head); node's stream theirs.
     const req = ex.node?.req;
-    if (!req) return new Forwarder(this.deps, ex, route, cluster, ex.laneBody ?? null, path, endpoint).start();
+    if (!req) return new Forwarder(this.deps, ex, route, cluster, ex.req.body ?? null, path, endpoint).start();
     if (!hasBody(req)) return new Forwarder(this.deps, ex, route, cluster, null, path, endpoint).start();
     const length = Number(req.headers['content-length']);
     if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, req, path, endpoint).start();
@@ -730,6 +729,10 @@ class Forwarder {
   private current = 0; // id of the attempt whose callbacks count
   private readonly policy: RetryPolicy;
   private readonly path: string;
+  /** A small body, read whole: sent again by a retry or a mirror. */
+  private readonly replayable: Buffer | null;
+  /** The request whose body streams upstream once (never retried, never mirrored). */
+  private readonly streamed: IncomingMessage | undefined;
 
   constructor(
     private readonly deps: ProxyDeps,
@@ -737,18 +740,17 @@ class Forwarder {
     private readonly route: CompiledRoute,
     private readonly cluster: Cluster,
     /** null: no body; a Buffer: small, read whole (replayable); the request itself: streamed once, never retried. */
-    private readonly body: Buffer | IncomingMessage | null,
+    body: Buffer | IncomingMessage | null,
     path: string,
     /** An original-destination endpoint, used for every attempt instead of the load balancer. */
     private readonly fixed?: Endpoint,
   ) {
     this.policy = route.retry;
     this.path = path;
-    this.streamed = body === null || Buffer.isBuffer(body) ? undefined : body;
+    const whole = body === null || Buffer.isBuffer(body);
+    this.replayable = whole ? body : null;
+    this.streamed = whole ? undefined : body;
   }
-
-  /** The request whose body streams upstream once (not replayable). */
-  private readonly streamed: IncomingMessage | undefined;
 
   start(): void {
     this.ex.onDownstreamClose = () => {
@@ -797,7 +799,7 @@ class Forwarder {
         const timeoutMs = this.route.timeoutMs;
         let timer: NodeJS.Timeout | undefined;
         this.deps.registry.pool(endpoint, poolOptions).dispatch(
-          { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.body, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
+          { path: this.path, method: this.ex.req.method ?? 'GET', headers, body: this.replayable, upgrade: null, headersTimeout: 0, bodyTimeout: 0 },
           {
             onConnect: (abort) => {
               if (timeoutMs > 0) timer = setTimeout(() => abort(new GatewayError('UPSTREAM_TIMEOUT')), timeoutMs);
@@ -898,7 +900,7 @@ class Forwarder {
     }
     const started = performance.now();
     const streamed = this.streamed;
-    const body = !streamed ? this.body as Buffer | null
+    const body = !streamed ? this.replayable
       : (streamed.headers['content-length'] !== undefined ? streamed : Readable.from(counted(streamed, ex), { objectMode: false }));
     let resume: (() => void) | undefined;
     const onDrain = () => resume?.();

@@ -8,6 +8,8 @@ export const HEADER_VALUE_BAD = /[^\t\x20-\x7e\x80-\xff]/;
 /** In a head: a control character other than HTAB, CR and LF, or a CR or LF outside a CRLF. */
 export const BAD_HEAD_BYTES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 export const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
+/** A Transfer-Encoding whose last coding is chunked (the body is framed by chunks). */
+export const CHUNKED_LAST = /(^|,)[\t ]*chunked[\t ]*$/i;
 
 /** Strip optional whitespace (SP, HTAB) at both ends: String.trim would also take latin1 NBSP. */
 export function trimOws(s: string): string {

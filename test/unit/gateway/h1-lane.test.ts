@@ -199,14 +199,18 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
     await new Promise((resolve) => r.socket.once('connect', resolve));
     return r;
   };
+  /** A lane server for this test (closed after it); its port. */
+  const onLane = (...args: ConstructorParameters<typeof LaneServer>) => {
+    srv = new LaneServer(...args);
+    return srv.start();
+  };
   afterEach(() => {
     for (const r of raws.splice(0)) r.socket.destroy();
     srv?.close();
   });
 
   it('keep-alive: requests one after another on one connection, each answer exactly as written', async () => {
-    srv = new LaneServer(ok('hi'));
-    const c = await client(await srv.start());
+    const c = await client(await onLane(ok('hi')));
     c.socket.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.count('hi') === 1);
     c.socket.write('GET /2 HTTP/1.1\r\nHost: a\r\n\r\n');
@@ -219,13 +223,12 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   it('pipelined requests in one write are answered one at a time, in order', async () => {
     const answered: H1Response[] = [];
     const overlaps: number[] = [];
-    srv = new LaneServer((req, res) => {
+    const c = await client(await onLane((req, res) => {
       // Answer later, out of the serve call: the next request must wait for this one to end.
       overlaps.push(answered.filter((r) => !r.finished).length);
       answered.push(res);
       setTimeout(() => ok(req.url)(req, res), 20);
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.write('GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.count('/c') === 1);
     assert.deepEqual(srv.laneSeen, ['GET /a', 'GET /b', 'GET /c']);
@@ -234,8 +237,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('a request it does not serve hands the connection to node:http with every unread byte, for good', async () => {
-    srv = new LaneServer(ok('lane'));
-    const c = await client(await srv.start());
+    const c = await client(await onLane(ok('lane')));
     // A lane request, then (in the same write) a POST whose body is not all there: node reads it, intact.
     c.socket.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\nPOST /y HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel');
     await c.until(() => c.count('lane') === 1);
@@ -250,11 +252,10 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
 
   it('a small body that came with its head is served on the lane, whole, and the connection stays', async () => {
     const bodies: string[] = [];
-    srv = new LaneServer((req, res) => {
+    const c = await client(await onLane((req, res) => {
       bodies.push(req.body?.toString() ?? '-');
       ok('k')(req, res);
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.write('POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello worldGET /g HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.count('k') === 2);
     assert.deepEqual(srv.laneSeen, ['POST /b', 'GET /g']);
@@ -263,8 +264,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('a head that arrives in pieces goes to node:http, which waits for the rest', async () => {
-    srv = new LaneServer(ok('lane'));
-    const c = await client(await srv.start());
+    const c = await client(await onLane(ok('lane')));
     c.socket.write('GET /slow HTTP/1.1\r\nHo');
     await new Promise((r) => setTimeout(r, 50));
     c.socket.write('st: a\r\n\r\n');
@@ -274,8 +274,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('Connection: close: the answer, then the connection ends; bytes after it are not served', async () => {
-    srv = new LaneServer(ok('bye'));
-    const c = await client(await srv.start());
+    const c = await client(await onLane(ok('bye')));
     c.socket.write('GET /1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.ended);
     assert.equal(c.count('bye'), 1);
@@ -283,8 +282,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('Connection: close from a client that keeps its side open: the server still closes the socket', async () => {
-    srv = new LaneServer(ok('bye'));
-    const port = await srv.start();
+    const port = await onLane(ok('bye'));
     const c = new Raw(port);
     raws.push(c);
     c.socket.setNoDelay(true);
@@ -298,8 +296,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('no first head within the headers timeout: the head-timeout hook answers (408); a connection that sent one in time is not affected', async () => {
-    srv = new LaneServer(ok('ok'), 60_000, 200);
-    const port = await srv.start();
+    const port = await onLane(ok('ok'), 60_000, 200);
     const silent = await client(port);
     const prompt = await client(port);
     prompt.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
@@ -316,11 +313,10 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
 
   it("a client's FIN abandons the request in flight, as node:http and Envoy (DC) do: close, no answer, the end", async () => {
     const closes: string[] = [];
-    srv = new LaneServer((req, res) => {
+    const c = await client(await onLane((req, res) => {
       res.on('close', () => closes.push(req.url));
       setTimeout(() => ok('late')(req, res), 50);
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.end('GET /fin HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.ended);
     await new Promise((r) => setTimeout(r, 100));
@@ -329,14 +325,13 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('chunked answers: chunk framing, trailers, the last chunk; node:http reads them back', async () => {
-    srv = new LaneServer((_req, res) => {
+    const port = await onLane((_req, res) => {
       res.writeHead(200, ['transfer-encoding', 'chunked']);
       res.write(Buffer.from('abc'));
       res.write(Buffer.alloc(20_000, 0x62)); // over the copy limit: written after its size line
       res.addTrailers({ 'grpc-status': '0' });
       res.end();
     });
-    const port = await srv.start();
     const got = await new Promise<{ body: string; trailers: NodeJS.Dict<string> }>((resolve, reject) => {
       http.get({ port, host: '127.0.0.1', path: '/', agent: false }, (res) => {
         let body = '';
@@ -350,12 +345,11 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('no body on HEAD, 204 and 304, whatever end() is given; a chunked HEAD answer has no last chunk', async () => {
-    srv = new LaneServer((req, res) => {
+    const c = await client(await onLane((req, res) => {
       const status = Number(req.url.slice(1)) || 200;
       res.writeHead(status, req.url === '/chunked' ? ['transfer-encoding', 'chunked'] : ['content-length', '4']);
       res.end('body');
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.write('HEAD /chunked HTTP/1.1\r\nHost: a\r\n\r\nHEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /204 HTTP/1.1\r\nHost: a\r\n\r\nGET /304 HTTP/1.1\r\nHost: a\r\n\r\nGET /200 HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.text.endsWith('\r\n\r\nbody'));
     assert.equal(c.text, [
@@ -369,7 +363,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
 
   it('a header that cannot be sent throws (no response splitting) and nothing is written', async () => {
     const thrown: string[] = [];
-    srv = new LaneServer((_req, res) => {
+    const c = await client(await onLane((_req, res) => {
       for (const list of [['x-a', 'one\r\nset-cookie: evil'], ['bad name', 'v'], ['x-a', 'nul\u0000']]) {
         try {
           res.writeHead(200, list);
@@ -379,8 +373,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
       }
       res.writeHead(200, ['content-length', '2']);
       res.end('ok');
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.count('ok') === 1);
     assert.deepEqual(thrown, ['ERR_INVALID_CHAR', 'ERR_INVALID_CHAR', 'ERR_INVALID_CHAR']);
@@ -389,13 +382,12 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
 
   it("the client going away mid-answer emits the response's close; a finished one never does", async () => {
     const closes: string[] = [];
-    srv = new LaneServer((req, res) => {
+    const c = await client(await onLane((req, res) => {
       res.on('close', () => closes.push(req.url));
       if (req.url === '/done') return ok('done')(req, res);
       res.writeHead(200, ['content-length', '100']);
       res.write(Buffer.from('partial'));
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.write('GET /done HTTP/1.1\r\nHost: a\r\n\r\nGET /cut HTTP/1.1\r\nHost: a\r\n\r\n');
     await c.until(() => c.text.endsWith('partial'));
     c.socket.destroy();
@@ -405,8 +397,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
   });
 
   it('an idle connection is closed after the keep-alive time; one in use is not', async () => {
-    srv = new LaneServer(ok('k'), 300);
-    const port = await srv.start();
+    const port = await onLane(ok('k'), 300);
     const idle = await client(port);
     idle.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
     const busy = await client(port);
@@ -425,7 +416,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
     let falses = 0;
     let drains = 0;
     const total = 8 * 1024 * 1024;
-    srv = new LaneServer((_req, res) => {
+    const c = await client(await onLane((_req, res) => {
       res.writeHead(200, ['content-length', String(total)]);
       let sent = 0;
       const pump = () => {
@@ -440,8 +431,7 @@ describe('HTTP/1.1 lane: a connection on real sockets', () => {
         res.end();
       };
       pump();
-    });
-    const c = await client(await srv.start());
+    }));
     c.socket.pause(); // a slow reader at first
     c.socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
     await new Promise((r) => setTimeout(r, 100));
