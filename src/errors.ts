@@ -186,7 +186,7 @@ export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = '
     return new GatewayError('CONNECT_TIMEOUT', e?.message, { cause: err });
   }
   if (CONNECT_CODES.has(code) || isTlsHandshakeCode(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
-  if (e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+  if (e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'ERR_H2_MALFORMED') {
     return new GatewayError('UPSTREAM_PROTOCOL_ERROR', e?.message, { cause: err });
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {

@@ -45,7 +45,7 @@ export interface ConnectionStats {
 /** Pool keys of option objects the proxy reuses (one per cluster definition): built once each. */
 const optionsKeys = new WeakMap<PoolOptions, string>();
 
-/** What the proxy needs of a connection pool: undici's Pool, or our h2c pool on node:http2. */
+/** What the proxy needs of a connection pool: undici's Pool, or one of our plain pools (HTTP/1.1, h2c). */
 export interface UpstreamPool {
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
   close(): Promise<void>;
@@ -347,7 +347,7 @@ export class Registry {
     let entry = this.pools.get(key);
     if (entry) entry.uses += 1;
     else {
-      // h2c (prior knowledge) on node:http2 (h2c-pool.ts); plain HTTP/1.1 on ours (h1-pool.ts, its
+      // h2c (prior knowledge) on our HTTP/2 client (h2c-pool.ts); plain HTTP/1.1 on ours (h1-pool.ts, its
       // streamed uploads on undici); TLS, with ALPN, on undici.
       const stats = this.connectionStats(endpoint.key);
       // What both of our pools take (plaintext: no TLS options).

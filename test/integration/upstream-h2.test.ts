@@ -5,11 +5,12 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { httpGatewayYaml, loopbackServiceEntryYaml } from '../../src/sample/configs';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createHash } from 'node:crypto';
 import { curl, freePort, waitFor } from '../helpers/upstream';
+import { h2frame } from '../helpers/h2frames';
 
 const routes = (port: number, h1Port: number) => `${httpGatewayYaml()}${loopbackServiceEntryYaml('h2', 'h2.internal', 80, 'HTTP2', port)}apiVersion: v1
 kind: Service
@@ -119,9 +120,10 @@ describe('HTTP/2 to upstreams (h2c prior knowledge)', function () {
 
 const h2Entry = (name: string, port: number) => loopbackServiceEntryYaml(name, `${name}.internal`, 80, 'HTTP2', port);
 
-describe('h2c pool (node:http2): streams, flow control and failures', function () {
+describe('h2c pool: streams, flow control and failures', function () {
   this.timeout(30_000);
   let gw: TestGateway;
+  let raw: net.Server;
   let upstream: http2.Http2Server;
   let sessions = 0;
   let refused = 0;
@@ -159,8 +161,24 @@ describe('h2c pool (node:http2): streams, flow control and failures', function (
     await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
     const port = (upstream.address() as AddressInfo).port;
     const closed = await freePort();
+    // A raw HTTP/2 upstream whose answer breaks the rules: a header name in upper case.
+    raw = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.write(h2frame(4, 0, 0));
+      let seen = Buffer.alloc(0);
+      socket.on('data', (d: Buffer) => {
+        seen = Buffer.concat([seen, d]);
+        // Our first request is stream 1: answer it once its HEADERS frame (type 1) has come.
+        if (seen.length > 24 + 9 && seen.subarray(24).includes(Buffer.from([0x01, 0x05, 0x00, 0x00, 0x00, 0x01]))) {
+          seen = Buffer.alloc(0);
+          socket.write(h2frame(1, 5, 1, Buffer.from([0x88, 0x00, 0x01, 0x58, 0x01, 0x79])));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    const rawPort = (raw.address() as AddressInfo).port;
     gw = await startGateway({
-      'routes.yaml': `${httpGatewayYaml()}${h2Entry('h2', port)}${h2Entry('h2once', port)}${h2Entry('h2gone', closed)}${h2Entry('h2idle', port)}apiVersion: networking.istio.io/v1
+      'routes.yaml': `${httpGatewayYaml()}${h2Entry('h2', port)}${h2Entry('h2once', port)}${h2Entry('h2gone', closed)}${h2Entry('h2idle', port)}${h2Entry('h2raw', rawPort)}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: h2once, namespace: default}
 spec:
@@ -187,6 +205,8 @@ spec:
     route: [{destination: {host: h2gone.internal}}]
   - match: [{uri: {prefix: /idle}}]
     route: [{destination: {host: h2idle.internal}}]
+  - match: [{uri: {prefix: /malformed}}]
+    route: [{destination: {host: h2raw.internal}}]
   - route: [{destination: {host: h2.internal}}]
 `,
     });
@@ -195,9 +215,16 @@ spec:
   after(async () => {
     await gw?.stop();
     await new Promise((resolve) => upstream?.close(resolve));
+    await new Promise((resolve) => raw?.close(resolve));
   });
 
   const url = (path: string) => `http://127.0.0.1:${gw.port(80)}${path}`;
+
+  it('a malformed HTTP/2 answer (an upper-case header name) is 502 UPE protocol_error, as Envoy', async () => {
+    const r = await curl(['-s', '-w', '\n%{http_code}', '-H', 'Host: app.example.com', url('/malformed')]);
+    assert.equal(r.stdout, 'upstream connect error or disconnect/reset before headers. reset reason: protocol error\n502');
+    await gw.waitForLine(/"GET \/malformed HTTP\/1\.1" 502 UPE upstream_reset_before_response_started\{protocol_error\} /);
+  });
 
   it('an 8 MiB response crosses intact (flow control both ways) and a 3 MiB request body arrives intact', async () => {
     const big = await curl(['-s', '-H', 'Host: app.example.com', url('/big')]);

@@ -29,6 +29,7 @@ describe('error catalogue', () => {
     [Object.assign(new Error('bad'), { code: 'HPE_INVALID_CONSTANT' }), 'UPSTREAM_PROTOCOL_ERROR'],
     [Object.assign(new Error('refused stream'), { code: 'UND_ERR_REFUSED_STREAM' }), 'UPSTREAM_REFUSED_STREAM'],
     [Object.assign(new Error('rst'), { code: 'UND_ERR_H2_RESET' }), 'UPSTREAM_REMOTE_RESET'],
+    [Object.assign(new Error('malformed'), { code: 'ERR_H2_MALFORMED' }), 'UPSTREAM_PROTOCOL_ERROR'], // our HTTP/2 client: 502 UPE
     [new Error('mystery'), 'UPSTREAM_RESET'],
     [new GatewayError('OVERFLOW'), 'OVERFLOW'],
   ];

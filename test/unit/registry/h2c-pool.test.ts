@@ -21,7 +21,7 @@ function request(pool: H2cPool, path: string, hooks: Partial<Dispatcher.Dispatch
   });
 }
 
-describe('H2cPool (h2c on node:http2)', () => {
+describe('H2cPool (h2c) against a node:http2 server', () => {
   let server: http2.Http2Server;
   let port: number;
   let slowEnd: (() => void) | undefined;
