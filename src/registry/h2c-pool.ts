@@ -15,10 +15,11 @@
 // accounting stay the same for HTTP/1.1 and HTTP/2. TLS upstreams stay on undici (ALPN can fall
 // back to HTTP/1.1 there; prior knowledge has nothing to negotiate).
 //
-// One connection at a time carries every request (HTTP/2 multiplexes), up to the peer's
-// SETTINGS_MAX_CONCURRENT_STREAMS (more wait on it, in order); `maxRequestsPerConnection` retires a
-// connection after that many streams (it finishes what it carries, new streams go to a new one), as
-// does the peer's GOAWAY; an idle connection closes after `idleTimeoutMs`.
+// One connection carries every request (HTTP/2 multiplexes) up to the peer's
+// SETTINGS_MAX_CONCURRENT_STREAMS; beyond it a second one opens, as Envoy's HTTP/2 pool does (the
+// proxy's circuit breaker bounds the requests, so the connections). `maxRequestsPerConnection`
+// retires a connection after that many streams (it finishes what it carries, new streams go to a new
+// one), as does the peer's GOAWAY; an idle connection closes after `idleTimeoutMs`.
 //
 // What is left out, on purpose: server push (SETTINGS_ENABLE_PUSH 0, a PUSH_PROMISE is a protocol
 // error), priorities (read and ignored), our own PINGs and a SETTINGS-acknowledgement timeout (TCP
@@ -73,13 +74,15 @@ const H2_FRAME_SIZE_ERROR = 0x6;
 export const H2_REFUSED_STREAM = 0x7;
 export const H2_CANCEL = 0x8;
 const H2_COMPRESSION_ERROR = 0x9;
+const H2_ENHANCE_YOUR_CALM = 0xb;
 
 /** What we read: frames up to the protocol's default size (we never raise SETTINGS_MAX_FRAME_SIZE). */
 const MAX_FRAME = 16_384;
 /** Receive windows we grant: per stream, and for the connection. */
 const STREAM_WINDOW = 1 << 20;
 const CONNECTION_WINDOW = 1 << 24;
-/** A response's header block, compressed (all its frames) and decoded (RFC 9113 accounting). */
+/** A response's header block, compressed (all its frames, 9 bytes counted for each frame's own
+ * header, so empty CONTINUATIONs cannot pile up) and decoded (RFC 9113 accounting). */
 const MAX_HEADER_BLOCK = 65_536;
 const MAX_HEADER_LIST = 65_536;
 /** Request body bytes queued on a stream before its source is paused. */
@@ -135,6 +138,8 @@ class Stream {
   /** Data that came while the handler was paused, and whether the stream ended after it. */
   held: Buffer[] = [];
   heldEnd = false;
+  /** END_STREAM came while the handler was paused: the stream is off the wire, its data held. */
+  remoteEnded = false;
   expected: number | undefined;
   received = 0;
   trailers: string[] = [];
@@ -150,7 +155,7 @@ class Stream {
   private onSourceError: ((err: Error) => void) | undefined;
 
   constructor(
-    public conn: Connection,
+    readonly conn: Connection,
     readonly headerBlock: Buffer,
     readonly bodyless: boolean,
     readonly handler: Dispatcher.DispatchHandler,
@@ -269,6 +274,7 @@ class Stream {
     if (this.claim) this.claim.upstreamLocalAddress = this.conn.localAddress;
     const conn = this.conn;
     if (this.guard(() => this.handler.onHeaders?.(status, raw as unknown as Buffer[], () => conn.resume(this), '')) === false) this.paused = true;
+    if (this.over) return;
     if (endStream) this.end();
   }
 
@@ -277,6 +283,8 @@ class Stream {
     const trailers: string[] = [];
     for (const [name, value] of fields) {
       if (!LOWER_TOKEN.test(name)) return this.malformed(`trailer ${JSON.stringify(name)}`);
+      if (HEADER_VALUE_BAD.test(value)) return this.malformed(`a control character in trailer ${name}`);
+      if (CONNECTION_SPECIFIC.has(name)) return this.malformed(`connection-specific trailer ${name}`);
       trailers.push(name, value);
     }
     this.trailers = trailers;
@@ -294,7 +302,7 @@ class Stream {
     if (this.paused) {
       if (data.length > 0) this.held.push(data);
       this.unacked += flowBytes;
-      if (endStream) this.heldEnd = true;
+      if (endStream) this.end();
       return;
     }
     if (data.length > 0 && this.guard(() => this.handler.onData?.(data)) === false) this.paused = true;
@@ -319,8 +327,15 @@ class Stream {
 
   /** END_STREAM from the upstream: the response is whole if its length is right. */
   private end(): void {
+    if (this.over) return;
     if (this.paused) {
+      // Off the wire now (its slot free, a reset or a closing connection no longer concerns it);
+      // complete when the handler takes what is held.
       this.heldEnd = true;
+      if (!this.remoteEnded) {
+        this.remoteEnded = true;
+        this.conn.remoteEnd(this);
+      }
       return;
     }
     if (this.expected !== undefined && this.received !== this.expected) {
@@ -351,8 +366,6 @@ class Connection {
   connected = false;
   /** Takes no new streams: GOAWAY heard, maxRequestsPerConnection reached, or the pool is closing. */
   retired = false;
-  /** The peer said GOAWAY: nothing more starts here (what waited went to another connection). */
-  private goneAway = false;
   closed = false;
   /** Why the connection could not be made (set before streams hear of it). */
   failure: Error | undefined;
@@ -361,8 +374,8 @@ class Connection {
   /** Streams opened on it, for maxRequestsPerConnection. */
   opened = 0;
   readonly streams = new Map<number, Stream>();
-  /** Streams waiting for a slot under the peer's SETTINGS_MAX_CONCURRENT_STREAMS, in order. */
-  readonly waiting: Stream[] = [];
+  /** Streams whose response has all come while their handler was paused: off the wire, not done. */
+  private readonly draining = new Set<Stream>();
   /** Streams with body bytes that wait for flow-control window or a drained socket. */
   private readonly blocked = new Set<Stream>();
   private nextId = 1;
@@ -390,7 +403,7 @@ class Connection {
       this.failure = undiciShapedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${opts.connectTimeoutMs} ms`);
       socket.destroy(this.failure);
     }, opts.connectTimeoutMs);
-    this.idle = new IdleTimer(opts.idleTimeoutMs, () => this.streams.size > 0 || this.waiting.length > 0, () => this.close());
+    this.idle = new IdleTimer(opts.idleTimeoutMs, () => this.inFlight > 0, () => this.close());
     // Our preface and settings go out at once (RFC 9113 3.4); streams may follow before the peer's.
     const settings = Buffer.allocUnsafe(18);
     settings.writeUInt16BE(SETTINGS_ENABLE_PUSH, 0);
@@ -423,17 +436,22 @@ class Connection {
   }
 
   get inFlight(): number {
-    return this.streams.size + this.waiting.length;
+    return this.streams.size + this.draining.size;
+  }
+
+  /** Has a stream slot under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (else the pool opens another connection). */
+  get hasRoom(): boolean {
+    return this.streams.size < this.peerMaxStreams;
   }
 
   open(stream: Stream): void {
     this.opened += 1;
-    if (this.streams.size >= this.peerMaxStreams) this.waiting.push(stream);
-    else this.start(stream);
+    this.start(stream);
     if (this.opts.maxRequestsPerConnection && this.opened >= this.opts.maxRequestsPerConnection) this.pool.retire(this);
   }
 
   private start(stream: Stream): void {
+    if (this.closed) return stream.fail(this.failure ?? undiciShapedError('UND_ERR_SOCKET', 'upstream connection closed'));
     stream.id = this.nextId;
     this.nextId += 2;
     stream.sendWindow = this.peerInitialWindow;
@@ -522,16 +540,23 @@ class Connection {
     if (stream.id !== 0 && this.streams.has(stream.id) && !this.closed) this.socket.write(u32Frame(RST_STREAM, stream.id, code));
   }
 
-  /** A stream is over for us: free its slot, start a waiting one, close a retired connection that emptied. */
+  /** The peer ended a stream whose handler is paused: stop sending, free its slot, hold it until done. */
+  remoteEnd(stream: Stream): void {
+    if (!stream.sent) this.reset(stream, H2_CANCEL);
+    stream.detachSource();
+    this.blocked.delete(stream);
+    if (this.streams.get(stream.id) === stream) {
+      this.streams.delete(stream.id);
+      this.draining.add(stream);
+    }
+  }
+
+  /** A stream is over for us: free its slot, close a retired connection that emptied. */
   forget(stream: Stream): void {
     stream.detachSource();
     this.blocked.delete(stream);
-    if (stream.id === 0) {
-      const i = this.waiting.indexOf(stream);
-      if (i >= 0) this.waiting.splice(i, 1);
-    } else if (this.streams.delete(stream.id)) {
-      while (this.waiting.length > 0 && this.streams.size < this.peerMaxStreams && !this.closed && !this.goneAway) this.start(this.waiting.shift()!);
-    }
+    if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
+    this.draining.delete(stream);
     this.idle.touch();
     if (this.retired && this.inFlight === 0) this.close();
     this.pool.checkEmpty();
@@ -572,18 +597,14 @@ class Connection {
     this.goodbye(frame(GOAWAY, 0, 0, payload));
   }
 
+  /** The connection is gone: every stream still on the wire fails (held, whole responses do not). */
   private closeWith(err: Error): void {
-    if (this.closed && this.streams.size === 0 && this.waiting.length === 0) {
-      this.closed = true;
-      return;
-    }
     this.closed = true;
     this.retired = true;
     clearTimeout(this.connectTimer);
     this.idle.stop();
-    for (const stream of [...this.streams.values(), ...this.waiting]) stream.fail(err);
+    for (const stream of [...this.streams.values()]) stream.fail(err);
     this.streams.clear();
-    this.waiting.length = 0;
   }
 
   private onClose(): void {
@@ -634,7 +655,7 @@ class Connection {
       case PING:
         if (id !== 0) return this.connectionError(H2_PROTOCOL_ERROR, 'PING on a stream');
         if (payload.length !== 8) return this.connectionError(H2_FRAME_SIZE_ERROR, 'PING of the wrong size');
-        if (!(flags & ACK)) this.socket.write(frame(PING, ACK, 0, payload));
+        if (!(flags & ACK)) this.ack(frame(PING, ACK, 0, payload));
         return;
       case GOAWAY: return this.onGoaway(id, payload);
       case WINDOW_UPDATE: return this.onWindowUpdate(id, payload);
@@ -642,10 +663,19 @@ class Connection {
     }
   }
 
+  /**
+   * Answer a PING or SETTINGS. A peer that floods them while it reads nothing of ours would grow our
+   * write queue without end: past the socket bound, ENHANCE_YOUR_CALM (nghttp2 does likewise).
+   */
+  private ack(f: Buffer): void {
+    if (this.socket.writableLength >= SOCKET_QUEUE) return this.connectionError(H2_ENHANCE_YOUR_CALM, 'acknowledgements the peer does not read');
+    this.socket.write(f);
+  }
+
   /** A frame's payload without its padding, or undefined (a connection error is raised). */
   private unpad(flags: number, payload: Buffer, extra: number): Buffer | undefined {
+    if (payload.length < extra + (flags & PADDED ? 1 : 0)) return void this.connectionError(H2_FRAME_SIZE_ERROR, 'a frame shorter than its pad length and priority fields');
     if (!(flags & PADDED)) return payload.subarray(extra);
-    if (payload.length < 1) return void this.connectionError(H2_FRAME_SIZE_ERROR, 'padded frame without its pad length');
     const pad = payload[0]!;
     if (pad + 1 + extra > payload.length) return void this.connectionError(H2_PROTOCOL_ERROR, 'padding longer than the frame');
     return payload.subarray(1 + extra, payload.length - pad);
@@ -686,14 +716,14 @@ class Connection {
     if (id === 0) return this.connectionError(H2_PROTOCOL_ERROR, 'HEADERS on stream 0');
     const fragment = this.unpad(flags, payload, flags & PRIORITY_FLAG ? 5 : 0);
     if (fragment === undefined) return;
-    this.block = { id, endStream: (flags & END_STREAM) !== 0, parts: [fragment], size: fragment.length };
+    this.block = { id, endStream: (flags & END_STREAM) !== 0, parts: [fragment], size: 9 + fragment.length };
     if (flags & END_HEADERS) this.endBlock();
   }
 
   private onContinuation(flags: number, id: number, payload: Buffer): void {
     const block = this.block;
     if (!block || block.id !== id) return this.connectionError(H2_PROTOCOL_ERROR, 'CONTINUATION without a header block');
-    block.size += payload.length;
+    block.size += 9 + payload.length;
     if (block.size > MAX_HEADER_BLOCK) return this.connectionError(H2_PROTOCOL_ERROR, `a header block over ${MAX_HEADER_BLOCK} bytes`);
     block.parts.push(payload);
     if (flags & END_HEADERS) this.endBlock();
@@ -751,8 +781,7 @@ class Connection {
       }
       // HEADER_TABLE_SIZE: our encoder never uses the peer's table; MAX_HEADER_LIST_SIZE is advisory.
     }
-    this.socket.write(frame(SETTINGS, ACK, 0));
-    while (this.waiting.length > 0 && this.streams.size < this.peerMaxStreams) this.start(this.waiting.shift()!);
+    this.ack(frame(SETTINGS, ACK, 0));
     this.flushBlocked();
   }
 
@@ -762,10 +791,8 @@ class Connection {
     const last = payload.readUInt32BE(0) & MAX_STREAM_ID;
     // A graceful shutdown of the upstream (Envoy and node both send GOAWAY when draining): new
     // streams go to a new connection at once; streams above the last one it will process were not
-    // processed and are safe to retry (refused); those not yet sent go out again on a new connection.
-    this.goneAway = true;
+    // processed and are safe to retry (refused).
     this.pool.retire(this);
-    for (const stream of this.waiting.splice(0)) this.pool.requeue(stream);
     for (const stream of [...this.streams.values()]) {
       if (stream.id > last) stream.fail(undiciShapedError('UND_ERR_REFUSED_STREAM', 'upstream refused the stream (GOAWAY)'));
     }
@@ -841,20 +868,13 @@ export class H2cPool extends EventEmitter {
     return true;
   }
 
-  /** The connection new streams go on: the live one, or a new one. */
+  /** The connection new streams go on: the live one while it has a stream slot, or a new one. */
   private connection(): Connection {
-    if (this.live?.usable) return this.live;
+    if (this.live?.usable && this.live.hasRoom) return this.live;
     const conn = new Connection(this, this.opts);
     this.live = conn;
     this.all.add(conn);
     return conn;
-  }
-
-  /** A stream that was never sent on a connection now going away: onto the live one. */
-  requeue(stream: Stream): void {
-    const conn = this.connection();
-    stream.conn = conn;
-    conn.open(stream);
   }
 
   retire(conn: Connection): void {

@@ -11,6 +11,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createHash } from 'node:crypto';
 import { curl, freePort, waitFor } from '../helpers/upstream';
 import { h2frame } from '../helpers/h2frames';
+import { HpackDecoder, hpackEncode } from '../../src/gateway/http/hpack';
 
 const routes = (port: number, h1Port: number) => `${httpGatewayYaml()}${loopbackServiceEntryYaml('h2', 'h2.internal', 80, 'HTTP2', port)}apiVersion: v1
 kind: Service
@@ -161,17 +162,31 @@ describe('h2c pool: streams, flow control and failures', function () {
     await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
     const port = (upstream.address() as AddressInfo).port;
     const closed = await freePort();
-    // A raw HTTP/2 upstream whose answer breaks the rules: a header name in upper case.
+    // A raw HTTP/2 upstream whose answers break the rules, by path: a header name in upper case, or a
+    // trailer value with CR LF after a body.
     raw = net.createServer((socket) => {
       socket.on('error', () => {});
       socket.write(h2frame(4, 0, 0));
-      let seen = Buffer.alloc(0);
+      const decoder = new HpackDecoder();
+      let buf = Buffer.alloc(0);
+      let preface = false;
       socket.on('data', (d: Buffer) => {
-        seen = Buffer.concat([seen, d]);
-        // Our first request is stream 1: answer it once its HEADERS frame (type 1) has come.
-        if (seen.length > 24 + 9 && seen.subarray(24).includes(Buffer.from([0x01, 0x05, 0x00, 0x00, 0x00, 0x01]))) {
-          seen = Buffer.alloc(0);
-          socket.write(h2frame(1, 5, 1, Buffer.from([0x88, 0x00, 0x01, 0x58, 0x01, 0x79])));
+        buf = Buffer.concat([buf, d]);
+        if (!preface && buf.length >= 24) {
+          buf = buf.subarray(24);
+          preface = true;
+        }
+        while (preface && buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+          const [len, type, flags, id] = [buf.readUIntBE(0, 3), buf[3]!, buf[4]!, buf.readUInt32BE(5)];
+          const path = type === 1 ? new Map(decoder.decode(buf.subarray(9, 9 + len))).get(':path') : undefined;
+          buf = buf.subarray(9 + len);
+          if (type === 4 && !(flags & 1)) socket.write(h2frame(4, 1, 0));
+          if (path === '/malformed') socket.write(h2frame(1, 5, id, Buffer.from([0x88, 0x00, 0x01, 0x58, 0x01, 0x79])));
+          if (path === '/malformed-trailer') {
+            socket.write(h2frame(1, 4, id, hpackEncode([[':status', '200']])));
+            socket.write(h2frame(0, 0, id, Buffer.from('hello')));
+            socket.write(h2frame(1, 5, id, hpackEncode([['x-trailer', 'a\r\nb']])));
+          }
         }
       });
     });
@@ -219,6 +234,13 @@ spec:
   });
 
   const url = (path: string) => `http://127.0.0.1:${gw.port(80)}${path}`;
+
+  it('a trailer value with CR LF after the head went out: the client is reset and the request logged, never left hanging', async () => {
+    const r = await curl(['-s', '--max-time', '5', '-H', 'Host: app.example.com', url('/malformed-trailer')]);
+    assert.notEqual(r.code, 28, 'curl timed out: the response was never ended');
+    assert.notEqual(r.code, 0, 'a response cut short is not a clean end');
+    await gw.waitForLine(/"GET \/malformed-trailer HTTP\/1\.1" 200 UPE /);
+  });
 
   it('a malformed HTTP/2 answer (an upper-case header name) is 502 UPE protocol_error, as Envoy', async () => {
     const r = await curl(['-s', '-w', '\n%{http_code}', '-H', 'Host: app.example.com', url('/malformed')]);

@@ -233,7 +233,8 @@ export class HpackDecoder {
         const b = buf[pos++]!;
         v += (b & 0x7f) * 2 ** shift;
         shift += 7;
-        if (v > 0x7fffffff) throw new HpackError('integer too large');
+        // Zero continuation octets would go on for ever (and 0 * 2**1100 is NaN): 5 octets hold 31 bits.
+        if (v > 0x7fffffff || shift > 35) throw new HpackError('integer too large or too long');
         if ((b & 0x80) === 0) return v;
       }
     };

@@ -915,13 +915,14 @@ class Forwarder {
       if (tail) {
         const status = tail['grpc-status'];
         if (ex.grpc && status !== undefined) ex.grpcStatus = Array.isArray(status) ? status[0] : status;
-        ex.res.addTrailers(tail);
       }
       try {
+        if (tail) ex.res.addTrailers(tail);
         ex.res.end();
       } catch {
         // An HTTP/2 head held for end() that node:http2 refuses there (a single-value header the
-        // upstream sent twice): reset the client, as when a head is refused at once (UC).
+        // upstream sent twice), or trailers node refuses (a control character in a value): reset the
+        // client, as when a head is refused at once (UC). Never a response left without its end.
         ex.rec.responseFlags.push('UC');
         ex.res.destroy();
       }

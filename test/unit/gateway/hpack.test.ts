@@ -145,6 +145,7 @@ describe('HPACK', () => {
     ['EOS inside a Huffman string', '4084ffffffff0161'],
     ['a table size update above the setting', '3fe21f'],
     ['a table size update after a field', '8220'],
+    ['an integer padded with zero continuation octets (it would read as NaN)', '3f' + '80'.repeat(200) + '00'],
   ];
   for (const [name, block] of bad) {
     it(`refuses ${name} with an HpackError`, () => {

@@ -98,18 +98,33 @@ async function rawUpstream(answer: (peer: Peer, id: number, fields: [string, str
 
 interface Outcome { status?: number; headers: string[]; body: string; trailers?: string[]; error?: Error & { code?: string }; events: string[] }
 
-function request(pool: H2cPool, path: string, o: { method?: string; headers?: Record<string, string | string[]>; body?: Buffer | Readable | null; pauseFirst?: (resume: () => void) => void; abort?: (abort: (e?: Error) => void) => void } = {}): Promise<Outcome> {
+interface RequestOptions {
+  method?: string;
+  headers?: Record<string, string | string[]>;
+  body?: Buffer | Readable | null;
+  /** The handler pauses (returns false) at the first body chunk; resume when this calls back. */
+  pauseFirst?: (resume: () => void) => void;
+  abort?: (abort: (e?: Error) => void) => void;
+  /** Runs in onHeaders with the abort function; what it returns is onHeaders' answer. */
+  onHeaders?: (abort: (e?: Error) => void) => boolean;
+}
+
+function request(pool: H2cPool, path: string, o: RequestOptions = {}): Promise<Outcome> {
   return new Promise((resolve) => {
     const out: Outcome = { headers: [], body: '', events: [] };
     let resumeFn: () => void = () => {};
     let paused = false;
+    let abortFn: (e?: Error) => void = () => {};
     const handler: Dispatcher.DispatchHandler = {
-      onConnect: (abort) => o.abort?.(abort),
+      onConnect: (abort) => {
+        abortFn = abort;
+        o.abort?.(abort);
+      },
       onHeaders: (status, raw, resume) => {
         out.status = status;
         out.headers = raw as unknown as string[];
         resumeFn = resume;
-        return true;
+        return o.onHeaders ? o.onHeaders(abortFn) : true;
       },
       onData: (chunk) => {
         out.body += chunk.toString('latin1');
@@ -144,6 +159,7 @@ const settings = (...pairs: [number, number][]) => {
   pairs.forEach(([k, v], i) => { b.writeUInt16BE(k, i * 6); b.writeUInt32BE(v, i * 6 + 2); });
   return b;
 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const until = async (cond: () => boolean, ms = 3000) => {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -266,21 +282,22 @@ describe('H2cPool framing against a raw upstream', function () {
     }
   });
 
-  it('the peer\'s SETTINGS_MAX_CONCURRENT_STREAMS 1: requests wait their turn on the connection, in order', async () => {
-    const open = new Set<number>();
+  it('the peer\'s SETTINGS_MAX_CONCURRENT_STREAMS 1: more at once open more connections (as Envoy\'s pool), none carries two at once', async () => {
+    const open = new Map<Peer, number>();
     let most = 0;
     const up = await rawUpstream((peer, id) => {
-      open.add(id);
-      most = Math.max(most, open.size);
-      setTimeout(() => { open.delete(id); ok(peer, id); }, 20);
+      open.set(peer, (open.get(peer) ?? 0) + 1);
+      most = Math.max(most, open.get(peer)!);
+      setTimeout(() => { open.set(peer, open.get(peer)! - 1); ok(peer, id); }, 20);
     }, { settings: settings([3, 1]) });
     try {
-      // The first waits for the peer's SETTINGS to be read: it is sent at once on connect.
+      // Each new connection learns the limit from the peer's SETTINGS, sent at once on connect.
       await request(up.pool, '/warm');
-      const rs = await Promise.all([1, 2, 3].map((i) => request(up.pool, `/${i}`)));
+      // 15 ms apart (each answer takes 20): a new connection has read the peer's limit before the next.
+      const rs = await Promise.all([0, 1, 2].map(async (i) => { await sleep(i * 15); return request(up.pool, `/${i}`); }));
       assert.deepEqual(rs.map((r) => r.body), ['ok', 'ok', 'ok']);
-      assert.equal(most, 1);
-      assert.equal(up.peers.length, 1);
+      assert.equal(most, 1, 'never two streams at once on a connection');
+      assert.ok(up.peers.length >= 2, `${up.peers.length} connections`);
       assert.equal(up.pool.inFlight, 0);
     } finally {
       await up.close();
@@ -408,7 +425,7 @@ describe('H2cPool framing against a raw upstream', function () {
     });
   }
 
-  it('a GOAWAY: streams it processed finish, one above its last id is refused, one not yet sent goes out on a new connection', async () => {
+  it('a GOAWAY: streams it processed finish, one above its last id is refused, the next goes on a new connection', async () => {
     const up = await rawUpstream((peer, id) => {
       if (up.peers.indexOf(peer) > 0) return ok(peer, id);
       if (id === 1) setTimeout(() => ok(peer, 1), 100);
@@ -418,7 +435,7 @@ describe('H2cPool framing against a raw upstream', function () {
       const first = request(up.pool, '/1');
       await new Promise((r) => setTimeout(r, 30));
       const second = request(up.pool, '/3');
-      const third = request(up.pool, '/waits'); // over the limit of 2: waits on the first connection
+      const third = request(up.pool, '/more'); // over the limit of 2: a second connection
       const [a, b, c] = await Promise.all([first, second, third]);
       assert.equal(a.body, 'ok');
       assert.equal(b.error?.code, 'UND_ERR_REFUSED_STREAM');
@@ -456,6 +473,182 @@ describe('H2cPool framing against a raw upstream', function () {
       assert.deepEqual(r.events, ['error'], 'one outcome only');
       assert.equal((await request(up.pool, '/next')).body, 'ok');
       assert.equal(up.peers.length, 1);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a handler that throws or aborts in onHeaders on a head that ends the stream hears one outcome (onError), never onComplete too', async () => {
+    const up = await rawUpstream((peer, id) => peer.head(id, [[':status', id === 1 ? '204' : '503']], true));
+    try {
+      const thrown = await request(up.pool, '/throws', { onHeaders: () => { throw new Error('handler bug'); } });
+      const aborted = await request(up.pool, '/aborts', { onHeaders: (abort) => { abort(new Error('retrying')); return true; } });
+      await sleep(50);
+      assert.deepEqual(thrown.events, ['error']);
+      assert.deepEqual(aborted.events, ['error']);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a paused handler keeps a whole response: a GOAWAY and close after END_STREAM, or RST_STREAM NO_ERROR, do not cut it; DATA after END_STREAM is not added', async () => {
+    const up = await rawUpstream((peer, id) => {
+      peer.head(id, [[':status', '200'], ['content-length', '8']]);
+      peer.data(id, 'abcd', false);
+      peer.data(id, 'efgh', true);
+      if (id === 1) peer.data(id, 'INJECTED', true); // the stream is closed (RFC 9113 5.1)
+      if (id === 3) setTimeout(() => peer.send(RST_STREAM, 0, id, Buffer.from([0, 0, 0, 0])), 30);
+      if (id === 5) setTimeout(() => { peer.send(GOAWAY, 0, 0, Buffer.from([0, 0, 0, 5, 0, 0, 0, 0])); peer.socket.end(); }, 30);
+    });
+    try {
+      for (const path of ['/after-end', '/rst-no-error', '/goaway-close']) {
+        const r = await request(up.pool, path, { pauseFirst: (resume) => setTimeout(resume, 150) });
+        assert.equal(r.error, undefined, `${path}: ${r.error?.code} ${r.error?.message}`);
+        assert.equal(r.body, 'abcdefgh', path);
+      }
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a paused handler holding a whole response frees its stream slot: the next request is not held behind it', async () => {
+    const up = await rawUpstream((peer, id) => {
+      peer.head(id, [[':status', '200'], ['content-length', '8']]);
+      peer.data(id, 'abcd', false);
+      peer.data(id, 'efgh', true);
+    }, { settings: settings([3, 1]) });
+    try {
+      await request(up.pool, '/warm');
+      let resumeA: () => void = () => {};
+      const a = request(up.pool, '/a', { pauseFirst: (resume) => { resumeA = resume; } });
+      await sleep(50);
+      const b = await Promise.race([request(up.pool, '/b'), sleep(1000).then(() => undefined)]);
+      assert.equal(b?.body, 'abcdefgh', 'b answered while a is still paused');
+      assert.equal(up.peers.length, 1, 'on the same connection');
+      resumeA();
+      assert.equal((await a).body, 'abcdefgh');
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a POST answered early (a whole 413 while its body still streams): the rest of the body is cancelled (RST_STREAM CANCEL)', async () => {
+    const up = await rawUpstream((peer, id) => {
+      peer.head(id, [[':status', '413'], ['content-length', '2']]);
+      peer.data(id, 'no');
+    });
+    try {
+      const body = new Readable({ read() {} });
+      body.push('partial');
+      const r = await request(up.pool, '/', { method: 'POST', body });
+      assert.equal(r.status, 413);
+      assert.equal(r.body, 'no');
+      await until(() => up.peers[0]!.of(RST_STREAM).length > 0);
+      assert.equal(up.peers[0]!.of(RST_STREAM)[0]!.payload.readUInt32BE(0), H2_CANCEL);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('trailers with a control character in a value, or a connection-specific one, are malformed (RFC 9113 8.2), as in the head', async () => {
+    const up = await rawUpstream((peer, id) => {
+      peer.head(id, [[':status', '200']]);
+      peer.data(id, 'body', false);
+      peer.head(id, id === 1 ? [['grpc-message', 'a\r\nset-cookie: x=1']] : id === 3 ? [['x-nul', 'a\u0000b']] : [['connection', 'close']], true);
+    });
+    try {
+      for (const path of ['/crlf', '/nul', '/connection']) assert.equal((await request(up.pool, path)).error?.code, 'ERR_H2_MALFORMED', path);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a CONTINUATION flood (empty frames, END_HEADERS never set) is a connection error after 64 KiB counted, not memory without end', async () => {
+    const up = await rawUpstream((peer, id) => {
+      peer.send(HEADERS, 0, id, hpackEncode([[':status', '200']]));
+      const empty = h2frame(CONTINUATION, 0, id);
+      peer.socket.write(Buffer.concat(Array.from({ length: 100_000 }, () => empty)));
+    });
+    try {
+      const r = await request(up.pool, '/');
+      assert.equal(r.error?.code, 'ERR_H2_MALFORMED');
+      await until(() => up.peers[0]!.of(GOAWAY).length > 0);
+      assert.equal(up.peers[0]!.of(GOAWAY)[0]!.payload.readUInt32BE(4), H2_PROTOCOL_ERROR);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a PING flood from a peer that reads nothing: our queue of PING ACKs stays bounded and the connection is closed', async () => {
+    const up = await rawUpstream(() => {});
+    try {
+      const r = request(up.pool, '/');
+      await until(() => up.peers.length === 1 && up.peers[0]!.frames.length > 0);
+      const ours = (up.pool as unknown as { live: { socket: net.Socket } }).live.socket;
+      const peer = up.peers[0]!;
+      peer.socket.pause();
+      const batch = Buffer.concat(Array.from({ length: 10_000 }, () => h2frame(PING, 0, 0, Buffer.alloc(8))));
+      let most = 0;
+      for (let i = 0; i < 100 && !ours.destroyed; i++) {
+        peer.socket.write(batch); // up to 1,000,000 PINGs, 17 MB
+        most = Math.max(most, ours.writableLength);
+        await sleep(5);
+      }
+      await until(() => ours.destroyed, 5000);
+      assert.ok(most < 1 << 20, `our write queue reached ${most} bytes`);
+      assert.equal((await r).error?.code, 'ERR_H2_MALFORMED');
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('HEADERS with the PRIORITY flag and fewer than 5 octets is a FRAME_SIZE_ERROR (connection), not an empty header block', async () => {
+    const up = await rawUpstream((peer, id) => peer.send(HEADERS, END_HEADERS | END_STREAM | PRIORITY, id, Buffer.from([0x88])));
+    try {
+      assert.equal((await request(up.pool, '/')).error?.code, 'ERR_H2_MALFORMED');
+      await until(() => up.peers[0]!.of(GOAWAY).length > 0);
+      assert.equal(up.peers[0]!.of(GOAWAY)[0]!.payload.readUInt32BE(4), 6);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a peer window of 0 in SETTINGS holds a body until a later SETTINGS raises it', async () => {
+    const got: Buffer[] = [];
+    const up = await rawUpstream((peer, id, _f, endStream) => endStream && ok(peer, id), {
+      settings: settings([4, 0]),
+      onFrame: (peer, f) => {
+        if (f.type !== DATA) return;
+        got.push(f.payload);
+        if (f.flags & END_STREAM) ok(peer, f.id);
+      },
+    });
+    try {
+      await request(up.pool, '/warm');
+      const r = request(up.pool, '/p', { method: 'POST', body: Buffer.alloc(100, 'x') });
+      await sleep(100);
+      assert.equal(got.length, 0, 'held at window 0');
+      up.peers[0]!.send(SETTINGS, 0, 0, settings([4, 1000]));
+      assert.equal((await r).body, 'ok');
+      assert.equal(Buffer.concat(got).length, 100);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('pool.close() with requests on two connections (over the peer\'s stream limit) resolves once both are answered', async () => {
+    const up = await rawUpstream((peer, id) => setTimeout(() => ok(peer, id), 100), { settings: settings([3, 1]) });
+    try {
+      await request(up.pool, '/warm');
+      const a = request(up.pool, '/a');
+      await sleep(20);
+      const b = request(up.pool, '/b');
+      await sleep(20);
+      const closed = up.pool.close();
+      const [ra, rb] = await Promise.all([a, b]);
+      assert.deepEqual([ra.body, rb.body], ['ok', 'ok']);
+      assert.equal(await Promise.race([closed.then(() => 'closed'), sleep(2000).then(() => 'still open')]), 'closed');
+      assert.equal(up.peers.length, 2);
     } finally {
       await up.close();
     }
