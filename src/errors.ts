@@ -161,6 +161,11 @@ const CONNECT_CODES = new Set([
   'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EACCES',
 ]);
 
+/** A code that means the connection was never made (refused, unreachable, TLS handshake failed). */
+export function isConnectCode(code: string): boolean {
+  return CONNECT_CODES.has(code) || isTlsHandshakeCode(code);
+}
+
 /** OpenSSL / node:tls codes for a failed upstream handshake (certificate, name or protocol). */
 export function isTlsHandshakeCode(code: string): boolean {
   return /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED|SELF_SIGNED_CERT|HOSTNAME_MISMATCH)/.test(code);
@@ -185,7 +190,7 @@ export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = '
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT' && phase === 'connect') {
     return new GatewayError('CONNECT_TIMEOUT', e?.message, { cause: err });
   }
-  if (CONNECT_CODES.has(code) || isTlsHandshakeCode(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
+  if (CONNECT_CODES.has(code) || isTlsHandshakeCode(code) || code === 'ERR_H2_ALPN') return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
   if (e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'ERR_H2_MALFORMED') {
     return new GatewayError('UPSTREAM_PROTOCOL_ERROR', e?.message, { cause: err });
   }

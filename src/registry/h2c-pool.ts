@@ -27,13 +27,16 @@
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import type tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { HOP_BY_HOP } from '../gateway/http/headers';
 import { HpackDecoder, HpackError, hpackEncode, type HeaderList } from '../gateway/http/hpack';
 import { HEADER_VALUE_BAD, IdleTimer } from '../gateway/http/wire';
 import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
-import { undiciShapedError } from '../errors';
+import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
+import { meshTlsSocket } from '../tls/upstream';
+import { isConnectCode, undiciShapedError } from '../errors';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -43,7 +46,16 @@ export interface H2cPoolOptions {
   readonly maxRequestsPerConnection?: number;
   readonly localAddress?: string;
   readonly keepaliveMs?: number;
+  /**
+   * ISTIO_MUTUAL toward a mesh peer (the DestinationRule's connection options): HTTP/2 over mTLS,
+   * offered by ALPN as Istio's clients do (`h2`, `istio-h2`). A peer that does not choose h2 is a
+   * connection failure: a mesh peer (Envoy, meshgate) always speaks it on an HTTP/2 port.
+   */
+  readonly tls?: tls.ConnectionOptions;
 }
+
+/** What we offer by ALPN on ISTIO_MUTUAL: HTTP/2 only, with Istio's marker for mesh mTLS. */
+const MESH_H2_ALPN = ['h2', 'istio-h2'];
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -271,7 +283,10 @@ class Stream {
     const bodyless = this.bodyless || status === 204 || status === 304;
     if (!bodyless && cl !== undefined) this.expected = Number(cl);
     this.phase = 'body';
-    if (this.claim) this.claim.upstreamLocalAddress = this.conn.localAddress;
+    if (this.claim) {
+      this.claim.upstreamLocalAddress = this.conn.localAddress;
+      if (this.conn.identities) this.claim.upstreamIdentities = this.conn.identities;
+    }
     const conn = this.conn;
     if (this.guard(() => this.handler.onHeaders?.(status, raw as unknown as Buffer[], () => conn.resume(this), '')) === false) this.paused = true;
     if (this.over) return;
@@ -371,6 +386,8 @@ class Connection {
   failure: Error | undefined;
   /** This end of the connection, once connected (%UPSTREAM_LOCAL_ADDRESS%). */
   localAddress: string | undefined;
+  /** Over mTLS: both ends' SPIFFE identities (the metrics' principals). */
+  identities: TlsIdentities | undefined;
   /** Streams opened on it, for maxRequestsPerConnection. */
   opened = 0;
   readonly streams = new Map<number, Stream>();
@@ -392,12 +409,14 @@ class Connection {
   private readonly idle: IdleTimer;
   private readonly connectTimer: NodeJS.Timeout;
 
-  constructor(private readonly pool: H2cPool, private readonly opts: H2cPoolOptions) {
-    const socket = net.connect({
-      host: opts.host, port: opts.port, noDelay: true,
-      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-      ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
-    });
+  constructor(private readonly pool: H2cPool, private readonly opts: H2cPoolOptions, sessions: Map<string, Buffer>) {
+    const socket = opts.tls
+      ? meshTlsSocket(opts.tls, sessions, { host: opts.host, port: opts.port, localAddress: opts.localAddress, alpn: MESH_H2_ALPN, keepaliveMs: opts.keepaliveMs })
+      : net.connect({
+        host: opts.host, port: opts.port, noDelay: true,
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+        ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
+      });
     this.socket = socket;
     this.connectTimer = setTimeout(() => {
       this.failure = undiciShapedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${opts.connectTimeoutMs} ms`);
@@ -413,17 +432,28 @@ class Connection {
     settings.writeUInt16BE(SETTINGS_MAX_HEADER_LIST_SIZE, 12);
     settings.writeUInt32BE(MAX_HEADER_LIST, 14);
     socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, settings), u32Frame(WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65_535)]));
-    socket.once('connect', () => {
+    socket.once(opts.tls ? 'secureConnect' : 'connect', () => {
       clearTimeout(this.connectTimer);
+      const alpn = (socket as tls.TLSSocket).alpnProtocol;
+      if (opts.tls && alpn !== 'h2') {
+        this.failure = undiciShapedError('ERR_H2_ALPN', `the mesh peer chose ${alpn ? `ALPN ${alpn}` : 'no ALPN protocol'}, not h2`);
+        socket.destroy(this.failure);
+        return;
+      }
       this.connected = true;
       this.localAddress = localAddressOf(socket);
+      this.identities = tlsIdentitiesOf(socket);
       this.pool.emit('connect');
     });
     socket.on('data', (chunk: Buffer) => this.read(chunk));
     socket.on('drain', () => this.flushBlocked());
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (!this.connected) {
-        this.failure ??= err;
+        // A TLS alert or a reset in the handshake (EPROTO, ECONNRESET) is a connection failure too
+        // (Envoy's UF, TLS_error), never a reset of a request: none was sent.
+        this.failure ??= opts.tls && !isConnectCode(err.code ?? '') && err !== this.failure
+          ? undiciShapedError('ERR_TLS_HANDSHAKE', `TLS handshake with the mesh peer failed: ${err.message}`, err)
+          : err;
         this.pool.emit('connectionError', err);
       }
     });
@@ -824,6 +854,8 @@ export class H2cPool extends EventEmitter {
   private readonly all = new Set<Connection>();
   private closing = false;
   private onEmpty: (() => void)[] = [];
+  /** TLS sessions to resume (ISTIO_MUTUAL), per peer. */
+  private readonly sessions = new Map<string, Buffer>();
 
   constructor(private readonly opts: H2cPoolOptions) {
     super();
@@ -838,7 +870,7 @@ export class H2cPool extends EventEmitter {
       }
       return false;
     }
-    const fields: [string, string][] = [[':method', opts.method], [':scheme', 'http'], [':path', opts.path]];
+    const fields: [string, string][] = [[':method', opts.method], [':scheme', this.opts.tls ? 'https' : 'http'], [':path', opts.path]];
     let authority: string | undefined;
     const given = (opts.headers ?? {}) as Record<string, string | string[] | undefined>;
     for (const name in given) {
@@ -871,7 +903,7 @@ export class H2cPool extends EventEmitter {
   /** The connection new streams go on: the live one while it has a stream slot, or a new one. */
   private connection(): Connection {
     if (this.live?.usable && this.live.hasRoom) return this.live;
-    const conn = new Connection(this, this.opts);
+    const conn = new Connection(this, this.opts, this.sessions);
     this.live = conn;
     this.all.add(conn);
     return conn;

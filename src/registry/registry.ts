@@ -357,7 +357,11 @@ export class Registry {
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
         ...(opts.keepaliveMs !== undefined ? { keepaliveMs: opts.keepaliveMs } : {}),
       };
-      const pool: UpstreamPool = opts.tls ? undiciPool(endpoint, opts) : opts.http2 ? new H2cPool(plain) : new H1Pool({
+      // ISTIO_MUTUAL with HTTP/2 (the sidecar -> egress gateway hop of istio.io's tasks) on our HTTP/2
+      // client over mesh mTLS: a mesh peer always speaks h2 there; other TLS keeps undici's ALPN fallback.
+      const meshH2 = opts.tls?.mesh === true && opts.http2 === true;
+      const pool: UpstreamPool = meshH2 ? new H2cPool({ ...plain, tls: opts.tls!.connect })
+        : opts.tls ? undiciPool(endpoint, opts) : opts.http2 ? new H2cPool(plain) : new H1Pool({
         ...plain,
         ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
         streamingPool: () => countConnections(undiciPool(endpoint, opts), stats),

@@ -31,35 +31,57 @@ export function meshAlpn(protocol: 'h2' | 'http1' | 'tcp'): string[] {
 /** TLS sessions kept per connector (one per pool): the peers it has recently connected to. */
 const MAX_SESSIONS = 100;
 
+/** Where a mesh TLS connection goes, and what it offers by ALPN. */
+export interface MeshTarget {
+  readonly host: string;
+  readonly port: number;
+  /** SNI asked for by the pool (undici's); the DestinationRule's `sni` wins. */
+  readonly servername?: string | undefined;
+  readonly localAddress?: string | undefined;
+  readonly alpn: readonly string[];
+  readonly keepaliveMs?: number | undefined;
+}
+
+/**
+ * A TLS connection on ISTIO_MUTUAL, made at once (writes before the handshake wait in node): Istio's
+ * ALPN list, no delay, TCP keep-alive (undici's default of 60 s unless the DestinationRule sets
+ * one), and a resumed session when `sessions` holds one for the peer (one round trip and no
+ * certificate checks). Used by undici's pools (meshConnector) and our HTTP/2 client.
+ */
+export function meshTlsSocket(connect: tls.ConnectionOptions, sessions: Map<string, Buffer>, to: MeshTarget): tls.TLSSocket {
+  const servername = connect.servername ?? (to.servername || (isIP(to.host) ? undefined : to.host));
+  const key = `${servername ?? ''}|${to.host}|${to.port}`;
+  const session = sessions.get(key);
+  const socket = tls.connect({
+    ...connect,
+    host: to.host,
+    port: to.port,
+    ...(servername ? { servername } : {}),
+    ...(to.localAddress ? { localAddress: to.localAddress } : {}),
+    ...(session ? { session } : {}),
+    ALPNProtocols: [...to.alpn],
+  });
+  socket.on('session', (s: Buffer) => {
+    if (sessions.size >= MAX_SESSIONS && !sessions.has(key)) sessions.delete(sessions.keys().next().value as string);
+    sessions.set(key, s);
+  });
+  socket.setNoDelay(true);
+  socket.setKeepAlive(true, to.keepaliveMs ?? 60_000);
+  return socket;
+}
+
 /**
  * An undici connector for ISTIO_MUTUAL pools: undici's own sets the ALPN list itself (h2 and
  * http/1.1 only), so this one connects with Istio's list (meshAlpn) and otherwise as undici would:
  * the connect timeout as undici's error (UND_ERR_CONNECT_TIMEOUT), no delay, TCP keep-alive, resumed sessions.
  */
 export function meshConnector(connect: tls.ConnectionOptions, o: { readonly timeoutMs: number; readonly h2: boolean; readonly keepaliveMs?: number | undefined }): buildConnector.connector {
-  // TLS sessions to resume, per peer (as undici's connector keeps them): a resumed handshake is
-  // one round trip and no certificate checks.
   const sessions = new Map<string, Buffer>();
   return (opts, callback) => {
-    const servername = connect.servername ?? (opts.servername || (isIP(opts.hostname) ? undefined : opts.hostname));
-    const key = `${servername ?? ''}|${opts.hostname}|${opts.port}`;
-    const session = sessions.get(key);
-    const socket = tls.connect({
-      ...connect,
-      host: opts.hostname,
-      port: Number(opts.port) || 443,
-      ...(servername ? { servername } : {}),
-      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-      ...(session ? { session } : {}),
-      ALPNProtocols: meshAlpn(o.h2 ? 'h2' : 'http1'),
+    const socket = meshTlsSocket(connect, sessions, {
+      host: opts.hostname, port: Number(opts.port) || 443, servername: opts.servername, localAddress: opts.localAddress ?? undefined,
+      alpn: meshAlpn(o.h2 ? 'h2' : 'http1'), keepaliveMs: o.keepaliveMs,
     });
-    socket.on('session', (s: Buffer) => {
-      if (sessions.size >= MAX_SESSIONS && !sessions.has(key)) sessions.delete(sessions.keys().next().value as string);
-      sessions.set(key, s);
-    });
-    socket.setNoDelay(true);
-    // TCP keep-alive as undici's default (60 s) unless the DestinationRule sets it.
-    socket.setKeepAlive(true, o.keepaliveMs ?? 60_000);
     let settled = false;
     const settle = (err: Error | null) => {
       if (settled) return;

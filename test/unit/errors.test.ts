@@ -30,6 +30,7 @@ describe('error catalogue', () => {
     [Object.assign(new Error('refused stream'), { code: 'UND_ERR_REFUSED_STREAM' }), 'UPSTREAM_REFUSED_STREAM'],
     [Object.assign(new Error('rst'), { code: 'UND_ERR_H2_RESET' }), 'UPSTREAM_REMOTE_RESET'],
     [Object.assign(new Error('malformed'), { code: 'ERR_H2_MALFORMED' }), 'UPSTREAM_PROTOCOL_ERROR'], // our HTTP/2 client: 502 UPE
+    [Object.assign(new Error('alpn'), { code: 'ERR_H2_ALPN' }), 'CONNECT_FAILURE'], // a mesh peer that would not speak h2: 503 UF
     [new Error('mystery'), 'UPSTREAM_RESET'],
     [new GatewayError('OVERFLOW'), 'OVERFLOW'],
   ];

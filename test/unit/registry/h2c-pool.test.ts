@@ -2,8 +2,14 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tlsModule, { type TLSSocket } from 'node:tls';
+import { makeCa, makeLeaf, type CaPem, type Pem } from '../../helpers/certs';
 import type { Dispatcher } from 'undici';
 import { H2cPool } from '../../../src/registry/h2c-pool';
+import { fromUpstreamError } from '../../../src/errors';
 
 interface Outcome { status?: number; body: string; error?: Error }
 
@@ -190,6 +196,103 @@ describe('H2cPool (h2c) against a node:http2 server', () => {
       for (const f of fillers) f.destroy();
     } finally {
       child.kill();
+    }
+  });
+});
+
+describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
+  this.timeout(20_000);
+  let dir: string;
+  let ca: CaPem;
+  let serverLeaf: Pem;
+  let clientLeaf: Pem;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h2c-tls-'));
+    ca = await makeCa(dir, 'mesh-ca');
+    serverLeaf = await makeLeaf(dir, ca, 'egress', ['egress.mesh']);
+    clientLeaf = await makeLeaf(dir, ca, 'sidecar', ['sidecar.mesh'], true);
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A TLS server offering `alpn`, requiring a client certificate from the mesh CA. */
+  async function tlsServer() {
+    const seen: { scheme?: string; authority?: string; resumed: boolean; alpnOffered?: string[] }[] = [];
+    const server = http2.createSecureServer({
+      cert: serverLeaf.cert, key: serverLeaf.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true,
+    });
+    server.on('secureConnection', (s: TLSSocket) => seen.push({ resumed: s.isSessionReused() }));
+    server.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      const last = seen[seen.length - 1]!;
+      last.scheme = headers[':scheme'] as string;
+      last.authority = headers[':authority'] as string;
+      stream.respond({ ':status': 200 });
+      stream.end('secure');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { server, seen, port: (server.address() as AddressInfo).port };
+  }
+
+  const meshPool = (port: number, extra: Partial<ConstructorParameters<typeof H2cPool>[0]> = {}) => new H2cPool({
+    host: '127.0.0.1', port, connectTimeoutMs: 2000, idleTimeoutMs: 60_000,
+    tls: { cert: clientLeaf.cert, key: clientLeaf.key, ca: ca.cert, servername: 'egress.mesh' }, ...extra,
+  });
+
+  it('speaks HTTP/2 over mTLS: :scheme https, the mesh peer verified; a second connection resumes the TLS session', async () => {
+    const { server, seen, port } = await tlsServer();
+    const p = meshPool(port, { maxRequestsPerConnection: 1 });
+    try {
+      assert.equal((await request(p, '/one')).body, 'secure');
+      await new Promise((r) => setTimeout(r, 50)); // the session ticket arrives after the handshake
+      assert.equal((await request(p, '/two')).body, 'secure');
+      assert.equal(seen.length, 2, 'one connection per request');
+      assert.deepEqual(seen.map((s) => s.scheme), ['https', 'https']);
+      assert.deepEqual(seen.map((s) => s.resumed), [false, true]);
+    } finally {
+      await p.destroy();
+      server.close();
+    }
+  });
+
+  it('a peer that will not speak h2 is a connection failure (503 UF), never HTTP/2 sent to an HTTP/1.1 server', async () => {
+    // Offering only HTTP/1.1 by ALPN, the server refuses the handshake (no_application_protocol);
+    // one that ignores ALPN completes it with none chosen, and we refuse (ERR_H2_ALPN).
+    for (const [alpn, want] of [[['http/1.1'], /no application protocol/], [undefined, /chose no ALPN protocol, not h2/]] as const) {
+      let received = 0;
+      const server = tlsModule.createServer({ cert: serverLeaf.cert, key: serverLeaf.key, ca: ca.cert, requestCert: true, ...(alpn ? { ALPNProtocols: [...alpn] } : {}) }, (s) => {
+        s.on('error', () => {});
+        s.on('data', () => { received += 1; });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const p = meshPool((server.address() as AddressInfo).port);
+      let connectionErrors = 0;
+      p.on('connectionError', () => { connectionErrors += 1; });
+      try {
+        const r = await request(p, '/x');
+        assert.match(r.error?.message ?? 'no error', want);
+        assert.equal(fromUpstreamError(r.error).code, 'CONNECT_FAILURE');
+        assert.equal(connectionErrors, 1);
+        await new Promise((res) => setTimeout(res, 50));
+        assert.equal(received, 0, 'nothing of HTTP/2 reached the server');
+      } finally {
+        await p.destroy();
+        server.close();
+      }
+    }
+  });
+
+  it('a peer whose certificate the mesh CA did not sign is a TLS failure before any request is sent', async () => {
+    const other = await makeCa(dir, 'other-ca');
+    const { server, seen, port } = await tlsServer();
+    const p = meshPool(port, { tls: { cert: clientLeaf.cert, key: clientLeaf.key, ca: other.cert, servername: 'egress.mesh' } });
+    try {
+      const r = await request(p, '/x');
+      assert.ok(r.error, 'refused');
+      assert.equal(seen.filter((s) => s.scheme).length, 0, 'no request reached the server');
+    } finally {
+      await p.destroy();
+      server.close();
     }
   });
 });
