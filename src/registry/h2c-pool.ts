@@ -147,11 +147,10 @@ class Stream {
   /** Bytes delivered and not yet given back to the peer by WINDOW_UPDATE. */
   unacked = 0;
   paused = false;
-  /** Data that came while the handler was paused, and whether the stream ended after it. */
+  /** Data that came while the handler was paused. */
   held: Buffer[] = [];
-  heldEnd = false;
   /** END_STREAM came while the handler was paused: the stream is off the wire, its data held. */
-  remoteEnded = false;
+  heldEnd = false;
   expected: number | undefined;
   received = 0;
   trailers: string[] = [];
@@ -287,8 +286,7 @@ class Stream {
       this.claim.upstreamLocalAddress = this.conn.localAddress;
       if (this.conn.identities) this.claim.upstreamIdentities = this.conn.identities;
     }
-    const conn = this.conn;
-    if (this.guard(() => this.handler.onHeaders?.(status, raw as unknown as Buffer[], () => conn.resume(this), '')) === false) this.paused = true;
+    if (this.guard(() => this.handler.onHeaders?.(status, raw as unknown as Buffer[], () => this.resume(), '')) === false) this.paused = true;
     if (this.over) return;
     if (endStream) this.end();
   }
@@ -346,9 +344,8 @@ class Stream {
     if (this.paused) {
       // Off the wire now (its slot free, a reset or a closing connection no longer concerns it);
       // complete when the handler takes what is held.
-      this.heldEnd = true;
-      if (!this.remoteEnded) {
-        this.remoteEnded = true;
+      if (!this.heldEnd) {
+        this.heldEnd = true;
         this.conn.remoteEnd(this);
       }
       return;
@@ -451,7 +448,7 @@ class Connection {
       if (!this.connected) {
         // A TLS alert or a reset in the handshake (EPROTO, ECONNRESET) is a connection failure too
         // (Envoy's UF, TLS_error), never a reset of a request: none was sent.
-        this.failure ??= opts.tls && !isConnectCode(err.code ?? '') && err !== this.failure
+        this.failure ??= opts.tls && !isConnectCode(err.code ?? '')
           ? undiciShapedError('ERR_TLS_HANDSHAKE', `TLS handshake with the mesh peer failed: ${err.message}`, err)
           : err;
         this.pool.emit('connectionError', err);
@@ -559,10 +556,6 @@ class Connection {
     this.socket.write(u32Frame(WINDOW_UPDATE, stream.id, stream.unacked));
     stream.recvWindow += stream.unacked;
     stream.unacked = 0;
-  }
-
-  resume(stream: Stream): void {
-    stream.resume();
   }
 
   /** End a stream from our side (RST_STREAM), if it is open on the wire. */
