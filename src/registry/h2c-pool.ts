@@ -31,7 +31,7 @@ import type tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { HOP_BY_HOP } from '../gateway/http/headers';
-import { HpackDecoder, HpackError, hpackEncode, type HeaderList } from '../gateway/http/hpack';
+import { HeaderListTooLarge, HpackDecoder, HpackError, hpackEncode, type HeaderList } from '../gateway/http/hpack';
 import { HEADER_VALUE_BAD, IdleTimer } from '../gateway/http/wire';
 import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
@@ -755,15 +755,21 @@ class Connection {
   private endBlock(): void {
     const { id, endStream, parts } = this.block!;
     this.block = undefined;
-    let fields: HeaderList;
+    let fields: HeaderList | undefined;
+    let tooLarge: Error | undefined;
     try {
       // Decoded even for a stream we no longer want: the table must follow the peer's.
       fields = this.decoder.decode(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
     } catch (err) {
-      return this.connectionError(H2_COMPRESSION_ERROR, err instanceof HpackError ? err.message : String(err));
+      if (!(err instanceof HeaderListTooLarge)) return this.connectionError(H2_COMPRESSION_ERROR, err instanceof HpackError ? err.message : String(err));
+      tooLarge = err;
     }
     const stream = this.known(id, 'HEADERS');
-    if (stream) stream.onHeaders(fields, endStream);
+    if (!stream) return;
+    if (fields) return stream.onHeaders(fields, endStream);
+    // Too large for us, though well-formed: that stream's error (502 UPE), the others go on.
+    this.reset(stream, H2_PROTOCOL_ERROR);
+    stream.fail(malformed(tooLarge!.message));
   }
 
   private onReset(id: number, payload: Buffer): void {
@@ -788,6 +794,7 @@ class Connection {
     for (let at = 0; at < payload.length; at += 6) {
       const key = payload.readUInt16BE(at);
       const value = payload.readUInt32BE(at + 2);
+      if (key === SETTINGS_ENABLE_PUSH && value !== 0) return this.connectionError(H2_PROTOCOL_ERROR, 'a server may not enable push');
       if (key === SETTINGS_MAX_CONCURRENT_STREAMS) this.peerMaxStreams = value;
       else if (key === SETTINGS_INITIAL_WINDOW_SIZE) {
         if (value > MAX_WINDOW) return this.connectionError(H2_FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE too large');

@@ -13,6 +13,14 @@ export class HpackError extends Error {
   override readonly name = 'HpackError';
 }
 
+/**
+ * A well-formed header block whose list is over the limit. It was decoded to its end, so the table
+ * still follows the peer's: one stream's error, not the connection's.
+ */
+export class HeaderListTooLarge extends Error {
+  override readonly name = 'HeaderListTooLarge';
+}
+
 /** RFC 7541 Appendix A, index 1..61 (index 0 unused). */
 const STATIC: readonly (readonly [string, string])[] = [
   ['', ''],
@@ -256,8 +264,7 @@ export class HpackDecoder {
     };
     const add = (name: string, value: string): void => {
       listBytes += name.length + value.length + 32;
-      if (listBytes > this.maxListBytes) throw new HpackError(`header list larger than ${this.maxListBytes} bytes`);
-      out.push([name, value]);
+      if (listBytes <= this.maxListBytes) out.push([name, value]);
     };
     while (pos < buf.length) {
       const b = buf[pos]!;
@@ -287,6 +294,7 @@ export class HpackDecoder {
         fieldsSeen = true;
       }
     }
+    if (listBytes > this.maxListBytes) throw new HeaderListTooLarge(`a header list of ${listBytes} bytes, over ${this.maxListBytes}`);
     return out;
   }
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import { HUFFMAN, HpackDecoder, HpackError, hpackEncode, huffmanDecode, huffmanEncode } from '../../../src/gateway/http/hpack';
+import { HUFFMAN, HeaderListTooLarge, HpackDecoder, HpackError, hpackEncode, huffmanDecode, huffmanEncode } from '../../../src/gateway/http/hpack';
 import { mulberry32 } from '../../helpers/random';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -153,9 +153,13 @@ describe('HPACK', () => {
     });
   }
 
-  it('a header list over the limit is an HpackError; a table size update shrinks and evicts', () => {
+  it('a header list over the limit is HeaderListTooLarge, decoded to its end (the table follows); a table size update shrinks and evicts', () => {
     const d = new HpackDecoder(4096, 100);
-    assert.throws(() => d.decode(hpackEncode([['x-a', 'a'.repeat(80)]])), HpackError);
+    // An indexed field (literal with incremental indexing, 0x40) in an oversized block still enters the table.
+    const big = Buffer.concat([Buffer.from([0x40, 3]), Buffer.from('x-a'), Buffer.from([80]), Buffer.from('a'.repeat(80)), Buffer.from([0x40, 3]), Buffer.from('x-b'), Buffer.from([1]), Buffer.from('b')]);
+    assert.throws(() => d.decode(big), (err: Error) => err instanceof HeaderListTooLarge && !(err instanceof HpackError));
+    assert.deepEqual(d.decode(hex('be')), [['x-b', 'b']], 'both entries went into the table: index 62 is the newest');
+    assert.throws(() => d.decode(hex('bf')), HeaderListTooLarge, 'index 63 is x-a (over the limit alone)');
     const t = new HpackDecoder();
     t.decode(hex('400a637573746f6d2d6b65790c637573746f6d2d76616c7565')); // custom-key: custom-value, indexed
     assert.deepEqual(t.decode(hex('be')), [['custom-key', 'custom-value']]);

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { H2cPool, H2_CANCEL, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM } from '../../../src/registry/h2c-pool';
 import { HpackDecoder, hpackEncode } from '../../../src/gateway/http/hpack';
-import { h2frame } from '../../helpers/h2frames';
+import { h2frame, hpackLiteral } from '../../helpers/h2frames';
 import { mulberry32 } from '../../helpers/random';
 
 const DATA = 0, HEADERS = 1, RST_STREAM = 3, SETTINGS = 4, PUSH_PROMISE = 5, PING = 6, GOAWAY = 7, WINDOW_UPDATE = 8, CONTINUATION = 9;
@@ -649,6 +649,46 @@ describe('H2cPool framing against a raw upstream', function () {
       assert.deepEqual([ra.body, rb.body], ['ok', 'ok']);
       assert.equal(await Promise.race([closed.then(() => 'closed'), sleep(2000).then(() => 'still open')]), 'closed');
       assert.equal(up.peers.length, 2);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a response head over our header-list limit is that stream\'s error (502 UPE); the connection and its table go on', async () => {
+    const up = await rawUpstream((peer, id) => {
+      if (id === 1) {
+        // 4 KiB on the wire, 68 KiB decoded: a 4000-byte field put in the table, then named 16 times
+        // more by its index; last, x-idx: ok put in the table too (0x40: incremental indexing).
+        const block = Buffer.concat([Buffer.from([0x88]), hpackLiteral('x-big', 'b'.repeat(4000), true), Buffer.alloc(16, 0x80 | 62), hpackLiteral('x-idx', 'ok', true)]);
+        peer.send(HEADERS, END_HEADERS | END_STREAM, id, block);
+        return;
+      }
+      // The next answer names the entry the oversized block added: index 62.
+      peer.send(HEADERS, END_HEADERS, id, Buffer.concat([hpackEncode([[':status', '200'], ['content-length', '2']]), Buffer.from([0x80 | 62])]));
+      peer.data(id, 'ok');
+    });
+    try {
+      const r = await request(up.pool, '/big');
+      assert.equal(r.error?.code, 'ERR_H2_MALFORMED');
+      assert.match(r.error!.message, /header list of \d+ bytes/);
+      await until(() => up.peers[0]!.of(RST_STREAM).length > 0);
+      assert.equal(up.peers[0]!.of(RST_STREAM)[0]!.payload.readUInt32BE(0), H2_PROTOCOL_ERROR);
+      const next = await request(up.pool, '/next');
+      assert.equal(next.body, 'ok');
+      assert.deepEqual(next.headers.slice(2), ['x-idx', 'ok'], 'the table followed the peer\'s');
+      assert.equal(up.peers.length, 1);
+      assert.equal(up.peers[0]!.of(GOAWAY).length, 0);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('a server that sets SETTINGS_ENABLE_PUSH 1 is a connection error (PROTOCOL_ERROR, RFC 9113 6.5.2)', async () => {
+    const up = await rawUpstream((peer, id) => ok(peer, id), { settings: settings([2, 1]) });
+    try {
+      await request(up.pool, '/');
+      await until(() => up.peers[0]!.of(GOAWAY).length > 0);
+      assert.equal(up.peers[0]!.of(GOAWAY)[0]!.payload.readUInt32BE(4), H2_PROTOCOL_ERROR);
     } finally {
       await up.close();
     }
