@@ -35,7 +35,7 @@ import { HeaderListTooLarge, HpackDecoder, HpackError, hpackEncode, type HeaderL
 import { HEADER_VALUE_BAD, IdleTimer } from '../gateway/http/wire';
 import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
-import { meshTlsSocket } from '../tls/upstream';
+import { meshTlsSocket, type MeshSession } from '../tls/upstream';
 import { isConnectCode, undiciShapedError } from '../errors';
 
 export interface H2cPoolOptions {
@@ -54,7 +54,7 @@ export interface H2cPoolOptions {
   readonly tls?: tls.ConnectionOptions;
 }
 
-/** What we offer by ALPN on ISTIO_MUTUAL: HTTP/2 only, with Istio's marker for mesh mTLS. */
+/** What we offer by ALPN on ISTIO_MUTUAL: HTTP/2 only, with Istio's marker for mesh mTLS (either chosen is HTTP/2). */
 const MESH_H2_ALPN = ['h2', 'istio-h2'];
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -223,6 +223,13 @@ class Stream {
     this.source = undefined;
   }
 
+  /** Tell the request's record which connection carries it, once that is known (%UPSTREAM_LOCAL_ADDRESS%, principals). */
+  fillClaim(): void {
+    if (!this.claim || this.conn.localAddress === undefined) return;
+    this.claim.upstreamLocalAddress = this.conn.localAddress;
+    if (this.conn.identities) this.claim.upstreamIdentities = this.conn.identities;
+  }
+
   /** Ended for the handler (read through a getter: a handler callback may end it). */
   get over(): boolean {
     return this.phase === 'done';
@@ -282,10 +289,6 @@ class Stream {
     const bodyless = this.bodyless || status === 204 || status === 304;
     if (!bodyless && cl !== undefined) this.expected = Number(cl);
     this.phase = 'body';
-    if (this.claim) {
-      this.claim.upstreamLocalAddress = this.conn.localAddress;
-      if (this.conn.identities) this.claim.upstreamIdentities = this.conn.identities;
-    }
     if (this.guard(() => this.handler.onHeaders?.(status, raw as unknown as Buffer[], () => this.resume(), '')) === false) this.paused = true;
     if (this.over) return;
     if (endStream) this.end();
@@ -406,14 +409,24 @@ class Connection {
   private readonly idle: IdleTimer;
   private readonly connectTimer: NodeJS.Timeout;
 
-  constructor(private readonly pool: H2cPool, private readonly opts: H2cPoolOptions, sessions: Map<string, Buffer>) {
-    const socket = opts.tls
-      ? meshTlsSocket(opts.tls, sessions, { host: opts.host, port: opts.port, localAddress: opts.localAddress, alpn: MESH_H2_ALPN, keepaliveMs: opts.keepaliveMs })
-      : net.connect({
-        host: opts.host, port: opts.port, noDelay: true,
-        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-        ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
-      });
+  constructor(private readonly pool: H2cPool, private readonly opts: H2cPoolOptions, sessions: Map<string, MeshSession>) {
+    let socket: net.Socket;
+    try {
+      socket = opts.tls
+        ? meshTlsSocket(opts.tls, sessions, { host: opts.host, port: opts.port, localAddress: opts.localAddress, alpn: MESH_H2_ALPN, keepaliveMs: opts.keepaliveMs })
+        : net.connect({
+          host: opts.host, port: opts.port, noDelay: true,
+          ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+          ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
+        });
+    } catch (err) {
+      // Material node refuses at once (a mesh key that does not match its certificate, mid-rotation):
+      // a connection failure (503 UF) for the requests, never a throw out of dispatch.
+      this.failure = undiciShapedError('ERR_TLS_CONFIG', `the mesh TLS material was refused: ${(err as Error).message}`, err);
+      socket = new net.Socket();
+      const failure = this.failure;
+      process.nextTick(() => socket.destroy(failure));
+    }
     this.socket = socket;
     this.connectTimer = setTimeout(() => {
       this.failure = undiciShapedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${opts.connectTimeoutMs} ms`);
@@ -428,19 +441,20 @@ class Connection {
     settings.writeUInt32BE(STREAM_WINDOW, 8);
     settings.writeUInt16BE(SETTINGS_MAX_HEADER_LIST_SIZE, 12);
     settings.writeUInt32BE(MAX_HEADER_LIST, 14);
-    socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, settings), u32Frame(WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65_535)]));
+    if (!this.failure) socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, settings), u32Frame(WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65_535)]));
     socket.once(opts.tls ? 'secureConnect' : 'connect', () => {
-      clearTimeout(this.connectTimer);
       const alpn = (socket as tls.TLSSocket).alpnProtocol;
-      if (opts.tls && alpn !== 'h2') {
+      if (opts.tls && alpn !== 'h2' && alpn !== 'istio-h2') {
         this.failure = undiciShapedError('ERR_H2_ALPN', `the mesh peer chose ${alpn ? `ALPN ${alpn}` : 'no ALPN protocol'}, not h2`);
         socket.destroy(this.failure);
         return;
       }
-      this.connected = true;
       this.localAddress = localAddressOf(socket);
       this.identities = tlsIdentitiesOf(socket);
-      this.pool.emit('connect');
+      for (const stream of this.streams.values()) stream.fillClaim();
+      // Over TLS 1.3 the peer may still refuse our certificate after this (its alert comes later):
+      // the connection is made when its HTTP/2 preface (SETTINGS) arrives.
+      if (!opts.tls) this.established();
     });
     socket.on('data', (chunk: Buffer) => this.read(chunk));
     socket.on('drain', () => this.flushBlocked());
@@ -455,6 +469,14 @@ class Connection {
       }
     });
     socket.once('close', () => this.onClose());
+  }
+
+  /** The connection is up: plain TCP connected, or over TLS the peer's first SETTINGS read. */
+  private established(): void {
+    if (this.connected) return;
+    clearTimeout(this.connectTimer);
+    this.connected = true;
+    this.pool.emit('connect');
   }
 
   /** Can take a new stream now (else the pool opens another connection). */
@@ -478,11 +500,12 @@ class Connection {
   }
 
   private start(stream: Stream): void {
-    if (this.closed) return stream.fail(this.failure ?? undiciShapedError('UND_ERR_SOCKET', 'upstream connection closed'));
+    if (this.closed || this.failure) return stream.fail(this.failure ?? undiciShapedError('UND_ERR_SOCKET', 'upstream connection closed'));
     stream.id = this.nextId;
     this.nextId += 2;
     stream.sendWindow = this.peerInitialWindow;
     this.streams.set(stream.id, stream);
+    stream.fillClaim();
     const block = stream.headerBlock;
     const endStream = stream.bodyEnded && stream.body.length === 0;
     if (block.length <= this.peerMaxFrame) {
@@ -791,6 +814,7 @@ class Connection {
       return;
     }
     if (payload.length % 6 !== 0) return this.connectionError(H2_FRAME_SIZE_ERROR, 'SETTINGS of the wrong size');
+    this.established();
     for (let at = 0; at < payload.length; at += 6) {
       const key = payload.readUInt16BE(at);
       const value = payload.readUInt32BE(at + 2);
@@ -855,7 +879,7 @@ export class H2cPool extends EventEmitter {
   private closing = false;
   private onEmpty: (() => void)[] = [];
   /** TLS sessions to resume (ISTIO_MUTUAL), per peer. */
-  private readonly sessions = new Map<string, Buffer>();
+  private readonly sessions = new Map<string, MeshSession>();
 
   constructor(private readonly opts: H2cPoolOptions) {
     super();

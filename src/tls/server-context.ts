@@ -3,6 +3,7 @@
 // watched, and a change drops the contexts built from them. Either way only new handshakes use the
 // new certificate: connections already open are never cut.
 
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
@@ -60,6 +61,10 @@ export class ServerContexts {
         minVersion: VERSIONS[settings?.minProtocolVersion ?? 'TLS_AUTO'] ?? 'TLSv1.2',
         maxVersion: VERSIONS[settings?.maxProtocolVersion ?? 'TLS_AUTO'] ?? 'TLSv1.3',
         ...(settings?.cipherSuites?.length ? { ciphers: settings.cipherSuites.join(':') } : {}),
+        // A session may be resumed only under the policy it was made under. Without an id context
+        // OpenSSL refuses every resumption when it asks for client certificates (alert 80), and a
+        // client that offers its ticket again fails each new connection.
+        sessionIdContext: createHash('sha256').update(key).digest('hex').slice(0, 32),
       });
       const policy: ServerTlsPolicy = {
         context,

@@ -8,6 +8,7 @@ import tls from 'node:tls';
 import type { buildConnector } from 'undici';
 import { isIP } from '../config/names';
 import type { UpstreamTls } from './secrets';
+import { setTlsIdentities, tlsIdentitiesOf, type TlsIdentities } from './identities';
 
 export interface UpstreamTlsOptions {
   /** Distinguishes pools that differ only in TLS settings. */
@@ -31,6 +32,14 @@ export function meshAlpn(protocol: 'h2' | 'http1' | 'tcp'): string[] {
 /** TLS sessions kept per connector (one per pool): the peers it has recently connected to. */
 const MAX_SESSIONS = 100;
 
+/** A session to resume, and the identities its full handshake saw (a resumed one shows no peer certificate). */
+export interface MeshSession {
+  session?: Buffer | undefined;
+  identities?: TlsIdentities | undefined;
+  /** The peer refused to resume one: it gets full handshakes from now on. */
+  noResume?: boolean;
+}
+
 /** Where a mesh TLS connection goes, and what it offers by ALPN. */
 export interface MeshTarget {
   readonly host: string;
@@ -48,10 +57,11 @@ export interface MeshTarget {
  * one), and a resumed session when `sessions` holds one for the peer (one round trip and no
  * certificate checks). Used by undici's pools (meshConnector) and our HTTP/2 client.
  */
-export function meshTlsSocket(connect: tls.ConnectionOptions, sessions: Map<string, Buffer>, to: MeshTarget): tls.TLSSocket {
+export function meshTlsSocket(connect: tls.ConnectionOptions, sessions: Map<string, MeshSession>, to: MeshTarget): tls.TLSSocket {
   const servername = connect.servername ?? (to.servername || (isIP(to.host) ? undefined : to.host));
   const key = `${servername ?? ''}|${to.host}|${to.port}`;
-  const session = sessions.get(key);
+  const kept = sessions.get(key);
+  const session = kept?.session;
   const socket = tls.connect({
     ...connect,
     host: to.host,
@@ -61,9 +71,23 @@ export function meshTlsSocket(connect: tls.ConnectionOptions, sessions: Map<stri
     ...(session ? { session } : {}),
     ALPNProtocols: [...to.alpn],
   });
+  let identities: TlsIdentities | undefined;
+  let secured = false;
+  socket.once('secureConnect', () => {
+    secured = true;
+    if (socket.isSessionReused()) setTlsIdentities(socket, identities = kept?.identities);
+    else identities = tlsIdentitiesOf(socket);
+  });
   socket.on('session', (s: Buffer) => {
+    if (sessions.get(key)?.noResume) return;
     if (sessions.size >= MAX_SESSIONS && !sessions.has(key)) sessions.delete(sessions.keys().next().value as string);
-    sessions.set(key, s);
+    sessions.set(key, { session: s, identities: identities ?? tlsIdentitiesOf(socket) });
+  });
+  // A handshake that offered a session and failed: the peer may refuse resumption altogether (OpenSSL
+  // does, asking for client certificates without a session id context); offering it again would fail
+  // every new connection. Full handshakes with this peer from now on.
+  socket.once('error', () => {
+    if (!secured && session) sessions.set(key, { noResume: true });
   });
   socket.setNoDelay(true);
   socket.setKeepAlive(true, to.keepaliveMs ?? 60_000);
@@ -76,7 +100,7 @@ export function meshTlsSocket(connect: tls.ConnectionOptions, sessions: Map<stri
  * the connect timeout as undici's error (UND_ERR_CONNECT_TIMEOUT), no delay, TCP keep-alive, resumed sessions.
  */
 export function meshConnector(connect: tls.ConnectionOptions, o: { readonly timeoutMs: number; readonly h2: boolean; readonly keepaliveMs?: number | undefined }): buildConnector.connector {
-  const sessions = new Map<string, Buffer>();
+  const sessions = new Map<string, MeshSession>();
   return (opts, callback) => {
     const socket = meshTlsSocket(connect, sessions, {
       host: opts.hostname, port: Number(opts.port) || 443, servername: opts.servername, localAddress: opts.localAddress ?? undefined,

@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -105,6 +106,8 @@ spec:
   subsets:
   - name: cnn
     trafficPolicy:
+      # A connection per request: each after the first resumes its TLS session with the egress gateway.
+      connectionPool: {http: {maxRequestsPerConnection: 1}}
       portLevelSettings:
       - port: {number: 80}
         tls: {mode: ISTIO_MUTUAL, sni: edition.cnn.com}
@@ -153,6 +156,28 @@ spec:
     assert.ok(site);
     assert.match(site, /source_principal="unknown",/);
     assert.match(site, /destination_principal="unknown",/);
+  });
+
+  it('every request on a new connection (TLS sessions resumed with the egress gateway) is answered and names the egress identity', async () => {
+    for (let i = 0; i < 4; i++) {
+      const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Host: edition.cnn.com', `http://127.0.0.1:${sidecar.port(80)}/again/${i}`]);
+      assert.equal(r.stdout, '200', `request ${i}`);
+    }
+    const lines = (await sidecar.app.metrics.render()).split('\n').filter((l) => l.startsWith('istio_requests_total{') && l.includes('destination_service="istio-egressgateway.istio-system.svc.cluster.local"'));
+    assert.ok(lines.length > 0);
+    for (const line of lines) assert.match(line, /destination_principal="spiffe:\/\/cluster\.local\/ns\/istio-system\/sa\/istio-egressgateway-service-account"/, line);
+    // None needed a retry: the egress gateway resumed each session (a refused resumption fails the
+    // handshake, and the retry on a full handshake would hide it from the status codes).
+    const stats = await new Promise<string>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: sidecar.app.ports.admin, path: '/stats' }, (res) => {
+        let body = '';
+        res.on('data', (c) => { body += c; });
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    // (the counter is listed once it has counted)
+    const retries = /cnn\|istio-egressgateway\.istio-system\.svc\.cluster\.local\.upstream_rq_retry: (\d+)/.exec(stats)?.[1] ?? '0';
+    assert.equal(retries, '0', 'retries on the hop');
   });
 
   it('the egress gateway refuses a client without a mesh certificate, or with one from another CA', async () => {

@@ -10,6 +10,8 @@ import { makeCa, makeLeaf, type CaPem, type Pem } from '../../helpers/certs';
 import type { Dispatcher } from 'undici';
 import { H2cPool } from '../../../src/registry/h2c-pool';
 import { fromUpstreamError } from '../../../src/errors';
+import { claimUpstreamSocket, type SocketClaim } from '../../../src/registry/upstream-socket';
+import * as certs from '../../../src/tls/certs';
 
 interface Outcome { status?: number; body: string; error?: Error }
 
@@ -290,6 +292,123 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
       const r = await request(p, '/x');
       assert.ok(r.error, 'refused');
       assert.equal(seen.filter((s) => s.scheme).length, 0, 'no request reached the server');
+    } finally {
+      await p.destroy();
+      server.close();
+    }
+  });
+
+  /** A server certificate with a SPIFFE identity (URI SAN), signed by `issuer`. */
+  const certsLeaf = (issuer: CaPem, id: string) => certs.makeLeaf(issuer.material, { commonName: 'egress.mesh', names: ['egress.mesh'], uris: [id], days: 1, usage: 'server' });
+
+  /** One request with a record to claim (the proxy claims in onConnect). */
+  function claimed(p: H2cPool, path: string): Promise<{ out: Outcome; claim: SocketClaim }> {
+    const claim: SocketClaim = {};
+    return new Promise((resolve) => {
+      const out: Outcome = { body: '' };
+      p.dispatch({ path, method: 'GET', headers: { host: 'app.test' }, body: null }, {
+        onConnect: () => claimUpstreamSocket(claim),
+        onHeaders: (status) => { out.status = status; return true; },
+        onData: (chunk) => { out.body += chunk.toString(); return true; },
+        onComplete: () => resolve({ out, claim }),
+        onError: (err) => { out.error = err; resolve({ out, claim }); },
+      });
+    });
+  }
+
+  it('a resumed connection keeps the peer identity of the handshake that made its session; a request reset before its head has its record filled too', async () => {
+    const peerCa = await makeCa(dir, 'mesh-ca-2');
+    const meshLeaf = await certsLeaf(peerCa, 'spiffe://cluster.local/ns/istio-system/sa/egress');
+    const server = http2.createSecureServer({ cert: meshLeaf.cert, key: meshLeaf.key, ca: ca.cert, requestCert: true });
+    server.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      if (headers[':path'] === '/reset') return stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const p = meshPool((server.address() as AddressInfo).port, { maxRequestsPerConnection: 1, tls: { cert: clientLeaf.cert, key: clientLeaf.key, ca: peerCa.cert, servername: 'egress.mesh', checkServerIdentity: () => undefined } });
+    try {
+      const peers: string[][] = [];
+      for (const path of ['/one', '/two', '/reset']) {
+        const { out, claim } = await claimed(p, path);
+        if (path !== '/reset') assert.equal(out.body, 'ok');
+        else assert.ok(out.error);
+        assert.ok(claim.upstreamLocalAddress, `${path}: local address`);
+        peers.push([...(claim.upstreamIdentities?.peerUriSans ?? [])]);
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      assert.deepEqual(peers, Array(3).fill(['spiffe://cluster.local/ns/istio-system/sa/egress']));
+    } finally {
+      await p.destroy();
+      server.close();
+    }
+  });
+
+  it('a peer that refuses to resume a session gets full handshakes from then on: one failed connection, not one in two', async () => {
+    // A server whose context has no session id context while asking for client certificates:
+    // OpenSSL refuses every resumption (meshgate's own server sets one now; others may not). node's
+    // tls.Server always sets one, so it is cleared through its context (not public API).
+    const server = http2.createSecureServer({ cert: serverLeaf.cert, key: serverLeaf.key, ca: ca.cert, requestCert: true });
+    (server as unknown as { _sharedCreds: { context: { setSessionIdContext(s: string): void } } })._sharedCreds.context.setSessionIdContext('');
+    server.on('stream', (stream) => { stream.on('error', () => {}); stream.respond({ ':status': 200 }); stream.end('ok'); });
+    server.on('tlsClientError', () => {});
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const p = meshPool((server.address() as AddressInfo).port, { maxRequestsPerConnection: 1 });
+    try {
+      const got: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await request(p, `/${i}`);
+        got.push(r.error ? 'failed' : r.body);
+        await new Promise((res) => setTimeout(res, 30));
+      }
+      assert.ok(got.filter((g) => g === 'failed').length <= 1, got.join(','));
+      assert.deepEqual(got.slice(-2), ['ok', 'ok']);
+    } finally {
+      await p.destroy();
+      server.close();
+    }
+  });
+
+  it('mesh TLS material node refuses (a key that does not match its certificate) fails the request as a connect failure, never a throw', async () => {
+    const other = await makeLeaf(dir, ca, 'other', ['other.mesh'], true);
+    const p = meshPool(1, { tls: { cert: clientLeaf.cert, key: other.key, ca: ca.cert } });
+    try {
+      const r = await request(p, '/x');
+      assert.equal((r.error as { code?: string } | undefined)?.code, 'ERR_TLS_CONFIG', r.error?.message);
+      assert.equal(fromUpstreamError(r.error).code, 'CONNECT_FAILURE');
+    } finally {
+      await p.destroy();
+    }
+  });
+
+  it('a peer that chooses istio-h2 by ALPN speaks HTTP/2: accepted', async () => {
+    const h2 = http2.createServer();
+    h2.on('stream', (stream) => { stream.on('error', () => {}); stream.respond({ ':status': 200 }); stream.end('istio-h2'); });
+    const server = tlsModule.createServer({ cert: serverLeaf.cert, key: serverLeaf.key, ca: ca.cert, requestCert: true, ALPNCallback: () => 'istio-h2' }, (s) => h2.emit('connection', s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const p = meshPool((server.address() as AddressInfo).port);
+    try {
+      assert.equal((await request(p, '/')).body, 'istio-h2');
+    } finally {
+      await p.destroy();
+      server.close();
+    }
+  });
+
+  it('over TLS 1.3 a peer that refuses our certificate after the handshake is still a connect failure (503 UF), with its alert', async () => {
+    const other = await makeCa(dir, 'other-ca-2');
+    const server = http2.createSecureServer({ cert: serverLeaf.cert, key: serverLeaf.key, ca: other.cert, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
+    server.on('tlsClientError', () => {});
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const p = meshPool((server.address() as AddressInfo).port);
+    let connects = 0;
+    p.on('connect', () => { connects += 1; });
+    try {
+      const r = await request(p, '/x');
+      assert.ok(r.error);
+      assert.equal(fromUpstreamError(r.error).code, 'CONNECT_FAILURE', r.error.message);
+      assert.equal(connects, 0, 'never counted as connected');
     } finally {
       await p.destroy();
       server.close();
