@@ -70,7 +70,22 @@ data:
 ---
 `;
 
-/** The upstream as a registry service, and `egw.bench` routed through the egress gateway (both halves). */
+/** `NAME.bench` through the egress gateway's Service port: the sidecar's half (mesh) and the gateway's. */
+const throughEgress = (name: string, port: number) => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ${name}, namespace: default}
+spec:
+  hosts: [${name}.bench]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{gateways: [mesh]}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: ${port}}}}]
+  - match: [{gateways: [istio-egressgateway]}]
+    route: [{destination: {host: ${name}.bench, port: {number: ${UP_PORT}}}}]
+---
+`;
+
+/** The upstream as a registry service; `egw.bench` (h2c) and `egwtls.bench` (ISTIO_MUTUAL) through the egress gateway. */
 const CONFIG = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: up, namespace: default}
@@ -101,31 +116,7 @@ spec:
   - {port: {number: 80, name: http, protocol: HTTP}, hosts: [egw.bench]}
   - {port: {number: 8443, name: https, protocol: HTTPS}, hosts: [egwtls.bench], tls: {mode: ISTIO_MUTUAL}}
 ---
-${httpGatewayYaml()}apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: egw, namespace: default}
-spec:
-  hosts: [egw.bench]
-  gateways: [istio-egressgateway, mesh]
-  http:
-  - match: [{gateways: [mesh]}]
-    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]
-  - match: [{gateways: [istio-egressgateway]}]
-    route: [{destination: {host: egw.bench, port: {number: ${UP_PORT}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: egwtls, namespace: default}
-spec:
-  hosts: [egwtls.bench]
-  gateways: [istio-egressgateway, mesh]
-  http:
-  - match: [{gateways: [mesh]}]
-    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 8443}}}]
-  - match: [{gateways: [istio-egressgateway]}]
-    route: [{destination: {host: egwtls.bench, port: {number: ${UP_PORT}}}}]
----
-apiVersion: networking.istio.io/v1
+${httpGatewayYaml()}${throughEgress('egw', 80)}${throughEgress('egwtls', 8443)}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: egress-mtls, namespace: default}
 spec:

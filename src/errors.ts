@@ -156,9 +156,12 @@ export class GatewayError extends Error {
   }
 }
 
-/** Connect-level errno codes (node:net, undici) that mean "could not connect". */
+/**
+ * Connect-level codes that mean "could not connect": errno codes (node:net, undici), and our HTTP/2
+ * client's mesh peer that would not speak h2 by ALPN.
+ */
 const CONNECT_CODES = new Set([
-  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EACCES',
+  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EACCES', 'ERR_H2_ALPN',
 ]);
 
 /** A code that means the connection was never made (refused, unreachable, TLS handshake failed). */
@@ -190,7 +193,7 @@ export function fromUpstreamError(err: unknown, phase: 'connect' | 'request' = '
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT' && phase === 'connect') {
     return new GatewayError('CONNECT_TIMEOUT', e?.message, { cause: err });
   }
-  if (CONNECT_CODES.has(code) || isTlsHandshakeCode(code) || code === 'ERR_H2_ALPN') return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
+  if (isConnectCode(code)) return new GatewayError('CONNECT_FAILURE', e?.message, { cause: err });
   if (e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'ERR_H2_MALFORMED') {
     return new GatewayError('UPSTREAM_PROTOCOL_ERROR', e?.message, { cause: err });
   }

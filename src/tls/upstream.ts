@@ -75,8 +75,10 @@ export function meshTlsSocket(connect: tls.ConnectionOptions, sessions: Map<stri
   let secured = false;
   socket.once('secureConnect', () => {
     secured = true;
-    if (socket.isSessionReused()) setTlsIdentities(socket, identities = kept?.identities);
-    else identities = tlsIdentitiesOf(socket);
+    if (socket.isSessionReused()) {
+      identities = kept?.identities;
+      setTlsIdentities(socket, identities);
+    } else identities = tlsIdentitiesOf(socket);
   });
   socket.on('session', (s: Buffer) => {
     if (sessions.get(key)?.noResume) return;

@@ -316,12 +316,16 @@ export class HpackDecoder {
   }
 }
 
-const STATIC_FIELD = new Map<string, number>();
+/** Static-table index by name, and by value for the few names listed with values (no key built per field). */
 const STATIC_NAME = new Map<string, number>();
+const STATIC_FIELD = new Map<string, Map<string, number>>();
 for (let i = STATIC_COUNT; i >= 1; i--) {
   const [n, v] = STATIC[i]!;
   STATIC_NAME.set(n, i);
-  if (v !== '') STATIC_FIELD.set(`${n}\0${v}`, i);
+  if (v === '') continue;
+  let values = STATIC_FIELD.get(n);
+  if (!values) STATIC_FIELD.set(n, values = new Map());
+  values.set(v, i);
 }
 /** Never put into any table by a peer or an intermediary (RFC 7541 7.1.3). */
 const SENSITIVE = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
@@ -351,7 +355,7 @@ export function hpackEncode(fields: readonly (readonly [string, string])[]): Buf
     pos += out.write(s, pos, 'latin1');
   };
   for (const [name, value] of fields) {
-    const full = STATIC_FIELD.get(`${name}\0${value}`);
+    const full = STATIC_FIELD.get(name)?.get(value);
     if (full !== undefined) {
       int(0x80, 7, full);
       continue;
