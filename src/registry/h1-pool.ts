@@ -21,6 +21,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
 import { undiciShapedError } from '../errors';
+import { ownedReads } from '../gateway/tcp/read-buffers';
 import { endpointKey } from './cluster';
 
 export interface H1PoolOptions {
@@ -40,6 +41,8 @@ export interface H1PoolOptions {
 const protocolError = (message: string) => undiciShapedError('HPE_INVALID', `upstream response: ${message}`);
 
 const MAX_HEAD = 64 * 1024;
+/** What quiet upstream connections read into; each read is copied out at once (read-buffers.ts). */
+const SHARED_READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024);
 const MAX_CHUNK_LINE = 1024;
 const MAX_TRAILERS = 64 * 1024;
 const CRLF = Buffer.from('\r\n', 'latin1');
@@ -110,6 +113,10 @@ class Conn {
   constructor(private readonly pool: H1Pool, private readonly o: H1PoolOptions) {
     this.socket = net.connect({
       host: o.host, port: o.port, noDelay: true,
+      onread: ownedReads(SHARED_READ_BUFFER, (chunk) => {
+        this.data(chunk);
+        return true;
+      }, (err) => this.socket.destroy(err instanceof Error ? err : new Error(String(err)))),
       ...(o.localAddress ? { localAddress: o.localAddress } : {}),
       ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
     });
@@ -127,7 +134,6 @@ class Conn {
       const job = this.job;
       if (!job || !this.send(job)) pool.release(this); // its request went away while it connected
     });
-    this.socket.on('data', (chunk: Buffer) => this.data(chunk));
     this.socket.on('error', (err: NodeJS.ErrnoException) => { this.failure ??= err; });
     // The upstream's FIN: whatever it still sends ends this connection's use.
     this.socket.on('end', () => { this.reusable = false; });

@@ -70,6 +70,13 @@ export class ReadBuffers {
   }
 }
 
+/** The first `bytes` of a buffer that will be read into again, in memory of their own. */
+function copyOut(buf: Buffer, bytes: number): Buffer {
+  const chunk = Buffer.allocUnsafe(bytes);
+  buf.copy(chunk, 0, 0, bytes);
+  return chunk;
+}
+
 /**
  * A chunk read from a socket. `release` (when set) must be called once the chunk is no longer
  * referenced: `true` when its write completed (the buffer is reused), `false` when it failed.
@@ -95,15 +102,8 @@ export function userReads(pool: ReadBuffers, onChunk: ChunkHandler, fail: (err: 
     callback: (bytes, read) => {
       try {
         const buf = read as Buffer;
-        let chunk: Buffer;
-        let release: ((written: boolean) => void) | undefined;
-        if (buf === pool.shared) {
-          chunk = Buffer.allocUnsafe(bytes);
-          buf.copy(chunk, 0, 0, bytes);
-        } else {
-          chunk = buf.subarray(0, bytes);
-          release = (written) => (written ? pool.give(buf) : pool.forget(buf));
-        }
+        const chunk = buf === pool.shared ? copyOut(buf, bytes) : buf.subarray(0, bytes);
+        const release = buf === pool.shared ? undefined : (written: boolean) => (written ? pool.give(buf) : pool.forget(buf));
         // Node asks buffer() for the next read right after this returns (test/unit/gateway/read-buffers.test.ts).
         next = bytes > SMALL_READ ? pool.take() : pool.shared;
         return onChunk(chunk, release);
@@ -117,6 +117,33 @@ export function userReads(pool: ReadBuffers, onChunk: ChunkHandler, fail: (err: 
     close: () => {
       pool.give(next);
       next = pool.shared;
+    },
+  };
+}
+
+/**
+ * `onread` options for a socket whose chunks are handed on with no word of when they are done with
+ * (the HTTP/1.1 upstream pool: a body chunk goes to the client's write, and a partial head is kept).
+ * Every chunk belongs to its receiver. A quiet socket reads into `shared` and its bytes are copied
+ * out (a small read lands in Node's pooled slab: no ArrayBuffer per read); after a read larger than
+ * SMALL_READ the next read goes into a fresh buffer that is given away whole, as Node's own reads
+ * are, so a transfer is not copied. Either way the read skips the Readable stream's machinery
+ * (push, 'data', the read-more tick). `fail` as in userReads.
+ */
+export function ownedReads(shared: Buffer, onChunk: (chunk: Buffer) => boolean, fail: (err: unknown) => void): Omit<UserReads, 'close'> {
+  let next = shared;
+  return {
+    buffer: () => next,
+    callback: (bytes, read) => {
+      try {
+        const buf = read as Buffer;
+        const chunk = buf === shared ? copyOut(buf, bytes) : buf.subarray(0, bytes);
+        next = bytes > SMALL_READ ? Buffer.allocUnsafeSlow(shared.length) : shared;
+        return onChunk(chunk);
+      } catch (err) {
+        fail(err);
+        return false;
+      }
     },
   };
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
-import { ReadBuffers, SMALL_READ, userReads, type ChunkHandler } from '../../../src/gateway/tcp/read-buffers';
+import { ownedReads, ReadBuffers, SMALL_READ, userReads, type ChunkHandler } from '../../../src/gateway/tcp/read-buffers';
 
 describe('TCP upstream read buffers', () => {
   /** Simulates Node's onread loop: read `bytes` into the current buffer, then ask for the next. */
@@ -125,5 +125,62 @@ describe('TCP upstream read buffers', () => {
     // Read i went into the buffer given before it; a new one was asked for after every read.
     got.forEach((b, i) => assert.equal(b, given[i], `read ${i}`));
     assert.equal(given.length, got.length + 1);
+  });
+
+  describe('owned reads (the HTTP/1.1 upstream pool: chunks are kept with no word of when they are done with)', () => {
+    function setup(onChunk: (chunk: Buffer) => boolean = () => true) {
+      const shared = Buffer.alloc(64 * 1024);
+      const chunks: Buffer[] = [];
+      const failures: unknown[] = [];
+      const reads = ownedReads(shared, (chunk) => {
+        chunks.push(chunk);
+        return onChunk(chunk);
+      }, (err) => failures.push(err));
+      let current = reads.buffer();
+      const read = (bytes: number, fill: number): boolean => {
+        current.fill(fill, 0, bytes);
+        const go = reads.callback(bytes, current);
+        current = reads.buffer();
+        return go;
+      };
+      return { shared, chunks, failures, read, next: () => current };
+    }
+
+    it('a small read is copied out of the shared buffer, so the next read cannot change it', () => {
+      const { shared, chunks, read, next } = setup();
+      assert.equal(next(), shared);
+      read(100, 1);
+      read(SMALL_READ, 2);
+      assert.deepEqual(chunks[0], Buffer.alloc(100, 1));
+      assert.deepEqual(chunks[1], Buffer.alloc(SMALL_READ, 2));
+      assert.notEqual(chunks[0]!.buffer, shared.buffer);
+      assert.equal(next(), shared);
+    });
+
+    it('after a large read the next one goes into a fresh buffer that is given away whole, never reused', () => {
+      const { shared, chunks, read, next } = setup();
+      read(SMALL_READ + 1, 1); // into shared: copied; the next read gets a buffer of its own
+      const own = next();
+      assert.notEqual(own, shared);
+      read(60_000, 2);
+      assert.equal(chunks[1]!.buffer, own.buffer, 'the big read is handed on without a copy');
+      const after = next();
+      assert.notEqual(after, own, 'a buffer given away is never read into again');
+      assert.notEqual(after, shared);
+      read(10, 3); // small again: the one after goes back to shared
+      assert.deepEqual(chunks[1], Buffer.alloc(60_000, 2));
+      assert.equal(next(), shared);
+    });
+
+    it('a throw from the handler goes to fail and stops reading, never into Node\'s read loop', () => {
+      const { failures, read } = setup(() => { throw new Error('boom'); });
+      assert.equal(read(10, 1), false);
+      assert.equal(failures.length, 1);
+    });
+
+    it('the handler\'s false stops reading', () => {
+      const { read } = setup(() => false);
+      assert.equal(read(10, 1), false);
+    });
   });
 });

@@ -363,6 +363,33 @@ describe('HTTP/1.1 upstream pool', () => {
     assert.ok(pauses > 1);
   });
 
+  it('chunks kept by the handler stay intact while later reads arrive (reads share one buffer and are copied out)', async () => {
+    await make();
+    // A head split over three reads, then 60 small body pieces, each its own read, all different.
+    const pieces = Array.from({ length: 60 }, (_, i) => Buffer.alloc(50 + i, 0x41 + (i % 26)));
+    const total = pieces.reduce((n, p) => n + p.length, 0);
+    canned.answers = [(s) => {
+      const parts = ['HTTP/1.1 200 OK\r\nCon', `tent-Length: ${total}\r\n`, '\r\n', ...pieces];
+      let i = 0;
+      const next = () => {
+        if (i < parts.length) s.write(parts[i++]!, () => setTimeout(next, 2));
+      };
+      next();
+    }];
+    const kept: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => {
+      pool.dispatch({ path: '/p', method: 'GET', headers: { host: 'up.example' }, body: null } as Dispatcher.DispatchOptions, {
+        onConnect: () => {},
+        onHeaders: () => true,
+        onData: (chunk) => { kept.push(chunk); return true; }, // kept as given, never copied here
+        onComplete: () => resolve(),
+        onError: reject,
+      });
+    });
+    assert.ok(kept.length > 10, `the body came in many reads (${kept.length})`);
+    assert.deepEqual(Buffer.concat(kept), Buffer.concat(pieces));
+  });
+
   it('a streamed body goes through the streaming pool (undici), whole', async () => {
     const seen: string[] = [];
     const echo = net.createServer((s) => s.on('data', (d: Buffer) => {
