@@ -6,6 +6,7 @@
 //   istio-setup  Istio's benchmark shape: 1000 req/s constant rate, 16 connections, 1 KiB body;
 //                added p99 over direct, vCPU and peak RSS; direct, meshgate, minimal undici proxy, nginx;
 //                load from bench/rategen.c (compiled with gcc) or the Node generator
+//   istio-setup-1core  the same with the proxies on the load's core (no cross-core wake-ups)
 //
 //   tcp-thru, tcp-cps, tls-hs (bench/tcp.ts): one connection's MB/s, new connections/s, TLS
 //                passthrough handshakes/s; direct, meshgate, the minimal Node peers; KiB per idle
@@ -137,27 +138,27 @@ function wrk(port: number, seconds: number): LoadResult {
 
 interface Target { readonly name: string; readonly port: number; readonly proc?: Proc }
 
-/** `meshgate run` on a config, Gateway port 80 on `port`, pinned to the proxy core; resolves once it answers. */
-async function startMeshgate(config: string, port: number): Promise<Proc> {
+/** `meshgate run` on a config, Gateway port 80 on `port`, pinned to `core` (the proxy core); resolves once it answers. */
+async function startMeshgate(config: string, port: number, core = PROXY_CORE): Promise<Proc> {
   const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
-    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], { core: PROXY_CORE });
+    '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], { core });
   await waitHttp(port);
   return proc;
 }
 
-/** The peers in front of the upstream on the proxy core, when present: the minimal undici proxy, nginx. */
-async function peerTargets(dir: string, upstreamPort: number, notes?: string[]): Promise<Target[]> {
+/** The peers in front of the upstream on `core` (the proxy core), when present: the minimal undici proxy, nginx. */
+async function peerTargets(dir: string, upstreamPort: number, notes?: string[], core = PROXY_CORE): Promise<Target[]> {
   const out: Target[] = [];
   if (fs.existsSync(PEER_UNDICI)) {
     const p = await freePort();
-    const peer = start(process.execPath, [PEER_UNDICI], { core: PROXY_CORE, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${upstreamPort}` } });
+    const peer = start(process.execPath, [PEER_UNDICI], { core, env: { NODE_PATH: path.join(ROOT, 'node_modules'), LISTEN: `127.0.0.1:${p}`, UP_HTTP: `127.0.0.1:${upstreamPort}` } });
     await waitHttp(p);
     out.push({ name: 'undici-minimal', port: p, proc: peer });
   } else notes?.push('minimal undici proxy skipped: ../shared/bench not found');
   const nginx = which('nginx');
   if (nginx) {
     const p = await freePort();
-    const nx = start(nginx, ['-c', nginxProxyConf(dir, p, upstreamPort), '-p', dir], { core: PROXY_CORE });
+    const nx = start(nginx, ['-c', nginxProxyConf(dir, p, upstreamPort), '-p', dir], { core });
     await waitHttp(p);
     out.push({ name: 'nginx', port: p, proc: nx });
   } else notes?.push('nginx comparison skipped: nginx is not installed');
@@ -219,6 +220,35 @@ function table(rows: Row[], notes: string[]): string {
   return lines.join('\n') + '\n';
 }
 
+/**
+ * Istio's benchmark shape (1000 req/s, 16 connections, 1 KiB) through meshgate and the peers pinned
+ * to `core`: the median round by p99 of each target, with notes of what meshgate adds.
+ */
+async function istioSetup(dir: string, rategen: string | undefined, workload: string, core: number, notes: string[]): Promise<Row[]> {
+  const up1k = await startUpstream(dir, 1024);
+  meshgateConfig(dir, up1k.port);
+  const gwPort = await freePort();
+  const gw = await startMeshgate(dir, gwPort, core);
+  const targets: Target[] = [{ name: 'direct', port: up1k.port }, { name: 'meshgate', port: gwPort, proc: gw }];
+  targets.push(...await peerTargets(dir, up1k.port, undefined, core));
+  const byTarget = rotatedRounds(targets, ROUNDS, (t) => measure(workload, t.name, t.port, t.proc, (sec) => atRate(rategen, t.port, sec), DURATION, false));
+  const picked = new Map<string, Row>();
+  for (const t of targets) {
+    const runs = byTarget.get(t.name)!;
+    picked.set(t.name, { ...medianBy(runs, (r) => r.p99), p99Spread: runs.map((r) => Number(r.p99.toFixed(2))).sort((a, b) => a - b) });
+  }
+  const d = picked.get('direct')!;
+  for (const [name, r] of picked) {
+    if (name === 'direct') continue;
+    notes.push(`${workload}: ${name} adds ${fmt(r.p99 - d.p99)} ms p99 over direct, uses ${fmt(r.vcpu, 3)} vCPU (${fmt(r.cpuUsPerReq, 0)} us/request), peak RSS ${fmt(r.rssMiB, 1)} MiB`
+      + (name === 'meshgate' ? ' (targets: <= 1 ms, <= 0.05 vCPU, <= 80 MiB; Istio publishes 0.20 vCPU)' : ''));
+  }
+  notes.push(`${workload}: proxies on core ${core}; median of ${ROUNDS} rounds by p99 (order rotated); every round's p99 in results JSON`);
+  for (const t of targets) await t.proc?.stop();
+  await up1k.proc.stop();
+  return [...picked.values()];
+}
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-bench-'));
   const rows: Row[] = [];
@@ -256,33 +286,15 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('http') || ONLY.has('istio')) {
-      // ---------------------------------------------------------------- istio-setup (1000 rps, 16 conns, 1 KiB)
       notes.push(rategen
         ? 'istio-setup: rategen (bench/rategen.c: timerfd schedule, latency from the due time), 16 connections, 1000 req/s'
         : 'istio-setup: the Node generator (gcc missing: its millisecond timer adds to every p99)');
-      const up1k = await startUpstream(dir, 1024);
-      meshgateConfig(dir, up1k.port);
-      const gwPort2 = await freePort();
-      const gw2 = await startMeshgate(dir, gwPort2);
-      const targets: Target[] = [{ name: 'direct', port: up1k.port }, { name: 'meshgate', port: gwPort2, proc: gw2 }];
-      targets.push(...await peerTargets(dir, up1k.port));
-      const byTarget = rotatedRounds(targets, ROUNDS, (t) => measure('istio-setup', t.name, t.port, t.proc, (sec) => atRate(rategen, t.port, sec), DURATION, false));
-      const picked = new Map<string, Row>();
-      for (const t of targets) {
-        const runs = byTarget.get(t.name)!;
-        const row = { ...medianBy(runs, (r) => r.p99), p99Spread: runs.map((r) => Number(r.p99.toFixed(2))).sort((a, b) => a - b) };
-        picked.set(t.name, row);
-        rows.push(row);
-      }
-      const d = picked.get('direct')!;
-      for (const [name, r] of picked) {
-        if (name === 'direct') continue;
-        notes.push(`istio-setup: ${name} adds ${fmt(r.p99 - d.p99)} ms p99 over direct, uses ${fmt(r.vcpu, 3)} vCPU (${fmt(r.cpuUsPerReq, 0)} us/request), peak RSS ${fmt(r.rssMiB, 1)} MiB`
-          + (name === 'meshgate' ? ' (targets: <= 1 ms, <= 0.05 vCPU, <= 80 MiB; Istio publishes 0.20 vCPU)' : ''));
-      }
-      notes.push(`istio-setup: median of ${ROUNDS} rounds by p99 (order rotated); every round's p99 in results JSON`);
-      for (const t of targets) await t.proc?.stop();
-      await up1k.proc.stop();
+      rows.push(...await istioSetup(dir, rategen, 'istio-setup', PROXY_CORE, notes));
+      // The same with every proxy on the load's core. On this kind of VM a process that wakes another
+      // on a different core pays for the wake-up (~25 us each; a proxy makes two per request): that
+      // row shows each proxy's own cost without it (docs/benchmarks.md, "Where a request's CPU goes
+      // at 1000 req/s").
+      if (PROXY_CORE !== LOAD_CORE) rows.push(...await istioSetup(dir, rategen, 'istio-setup-1core', LOAD_CORE, notes));
     }
 
     let tcpText = '';
