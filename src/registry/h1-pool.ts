@@ -21,7 +21,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
 import { undiciShapedError } from '../errors';
-import { ownedReads } from '../gateway/tcp/read-buffers';
+import { ownedReads, SHARED_UPSTREAM_READS } from '../gateway/tcp/read-buffers';
 import { endpointKey } from './cluster';
 
 export interface H1PoolOptions {
@@ -41,8 +41,6 @@ export interface H1PoolOptions {
 const protocolError = (message: string) => undiciShapedError('HPE_INVALID', `upstream response: ${message}`);
 
 const MAX_HEAD = 64 * 1024;
-/** What quiet upstream connections read into; each read is copied out at once (read-buffers.ts). */
-const SHARED_READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024);
 const MAX_CHUNK_LINE = 1024;
 const MAX_TRAILERS = 64 * 1024;
 const CRLF = Buffer.from('\r\n', 'latin1');
@@ -113,7 +111,7 @@ class Conn {
   constructor(private readonly pool: H1Pool, private readonly o: H1PoolOptions) {
     this.socket = net.connect({
       host: o.host, port: o.port, noDelay: true,
-      onread: ownedReads(SHARED_READ_BUFFER, (chunk) => {
+      onread: ownedReads(SHARED_UPSTREAM_READS, (chunk) => {
         this.data(chunk);
         return true;
       }, (err) => this.socket.destroy(err instanceof Error ? err : new Error(String(err)))),

@@ -37,6 +37,7 @@ import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
 import { meshTlsSocket, type MeshSession } from '../tls/upstream';
 import { isConnectCode, undiciShapedError } from '../errors';
+import { ownedReads, SHARED_UPSTREAM_READS } from '../gateway/tcp/read-buffers';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -416,6 +417,11 @@ class Connection {
         ? meshTlsSocket(opts.tls, sessions, { host: opts.host, port: opts.port, localAddress: opts.localAddress, alpn: MESH_H2_ALPN, keepaliveMs: opts.keepaliveMs })
         : net.connect({
           host: opts.host, port: opts.port, noDelay: true,
+          // Plain connections read through onread (read-buffers.ts); a TLS socket's reads come out of its TLS layer.
+          onread: ownedReads(SHARED_UPSTREAM_READS, (chunk) => {
+            this.read(chunk);
+            return true;
+          }, (err) => this.socket.destroy(err instanceof Error ? err : new Error(String(err)))),
           ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
           ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
         });
@@ -456,7 +462,7 @@ class Connection {
       // the connection is made when its HTTP/2 preface (SETTINGS) arrives.
       if (!opts.tls) this.established();
     });
-    socket.on('data', (chunk: Buffer) => this.read(chunk));
+    if (opts.tls) socket.on('data', (chunk: Buffer) => this.read(chunk));
     socket.on('drain', () => this.flushBlocked());
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (!this.connected) {

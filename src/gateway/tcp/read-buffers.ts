@@ -121,6 +121,9 @@ export function userReads(pool: ReadBuffers, onChunk: ChunkHandler, fail: (err: 
   };
 }
 
+/** The buffer quiet upstream HTTP connections (HTTP/1.1 and h2c pools) read into: ownedReads copies each read out at once. */
+export const SHARED_UPSTREAM_READS = Buffer.allocUnsafeSlow(64 * 1024);
+
 /**
  * `onread` options for a socket whose chunks are handed on with no word of when they are done with
  * (the HTTP/1.1 upstream pool: a body chunk goes to the client's write, and a partial head is kept).
