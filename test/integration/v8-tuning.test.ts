@@ -76,7 +76,7 @@ describe('V8 settings of a running gateway (admin /memory)', function () {
   });
 });
 
-/** `nodejs_gc_duration_seconds_count{kind}` (prom-client's process metrics): collections so far. */
+/** `nodejs_gc_duration_seconds_count{kind}` (prom-client's, with --gc-metrics): collections so far. */
 async function collections(metricsPort: number): Promise<{ minor: number; major: number }> {
   const res = await httpGet(metricsPort, '/stats/prometheus');
   const count = (kind: string) => Number(new RegExp(`^nodejs_gc_duration_seconds_count\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(res.body)?.[1] ?? 0);
@@ -121,7 +121,7 @@ describe('Garbage collection of a running gateway under a TCP download', functio
     const port = await freePort();
     const metrics = await freePort();
     const status = await freePort();
-    child = spawnMeshgate(dir, port, ['--metrics-port', String(metrics), '--status-port', String(status)], 'ignore', ['taskset', '-c', '0']);
+    child = spawnMeshgate(dir, port, ['--metrics-port', String(metrics), '--status-port', String(status), '--gc-metrics'], 'ignore', ['taskset', '-c', '0']);
     await waitFor(async () => (await httpGet(status, '/healthz/ready').catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 15_000 });
     const before = await collections(metrics);
 
@@ -133,6 +133,7 @@ describe('Garbage collection of a running gateway under a TCP download', functio
     assert.equal(received, total);
 
     const after = await collections(metrics);
+    assert.ok(after.minor > 0, 'the gateway exports its collections with --gc-metrics');
     const minor = after.minor - before.minor;
     const full = after.major - before.major;
     // With the shipped 2 MiB young generation: ~7 here; reads into fresh buffers force one per
