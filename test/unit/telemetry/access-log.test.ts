@@ -238,4 +238,46 @@ setTimeout(() => { a.close(); process.exit(0); }, 50);`;
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  describe('lines made in batches (the records wait for the next flush or a batch of 64)', () => {
+    let dir: string;
+    beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-al-')); });
+    afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const lines = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+
+    it('every record gets its line, in the order logged, across batches and the last partial one', async () => {
+      const file = path.join(dir, 'a.log');
+      const log = new AccessLog({ file, encoding: 'TEXT', format: '%REQ(:PATH)%' });
+      for (let i = 0; i < 150; i++) log.write({ ...rec, path: `/${i}` });
+      assert.equal(await log.close(2000), true);
+      assert.deepEqual(lines(file), Array.from({ length: 150 }, (_, i) => `/${i}`));
+    });
+
+    it('a record is written in the format, and to the file, in effect when it was logged', async () => {
+      const a = path.join(dir, 'a.log');
+      const b = path.join(dir, 'b.log');
+      const log = new AccessLog({ file: a, encoding: 'TEXT', format: 'one %REQ(:PATH)%' });
+      log.write({ ...rec, path: '/1' });
+      log.write({ ...rec, path: '/2' });
+      log.configure({ file: a, encoding: 'TEXT', format: 'two %REQ(:PATH)%' });
+      log.write({ ...rec, path: '/3' });
+      log.configure({ file: b, encoding: 'TEXT', format: 'two %REQ(:PATH)%' });
+      log.write({ ...rec, path: '/4' });
+      assert.equal(await log.close(2000), true);
+      assert.deepEqual(lines(a), ['one /1', 'one /2', 'two /3']);
+      assert.deepEqual(lines(b), ['two /4']);
+    });
+
+    it('a record the formatter throws on costs its own line only', async () => {
+      const file = path.join(dir, 'a.log');
+      const log = new AccessLog({ file, encoding: 'TEXT', format: '%REQ(:PATH)% %REQ(USER-AGENT)%' });
+      const poisoned = { ...rec, path: '/bad', requestHeaders: new Proxy({}, { get: () => { throw new Error('boom'); } }) };
+      log.write({ ...rec, path: '/a' });
+      log.write(poisoned);
+      log.write({ ...rec, path: '/b' });
+      assert.equal(await log.close(2000), true);
+      assert.deepEqual(lines(file), ['/a curl/7.87.0-DEV', '/b curl/7.87.0-DEV']);
+    });
+  });
 });
+
