@@ -18,8 +18,10 @@
 // bounded (64, 4 MiB), and past that bound sockets read into the shared buffer and copy, so idle
 // connections cannot add up.
 //
-// Only plain TCP upstreams read this way: a TLS socket's reads come out of the TLS layer, and a
-// client socket accepted by net.Server cannot be given `onread`.
+// Only plain upstream sockets read through `onread`: a TLS socket's reads come out of the TLS layer,
+// and a client socket accepted by net.Server cannot be given `onread`. The HTTP/1.1 and h2c upstream
+// pools read that way too, through ownedReads (below): their chunks are kept with no word of when
+// they are done with, so every read is theirs.
 
 /** Reads up to this size are copied out of the shared buffer (into Node's pooled small-buffer slab). */
 export const SMALL_READ = 4096;
@@ -126,7 +128,7 @@ export const SHARED_UPSTREAM_READS = Buffer.allocUnsafeSlow(64 * 1024);
 
 /**
  * `onread` options for a socket whose chunks are handed on with no word of when they are done with
- * (the HTTP/1.1 upstream pool: a body chunk goes to the client's write, and a partial head is kept).
+ * (the HTTP upstream pools: a body chunk goes to the client's write, a partial head or frame is kept).
  * Every chunk belongs to its receiver. A quiet socket reads into `shared` and its bytes are copied
  * out (a small read lands in Node's pooled slab: no ArrayBuffer per read); after a read larger than
  * SMALL_READ the next read goes into a fresh buffer that is given away whole, as Node's own reads
