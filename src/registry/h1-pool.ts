@@ -16,12 +16,11 @@
 // connection; it never throws out of a socket event.
 
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
-import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
+import { localAddressOf, plainUpstreamSocket, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
 import { undiciShapedError } from '../errors';
-import { ownedReads, SHARED_UPSTREAM_READS } from '../gateway/tcp/read-buffers';
 import { endpointKey } from './cluster';
 
 export interface H1PoolOptions {
@@ -109,15 +108,7 @@ class Conn {
   gone = false;
 
   constructor(private readonly pool: H1Pool, private readonly o: H1PoolOptions) {
-    this.socket = net.connect({
-      host: o.host, port: o.port, noDelay: true,
-      onread: ownedReads(SHARED_UPSTREAM_READS, (chunk) => {
-        this.data(chunk);
-        return true;
-      }, (err) => this.socket.destroy(err instanceof Error ? err : new Error(String(err)))),
-      ...(o.localAddress ? { localAddress: o.localAddress } : {}),
-      ...(o.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: o.keepaliveMs } : {}),
-    });
+    this.socket = plainUpstreamSocket(o, (chunk) => this.data(chunk));
     this.connectTimer = setTimeout(() => {
       this.failure = undiciShapedError('UND_ERR_CONNECT_TIMEOUT', `connect timeout after ${o.connectTimeoutMs} ms`);
       this.socket.destroy();

@@ -1,5 +1,6 @@
-// HTTP/2 with prior knowledge (h2c) toward one upstream endpoint, on our own framing (RFC 9113) and
-// HPACK (gateway/http/hpack.ts) over a plain socket.
+// HTTP/2 toward one upstream endpoint, on our own framing (RFC 9113) and HPACK
+// (gateway/http/hpack.ts): with prior knowledge (h2c) over a plain socket, or over mesh mTLS
+// (ISTIO_MUTUAL, tls/upstream.ts meshTlsSocket) with h2 chosen by ALPN.
 //
 // Why not node:http2: every client stream there is a native object whose JS wrapper V8 cannot free
 // in a young-generation GC, so each request's objects (the stream, its listeners, and through them
@@ -12,8 +13,8 @@
 // It speaks the part of undici's Dispatcher interface the proxy uses (dispatch with a handler of
 // onConnect / onHeaders / onData / onComplete / onError, close, destroy, and the pool events
 // 'connect', 'disconnect', 'connectionError'), so the proxy's attempts, retries, timeouts and
-// accounting stay the same for HTTP/1.1 and HTTP/2. TLS upstreams stay on undici (ALPN can fall
-// back to HTTP/1.1 there; prior knowledge has nothing to negotiate).
+// accounting stay the same for HTTP/1.1 and HTTP/2. Other TLS upstreams (SIMPLE, MUTUAL) stay on
+// undici, whose ALPN can fall back to HTTP/1.1; a mesh peer always speaks h2 on an HTTP/2 port.
 //
 // One connection carries every request (HTTP/2 multiplexes) up to the peer's
 // SETTINGS_MAX_CONCURRENT_STREAMS; beyond it a second one opens, as Envoy's HTTP/2 pool does (the
@@ -33,11 +34,10 @@ import type { Dispatcher } from 'undici';
 import { HOP_BY_HOP } from '../gateway/http/headers';
 import { HeaderListTooLarge, HpackDecoder, HpackError, hpackEncode, type HeaderList } from '../gateway/http/hpack';
 import { HEADER_VALUE_BAD, IdleTimer } from '../gateway/http/wire';
-import { localAddressOf, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
+import { localAddressOf, plainUpstreamSocket, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
 import { meshTlsSocket, type MeshSession } from '../tls/upstream';
 import { isConnectCode, undiciShapedError } from '../errors';
-import { ownedReads, SHARED_UPSTREAM_READS } from '../gateway/tcp/read-buffers';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -104,10 +104,18 @@ const BODY_QUEUE = 65_536;
 const SOCKET_QUEUE = 262_144;
 const MAX_STREAM_ID = 0x7fffffff;
 const MAX_WINDOW = 0x7fffffff;
-/** Headers an HTTP/2 response may not carry (RFC 9113 8.2.2): it is malformed. */
 /** A header name as HTTP/2 carries it: a token, in lower case (RFC 9113 8.2.1). */
 const LOWER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+/** Headers an HTTP/2 response may not carry (RFC 9113 8.2.2): it is malformed. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** What makes a response field (head or trailer) malformed, or undefined (RFC 9113 8.2). */
+function fieldProblem(name: string, value: string, what: string): string | undefined {
+  if (!LOWER_TOKEN.test(name)) return `${what} name ${JSON.stringify(name)}`;
+  if (HEADER_VALUE_BAD.test(value)) return `a control character in ${what} ${name}`;
+  if (CONNECTION_SPECIFIC.has(name)) return `connection-specific ${what} ${name}`;
+  return undefined;
+}
 
 function frameHead(out: Buffer, at: number, length: number, type: number, flags: number, id: number): void {
   out.writeUIntBE(length, at, 3);
@@ -272,9 +280,8 @@ class Stream {
         status = Number(value);
         continue;
       }
-      if (!LOWER_TOKEN.test(name)) return this.malformed(`header name ${JSON.stringify(name)}`);
-      if (HEADER_VALUE_BAD.test(value)) return this.malformed(`a control character in ${name}`);
-      if (CONNECTION_SPECIFIC.has(name)) return this.malformed(`connection-specific header ${name}`);
+      const problem = fieldProblem(name, value, 'header');
+      if (problem) return this.malformed(problem);
       if (name === 'content-length') {
         if (!/^\d{1,15}$/.test(value) || (cl !== undefined && cl !== value)) return this.malformed('content-length');
         cl = value;
@@ -299,9 +306,8 @@ class Stream {
     if (!endStream) return this.malformed('a header block after the head that does not end the stream');
     const trailers: string[] = [];
     for (const [name, value] of fields) {
-      if (!LOWER_TOKEN.test(name)) return this.malformed(`trailer ${JSON.stringify(name)}`);
-      if (HEADER_VALUE_BAD.test(value)) return this.malformed(`a control character in trailer ${name}`);
-      if (CONNECTION_SPECIFIC.has(name)) return this.malformed(`connection-specific trailer ${name}`);
+      const problem = fieldProblem(name, value, 'trailer');
+      if (problem) return this.malformed(problem);
       trailers.push(name, value);
     }
     this.trailers = trailers;
@@ -415,16 +421,7 @@ class Connection {
     try {
       socket = opts.tls
         ? meshTlsSocket(opts.tls, sessions, { host: opts.host, port: opts.port, localAddress: opts.localAddress, alpn: MESH_H2_ALPN, keepaliveMs: opts.keepaliveMs })
-        : net.connect({
-          host: opts.host, port: opts.port, noDelay: true,
-          // Plain connections read through onread (read-buffers.ts); a TLS socket's reads come out of its TLS layer.
-          onread: ownedReads(SHARED_UPSTREAM_READS, (chunk) => {
-            this.read(chunk);
-            return true;
-          }, (err) => this.socket.destroy(err instanceof Error ? err : new Error(String(err)))),
-          ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-          ...(opts.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: opts.keepaliveMs } : {}),
-        });
+        : plainUpstreamSocket(opts, (chunk) => this.read(chunk));
     } catch (err) {
       // Material node refuses at once (a mesh key that does not match its certificate, mid-rotation):
       // a connection failure (503 UF) for the requests, never a throw out of dispatch.
@@ -462,6 +459,7 @@ class Connection {
       // the connection is made when its HTTP/2 preface (SETTINGS) arrives.
       if (!opts.tls) this.established();
     });
+    // A TLS socket's reads come out of its TLS layer: 'data' events (plain ones read through onread).
     if (opts.tls) socket.on('data', (chunk: Buffer) => this.read(chunk));
     socket.on('drain', () => this.flushBlocked());
     socket.on('error', (err: NodeJS.ErrnoException) => {

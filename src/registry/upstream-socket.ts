@@ -9,8 +9,9 @@
 // onConnect and fills it in when the response comes. A claim nobody announces to is overwritten by
 // the next one.
 import diagnosticsChannel from 'node:diagnostics_channel';
-import type net from 'node:net';
+import net from 'node:net';
 import { joinHostPort } from '../gateway/http/headers';
+import { ownedReads } from '../gateway/tcp/read-buffers';
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
 
 /** What a claim fills in: the access-log record's fields. */
@@ -31,6 +32,27 @@ export function takeUpstreamClaim(): SocketClaim | undefined {
   const claim = pending;
   pending = undefined;
   return claim;
+}
+
+/** What quiet plain upstream connections read into; each read is copied out at once (read-buffers.ts ownedReads). */
+const SHARED_READS = Buffer.allocUnsafeSlow(64 * 1024);
+
+/**
+ * A plain TCP connection to an upstream, as our HTTP/1.1 and h2c pools open them: no delay, TCP
+ * keep-alive when asked, and reads through `onread` (ownedReads: every chunk is the receiver's own,
+ * no Readable stream in between). A throw from `onChunk` destroys the socket with it.
+ */
+export function plainUpstreamSocket(to: { readonly host: string; readonly port: number; readonly localAddress?: string | undefined; readonly keepaliveMs?: number | undefined }, onChunk: (chunk: Buffer) => void): net.Socket {
+  const socket: net.Socket = net.connect({
+    host: to.host, port: to.port, noDelay: true,
+    onread: ownedReads(SHARED_READS, (chunk) => {
+      onChunk(chunk);
+      return true;
+    }, (err) => socket.destroy(err instanceof Error ? err : new Error(String(err)))),
+    ...(to.localAddress ? { localAddress: to.localAddress } : {}),
+    ...(to.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: to.keepaliveMs } : {}),
+  });
+  return socket;
 }
 
 /** `address:port` of a socket's own end (Node caches the getsockname answer on the socket). */

@@ -33,7 +33,6 @@ export function uriSans(subjectaltname: string | undefined): string[] {
 
 const tlsOfSocket = new WeakMap<net.Socket, TlsIdentities | null>();
 
-/** A TLS socket's certificate identities (either end of a connection), read once per connection; undefined for plaintext. */
 /**
  * The identities of a resumed connection, known from the full handshake that made its session: node
  * gives no peer certificate on a resumed client connection (tls/upstream.ts keeps them per session).
@@ -42,6 +41,7 @@ export function setTlsIdentities(socket: net.Socket, info: TlsIdentities | undef
   tlsOfSocket.set(socket, info ?? null);
 }
 
+/** A TLS socket's certificate identities (either end of a connection), read once per connection; undefined for plaintext. */
 export function tlsIdentitiesOf(socket: net.Socket): TlsIdentities | undefined {
   if (!(socket instanceof tls.TLSSocket)) return undefined;
   let info = tlsOfSocket.get(socket);

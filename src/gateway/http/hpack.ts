@@ -161,23 +161,25 @@ export const HUFFMAN: Huffman = buildHuffman();
 /** Decode a Huffman-coded string (latin1: one char per octet). */
 export function huffmanDecode(buf: Buffer, start: number, end: number): string {
   const { next, emit, accepting } = HUFFMAN;
-  const out: number[] = [];
+  // The shortest code is 5 bits: at most 8 symbols per 5 octets.
+  const out = Buffer.allocUnsafe(Math.floor(((end - start) * 8) / 5));
+  let n = 0;
   let state = 0;
   for (let i = start; i < end; i++) {
     const byte = buf[i]!;
     let k = state * 16 + (byte >>> 4);
     let e = emit[k]!;
-    if (e >= 0) out.push(e);
+    if (e >= 0) out[n++] = e;
     else if (e === -2) throw new HpackError('EOS in a Huffman-coded string');
     state = next[k]!;
     k = state * 16 + (byte & 15);
     e = emit[k]!;
-    if (e >= 0) out.push(e);
+    if (e >= 0) out[n++] = e;
     else if (e === -2) throw new HpackError('EOS in a Huffman-coded string');
     state = next[k]!;
   }
   if (!accepting[state]) throw new HpackError('Huffman padding is not an EOS prefix of at most 7 bits');
-  return String.fromCharCode.apply(null, out);
+  return out.toString('latin1', 0, n);
 }
 
 /** Huffman-encode a latin1 string (the tests use it; the encoder below sends raw literals). */

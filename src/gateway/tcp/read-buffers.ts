@@ -20,8 +20,8 @@
 //
 // Only plain upstream sockets read through `onread`: a TLS socket's reads come out of the TLS layer,
 // and a client socket accepted by net.Server cannot be given `onread`. The HTTP/1.1 and h2c upstream
-// pools read that way too, through ownedReads (below): their chunks are kept with no word of when
-// they are done with, so every read is theirs.
+// pools read that way too, through ownedReads (below; registry/upstream-socket.ts plainUpstreamSocket):
+// their chunks are kept with no word of when they are done with, so every read is theirs.
 
 /** Reads up to this size are copied out of the shared buffer (into Node's pooled small-buffer slab). */
 export const SMALL_READ = 4096;
@@ -122,9 +122,6 @@ export function userReads(pool: ReadBuffers, onChunk: ChunkHandler, fail: (err: 
     },
   };
 }
-
-/** The buffer quiet upstream HTTP connections (HTTP/1.1 and h2c pools) read into: ownedReads copies each read out at once. */
-export const SHARED_UPSTREAM_READS = Buffer.allocUnsafeSlow(64 * 1024);
 
 /**
  * `onread` options for a socket whose chunks are handed on with no word of when they are done with

@@ -166,6 +166,13 @@ describe('HPACK', () => {
     assert.throws(() => t.decode(hex('20be')), HpackError, 'size 0 empties the table');
   });
 
+  it('a Huffman string of any length decodes (no limit from the call stack): 200,000 symbols, all 256 octets', () => {
+    let text = '';
+    for (let i = 0; i < 200_000; i++) text += String.fromCharCode(i % 7 === 0 ? (i / 7) % 256 : 97 + (i % 26));
+    const coded = huffmanEncode(text);
+    assert.equal(huffmanDecode(coded, 0, coded.length), text);
+  });
+
   it('20,000 random and mutated blocks: each decodes or is an HpackError, never anything else', () => {
     const rnd = mulberry32(99);
     const seeds = [hex('828684418cf1e3c2e5f23a6ba0ab90f4ff'), hex('828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf'), hpackEncode([[':status', '200'], ['x', 'y'.repeat(50)]])];
