@@ -13,7 +13,7 @@ import { skippedKinds, type SkippedObject } from './config/load';
 import { Registry } from './registry/registry';
 import { DnsResolver, type DnsFamily } from './serviceentry/dns';
 import { AccessLog } from './telemetry/access-log';
-import { Metrics } from './telemetry/metrics';
+import { Metrics, type ProcessMetricOptions } from './telemetry/metrics';
 import { Telemetry } from './telemetry/telemetry';
 import { ownPeerHeaders } from './telemetry/peer-metadata';
 import { WORKLOAD_NAME_LABEL } from './serviceentry/services';
@@ -62,8 +62,8 @@ export interface AppOptions {
   readonly drainMs: number;
   readonly watch: boolean;
   readonly limits?: Partial<HttpLimits>;
-  /** Export nodejs_gc_duration_seconds (a hook on every collection: off by default, see telemetry/metrics.ts processMetrics). */
-  readonly gcMetrics?: boolean;
+  /** The process metrics that cost while nobody scrapes (`--gc-metrics`, `--loop-delay-metrics`: off by default, see telemetry/metrics.ts processMetrics). */
+  readonly processMetrics?: ProcessMetricOptions;
   /** Sidecar mode: the capture listener's port (istio-proxy's 15001); gateway mode when absent. */
   readonly capturePort?: number;
   /** Sidecar mode: the inbound capture port (15006), when inbound traffic is captured. */
@@ -176,7 +176,7 @@ export class App {
     // to istio=ingressgateway) is its workload, as Istio's gateway pods (app: istio-ingressgateway).
     const identityLabels = opts.labels['app'] === undefined ? { ...opts.labels, app: workload } : opts.labels;
     // The reporter follows each request: "destination" for a sidecar's inbound, else "source".
-    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: identityLabels }, true, opts.gcMetrics === true);
+    this.metrics = new Metrics({ workload, namespace: opts.namespace, labels: identityLabels }, opts.processMetrics ?? {});
     this.metrics.accessLogLosses = () => this.accessLog.losses;
     this.metrics.serverState = () => ({
       state: this.stopping || this.healthFailed ? 'DRAINING' : this.isReady ? 'LIVE' : 'PRE_INITIALIZING',

@@ -555,6 +555,12 @@ function openAppend(file: string): number | undefined {
  */
 const FORMAT_BATCH = 64;
 
+/**
+ * How long a line may wait before it is written: the first record logged after a flush arms a timer
+ * that long. No timer runs while nothing is logged, so an idle proxy is not woken for nothing.
+ */
+const FLUSH_MS = 250;
+
 export class AccessLog {
   private format: ((r: AccessRecord) => string) | undefined;
   private out: LineWriter | undefined;
@@ -581,11 +587,8 @@ export class AccessLog {
         const fd = s.file === '/dev/stdout' ? 1 : s.file === '/dev/stderr' ? 2 : openAppend(s.file);
         if (fd === undefined) return; // cannot be opened: no access log
         // Lines are buffered (a write per line costs a thread-pool hop and ~1 ms of latency at low
-        // load) and written when a 64 KiB batch is full or every 250 ms, whichever comes first.
-        const out = new LineWriter(fd);
-        this.out = out;
-        this.timer = setInterval(() => this.flush(), 250);
-        this.timer.unref();
+        // load) and written when a 64 KiB batch is full or FLUSH_MS after the first of them.
+        this.out = new LineWriter(fd);
       }
     }
   }
@@ -607,6 +610,13 @@ export class AccessLog {
     if (!this.format || !this.out) return;
     this.pending.push(r);
     if (this.pending.length >= FORMAT_BATCH) this.formatPending();
+    if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, FLUSH_MS);
+      this.timer.unref();
+    }
   }
 
   /** Start writing what is waiting now (asynchronous; tests poll the file). */
@@ -647,7 +657,7 @@ export class AccessLog {
 
   private closeOut(): Promise<void> {
     this.formatPending();
-    if (this.timer) clearInterval(this.timer);
+    clearTimeout(this.timer);
     this.timer = undefined;
     const out = this.out;
     this.out = undefined;

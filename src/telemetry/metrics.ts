@@ -11,20 +11,55 @@ import type { TlsIdentities } from '../tls/identities';
 
 type MetricModule = (registry: client.Registry, config: { eventLoopMonitoringPrecision: number }) => void;
 
+/** Which of prom-client's process metrics that cost the running process more than a scrape does. */
+export interface ProcessMetricOptions {
+  /** `nodejs_gc_duration_seconds` (`--gc-metrics`). */
+  readonly gc?: boolean;
+  /** The event-loop delay histogram's `nodejs_eventloop_lag_{min,max,mean,stddev,p50,p90,p99}_seconds` (`--loop-delay-metrics`). */
+  readonly loopDelay?: boolean;
+}
+
+/** How often prom-client's event-loop delay histogram samples the loop (its default). */
+const LOOP_DELAY_RESOLUTION_MS = 10;
+
 /**
- * prom-client's process metrics, each module collectDefaultMetrics runs (its own list), with the
- * garbage-collection histogram only when `gc`. That one observes every collection through a
- * PerformanceObserver, and the hook costs the requests in flight during a collection: at 1000 req/s
- * p99 went from 0.35-0.44 ms without it to 0.53-0.68 ms with it (12 paired runs; with a no-op
- * observer 0.47-0.65), and ~5 % of the CPU (docs/benchmarks.md, "Where a request's CPU goes at 1000
- * req/s"). prom-client offers no way to leave one out, so the modules are loaded by name
- * (test/unit/telemetry/process-metrics.test.ts keeps the list and the names in step with it).
+ * prom-client's process metrics, each module collectDefaultMetrics runs (its own list), two of them
+ * only when asked, since they cost the process while nobody scrapes:
+ * - the garbage-collection histogram observes every collection through a PerformanceObserver, and
+ *   that hook costs the requests in flight during a collection: at 1000 req/s p99 went from
+ *   0.35-0.44 ms without it to 0.53-0.68 ms with it (12 paired runs; with a no-op observer
+ *   0.47-0.65), and ~5 % of the CPU;
+ * - the event-loop delay histogram samples the loop on a 10 ms timer: 100 wake-ups a second, which
+ *   on this VM cost an idle gateway ~0.003 vCPU and ~8 % of the CPU at 1000 req/s. Without it,
+ *   `nodejs_eventloop_lag_seconds` is still there, measured when scraped (loopLagAtScrape).
+ * (docs/benchmarks.md, "Where a request's CPU goes at 1000 req/s".) prom-client offers no way to
+ * leave one out, so the modules are loaded by name (test/unit/telemetry/process-metrics.test.ts
+ * keeps the list and the names in step with it).
  */
-export function processMetrics(r: client.Registry, gc: boolean): void {
+export function processMetrics(r: client.Registry, opts: ProcessMetricOptions = {}): void {
   for (const name of client.collectDefaultMetrics.metricsList) {
-    if (name === 'gc' && !gc) continue;
-    (require(`prom-client/lib/metrics/${name}`) as MetricModule)(r, { eventLoopMonitoringPrecision: 10 });
+    if (name === 'gc' && !opts.gc) continue;
+    if (name === 'eventLoopLag' && !opts.loopDelay) {
+      loopLagAtScrape(r);
+      continue;
+    }
+    (require(`prom-client/lib/metrics/${name}`) as MetricModule)(r, { eventLoopMonitoringPrecision: LOOP_DELAY_RESOLUTION_MS });
   }
+}
+
+/**
+ * `nodejs_eventloop_lag_seconds` without a timer of its own: how long a callback queued when the
+ * scrape comes waits for the event loop, measured before the scrape is answered.
+ */
+function loopLagAtScrape(r: client.Registry): void {
+  new client.Gauge({
+    name: 'nodejs_eventloop_lag_seconds', help: 'Lag of event loop in seconds.', registers: [r], aggregator: 'average',
+    async collect() {
+      const start = process.hrtime.bigint();
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.set(Number(process.hrtime.bigint() - start) / 1e9);
+    },
+  });
 }
 
 /** Envoy's server.state values. */
@@ -279,10 +314,10 @@ export class Metrics {
   private readonly endpointPeers = new WeakMap<DestinationEndpoint, PeerEntry & { labels: Dict<string>; workload: DestinationEndpoint['workload'] }>();
 
   /**
-   * `withProcessMetrics`: prom-client's process metrics (CPU, memory, handles, event-loop lag, heap);
-   * `gcMetrics`: its `nodejs_gc_duration_seconds` too (`--gc-metrics`; see processMetrics()).
+   * `processOpts`: prom-client's process metrics (CPU, memory, handles, event-loop lag, heap), with the
+   * costly ones only as asked (processMetrics()); false, none.
    */
-  constructor(id: WorkloadIdentity, withProcessMetrics = true, gcMetrics = false) {
+  constructor(id: WorkloadIdentity, processOpts: ProcessMetricOptions | false = {}) {
     const r = this.registry;
     const all = () => this.series.values();
     registerSeriesMetric(r, 'istio_requests_total', 'Requests handled, by source and destination', 'counter',
@@ -338,7 +373,7 @@ export class Metrics {
     for (const [stat, help, aggregator] of ENVOY_SERVER_GAUGES) {
       new client.Gauge({ name: `envoy_${stat.replace(/\./g, '_')}`, help, registers: [r], aggregator, collect() { this.set(stats()[stat]); } });
     }
-    if (withProcessMetrics) processMetrics(r, gcMetrics);
+    if (processOpts) processMetrics(r, processOpts);
 
     // Principals come from a connection's certificates (withPrincipals); these entries are plaintext's.
     const self = peerIdentity(id.workload, id.namespace, id.labels);

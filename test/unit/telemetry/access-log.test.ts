@@ -253,6 +253,20 @@ setTimeout(() => { a.close(); process.exit(0); }, 50);`;
       assert.deepEqual(lines(file), Array.from({ length: 150 }, (_, i) => `/${i}`));
     });
 
+    it('lines reach the file on their own within the flush delay, also those logged after a flush', async () => {
+      const file = path.join(dir, 'a.log');
+      const log = new AccessLog({ file, encoding: 'TEXT', format: '%REQ(:PATH)%' });
+      const { waitFor } = await import('../../helpers/upstream');
+      log.write({ ...rec, path: '/1' });
+      await waitFor(() => lines(file).length === 1, { timeoutMs: 2000 });
+      await new Promise((r) => setTimeout(r, 400)); // the timer that wrote /1 is long gone
+      log.write({ ...rec, path: '/2' });
+      log.write({ ...rec, path: '/3' });
+      await waitFor(() => lines(file).length === 3, { timeoutMs: 2000 });
+      assert.deepEqual(lines(file), ['/1', '/2', '/3']);
+      assert.equal(await log.close(2000), true);
+    });
+
     it('a record is written in the format, and to the file, in effect when it was logged', async () => {
       const a = path.join(dir, 'a.log');
       const b = path.join(dir, 'b.log');
