@@ -9,32 +9,30 @@ import type { Logger } from 'pino';
 
 const CONFIG_FILE = /\.(ya?ml|json)$/i;
 
+/** A config file found, and what stat said of it (following links). */
+interface Found {
+  readonly file: string;
+  readonly stat: fs.Stats;
+}
+
 /**
- * Collect the config files under `p`. Names starting with `.` are skipped, which covers a ConfigMap
- * mounted as a directory: kubelet writes `..<timestamp>/gw.yaml`, points `..data` at it and links
- * `gw.yaml -> ..data/gw.yaml`, so only the top-level links are read. A file met twice (through
- * symbolic links, or named by two of the given paths) is read once: `seen` holds real paths.
+ * Collect the config files under `p`, one stat each. Names starting with `.` are skipped, which
+ * covers a ConfigMap mounted as a directory: kubelet writes `..<timestamp>/gw.yaml`, points `..data`
+ * at it and links `gw.yaml -> ..data/gw.yaml`, so only the top-level links are read. A file met
+ * twice (through symbolic or hard links, or named by two of the given paths) is read once: `seen`
+ * holds device and inode.
  */
-function walk(p: string, out: string[], seen: Set<string>, depth = 0): void {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(p);
-  } catch {
+function walk(p: string, out: Found[], seen: Set<string>, depth = 0): void {
+  const stat = statOf(p);
+  if (!stat) return;
+  if (stat.isFile()) {
+    const id = `${stat.dev}:${stat.ino}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    out.push({ file: p, stat });
     return;
   }
-  if (st.isFile()) {
-    let real: string;
-    try {
-      real = fs.realpathSync(p);
-    } catch {
-      real = p;
-    }
-    if (seen.has(real)) return;
-    seen.add(real);
-    out.push(p);
-    return;
-  }
-  if (!st.isDirectory() || depth > 32) return;
+  if (!stat.isDirectory() || depth > 32) return;
   let names: string[];
   try {
     names = fs.readdirSync(p);
@@ -48,31 +46,34 @@ function walk(p: string, out: string[], seen: Set<string>, depth = 0): void {
   }
 }
 
-function isDir(p: string): boolean {
+/** stat, following links; undefined when it fails (gone, a dangling or looping link, no permission). */
+function statOf(p: string): fs.Stats | undefined {
   try {
-    return fs.statSync(p).isDirectory();
+    return fs.statSync(p, { throwIfNoEntry: false });
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+function isDir(p: string): boolean {
+  return statOf(p)?.isDirectory() === true;
+}
+
+function findConfigFiles(paths: readonly string[]): Found[] {
+  const found: Found[] = [];
+  const seen = new Set<string>();
+  for (const p of paths) walk(p, found, seen);
+  return found;
 }
 
 /** Every config file under the given files and directories, in a stable order. */
 export function listConfigFiles(paths: readonly string[]): string[] {
-  const files: string[] = [];
-  const seen = new Set<string>();
-  for (const p of paths) walk(p, files, seen);
-  return files;
+  return findConfigFiles(paths).map((f) => f.file);
 }
 
+/** What changes when any config file does: each one's path, size, mtime and inode (from the walk's own stat). */
 export function signatureOf(paths: readonly string[]): string {
-  return listConfigFiles(paths).map((f) => {
-    try {
-      const st = fs.statSync(f);
-      return `${f}:${st.size}:${st.mtimeMs}:${st.ino}`;
-    } catch {
-      return `${f}:gone`;
-    }
-  }).join('\n');
+  return findConfigFiles(paths).map(({ file, stat }) => `${file}:${stat.size}:${stat.mtimeMs}:${stat.ino}`).join('\n');
 }
 
 export class FileWatcher {

@@ -78,6 +78,22 @@ describe('config files: a ConfigMap mounted as a directory', () => {
     assert.deepEqual(listConfigFiles([dir, path.join(dir, 'gw.yaml')]), [path.join(dir, 'alias.yaml')]);
   });
 
+  it('reads a file with two hard links once, and the signature follows its content', () => {
+    fs.writeFileSync(path.join(dir, 'gw.yaml'), gateway('a.example.com'));
+    fs.linkSync(path.join(dir, 'gw.yaml'), path.join(dir, 'same.yaml'));
+    fs.writeFileSync(path.join(dir, 'svc.yaml'), service);
+    assert.deepEqual(listConfigFiles([dir]), [path.join(dir, 'gw.yaml'), path.join(dir, 'svc.yaml')]);
+    const before = signatureOf([dir]);
+    fs.appendFileSync(path.join(dir, 'same.yaml'), '# edited through the other name\n');
+    assert.notEqual(signatureOf([dir]), before);
+  });
+
+  it('skips what it cannot stat (a dangling link) and lists the rest', () => {
+    fs.writeFileSync(path.join(dir, 'gw.yaml'), gateway('a.example.com'));
+    fs.symlinkSync('nowhere.yaml', path.join(dir, 'broken.yaml'));
+    assert.deepEqual(listConfigFiles([dir, path.join(dir, 'missing.yaml')]), [path.join(dir, 'gw.yaml')]);
+  });
+
   it('after an atomic swap of ..data the signature changes and the new version loads', async () => {
     mountConfigMap(dir, { 'gw.yaml': gateway('a.example.com') });
     const before = signatureOf([dir]);
