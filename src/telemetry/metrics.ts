@@ -11,7 +11,7 @@ import type { TlsIdentities } from '../tls/identities';
 
 type MetricModule = (registry: client.Registry, config: { eventLoopMonitoringPrecision: number }) => void;
 
-/** Which of prom-client's process metrics that cost the running process more than a scrape does. */
+/** The prom-client process metrics that cost the process more than a scrape does: each off unless asked for. */
 export interface ProcessMetricOptions {
   /** `nodejs_gc_duration_seconds` (`--gc-metrics`). */
   readonly gc?: boolean;
@@ -30,11 +30,12 @@ const LOOP_DELAY_RESOLUTION_MS = 10;
  *   0.35-0.44 ms without it to 0.53-0.68 ms with it (12 paired runs; with a no-op observer
  *   0.47-0.65), and ~5 % of the CPU;
  * - the event-loop delay histogram samples the loop on a 10 ms timer: 100 wake-ups a second, which
- *   on this VM cost an idle gateway ~0.003 vCPU and ~8 % of the CPU at 1000 req/s. Without it,
- *   `nodejs_eventloop_lag_seconds` is still there, measured when scraped (loopLagAtScrape).
- * (docs/benchmarks.md, "Where a request's CPU goes at 1000 req/s".) prom-client offers no way to
- * leave one out, so the modules are loaded by name (test/unit/telemetry/process-metrics.test.ts
- * keeps the list and the names in step with it).
+ *   on this VM cost an idle gateway ~0.003 vCPU and 2-11 % of the CPU at 1000 req/s (medians of
+ *   paired runs). Without it, `nodejs_eventloop_lag_seconds` is still there, measured when scraped
+ *   (loopLagAtScrape).
+ * (docs/benchmarks.md, "Where a request's CPU goes at 1000 req/s" and "An idle gateway sleeps".)
+ * prom-client offers no way to leave one out, so the modules are loaded by name
+ * (test/unit/telemetry/process-metrics.test.ts keeps the list and the names in step with it).
  */
 export function processMetrics(r: client.Registry, opts: ProcessMetricOptions = {}): void {
   for (const name of client.collectDefaultMetrics.metricsList) {
