@@ -16,16 +16,18 @@ interface Found {
 }
 
 /**
- * Collect the config files under `p`, one stat each. Names starting with `.` are skipped, which
- * covers a ConfigMap mounted as a directory: kubelet writes `..<timestamp>/gw.yaml`, points `..data`
- * at it and links `gw.yaml -> ..data/gw.yaml`, so only the top-level links are read. A file met
- * twice (through symbolic or hard links, or named by two of the given paths) is read once: `seen`
- * holds device and inode.
+ * Collect the config files under `p`, one stat per entry: `p` itself whatever its name, and below it
+ * the YAML and JSON files. Names starting with `.` are skipped, which covers a ConfigMap mounted as a
+ * directory: kubelet writes `..<timestamp>/gw.yaml`, points `..data` at it and links
+ * `gw.yaml -> ..data/gw.yaml`, so only the top-level links are read. A file met twice (through
+ * symbolic or hard links, or named by two of the given paths) is read once: `seen` holds device and
+ * inode.
  */
 function walk(p: string, out: Found[], seen: Set<string>, depth = 0): void {
   const stat = statOf(p);
   if (!stat) return;
   if (stat.isFile()) {
+    if (depth > 0 && !CONFIG_FILE.test(p)) return;
     const id = `${stat.dev}:${stat.ino}`;
     if (seen.has(id)) return;
     seen.add(id);
@@ -40,9 +42,7 @@ function walk(p: string, out: Found[], seen: Set<string>, depth = 0): void {
     return;
   }
   for (const n of names.sort()) {
-    if (n.startsWith('.')) continue;
-    const child = path.join(p, n);
-    if (CONFIG_FILE.test(n) || isDir(child)) walk(child, out, seen, depth + 1);
+    if (!n.startsWith('.')) walk(path.join(p, n), out, seen, depth + 1);
   }
 }
 

@@ -88,6 +88,16 @@ describe('config files: a ConfigMap mounted as a directory', () => {
     assert.notEqual(signatureOf([dir]), before);
   });
 
+  it('lists a named file whatever its name, and under a directory only YAML and JSON files, in subdirectories too', () => {
+    fs.writeFileSync(path.join(dir, 'gw.yaml'), gateway('a.example.com'));
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'not config');
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.writeFileSync(path.join(dir, 'sub', 'svc.json'), '{}');
+    const named = path.join(dir, 'sub', 'extra.conf');
+    fs.writeFileSync(named, service);
+    assert.deepEqual(listConfigFiles([dir, named]), [path.join(dir, 'gw.yaml'), path.join(dir, 'sub', 'svc.json'), named]);
+  });
+
   it('skips what it cannot stat (a dangling link) and lists the rest', () => {
     fs.writeFileSync(path.join(dir, 'gw.yaml'), gateway('a.example.com'));
     fs.symlinkSync('nowhere.yaml', path.join(dir, 'broken.yaml'));

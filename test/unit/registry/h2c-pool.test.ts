@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import tlsModule, { type TLSSocket } from 'node:tls';
 import { makeCa, makeLeaf, type CaPem, type Pem } from '../../helpers/certs';
+import { listenLoopback, portOf } from '../../helpers/upstream';
 import type { Dispatcher } from 'undici';
 import { H2cPool } from '../../../src/registry/h2c-pool';
 import { fromUpstreamError } from '../../../src/errors';
@@ -78,8 +79,8 @@ describe('H2cPool (h2c) against a node:http2 server', () => {
       stream.respond({ ':status': 200 });
       stream.end(`${headers[':path']} ${headers[':authority']}`);
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    port = (server.address() as AddressInfo).port;
+    await listenLoopback(server);
+    port = portOf(server);
   });
   after(() => {
     // node keeps a server session that sent GOAWAY open after its client has gone: cut them so close() returns.
@@ -232,8 +233,8 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
       stream.respond({ ':status': 200 });
       stream.end('secure');
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    return { server, seen, port: (server.address() as AddressInfo).port };
+    await listenLoopback(server);
+    return { server, seen, port: portOf(server) };
   }
 
   const meshPool = (port: number, extra: Partial<ConstructorParameters<typeof H2cPool>[0]> = {}) => new H2cPool({
@@ -266,8 +267,8 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
         s.on('error', () => {});
         s.on('data', () => { received += 1; });
       });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      const p = meshPool((server.address() as AddressInfo).port);
+      await listenLoopback(server);
+      const p = meshPool(portOf(server));
       let connectionErrors = 0;
       p.on('connectionError', () => { connectionErrors += 1; });
       try {
@@ -326,8 +327,8 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
       stream.respond({ ':status': 200 });
       stream.end('ok');
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const p = meshPool((server.address() as AddressInfo).port, { maxRequestsPerConnection: 1, tls: { cert: clientLeaf.cert, key: clientLeaf.key, ca: peerCa.cert, servername: 'egress.mesh', checkServerIdentity: () => undefined } });
+    await listenLoopback(server);
+    const p = meshPool(portOf(server), { maxRequestsPerConnection: 1, tls: { cert: clientLeaf.cert, key: clientLeaf.key, ca: peerCa.cert, servername: 'egress.mesh', checkServerIdentity: () => undefined } });
     try {
       const peers: string[][] = [];
       for (const path of ['/one', '/two', '/reset']) {
@@ -353,8 +354,8 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
     (server as unknown as { _sharedCreds: { context: { setSessionIdContext(s: string): void } } })._sharedCreds.context.setSessionIdContext('');
     server.on('stream', (stream) => { stream.on('error', () => {}); stream.respond({ ':status': 200 }); stream.end('ok'); });
     server.on('tlsClientError', () => {});
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const p = meshPool((server.address() as AddressInfo).port, { maxRequestsPerConnection: 1 });
+    await listenLoopback(server);
+    const p = meshPool(portOf(server), { maxRequestsPerConnection: 1 });
     try {
       const got: string[] = [];
       for (let i = 0; i < 4; i++) {
@@ -386,8 +387,8 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
     const h2 = http2.createServer();
     h2.on('stream', (stream) => { stream.on('error', () => {}); stream.respond({ ':status': 200 }); stream.end('istio-h2'); });
     const server = tlsModule.createServer({ cert: serverLeaf.cert, key: serverLeaf.key, ca: ca.cert, requestCert: true, ALPNCallback: () => 'istio-h2' }, (s) => h2.emit('connection', s));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const p = meshPool((server.address() as AddressInfo).port);
+    await listenLoopback(server);
+    const p = meshPool(portOf(server));
     try {
       assert.equal((await request(p, '/')).body, 'istio-h2');
     } finally {
@@ -400,8 +401,8 @@ describe('H2cPool over mesh mTLS (ISTIO_MUTUAL)', function () {
     const other = await makeCa(dir, 'other-ca-2');
     const server = http2.createSecureServer({ cert: serverLeaf.cert, key: serverLeaf.key, ca: other.cert, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
     server.on('tlsClientError', () => {});
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const p = meshPool((server.address() as AddressInfo).port);
+    await listenLoopback(server);
+    const p = meshPool(portOf(server));
     let connects = 0;
     p.on('connect', () => { connects += 1; });
     try {
