@@ -19,6 +19,7 @@ import { ownPeerHeaders } from './telemetry/peer-metadata';
 import { WORKLOAD_NAME_LABEL } from './serviceentry/services';
 import { HttpProxy } from './gateway/http/proxy';
 import { UpgradeProxy } from './gateway/http/upgrade';
+import { directReadsWork } from './gateway/direct-reads';
 import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
 import { TlsListener } from './gateway/tls-listener';
 import { DEFAULT_HELLO_TIMEOUT_MS } from './tls/client-hello';
@@ -62,6 +63,11 @@ export interface AppOptions {
   readonly drainMs: number;
   readonly watch: boolean;
   readonly limits?: Partial<HttpLimits>;
+  /**
+   * Read plain client connections without node's stream machinery (gateway/direct-reads.ts), once
+   * proven on this node at start; default true. False: every client socket reads through its stream.
+   */
+  readonly directReads?: boolean;
   /** The process metrics that cost while nobody scrapes (`--gc-metrics`, `--loop-delay-metrics`: off by default, see telemetry/metrics.ts processMetrics). */
   readonly processMetrics?: ProcessMetricOptions;
   /** Sidecar mode: the capture listener's port (istio-proxy's 15001); gateway mode when absent. */
@@ -193,6 +199,7 @@ export class App {
     const tcp = new TcpProxy({
       registry: this.registry, telemetry: this.telemetry, log: this.log, random: Math.random,
       idleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,
+      directReads: opts.directReads !== false,
     });
     this.listeners = new ListenerManager({
       proxy: new HttpProxy(deps),
@@ -204,7 +211,7 @@ export class App {
       }),
       telemetry: this.telemetry,
       log: this.log,
-      limits: { ...DEFAULT_HTTP_LIMITS, ...opts.limits },
+      limits: { ...DEFAULT_HTTP_LIMITS, ...opts.limits, directReads: opts.directReads !== false },
       serverName: opts.serverName,
     });
   }
@@ -231,6 +238,10 @@ export class App {
 
   /** Start admin servers, apply the first config, bind listeners, start watching. */
   async start(): Promise<ReloadOutcome> {
+    // Proven once per process, before the first listener takes a connection.
+    if (this.opts.directReads !== false && !(await directReadsWork())) {
+      this.log.warn(`direct client reads did not pass their start-up check on node ${process.version}; client connections read through node's streams`);
+    }
     const state: AdminState = {
       store: this.store,
       registry: this.registry,

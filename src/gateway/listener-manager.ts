@@ -59,6 +59,8 @@ export interface HttpLimits {
   readonly keepAliveTimeoutMs: number;
   /** Serve plain HTTP/1.1 requests on the lean lane (h1-lane.ts); false: node:http serves every one. */
   readonly http1Lane: boolean;
+  /** The lane reads plain connections through gateway/direct-reads.ts (where proven on this node). */
+  readonly directReads: boolean;
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
@@ -67,6 +69,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   requestTimeoutMs: 300_000,
   keepAliveTimeoutMs: 300_000,
   http1Lane: true,
+  directReads: true,
 };
 
 const H2_MAX_CONCURRENT_STREAMS = 100;

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { meshConfigYaml, spawnMeshgate, startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort, listenLoopback, portOf, rawHttp, waitFor } from '../helpers/upstream';
+import { switchedSockets } from '../../src/gateway/direct-reads';
 import { httpGatewayYaml, loopbackServiceEntryYaml, singleRouteYaml } from '../../src/sample/configs';
 
 const H = 'Host: app.example.com\r\n';
@@ -88,7 +89,11 @@ spec:
     headers: {response: {add: {x-route: lane-test}}}
 `,
     };
-    gateways.push(await startGateway(files), await startGateway(files, { opts: { limits: { http1Lane: false } } }));
+    gateways.push(
+      await startGateway(files),
+      await startGateway(files, { opts: { limits: { http1Lane: false } } }),
+      await startGateway(files, { opts: { directReads: false } }),
+    );
   });
   after(async () => {
     for (const g of gateways) await g.stop();
@@ -96,14 +101,21 @@ spec:
   });
 
   it('client bytes, upstream requests and access-log lines match, request for request', async () => {
-    const runs: { answer: string; upstream: string[]; log: string[] }[] = [];
+    const runs: { answer: string; upstream: string[]; log: string[]; switched: number }[] = [];
     for (const g of gateways) {
       seen.length = 0;
+      const before = switchedSockets();
       const answer = await rawHttp(g.port(80), PIPELINE, { timeoutMs: 5000 });
       const log = await g.waitForLines(13);
-      runs.push({ answer: mask(answer), upstream: [...seen], log: log.map(mask) });
+      runs.push({ answer: mask(answer), upstream: [...seen], log: log.map(mask), switched: switchedSockets() - before });
     }
-    const [lane, node] = runs as [typeof runs[0], typeof runs[0]];
+    const [lane, node, streams] = runs as [typeof runs[0], typeof runs[0], typeof runs[0]];
+    // The lane read the connection directly (direct-reads.ts) until the hand-over, then node:http
+    // read it through the stream; with directReads off it read 'data' events: the same bytes out.
+    assert.deepEqual(runs.map((r) => r.switched), [1, 0, 0]);
+    assert.equal(streams.answer, lane.answer);
+    assert.deepEqual(streams.log, lane.log);
+    assert.deepEqual(streams.upstream, lane.upstream);
     assert.equal(lane.answer.split('HTTP/1.1 ').length - 1, 13, `thirteen answers: ${lane.answer}`);
     assert.equal(lane.answer, node.answer);
     assert.deepEqual([...lane.upstream].sort(), [...node.upstream].sort()); // (node's pipelining reorders them)

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { switchedSockets } from '../../src/gateway/direct-reads';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { freePort, waitFor } from '../helpers/upstream';
 import { workloadEntry } from '../helpers/yaml';
@@ -95,7 +96,9 @@ describe('TCP gateway: tcp-echo samples, byte proxying, failures', function () {
   });
 
   it('tcp-echo-all-v1: `(date; sleep 1) | nc` prints "one <date>" every time', async () => {
+    const switched = switchedSockets();
     const outs = await Promise.all([ncDate(port), ncDate(port), ncDate(port)]);
+    assert.equal(switchedSockets() - switched, 3, "the clients' bytes were read directly (direct-reads.ts)");
     for (const out of outs) assert.match(out, /^one \S+ .*\d{4}\n$/);
     const lines = await gw.waitForLines(3);
     const line = lines.find((l) => l.includes('"- - -" 0 - '));

@@ -14,6 +14,7 @@
 
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
+import { laneReads, type LaneReads } from '../direct-reads';
 import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from './wire';
 import { REPLAYABLE_BODY_BYTES } from './proxy';
 
@@ -24,6 +25,8 @@ export interface H1LaneLimits {
   readonly keepAliveTimeoutMs: number;
   /** A connection that has not sent its first whole head by then gets a 408 (node:http's headersTimeout). */
   readonly headersTimeoutMs: number;
+  /** Read plain connections through direct-reads.ts instead of 'data' events (where proven). */
+  readonly directReads?: boolean;
 }
 
 /** Where a lane connection's requests, and the connections it gives up, go. */
@@ -310,6 +313,8 @@ export class H1Connection {
   private readonly idleTimer: IdleTimer;
   /** Until the first head is read (a slowloris holds a connection without one). */
   private headTimer: NodeJS.Timeout | undefined;
+  /** Reads that skip the socket's stream (until the connection leaves the lane); else 'data' events. */
+  private readonly reads: LaneReads | false;
   private readonly onData = (chunk: Buffer) => this.data(chunk);
   private readonly onEnd = () => this.clientEnded();
   private readonly onClose = () => this.socketClosed();
@@ -322,7 +327,11 @@ export class H1Connection {
     private readonly live: Set<H1Connection>,
   ) {
     live.add(this);
-    socket.on('data', this.onData);
+    this.reads = limits.directReads === true && laneReads(socket, (chunk) => {
+      this.data(chunk);
+      return true; // the lane pauses the socket itself
+    });
+    if (!this.reads) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
@@ -332,6 +341,7 @@ export class H1Connection {
       hooks.headTimeout(socket);
     }, limits.headersTimeoutMs);
     this.headTimer.unref();
+    if (this.reads && this.reads.waiting) this.data(this.reads.waiting);
   }
 
   /** Idle: no response in flight and nothing waiting to be read (drain closes these). */
@@ -410,7 +420,8 @@ export class H1Connection {
     this.live.delete(this);
     this.idleTimer.stop();
     if (this.headTimer) clearTimeout(this.headTimer);
-    this.socket.off('data', this.onData);
+    if (this.reads) this.reads.toStream();
+    else this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onClose);
     this.socket.off('drain', this.onDrain);

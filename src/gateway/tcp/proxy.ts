@@ -21,6 +21,7 @@ import { pickDestination } from '../http/route-match';
 import { meshAlpn, upstreamTlsOptions } from '../../tls/upstream';
 import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
 import { ReadBuffers, userReads, type UserReads } from './read-buffers';
+import { readThrough } from '../direct-reads';
 
 export interface TcpProxyDeps {
   readonly registry: Registry;
@@ -29,6 +30,8 @@ export interface TcpProxyDeps {
   readonly random: () => number;
   /** Envoy's tcp_proxy idle_timeout: no bytes either way for this long closes both sides (default 1 h). */
   readonly idleTimeoutMs: number;
+  /** Read plain client connections through gateway/direct-reads.ts (where proven on this node). */
+  readonly directReads?: boolean;
 }
 
 /** What the listener learned before handing the connection over. */
@@ -69,6 +72,9 @@ export type UpstreamConnector = (endpoint: Endpoint, cluster: Cluster, reads: Us
 };
 
 export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
+
+/** Client bytes read directly and held while the upstream connects; past this, reading stops until it is there. */
+const HOLD_BYTES = 64 * 1024;
 
 export class TcpProxy {
   /** Upstream read buffers shared by every session (read-buffers.ts). */
@@ -174,6 +180,11 @@ class TcpSession {
   private upstreamClosed = true; // until there is one
   /** The upstream's bytes come through read-buffers.ts (`onread`), not 'data' events. */
   private readsTaken = false;
+  /** The client's bytes come through direct-reads.ts (from connectTo on), not 'data' events. */
+  private directReads = false;
+  /** Client bytes read directly before the upstream was there, bounded by HOLD_BYTES. */
+  private held: { chunk: Buffer; release: ((written: boolean) => void) | undefined }[] = [];
+  private heldBytes = 0;
 
   constructor(
     private readonly deps: TcpProxyDeps,
@@ -255,8 +266,10 @@ class TcpSession {
     cluster.stats.inc('upstream_cx_total');
     const cx = this.deps.registry.connectionStats(endpoint.key);
     cx.cxTotal += 1;
-    // Hold the client's bytes until the upstream is there (the socket buffers them, bounded by TCP).
+    // Hold the client's bytes until the upstream is there: read directly, into `held` (bounded, then
+    // reading stops), else the socket's stream buffers them (bounded by TCP).
     this.downstream.pause();
+    this.readDownstreamDirectly();
     // A full client socket pauses the upstream (Socket.pause stops an `onread` socket's reads; its
     // resume on 'drain' starts them again).
     const reads = userReads(this.readBuffers, (chunk, release) => this.fromUpstream(chunk, release) || this.pauseUpstream(), (err) => {
@@ -314,15 +327,18 @@ class TcpSession {
       rec.bytesReceived += this.info.replay.length;
       series.received += this.info.replay.length;
     }
-    // One listener per direction forwards, counts and notes activity; a full socket pauses its source
+    // One handler per direction forwards, counts and notes activity; a full socket pauses its source
     // until it drains; a FIN is passed on and the other direction goes on (half-close). stream.pipe()
     // would add half a dozen listeners per side to every connection for the same.
-    down.on('data', (chunk: Buffer) => {
-      rec.bytesReceived += chunk.length;
-      series.received += chunk.length;
-      this.lastActivity = Date.now();
-      if (!up.destroyed && !up.write(chunk)) down.pause();
-    });
+    let full = false;
+    for (const { chunk, release } of this.held) full = !this.toUpstream(chunk, release);
+    this.held = [];
+    this.heldBytes = 0;
+    if (!this.directReads) {
+      down.on('data', (chunk: Buffer) => {
+        if (!this.toUpstream(chunk, undefined)) down.pause();
+      });
+    }
     if (!this.readsTaken) {
       up.on('data', (chunk: Buffer) => {
         if (!this.fromUpstream(chunk, undefined)) up.pause();
@@ -332,8 +348,58 @@ class TcpSession {
     down.on('drain', () => up.resume());
     passEnd(down, up);
     passEnd(up, down);
-    down.resume();
+    if (full) down.pause();
+    else down.resume();
     this.armIdleTimer();
+  }
+
+  /**
+   * From here on the client's bytes skip its stream (direct-reads.ts) and come through the pooled
+   * read buffers the upstream's use (a large read is lent to the upstream's write, not copied).
+   */
+  private readDownstreamDirectly(): void {
+    if (!this.deps.directReads) return;
+    const down = this.downstream;
+    const reads = userReads(this.readBuffers, (chunk, release) => this.fromDownstream(chunk, release), (err) => {
+      this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error reading the client; connection reset');
+      this.onDownstreamError(Object.assign(new Error('read'), { code: 'ECONNRESET' }));
+    });
+    const taken = readThrough(down, reads);
+    if (!taken) return;
+    this.directReads = true;
+    down.once('close', () => {
+      reads.close();
+      this.dropHeld();
+    });
+    if (taken.waiting && !this.fromDownstream(taken.waiting, undefined)) down.pause();
+  }
+
+  /** A chunk read directly: held until the upstream is there (false past HOLD_BYTES: stop reading), then sent. */
+  private fromDownstream(chunk: Buffer, release: ((written: boolean) => void) | undefined): boolean {
+    if (this.connected) return this.toUpstream(chunk, release);
+    this.held.push({ chunk, release });
+    this.heldBytes += chunk.length;
+    return this.heldBytes < HOLD_BYTES;
+  }
+
+  /** Held chunks that will not be sent: their pool buffers go back. */
+  private dropHeld(): void {
+    for (const { release } of this.held) release?.(true);
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  /** Client bytes on their way to the upstream (counted, and noted as activity); false when it is full. */
+  private toUpstream(chunk: Buffer, release: ((written: boolean) => void) | undefined): boolean {
+    const up = this.upstream!;
+    this.rec.bytesReceived += chunk.length;
+    this.series!.received += chunk.length;
+    this.lastActivity = Date.now();
+    if (up.destroyed) {
+      release?.(true);
+      return true;
+    }
+    return release ? up.write(chunk, (err) => release(!err)) : up.write(chunk);
   }
 
   /**

@@ -8,11 +8,14 @@ import { compile, subnetSet, type GatewayIdentity } from '../../../src/config/co
 import type { FilterChain, L4Route } from '../../../src/config/snapshot';
 import { selectChain, selectTcpRoute, wildcardsFor } from '../../../src/gateway/tcp/match';
 import { TcpProxy } from '../../../src/gateway/tcp/proxy';
+import { directReadsWork, switchedSockets } from '../../../src/gateway/direct-reads';
 import { Registry } from '../../../src/registry/registry';
 import { AccessLog, type AccessRecord } from '../../../src/telemetry/access-log';
 import { Metrics } from '../../../src/telemetry/metrics';
 import { Telemetry } from '../../../src/telemetry/telemetry';
 import { res, set } from '../../helpers/resources';
+import { seededBytes } from '../../helpers/bytes';
+import { listenLoopback, portOf, waitFor } from '../../helpers/upstream';
 
 const id: GatewayIdentity = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', portMap: new Map(), bind: '0.0.0.0' };
 
@@ -199,4 +202,60 @@ describe('TCP proxy: an upstream that never accepts', () => {
     assert.equal(records[0]!.upstreamTransportFailureReason, 'connection timeout');
     assert.equal(registry.get('outbound|9000||slow.internal')!.stats.get('upstream_cx_connect_timeout'), 1);
   });
+});
+
+describe("TCP proxy: the client's bytes while the upstream connects", () => {
+  for (const directReads of [true, false]) {
+    it(`are held, bounded, and sent first once it is there, byte-exact and then the FIN (${directReads ? 'direct reads' : "the socket's stream"})`, async () => {
+      await directReadsWork();
+      const se = res('ServiceEntry', 'late', { hosts: ['late.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
+      const registry = new Registry(undefined);
+      registry.reconcile(compile(set([se]), id, 1).snapshot);
+      const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
+      const records: AccessRecord[] = [];
+      telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
+      // The upstream: collects what arrives, answers the FIN with its own.
+      const received: Buffer[] = [];
+      const upstream = net.createServer({ allowHalfOpen: true }, (s) => {
+        s.on('data', (c: Buffer) => received.push(c));
+        s.on('end', () => s.end());
+      });
+      await listenLoopback(upstream);
+      // Connected at once, but "ready" only when the test says so (as a TLS upstream's handshake).
+      let upstreamSocket: net.Socket | undefined;
+      const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0, directReads }, () => {
+        upstreamSocket = net.connect(portOf(upstream), '127.0.0.1');
+        return { socket: upstreamSocket, ready: 'secureConnect' };
+      });
+      const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
+        route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||late.internal', host: 'late.internal', port: 9000, weight: 100 }], totalWeight: 100 },
+      }));
+      await listenLoopback(server);
+      const switched = switchedSockets();
+      const client = net.connect({ port: portOf(server), host: '127.0.0.1', allowHalfOpen: true });
+      client.on('error', () => {});
+      try {
+        // More than the kernel's buffers on both sides hold (a few MiB each): if the gateway took it
+        // all while waiting, nothing would be left on the client's side.
+        const sent = seededBytes(24 * 1024 * 1024, 2);
+        client.end(sent);
+        await waitFor(() => upstreamSocket !== undefined, { timeoutMs: 2000, intervalMs: 5 });
+        await new Promise((r) => setTimeout(r, 300));
+        assert.ok(client.writableLength > 0, 'the client was held back while the upstream connected');
+        assert.equal(received.length, 0);
+        upstreamSocket!.emit('secureConnect');
+        const ended = new Promise((r) => client.once('end', r));
+        client.resume();
+        await ended; // the upstream's FIN, after it saw ours
+        assert.ok(Buffer.concat(received).equals(sent), 'byte-exact, in order');
+        await waitFor(() => records.length === 1, { timeoutMs: 2000, intervalMs: 5 });
+        assert.equal(records[0]!.bytesReceived, sent.length);
+        assert.equal(switchedSockets() - switched, directReads ? 1 : 0);
+      } finally {
+        client.destroy();
+        server.close();
+        upstream.close();
+      }
+    });
+  }
 });
