@@ -174,6 +174,11 @@ export function isTlsHandshakeCode(code: string): boolean {
   return /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED|SELF_SIGNED_CERT|HOSTNAME_MISMATCH)/.test(code);
 }
 
+/** What was thrown, as an Error (a thrown string or object wrapped). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
 /**
  * An error shaped as undici's (`code` set), made by our own upstream pools (h1-pool.ts, h2c-pool.ts)
  * so that fromUpstreamError below maps every client alike.

@@ -24,7 +24,8 @@
 
 import net, { type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { ownedReads } from './tcp/read-buffers';
+import { asError } from '../errors';
+import { COPIED_READS, ownedReads } from './tcp/read-buffers';
 
 /** What net.connect's `onread` takes; what a socket switched here reads through. */
 export interface SocketReads {
@@ -118,9 +119,6 @@ function switchReads(socket: Socket, reads: SocketReads, s: OnreadSymbols): { re
   return { waiting: held ?? undefined };
 }
 
-/** What quiet lane connections read into (each read is copied out at once). */
-const LANE_SHARED = Buffer.allocUnsafeSlow(64 * 1024);
-
 /** A client connection's reads while the lane reads it: to `onChunk`, or (after toStream) its stream. */
 export interface LaneReads {
   /** Bytes read before the switch, to be handled before any chunk. */
@@ -137,7 +135,7 @@ export interface LaneReads {
  */
 export function laneReads(socket: Socket, onChunk: (chunk: Buffer) => boolean): LaneReads | false {
   let direct = true;
-  const reads = ownedReads(LANE_SHARED, (chunk) => (direct ? onChunk(chunk) : socket.push(chunk)), (err) => socket.destroy(err instanceof Error ? err : new Error(String(err))));
+  const reads = ownedReads(COPIED_READS, (chunk) => (direct ? onChunk(chunk) : socket.push(chunk)), (err) => socket.destroy(asError(err)));
   const taken = readThrough(socket, reads);
   if (!taken) return false;
   return {
@@ -187,7 +185,7 @@ function prove(): Promise<boolean> {
         viaStream = true;
       });
       const taken = switchReads(accepted, {
-        buffer: () => SHARED_PROOF,
+        buffer: () => COPIED_READS,
         callback: (bytes, buf) => {
           got.push(Buffer.from(buf.subarray(0, bytes)));
           return true;
@@ -211,5 +209,3 @@ function prove(): Promise<boolean> {
     });
   });
 }
-
-const SHARED_PROOF = Buffer.allocUnsafeSlow(1024);

@@ -20,7 +20,7 @@ import type net from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
 import { localAddressOf, plainUpstreamSocket, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
-import { undiciShapedError } from '../errors';
+import { asError, undiciShapedError } from '../errors';
 import { endpointKey } from './cluster';
 
 export interface H1PoolOptions {
@@ -205,7 +205,7 @@ class Conn {
     try {
       return fn();
     } catch (err) {
-      this.fail(job, err instanceof Error ? err : new Error(String(err)), true);
+      this.fail(job, asError(err), true);
       return undefined;
     }
   }

@@ -37,7 +37,7 @@ import { HEADER_VALUE_BAD, IdleTimer } from '../gateway/http/wire';
 import { localAddressOf, plainUpstreamSocket, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
 import { meshTlsSocket, type MeshSession } from '../tls/upstream';
-import { isConnectCode, undiciShapedError } from '../errors';
+import { asError, isConnectCode, undiciShapedError } from '../errors';
 
 export interface H2cPoolOptions {
   readonly host: string;
@@ -250,7 +250,7 @@ class Stream {
       return call();
     } catch (err) {
       this.conn.reset(this, H2_CANCEL);
-      this.fail(err instanceof Error ? err : new Error(String(err)));
+      this.fail(asError(err));
       return undefined;
     }
   }

@@ -11,7 +11,8 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import net from 'node:net';
 import { joinHostPort } from '../gateway/http/headers';
-import { ownedReads } from '../gateway/tcp/read-buffers';
+import { COPIED_READS, ownedReads } from '../gateway/tcp/read-buffers';
+import { asError } from '../errors';
 import { tlsIdentitiesOf, type TlsIdentities } from '../tls/identities';
 
 /** What a claim fills in: the access-log record's fields. */
@@ -34,9 +35,6 @@ export function takeUpstreamClaim(): SocketClaim | undefined {
   return claim;
 }
 
-/** What quiet plain upstream connections read into; each read is copied out at once (read-buffers.ts ownedReads). */
-const SHARED_READS = Buffer.allocUnsafeSlow(64 * 1024);
-
 /**
  * A plain TCP connection to an upstream, as our HTTP/1.1 and h2c pools open them: no delay, TCP
  * keep-alive when asked, and reads through `onread` (ownedReads: every chunk is the receiver's own,
@@ -45,10 +43,10 @@ const SHARED_READS = Buffer.allocUnsafeSlow(64 * 1024);
 export function plainUpstreamSocket(to: { readonly host: string; readonly port: number; readonly localAddress?: string | undefined; readonly keepaliveMs?: number | undefined }, onChunk: (chunk: Buffer) => void): net.Socket {
   const socket: net.Socket = net.connect({
     host: to.host, port: to.port, noDelay: true,
-    onread: ownedReads(SHARED_READS, (chunk) => {
+    onread: ownedReads(COPIED_READS, (chunk) => {
       onChunk(chunk);
       return true;
-    }, (err) => socket.destroy(err instanceof Error ? err : new Error(String(err)))),
+    }, (err) => socket.destroy(asError(err))),
     ...(to.localAddress ? { localAddress: to.localAddress } : {}),
     ...(to.keepaliveMs !== undefined ? { keepAlive: true, keepAliveInitialDelay: to.keepaliveMs } : {}),
   });

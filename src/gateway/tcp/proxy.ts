@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { L4Route } from '../../config/snapshot';
-import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
+import { asError, ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import type { Registry } from '../../registry/registry';
 import type { Endpoint, Cluster } from '../../registry/cluster';
 import type { AccessRecord } from '../../telemetry/access-log';
@@ -361,8 +361,9 @@ class TcpSession {
     if (!this.deps.directReads) return;
     const down = this.downstream;
     const reads = userReads(this.readBuffers, (chunk, release) => this.fromDownstream(chunk, release), (err) => {
-      this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error reading the client; connection reset');
-      this.onDownstreamError(Object.assign(new Error('read'), { code: 'ECONNRESET' }));
+      this.deps.log.error({ err: asError(err).message }, 'tcp proxy: unexpected error reading the client; connection reset');
+      reset(this.upstream);
+      this.downstream.destroy();
     });
     const taken = readThrough(down, reads);
     if (!taken) return;

@@ -124,6 +124,13 @@ export function userReads(pool: ReadBuffers, onChunk: ChunkHandler, fail: (err: 
 }
 
 /**
+ * What quiet sockets reading through ownedReads read into. Each read is copied out before the next
+ * can happen (everything runs on this thread), so every such socket shares it: the plain upstream
+ * pools' connections and the client connections the HTTP/1.1 lane reads (gateway/direct-reads.ts).
+ */
+export const COPIED_READS = Buffer.allocUnsafeSlow(64 * 1024);
+
+/**
  * `onread` options for a socket whose chunks are handed on with no word of when they are done with
  * (the HTTP upstream pools: a body chunk goes to the client's write, a partial head or frame is kept).
  * Every chunk belongs to its receiver. A quiet socket reads into `shared` and its bytes are copied
