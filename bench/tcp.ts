@@ -1,7 +1,8 @@
 // The TCP and TLS workloads of `npm run bench`, with the shared harness's C load tool (benchtool,
 // compiled here): one connection's throughput, new connections per second, TLS-passthrough
-// handshakes per second, each for direct, meshgate and the minimal Node peer in one run; and
-// meshgate's memory per idle connection.
+// handshakes per second, each for direct, meshgate (with and without its access log, and with two
+// workers), the minimal Node peer and HAProxy (when installed) in one run; and meshgate's memory per
+// idle connection.
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -128,6 +129,31 @@ http {
   return p;
 }
 
+/** HAProxy as a plain TCP proxy, one thread on the proxy core (as `shared/bench` runs it), when installed. */
+async function haproxyTcp(o: TcpBenchOptions, port: number, upstreamPort: number): Promise<Proc | undefined> {
+  const haproxy = which('haproxy');
+  if (!haproxy) return undefined;
+  const conf = path.join(o.dir, 'haproxy-tcp.cfg');
+  fs.writeFileSync(conf, `global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  maxconn 9000
+frontend tcp_in
+  bind 127.0.0.1:${port}
+  default_backend up_tcp
+backend up_tcp
+  server s1 127.0.0.1:${upstreamPort}
+`);
+  const p = start(haproxy, ['-db', '-f', conf], { core: o.proxyCore });
+  await waitTcp(port);
+  return p;
+}
+
 /** Run `fn` while measuring a proxy's CPU (% of one core) and peak RSS. */
 function withUsage<T>(proc: Proc | undefined, fn: () => T): { result: T; cpuPercent?: number; rssMiB?: number } {
   if (!proc) return { result: fn() };
@@ -173,7 +199,13 @@ export async function runTcpBench(o: TcpBenchOptions): Promise<{ rows: TcpRow[];
   const mgPort = await freePort();
   const mg = meshgate(o, 'tcp', singleRouteYaml({ upstreamPort: upPort, protocol: 'TCP', accessLogFile: path.join(o.dir, 'tcp-access.log') }), mgPort);
   await waitTcp(mgPort);
-  const targets: { name: string; port: number; proc?: Proc }[] = [{ name: 'direct', port: upPort }, { name: 'meshgate', port: mgPort, proc: mg }];
+  // The same without an access log, Istio's default (meshConfig.accessLogFile is empty unless set).
+  const quietPort = await freePort();
+  const quiet = meshgate(o, 'tcp-nolog', singleRouteYaml({ upstreamPort: upPort, protocol: 'TCP' }), quietPort);
+  await waitTcp(quietPort);
+  const targets: { name: string; port: number; proc?: Proc }[] = [
+    { name: 'direct', port: upPort }, { name: 'meshgate', port: mgPort, proc: mg }, { name: 'meshgate-nolog', port: quietPort, proc: quiet },
+  ];
   const pipeJs = path.resolve(o.root, '../shared/bench/lib/node/tcp-pipe.js');
   if (fs.existsSync(pipeJs)) {
     const p = await freePort();
@@ -181,6 +213,9 @@ export async function runTcpBench(o: TcpBenchOptions): Promise<{ rows: TcpRow[];
     await waitTcp(p);
     targets.push({ name: 'node-pipe', port: p, proc: pipe });
   }
+  const haPort = await freePort();
+  const ha = await haproxyTcp(o, haPort, upPort);
+  if (ha) targets.push({ name: 'haproxy', port: haPort, proc: ha });
   if (cores > 1) {
     // Every core: two workers sharing the port, not pinned (the load generator shares core 0).
     const p = await freePort();

@@ -94,7 +94,7 @@ export class TcpProxy {
 
   /** A connection no chain or route takes: closed at once, logged as Envoy does. */
   reject(downstream: Socket, info: { sni?: string; bytesReceived?: number; startTime?: number }): void {
-    const rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni);
+    const rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni, this.deps.telemetry.accessLog.enabled);
     const spec = ERRORS.FILTER_CHAIN_NOT_FOUND;
     rec.responseFlags.push(spec.flag);
     rec.responseCodeDetails = spec.details;
@@ -148,7 +148,14 @@ function passEnd(from: Socket, to: Socket): void {
   else from.once('end', fin);
 }
 
-function baseRecord(socket: Socket, startTime: number, sni: string | undefined): AccessRecord {
+/**
+ * A connection's access record. Its addresses are asked of the kernel (getsockname, getpeername)
+ * only when an access log will print them (`addresses`): nothing else reads them, and the three
+ * calls with their strings were ~6 µs of a new connection's ~110 (docs/benchmarks.md, "Addresses
+ * only for the access log"). A connection that starts while the log is off and ends after it was
+ * turned on logs `-` for them.
+ */
+function baseRecord(socket: Socket, startTime: number, sni: string | undefined, addresses: boolean): AccessRecord {
   const identities = tlsIdentitiesOf(socket); // a terminated TLS connection (gateway TLS servers, sidecar inbound mTLS)
   return {
     ...(identities ? { downstreamIdentities: identities } : {}),
@@ -158,8 +165,8 @@ function baseRecord(socket: Socket, startTime: number, sni: string | undefined):
     bytesReceived: 0,
     bytesSent: 0,
     durationMs: 0,
-    downstreamLocalAddress: joinHostPort(socket.localAddress, socket.localPort),
-    downstreamRemoteAddress: joinHostPort(socket.remoteAddress, socket.remotePort),
+    downstreamLocalAddress: addresses ? joinHostPort(socket.localAddress, socket.localPort) : undefined,
+    downstreamRemoteAddress: addresses ? joinHostPort(socket.remoteAddress, socket.remotePort) : undefined,
     requestedServerName: sni,
   };
 }
@@ -167,6 +174,8 @@ function baseRecord(socket: Socket, startTime: number, sni: string | undefined):
 /** One proxied connection. Owns both sockets and records itself exactly once. */
 class TcpSession {
   private readonly rec: AccessRecord;
+  /** The access log is on: the record carries the connection's addresses (see baseRecord). */
+  private readonly addresses: boolean;
   private upstream: Socket | undefined;
   private endpoint: Endpoint | undefined;
   private cluster: Cluster | undefined;
@@ -193,7 +202,8 @@ class TcpSession {
     private readonly downstream: Socket,
     private readonly info: TcpConnectionInfo,
   ) {
-    this.rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni);
+    this.addresses = deps.telemetry.accessLog.enabled;
+    this.rec = baseRecord(downstream, info.startTime ?? Date.now(), info.sni, this.addresses);
     if (info.originalDst?.address) this.rec.downstreamLocalAddress = joinHostPort(info.originalDst.address, info.originalDst.port);
   }
 
@@ -303,7 +313,7 @@ class TcpSession {
       this.connected = true;
       cx.cxActive += 1;
       cluster.stats.inc('upstream_cx_active');
-      this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
+      if (this.addresses) this.rec.upstreamLocalAddress = joinHostPort(up.localAddress, up.localPort);
       const identities = tlsIdentitiesOf(up);
       if (identities) this.rec.upstreamIdentities = identities;
       // A sidecar's inbound side names the peers by its downstream's certificates (mesh mTLS); the

@@ -1,8 +1,12 @@
 // Connection-level routing: compiled TCP/TLS listeners, the filter-chain and tcp-route decisions
-// (tables), and the TCP proxy's connect timeout with an upstream that never answers.
+// (tables), and the TCP proxy's connect timeout with an upstream that never answers, the bytes it
+// holds while connecting, and the addresses it asks for only when an access log prints them.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import pino from 'pino';
 import { compile, subnetSet, type GatewayIdentity } from '../../../src/config/compile';
 import type { FilterChain, L4Route } from '../../../src/config/snapshot';
@@ -255,6 +259,71 @@ describe("TCP proxy: the client's bytes while the upstream connects", () => {
         client.destroy();
         server.close();
         upstream.close();
+      }
+    });
+  }
+});
+
+describe('TCP proxy: the connection addresses, only for an access log', () => {
+  for (const logged of [true, false]) {
+    it(`${logged ? 'are in the record when the log is on' : 'are never asked of the kernel when the log is off'}`, async () => {
+      const upstream = net.createServer({ allowHalfOpen: true }, (s) => {
+        s.on('data', (c: Buffer) => s.write(c));
+        s.on('end', () => s.end());
+      });
+      await listenLoopback(upstream);
+      const se = res('ServiceEntry', 'echo', {
+        hosts: ['echo.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP', targetPort: portOf(upstream) }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
+      });
+      const registry = new Registry(undefined);
+      registry.reconcile(compile(set([se]), id, 1).snapshot);
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tcp-addr-'));
+      const log = new AccessLog(logged ? { file: path.join(dir, 'access.log'), encoding: 'TEXT', format: '' } : undefined);
+      const telemetry = new Telemetry(log, new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
+      const records: AccessRecord[] = [];
+      telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
+      const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 });
+      const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
+        route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||echo.internal', host: 'echo.internal', port: 9000, weight: 100 }], totalWeight: 100 },
+      }));
+      await listenLoopback(server);
+      // Every address lookup a socket makes goes through these two (node:net's getters cache them there).
+      const proto = net.Socket.prototype as unknown as Record<'_getsockname' | '_getpeername', () => unknown>;
+      const original = { sock: proto._getsockname, peer: proto._getpeername };
+      let lookups = 0;
+      const client = net.connect({ port: portOf(server), host: '127.0.0.1', allowHalfOpen: true });
+      // The gateway's two sockets, not the test's client.
+      proto._getsockname = function (this: unknown) { if (this !== client) lookups += 1; return original.sock.call(this); };
+      proto._getpeername = function (this: unknown) { if (this !== client) lookups += 1; return original.peer.call(this); };
+      try {
+        client.on('error', () => {});
+        const echoed: Buffer[] = [];
+        client.on('data', (c: Buffer) => echoed.push(c));
+        let clientPort: number | undefined;
+        client.once('connect', () => { clientPort = client.localPort; });
+        const ended = new Promise((r) => client.once('end', r));
+        client.end('hello');
+        await ended;
+        assert.equal(Buffer.concat(echoed).toString(), 'hello');
+        await waitFor(() => records.length === 1, { timeoutMs: 2000, intervalMs: 5 });
+        const r = records[0]!;
+        assert.deepEqual([r.bytesReceived, r.bytesSent, r.upstreamHost], [5, 5, `127.0.0.1:${portOf(upstream)}`]);
+        if (logged) {
+          assert.equal(r.downstreamLocalAddress, `127.0.0.1:${portOf(server)}`);
+          assert.equal(r.downstreamRemoteAddress, `127.0.0.1:${clientPort}`);
+          assert.match(r.upstreamLocalAddress ?? '', /^127\.0\.0\.1:\d+$/);
+          assert.ok(lookups > 0);
+        } else {
+          assert.deepEqual([r.downstreamLocalAddress, r.downstreamRemoteAddress, r.upstreamLocalAddress], [undefined, undefined, undefined]);
+          assert.equal(lookups, 0, 'getsockname/getpeername calls during the connection');
+        }
+      } finally {
+        proto._getsockname = original.sock;
+        proto._getpeername = original.peer;
+        server.close();
+        upstream.close();
+        await log.close();
+        fs.rmSync(dir, { recursive: true, force: true });
       }
     });
   }
