@@ -4,9 +4,10 @@
 #   bench/ab.sh PORT_A PID_A PORT_B PID_B [PAIRS=10] [SECONDS=3] [HOST=bench]
 #
 # Start both proxies yourself, pinned to the proxy core (e.g. `taskset -c 1 node ...`), in front of the
-# same upstream on 127.0.0.1. Each pair runs `wrk -t1 -c50` on core 0 against A, then B, for SECONDS
-# each (after one unmeasured warm-up run of each), and prints CPU µs per request of each (utime+stime of PID from /proc, all its threads), the
-# hypervisor's steal on core 1 during the run, req/s, and the ratio B/A of CPU per request. Compare
+# same upstream on 127.0.0.1. Each pair runs `wrk -t1 -c50` on core 0 against A and B (A first in odd
+# pairs, B first in even ones) for SECONDS each (after one unmeasured warm-up run of each), and prints
+# CPU µs per request of each (utime+stime of PID from /proc, all its threads), the hypervisor's steal
+# on core 1 during the run, req/s, and the ratio B/A of CPU per request. Compare
 # medians over the pairs: single runs on a shared VM drift by more than the effects measured.
 # Loopback only; bounded by PAIRS x 2 x SECONDS; signals nothing.
 set -euo pipefail
@@ -30,8 +31,15 @@ one() { # port pid -> "ns_per_req steal% rps"
 
 # Warm both up first (JIT, pools, V8 heap sizing): not measured.
 one "$pa" "$ida" >/dev/null; one "$pb" "$idb" >/dev/null
-for _ in $(seq 1 "$pairs"); do
-  read -r a_ns a_st a_rps < <(one "$pa" "$ida")
-  read -r b_ns b_st b_rps < <(one "$pb" "$idb")
+for i in $(seq 1 "$pairs"); do
+  # A first in odd pairs, B first in even ones: at 1000 req/s the first run of a pair read ~7 %
+  # higher on this VM, whichever proxy it was (docs/benchmarks.md, "The order within a pair").
+  if [ $((i % 2)) = 1 ]; then
+    read -r a_ns a_st a_rps < <(one "$pa" "$ida")
+    read -r b_ns b_st b_rps < <(one "$pb" "$idb")
+  else
+    read -r b_ns b_st b_rps < <(one "$pb" "$idb")
+    read -r a_ns a_st a_rps < <(one "$pa" "$ida")
+  fi
   echo "A ${a_ns}ns/req steal ${a_st}% ${a_rps} req/s | B ${b_ns}ns/req steal ${b_st}% ${b_rps} req/s | B/A CPU $(awk -v a="$a_ns" -v b="$b_ns" 'BEGIN{printf "%.2f", b/a}') req/s $(awk -v a="$a_rps" -v b="$b_rps" 'BEGIN{printf "%.2f", b/a}')"
 done
