@@ -32,8 +32,9 @@ one() { # port pid -> "ns_per_req steal% rps"
 # Warm both up first (JIT, pools, V8 heap sizing): not measured.
 one "$pa" "$ida" >/dev/null; one "$pb" "$idb" >/dev/null
 for i in $(seq 1 "$pairs"); do
-  # A first in odd pairs, B first in even ones: at 1000 req/s the first run of a pair read ~7 %
-  # higher on this VM, whichever proxy it was (docs/benchmarks.md, "The order within a pair").
+  # A first in odd pairs, B first in even ones: in paired runs at 1000 req/s (rategen, one core) the
+  # first run of a pair read ~7 % higher whichever proxy it was (docs/benchmarks.md, "The order
+  # within a pair"); not measured for wrk here, and alternating costs nothing where it does not apply.
   if [ $((i % 2)) = 1 ]; then
     read -r a_ns a_st a_rps < <(one "$pa" "$ida")
     read -r b_ns b_st b_rps < <(one "$pb" "$idb")

@@ -150,8 +150,13 @@ backend up_tcp
   server s1 127.0.0.1:${upstreamPort}
 `);
   const p = start(haproxy, ['-db', '-f', conf], { core: o.proxyCore });
-  await waitTcp(port);
-  return p;
+  try {
+    await waitTcp(port);
+    return p;
+  } catch {
+    await p.stop(); // a peer that does not start costs its own row, not the run
+    return undefined;
+  }
 }
 
 /** Run `fn` while measuring a proxy's CPU (% of one core) and peak RSS. */

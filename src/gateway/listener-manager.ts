@@ -257,7 +257,7 @@ export class ListenerManager {
           socket.resume(); // the HTTP/1 parser takes the sniffed bytes as the first 'data' event
         });
       case 'TCP':
-        return this.deps.tcp.handle(socket, { route: selectTcpRoute(l.def.tcpRoutes, socket.localAddress ?? '') });
+        return this.deps.tcp.handle(socket, { route: selectTcpRoute(l.def.tcpRoutes, () => socket.localAddress ?? '') });
       case 'CAPTURE':
         return this.capture(l, socket);
       case 'INBOUND':

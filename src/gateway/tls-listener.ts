@@ -65,7 +65,7 @@ export class TlsListener implements TlsDispatcher {
       try {
         if (hello.status === 'closed' && hello.bytes.length === 0) return void socket.destroy(); // a probe
         const sni = hello.status === 'hello' ? hello.sni : undefined;
-        const chain = hello.status === 'hello' ? selectChain(def().chains, sni, socket.localAddress ?? '') : undefined;
+        const chain = hello.status === 'hello' ? selectChain(def().chains, sni, () => socket.localAddress ?? '') : undefined;
         if (!chain) return this.deps.tcp.reject(socket, { sni, bytesReceived: hello.bytes.length, startTime });
         const action = chain.action;
         if (action.type === 'passthrough') {
@@ -91,7 +91,7 @@ export class TlsListener implements TlsDispatcher {
     }
     this.handshake(socket, policy, alpn, chain.name, sni, (tlsSocket) => {
       if (action.protocol === 'HTTP') return http(chain.name).connection(tlsSocket, tlsSocket.alpnProtocol);
-      this.deps.tcp.handle(tlsSocket, { route: selectTcpRoute(action.tcpRoutes, socket.localAddress ?? ''), sni, startTime });
+      this.deps.tcp.handle(tlsSocket, { route: selectTcpRoute(action.tcpRoutes, () => socket.localAddress ?? ''), sni, startTime });
     });
   }
 

@@ -593,8 +593,9 @@ export class AccessLog {
     }
   }
 
+  /** Lines will be written: a format and an open file (write() drops records otherwise). */
   get enabled(): boolean {
-    return this.format !== undefined;
+    return this.format !== undefined && this.out !== undefined;
   }
 
   /** Losses of access-log files no longer written (a mesh config change of accessLogFile). */

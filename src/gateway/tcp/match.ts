@@ -6,12 +6,20 @@
 
 import type { FilterChain, L4Route, SubnetSet } from '../../config/snapshot';
 
-function subnetAdmits(set: SubnetSet, address: string): boolean {
-  return set.cidrs.length === 0 || (set.re?.check(address) ?? false);
+/**
+ * The address the client connected to, or how to get it: a socket's local address costs a system
+ * call (getsockname), so callers pass `() => socket.localAddress` and it is asked only when a route
+ * or chain names subnets.
+ */
+export type LocalAddress = string | (() => string);
+
+function subnetAdmits(set: SubnetSet, address: LocalAddress): boolean {
+  if (set.cidrs.length === 0) return true;
+  return set.re?.check(typeof address === 'string' ? address : address()) ?? false;
 }
 
 /** The first route whose destinationSubnets admit the address the client connected to. */
-export function selectTcpRoute(routes: readonly L4Route[] | undefined, localAddress: string): L4Route | undefined {
+export function selectTcpRoute(routes: readonly L4Route[] | undefined, localAddress: LocalAddress): L4Route | undefined {
   if (!routes) return undefined;
   for (const r of routes) {
     if (subnetAdmits(r.destinationSubnets, localAddress)) return r;
@@ -42,7 +50,7 @@ function byServerName(chains: readonly FilterChain[], sni: string | undefined): 
 }
 
 /** The filter chain for a TLS connection; undefined = `filter_chain_not_found` (NR). */
-export function selectChain(chains: readonly FilterChain[] | undefined, sni: string | undefined, localAddress: string): FilterChain | undefined {
+export function selectChain(chains: readonly FilterChain[] | undefined, sni: string | undefined, localAddress: LocalAddress): FilterChain | undefined {
   if (!chains || chains.length === 0) return undefined;
   const bySubnet = chains.filter((c) => c.destinationSubnets.cidrs.length > 0 && subnetAdmits(c.destinationSubnets, localAddress));
   const candidates = bySubnet.length > 0 ? bySubnet : chains.filter((c) => c.destinationSubnets.cidrs.length === 0);

@@ -82,6 +82,25 @@ describe('L4 routing decisions', () => {
     assert.equal(selectTcpRoute(routes.slice(0, 2), '192.168.1.1'), undefined);
     assert.equal(selectTcpRoute(undefined, '10.0.0.1'), undefined);
   });
+
+  it('the local address (a getsockname) is asked for only when a route or chain names subnets', () => {
+    let asked = 0;
+    const local = (address: string) => () => {
+      asked += 1;
+      return address;
+    };
+    const cases: { name: string; pick: () => string | undefined; want: string | undefined; asks: boolean }[] = [
+      { name: 'tcp routes without subnets', pick: () => selectTcpRoute([route('a'), route('b')], local('10.0.0.1'))?.name, want: 'a', asks: false },
+      { name: 'a tcp route with subnets', pick: () => selectTcpRoute([route('ten', ['10.0.0.0/8']), route('rest')], local('10.0.0.1'))?.name, want: 'ten', asks: true },
+      { name: 'chains without subnets', pick: () => selectChain(chains.filter((c) => c.name !== 'subnet-only'), 'x.example.com', local('10.1.2.3'))?.name, want: 'wild-example', asks: false },
+      { name: 'a chain with subnets', pick: () => selectChain(chains, 'inner.example.com', local('10.1.2.3'))?.name, want: 'subnet-only', asks: true },
+    ];
+    for (const c of cases) {
+      asked = 0;
+      assert.equal(c.pick(), c.want, c.name);
+      assert.equal(asked > 0, c.asks, `${c.name}: asked ${asked} times`);
+    }
+  });
 });
 
 describe('compile: TCP and TLS listeners', () => {
@@ -320,6 +339,7 @@ describe('TCP proxy: the connection addresses, only for an access log', () => {
       } finally {
         proto._getsockname = original.sock;
         proto._getpeername = original.peer;
+        client.destroy();
         server.close();
         upstream.close();
         await log.close();

@@ -177,6 +177,15 @@ setTimeout(() => { a.close(); process.exit(0); }, 50);`;
     assert.equal(r.status, 0);
   });
 
+  it('is enabled only with a file it could open (callers skip work for a log that writes nothing)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-al-enabled-'));
+    const open = new AccessLog({ file: path.join(dir, 'a.log'), encoding: 'TEXT', format: '' });
+    const unopenable = new AccessLog({ file: '/etc/hostname/not-a-dir/access.log', encoding: 'TEXT', format: '' });
+    assert.deepEqual([new AccessLog().enabled, new AccessLog({ file: '', encoding: 'TEXT', format: '' }).enabled, unopenable.enabled, open.enabled], [false, false, false, true]);
+    await open.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('lost lines stay counted when accessLogFile changes (the metrics are counters)', async function () {
     if (!fs.existsSync('/dev/full')) this.skip();
     // /dev/full fails every write with ENOSPC.
