@@ -87,7 +87,7 @@ export class TcpProxy {
     try {
       new TcpSession(this.deps, this.connect, this.readBuffers, downstream, info).start();
     } catch (err) {
-      this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error; connection closed');
+      this.deps.log.error({ err: asError(err).message }, 'tcp proxy: unexpected error; connection closed');
       downstream.destroy();
     }
   }
@@ -283,7 +283,7 @@ class TcpSession {
     // A full client socket pauses the upstream (Socket.pause stops an `onread` socket's reads; its
     // resume on 'drain' starts them again).
     const reads = userReads(this.readBuffers, (chunk, release) => this.fromUpstream(chunk, release) || this.pauseUpstream(), (err) => {
-      this.deps.log.error({ err: (err as Error).message }, 'tcp proxy: unexpected error reading the upstream; connection reset');
+      this.deps.log.error({ err: asError(err).message }, 'tcp proxy: unexpected error reading the upstream; connection reset');
       this.onUpstreamError();
     });
     const { socket: up, ready, readsTaken } = this.connector(endpoint, cluster, reads);

@@ -10,8 +10,9 @@ import path from 'node:path';
 import pino from 'pino';
 import { compile, subnetSet, type GatewayIdentity } from '../../../src/config/compile';
 import type { FilterChain, L4Route } from '../../../src/config/snapshot';
+import type { Resource } from '../../../src/config/types';
 import { selectChain, selectTcpRoute, wildcardsFor } from '../../../src/gateway/tcp/match';
-import { TcpProxy } from '../../../src/gateway/tcp/proxy';
+import { TcpProxy, type UpstreamConnector } from '../../../src/gateway/tcp/proxy';
 import { directReadsWork, switchedSockets } from '../../../src/gateway/direct-reads';
 import { Registry } from '../../../src/registry/registry';
 import { AccessLog, type AccessRecord } from '../../../src/telemetry/access-log';
@@ -32,6 +33,31 @@ function route(name: string, cidrs: string[] = []): L4Route {
 
 function chain(name: string, serverNames: string[], cidrs: string[] = []): FilterChain {
   return { name, serverNames, destinationSubnets: subnetSet(cidrs), action: { type: 'passthrough', route: route(name) } };
+}
+
+/**
+ * A TcpProxy on a loopback listener that sends every connection to `host` (port 9000 of a STATIC
+ * ServiceEntry at 127.0.0.1, with `more` resources beside it), its access records collected.
+ */
+async function tcpGateway(o: {
+  host: string; targetPort?: number; more?: Resource[]; accessLog?: AccessLog; directReads?: boolean; connector?: UpstreamConnector;
+}) {
+  const se = res('ServiceEntry', o.host.split('.')[0]!, {
+    hosts: [o.host], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP', ...(o.targetPort ? { targetPort: o.targetPort } : {}) }],
+    resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
+  });
+  const registry = new Registry(undefined);
+  registry.reconcile(compile(set([se, ...(o.more ?? [])]), id, 1).snapshot);
+  const telemetry = new Telemetry(o.accessLog ?? new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
+  const records: AccessRecord[] = [];
+  telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
+  const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0, directReads: o.directReads }, o.connector);
+  const cluster = `outbound|9000||${o.host}`;
+  const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
+    route: { ...route('r'), destinations: [{ cluster, host: o.host, port: 9000, weight: 100 }], totalWeight: 100 },
+  }));
+  await listenLoopback(server);
+  return { registry, telemetry, records, server, cluster };
 }
 
 describe('L4 routing decisions', () => {
@@ -173,29 +199,16 @@ describe('compile: TCP and TLS listeners', () => {
 describe('TCP proxy: an upstream that never accepts', () => {
   /** A TCP proxy in front of an upstream socket that never connects (it never emits 'connect'). */
   async function neverConnecting(connectTimeout: string) {
-    const se = res('ServiceEntry', 'slow', {
-      hosts: ['slow.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
-    });
     const dr = res('DestinationRule', 'slow', { host: 'slow.internal', trafficPolicy: { connectionPool: { tcp: { connectTimeout } } } });
-    const snap = compile(set([se, dr]), id, 1).snapshot;
-    const registry = new Registry(undefined);
-    registry.reconcile(snap);
-    const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
-    const records: AccessRecord[] = [];
-    telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
-    const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 }, () => {
+    const { registry, telemetry, records, server, cluster } = await tcpGateway({ host: 'slow.internal', more: [dr], connector: () => {
       const socket = new net.Socket();
       // A real socket still connecting resets quietly; this handle-less stand-in would report an error.
       socket.resetAndDestroy = () => socket.destroy();
       return { socket, ready: 'connect' };
-    });
-    const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
-      route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||slow.internal', host: 'slow.internal', port: 9000, weight: 100 }], totalWeight: 100 },
-    }));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    } });
+    const client = net.connect(portOf(server), '127.0.0.1');
     client.on('error', () => {});
-    return { registry, telemetry, records, server, client, service: registry.get('outbound|9000||slow.internal')!.def.service };
+    return { registry, telemetry, records, server, client, service: registry.get(cluster)!.def.service };
   }
 
   it('a client that resets while connecting is logged DC and counted opened and closed with DC', async () => {
@@ -231,12 +244,6 @@ describe("TCP proxy: the client's bytes while the upstream connects", () => {
   for (const directReads of [true, false]) {
     it(`are held, bounded, and sent first once it is there, byte-exact and then the FIN (${directReads ? 'direct reads' : "the socket's stream"})`, async () => {
       await directReadsWork();
-      const se = res('ServiceEntry', 'late', { hosts: ['late.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] });
-      const registry = new Registry(undefined);
-      registry.reconcile(compile(set([se]), id, 1).snapshot);
-      const telemetry = new Telemetry(new AccessLog(), new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
-      const records: AccessRecord[] = [];
-      telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
       // The upstream: collects what arrives, answers the FIN with its own.
       const received: Buffer[] = [];
       const upstream = net.createServer({ allowHalfOpen: true }, (s) => {
@@ -246,14 +253,10 @@ describe("TCP proxy: the client's bytes while the upstream connects", () => {
       await listenLoopback(upstream);
       // Connected at once, but "ready" only when the test says so (as a TLS upstream's handshake).
       let upstreamSocket: net.Socket | undefined;
-      const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0, directReads }, () => {
+      const { records, server } = await tcpGateway({ host: 'late.internal', directReads, connector: () => {
         upstreamSocket = net.connect(portOf(upstream), '127.0.0.1');
         return { socket: upstreamSocket, ready: 'secureConnect' };
-      });
-      const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
-        route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||late.internal', host: 'late.internal', port: 9000, weight: 100 }], totalWeight: 100 },
-      }));
-      await listenLoopback(server);
+      } });
       const switched = switchedSockets();
       const client = net.connect({ port: portOf(server), host: '127.0.0.1', allowHalfOpen: true });
       client.on('error', () => {});
@@ -291,27 +294,15 @@ describe('TCP proxy: the connection addresses, only for an access log', () => {
         s.on('end', () => s.end());
       });
       await listenLoopback(upstream);
-      const se = res('ServiceEntry', 'echo', {
-        hosts: ['echo.internal'], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP', targetPort: portOf(upstream) }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }],
-      });
-      const registry = new Registry(undefined);
-      registry.reconcile(compile(set([se]), id, 1).snapshot);
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-tcp-addr-'));
       const log = new AccessLog(logged ? { file: path.join(dir, 'access.log'), encoding: 'TEXT', format: '' } : undefined);
-      const telemetry = new Telemetry(log, new Metrics({ workload: 'w', namespace: 'n', labels: {} }, false));
-      const records: AccessRecord[] = [];
-      telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
-      const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0 });
-      const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
-        route: { ...route('r'), destinations: [{ cluster: 'outbound|9000||echo.internal', host: 'echo.internal', port: 9000, weight: 100 }], totalWeight: 100 },
-      }));
-      await listenLoopback(server);
+      const { records, server } = await tcpGateway({ host: 'echo.internal', targetPort: portOf(upstream), accessLog: log });
       // Every address lookup a socket makes goes through these two (node:net's getters cache them there).
       const proto = net.Socket.prototype as unknown as Record<'_getsockname' | '_getpeername', () => unknown>;
       const original = { sock: proto._getsockname, peer: proto._getpeername };
       let lookups = 0;
       const client = net.connect({ port: portOf(server), host: '127.0.0.1', allowHalfOpen: true });
-      // The gateway's two sockets, not the test's client.
+      // Every socket but the test's client: the gateway's two (and the echo server's, which asks nothing).
       proto._getsockname = function (this: unknown) { if (this !== client) lookups += 1; return original.sock.call(this); };
       proto._getpeername = function (this: unknown) { if (this !== client) lookups += 1; return original.peer.call(this); };
       try {
