@@ -4,9 +4,11 @@
 // status and the API's own Status reason, never as a crash.
 
 import fs from 'node:fs';
-import { Agent, ProxyAgent, type Dispatcher } from 'undici';
+import type { Agent, ProxyAgent, Dispatcher } from 'undici';
+import { undici } from '../undici';
 import { ExecCredentialSource } from './exec-credential';
 import type { KubeConnection } from './connection';
+import { asError } from '../errors';
 
 export interface KubeClientOptions {
   /** Headers of any request, and the whole body of a list page (default 30 s). */
@@ -137,8 +139,8 @@ export class KubeClient {
     };
     // kubeconfig proxy-url: a tunnel (CONNECT) through the proxy; TLS to the API server inside it.
     this.agent = connection.proxyUrl
-      ? new ProxyAgent({ uri: connection.proxyUrl, requestTls: tlsOptions, proxyTunnel: true, ...common })
-      : new Agent({ connect: tlsOptions, ...common });
+      ? new (undici().ProxyAgent)({ uri: connection.proxyUrl, requestTls: tlsOptions, proxyTunnel: true, ...common })
+      : new (undici().Agent)({ connect: tlsOptions, ...common });
   }
 
   /** The bearer token: fixed, the token file as of at most `tokenRefreshMs` ago, or the exec plugin's. */
@@ -180,7 +182,7 @@ export class KubeClient {
       try {
         token = await this.bearer();
       } catch (err) {
-        throw new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, 'ExecCredential', { cause: err });
+        throw new KubeApiError(`GET ${path}: ${asError(err).message}`, 0, 'ExecCredential', { cause: err });
       }
       let res: Dispatcher.ResponseData;
       try {
@@ -197,7 +199,7 @@ export class KubeClient {
           bodyTimeout,
         });
       } catch (err) {
-        throw new KubeApiError(`GET ${path}: ${(err as Error).message}${this.tlsHint(err)}`, 0, (err as { code?: string }).code ?? '', { cause: err });
+        throw new KubeApiError(`GET ${path}: ${asError(err).message}${this.tlsHint(err)}`, 0, (err as { code?: string }).code ?? '', { cause: err });
       }
       // Once only: a token file that changed again between two reads is left to the next request.
       if (res.statusCode === 401 && token && this.refused(token) && attempt === 0) {
@@ -233,12 +235,12 @@ export class KubeClient {
     try {
       text = await readCapped(res.body, this.opts.maxBodyBytes);
     } catch (err) {
-      throw err instanceof KubeApiError ? err : new KubeApiError(`GET ${path}: ${(err as Error).message}`, 0, '', { cause: err });
+      throw err instanceof KubeApiError ? err : new KubeApiError(`GET ${path}: ${asError(err).message}`, 0, '', { cause: err });
     }
     try {
       return JSON.parse(text) as unknown;
     } catch (err) {
-      throw new KubeApiError(`GET ${path}: the answer is not JSON: ${(err as Error).message}`, res.statusCode, 'BadJSON');
+      throw new KubeApiError(`GET ${path}: the answer is not JSON: ${asError(err).message}`, res.statusCode, 'BadJSON');
     }
   }
 
@@ -269,7 +271,7 @@ export class KubeClient {
     } catch (err) {
       res.body.destroy();
       if (err instanceof KubeApiError) throw err;
-      throw new KubeApiError(`watch ${path}: ${(err as Error).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
+      throw new KubeApiError(`watch ${path}: ${asError(err).message}`, 0, (err as { code?: string }).code ?? '', { cause: err });
     }
   }
 

@@ -17,7 +17,7 @@
 
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
-import { Pool, type Dispatcher } from 'undici';
+import type { Pool, Dispatcher } from 'undici';
 import { localAddressOf, plainUpstreamSocket, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
 import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
 import { asError, undiciShapedError } from '../errors';

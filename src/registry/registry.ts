@@ -1,8 +1,10 @@
 // The live service registry: one Cluster per compiled ClusterDef, endpoints resolved (static IPs, or
-// DNS names refreshed by a NameResolver), and one undici Pool per upstream endpoint shared by every
-// cluster that reaches it. `reconcile(snapshot)` is called before a new snapshot is published.
+// DNS names refreshed by a NameResolver), and one pool per upstream endpoint and options shared by
+// every cluster that reaches it (our HTTP/1.1 or h2c pool; undici's Pool for other TLS).
+// `reconcile(snapshot)` is called before a new snapshot is published.
 
-import { Pool, type Dispatcher } from 'undici';
+import type { Pool, Dispatcher } from 'undici';
+import { isUndiciPool, undici } from '../undici';
 import { H2cPool } from './h2c-pool';
 import { H1Pool } from './h1-pool';
 import type { ClusterDef, EndpointAddress, Snapshot } from '../config/snapshot';
@@ -65,7 +67,7 @@ interface PoolEntry {
 
 /** undici's Pool toward an endpoint: TLS upstreams, and plain ones' streamed uploads. */
 function undiciPool(endpoint: Endpoint, opts: PoolOptions): Pool {
-  return new Pool(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
+  return new (undici().Pool)(`${opts.tls ? 'https' : 'http'}://${endpoint.key}`, {
     connections: opts.maxConnections ?? null,
     pipelining: 1,
     connect: opts.tls?.mesh
@@ -104,7 +106,7 @@ function countConnections<P extends UpstreamPool>(pool: P, stats: ConnectionStat
 /** Requests a pool carries now (running or waiting for a connection). */
 function inFlight(pool: UpstreamPool): number {
   if (pool instanceof H2cPool || pool instanceof H1Pool) return pool.inFlight;
-  if (pool instanceof Pool) return pool.stats.size;
+  if (isUndiciPool(pool)) return pool.stats.size;
   return 0;
 }
 
