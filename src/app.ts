@@ -32,6 +32,7 @@ import { agentHandler, mergedApplication } from './admin/agent';
 import { FileSource, type ConfigSource } from './sources/source';
 import { KubeSource, type KubeSourceOptions } from './sources/kubernetes';
 import { compileChecked, type RejectedObject } from './config/pipeline';
+import { asError } from './errors';
 
 export interface AppOptions {
   /** The file source's paths (unused with `kubernetes`). */
@@ -162,7 +163,7 @@ export class App {
     this.dns = new DnsResolver({
       servers: opts.dnsServers ? [...opts.dnsServers] : undefined,
       family: opts.dnsFamily ?? 'v4',
-      onListenerError: (name, err) => this.log.error({ name, err: (err as Error)?.message ?? String(err) }, 'DNS: applying a new answer failed; the name keeps being refreshed'),
+      onListenerError: (name, err) => this.log.error({ name, err: asError(err).message }, 'DNS: applying a new answer failed; the name keeps being refreshed'),
     });
     this.registry = new Registry({
       watch: (name, onChange) => this.dns.watch(name, (addrs) => onChange(addrs)),

@@ -24,6 +24,7 @@ import { MESH_CERT_NAMES, type MeshCertFiles } from './tls/secrets';
 import { followLogLevel, offerMetrics, PROMETHEUS_ANNOTATIONS_ENV, runPrimary, shareLogLevel, shareReadiness, workerIndex } from './workers';
 import { lowerHelperThreads, parseHelperNice } from './helper-threads';
 import { tuneV8 } from './v8-tuning';
+import { asError } from './errors';
 
 interface FlagSpec {
   readonly name: string;
@@ -500,7 +501,7 @@ export async function main(argv: string[]): Promise<void> {
         code = 2;
     }
   } catch (err) {
-    process.stderr.write(`meshgate: ${(err as Error).message}\n`);
+    process.stderr.write(`meshgate: ${asError(err).message}\n`);
     code = 2;
   }
   if (code >= 0) process.exitCode = code;

@@ -15,6 +15,7 @@
 // package.json `bin`, where it would shadow a real Istio install.
 
 import http from 'node:http';
+import { asError } from './errors';
 
 /** The ports Istio's `pilot-agent request --debug-port` accepts. */
 export const ISTIO_ALLOWED_PORTS: readonly number[] = [15000, 15004, 15020, 15021];
@@ -295,7 +296,7 @@ export function fetchOnce(method: string, url: URL, body: string, timeoutMs: num
         });
       });
     } catch (err) {
-      fail(err as Error);
+      fail(asError(err));
       return;
     }
     req.on('error', fail);
@@ -344,7 +345,7 @@ async function runRequest(cmd: RequestCommand, io: Io): Promise<number> {
   try {
     res = await fetchOnce(cmd.method, url, cmd.body, REQUEST_TIMEOUT_MS);
   } catch (err) {
-    await write(io.stderr, `Error: ${(err as Error).message}\n`);
+    await write(io.stderr, `Error: ${asError(err).message}\n`);
     return 1;
   }
   if (res.status > 399 && res.status !== 404) {
@@ -361,7 +362,7 @@ async function checkReady(url: URL, timeoutMs: number): Promise<string | undefin
     const res = await fetchOnce('GET', url, '', timeoutMs);
     return res.status === 200 ? undefined : `HTTP status code ${res.status}`;
   } catch (err) {
-    return (err as Error).message;
+    return asError(err).message;
   }
 }
 
@@ -396,7 +397,7 @@ export async function main(argv: string[], env: Env = process.env, io: Io = { st
     cmd = parseCommand(argv, env);
   } catch (err) {
     const usageHint = err instanceof UsageError ? "Run 'pilot-agent --help' for usage.\n" : '';
-    await write(io.stderr, `Error: ${(err as Error).message}\n${usageHint}`);
+    await write(io.stderr, `Error: ${asError(err).message}\n${usageHint}`);
     return 1;
   }
   try {
@@ -410,7 +411,7 @@ export async function main(argv: string[], env: Env = process.env, io: Io = { st
         return await runWait(cmd, io);
     }
   } catch (err) {
-    await write(io.stderr, `Error: ${(err as Error).message}\n`);
+    await write(io.stderr, `Error: ${asError(err).message}\n`);
     return 1;
   }
 }

@@ -10,6 +10,7 @@
 
 import http from 'node:http';
 import { send, type MetricsSource } from './servers';
+import { asError } from '../errors';
 
 /** Where the application's metrics are (ISTIO_PROMETHEUS_ANNOTATIONS: the pod's own prometheus.io annotations). */
 export interface AppScrapeTarget {
@@ -33,7 +34,7 @@ export function appScrapeTarget(value: string | undefined, agentPort: number): A
   try {
     parsed = JSON.parse(value);
   } catch (err) {
-    return new Error(`ISTIO_PROMETHEUS_ANNOTATIONS: not JSON (${(err as Error).message})`);
+    return new Error(`ISTIO_PROMETHEUS_ANNOTATIONS: not JSON (${asError(err).message})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return new Error('ISTIO_PROMETHEUS_ANNOTATIONS: not a JSON object');
   const field = (k: string): string | Error => {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { LineCounter, parseAllDocuments, isMap, isSeq, isPair, isScalar, type Node } from 'yaml';
 import type { ConfigIssue, ObjectMeta, Resource, SourcePos } from './types';
 import { listConfigFiles } from '../sources/files';
+import { asError } from '../errors';
 
 export const ISTIO_KINDS = new Set(['Gateway', 'VirtualService', 'DestinationRule', 'ServiceEntry', 'WorkloadEntry', 'Sidecar']);
 export const ISTIO_VERSIONS = new Set(['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3']);
@@ -113,7 +114,7 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
   try {
     docs = parseAllDocuments(text, { lineCounter: lc, uniqueKeys: true });
   } catch (err) {
-    issues.push(issue({ file, line: 1, col: 1 }, `cannot parse YAML: ${(err as Error).message}`));
+    issues.push(issue({ file, line: 1, col: 1 }, `cannot parse YAML: ${asError(err).message}`));
     return { resources, issues, infos, skipped, files: [file], nextOrder: order };
   }
   const posOf = (offset: number): SourcePos => {
@@ -131,7 +132,7 @@ export function loadText(text: string, file: string, orderStart = 0): LoadResult
     try {
       value = doc.toJS({ maxAliasCount: 100 });
     } catch (err) {
-      issues.push(issue(start, `YAML: ${(err as Error).message}`));
+      issues.push(issue(start, `YAML: ${asError(err).message}`));
       continue;
     }
     if (value === null || value === undefined) continue;
@@ -240,7 +241,7 @@ export async function loadPaths(paths: readonly string[]): Promise<LoadResult> {
       }
       text = await fs.promises.readFile(file, 'utf8');
     } catch (err) {
-      issues.push(issue({ file, line: 1, col: 1 }, `cannot read: ${(err as Error).message}`));
+      issues.push(issue({ file, line: 1, col: 1 }, `cannot read: ${asError(err).message}`));
       continue;
     }
     const r = loadText(text, file, order);

@@ -13,6 +13,7 @@ import { unsupportedFields } from './unsupported';
 import { gatewayKey, intersectHosts, parseDuration, parseGatewayRef, parseServerHost, resolveHost, hostMatches, MESH_GATEWAY } from './names';
 import { inspectFormat } from '../telemetry/access-log';
 import { withoutNulls } from './load';
+import { asError } from '../errors';
 
 type Who = { kind: string; namespace: string; name: string };
 
@@ -94,7 +95,7 @@ export function checkSchema(value: unknown, s: Schema, path: string, report: (pa
       try {
         RE2JS.compile(value);
       } catch (err) {
-        report(path, `invalid regex ${JSON.stringify(value)} (RE2 syntax): ${(err as Error).message.replace(/^error parsing regexp: /, '')}`);
+        report(path, `invalid regex ${JSON.stringify(value)} (RE2 syntax): ${asError(err).message.replace(/^error parsing regexp: /, '')}`);
       }
       return;
     case 'int':
@@ -254,7 +255,7 @@ export function parseMesh(cm: ConfigMapResource | undefined, c: Collector): { me
     // As the resources' specs: a field set to null is left out (defaulted), not handed to compile.
     mesh = (withoutNulls(doc.toJS({ maxAliasCount: 100 })) ?? {}) as MeshConfig;
   } catch (err) {
-    c.add('error', who, base, 'data.mesh', `YAML: ${(err as Error).message}`);
+    c.add('error', who, base, 'data.mesh', `YAML: ${asError(err).message}`);
     return { mesh: {}, pos: base };
   }
   if (typeof mesh !== 'object' || Array.isArray(mesh)) {
@@ -331,7 +332,7 @@ export function validate(resources: readonly Resource[]): ValidationResult {
       // Istio fields meshgate accepts without acting on them: said, not silently ignored.
       for (const u of unsupportedFields(r.kind, r.spec)) warn(u.path, u.message);
     } catch (e) {
-      err('spec', `cannot be checked: ${(e as Error).message}`);
+      err('spec', `cannot be checked: ${asError(e).message}`);
     }
   }
   const of = <T>(kind: string) => resources.filter((r) => r.kind === kind) as unknown as T[];

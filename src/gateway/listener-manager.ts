@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { ListenerDef, ListenerFamily, OutboundDef, OutboundDestination, Snapshot } from '../config/snapshot';
 import type { HttpProxy } from './http/proxy';
 import type { Telemetry } from '../telemetry/telemetry';
-import { ERRORS, type ErrorCode } from '../errors';
+import { ERRORS, asError, type ErrorCode } from '../errors';
 import { joinHostPort, rawLocalReply } from './http/headers';
 import { UpgradeProxy } from './http/upgrade';
 import { sniffPlaintext } from './sniff';
@@ -236,7 +236,7 @@ export class ListenerManager {
       try {
         this.accept(l, socket);
       } catch (err) {
-        this.deps.log.error({ listener: l.def.name, err: (err as Error).message }, 'connection setup failed; closed');
+        this.deps.log.error({ listener: l.def.name, err: asError(err).message }, 'connection setup failed; closed');
         socket.destroy();
       }
     });
@@ -337,7 +337,7 @@ export class ListenerManager {
         const route = cluster ? { ...PASSTHROUGH_ROUTE, name: cluster, destinations: [{ cluster, host: cluster, port: dst.port, weight: 100 }] } : passthrough;
         this.deps.tcp.handle(socket, { route, replay: hello.bytes, originalDst: dst });
       } catch (err) {
-        this.deps.log.error({ err: (err as Error).message }, 'capture dispatch failed; connection closed');
+        this.deps.log.error({ err: asError(err).message }, 'capture dispatch failed; connection closed');
         socket.destroy();
       }
     });
@@ -401,7 +401,7 @@ export class ListenerManager {
         }
         this.deps.tcp.handle(socket, { route: route(), replay: hello.bytes, originalDst: dst, ...(hello.status === 'hello' && hello.sni ? { sni: hello.sni } : {}) });
       } catch (err) {
-        this.deps.log.error({ err: (err as Error).message }, 'inbound dispatch failed; connection closed');
+        this.deps.log.error({ err: asError(err).message }, 'inbound dispatch failed; connection closed');
         socket.destroy();
       }
     });

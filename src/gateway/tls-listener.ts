@@ -13,6 +13,7 @@ import type { ServerCredentialSource } from '../tls/secrets';
 import type { HttpStackEntry, TlsDispatcher } from './listener-manager';
 import { selectChain, selectTcpRoute } from './tcp/match';
 import type { TcpProxy } from './tcp/proxy';
+import { asError } from '../errors';
 
 export interface TlsListenerDeps {
   readonly tcp: TcpProxy;
@@ -74,7 +75,7 @@ export class TlsListener implements TlsDispatcher {
         socket.unshift(hello.bytes); // the TLS layer reads the ClientHello again from the socket
         this.terminate(socket, chain, sni, http, startTime);
       } catch (err) {
-        this.deps.log.error({ err: (err as Error).message }, 'tls dispatch failed; connection closed');
+        this.deps.log.error({ err: asError(err).message }, 'tls dispatch failed; connection closed');
         socket.destroy();
       }
     });

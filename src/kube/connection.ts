@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { asError } from '../errors';
 
 /** Everything the API client needs to connect; PEM texts, not paths. */
 export interface KubeConnection {
@@ -98,7 +99,7 @@ function parseDoc(text: string, file: string): Obj {
   try {
     doc = parseYaml(text);
   } catch (err) {
-    throw new Error(`kubeconfig ${file}: cannot parse: ${(err as Error).message}`);
+    throw new Error(`kubeconfig ${file}: cannot parse: ${asError(err).message}`);
   }
   // An empty file is an empty config (kubectl skips it); anything else must be a mapping.
   if (doc === null || doc === undefined) return {};
@@ -239,7 +240,7 @@ export function resolveConnection(kubeconfig: string | undefined, env: NodeJS.Pr
         text = fs.readFileSync(file, 'utf8');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' && paths.length > 1) continue;
-        throw new Error(`kubeconfig ${file}: cannot read: ${(err as Error).message}`);
+        throw new Error(`kubeconfig ${file}: cannot read: ${asError(err).message}`);
       }
       files.push({ file, text });
     }

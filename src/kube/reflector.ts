@@ -7,6 +7,7 @@
 
 import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient, type WatchEvent } from './client';
+import { asError } from '../errors';
 
 export interface ResourceType {
   readonly kind: string;
@@ -199,10 +200,10 @@ export class Reflector {
           continue;
         }
         this.stats.errors += 1;
-        this.stats.lastError = (err as Error).message;
+        this.stats.lastError = asError(err).message;
         if (err instanceof KubeApiError && err.status === 404) this.version = undefined; // CRD removed or version dropped
         const delay = backoffDelay(this.attempt++, this.tuning, this.random);
-        this.log.warn({ kind: this.target.type.kind, err: (err as Error).message, retryInMs: delay }, `${this.name}: ${(err as Error).message}; retrying`);
+        this.log.warn({ kind: this.target.type.kind, err: asError(err).message, retryInMs: delay }, `${this.name}: ${asError(err).message}; retrying`);
         await this.sleep(delay);
       }
     }

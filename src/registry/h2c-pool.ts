@@ -425,7 +425,7 @@ class Connection {
     } catch (err) {
       // Material node refuses at once (a mesh key that does not match its certificate, mid-rotation):
       // a connection failure (503 UF) for the requests, never a throw out of dispatch.
-      this.failure = undiciShapedError('ERR_TLS_CONFIG', `the mesh TLS material was refused: ${(err as Error).message}`, err);
+      this.failure = undiciShapedError('ERR_TLS_CONFIG', `the mesh TLS material was refused: ${asError(err).message}`, err);
       socket = new net.Socket();
       const failure = this.failure;
       process.nextTick(() => socket.destroy(failure));

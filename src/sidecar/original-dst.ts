@@ -4,6 +4,7 @@
 
 import path from 'node:path';
 import type { Socket } from 'node:net';
+import { asError } from '../errors';
 
 export interface OriginalDestination {
   readonly address: string;
@@ -23,7 +24,7 @@ function load(): Addon | Error {
   try {
     addon = require(file) as Addon;
   } catch (err) {
-    addon = new Error(`the SO_ORIGINAL_DST addon is not built (${file}: ${(err as Error).message.split('\n')[0]}); `
+    addon = new Error(`the SO_ORIGINAL_DST addon is not built (${file}: ${asError(err).message.split('\n')[0]}); `
       + 'run `npm install` on Linux with python3, make and a C compiler, or use the per-port capture fallback');
   }
   return addon;

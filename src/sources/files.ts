@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { asError } from '../errors';
 
 const CONFIG_FILE = /\.(ya?ml|json)$/i;
 
@@ -99,7 +100,7 @@ export class FileWatcher {
         w.on('error', () => {});
         this.watchers.push(w);
       } catch (err) {
-        this.log.debug({ path: p, err: (err as Error).message }, 'fs.watch unavailable; polling only');
+        this.log.debug({ path: p, err: asError(err).message }, 'fs.watch unavailable; polling only');
       }
     }
   }

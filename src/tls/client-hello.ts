@@ -11,6 +11,7 @@
 // the test suite as an independent oracle for well-formed hellos (and to show the crash).
 
 import type { Socket } from 'node:net';
+import { asError } from '../errors';
 
 const CONTENT_HANDSHAKE = 22;
 const HANDSHAKE_CLIENT_HELLO = 1;
@@ -204,7 +205,7 @@ export function readClientHello(socket: Socket, opts: { maxBytes?: number; timeo
       try {
         result = parseClientHello(all(), maxBytes);
       } catch (err) {
-        result = invalid(`parser error: ${(err as Error).message}`); // cannot happen; never let it escape
+        result = invalid(`parser error: ${asError(err).message}`); // cannot happen; never let it escape
       }
       if (result.status !== 'incomplete') finish({ ...result, bytes: all() });
     };

@@ -10,6 +10,7 @@ import { positionOf } from '../config/validate';
 import type { ConfigIssue, GatewayResource, ResourceSet } from '../config/types';
 import { parseServerHost } from '../config/names';
 import { secretValue } from './secrets';
+import { asError } from '../errors';
 
 export interface CertificateFacts {
   readonly subject: string;
@@ -59,7 +60,7 @@ export function certificateFacts(certPem: string): CertificateFacts | Error {
     const dnsNames = san ? san.names.items.filter((n) => n.type === 'dns').map((n) => n.value) : [];
     return { subject: cert.subject, dnsNames, notBefore: cert.notBefore, notAfter: cert.notAfter };
   } catch (err) {
-    return new Error(`the certificate does not parse: ${(err as Error).message}`);
+    return new Error(`the certificate does not parse: ${asError(err).message}`);
   }
 }
 
@@ -73,7 +74,7 @@ export function inspectServerCertificate(certPem: string, keyPem: string, hosts:
     const ownKey = createPublicKey(keyPem).export({ type: 'spki', format: 'der' });
     if (!certKey.equals(ownKey)) problems.push({ severity: 'error', message: 'the private key does not belong to the certificate' });
   } catch (err) {
-    problems.push({ severity: 'error', message: `the private key does not parse: ${(err as Error).message}` });
+    problems.push({ severity: 'error', message: `the private key does not parse: ${asError(err).message}` });
   }
   if (facts.notAfter < now) problems.push({ severity: 'warning', message: `the certificate expired on ${facts.notAfter.toISOString()} (still served, as Istio does; clients will refuse it)` });
   else if (facts.notBefore > now) problems.push({ severity: 'warning', message: `the certificate is not valid before ${facts.notBefore.toISOString()}` });
@@ -124,7 +125,7 @@ export function certificateIssues(set: ResourceSet): { issues: ConfigIssue[]; se
           materials.push({ source: t.serverCertificate, path: `spec.servers[${i}].tls.serverCertificate`, cert: fs.readFileSync(t.serverCertificate, 'utf8'), key: fs.readFileSync(t.privateKey, 'utf8') });
         } catch (err) {
           const pos = positionOf(gw, `spec.servers[${i}].tls.serverCertificate`);
-          issues.push({ severity: 'warning', file: pos.file, line: pos.line, col: pos.col, kind: gw.kind, namespace: gw.metadata.namespace, name: gw.metadata.name, path: `spec.servers[${i}].tls`, message: `warning: ${(err as Error).message}` });
+          issues.push({ severity: 'warning', file: pos.file, line: pos.line, col: pos.col, kind: gw.kind, namespace: gw.metadata.namespace, name: gw.metadata.name, path: `spec.servers[${i}].tls`, message: `warning: ${asError(err).message}` });
         }
       }
       for (const m of materials) {

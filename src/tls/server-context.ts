@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { ServerTLSSettings, TLSProtocol } from '../config/types';
 import type { ServerCredentialSource } from './secrets';
 import { needsClientCertificate } from './secrets';
+import { asError } from '../errors';
 
 /** What a handshake needs besides the context: whether and how to check the client. */
 export interface ServerTlsPolicy {
@@ -77,7 +78,7 @@ export class ServerContexts {
       if (source.kind === 'files') for (const f of [source.cert, source.key, source.ca]) if (f) this.watch(f, key);
       return policy;
     } catch (err) {
-      return new Error(`cannot build the TLS context from ${source.kind === 'secret' ? `Secret ${source.name}` : `files ${source.cert}, ${source.key}`}: ${(err as Error).message}`);
+      return new Error(`cannot build the TLS context from ${source.kind === 'secret' ? `Secret ${source.name}` : `files ${source.cert}, ${source.key}`}: ${asError(err).message}`);
     }
   }
 

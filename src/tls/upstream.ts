@@ -9,6 +9,7 @@ import type { buildConnector } from 'undici';
 import { isIP } from '../config/names';
 import type { UpstreamTls } from './secrets';
 import { setTlsIdentities, tlsIdentitiesOf, type TlsIdentities } from './identities';
+import { asError } from '../errors';
 
 export interface UpstreamTlsOptions {
   /** Distinguishes pools that differ only in TLS settings. */
@@ -208,7 +209,7 @@ export function upstreamTlsOptions(t: UpstreamTls, host: string): UpstreamTlsOpt
     const poolKey = createHash('sha256').update(JSON.stringify([t, ca, cert])).digest('hex').slice(0, 16);
     result = { key: poolKey, connect, ...(t.mode === 'ISTIO_MUTUAL' ? { mesh: true } : {}) };
   } catch (err) {
-    result = new Error(`cannot read upstream TLS material: ${(err as Error).message}`);
+    result = new Error(`cannot read upstream TLS material: ${asError(err).message}`);
   }
   built.set(t, result);
   return result;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { retryableError } from '../../src/gateway/http/proxy';
-import { ERRORS, fromUpstreamError, GatewayError } from '../../src/errors';
+import { asError, ERRORS, fromUpstreamError, GatewayError } from '../../src/errors';
 
 describe('error catalogue', () => {
   it('docs/errors.md lists every code with the same status, flag, details and body', () => {
@@ -48,5 +48,15 @@ describe('error catalogue', () => {
     assert.equal(retryableError('UPSTREAM_REFUSED_STREAM', policy('connect-failure,reset')), false);
     assert.equal(retryableError('UPSTREAM_REMOTE_RESET', policy('reset')), true);
     assert.equal(retryableError('UPSTREAM_REMOTE_RESET', policy('connect-failure,refused-stream')), false);
+  });
+
+  it('asError: an Error as it is; any other thrown value as an Error with its text', () => {
+    const e = new TypeError('boom');
+    assert.equal(asError(e), e);
+    for (const [thrown, message] of [['a string', 'a string'], [undefined, 'undefined'], [null, 'null'], [42, '42'], [{ code: 'X' }, '[object Object]']] as const) {
+      const got = asError(thrown);
+      assert.ok(got instanceof Error);
+      assert.equal(got.message, message);
+    }
   });
 });

@@ -15,7 +15,7 @@ import { httpToGrpcStatus, isGrpcContentType, type Telemetry } from '../../telem
 import type { AccessRecord } from '../../telemetry/access-log';
 import { PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, peerWorkloadFromHeader, peerWorkloadFromRaw, type OwnPeerHeaders, type PeerWorkload } from '../../telemetry/peer-metadata';
 import type { DestinationLabels } from '../../telemetry/metrics';
-import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, type ErrorCode } from '../../errors';
+import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, asError, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
 import {
   authorityOf, downstreamResponseHeaders, dropNamed, httpDate, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
@@ -511,7 +511,7 @@ export class HttpProxy {
         this.serve(req, res, { req, res }, entry);
       } catch (err) {
         // A bug must cost one request, never the process.
-        res.destroy(err as Error);
+        res.destroy(asError(err));
       }
     };
   }
@@ -539,7 +539,7 @@ export class HttpProxy {
       try {
         this.serve(req, res, undefined, entry);
       } catch (err) {
-        res.destroy(err as Error); // a bug must cost one request, never the process
+        res.destroy(asError(err)); // a bug must cost one request, never the process
       }
     };
   }
@@ -1002,7 +1002,7 @@ class Forwarder {
           return;
         }
         const again = retryableError(gerr.code, this.policy) && this.takeRetrySlot();
-        this.debugAttempt(endpoint.hostPort, `${gerr.code}: ${(err as Error).message}`, again ? 'retrying' : 'giving up');
+        this.debugAttempt(endpoint.hostPort, `${gerr.code}: ${asError(err).message}`, again ? 'retrying' : 'giving up');
         if (again) return this.retry();
         this.stopTimers();
         const retried = this.attempts > 1;
