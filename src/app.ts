@@ -19,7 +19,7 @@ import { ownPeerHeaders } from './telemetry/peer-metadata';
 import { WORKLOAD_NAME_LABEL } from './serviceentry/services';
 import { HttpProxy } from './gateway/http/proxy';
 import { UpgradeProxy } from './gateway/http/upgrade';
-import { directReadsWork } from './gateway/direct-reads';
+import { directReadsWork, directTlsReads } from './gateway/direct-reads';
 import { DEFAULT_TCP_IDLE_TIMEOUT_MS, TcpProxy } from './gateway/tcp/proxy';
 import { TlsListener } from './gateway/tls-listener';
 import { DEFAULT_HELLO_TIMEOUT_MS } from './tls/client-hello';
@@ -240,8 +240,12 @@ export class App {
   /** Start admin servers, apply the first config, bind listeners, start watching. */
   async start(): Promise<ReloadOutcome> {
     // Proven once per process, before the first listener takes a connection.
-    if (this.opts.directReads !== false && !(await directReadsWork())) {
-      this.log.warn(`direct client reads did not pass their start-up check on node ${process.version}; client connections read through node's streams`);
+    if (this.opts.directReads !== false) {
+      if (!(await directReadsWork())) {
+        this.log.warn(`direct client reads did not pass their start-up check on node ${process.version}; client connections read through node's streams`);
+      } else if (!directTlsReads()) {
+        this.log.info(`direct reads of TLS connections did not pass their start-up check on node ${process.version}; TLS connections read through node's streams`);
+      }
     }
     const state: AdminState = {
       store: this.store,

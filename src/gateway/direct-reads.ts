@@ -17,13 +17,19 @@
 // as 'end' (`directReadsWork`). Until that passes, or if it fails, every socket reads through its
 // stream as before.
 //
+// TLS sockets the gateway terminates (HTTPS, TLS SIMPLE/MUTUAL, a sidecar's inbound mTLS) read the
+// same way once their handshake is done: their TLSWrap handle asks for a buffer for the decrypted
+// bytes as a TCP handle does for the raw ones. That is proved on its own, over a loopback TLS 1.2
+// connection with a pre-shared key; without it TLS sockets keep their streams.
+//
 // A handle cannot be told to stop reading into user buffers. A connection the HTTP/1.1 lane hands to
 // node:http (or any stream consumer) is switched back by `toStream`: the callback from then on
 // pushes each read into the socket's Readable, so 'data', unshift, pause and node:http's parser
 // (which consumes the handle and then reads past these listeners itself) work as on any socket.
 
 import net, { type Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import { connect as tlsConnect, createSecureContext, TLSSocket, type TLSSocketOptions } from 'node:tls';
 import { asError } from '../errors';
 import { COPIED_READS, ownedReads } from './tcp/read-buffers';
 
@@ -81,6 +87,8 @@ function findSymbols(): OnreadSymbols | undefined {
 
 let symbols: OnreadSymbols | undefined;
 let proven: Promise<boolean> | undefined;
+/** TLS sockets passed their own proof (after the plain one). */
+let tlsProven = false;
 /** Sockets switched over in this process (tests check the path is taken, not silently skipped). */
 let switched = 0;
 
@@ -89,18 +97,21 @@ export function switchedSockets(): number {
 }
 
 /**
- * Make `socket`, a plain socket a server accepted, read through `reads` from now on. Returns what it
- * had already read into its stream (handle those bytes first), or false: it keeps reading through
- * its stream (not proven on this node, a TLS socket, a handle some parser consumes, or one switched
- * before). The socket is left reading (resumed); from now on its pause() and resume() stop and start
+ * Make `socket`, a socket a server accepted (or a TLS socket over one, once secure), read through
+ * `reads` from now on. Returns what it had already read into its stream (handle those bytes first),
+ * or false: it keeps reading through its stream (not proven on this node, a TLS socket before its
+ * handshake ends or where TLS was not proven, a handle some parser consumes, or one switched before). The socket is left reading (resumed); from now on its pause() and resume() stop and start
  * the reads, as for a socket made with `onread`. Its end still comes as 'end', a read error as 'error'.
  */
 export function readThrough(socket: Socket, reads: SocketReads): { readonly waiting: Buffer | undefined } | false {
-  return symbols ? switchReads(socket, reads, symbols) : false;
+  return symbols ? switchReads(socket, reads, symbols, tlsProven) : false;
 }
 
-function switchReads(socket: Socket, reads: SocketReads, s: OnreadSymbols): { readonly waiting: Buffer | undefined } | false {
-  if (socket instanceof TLSSocket || socket.destroyed) return false;
+function switchReads(socket: Socket, reads: SocketReads, s: OnreadSymbols, tls: boolean): { readonly waiting: Buffer | undefined } | false {
+  if (socket.destroyed) return false;
+  // A TLS socket reads decrypted bytes into the buffer (its TLSWrap asks for one as a TCP handle
+  // does): proven separately (`tls`), and switched only once its handshake is done.
+  if (socket instanceof TLSSocket && (!tls || !(socket as { _secureEstablished?: boolean })._secureEstablished)) return false;
   const handle = handleOf(socket);
   const own = socket as unknown as Record<symbol, unknown>;
   if (!handle || typeof handle.useUserBuffer !== 'function' || handle._consumed || own[s.current]) return false;
@@ -149,21 +160,71 @@ export function laneReads(socket: Socket, onChunk: (chunk: Buffer) => boolean): 
 /**
  * Are direct reads proven on this node? The first call runs the proof (once per process): a
  * loopback connection is accepted, switched over, and must deliver a few bytes through the callback
- * and then its end, within 3 s. Never rejects.
+ * and then its end, within 3 s. Then the same over TLS (`directTlsReads`). Never rejects.
  */
 export function directReadsWork(): Promise<boolean> {
-  proven ??= prove().catch(() => false).then((ok) => {
-    if (!ok) symbols = undefined;
-    return ok;
+  proven ??= provePlain().catch(() => undefined).then(async (found) => {
+    symbols = found;
+    if (!found) return false;
+    tlsProven = await proveTls(found).catch(() => false);
+    return true;
   });
   return proven;
 }
 
+/** Whether TLS sockets read directly too (known once directReadsWork has resolved). */
+export function directTlsReads(): boolean {
+  return tlsProven;
+}
+
 const PROOF = Buffer.from('meshgate direct reads', 'latin1');
 
-function prove(): Promise<boolean> {
+/** The plain proof: the symbols, when a switched loopback connection delivered through them. */
+async function provePlain(): Promise<OnreadSymbols | undefined> {
   const found = findSymbols();
-  if (!found) return Promise.resolve(false);
+  if (!found) return undefined;
+  const ok = await proveOn(found, (raw, ready) => ready(raw), (port, send) => {
+    const client = net.connect(port, '127.0.0.1', () => send(client));
+    return client;
+  });
+  return ok ? found : undefined;
+}
+
+/**
+ * The TLS proof: a TLS 1.2 handshake with a pre-shared key (no certificate to make), the server
+ * side a TLSSocket made by hand over the accepted socket as tls-listener.ts makes its own, switched
+ * once secure as the HTTP/1.1 lane and the TCP proxy switch theirs.
+ */
+async function proveTls(found: OnreadSymbols): Promise<boolean> {
+  const key = randomBytes(32);
+  const suite = { ciphers: 'PSK-AES128-GCM-SHA256', minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } as const;
+  const context = createSecureContext(suite);
+  return proveOn(found, (raw, ready) => {
+    const secure = new TLSSocket(raw, { isServer: true, secureContext: context, pskCallback: () => key } as TLSSocketOptions);
+    secure.once('secure', () => ready(secure));
+    return secure;
+  }, (port, send) => {
+    const client = tlsConnect({
+      port, host: '127.0.0.1', ...suite,
+      pskCallback: () => ({ psk: key, identity: 'meshgate' }),
+      checkServerIdentity: () => undefined,
+    }, () => send(client));
+    client.resume(); // the server's close_notify
+    return client;
+  });
+}
+
+/**
+ * One proof: `accept` turns each accepted socket into the one to switch (itself, or a TLSSocket
+ * over it) and calls `ready` when it may be switched; `connect` dials the port and calls `send` once
+ * connected. The switched socket must deliver PROOF through the callback, nothing as 'data', then
+ * 'end', within 3 s.
+ */
+function proveOn(
+  found: OnreadSymbols,
+  accept: (raw: Socket, ready: (socket: Socket) => void) => Socket | void,
+  connect: (port: number, send: (client: Socket) => void) => Socket,
+): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
     const sockets: Socket[] = [];
     let settled = false;
@@ -176,34 +237,37 @@ function prove(): Promise<boolean> {
       resolve(ok);
     };
     const timer = setTimeout(() => done(false), 3000);
-    const server = net.createServer({ allowHalfOpen: true }, (accepted) => {
-      sockets.push(accepted);
-      accepted.on('error', () => done(false));
-      const got: Buffer[] = [];
-      let viaStream = false;
-      accepted.on('data', () => {
-        viaStream = true;
+    const send = (client: Socket) => void client.end(PROOF);
+    const server = net.createServer({ allowHalfOpen: true }, (raw) => {
+      sockets.push(raw);
+      raw.on('error', () => done(false));
+      const wrapped = accept(raw, (accepted) => {
+        const got: Buffer[] = [];
+        let viaStream = false;
+        accepted.on('data', () => {
+          viaStream = true;
+        });
+        const taken = switchReads(accepted, {
+          buffer: () => COPIED_READS,
+          callback: (bytes, buf) => {
+            got.push(Buffer.from(buf.subarray(0, bytes)));
+            return true;
+          },
+        }, found, true);
+        if (!taken) return done(false);
+        if (taken.waiting) got.unshift(taken.waiting);
+        accepted.on('end', () => done(!viaStream && Buffer.concat(got).equals(PROOF)));
       });
-      const taken = switchReads(accepted, {
-        buffer: () => COPIED_READS,
-        callback: (bytes, buf) => {
-          got.push(Buffer.from(buf.subarray(0, bytes)));
-          return true;
-        },
-      }, found);
-      if (!taken) return done(false);
-      if (taken.waiting) got.unshift(taken.waiting);
-      accepted.on('end', () => {
-        const ok = !viaStream && Buffer.concat(got).equals(PROOF);
-        if (ok) symbols = found;
-        done(ok);
-      });
+      if (wrapped) {
+        sockets.push(wrapped);
+        wrapped.on('error', () => done(false));
+      }
     });
     server.on('error', () => done(false));
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
       if (!address || typeof address === 'string') return done(false);
-      const client = net.connect(address.port, '127.0.0.1', () => client.end(PROOF));
+      const client = connect(address.port, send);
       sockets.push(client);
       client.on('error', () => done(false));
     });

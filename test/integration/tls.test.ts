@@ -18,6 +18,8 @@ import { makeCa, makeLeaf, tlsSecretYaml, type CaPem, type Pem } from '../helper
 import { curl, waitFor, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
 import { loopbackServiceEntryYaml } from '../../src/sample/configs';
+import { directTlsReads, switchedSockets } from '../../src/gateway/direct-reads';
+import { seededBytes } from '../helpers/bytes';
 
 /** `openssl s_client` with a short life; resolves its combined output. */
 function sClient(args: string[]): Promise<string> {
@@ -243,6 +245,34 @@ spec:
     const after = await get();
     assert.equal(after.port, before.port, 'the same connection');
     assert.equal(after.status, 200);
+    agent.destroy();
+  });
+
+  it('HTTPS on one connection: read directly while the lane serves it, then by node:http (a chunked 1 MiB upload echoed byte-exact), then the lane again', async () => {
+    // (ca2: the rotation test above re-signed httpbin's certificate with it)
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: [ca.cert, ca2.cert], servername: 'httpbin.example.com' });
+    const request = (method: string, urlPath: string, body?: Buffer) => new Promise<{ status: number; body: Buffer; port: number }>((done, fail) => {
+      const req = https.request({ host: '127.0.0.1', port: httpsPort, method, path: urlPath, agent, headers: { host: 'httpbin.example.com' } }, (res) => {
+        const chunks: Buffer[] = [];
+        const local = res.socket.localPort ?? 0;
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => done({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), port: local }));
+      }).on('error', fail);
+      if (body) for (let i = 0; i < body.length; i += 64 * 1024) req.write(body.subarray(i, i + 64 * 1024)); // no length: chunked
+      req.end();
+    });
+    const switched = switchedSockets();
+    const first = await request('GET', '/status/200');
+    assert.equal(first.status, 200);
+    assert.equal(directTlsReads(), true, 'TLS direct reads proven on this node');
+    assert.equal(switchedSockets() - switched, 1, 'the decrypted bytes were read directly (direct-reads.ts)');
+    const upload = seededBytes(1024 * 1024, 7);
+    const echoed = await request('POST', '/echo', upload);
+    assert.equal(echoed.status, 200);
+    assert.ok(echoed.body.equals(upload), `echoed byte-exact (${echoed.body.length} of ${upload.length} bytes)`);
+    const last = await request('GET', '/status/200');
+    assert.equal(last.status, 200);
+    assert.deepEqual([echoed.port, last.port], [first.port, first.port], 'one connection throughout');
     agent.destroy();
   });
 

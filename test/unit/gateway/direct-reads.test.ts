@@ -7,7 +7,8 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
-import { directReadsWork, laneReads, readThrough, switchedSockets, type SocketReads } from '../../../src/gateway/direct-reads';
+import { directReadsWork, directTlsReads, laneReads, readThrough, switchedSockets, type SocketReads } from '../../../src/gateway/direct-reads';
+import { makeCa, makeLeaf } from '../../../src/tls/certs';
 import { seededBytes } from '../../helpers/bytes';
 import { listenLoopback, portOf, waitFor } from '../../helpers/upstream';
 
@@ -82,6 +83,36 @@ describe('direct reads of accepted sockets', () => {
     assert.equal(dataEvents, 0);
   });
 
+  it("read a terminated TLS socket's decrypted bytes through the callback once its handshake is done, not before", async () => {
+    assert.equal(directTlsReads(), true, 'the TLS proof passed on this node');
+    const ca = await makeCa({ commonName: 'direct-reads-ca', days: 1 });
+    const leaf = await makeLeaf(ca, { commonName: 'direct.test', names: ['direct.test'], days: 1, usage: 'server' });
+    const { client: raw, accepted } = await pair();
+    const context = tls.createSecureContext({ cert: leaf.cert, key: leaf.key });
+    const secure = new tls.TLSSocket(accepted, { isServer: true, secureContext: context });
+    open.push(() => secure.destroy());
+    assert.equal(readThrough(secure, collecting()), false, 'refused during the handshake');
+    const reads = collecting();
+    let dataEvents = 0;
+    const switched = new Promise<void>((resolve) => secure.once('secure', () => {
+      assert.ok(readThrough(secure, reads), 'switched once secure');
+      secure.on('data', () => (dataEvents += 1));
+      resolve();
+    }));
+    accepted.resume();
+    const client = tls.connect({ socket: raw, servername: 'direct.test', ca: ca.cert });
+    client.on('error', () => {});
+    open.push(() => client.destroy());
+    await once(client, 'secureConnect');
+    await switched;
+    const sent = seededBytes(3 * 1024 * 1024 + 5, 3);
+    client.end(sent);
+    await once(secure, 'end');
+    assert.ok(reads.bytes().equals(sent), `byte-exact (${reads.bytes().length} of ${sent.length})`);
+    assert.ok(reads.chunks.length > 1, 'many reads');
+    assert.equal(dataEvents, 0);
+  });
+
   it('hand back the bytes the stream already held as `waiting`, ahead of every later read', async () => {
     const { client, accepted } = await pair();
     accepted.resume();
@@ -135,7 +166,7 @@ describe('direct reads of accepted sockets', () => {
     await closed;
   });
 
-  it('refuse a TLS socket, a socket switched before and a destroyed one', async () => {
+  it('refuse a TLS socket before its handshake, a socket switched before and a destroyed one', async () => {
     const secure = new tls.TLSSocket(new net.Socket());
     assert.equal(readThrough(secure, collecting()), false);
     secure.destroy();
