@@ -33,6 +33,13 @@ import { connect as tlsConnect, createSecureContext, TLSSocket, type TLSSocketOp
 import { asError } from '../errors';
 import { COPIED_READS, ownedReads } from './tcp/read-buffers';
 
+/**
+ * The most a TLS socket reads at once: node's TLS layer hands on decrypted bytes 16 KiB at a time
+ * (a record's plaintext), and splits them when a buffer is smaller. Fresh read buffers for TLS
+ * sockets are this size, not 64 KiB, so a chunk does not hold four times its bytes.
+ */
+export const TLS_READ_BYTES = 16 * 1024;
+
 /** What net.connect's `onread` takes; what a socket switched here reads through. */
 export interface SocketReads {
   /** The buffer the next read goes into; asked again after every read. */
@@ -146,7 +153,8 @@ export interface LaneReads {
  */
 export function laneReads(socket: Socket, onChunk: (chunk: Buffer) => boolean): LaneReads | false {
   let direct = true;
-  const reads = ownedReads(COPIED_READS, (chunk) => (direct ? onChunk(chunk) : socket.push(chunk)), (err) => socket.destroy(asError(err)));
+  const fresh = socket instanceof TLSSocket ? TLS_READ_BYTES : COPIED_READS.length;
+  const reads = ownedReads(COPIED_READS, (chunk) => (direct ? onChunk(chunk) : socket.push(chunk)), (err) => socket.destroy(asError(err)), fresh);
   const taken = readThrough(socket, reads);
   if (!taken) return false;
   return {
@@ -237,11 +245,19 @@ function proveOn(
       resolve(ok);
     };
     const timer = setTimeout(() => done(false), 3000);
+    // Whatever throws in here (a TLS build without the suite, a node that changed) fails the proof.
+    const guarded = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A): void => {
+      try {
+        fn(...args);
+      } catch {
+        done(false);
+      }
+    };
     const send = (client: Socket) => void client.end(PROOF);
-    const server = net.createServer({ allowHalfOpen: true }, (raw) => {
+    const server = net.createServer({ allowHalfOpen: true }, guarded((raw: Socket) => {
       sockets.push(raw);
       raw.on('error', () => done(false));
-      const wrapped = accept(raw, (accepted) => {
+      const wrapped = accept(raw, guarded((accepted: Socket) => {
         const got: Buffer[] = [];
         let viaStream = false;
         accepted.on('data', () => {
@@ -257,19 +273,19 @@ function proveOn(
         if (!taken) return done(false);
         if (taken.waiting) got.unshift(taken.waiting);
         accepted.on('end', () => done(!viaStream && Buffer.concat(got).equals(PROOF)));
-      });
+      }));
       if (wrapped) {
         sockets.push(wrapped);
         wrapped.on('error', () => done(false));
       }
-    });
+    }));
     server.on('error', () => done(false));
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, '127.0.0.1', guarded(() => {
       const address = server.address();
       if (!address || typeof address === 'string') return done(false);
-      const client = connect(address.port, send);
+      const client = connect(address.port, guarded(send));
       sockets.push(client);
       client.on('error', () => done(false));
-    });
+    }));
   });
 }

@@ -59,7 +59,7 @@ export interface HttpLimits {
   readonly keepAliveTimeoutMs: number;
   /** Serve plain HTTP/1.1 requests on the lean lane (h1-lane.ts); false: node:http serves every one. */
   readonly http1Lane: boolean;
-  /** The lane reads plain connections through gateway/direct-reads.ts (where proven on this node). */
+  /** The lane reads connections (plain, and TLS once secure) through gateway/direct-reads.ts (where proven on this node). */
   readonly directReads: boolean;
 }
 

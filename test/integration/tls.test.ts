@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
@@ -248,7 +249,7 @@ spec:
     agent.destroy();
   });
 
-  it('HTTPS on one connection: read directly while the lane serves it, then by node:http (a chunked 1 MiB upload echoed byte-exact), then the lane again', async () => {
+  it('HTTPS on one connection: read directly while the lane serves it, then by node:http for the rest of it (a chunked 1 MiB upload echoed byte-exact, one more request)', async () => {
     // (ca2: the rotation test above re-signed httpbin's certificate with it)
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: [ca.cert, ca2.cert], servername: 'httpbin.example.com' });
     const request = (method: string, urlPath: string, body?: Buffer) => new Promise<{ status: number; body: Buffer; port: number }>((done, fail) => {
@@ -291,6 +292,7 @@ describe('TLS gateway: certificate files, protocol versions, client SANs', funct
   let ca: CaPem;
   let ca2: CaPem;
   let httpbin: HttpbinServer;
+  let echo: net.Server;
   let port: number;
   const resolve = (host: string) => ['--resolve', `${host}:${port}:127.0.0.1`];
 
@@ -301,9 +303,15 @@ describe('TLS gateway: certificate files, protocol versions, client SANs', funct
     const files = await makeLeaf(dir, ca, 'files', ['files.example.com']);
     const v13 = await makeLeaf(dir, ca, 'v13', ['v13.example.com']);
     const san = await makeLeaf(dir, ca, 'san', ['san.example.com']);
+    const tcpLeaf = await makeLeaf(dir, ca, 'tcp', ['tcp.example.com']);
     httpbin = await withHttpbin('httpbin-files');
+    echo = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => s.destroy());
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     gw = await startGateway({
-      'all.yaml': `${loopbackServiceEntryYaml('httpbin', 'httpbin.internal', 8000, 'HTTP', httpbin.port)}apiVersion: networking.istio.io/v1
+      'all.yaml': `${loopbackServiceEntryYaml('httpbin', 'httpbin.internal', 8000, 'HTTP', httpbin.port)}${loopbackServiceEntryYaml('echo', 'echo.internal', 9000, 'TCP', (echo.address() as net.AddressInfo).port)}apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: default}
 spec:
@@ -318,6 +326,9 @@ spec:
   - port: {number: 443, name: https-san, protocol: HTTPS}
     hosts: [san.example.com]
     tls: {mode: MUTUAL, serverCertificate: ${san.certFile}, privateKey: ${san.keyFile}, caCertificates: ${ca.certFile}, subjectAltNames: [allowed.client]}
+  - port: {number: 9443, name: tls-tcp, protocol: TLS}
+    hosts: [tcp.example.com]
+    tls: {mode: SIMPLE, serverCertificate: ${tcpLeaf.certFile}, privateKey: ${tcpLeaf.keyFile}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -326,12 +337,21 @@ spec:
   hosts: [files.example.com, v13.example.com, san.example.com]
   gateways: [gw]
   http: [{route: [{destination: {host: httpbin.internal, port: {number: 8000}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp, namespace: default}
+spec:
+  hosts: [tcp.example.com]
+  gateways: [gw]
+  tcp: [{match: [{port: 9443}], route: [{destination: {host: echo.internal, port: {number: 9000}}}]}]
 `,
-    }, { serverPorts: [443] });
+    }, { serverPorts: [443, 9443] });
     port = gw.port(443);
   });
   after(async () => {
     await gw?.stop();
+    echo?.close();
     await httpbin?.close();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -354,6 +374,21 @@ spec:
   it('minProtocolVersion TLSV1_3 refuses a TLS 1.2 client', async () => {
     assert.equal(await code('v13.example.com', ['--cacert', ca.certFile, '--tlsv1.3']), '200');
     assert.equal(await code('v13.example.com', ['--cacert', ca.certFile, '--tls-max', '1.2']), '000');
+  });
+
+  it('TLS SIMPLE to a tcp route: terminated, the decrypted bytes read directly, 2 MiB echoed byte-exact through a half-close', async () => {
+    const switched = switchedSockets();
+    const client = tls.connect({ host: '127.0.0.1', port: gw.port(9443), servername: 'tcp.example.com', ca: ca.cert });
+    client.on('error', () => {});
+    await once(client, 'secureConnect');
+    const chunks: Buffer[] = [];
+    client.on('data', (c: Buffer) => chunks.push(c));
+    const sent = seededBytes(2 * 1024 * 1024, 9);
+    client.end(sent);
+    await once(client, 'end');
+    client.destroy();
+    assert.ok(Buffer.concat(chunks).equals(sent), `byte-exact (${Buffer.concat(chunks).length} of ${sent.length} bytes)`);
+    assert.equal(switchedSockets() - switched, 1, "the client's decrypted bytes were read directly (direct-reads.ts)");
   });
 
   it('MUTUAL with subjectAltNames: only a client certificate carrying one of them is served', async () => {

@@ -25,7 +25,7 @@ export interface H1LaneLimits {
   readonly keepAliveTimeoutMs: number;
   /** A connection that has not sent its first whole head by then gets a 408 (node:http's headersTimeout). */
   readonly headersTimeoutMs: number;
-  /** Read plain connections through direct-reads.ts instead of 'data' events (where proven). */
+  /** Read connections (plain, and TLS once secure) through direct-reads.ts instead of 'data' events (where proven). */
   readonly directReads?: boolean;
 }
 

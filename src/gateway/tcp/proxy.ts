@@ -21,7 +21,7 @@ import { pickDestination } from '../http/route-match';
 import { meshAlpn, upstreamTlsOptions } from '../../tls/upstream';
 import { inboundSourceAddress, isOriginalDstCluster } from '../../sidecar/capture';
 import { ReadBuffers, userReads, type UserReads } from './read-buffers';
-import { readThrough } from '../direct-reads';
+import { readThrough, TLS_READ_BYTES } from '../direct-reads';
 
 export interface TcpProxyDeps {
   readonly registry: Registry;
@@ -30,7 +30,7 @@ export interface TcpProxyDeps {
   readonly random: () => number;
   /** Envoy's tcp_proxy idle_timeout: no bytes either way for this long closes both sides (default 1 h). */
   readonly idleTimeoutMs: number;
-  /** Read plain client connections through gateway/direct-reads.ts (where proven on this node). */
+  /** Read client connections (plain, and TLS terminated here) through gateway/direct-reads.ts (where proven on this node). */
   readonly directReads?: boolean;
 }
 
@@ -77,15 +77,17 @@ export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
 const HOLD_BYTES = 64 * 1024;
 
 export class TcpProxy {
-  /** Upstream read buffers shared by every session (read-buffers.ts). */
+  /** Read buffers shared by every session (read-buffers.ts): upstream and plain client reads. */
   readonly readBuffers = new ReadBuffers();
+  /** Client reads of TLS connections terminated here: a TLS read is at most 16 KiB of plaintext. */
+  readonly tlsReadBuffers = new ReadBuffers(TLS_READ_BYTES);
 
   constructor(private readonly deps: TcpProxyDeps, private readonly connect: UpstreamConnector = connectUpstream) {}
 
   /** Take over a downstream connection (already past any ClientHello inspection). Never throws. */
   handle(downstream: Socket, info: TcpConnectionInfo): void {
     try {
-      new TcpSession(this.deps, this.connect, this.readBuffers, downstream, info).start();
+      new TcpSession(this.deps, this.connect, this.readBuffers, this.tlsReadBuffers, downstream, info).start();
     } catch (err) {
       this.deps.log.error({ err: asError(err).message }, 'tcp proxy: unexpected error; connection closed');
       downstream.destroy();
@@ -199,6 +201,7 @@ class TcpSession {
     private readonly deps: TcpProxyDeps,
     private readonly connector: UpstreamConnector,
     private readonly readBuffers: ReadBuffers,
+    private readonly tlsReadBuffers: ReadBuffers,
     private readonly downstream: Socket,
     private readonly info: TcpConnectionInfo,
   ) {
@@ -370,7 +373,8 @@ class TcpSession {
   private readDownstreamDirectly(): void {
     if (!this.deps.directReads) return;
     const down = this.downstream;
-    const reads = userReads(this.readBuffers, (chunk, release) => this.fromDownstream(chunk, release), (err) => {
+    const pool = down instanceof tls.TLSSocket ? this.tlsReadBuffers : this.readBuffers;
+    const reads = userReads(pool, (chunk, release) => this.fromDownstream(chunk, release), (err) => {
       this.deps.log.error({ err: asError(err).message }, 'tcp proxy: unexpected error reading the client; connection reset');
       reset(this.upstream);
       this.downstream.destroy();

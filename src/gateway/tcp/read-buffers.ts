@@ -18,10 +18,11 @@
 // bounded (64, 4 MiB), and past that bound sockets read into the shared buffer and copy, so idle
 // connections cannot add up.
 //
-// Only plain upstream sockets read through `onread`: a TLS socket's reads come out of the TLS layer,
-// and a client socket accepted by net.Server cannot be given `onread`. The HTTP/1.1 and h2c upstream
-// pools read that way too, through ownedReads (below; registry/upstream-socket.ts plainUpstreamSocket):
-// their chunks are kept with no word of when they are done with, so every read is theirs.
+// Plain upstream sockets read through `onread`; client sockets (plain, and TLS ones terminated here
+// once secure) are switched to the same reads by gateway/direct-reads.ts. The HTTP/1.1 and h2c
+// upstream pools read that way too, through ownedReads (below; registry/upstream-socket.ts
+// plainUpstreamSocket): their chunks are kept with no word of when they are done with, so every read
+// is theirs.
 
 /** Reads up to this size are copied out of the shared buffer (into Node's pooled small-buffer slab). */
 export const SMALL_READ = 4096;
@@ -136,10 +137,11 @@ export const COPIED_READS = Buffer.allocUnsafeSlow(64 * 1024);
  * Every chunk belongs to its receiver. A quiet socket reads into `shared` and its bytes are copied
  * out (a small read lands in Node's pooled slab: no ArrayBuffer per read); after a read larger than
  * SMALL_READ the next read goes into a fresh buffer that is given away whole, as Node's own reads
- * are, so a transfer is not copied. Either way the read skips the Readable stream's machinery
- * (push, 'data', the read-more tick). `fail` as in userReads.
+ * are, so a transfer is not copied (`freshBytes` long: TLS sockets read 16 KiB at most). Either way
+ * the read skips the Readable stream's machinery (push, 'data', the read-more tick). `fail` as in
+ * userReads.
  */
-export function ownedReads(shared: Buffer, onChunk: (chunk: Buffer) => boolean, fail: (err: unknown) => void): Omit<UserReads, 'close'> {
+export function ownedReads(shared: Buffer, onChunk: (chunk: Buffer) => boolean, fail: (err: unknown) => void, freshBytes = shared.length): Omit<UserReads, 'close'> {
   let next = shared;
   return {
     buffer: () => next,
@@ -147,7 +149,7 @@ export function ownedReads(shared: Buffer, onChunk: (chunk: Buffer) => boolean, 
       try {
         const buf = read as Buffer;
         const chunk = buf === shared ? copyOut(buf, bytes) : buf.subarray(0, bytes);
-        next = bytes > SMALL_READ ? Buffer.allocUnsafeSlow(shared.length) : shared;
+        next = bytes > SMALL_READ ? Buffer.allocUnsafeSlow(freshBytes) : shared;
         return onChunk(chunk);
       } catch (err) {
         fail(err);

@@ -83,34 +83,59 @@ describe('direct reads of accepted sockets', () => {
     assert.equal(dataEvents, 0);
   });
 
-  it("read a terminated TLS socket's decrypted bytes through the callback once its handshake is done, not before", async () => {
-    assert.equal(directTlsReads(), true, 'the TLS proof passed on this node');
+  /** A TLS connection over a loopback pair: the client, and the server's TLSSocket made by hand as tls-listener.ts makes it. */
+  async function tlsPair(): Promise<{ client: tls.TLSSocket; secure: tls.TLSSocket; secured: Promise<void> }> {
     const ca = await makeCa({ commonName: 'direct-reads-ca', days: 1 });
     const leaf = await makeLeaf(ca, { commonName: 'direct.test', names: ['direct.test'], days: 1, usage: 'server' });
     const { client: raw, accepted } = await pair();
-    const context = tls.createSecureContext({ cert: leaf.cert, key: leaf.key });
-    const secure = new tls.TLSSocket(accepted, { isServer: true, secureContext: context });
+    const secure = new tls.TLSSocket(accepted, { isServer: true, secureContext: tls.createSecureContext({ cert: leaf.cert, key: leaf.key }) });
     open.push(() => secure.destroy());
-    assert.equal(readThrough(secure, collecting()), false, 'refused during the handshake');
-    const reads = collecting();
-    let dataEvents = 0;
-    const switched = new Promise<void>((resolve) => secure.once('secure', () => {
-      assert.ok(readThrough(secure, reads), 'switched once secure');
-      secure.on('data', () => (dataEvents += 1));
-      resolve();
-    }));
+    const secured = once(secure, 'secure').then(() => undefined);
     accepted.resume();
     const client = tls.connect({ socket: raw, servername: 'direct.test', ca: ca.cert });
     client.on('error', () => {});
     open.push(() => client.destroy());
+    return { client, secure, secured };
+  }
+
+  it("read a terminated TLS socket's decrypted bytes through the callback once its handshake is done, not before", async () => {
+    assert.equal(directTlsReads(), true, 'the TLS proof passed on this node');
+    const { client, secure, secured } = await tlsPair();
+    assert.equal(readThrough(secure, collecting()), false, 'refused during the handshake');
+    const reads = collecting();
+    let dataEvents = 0;
     await once(client, 'secureConnect');
-    await switched;
+    await secured;
+    assert.ok(readThrough(secure, reads), 'switched once secure');
+    secure.on('data', () => (dataEvents += 1));
     const sent = seededBytes(3 * 1024 * 1024 + 5, 3);
     client.end(sent);
     await once(secure, 'end');
     assert.ok(reads.bytes().equals(sent), `byte-exact (${reads.bytes().length} of ${sent.length})`);
     assert.ok(reads.chunks.length > 1, 'many reads');
     assert.equal(dataEvents, 0);
+  });
+
+  it('hand back the decrypted bytes a TLS socket\'s stream already held; its large reads land in 16 KiB buffers, not 64 KiB', async () => {
+    const { client, secure, secured } = await tlsPair();
+    await secured;
+    secure.pause(); // reading, but into the stream's buffer
+    client.write('held bytes');
+    await waitFor(() => secure.readableLength === 10, { timeoutMs: 2000, intervalMs: 5 });
+    const chunks: Buffer[] = [];
+    const lane = laneReads(secure, (chunk) => {
+      chunks.push(chunk);
+      return true;
+    });
+    assert.ok(lane);
+    assert.equal(lane.waiting?.toString(), 'held bytes');
+    const sent = seededBytes(2 * 1024 * 1024, 5);
+    client.end(sent);
+    await once(secure, 'end');
+    assert.ok(Buffer.concat(chunks).equals(sent), 'byte-exact after the held bytes');
+    assert.ok(chunks.some((c) => c.length > 4096), 'large reads (given away whole, not copied)');
+    const largest = Math.max(...chunks.map((c) => c.buffer.byteLength));
+    assert.ok(largest <= 16 * 1024, `no chunk holds more than a TLS read's 16 KiB (largest backing: ${largest})`);
   });
 
   it('hand back the bytes the stream already held as `waiting`, ahead of every later read', async () => {
