@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import type { LoadResult } from './loadgen';
 
@@ -138,15 +139,15 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Wait until `http://127.0.0.1:port/` answers 200 (the proxy is routing), bounded. */
-export async function waitHttp(port: number, timeoutMs = 15_000): Promise<void> {
+/** Wait until `http://127.0.0.1:port/` (`https://` when `secure`, any certificate) answers 200 (the proxy is routing), bounded. */
+export async function waitHttp(port: number, timeoutMs = 15_000, secure = false): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
+      const s = secure ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }) : net.connect(port, '127.0.0.1');
       s.setTimeout(1000, () => { s.destroy(); resolve(false); });
       s.on('error', () => resolve(false));
-      s.on('connect', () => s.write('GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'));
+      s.on(secure ? 'secureConnect' : 'connect', () => s.write('GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'));
       let data = '';
       s.on('data', (c) => { data += c.toString(); });
       s.on('close', () => resolve(/^HTTP\/1\.1 200/.test(data)));

@@ -7,6 +7,8 @@
 //                added p99 over direct, vCPU and peak RSS; direct, meshgate, minimal undici proxy, nginx;
 //                load from bench/rategen.c (compiled with gcc) or the Node generator
 //   istio-setup-1core  the same with the proxies on the load's core (no cross-core wake-ups)
+//   https-ka     http-ka over TLS 1.3 to the proxy (plain HTTP behind it): meshgate (a Gateway HTTPS
+//                server, SIMPLE) and nginx terminating; wrk only
 //
 //   tcp-thru, tcp-cps, tls-hs (bench/tcp.ts): one connection's MB/s, new connections/s, TLS
 //                passthrough handshakes/s; direct, meshgate, the minimal Node peers; KiB per idle
@@ -16,8 +18,8 @@
 //                request against the gateway path; sidecar + egress gateway p99 over direct at 1000 req/s
 //
 // Proxies run on core 1, upstream and load on core 0 (taskset). Env: BENCH_DURATION (s, default 8),
-// BENCH_ROUNDS (default 3), BENCH_QUICK=1 (short smoke run), BENCH_ONLY=http,istio,tcp,sidecar (http
-// includes istio-setup), BENCH_OUT.
+// BENCH_ROUNDS (default 3), BENCH_QUICK=1 (short smoke run), BENCH_ONLY=http,istio,https,tcp,sidecar
+// (http includes istio-setup and https-ka), BENCH_OUT.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,6 +29,7 @@ import { buildRategen, medianBy, rotatedRounds, runLoad, cpuSeconds, freePort, p
 import type { LoadResult } from './loadgen';
 import { singleRouteYaml } from '../src/sample/configs';
 import { NODE_FLAGS } from '../src/v8-tuning';
+import { makeCa, makeLeaf } from '../src/tls/certs';
 import { runTcpBench, tcpTable, type TcpRow } from './tcp';
 import { missingForSidecarBench, runSidecarBench, sidecarTable, type SidecarRow } from './sidecar';
 
@@ -71,18 +74,18 @@ function policyConfig(dir: string, upstreamPort: number): string {
   return d;
 }
 
-function nginxProxyConf(dir: string, listen: number, upstreamPort: number): string {
-  const conf = path.join(dir, 'nginx-proxy.conf');
+function nginxProxyConf(dir: string, listen: number, upstreamPort: number, tls?: ServerPem): string {
+  const conf = path.join(dir, tls ? 'nginx-proxy-tls.conf' : 'nginx-proxy.conf');
   fs.writeFileSync(conf, `worker_processes 1;
 daemon off;
-pid ${dir}/nginx-proxy.pid;
+pid ${dir}/nginx-proxy${tls ? '-tls' : ''}.pid;
 error_log ${dir}/nginx-proxy.err warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   upstream up { server 127.0.0.1:${upstreamPort}; keepalive 256; }
   server {
-    listen 127.0.0.1:${listen};
+    listen 127.0.0.1:${listen}${tls ? ` ssl;\n    ssl_certificate ${tls.certFile};\n    ssl_certificate_key ${tls.keyFile}` : ''};
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -119,8 +122,8 @@ async function startUpstream(dir: string, size: number): Promise<{ port: number;
   return { port, proc, kind: nginx ? 'nginx' : 'node' };
 }
 
-function wrk(port: number, seconds: number): LoadResult {
-  const r = spawnSync('taskset', ['-c', String(LOAD_CORE), 'wrk', '-t1', '-c50', `-d${seconds}s`, '--latency', '-H', 'Host: bench', `http://127.0.0.1:${port}/`], { encoding: 'utf8', timeout: (seconds + 20) * 1000 });
+function wrk(port: number, seconds: number, scheme: 'http' | 'https' = 'http'): LoadResult {
+  const r = spawnSync('taskset', ['-c', String(LOAD_CORE), 'wrk', '-t1', '-c50', `-d${seconds}s`, '--latency', '-H', 'Host: bench', `${scheme}://127.0.0.1:${port}/`], { encoding: 'utf8', timeout: (seconds + 20) * 1000 });
   const out = r.stdout ?? '';
   const ms = (label: string) => {
     const m = new RegExp(`^\\s+${label}\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
@@ -138,11 +141,58 @@ function wrk(port: number, seconds: number): LoadResult {
 
 interface Target { readonly name: string; readonly port: number; readonly proc?: Proc }
 
-/** `meshgate run` on a config, Gateway port 80 on `port`, pinned to `core` (the proxy core); resolves once it answers. */
-async function startMeshgate(config: string, port: number, core = PROXY_CORE): Promise<Proc> {
-  const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `80=${port}`, '--bind', '127.0.0.1',
+/** A server certificate and key, in files. */
+interface ServerPem { readonly certFile: string; readonly keyFile: string }
+
+/** A development CA's leaf for the HTTPS workload (the same code as `meshgate certs`). */
+async function serverPem(dir: string): Promise<ServerPem> {
+  const ca = await makeCa({ commonName: 'meshgate bench CA', days: 90 });
+  const leaf = await makeLeaf(ca, { commonName: 'bench', names: ['bench'], days: 90, usage: 'server' });
+  const certFile = path.join(dir, 'bench-tls.crt');
+  const keyFile = path.join(dir, 'bench-tls.key');
+  fs.writeFileSync(certFile, `${leaf.cert.trim()}\n${ca.cert.trim()}\n`);
+  fs.writeFileSync(keyFile, `${leaf.key.trim()}\n`, { mode: 0o600 });
+  return { certFile, keyFile };
+}
+
+/**
+ * HTTPS keep-alive: http-ka's load over TLS to meshgate (a Gateway HTTPS server, SIMPLE) and to
+ * nginx terminating, plain HTTP from both to the upstream; direct is plain HTTP to the upstream.
+ */
+async function httpsKa(dir: string, upstreamPort: number, notes: string[]): Promise<Row[]> {
+  const pem = await serverPem(dir);
+  const config = `${dir}-https`; // beside, not inside: the plain instance loads `dir` recursively
+  fs.mkdirSync(config, { recursive: true });
+  fs.writeFileSync(path.join(config, 'bench.yaml'), singleRouteYaml({ upstreamPort, accessLogFile: path.join(config, 'access.log'), serverTls: pem }));
+  const gwPort = await freePort();
+  const targets: (Target & { readonly scheme: 'http' | 'https' })[] = [
+    { name: 'direct', port: upstreamPort, scheme: 'http' },
+    { name: 'meshgate', port: gwPort, proc: await startMeshgate(config, gwPort, PROXY_CORE, 443), scheme: 'https' },
+  ];
+  const nginx = which('nginx');
+  if (nginx) {
+    const p = await freePort();
+    const nx = start(nginx, ['-c', nginxProxyConf(dir, p, upstreamPort, pem), '-p', dir], { core: PROXY_CORE });
+    await waitHttp(p, undefined, true);
+    targets.push({ name: 'nginx', port: p, proc: nx, scheme: 'https' });
+  }
+  const byTarget = rotatedRounds(targets, ROUNDS, (t, round) =>
+    measure('https-ka', t.name, t.port, t.proc, (sec) => wrk(t.port, sec, t.scheme), DURATION, round === 0 && t.proc !== undefined));
+  const rows = targets.map((t) => {
+    const runs = byTarget.get(t.name)!;
+    return { ...medianBy(runs, (r) => r.rps), spread: runs.map((r) => Math.round(r.rps)).sort((a, b) => a - b) };
+  });
+  notes.push(`https-ka: TLS from wrk to the proxies (ECDSA P-256 certificate), plain HTTP behind them; x direct is against plain HTTP straight to the upstream; median of ${ROUNDS} rounds`);
+  for (const t of targets.slice(1)) await t.proc?.stop();
+  fs.rmSync(config, { recursive: true, force: true });
+  return rows;
+}
+
+/** `meshgate run` on a config, Gateway port 80 (or `gatewayPort`) on `port`, pinned to `core` (the proxy core); resolves once it answers. */
+async function startMeshgate(config: string, port: number, core = PROXY_CORE, gatewayPort = 80): Promise<Proc> {
+  const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `${gatewayPort}=${port}`, '--bind', '127.0.0.1',
     '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], { core });
-  await waitHttp(port);
+  await waitHttp(port, undefined, gatewayPort === 443);
   return proc;
 }
 
@@ -282,7 +332,16 @@ async function main(): Promise<void> {
       notes.push(`http-ka: median of ${ROUNDS} rounds (order rotated each round); req/s of every round in results JSON`);
       for (const t of targets) await t.proc?.stop();
       await up.proc.stop();
+    }
 
+    if (ONLY.has('http') || ONLY.has('https')) {
+      // ---------------------------------------------------------------- https-ka
+      if (!useWrk) notes.push('https-ka skipped: it needs wrk');
+      else {
+        const up = await startUpstream(dir, 600);
+        rows.push(...await httpsKa(dir, up.port, notes));
+        await up.proc.stop();
+      }
     }
 
     if (ONLY.has('http') || ONLY.has('istio')) {

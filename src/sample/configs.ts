@@ -1,4 +1,4 @@
-// Small Istio configs generated for the bench and the tests: one Gateway on port 80 (hosts "*"),
+// Small Istio configs generated for the bench and the tests: one Gateway on port 80 (hosts "*"; or HTTPS on 443),
 // one ServiceEntry for the upstream, one VirtualService routing to it (HTTP or TCP). Plain Istio YAML.
 
 export interface SingleRouteOptions {
@@ -18,6 +18,8 @@ export interface SingleRouteOptions {
   readonly routeHosts?: readonly string[];
   /** Mesh config accessLogFile; no mesh ConfigMap when undefined. */
   readonly accessLogFile?: string;
+  /** HTTP only: the Gateway server is HTTPS on port 443 instead, TLS SIMPLE with these PEM files. */
+  readonly serverTls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 export function singleRouteYaml(o: SingleRouteOptions): string {
@@ -36,6 +38,9 @@ data:
   const protocol = tcp ? 'TCP' : 'HTTP';
   const extras = o.routeExtras ? `${o.routeExtras}, ` : '';
   const routes = tcp ? `tcp: [{route: [{destination: {host: ${host}}}]}]` : `http: [{${match}${extras}route: [{destination: {host: ${host}}}]}]`;
+  const server = o.serverTls && !tcp
+    ? `{port: {number: 443, name: https, protocol: HTTPS}, hosts: ["*"], tls: {mode: SIMPLE, serverCertificate: ${o.serverTls.certFile}, privateKey: ${o.serverTls.keyFile}}}`
+    : `{port: {number: 80, name: ${protocol.toLowerCase()}, protocol: ${protocol}}, hosts: ["*"]}`;
   const rule = o.trafficPolicy ? `---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -49,7 +54,7 @@ kind: Gateway
 metadata: {name: gw, namespace: default}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: ${protocol.toLowerCase()}, protocol: ${protocol}}, hosts: ["*"]}]
+  servers: [${server}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

@@ -18,7 +18,7 @@ import { capturedLogger } from '../helpers/log';
 import { makeCa, makeLeaf, tlsSecretYaml, type CaPem, type Pem } from '../helpers/certs';
 import { curl, waitFor, withHttpbin } from '../helpers/upstream';
 import type { HttpbinServer } from '../../src/sample/httpbin';
-import { loopbackServiceEntryYaml } from '../../src/sample/configs';
+import { loopbackServiceEntryYaml, singleRouteYaml } from '../../src/sample/configs';
 import { directTlsReads, switchedSockets } from '../../src/gateway/direct-reads';
 import { seededBytes } from '../helpers/bytes';
 
@@ -443,6 +443,26 @@ spec:
       assert.deepEqual(failures().map((f) => f.sni), ['mtls.example.com'], JSON.stringify(failures()));
     } finally {
       await g.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("singleRouteYaml's serverTls (the bench's https-ka gateway)", function () {
+  this.timeout(30_000);
+
+  it('is a Gateway HTTPS server on 443 with the certificate files, routing every host to the upstream', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshgate-https-ka-'));
+    const httpbin = await withHttpbin('httpbin-https-ka');
+    const ca = await makeCa(dir, 'ca');
+    const leaf = await makeLeaf(dir, ca, 'bench', ['bench']);
+    const g = await startGateway({ 'c.yaml': singleRouteYaml({ upstreamPort: httpbin.port, serverTls: leaf }) }, { serverPorts: [443] });
+    try {
+      const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', ca.certFile, '--resolve', `bench:${g.port(443)}:127.0.0.1`, `https://bench:${g.port(443)}/status/200`]);
+      assert.equal(r.stdout, '200');
+    } finally {
+      await g.stop();
+      await httpbin.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
