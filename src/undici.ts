@@ -1,6 +1,6 @@
 // undici, loaded the first time meshgate makes a pool or agent of its own: TLS upstreams, streamed
 // uploads, the Kubernetes API client. Plain HTTP/1.1 and h2c upstreams run on our own pools, so a
-// gateway that only has those never loads it (~110 modules, ~15 MiB of RSS).
+// gateway that only has those never loads it (~110 modules; ~8 MB less peak RSS at 1000 req/s).
 
 import type * as Undici from 'undici';
 
