@@ -140,7 +140,7 @@ export function freePort(): Promise<number> {
 }
 
 /** Wait until `http://127.0.0.1:port/` (`https://` when `secure`, any certificate) answers 200 (the proxy is routing), bounded. */
-export async function waitHttp(port: number, timeoutMs = 15_000, secure = false): Promise<void> {
+export async function waitHttp(port: number, { secure = false, timeoutMs = 15_000 }: { readonly secure?: boolean; readonly timeoutMs?: number } = {}): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     const ok = await new Promise<boolean>((resolve) => {

@@ -29,7 +29,7 @@ import { buildRategen, medianBy, rotatedRounds, runLoad, cpuSeconds, freePort, p
 import type { LoadResult } from './loadgen';
 import { singleRouteYaml } from '../src/sample/configs';
 import { NODE_FLAGS } from '../src/v8-tuning';
-import { makeCa, makeLeaf } from '../src/tls/certs';
+import { writeDevCertificates } from '../src/tls/dev-certs';
 import { runTcpBench, tcpTable, type TcpRow } from './tcp';
 import { missingForSidecarBench, runSidecarBench, sidecarTable, type SidecarRow } from './sidecar';
 
@@ -144,15 +144,24 @@ interface Target { readonly name: string; readonly port: number; readonly proc?:
 /** A server certificate and key, in files. */
 interface ServerPem { readonly certFile: string; readonly keyFile: string }
 
-/** A development CA's leaf for the HTTPS workload (the same code as `meshgate certs`). */
+/** Certificates for the HTTPS workload, as `meshgate certs` writes them (server.crt, server.key). */
 async function serverPem(dir: string): Promise<ServerPem> {
-  const ca = await makeCa({ commonName: 'meshgate bench CA', days: 90 });
-  const leaf = await makeLeaf(ca, { commonName: 'bench', names: ['bench'], days: 90, usage: 'server' });
-  const certFile = path.join(dir, 'bench-tls.crt');
-  const keyFile = path.join(dir, 'bench-tls.key');
-  fs.writeFileSync(certFile, `${leaf.cert.trim()}\n${ca.cert.trim()}\n`);
-  fs.writeFileSync(keyFile, `${leaf.key.trim()}\n`, { mode: 0o600 });
-  return { certFile, keyFile };
+  const out = path.join(dir, 'bench-tls');
+  await writeDevCertificates({ out, serverNames: ['bench'], caName: 'meshgate bench CA', days: 90, secretName: 'bench', secretNamespace: 'default', newCa: true });
+  return { certFile: path.join(out, 'server.crt'), keyFile: path.join(out, 'server.key') };
+}
+
+/**
+ * A keep-alive workload over `targets` (median of the rotated rounds by req/s, each round's req/s
+ * kept); each proxy pre-warmed in its first round.
+ */
+function keepAliveRows<T extends Target>(workload: string, targets: readonly T[], load: (t: T, seconds: number) => LoadResult): Row[] {
+  const byTarget = rotatedRounds(targets, ROUNDS, (t, round) =>
+    measure(workload, t.name, t.port, t.proc, (s) => load(t, s), DURATION, round === 0 && t.proc !== undefined));
+  return targets.map((t) => {
+    const runs = byTarget.get(t.name)!;
+    return { ...medianBy(runs, (r) => r.rps), spread: runs.map((r) => Math.round(r.rps)).sort((a, b) => a - b) };
+  });
 }
 
 /**
@@ -167,32 +176,27 @@ async function httpsKa(dir: string, upstreamPort: number, notes: string[]): Prom
   const gwPort = await freePort();
   const targets: (Target & { readonly scheme: 'http' | 'https' })[] = [
     { name: 'direct', port: upstreamPort, scheme: 'http' },
-    { name: 'meshgate', port: gwPort, proc: await startMeshgate(config, gwPort, PROXY_CORE, 443), scheme: 'https' },
+    { name: 'meshgate', port: gwPort, proc: await startMeshgate(config, gwPort, PROXY_CORE, true), scheme: 'https' },
   ];
   const nginx = which('nginx');
   if (nginx) {
     const p = await freePort();
     const nx = start(nginx, ['-c', nginxProxyConf(dir, p, upstreamPort, pem), '-p', dir], { core: PROXY_CORE });
-    await waitHttp(p, undefined, true);
+    await waitHttp(p, { secure: true });
     targets.push({ name: 'nginx', port: p, proc: nx, scheme: 'https' });
   }
-  const byTarget = rotatedRounds(targets, ROUNDS, (t, round) =>
-    measure('https-ka', t.name, t.port, t.proc, (sec) => wrk(t.port, sec, t.scheme), DURATION, round === 0 && t.proc !== undefined));
-  const rows = targets.map((t) => {
-    const runs = byTarget.get(t.name)!;
-    return { ...medianBy(runs, (r) => r.rps), spread: runs.map((r) => Math.round(r.rps)).sort((a, b) => a - b) };
-  });
+  const rows = keepAliveRows('https-ka', targets, (t, sec) => wrk(t.port, sec, t.scheme));
   notes.push(`https-ka: TLS from wrk to the proxies (ECDSA P-256 certificate), plain HTTP behind them; x direct is against plain HTTP straight to the upstream; median of ${ROUNDS} rounds`);
   for (const t of targets.slice(1)) await t.proc?.stop();
   fs.rmSync(config, { recursive: true, force: true });
   return rows;
 }
 
-/** `meshgate run` on a config, Gateway port 80 (or `gatewayPort`) on `port`, pinned to `core` (the proxy core); resolves once it answers. */
-async function startMeshgate(config: string, port: number, core = PROXY_CORE, gatewayPort = 80): Promise<Proc> {
-  const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `${gatewayPort}=${port}`, '--bind', '127.0.0.1',
+/** `meshgate run` on a config, Gateway port 80 (443 for an `https` config) on `port`, pinned to `core` (the proxy core); resolves once it answers. */
+async function startMeshgate(config: string, port: number, core = PROXY_CORE, https = false): Promise<Proc> {
+  const proc = start(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config, '--port-map', `${https ? 443 : 80}=${port}`, '--bind', '127.0.0.1',
     '--admin-port', '0', '--status-port', '0', '--metrics-port', '0', '--agent-port', '0', '--no-watch', '--log-level', 'warn'], { core });
-  await waitHttp(port, undefined, gatewayPort === 443);
+  await waitHttp(port, { secure: https });
   return proc;
 }
 
@@ -323,12 +327,7 @@ async function main(): Promise<void> {
       const policyPort = await freePort();
       targets.push({ name: 'meshgate-policy', port: policyPort, proc: await startMeshgate(policyConfig(dir, up.port), policyPort) });
       targets.push(...await peerTargets(dir, up.port, notes));
-      const byTarget = rotatedRounds(targets, ROUNDS, (t, round) =>
-        measure('http-ka', t.name, t.port, t.proc, (s) => blast(t.port, s), DURATION, round === 0 && t.proc !== undefined));
-      for (const t of targets) {
-        const runs = byTarget.get(t.name)!;
-        rows.push({ ...medianBy(runs, (r) => r.rps), spread: runs.map((r) => Math.round(r.rps)).sort((a, b) => a - b) });
-      }
+      rows.push(...keepAliveRows('http-ka', targets, (t, s) => blast(t.port, s)));
       notes.push(`http-ka: median of ${ROUNDS} rounds (order rotated each round); req/s of every round in results JSON`);
       for (const t of targets) await t.proc?.stop();
       await up.proc.stop();

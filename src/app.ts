@@ -66,7 +66,8 @@ export interface AppOptions {
   readonly limits?: Partial<HttpLimits>;
   /**
    * Read client connections (plain, and TLS ones terminated here) without node's stream machinery
-   * (gateway/direct-reads.ts), once proven on this node at start; default true. False: every client socket reads through its stream.
+   * (gateway/direct-reads.ts), once proven on this node at start; default true. False: every client
+   * socket reads through its stream.
    */
   readonly directReads?: boolean;
   /** The process metrics that cost while nobody scrapes (`--gc-metrics`, `--loop-delay-metrics`: off by default, see telemetry/metrics.ts processMetrics). */

@@ -107,8 +107,10 @@ export function switchedSockets(): number {
  * Make `socket`, a socket a server accepted (or a TLS socket over one, once secure), read through
  * `reads` from now on. Returns what it had already read into its stream (handle those bytes first),
  * or false: it keeps reading through its stream (not proven on this node, a TLS socket before its
- * handshake ends or where TLS was not proven, a handle some parser consumes, or one switched before). The socket is left reading (resumed); from now on its pause() and resume() stop and start
- * the reads, as for a socket made with `onread`. Its end still comes as 'end', a read error as 'error'.
+ * handshake ends or where TLS was not proven, a handle some parser consumes, or one switched
+ * before). The socket is left reading (resumed); from now on its pause() and resume() stop and
+ * start the reads, as for a socket made with `onread`. Its end still comes as 'end', a read error
+ * as 'error'.
  */
 export function readThrough(socket: Socket, reads: SocketReads): { readonly waiting: Buffer | undefined } | false {
   return symbols ? switchReads(socket, reads, symbols, tlsProven) : false;

@@ -200,10 +200,11 @@ export class Reflector {
           continue;
         }
         this.stats.errors += 1;
-        this.stats.lastError = asError(err).message;
+        const message = asError(err).message;
+        this.stats.lastError = message;
         if (err instanceof KubeApiError && err.status === 404) this.version = undefined; // CRD removed or version dropped
         const delay = backoffDelay(this.attempt++, this.tuning, this.random);
-        this.log.warn({ kind: this.target.type.kind, err: asError(err).message, retryInMs: delay }, `${this.name}: ${asError(err).message}; retrying`);
+        this.log.warn({ kind: this.target.type.kind, err: message, retryInMs: delay }, `${this.name}: ${message}; retrying`);
         await this.sleep(delay);
       }
     }

@@ -1,10 +1,12 @@
 // Connection-level routing: compiled TCP/TLS listeners, the filter-chain and tcp-route decisions
 // (tables), and the TCP proxy's connect timeout with an upstream that never answers, the bytes it
-// holds while connecting, and the addresses it asks for only when an access log prints them.
+// holds while connecting, the addresses it asks for only when an access log prints them, and a TLS
+// client terminated before it (read directly into 16 KiB buffers).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -17,6 +19,7 @@ import { directReadsWork, switchedSockets } from '../../../src/gateway/direct-re
 import { Registry } from '../../../src/registry/registry';
 import { AccessLog, type AccessRecord } from '../../../src/telemetry/access-log';
 import { Metrics } from '../../../src/telemetry/metrics';
+import { makeCa, makeLeaf } from '../../../src/tls/certs';
 import { Telemetry } from '../../../src/telemetry/telemetry';
 import { res, set } from '../../helpers/resources';
 import { seededBytes } from '../../helpers/bytes';
@@ -41,6 +44,8 @@ function chain(name: string, serverNames: string[], cidrs: string[] = []): Filte
  */
 async function tcpGateway(o: {
   host: string; targetPort?: number; more?: Resource[]; accessLog?: AccessLog; directReads?: boolean; connector?: UpstreamConnector;
+  /** Terminate TLS first (a TLSSocket made by hand over each connection, as tls-listener.ts does). */
+  tls?: tls.SecureContext;
 }) {
   const se = res('ServiceEntry', o.host.split('.')[0]!, {
     hosts: [o.host], ports: [{ number: 9000, name: 'tcp', protocol: 'TCP', ...(o.targetPort ? { targetPort: o.targetPort } : {}) }],
@@ -53,11 +58,16 @@ async function tcpGateway(o: {
   telemetry.accessLog.write = (r: AccessRecord) => void records.push(r);
   const proxy = new TcpProxy({ registry, telemetry, log: pino({ level: 'silent' }), random: () => 0, idleTimeoutMs: 0, directReads: o.directReads }, o.connector);
   const cluster = `outbound|9000||${o.host}`;
-  const server = net.createServer({ allowHalfOpen: true }, (s) => proxy.handle(s, {
-    route: { ...route('r'), destinations: [{ cluster, host: o.host, port: 9000, weight: 100 }], totalWeight: 100 },
-  }));
+  const info = { route: { ...route('r'), destinations: [{ cluster, host: o.host, port: 9000, weight: 100 }], totalWeight: 100 } };
+  const context = o.tls;
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    if (!context) return proxy.handle(s, info);
+    const secure = new tls.TLSSocket(s, { isServer: true, secureContext: context });
+    secure.on('error', () => secure.destroy());
+    secure.once('secure', () => proxy.handle(secure, info));
+  });
   await listenLoopback(server);
-  return { registry, telemetry, records, server, cluster };
+  return { registry, telemetry, records, server, cluster, proxy };
 }
 
 describe('L4 routing decisions', () => {
@@ -284,6 +294,41 @@ describe("TCP proxy: the client's bytes while the upstream connects", () => {
       }
     });
   }
+});
+
+describe('TCP proxy: a TLS client terminated before it', () => {
+  before(() => directReadsWork());
+
+  it('reads the decrypted bytes directly, into the 16 KiB pool (a TLS read is at most 16 KiB), byte-exact', async () => {
+    const received: Buffer[] = [];
+    const upstream = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('data', (c: Buffer) => received.push(c));
+      s.on('end', () => s.end());
+    });
+    await listenLoopback(upstream);
+    const ca = await makeCa({ commonName: 'tcp-tls-ca', days: 1 });
+    const leaf = await makeLeaf(ca, { commonName: 'tcp.test', names: ['tcp.test'], days: 1, usage: 'server' });
+    const { server, proxy } = await tcpGateway({ host: 'sink.internal', targetPort: portOf(upstream), directReads: true, tls: tls.createSecureContext({ cert: leaf.cert, key: leaf.key }) });
+    const switched = switchedSockets();
+    const client = tls.connect({ port: portOf(server), host: '127.0.0.1', servername: 'tcp.test', ca: ca.cert });
+    client.on('error', () => {});
+    try {
+      await new Promise((r) => client.once('secureConnect', r));
+      const sent = seededBytes(4 * 1024 * 1024, 4);
+      const ended = new Promise((r) => client.once('end', r));
+      client.end(sent);
+      client.resume();
+      await ended; // the upstream's FIN, after it saw ours
+      assert.ok(Buffer.concat(received).equals(sent), 'byte-exact, in order');
+      assert.equal(switchedSockets() - switched, 1, 'the TLS client was read directly');
+      assert.ok(proxy.tlsReadBuffers.total > 0, 'its large reads went into the 16 KiB pool');
+      assert.equal(proxy.tlsReadBuffers.size, 16 * 1024);
+    } finally {
+      client.destroy();
+      server.close();
+      upstream.close();
+    }
+  });
 });
 
 describe('TCP proxy: the connection addresses, only for an access log', () => {
