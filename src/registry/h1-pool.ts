@@ -43,6 +43,16 @@ const MAX_HEAD = 64 * 1024;
 const MAX_CHUNK_LINE = 1024;
 const MAX_TRAILERS = 64 * 1024;
 const CRLF = Buffer.from('\r\n', 'latin1');
+/** A response's Content-Length as it follows the colon (at most 15 digits: a safe integer). */
+const RESPONSE_LENGTH = /^[ \t]*(\d{1,15}) *$/;
+/**
+ * A chunk-size line as llhttp takes it (strict): hex digits (at most 12), then extensions `;name` or
+ * `;name=value` (a token or a quoted string) with no whitespace anywhere. What RFC 9112 also allows
+ * (whitespace around `;`) llhttp refuses, so node and undici refuse it: so does the pool.
+ */
+const CHUNK_EXT_TOKEN = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
+const CHUNK_EXT_QUOTED = '"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"';
+const CHUNK_SIZE_LINE = new RegExp(`^([0-9a-fA-F]{1,12})(?:;${CHUNK_EXT_TOKEN}(?:=(?:${CHUNK_EXT_TOKEN}|${CHUNK_EXT_QUOTED}))?)*$`);
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/;
 /** Never written from the given headers: the pool writes its own framing and connection headers. */
 const NOT_WRITTEN: ReadonlySet<string> = new Set(['host', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect']);
@@ -73,6 +83,90 @@ export function requestHead(method: string, path: string, headers: Readonly<Reco
   if (HEADER_VALUE_BAD.test(host)) return undiciShapedError('UND_ERR_INVALID_ARG', 'invalid host header');
   const length = bodyLength !== undefined ? `content-length: ${bodyLength}\r\n` : EXPECTS_BODY.has(method) ? 'content-length: 0\r\n' : '';
   return `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\nconnection: keep-alive\r\n${rest}${length}\r\n`;
+}
+
+/** The size a chunk-size line (without its CRLF) gives, or undefined when llhttp would refuse it. */
+export function chunkSizeOf(line: string): number | undefined {
+  const m = CHUNK_SIZE_LINE.exec(line);
+  return m ? parseInt(m[1]!, 16) : undefined;
+}
+
+/** A final response head, as the pool reads it. */
+export interface ResponseHead {
+  readonly status: number;
+  readonly reason: string;
+  /** Names and values, in order (values without surrounding SP and HTAB). */
+  readonly rawHeaders: string[];
+  /** How the body is framed: none, chunks, until the upstream closes, or a length. */
+  readonly body: 'none' | 'chunked' | 'close' | number;
+  /** The connection is not reused after this response. */
+  readonly close: boolean;
+  /** The upstream's Keep-Alive `timeout=` in seconds, when it sent one. */
+  readonly keepAliveTimeoutS?: number;
+}
+
+/**
+ * A response head (the text before its blank line), strictly: what llhttp refuses is refused, and
+ * anything accepted reads to llhttp the same way (test/unit/gateway/h1-differential.test.ts).
+ * 'interim' for a 1xx other than 101, which the pool skips. Pure.
+ */
+export function parseResponseHead(text: string, requestMethod: string): ResponseHead | 'interim' | Error {
+  if (BAD_HEAD_BYTES.test(text)) return protocolError('invalid character in the head');
+  const lines = text.split('\r\n');
+  const m = STATUS_LINE.exec(lines[0]!);
+  if (!m) return protocolError('invalid status line');
+  const status = Number(m[2]);
+  if (status === 101) return protocolError('101 without an upgrade');
+  const raw: string[] = [];
+  let length: string | undefined;
+  let chunked = false;
+  let coded = false;
+  let closeToken = false;
+  let keepAliveToken = false;
+  let keepAliveTimeoutS: number | undefined;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    const name = colon > 0 ? line.slice(0, colon) : '';
+    if (!TOKEN.test(name)) return protocolError('invalid header line');
+    const value = trimOws(line.slice(colon + 1));
+    const n = name.length;
+    if (n === 14 || n === 17 || n === 10) {
+      const lower = name.toLowerCase();
+      if (lower === 'content-length') {
+        // As it follows the colon: llhttp refuses a tab after the digits (not a space).
+        const digits = RESPONSE_LENGTH.exec(line.slice(colon + 1))?.[1];
+        if (digits === undefined || (length !== undefined && length !== digits)) return protocolError('invalid content-length');
+        length = digits;
+      } else if (lower === 'transfer-encoding') {
+        coded = true;
+        chunked = CHUNKED_LAST.test(value);
+        // `chunked` then a tab: chunked to RFC 9110 (OWS), another coding to llhttp (the body read to
+        // the close). Two readings of one response's framing: refused, not guessed.
+        if (chunked && !/chunked *$/i.test(line)) return protocolError('ambiguous transfer-encoding');
+      } else if (lower === 'keep-alive') {
+        const t = /(?:^|[,;\s])timeout=(\d+)/i.exec(value);
+        if (t) keepAliveTimeoutS = Number(t[1]);
+      } else if (lower === 'connection') {
+        for (const t of line.slice(colon + 1).split(',')) {
+          if (trimOws(t).toLowerCase() === 'close') closeToken = true;
+          // An HTTP/1.0 connection is kept only on a plain `keep-alive` (llhttp reads a tab beside
+          // it as another token): reuse is never assumed where node's client would not reuse.
+          else if (/^ *keep-alive *$/i.test(t)) keepAliveToken = true;
+        }
+      }
+    }
+    raw.push(name, value);
+  }
+  if (coded && length !== undefined) return protocolError('content-length with transfer-encoding');
+  if (status < 200) return 'interim'; // its headers checked as a final head's are
+  const close = closeToken || (m[1] === '0' && !keepAliveToken);
+  let body: ResponseHead['body'];
+  if (requestMethod === 'HEAD' || status === 204 || status === 304) body = 'none';
+  else if (chunked) body = 'chunked';
+  else if (coded || length === undefined) body = 'close';
+  else body = Number(length);
+  return { status, reason: m[3] ?? '', rawHeaders: raw, body, close: close || body === 'close', keepAliveTimeoutS };
 }
 
 interface Job {
@@ -243,63 +337,25 @@ class Conn {
 
   /** Parse a response head; 'interim' for a 1xx to skip, undefined when the request failed. */
   private head(job: Job, text: string): 'final' | 'interim' | undefined {
-    if (BAD_HEAD_BYTES.test(text)) return void this.fail(job, protocolError('invalid character in the head'), true);
-    const lines = text.split('\r\n');
-    const m = STATUS_LINE.exec(lines[0]!);
-    if (!m) return void this.fail(job, protocolError('invalid status line'), true);
-    const status = Number(m[2]);
-    if (status === 101) return void this.fail(job, protocolError('101 without an upgrade'), true);
-    if (status < 200) return 'interim';
-    const raw: string[] = [];
-    let length: string | undefined;
-    let chunked = false;
-    let coded = false;
-    let close = m[1] === '0';
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(':');
-      const name = colon > 0 ? line.slice(0, colon) : '';
-      if (!TOKEN.test(name)) return void this.fail(job, protocolError('invalid header line'), true);
-      const value = trimOws(line.slice(colon + 1));
-      const n = name.length;
-      if (n === 14 || n === 17 || n === 10) {
-        const lower = name.toLowerCase();
-        if (lower === 'content-length') {
-          if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== value)) return void this.fail(job, protocolError('invalid content-length'), true);
-          length = value;
-        } else if (lower === 'transfer-encoding') {
-          coded = true;
-          chunked = CHUNKED_LAST.test(value);
-        } else if (lower === 'keep-alive') {
-          // The upstream's own idle limit (`timeout=5`: Node's default): stop reusing the connection
-          // 2 s before it, as undici does, rather than race its close with the next request.
-          const t = /(?:^|[,;\s])timeout=(\d+)/i.exec(value);
-          if (t) {
-            const ms = Number(t[1]) * 1000 - 2000;
-            if (ms <= 0) this.reusable = false;
-            else this.idleTimer?.limit(ms);
-          }
-        } else if (lower === 'connection') {
-          for (const t of value.split(',')) {
-            const token = trimOws(t).toLowerCase();
-            if (token === 'close') close = true;
-            else if (token === 'keep-alive' && m[1] === '0') close = false;
-          }
-        }
-      }
-      raw.push(name, value);
+    const h = parseResponseHead(text, job.opts.method);
+    if (h instanceof Error) return void this.fail(job, h, true);
+    if (h === 'interim') return 'interim';
+    if (h.keepAliveTimeoutS !== undefined) {
+      // The upstream's own idle limit (`timeout=5`: Node's default): stop reusing the connection
+      // 2 s before it, as undici does, rather than race its close with the next request.
+      const ms = h.keepAliveTimeoutS * 1000 - 2000;
+      if (ms <= 0) this.reusable = false;
+      else this.idleTimer?.limit(ms);
     }
-    if (coded && length !== undefined) return void this.fail(job, protocolError('content-length with transfer-encoding'), true);
-    if (close) this.reusable = false;
+    if (h.close) this.reusable = false;
     this.inHead = false;
-    const bodiless = job.opts.method === 'HEAD' || status === 204 || status === 304;
-    if (bodiless) this.state = 'none';
-    else if (chunked) this.state = 'chunk-size';
-    else if (coded || length === undefined) {
-      this.state = 'close'; // read until the upstream closes
-      this.reusable = false;
-    } else {
-      this.remaining = Number(length);
+    const status = h.status;
+    const raw = h.rawHeaders;
+    if (h.body === 'none') this.state = 'none';
+    else if (h.body === 'chunked') this.state = 'chunk-size';
+    else if (h.body === 'close') this.state = 'close'; // read until the upstream closes
+    else {
+      this.remaining = h.body;
       this.state = this.remaining === 0 ? 'none' : 'length';
     }
     this.trailers = [];
@@ -307,7 +363,7 @@ class Conn {
     const resume = () => {
       if (this.job === job && this.socket.isPaused()) this.socket.resume();
     };
-    const go = this.call(job, () => job.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, m[3] ?? ''));
+    const go = this.call(job, () => job.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, h.reason));
     if (job.done) return undefined;
     if (go === false) this.socket.pause();
     return 'final';
@@ -334,9 +390,9 @@ class Conn {
           return undefined;
         }
         const line = buf.toString('latin1', 0, eol);
-        const m = /^([0-9a-fA-F]{1,12})[\t ]*(;[^\r\n]*)?$/.exec(line);
-        if (!m) return void this.fail(job, protocolError('invalid chunk size'), true);
-        this.remaining = parseInt(m[1]!, 16);
+        const size = chunkSizeOf(line);
+        if (size === undefined) return void this.fail(job, protocolError('invalid chunk size'), true);
+        this.remaining = size;
         this.state = this.remaining === 0 ? 'trailers' : 'chunk-data';
         return buf.subarray(eol + 2);
       }

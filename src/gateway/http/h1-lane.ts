@@ -57,11 +57,19 @@ export type NotLane = 'partial' | 'node';
 
 /** Methods the lane serves (others, CONNECT among them, go to node:http). */
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
-const TARGET = /^[\x21-\x7e]+$/;
-/** Requests whose framing or meaning node:http handles: bodies, upgrades, Expect. */
-const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', '__proto__']);
+/**
+ * Origin-form (`/path?query`) or OPTIONS's `*`. Other forms (absolute, authority) and anything llhttp
+ * would refuse go to node:http, which answers them (a target without its slash gets 400, as Envoy).
+ */
+const TARGET = /^(?:\/[\x21-\x7e]*|\*)$/;
+/**
+ * Requests whose framing or meaning node:http handles: bodies, upgrades, Expect, and the legacy
+ * Proxy-Connection (llhttp reads it as Connection; node:http then closes after a `close`).
+ */
+const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', 'proxy-connection', '__proto__']);
 const MAX_HEADERS = 100;
-const CONTENT_LENGTH = /^(0|[1-9]\d{0,5})$/;
+/** A Content-Length the lane takes, as it follows the colon: llhttp refuses a tab after the digits (not a space). */
+const CONTENT_LENGTH = /^[ \t]*(0|[1-9]\d{0,5}) *$/;
 
 /** Does a Connection header value list `close` (tokens, any case)? Undefined when it lists `upgrade`. */
 function connectionKeepsAlive(value: string): boolean | undefined {
@@ -108,8 +116,9 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
     if (NODE_HEADERS.has(lower)) return 'node';
     if (lower === 'content-length') {
       // Bodies the proxy would read whole anyway (replayable), when they came with their head.
-      if (!CONTENT_LENGTH.test(value) || Number(value) > REPLAYABLE_BODY_BYTES) return 'node';
-      bodyLength = Number(value);
+      const digits = CONTENT_LENGTH.exec(line.slice(colon + 1))?.[1];
+      if (digits === undefined || Number(digits) > REPLAYABLE_BODY_BYTES) return 'node';
+      bodyLength = Number(digits);
     } else if (lower === 'connection') {
       const keep = connectionKeepsAlive(value);
       if (keep === undefined) return 'node';

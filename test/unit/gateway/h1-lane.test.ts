@@ -67,6 +67,13 @@ describe('HTTP/1.1 lane: request heads it serves', () => {
     { name: 'a bare LF ending a line', text: 'GET / HTTP/1.1\r\nHost: a\nX-A: 1\r\n\r\n', want: 'node' },
     { name: 'a bare CR in a value', text: 'GET / HTTP/1.1\r\nHost: a\rX-A: 1\r\n\r\n', want: 'node' },
     { name: 'a tab and latin1 in a value', text: 'GET / HTTP/1.1\r\nHost: a\r\nX-A: a\tcaf\u00e9\r\n\r\n', want: { keepAlive: true } },
+    // Found by the differential test against llhttp (h1-differential.test.ts):
+    { name: 'a target without its slash (node:http answers 400)', text: 'GET a HTTP/1.1\r\nHost: a\r\n\r\n', want: 'node' },
+    { name: 'an absolute-form target', text: 'GET http://a/p HTTP/1.1\r\nHost: a\r\n\r\n', want: 'node' },
+    { name: 'OPTIONS *', text: 'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n', want: { keepAlive: true } },
+    { name: 'Proxy-Connection (llhttp reads it as Connection)', text: 'GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n', want: 'node' },
+    { name: 'a tab after a Content-Length (llhttp refuses it)', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\t\r\n\r\nok', want: 'node' },
+    { name: 'spaces around a Content-Length', text: 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  2  \r\n\r\nok', want: { keepAlive: true } },
     { name: 'more than 100 headers', text: `GET / HTTP/1.1\r\nHost: a\r\n${Array.from({ length: 100 }, (_, i) => `X-${i}: v\r\n`).join('')}\r\n`, want: 'node' },
   ];
   for (const c of cases) {

@@ -192,6 +192,12 @@ describe('HTTP/1.1 upstream pool', () => {
     { name: 'a chunk not ended by CRLF', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokZZ0\r\n\r\n' },
     { name: 'framing in trailers', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Length: 99\r\n\r\n' },
     { name: 'a head over 64 KiB', answer: `HTTP/1.1 200 OK\r\nX-A: ${'a'.repeat(70_000)}\r\n\r\n` },
+    // Found by the differential test against llhttp (test/unit/gateway/h1-differential.test.ts):
+    { name: 'whitespace after a chunk size (llhttp refuses it)', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n' },
+    { name: 'a chunk extension without a name', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n' },
+    { name: '`chunked` followed by a tab (chunked to RFC 9110, not to llhttp)', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n' },
+    { name: 'a tab after a Content-Length', answer: 'HTTP/1.1 200 OK\r\nContent-Length: 2\t\r\n\r\nok' },
+    { name: 'a bad Content-Length in a 100 before the answer', answer: 'HTTP/1.1 100 Continue\r\nContent-Length: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' },
   ];
   for (const r of refused) {
     it(`refuses (HPE_, 502 UPE in the proxy) and drops the connection: ${r.name}`, async () => {
