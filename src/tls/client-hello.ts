@@ -137,24 +137,24 @@ function parseHelloBody(body: Buffer): ParseResult {
   return sni === undefined ? { status: 'hello', alpn, legacyVersion } : { status: 'hello', sni, alpn, legacyVersion };
 }
 
-function parseServerName(data: Buffer): string | undefined | Error {
-  if (data.length === 0) return undefined; // the empty form servers echo back
+/**
+ * The server_name extension of a ClientHello: exactly one entry, a host name. RFC 6066 leaves room
+ * for other name types and more entries, but BoringSSL (Envoy's TLS inspector) and OpenSSL refuse
+ * both, and an empty extension: a hello they would refuse is not routed here on a name they never see.
+ */
+function parseServerName(data: Buffer): string | Error {
   const r = new Reader(data);
   const list = r.bytes(r.u16());
   if (list === undefined || r.left !== 0) return new Error('bad server_name list');
   const l = new Reader(list);
-  let host: string | undefined;
-  while (l.left > 0) {
-    const type = l.u8();
-    const name = l.bytes(l.u16());
-    if (type === undefined || name === undefined) return new Error('truncated server_name');
-    if (type !== NAME_TYPE_HOST) continue;
-    if (host !== undefined) return new Error('two host names in server_name');
-    const text = name.toString('latin1').toLowerCase();
-    if (!HOST_NAME.test(text)) return new Error('server_name is not a valid host name');
-    host = text.endsWith('.') ? text.slice(0, -1) : text;
-  }
-  return host;
+  const type = l.u8();
+  const name = l.bytes(l.u16());
+  if (type === undefined || name === undefined) return new Error('truncated server_name');
+  if (type !== NAME_TYPE_HOST) return new Error(`server_name of type ${type}, not a host name`);
+  if (l.left !== 0) return new Error('more than one entry in server_name');
+  const text = name.toString('latin1').toLowerCase();
+  if (!HOST_NAME.test(text)) return new Error('server_name is not a valid host name');
+  return text.endsWith('.') ? text.slice(0, -1) : text;
 }
 
 function parseAlpn(data: Buffer): string[] | Error {

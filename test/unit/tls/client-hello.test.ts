@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import path from 'node:path';
 import { parseClientHello, readClientHello, type HelloRead, type ParseResult } from '../../../src/tls/client-hello';
 import { startGateway, type TestGateway } from '../../helpers/gateway';
@@ -70,6 +72,59 @@ function reframe(hello: Buffer, size: number): Buffer {
 
 const STATUSES = new Set(['incomplete', 'hello', 'not-tls', 'invalid']);
 
+/** A ClientHello in one record with extension `type`'s data replaced, every length fixed up. */
+function withExtension(hello: Buffer, type: number, data: Buffer): Buffer {
+  const body = hello.subarray(5 + 4); // after the record and handshake headers
+  let p = 2 + 32; // legacy version, random
+  p += 1 + body[p]!; // session id
+  p += 2 + body.readUInt16BE(p); // cipher suites
+  p += 1 + body[p]!; // compression methods
+  const exts: Buffer[] = [];
+  for (let q = p + 2; q < body.length;) {
+    const t = body.readUInt16BE(q);
+    const len = body.readUInt16BE(q + 2);
+    const d = t === type ? data : body.subarray(q + 4, q + 4 + len);
+    const h = Buffer.alloc(4);
+    h.writeUInt16BE(t);
+    h.writeUInt16BE(d.length, 2);
+    exts.push(h, d);
+    q += 4 + len;
+  }
+  const extensions = Buffer.concat(exts);
+  const message = Buffer.concat([body.subarray(0, p), u16(extensions.length), extensions]);
+  const handshake = Buffer.from([1, 0, 0, 0]);
+  handshake.writeUIntBE(message.length, 1, 3);
+  return Buffer.concat([Buffer.from([0x16, 3, 1]), u16(message.length + 4), handshake, message]);
+}
+
+function u16(n: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(n);
+  return b;
+}
+
+const nameEntry = (type: number, name: string) => Buffer.concat([Buffer.from([type]), u16(Buffer.byteLength(name, 'latin1')), Buffer.from(name, 'latin1')]);
+const nameList = (...entries: Buffer[]) => Buffer.concat([u16(entries.reduce((n, e) => n + e.length, 0)), ...entries]);
+
+/** What OpenSSL (node's TLS server, in memory) makes of a hello: the server name it reports, or its error. */
+function opensslServerName(hello: Buffer): Promise<{ sni: string | undefined } | { error: string }> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (v: { sni: string | undefined } | { error: string }) => {
+      if (!done) resolve(v);
+      done = true;
+    };
+    const wire = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+    const server = new tls.TLSSocket(wire, { isServer: true, SNICallback: (name, cb) => { finish({ sni: name }); cb(null, undefined); } });
+    server.on('error', (err: NodeJS.ErrnoException) => finish({ error: err.code ?? err.message }));
+    wire.push(hello);
+    setTimeout(() => {
+      finish({ sni: server.servername || undefined });
+      server.destroy();
+    }, 200);
+  });
+}
+
 describe('ClientHello reader', function () {
   this.timeout(60_000);
   const hellos: Captured[] = [];
@@ -125,6 +180,35 @@ describe('ClientHello reader', function () {
       const whole = parseClientHello(h.bytes);
       for (const size of [1, 7, 100, 512]) {
         assert.deepEqual(parseClientHello(reframe(h.bytes, size)), whole, `${h.name} in records of ${size}`);
+      }
+    }
+  });
+
+  it("server_name as OpenSSL reads it: a name we route on is the name OpenSSL sees; what it refuses, we do (one entry, a host name)", async () => {
+    const base = hellos[0]!.bytes;
+    const cases: [string, Buffer, string | 'invalid' | undefined][] = [
+      ['one host name', nameList(nameEntry(0, 'a.example')), 'a.example'],
+      ['upper case, trailing dot', nameList(nameEntry(0, 'A.Example.')), 'a.example'],
+      ['an IPv4 literal', nameList(nameEntry(0, '10.0.0.1')), '10.0.0.1'],
+      ['a name of type 1 alone', nameList(nameEntry(1, 'a.example')), 'invalid'],
+      ['a host name, then type 1', nameList(nameEntry(0, 'a.example'), nameEntry(1, 'b.example')), 'invalid'],
+      ['type 1, then a host name', nameList(nameEntry(1, 'b.example'), nameEntry(0, 'a.example')), 'invalid'],
+      ['two host names', nameList(nameEntry(0, 'a.example'), nameEntry(0, 'b.example')), 'invalid'],
+      ['an empty extension', Buffer.alloc(0), 'invalid'],
+      ['an empty list', nameList(), 'invalid'],
+      ['a NUL in the name', nameList(nameEntry(0, 'a\0.example')), 'invalid'],
+      ['a byte after the list', Buffer.concat([nameList(nameEntry(0, 'a.example')), Buffer.from([0])]), 'invalid'],
+    ];
+    for (const [name, data, want] of cases) {
+      const hello = withExtension(base, 0, data);
+      const ours = parseClientHello(hello);
+      const theirs = await opensslServerName(hello);
+      if (want === 'invalid') {
+        assert.equal(ours.status, 'invalid', `${name}: ${JSON.stringify(ours)}`);
+        assert.ok('error' in theirs, `${name}: OpenSSL refuses it too (${JSON.stringify(theirs)})`);
+      } else {
+        assert.ok(ours.status === 'hello' && ours.sni === want, `${name}: ${JSON.stringify(ours)}`);
+        assert.ok('sni' in theirs && theirs.sni?.toLowerCase().replace(/\.$/, '') === want, `${name}: OpenSSL sees ${JSON.stringify(theirs)}`);
       }
     }
   });
