@@ -150,9 +150,9 @@ export function parseResponseHead(text: string, requestMethod: string): Response
       } else if (lower === 'connection') {
         for (const t of line.slice(colon + 1).split(',')) {
           if (trimOws(t).toLowerCase() === 'close') closeToken = true;
-          // An HTTP/1.0 connection is kept only on a plain `keep-alive` (llhttp reads a tab beside
+          // An HTTP/1.0 connection is kept only on a plain `keep-alive` (llhttp reads a tab after
           // it as another token): reuse is never assumed where node's client would not reuse.
-          else if (/^ *keep-alive *$/i.test(t)) keepAliveToken = true;
+          else if (/^[ \t]*keep-alive *$/i.test(t)) keepAliveToken = true;
         }
       }
     }
@@ -384,9 +384,9 @@ class Conn {
         return undefined;
       case 'chunk-size': {
         const eol = buf.indexOf(CRLF);
+        if (eol < 0 ? buf.length > MAX_CHUNK_LINE : eol > MAX_CHUNK_LINE) return void this.fail(job, protocolError('chunk-size line too long'), true);
         if (eol < 0) {
-          if (buf.length > MAX_CHUNK_LINE) this.fail(job, protocolError('chunk-size line too long'), true);
-          else this.buf = buf;
+          this.buf = buf;
           return undefined;
         }
         const line = buf.toString('latin1', 0, eol);

@@ -44,7 +44,7 @@ export interface LlhttpResult {
 }
 
 /**
- * Parse `buf` as node:http would (strict, no size limit beyond llhttp's own). `headRequest`: the
+ * Parse `buf` as node:http would (strict; node's default 16 KiB header limit). `headRequest`: the
  * response answers a HEAD (no body whatever its headers say). `eof`: the bytes end there (a
  * close-delimited body ends with them).
  */

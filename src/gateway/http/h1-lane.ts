@@ -58,8 +58,9 @@ export type NotLane = 'partial' | 'node';
 /** Methods the lane serves (others, CONNECT among them, go to node:http). */
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
 /**
- * Origin-form (`/path?query`) or OPTIONS's `*`. Other forms (absolute, authority) and anything llhttp
- * would refuse go to node:http, which answers them (a target without its slash gets 400, as Envoy).
+ * Origin-form (`/path?query`) or `*` (asterisk-form, as llhttp takes it with any method). Other forms
+ * (absolute, authority) go to node:http, which answers them (a target without its slash gets 400,
+ * as from Envoy).
  */
 const TARGET = /^(?:\/[\x21-\x7e]*|\*)$/;
 /**

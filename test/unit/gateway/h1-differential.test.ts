@@ -164,10 +164,12 @@ function responseDisagreement(text: string, method: string, got: ResponseHead | 
   if (JSON.stringify(pairs(alone.rawHeaders)) !== JSON.stringify(got.rawHeaders)) {
     return `headers: llhttp ${JSON.stringify(alone.rawHeaders)}, pool ${JSON.stringify(got.rawHeaders)}`;
   }
-  // llhttp decides keep-alive before it learns the response answers a HEAD (so node's client drops a
-  // connection after a HEAD answer without Content-Length); a HEAD answer has no body whatever its
-  // headers say (RFC 9112 6.3), so the pool reuses it.
-  if (alone.keepAlive === false && !got.close && !headRequest) return 'keep-alive: llhttp closes, the pool would reuse the connection';
+  // llhttp decides keep-alive before it learns the response answers a HEAD: a head without a length
+  // reads to it as a body to the close (so node's client drops the connection). A HEAD answer has no
+  // body whatever its headers say (RFC 9112 6.3), so the pool reuses it; that case alone is exempt.
+  const asGet = headRequest ? parseResponseHead(text, 'GET') : undefined;
+  const headWithoutLength = typeof asGet === 'object' && !(asGet instanceof Error) && asGet.body === 'close';
+  if (alone.keepAlive === false && !got.close && !headWithoutLength) return 'keep-alive: llhttp closes, the pool would reuse the connection';
   const body = got.body;
   if (body === 'none' || body === 0) {
     if (!alone.complete) return 'llhttp expects a body the pool does not read';
@@ -192,6 +194,16 @@ function repeatedLength(headText: string): boolean {
 }
 
 describe('HTTP/1.1 upstream pool against llhttp (node:http\'s parser)', () => {
+  it('keep-alive on HTTP/1.0: only a plain token keeps the connection (llhttp reads a tab after it as another token)', () => {
+    const head = (text: string) => parseResponseHead(`HTTP/1.0 200 OK\r\n${text}\r\nContent-Length: 0`, 'GET') as ResponseHead;
+    assert.equal(head('Connection: keep-alive').close, false);
+    assert.equal(head('Connection:\tkeep-alive ').close, false);
+    assert.equal(head('Connection: keep-alive\t').close, true);
+    assert.equal(llhttpParse('response', Buffer.from('HTTP/1.0 200 OK\r\nConnection: keep-alive\t\r\nContent-Length: 0\r\n\r\n')).keepAlive, false);
+    assert.equal(head('Connection: close, keep-alive').close, true, 'close wins, in any order');
+    assert.equal(head('Connection: keep-alive, close').close, true);
+  });
+
   it('a Content-Length repeated with one value is taken (llhttp refuses it); two values are refused', () => {
     const same = parseResponseHead('HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5', 'GET');
     assert.ok(!(same instanceof Error) && same !== 'interim' && same.body === 5);

@@ -197,6 +197,7 @@ describe('HTTP/1.1 upstream pool', () => {
     { name: 'a chunk extension without a name', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n' },
     { name: '`chunked` followed by a tab (chunked to RFC 9110, not to llhttp)', answer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n' },
     { name: 'a tab after a Content-Length', answer: 'HTTP/1.1 200 OK\r\nContent-Length: 2\t\r\n\r\nok' },
+    { name: 'a chunk-size line over 1 KiB that arrives whole', answer: `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;${'a'.repeat(2000)}\r\nok\r\n0\r\n\r\n` },
     { name: 'a bad Content-Length in a 100 before the answer', answer: 'HTTP/1.1 100 Continue\r\nContent-Length: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' },
   ];
   for (const r of refused) {
