@@ -19,7 +19,7 @@ import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import type { Pool, Dispatcher } from 'undici';
 import { localAddressOf, plainUpstreamSocket, takeUpstreamClaim, type SocketClaim } from './upstream-socket';
-import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from '../gateway/http/wire';
+import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, contentLengthDigits, trimOws } from '../gateway/http/wire';
 import { asError, undiciShapedError } from '../errors';
 import { endpointKey } from './cluster';
 
@@ -43,8 +43,8 @@ const MAX_HEAD = 64 * 1024;
 const MAX_CHUNK_LINE = 1024;
 const MAX_TRAILERS = 64 * 1024;
 const CRLF = Buffer.from('\r\n', 'latin1');
-/** A response's Content-Length as it follows the colon (at most 15 digits: a safe integer). */
-const RESPONSE_LENGTH = /^[ \t]*(\d{1,15}) *$/;
+/** A response's Content-Length has at most 15 digits (a safe integer). */
+const MAX_LENGTH_DIGITS = 15;
 /**
  * A chunk-size line as llhttp takes it (strict): hex digits (at most 12), then extensions `;name` or
  * `;name=value` (a token or a quoted string) with no whitespace anywhere. What RFC 9112 also allows
@@ -134,9 +134,8 @@ export function parseResponseHead(text: string, requestMethod: string): Response
     if (n === 14 || n === 17 || n === 10) {
       const lower = name.toLowerCase();
       if (lower === 'content-length') {
-        // As it follows the colon: llhttp refuses a tab after the digits (not a space).
-        const digits = RESPONSE_LENGTH.exec(line.slice(colon + 1))?.[1];
-        if (digits === undefined || (length !== undefined && length !== digits)) return protocolError('invalid content-length');
+        const digits = contentLengthDigits(line.slice(colon + 1));
+        if (digits === undefined || digits.length > MAX_LENGTH_DIGITS || (length !== undefined && length !== digits)) return protocolError('invalid content-length');
         length = digits;
       } else if (lower === 'transfer-encoding') {
         coded = true;
@@ -160,13 +159,13 @@ export function parseResponseHead(text: string, requestMethod: string): Response
   }
   if (coded && length !== undefined) return protocolError('content-length with transfer-encoding');
   if (status < 200) return 'interim'; // its headers checked as a final head's are
-  const close = closeToken || (m[1] === '0' && !keepAliveToken);
   let body: ResponseHead['body'];
   if (requestMethod === 'HEAD' || status === 204 || status === 304) body = 'none';
   else if (chunked) body = 'chunked';
   else if (coded || length === undefined) body = 'close';
   else body = Number(length);
-  return { status, reason: m[3] ?? '', rawHeaders: raw, body, close: close || body === 'close', keepAliveTimeoutS };
+  const close = closeToken || (m[1] === '0' && !keepAliveToken) || body === 'close';
+  return { status, reason: m[3] ?? '', rawHeaders: raw, body, close, keepAliveTimeoutS };
 }
 
 interface Job {
@@ -349,8 +348,6 @@ class Conn {
     }
     if (h.close) this.reusable = false;
     this.inHead = false;
-    const status = h.status;
-    const raw = h.rawHeaders;
     if (h.body === 'none') this.state = 'none';
     else if (h.body === 'chunked') this.state = 'chunk-size';
     else if (h.body === 'close') this.state = 'close'; // read until the upstream closes
@@ -363,7 +360,7 @@ class Conn {
     const resume = () => {
       if (this.job === job && this.socket.isPaused()) this.socket.resume();
     };
-    const go = this.call(job, () => job.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, h.reason));
+    const go = this.call(job, () => job.handler.onHeaders?.(h.status, h.rawHeaders as unknown as Buffer[], resume, h.reason));
     if (job.done) return undefined;
     if (go === false) this.socket.pause();
     return 'final';

@@ -15,7 +15,7 @@
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { laneReads, type LaneReads } from '../direct-reads';
-import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, trimOws } from './wire';
+import { BAD_HEAD_BYTES, CHUNKED_LAST, CRLFCRLF, HEADER_VALUE_BAD, IdleTimer, TOKEN, contentLengthDigits, trimOws } from './wire';
 import { REPLAYABLE_BODY_BYTES } from './proxy';
 
 export interface H1LaneLimits {
@@ -69,8 +69,8 @@ const TARGET = /^(?:\/[\x21-\x7e]*|\*)$/;
  */
 const NODE_HEADERS: ReadonlySet<string> = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings', 'proxy-connection', '__proto__']);
 const MAX_HEADERS = 100;
-/** A Content-Length the lane takes, as it follows the colon: llhttp refuses a tab after the digits (not a space). */
-const CONTENT_LENGTH = /^[ \t]*(0|[1-9]\d{0,5}) *$/;
+/** The Content-Length digits the lane takes (no leading zeros; bodies it reads whole are small). */
+const CONTENT_LENGTH = /^(0|[1-9]\d{0,5})$/;
 
 /** Does a Connection header value list `close` (tokens, any case)? Undefined when it lists `upgrade`. */
 function connectionKeepsAlive(value: string): boolean | undefined {
@@ -117,8 +117,8 @@ export function parseRequestHead(buf: Buffer, maxHeaderBytes: number): ParsedHea
     if (NODE_HEADERS.has(lower)) return 'node';
     if (lower === 'content-length') {
       // Bodies the proxy would read whole anyway (replayable), when they came with their head.
-      const digits = CONTENT_LENGTH.exec(line.slice(colon + 1))?.[1];
-      if (digits === undefined || Number(digits) > REPLAYABLE_BODY_BYTES) return 'node';
+      const digits = contentLengthDigits(line.slice(colon + 1));
+      if (digits === undefined || !CONTENT_LENGTH.test(digits) || Number(digits) > REPLAYABLE_BODY_BYTES) return 'node';
       bodyLength = Number(digits);
     } else if (lower === 'connection') {
       const keep = connectionKeepsAlive(value);

@@ -11,6 +11,14 @@ export const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 /** A Transfer-Encoding whose last coding is chunked (the body is framed by chunks). */
 export const CHUNKED_LAST = /(^|,)[\t ]*chunked[\t ]*$/i;
 
+/**
+ * A Content-Length value's digits as they follow the colon, or undefined. OWS may come before them,
+ * only spaces after: llhttp refuses a tab there, so both our parsers do (the digit limits are theirs).
+ */
+export function contentLengthDigits(afterColon: string): string | undefined {
+  return /^[ \t]*(\d+) *$/.exec(afterColon)?.[1];
+}
+
 /** Strip optional whitespace (SP, HTAB) at both ends: String.trim would also take latin1 NBSP. */
 export function trimOws(s: string): string {
   let a = 0;

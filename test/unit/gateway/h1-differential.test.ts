@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { parseRequestHead, type ParsedHead } from '../../../src/gateway/http/h1-lane';
 import { chunkSizeOf, parseResponseHead, type ResponseHead } from '../../../src/registry/h1-pool';
+import { trimOws } from '../../../src/gateway/http/wire';
 import { llhttpParse } from '../../helpers/llhttp';
 import { mulberry32 } from '../../helpers/random';
 
@@ -75,7 +76,7 @@ function edited(text: string, rand: () => number, lines: readonly string[]): str
 
 /** Header names and values as node reports them (values without surrounding SP and HTAB). */
 function pairs(raw: readonly string[]): string[] {
-  return raw.map((s, i) => (i % 2 === 1 ? s.replace(/^[ \t]+|[ \t]+$/g, '') : s));
+  return raw.map((s, i) => (i % 2 === 1 ? trimOws(s) : s));
 }
 
 /** Where the lane and llhttp disagree about `buf`, or undefined. */
