@@ -10,6 +10,7 @@ import type { FilterChain, ListenerDef } from '../config/snapshot';
 import { readClientHello } from '../tls/client-hello';
 import { peerHasSan, type ServerContexts, type ServerTlsPolicy } from '../tls/server-context';
 import type { ServerCredentialSource } from '../tls/secrets';
+import { inheritEnds } from './addresses';
 import type { HttpStackEntry, TlsDispatcher } from './listener-manager';
 import { selectChain, selectTcpRoute } from './tcp/match';
 import type { TcpProxy } from './tcp/proxy';
@@ -119,6 +120,7 @@ export class TlsListener implements TlsDispatcher {
       rejectUnauthorized: policy.rejectUnauthorized,
       ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
     });
+    inheritEnds(tlsSocket, socket);
     const timer = setTimeout(() => tlsSocket.destroy(), this.deps.handshakeTimeoutMs);
     let secured = false;
     tlsSocket.on('error', (err: Error) => {

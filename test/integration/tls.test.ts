@@ -159,6 +159,20 @@ spec:
     assert.match(lines[0]!, /^\[[^\]]+\] "- - -" 0 NR filter_chain_not_found - "-" \d+ 0 \d+ - "-" "-" "-" "-" "-" - - 127\.0\.0\.1:\d+ 127\.0\.0\.1:\d+ /);
   });
 
+  it('passthrough: a client that resets in the middle of its ClientHello is logged with its own address', async () => {
+    // The address is asked for when the connection is accepted: after the reset the kernel no longer
+    // tells (getpeername fails), and this line showed `-` for the client.
+    const client = net.connect(tlsPort, '127.0.0.1');
+    client.on('error', () => {});
+    await once(client, 'connect');
+    const port = client.localPort;
+    client.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
+    await new Promise((r) => setTimeout(r, 300)); // the gateway has accepted it and waits for the rest
+    client.resetAndDestroy();
+    const line = await gw.waitForLine(new RegExp(` 127\\.0\\.0\\.1:${port} - -$`));
+    assert.match(line, /^\[[^\]]+\] "- - -" 0 NR filter_chain_not_found - "-" 11 0 \d+ - "-" "-" "-" "-" "-" - - 127\.0\.0\.1:\d+ 127\.0\.0\.1:\d+ - -$/);
+  });
+
   it('HTTPS SIMPLE: ALPN h2, then the same routing (HTTP/2 418 from /status/418)', async () => {
     const r = await curl(['-s', '-i', ...resolve('httpbin.example.com', httpsPort), '--cacert', ca.certFile, `https://httpbin.example.com:${httpsPort}/status/418`]);
     assert.equal(r.code, 0, r.stderr);

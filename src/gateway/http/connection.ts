@@ -12,6 +12,7 @@ import { originalDstOf } from '../../sidecar/capture';
 import type { OriginalDestination } from '../../sidecar/original-dst';
 import { clientCertDetails } from '../../tls/client-cert';
 import { tlsIdentitiesOf, type TlsIdentities } from '../../tls/identities';
+import { endsOf } from '../addresses';
 import { joinHostPort } from './headers';
 
 const socketOfSession = new WeakMap<object, Socket>();
@@ -48,16 +49,23 @@ export interface Downstream {
   readonly identities: TlsIdentities | undefined;
   /** %DOWNSTREAM_LOCAL_ADDRESS%: where a captured connection was going (Envoy's original dst), else the socket's own end. */
   readonly localAddress: string | undefined;
+  /** %DOWNSTREAM_REMOTE_ADDRESS%: the client's end, `host:port`. */
+  readonly remoteAddress: string | undefined;
+  /** The client's address alone (X-Forwarded-For, source-IP hashing); '' when unknown. */
+  readonly remoteIp: string;
 }
 
 export function downstreamOf(req: Pick<IncomingMessage, 'socket'>): Downstream {
   const conn = connectionOf(req);
   const dst = originalDstOf(conn);
   const secure = conn instanceof tls.TLSSocket;
+  const ends = endsOf(conn); // kept since the connection was accepted (addresses.ts)
   return {
     dst,
     clientCert: secure ? clientCertDetails(conn) : undefined,
     identities: secure ? tlsIdentitiesOf(conn) : undefined,
-    localAddress: dst?.address ? joinHostPort(dst.address, dst.port) : joinHostPort(req.socket.localAddress, req.socket.localPort),
+    localAddress: dst?.address ? joinHostPort(dst.address, dst.port) : ends.local,
+    remoteAddress: ends.remote,
+    remoteIp: ends.remoteIp,
   };
 }

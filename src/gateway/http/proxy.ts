@@ -18,7 +18,7 @@ import type { DestinationLabels } from '../../telemetry/metrics';
 import { ERRORS, GatewayError, fromUpstreamError, isTlsHandshakeCode, asError, type ErrorCode } from '../../errors';
 import { decide, pickDestination, routeTableFor, type ChainKeys, type HttpEntry, type RouteInput } from './route-match';
 import {
-  authorityOf, downstreamResponseHeaders, dropNamed, httpDate, joinHostPort, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
+  authorityOf, downstreamResponseHeaders, dropNamed, httpDate, protocolOf, validAuthority, plainAddress, rawHeaderBytes, requestIdOf, upstreamRequestHeaders,
 } from './headers';
 import { httpsRedirectLocation, redirectLocation } from './redirect';
 import { requestTarget } from './path';
@@ -154,6 +154,8 @@ class Exchange {
   source: PeerWorkload | undefined;
   /** Where a sidecar's captured connection was going (passthrough and original-destination clusters). */
   readonly dst: OriginalDestination | undefined;
+  /** The client's address (X-Forwarded-For, source-IP hashing). */
+  readonly remoteIp: string;
   /** A mesh service's answer to the metadata exchange: the workload that served (destination_* in metrics). */
   upstreamPeer: PeerWorkload | undefined;
   /** Response header operations of the route and the destination, applied to the upstream's response. */
@@ -168,16 +170,17 @@ class Exchange {
     scheme: 'http' | 'https',
   ) {
     const sock = req.socket;
-    const remote = plainAddress(sock.remoteAddress);
     const requestId = requestIdOf(req.headers);
     const down = downstreamOf(req);
     this.dst = down.dst;
+    this.remoteIp = down.remoteIp;
     this.upstreamHeaders = upstreamRequestHeaders(req.headers, {
-      remoteAddress: remote, scheme, requestId, outbound: down.dst !== undefined, clientCert: down.clientCert,
+      remoteAddress: down.remoteIp, scheme, requestId, outbound: down.dst !== undefined, clientCert: down.clientCert,
     });
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
-    const cl = req.headers['content-length'];
-    if (cl !== undefined) this.requestBodyBytes = Number(cl) || 0;
+    // Body bytes as they arrive (Envoy's %BYTES_RECEIVED%), not as Content-Length announces them: an
+    // upload the client abandons is logged and measured with what it sent. The lane's come whole.
+    this.requestBodyBytes = req.body?.length ?? 0;
     this.grpc = isGrpcContentType(req.headers['content-type']);
     // Every field named here, set or not, so that each request's record has one shape from the start
     // (no property added later: one allocation, and monomorphic loads in the access-log getters).
@@ -205,7 +208,7 @@ class Exchange {
       upstreamIdentities: undefined,
       downstreamIdentities: down.identities,
       downstreamLocalAddress: down.localAddress,
-      downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
+      downstreamRemoteAddress: down.remoteAddress,
       requestedServerName: (sock as { servername?: string | false }).servername || undefined,
       routeName: undefined,
     };
@@ -372,7 +375,7 @@ class Exchange {
   }
 }
 
-/** Wrap a chunked request body so its bytes are counted as undici reads it. */
+/** Wrap a streamed request body so its bytes are counted as undici reads it. */
 async function* counted(req: IncomingMessage, ex: Exchange): AsyncGenerator<Buffer> {
   for await (const chunk of req) {
     ex.addRequestBody((chunk as Buffer).length);
@@ -461,12 +464,13 @@ function trailerObject(trailers: unknown): Record<string, string | string[]> | u
  */
 export const REPLAYABLE_BODY_BYTES = 64 * 1024;
 
-function readBody(req: IncomingMessage, cap: number): Promise<Buffer> {
+function readBody(req: IncomingMessage, cap: number, received: (bytes: number) => void): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
+      received(c.length);
       if (size > cap) return req.destroy(new Error('request body larger than its content-length'));
       chunks.push(c);
     });
@@ -654,7 +658,7 @@ export class HttpProxy {
     const path = shapeUpstreamRequest(ex.upstreamHeaders, route, dest, req.url ?? '/');
     ex.responseOps = route.headers?.response || dest.headers?.response ? [route.headers?.response, dest.headers?.response] : NO_RESPONSE_OPS;
     if (cluster.def.hash) {
-      const hash = hashKeyOf(cluster.def.hash, req.headers, plainAddress(req.socket.remoteAddress), req.url ?? '/', freshCookieValue);
+      const hash = hashKeyOf(cluster.def.hash, req.headers, ex.remoteIp, req.url ?? '/', freshCookieValue);
       ex.hashKey = hash.key;
       if (hash.setCookie) ex.extraResponseHeaders.push('set-cookie', hash.setCookie);
     }
@@ -683,7 +687,7 @@ export class HttpProxy {
     const length = Number(req.headers['content-length']);
     if (!(length <= REPLAYABLE_BODY_BYTES)) return new Forwarder(this.deps, ex, route, cluster, req, path, endpoint).start();
     // A small body is read whole first, so a retry or a mirror can send it again.
-    readBody(req, REPLAYABLE_BODY_BYTES).then((body) => {
+    readBody(req, REPLAYABLE_BODY_BYTES, (n) => ex.addRequestBody(n)).then((body) => {
       if (ex.finished) return;
       new Forwarder(this.deps, ex, route, cluster, body, path, endpoint).start();
     }, () => {
@@ -900,8 +904,7 @@ class Forwarder {
     }
     const started = performance.now();
     const streamed = this.streamed;
-    const body = !streamed ? this.replayable
-      : (streamed.headers['content-length'] !== undefined ? streamed : Readable.from(counted(streamed, ex), { objectMode: false }));
+    const body = streamed ? Readable.from(counted(streamed, ex), { objectMode: false }) : this.replayable;
     let resume: (() => void) | undefined;
     const onDrain = () => resume?.();
     /** The answer has no body (204, 304): undici's complaint about its Content-Length is no error. */

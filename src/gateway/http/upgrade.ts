@@ -18,7 +18,7 @@ import type { Duplex } from 'node:stream';
 import { ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import { chainKeysOf, transportFailureReason, type ProxyDeps } from './proxy';
 import { decide, pickDestination, routeTableFor, type HttpEntry } from './route-match';
-import { downstreamResponseHeaders, joinHostPort, plainAddress, rawLocalReply, requestIdOf, upstreamRequestHeaders, validAuthority } from './headers';
+import { downstreamResponseHeaders, joinHostPort, rawLocalReply, requestIdOf, upstreamRequestHeaders, validAuthority } from './headers';
 import type { AccessRecord } from '../../telemetry/access-log';
 import type { DestinationLabels } from '../../telemetry/metrics';
 import { applyHeaderOpsFlat, shapeUpstreamRequest } from './policy';
@@ -92,14 +92,13 @@ class UpgradeExchange {
     private readonly socket: Duplex,
     private readonly head: Buffer,
   ) {
-    const sock = req.socket;
     this.down = downstreamOf(req);
     this.rec = {
       startTime: this.start0, method: req.method, path: req.url, protocol: `HTTP/${req.httpVersion}`,
       responseCode: 0, responseFlags: [], bytesReceived: 0, bytesSent: 0, durationMs: 0,
       requestHeaders: {}, authority: req.headers.host,
       downstreamLocalAddress: this.down.localAddress,
-      downstreamRemoteAddress: joinHostPort(sock.remoteAddress, sock.remotePort),
+      downstreamRemoteAddress: this.down.remoteAddress,
     };
   }
 
@@ -135,7 +134,7 @@ class UpgradeExchange {
     // sidecar's header rules; a terminated TLS connection names its client and identities.
     const { dst, clientCert, identities } = this.down;
     const headers = upstreamRequestHeaders(req.headers, {
-      remoteAddress: plainAddress(req.socket.remoteAddress), scheme, requestId: requestIdOf(req.headers), outbound: dst !== undefined, clientCert,
+      remoteAddress: this.down.remoteIp, scheme, requestId: requestIdOf(req.headers), outbound: dst !== undefined, clientCert,
     });
     if (identities) rec.downstreamIdentities = identities;
     rec.requestHeaders = headers;

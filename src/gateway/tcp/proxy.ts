@@ -8,6 +8,7 @@ import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
+import { endsOf } from '../addresses';
 import type { L4Route } from '../../config/snapshot';
 import { asError, ERRORS, fromUpstreamError, type ErrorCode } from '../../errors';
 import type { Registry } from '../../registry/registry';
@@ -154,11 +155,13 @@ function passEnd(from: Socket, to: Socket): void {
  * A connection's access record. Its addresses are asked of the kernel (getsockname, getpeername)
  * only when an access log will print them (`addresses`): nothing else reads them, and the three
  * calls with their strings were ~6 µs of a new connection's ~110 (docs/benchmarks.md, "Addresses
- * only for the access log"). A connection that starts while the log is off and ends after it was
- * turned on logs `-` for them.
+ * only for the access log"). The listener asked for the client's end and ours when it accepted the
+ * connection (addresses.ts), while the kernel could still tell. A connection that starts while the
+ * log is off and ends after it was turned on logs `-` for them.
  */
 function baseRecord(socket: Socket, startTime: number, sni: string | undefined, addresses: boolean): AccessRecord {
   const identities = tlsIdentitiesOf(socket); // a terminated TLS connection (gateway TLS servers, sidecar inbound mTLS)
+  const ends = addresses ? endsOf(socket) : undefined;
   return {
     ...(identities ? { downstreamIdentities: identities } : {}),
     startTime,
@@ -167,8 +170,8 @@ function baseRecord(socket: Socket, startTime: number, sni: string | undefined, 
     bytesReceived: 0,
     bytesSent: 0,
     durationMs: 0,
-    downstreamLocalAddress: addresses ? joinHostPort(socket.localAddress, socket.localPort) : undefined,
-    downstreamRemoteAddress: addresses ? joinHostPort(socket.remoteAddress, socket.remotePort) : undefined,
+    downstreamLocalAddress: ends?.local,
+    downstreamRemoteAddress: ends?.remote,
     requestedServerName: sni,
   };
 }
