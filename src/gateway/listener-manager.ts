@@ -489,11 +489,15 @@ export class ListenerManager {
       ? 'HEADERS_TOO_LARGE'
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'REQUEST_TIMEOUT' : 'DOWNSTREAM_PROTOCOL_ERROR';
     const spec = ERRORS[code];
-    const quiet = err.code === 'ECONNRESET' || !socket.writable;
+    // The client's FIN in the middle of a request (HPE_INVALID_EOF_STATE): the client is gone, as
+    // after a reset. No 400 after it, and no line of its own: a request already being served is
+    // logged once, DC, by its exchange; half a head is not a request (Envoy logs neither).
+    const gone = err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE';
+    const quiet = gone || !socket.writable;
     if (!quiet) socket.end(rawLocalReply(spec.status, spec.body, this.deps.serverName));
     socket.destroySoon?.();
     setTimeout(() => socket.destroy(), 1000).unref();
-    if (err.code === 'ECONNRESET') return;
+    if (gone) return;
     this.deps.telemetry.recordHttp({
       startTime: Date.now(),
       responseCode: quiet ? 0 : spec.status,
