@@ -234,9 +234,10 @@ export class ListenerManager {
       l.sockets.add(socket);
       socket.on('error', () => {}); // each protocol handler reports what it was doing
       socket.once('close', () => l.sockets.delete(socket));
-      // The client's end and ours, kept from now on (addresses.ts). A TCP proxy reads them only for
-      // its access log: without one it never asks (two system calls of a connection's ~28).
-      if (l.family !== 'TCP' || this.deps.telemetry.accessLog.enabled) keepEnds(socket);
+      // The client's end and ours, kept from now on (addresses.ts): plain HTTP reads them for every
+      // request anyway (X-Forwarded-For); the other listeners kept them only for the access log, and
+      // without one a TCP or TLS passthrough connection never asks (two system calls of its ~28).
+      if (l.family === 'HTTP' || this.deps.telemetry.accessLog.enabled) keepEnds(socket);
       try {
         this.accept(l, socket);
       } catch (err) {

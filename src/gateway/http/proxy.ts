@@ -132,6 +132,8 @@ class Exchange {
   private destination: DestinationLabels = NO_DESTINATION;
   private responseHeaderBytes = 0;
   private requestBodyBytes = 0;
+  /** Something has read the body (and counts it): a streamed or replayable upload. */
+  private bodyRead = false;
   private readonly requestHeaderBytes: number;
   headersSent = false;
   finished = false;
@@ -178,8 +180,9 @@ class Exchange {
       remoteAddress: down.remoteIp, scheme, requestId, outbound: down.dst !== undefined, clientCert: down.clientCert,
     });
     this.requestHeaderBytes = rawHeaderBytes(req.rawHeaders) + (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
-    // Body bytes as they arrive (Envoy's %BYTES_RECEIVED%), not as Content-Length announces them: an
-    // upload the client abandons is logged and measured with what it sent. The lane's come whole.
+    // Body bytes as they are read (Envoy's %BYTES_RECEIVED%), not as Content-Length announces them: an
+    // upload the client abandons is logged and measured with what it sent. The lane's come whole;
+    // a streamed body counts what the upstream took of it.
     this.requestBodyBytes = req.body?.length ?? 0;
     this.grpc = isGrpcContentType(req.headers['content-type']);
     // Every field named here, set or not, so that each request's record has one shape from the start
@@ -220,6 +223,8 @@ class Exchange {
   }
 
   addRequestBody(bytes: number): void {
+    this.bodyRead = true;
+    if (this.recorded) return; // the line and the metric are made: they must say the same
     this.requestBodyBytes += bytes;
     this.rec.bytesReceived = this.requestBodyBytes;
   }
@@ -364,6 +369,13 @@ class Exchange {
 
   record(): void {
     if (this.recorded) return;
+    // A body node read for us but nobody took (a local reply: 404, redirect, fault...): what came
+    // is counted, as on the lane, whose bodies come whole with the head.
+    const req = this.node?.req;
+    if (req && !this.bodyRead) {
+      this.requestBodyBytes += req.complete ? Number(req.headers['content-length']) || req.readableLength : req.readableLength;
+      this.rec.bytesReceived = this.requestBodyBytes;
+    }
     this.recorded = true;
     this.finished = true;
     this.rec.durationMs = Math.round(performance.now() - this.t0);
