@@ -499,6 +499,7 @@ export class ListenerManager {
     socket.destroySoon?.();
     setTimeout(() => socket.destroy(), 1000).unref();
     if (gone) return;
+    const ends = endsOf(socket);
     this.deps.telemetry.recordHttp({
       startTime: Date.now(),
       responseCode: quiet ? 0 : spec.status,
@@ -507,8 +508,8 @@ export class ListenerManager {
       bytesReceived: 0,
       bytesSent: quiet ? 0 : Buffer.byteLength(spec.body),
       durationMs: 0,
-      downstreamLocalAddress: endsOf(socket).local,
-      downstreamRemoteAddress: endsOf(socket).remote,
+      downstreamLocalAddress: ends.local,
+      downstreamRemoteAddress: ends.remote,
     }, {}, 0, quiet ? 0 : spec.body.length, { inbound });
   }
 

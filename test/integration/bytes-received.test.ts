@@ -1,15 +1,16 @@
 // %BYTES_RECEIVED% (and istio_request_bytes) count the body bytes that arrived, as Envoy counts them,
 // not the bytes a Content-Length announced: an upload the client abandons is logged with what it sent.
-// A request cut short by the client's FIN is logged once (DC) and never answered 400 after it.
+// A request cut short by the client's FIN is logged once (DC) and never answered 400 after it. A body
+// nobody reads (a local reply) counts what came, whichever parser read the request.
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { listenLoopback, portOf, waitFor } from '../helpers/upstream';
+import { listenLoopback, portOf, rawHttp, waitFor } from '../helpers/upstream';
 import { singleRouteYaml } from '../../src/sample/configs';
 
-describe('bytes received of an abandoned upload', function () {
+describe('bytes received: abandoned uploads and bodies nobody reads', function () {
   this.timeout(30_000);
   let gw: TestGateway;
   let upstream: http.Server;
@@ -23,7 +24,8 @@ describe('bytes received of an abandoned upload', function () {
       req.on('error', () => {});
     });
     await listenLoopback(upstream);
-    gw = await startGateway({ 'routes.yaml': singleRouteYaml({ upstreamPort: portOf(upstream) }) });
+    // Under /up to the upstream; anything else is answered 404 NR by the gateway itself.
+    gw = await startGateway({ 'routes.yaml': singleRouteYaml({ upstreamPort: portOf(upstream), prefix: '/up' }) });
   });
   after(async () => {
     await gw?.stop();
@@ -59,16 +61,28 @@ describe('bytes received of an abandoned upload', function () {
   /** %BYTES_RECEIVED% of a line in Istio's default format. */
   const bytesReceived = (line: string) => Number(/ "-" (\d+) \d+ \d+ /.exec(line)?.[1]);
 
-  it('a streamed body (larger than a retry keeps), reset: the bytes the upstream got, not the Content-Length', async () => {
-    const line = await abandon('/streamed', 1_000_000, 100_000, () => arrived.get('/streamed') === 100_000);
+  /** istio_request_bytes_sum of the requests logged with response code 0 (abandoned): head and body bytes. */
+  async function abandonedRequestBytes(): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${gw.app.ports.metrics}/stats/prometheus`)).text();
+    return Number(/^istio_request_bytes_sum\{[^}]*response_code="0"[^}]*\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  }
+
+  it('a streamed body (larger than a retry keeps), reset: the bytes the upstream got, not the Content-Length; the metric too', async () => {
+    const before = await abandonedRequestBytes();
+    const line = await abandon('/up/streamed', 1_000_000, 100_000, () => arrived.get('/up/streamed') === 100_000);
     assert.equal(bytesReceived(line), 100_000, line);
+    const added = (await abandonedRequestBytes()) - before;
+    assert.ok(added > 100_000 && added < 100_500, `istio_request_bytes_sum grew by ${added} (100 000 body bytes and a head)`);
   });
 
   it('a small body, read whole before it is sent (retries replay it), cut short by a FIN: the bytes that came, one line, no 400', async () => {
     answered = '';
-    const line = await abandon('/small', 5000, 3000);
+    const before = await abandonedRequestBytes();
+    const line = await abandon('/up/small', 5000, 3000);
     assert.equal(bytesReceived(line), 3000, line);
-    assert.equal(arrived.get('/small'), undefined);
+    assert.equal(arrived.get('/up/small'), undefined);
+    const added = (await abandonedRequestBytes()) - before;
+    assert.ok(added > 3000 && added < 3500, `istio_request_bytes_sum grew by ${added} (3000 body bytes and a head)`);
     // node:http's parser reports the FIN inside the body as an error too: it is not answered 400
     // (the client is gone) nor logged a second time as a 400 DPE of its own.
     await new Promise((r) => setTimeout(r, 400)); // past the access log's flush (250 ms)
@@ -87,10 +101,15 @@ describe('bytes received of an abandoned upload', function () {
     assert.equal(got, '');
   });
 
-  it('the same in istio_request_bytes: the head and the bytes that came', async () => {
-    const text = await (await fetch(`http://127.0.0.1:${gw.app.ports.metrics}/stats/prometheus`)).text();
-    const sums = [...text.matchAll(/^istio_request_bytes_sum\{[^}]*response_code="0"[^}]*\} (\d+)$/gm)].map((m) => Number(m[1]));
-    assert.equal(sums.length, 1, text);
-    assert.ok(sums[0]! > 103_000 && sums[0]! < 104_000, `istio_request_bytes_sum ${sums[0]} (100 000 + 3000 body bytes and two heads)`);
+  it('a body the gateway answers itself (404): the bytes that came, read by the lane or by node:http alike', async () => {
+    const body = 'x'.repeat(100);
+    // Content-Length: the lane reads it whole with the head; chunked: node:http reads it.
+    const lane = await rawHttp(gw.port(80), `POST /lane HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 100\r\n\r\n${body}`, { timeoutMs: 3000 });
+    const node = await rawHttp(gw.port(80), `POST /node HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n${body}\r\n0\r\n\r\n`, { timeoutMs: 3000 });
+    for (const answer of [lane, node]) assert.match(answer, /^HTTP\/1\.1 404 Not Found\r\n/);
+    for (const path of ['/lane', '/node']) {
+      const line = await gw.waitForLine(new RegExp(`"POST ${path} HTTP/1\\.1" 404 NR route_not_found `));
+      assert.equal(bytesReceived(line), 100, line);
+    }
   });
 });

@@ -132,8 +132,10 @@ class Exchange {
   private destination: DestinationLabels = NO_DESTINATION;
   private responseHeaderBytes = 0;
   private requestBodyBytes = 0;
-  /** Something has read the body (and counts it): a streamed or replayable upload. */
+  /** Something reads the body (and counts it): a streamed or replayable upload, or localReply. */
   private bodyRead = false;
+  /** localReply reads a body nobody takes: the line waits for its end (record()). */
+  private drainingBody = false;
   private readonly requestHeaderBytes: number;
   headersSent = false;
   finished = false;
@@ -249,6 +251,14 @@ class Exchange {
     // A reply the router makes itself for a routed request (503 UF, 504 UT, a redirect...) gets the
     // route's response header operations and the CORS headers too, as Envoy's do: a browser can read it.
     this.writeHead(status, this.route ? this.routeResponseHeaders(list) : list, body.length > 0, false);
+    // A body node reads and nobody takes (the reply is made without it) is read here and counted
+    // (node would discard it anyway), so the line says what the lane's says: its bodies come whole.
+    const req = this.node?.req;
+    if (req && !this.bodyRead) {
+      this.bodyRead = true;
+      this.drainingBody = true;
+      req.on('data', (c: Buffer) => this.addRequestBody(c.length)).resume();
+    }
     if (body) this.res.end(body);
     else this.res.end(); // (end('') would send the head before the end: a separate empty DATA frame on HTTP/2)
     this.rec.responseCode = status;
@@ -369,15 +379,17 @@ class Exchange {
 
   record(): void {
     if (this.recorded) return;
-    // A body node read for us but nobody took (a local reply: 404, redirect, fault...): what came
-    // is counted, as on the lane, whose bodies come whole with the head.
+    this.finished = true;
     const req = this.node?.req;
-    if (req && !this.bodyRead) {
-      this.requestBodyBytes += req.complete ? Number(req.headers['content-length']) || req.readableLength : req.readableLength;
-      this.rec.bytesReceived = this.requestBodyBytes;
+    if (this.drainingBody && req && !req.complete) {
+      // The rest of a body nobody takes is still coming: the line waits for it (or for the
+      // connection's end), as Envoy logs a stream once it has ended both ways.
+      this.drainingBody = false;
+      const done = () => this.record();
+      req.once('end', done).once('close', done);
+      return;
     }
     this.recorded = true;
-    this.finished = true;
     this.rec.durationMs = Math.round(performance.now() - this.t0);
     this.deps.telemetry.recordHttp(
       this.rec, this.destination,
